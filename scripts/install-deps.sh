@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages that lifeboat's build, rescue image and test
+# tiers need. Safe to run again: apt skips what is already there.
+set -euo pipefail
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "install-deps.sh: run as root (apt-get needs it)" >&2
+    exit 1
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+
+# qemu-system-x86 10.x comes from bookworm-backports (qemu-utils 10 may already
+# be installed from there, and 7.2 from bookworm conflicts with it).
+codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")
+if ! grep -rqs "${codename}-backports" /etc/apt/sources.list /etc/apt/sources.list.d/; then
+    cat > /etc/apt/sources.list.d/lifeboat-backports.sources <<SRC
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: ${codename}-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+fi
+
+apt-get update -qq
+
+packages=(
+    # the rescue image: kernel, shell, ISO, bootloaders
+    linux-image-amd64 busybox-static cpio zstd kmod
+    xorriso grub-common grub-pc-bin grub-efi-amd64-bin isolinux syslinux-common
+    mtools dosfstools
+    # storage tools that capture and recovery run
+    lvm2 mdadm cryptsetup cryptsetup-bin e2fsprogs xfsprogs btrfs-progs
+    gdisk fdisk parted util-linux efibootmgr acl attr
+    # the QEMU tier and full-system tests
+    ovmf debootstrap
+    # benchmarks and compatibility checks
+    tar gzip bsdextrautils libarchive-tools pigz hyperfine
+    # building lifeboat (zstd links the system libzstd)
+    pkg-config libzstd-dev
+)
+# --no-install-recommends keeps mdadm from pulling in an MTA.
+apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+apt-get install -y -qq --no-install-recommends -t "${codename}-backports" qemu-system-x86 >/dev/null
+
+echo "install-deps: done ($(qemu-system-x86_64 --version | head -n1))"

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Runs lifeboat's test tiers. As root (loop devices and QEMU need it).
+#
+#   scripts/test.sh            all tiers: unit, loop, qemu
+#   scripts/test.sh unit       pure code, no root needed
+#   scripts/test.sh loop       image files on loop devices (root)
+#   scripts/test.sh qemu       the rescue image booted in QEMU (TCG)
+#
+# LIFEBOAT_KEEP_TEST_FILES=1 keeps disk images and logs of failed tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+tiers=("$@")
+[ ${#tiers[@]} -gt 0 ] || tiers=(unit loop qemu)
+
+cargo build --all-targets --locked
+for tier in "${tiers[@]}"; do
+    echo "=== tier: $tier"
+    case "$tier" in
+        unit)
+            cargo test --locked --lib --bins
+            cargo test --locked --test cli
+            ;;
+        loop)
+            # Tests that attach loop devices run one at a time.
+            cargo test --locked --test 'loop_*' -- --test-threads=1
+            ;;
+        qemu)
+            # Each test boots its own guest; two at a time on two cores.
+            cargo test --locked --test 'qemu_*' -- --test-threads=2
+            ;;
+        *)
+            echo "unknown tier $tier (use unit, loop or qemu)" >&2
+            exit 2
+            ;;
+    esac
+done
+echo "=== all requested tiers passed: ${tiers[*]}"

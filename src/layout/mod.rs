@@ -1,0 +1,157 @@
+//! The Layout model, reading and writing it, and (in submodules) capturing it
+//! from a live system and comparing two of them.
+
+mod model;
+
+pub use model::*;
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+
+/// Default place of the saved layout.
+pub const DEFAULT_PATH: &str = "/var/lib/lifeboat/layout.json";
+
+impl Layout {
+    /// Reads a layout file. Malformed JSON, missing fields and an unknown
+    /// major version are errors naming the file, the line and the field.
+    pub fn load(path: &Path) -> Result<Layout> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading layout {}", path.display()))?;
+        Layout::from_json(&text).with_context(|| format!("layout {}", path.display()))
+    }
+
+    /// Parses a layout from JSON text (see [`Layout::load`]).
+    pub fn from_json(text: &str) -> Result<Layout> {
+        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+            anyhow::anyhow!("malformed JSON at line {} column {}: {e}", e.line(), e.column())
+        })?;
+        let version = value
+            .get("schema_version")
+            .and_then(|v| v.as_str())
+            .context("missing field `schema_version` (is this a lifeboat layout?)")?;
+        let major: u32 = version
+            .split('.')
+            .next()
+            .and_then(|m| m.parse().ok())
+            .with_context(|| format!("bad schema_version {version:?}: expected MAJOR.MINOR"))?;
+        if major != SCHEMA_MAJOR {
+            bail!(
+                "schema_version {version} is not supported: this lifeboat reads {SCHEMA_MAJOR}.x; \
+                 use a lifeboat release that writes version {major}"
+            );
+        }
+        let mut de = serde_json::Deserializer::from_str(text);
+        serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            anyhow::anyhow!(
+                "at line {} column {}, field `{}`: {}",
+                inner.line(),
+                inner.column(),
+                path,
+                inner
+            )
+        })
+    }
+
+    /// The layout as pretty-printed JSON with a trailing newline.
+    pub fn to_json(&self) -> String {
+        let mut s = serde_json::to_string_pretty(self).expect("a layout always serializes");
+        s.push('\n');
+        s
+    }
+
+    /// The JSON Schema of the format, generated from these types.
+    pub fn json_schema() -> String {
+        let schema = schemars::schema_for!(Layout);
+        let mut s = serde_json::to_string_pretty(&schema).expect("a schema always serializes");
+        s.push('\n');
+        s
+    }
+
+    pub fn disk(&self, path: &str) -> Option<&Disk> {
+        self.disks.iter().find(|d| d.path == path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn minimal() -> Layout {
+        Layout {
+            schema_version: SCHEMA_VERSION.into(),
+            lifeboat_version: "0.1.0".into(),
+            captured_at: "2026-11-26T06:00:00Z".into(),
+            host: Host {
+                hostname: "db1".into(),
+                os_pretty_name: Some("Debian GNU/Linux 12 (bookworm)".into()),
+                os_id: Some("debian".into()),
+                os_version_id: Some("12".into()),
+                arch: "x86_64".into(),
+                kernel: "6.1.0-56-amd64".into(),
+                firmware: Firmware::Uefi,
+            },
+            disks: vec![],
+            md_arrays: vec![],
+            luks: vec![],
+            lvm: Lvm::default(),
+            filesystems: vec![],
+            swaps: vec![],
+            mounts: vec![],
+            config_files: ConfigFiles::default(),
+            boot: Boot {
+                firmware: Firmware::Uefi,
+                grub: vec![],
+                esps: vec![],
+                efi_entries: vec![],
+                boot_order: vec![],
+                boot_current: None,
+                shim: false,
+                systemd_boot: false,
+                kernel_cmdline: String::new(),
+            },
+            unsupported: vec![],
+        }
+    }
+
+    #[test]
+    fn round_trips_through_json() {
+        let l = minimal();
+        assert_eq!(Layout::from_json(&l.to_json()).unwrap(), l);
+    }
+
+    #[test]
+    fn unknown_major_version_is_refused() {
+        let text = minimal().to_json().replace("\"1.0\"", "\"2.0\"");
+        let err = Layout::from_json(&text).unwrap_err().to_string();
+        assert!(err.contains("schema_version 2.0 is not supported"), "{err}");
+    }
+
+    #[test]
+    fn newer_minor_version_with_unknown_fields_is_read() {
+        let text = minimal()
+            .to_json()
+            .replace("\"1.0\"", "\"1.7\"")
+            .replace("\"hostname\"", "\"future_field\": 3, \"hostname\"");
+        assert_eq!(Layout::from_json(&text).unwrap().host.hostname, "db1");
+    }
+
+    #[test]
+    fn missing_field_names_line_and_path() {
+        let text = minimal().to_json().replace("\"arch\": \"x86_64\",", "");
+        let err = Layout::from_json(&text).unwrap_err().to_string();
+        assert!(err.contains("field `host`"), "{err}");
+        assert!(err.contains("missing field `arch`"), "{err}");
+        assert!(err.contains("line "), "{err}");
+    }
+
+    #[test]
+    fn malformed_json_names_the_line() {
+        let err = Layout::from_json("{\n\"schema_version\": \"1.0\",\n oops }")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("malformed JSON at line 3"), "{err}");
+    }
+}

@@ -1,0 +1,15 @@
+//! lifeboat: bare-metal disaster recovery for Linux servers.
+//!
+//! The stages share one model, the [`layout::Layout`]; every external tool
+//! runs through [`exec`].
+
+pub mod cli;
+pub mod exec;
+pub mod layout;
+pub mod logging;
+pub mod rescue;
+pub mod util;
+
+/// The version printed by `lifeboat --version` and recorded in every file
+/// lifeboat writes.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

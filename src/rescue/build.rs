@@ -1,0 +1,585 @@
+//! `lifeboat mkrescue`: assembles the rescue system and writes vmlinuz,
+//! initrd and the hybrid ISO.
+
+use std::collections::BTreeSet;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::contents::{self, LVM_COMMANDS};
+use super::elf::LibResolver;
+use super::iso::{self, BootMenu, IsoInputs};
+use super::kernel::{self, Kernel, ModuleIndex};
+use super::tree::{image_path, Tree};
+use crate::exec::{self, Cmd};
+use crate::layout::Layout;
+use crate::util::{self, AtomicFile};
+
+/// Default output folder.
+pub const DEFAULT_OUTPUT: &str = "/var/lib/lifeboat/rescue";
+/// File names inside the output folder.
+pub const VMLINUZ: &str = "vmlinuz";
+pub const INITRD: &str = "initrd";
+pub const ISO: &str = "lifeboat-rescue.iso";
+/// Record of the last build, read by `lifeboat status`.
+pub const BUILD_RECORD: &str = "rescue.json";
+
+/// Arguments every boot entry passes: VGA and serial console (the last one
+/// listed becomes /dev/console).
+pub const BASE_CMDLINE: &str = "console=tty0 console=ttyS0,115200n8 panic=10";
+
+const ZSTD_LEVEL: i32 = 15;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    Zstd,
+    Gzip,
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub kernel: Option<PathBuf>,
+    pub output: PathBuf,
+    pub layout: Option<PathBuf>,
+    pub compression: Compression,
+    /// Extra kernel arguments for every boot entry.
+    pub append: Vec<String>,
+    /// Extra programs to ship (names or paths).
+    pub add_programs: Vec<String>,
+    /// Build only vmlinuz and initrd (PXE).
+    pub no_iso: bool,
+    /// Where kernels, modules and firmware are looked up (tests point these
+    /// elsewhere).
+    pub boot_dir: PathBuf,
+    pub modules_root: PathBuf,
+    pub firmware_dir: PathBuf,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            kernel: None,
+            output: PathBuf::from(DEFAULT_OUTPUT),
+            layout: None,
+            compression: Compression::Zstd,
+            append: Vec::new(),
+            add_programs: Vec::new(),
+            no_iso: false,
+            boot_dir: PathBuf::from("/boot"),
+            modules_root: PathBuf::from("/lib/modules"),
+            firmware_dir: PathBuf::from("/lib/firmware"),
+        }
+    }
+}
+
+/// What a build produced; also written as `rescue.json` beside the image.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BuildRecord {
+    pub lifeboat_version: String,
+    pub built_at: String,
+    pub kernel_version: String,
+    pub kernel_image: String,
+    pub compression: Compression,
+    pub cmdline: String,
+    /// The layout built in, with the SHA-256 of its file.
+    pub layout: Option<String>,
+    pub layout_sha256: Option<String>,
+    pub files: Vec<BuiltFile>,
+    pub modules: usize,
+    pub firmware_files: usize,
+    pub programs: usize,
+    pub libraries: usize,
+    pub build_seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BuiltFile {
+    pub name: String,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+impl BuildRecord {
+    pub fn load(output: &Path) -> Result<BuildRecord> {
+        let path = output.join(BUILD_RECORD);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    }
+}
+
+/// Builds the rescue image.
+pub fn mkrescue(opts: &Options) -> Result<BuildRecord> {
+    let started = Instant::now();
+    util::ensure_writable_dir(&opts.output)?;
+
+    let mut tools = vec!["busybox", "depmod", "modinfo"];
+    if !opts.no_iso {
+        tools.extend(iso::TOOLS);
+    }
+    tools.extend(contents::REQUIRED_PROGRAMS);
+    exec::require(&tools)?;
+    let iso_inputs = if opts.no_iso {
+        None
+    } else {
+        Some(IsoInputs::find()?)
+    };
+
+    let kernel = kernel::find_kernel(opts.kernel.as_deref(), &opts.boot_dir, &opts.modules_root)?;
+    let layout = match &opts.layout {
+        Some(p) => Some(Layout::load(p)?),
+        None => None,
+    };
+    log::info!("kernel {} from {}", kernel.version, kernel.image.display());
+
+    let staging = tempfile::Builder::new()
+        .prefix(".mkrescue-")
+        .tempdir_in(&opts.output)
+        .with_context(|| format!("creating a work folder in {}", opts.output.display()))?;
+
+    let mut tree = Tree::new();
+    let (modules, firmware) = add_modules(&mut tree, &kernel, layout.as_ref(), opts, staging.path())?;
+    let (programs, libraries) = add_programs(&mut tree, opts)?;
+    add_system_files(&mut tree, layout.as_ref(), opts)?;
+
+    let cmdline = std::iter::once(BASE_CMDLINE.to_string())
+        .chain(opts.append.iter().cloned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let record_in_image = serde_json::json!({
+        "lifeboat_version": crate::VERSION,
+        "kernel_version": kernel.version,
+        "cmdline": cmdline,
+        "modules": modules,
+        "programs": programs,
+    });
+    tree.bytes(
+        "etc/lifeboat/rescue.json",
+        format!("{}\n", serde_json::to_string_pretty(&record_in_image)?),
+        0o644,
+    );
+
+    // Write everything under temporary names first; rename at the end so that
+    // the final names always hold a complete image of one build.
+    let initrd_path = opts.output.join(INITRD);
+    let mut initrd = AtomicFile::create(&initrd_path, 0o600)?;
+    write_initrd(&tree, opts.compression, &mut initrd)
+        .with_context(|| format!("writing {}", initrd.tmp_path().display()))?;
+    let vmlinuz_path = opts.output.join(VMLINUZ);
+    let mut vmlinuz = AtomicFile::create(&vmlinuz_path, 0o644)?;
+    std::io::copy(
+        &mut std::fs::File::open(&kernel.image)
+            .with_context(|| format!("opening {}", kernel.image.display()))?,
+        &mut vmlinuz,
+    )
+    .with_context(|| format!("copying {}", kernel.image.display()))?;
+    vmlinuz.flush()?;
+
+    let iso_path = opts.output.join(ISO);
+    let iso_tmp = match &iso_inputs {
+        Some(inputs) => {
+            let tmp = tempfile::Builder::new()
+                .prefix(".lifeboat-rescue.iso.")
+                .tempfile_in(&opts.output)?
+                .into_temp_path();
+            std::fs::remove_file(&tmp)?;
+            let initrd_sha = sha256_file(initrd.tmp_path())?;
+            let menu = BootMenu {
+                cmdline: cmdline.clone(),
+                marker: format!("id-{}", &initrd_sha[..16]),
+            };
+            iso::build_iso(inputs, &menu, vmlinuz.tmp_path(), initrd.tmp_path(), staging.path(), &tmp)?;
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+            std::fs::File::open(&tmp)?.sync_all()?;
+            Some(tmp)
+        }
+        None => None,
+    };
+
+    let mut files = vec![
+        built_file(VMLINUZ, vmlinuz.tmp_path())?,
+        built_file(INITRD, initrd.tmp_path())?,
+    ];
+    if let Some(tmp) = &iso_tmp {
+        files.push(built_file(ISO, tmp)?);
+    }
+    vmlinuz.commit()?;
+    initrd.commit()?;
+    if let Some(tmp) = iso_tmp {
+        tmp.persist(&iso_path)
+            .with_context(|| format!("renaming the ISO to {}", iso_path.display()))?;
+    } else if iso_path.exists() {
+        // An ISO from an earlier build would not match this initrd.
+        std::fs::remove_file(&iso_path)
+            .with_context(|| format!("removing the stale {}", iso_path.display()))?;
+    }
+    util::sync_dir(&opts.output)?;
+
+    let record = BuildRecord {
+        lifeboat_version: crate::VERSION.to_string(),
+        built_at: util::rfc3339(util::now_epoch()),
+        kernel_version: kernel.version.clone(),
+        kernel_image: kernel.image.display().to_string(),
+        compression: opts.compression,
+        cmdline,
+        layout: opts
+            .layout
+            .as_ref()
+            .map(|p| std::path::absolute(p).unwrap_or(p.clone()).display().to_string()),
+        layout_sha256: opts.layout.as_deref().map(sha256_file).transpose()?,
+        files,
+        modules: modules.len(),
+        firmware_files: firmware,
+        programs: programs.len(),
+        libraries,
+        build_seconds: started.elapsed().as_secs_f64(),
+    };
+    util::write_atomic(
+        &opts.output.join(BUILD_RECORD),
+        format!("{}\n", serde_json::to_string_pretty(&record)?).as_bytes(),
+        0o644,
+    )?;
+    Ok(record)
+}
+
+fn built_file(name: &str, path: &Path) -> Result<BuiltFile> {
+    Ok(BuiltFile {
+        name: name.to_string(),
+        bytes: std::fs::metadata(path)?.len(),
+        sha256: sha256_file(path)?,
+    })
+}
+
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h).with_context(|| format!("reading {}", path.display()))?;
+    Ok(hex::encode(h.finalize()))
+}
+
+/// The archive's mtime: `SOURCE_DATE_EPOCH` when set, else 0, so that two
+/// builds from the same inputs give the same bytes.
+fn archive_mtime() -> Result<u32> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .with_context(|| format!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds")),
+        Err(_) => Ok(0),
+    }
+}
+
+fn write_initrd(tree: &Tree, compression: Compression, out: &mut AtomicFile) -> Result<()> {
+    let mtime = archive_mtime()?;
+    let buffered = BufWriter::with_capacity(1 << 20, out.file());
+    match compression {
+        Compression::Zstd => {
+            let mut enc = zstd::stream::Encoder::new(buffered, ZSTD_LEVEL)?;
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+            enc.multithread(threads)?;
+            enc.include_checksum(true)?;
+            let enc = tree.write_cpio(enc, mtime)?;
+            enc.finish()?.flush()?;
+        }
+        Compression::Gzip => {
+            let mut header = flate2::GzBuilder::new().mtime(mtime);
+            header = header.operating_system(3);
+            let enc = header.write(buffered, flate2::Compression::best());
+            let enc = tree.write_cpio(enc, mtime)?;
+            enc.finish()?.flush()?;
+        }
+    }
+    Ok(())
+}
+
+/// Adds the kernel modules (closed over modules.dep, indexed by depmod) and
+/// the firmware they ask for. Returns the module names and firmware count.
+fn add_modules(
+    tree: &mut Tree,
+    kernel: &Kernel,
+    layout: Option<&Layout>,
+    opts: &Options,
+    staging: &Path,
+) -> Result<(Vec<String>, usize)> {
+    let index = ModuleIndex::load(&kernel.modules_dir)?;
+    let mut required: Vec<String> = contents::REQUIRED_MODULES.iter().map(|s| s.to_string()).collect();
+    let mut optional: Vec<String> = contents::OPTIONAL_MODULES.iter().map(|s| s.to_string()).collect();
+    if let Some(l) = layout {
+        let (req, opt) = contents::layout_modules(l);
+        required.extend(req);
+        optional.extend(opt);
+        optional.extend(contents::disk_driver_modules(Path::new("/sys"), l));
+    }
+    let set = index.closure(&required, &optional)?;
+    if !set.absent.is_empty() {
+        log::debug!(
+            "modules not in kernel {}: {}",
+            kernel.version,
+            set.absent.iter().cloned().collect::<Vec<_>>().join(", ")
+        );
+    }
+
+    // depmod needs the modules in a tree of their own to index them.
+    let base = staging.join("modroot");
+    let moddir = base.join("lib/modules").join(&kernel.version);
+    for rel in set.files.values() {
+        let dest = moddir.join(rel);
+        std::fs::create_dir_all(dest.parent().expect("module path has a parent"))?;
+        std::fs::copy(kernel.modules_dir.join(rel), &dest)
+            .with_context(|| format!("copying module {rel}"))?;
+    }
+    let shipped: BTreeSet<&str> = set.files.values().map(String::as_str).collect();
+    let order = std::fs::read_to_string(kernel.modules_dir.join("modules.order")).unwrap_or_default();
+    let order: String = order
+        .lines()
+        .filter(|l| shipped.contains(l) || shipped.iter().any(|s| s.starts_with(&format!("{l}."))))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(moddir.join("modules.order"), order)?;
+    for f in ["modules.builtin", "modules.builtin.modinfo"] {
+        let src = kernel.modules_dir.join(f);
+        if src.exists() {
+            std::fs::copy(&src, moddir.join(f))?;
+        }
+    }
+    Cmd::new("depmod")
+        .arg("-b")
+        .arg(&base)
+        .arg(&kernel.version)
+        .run()
+        .context("indexing the rescue image's modules with depmod")?;
+    add_dir_recursive(tree, &moddir, &format!("usr/lib/modules/{}", kernel.version))?;
+
+    // Firmware, only for the modules chosen.
+    let mut firmware = 0;
+    if !set.files.is_empty() {
+        let paths: Vec<PathBuf> = set.files.values().map(|r| kernel.modules_dir.join(r)).collect();
+        let names = Cmd::new("modinfo").args(["-F", "firmware"]).args(&paths).read()?;
+        let mut wanted: BTreeSet<&str> = names.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+        wanted.retain(|n| !n.contains(".."));
+        for name in wanted {
+            let mut found = false;
+            for suffix in ["", ".xz", ".zst"] {
+                let src = opts.firmware_dir.join(format!("{name}{suffix}"));
+                if src.is_file() {
+                    tree.host_file_at(&src, &format!("usr/lib/firmware/{name}{suffix}"))?;
+                    firmware += 1;
+                    found = true;
+                }
+            }
+            if !found {
+                log::debug!("firmware {name} is not installed on this host");
+            }
+        }
+    }
+
+    let load: Vec<&str> = contents::LOAD_AT_BOOT
+        .iter()
+        .copied()
+        .filter(|m| set.files.contains_key(*m))
+        .collect();
+    tree.bytes("etc/lifeboat/modules.load", load.join("\n") + "\n", 0o644);
+    Ok((set.files.keys().cloned().collect(), firmware))
+}
+
+fn add_dir_recursive(tree: &mut Tree, host: &Path, dest: &str) -> Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(host)
+        .with_context(|| format!("reading {}", host.display()))?
+        .collect::<std::io::Result<_>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    tree.dir(dest, 0o755);
+    for e in entries {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let path = e.path();
+        let target = format!("{dest}/{name}");
+        if e.file_type()?.is_dir() {
+            add_dir_recursive(tree, &path, &target)?;
+        } else {
+            tree.host_file_at(&path, &target)?;
+        }
+    }
+    Ok(())
+}
+
+/// Adds busybox with its applets, the recovery tools, lifeboat itself and
+/// their libraries. Returns the program names and the library count.
+fn add_programs(tree: &mut Tree, opts: &Options) -> Result<(Vec<String>, usize)> {
+    let mut elf_files: Vec<PathBuf> = Vec::new();
+    let mut names: Vec<String> = Vec::new();
+    let mut real_names: BTreeSet<String> = BTreeSet::new();
+
+    let wanted = contents::REQUIRED_PROGRAMS
+        .iter()
+        .map(|p| (p.to_string(), true))
+        .chain(contents::OPTIONAL_PROGRAMS.iter().map(|p| (p.to_string(), false)))
+        .chain(opts.add_programs.iter().map(|p| (p.clone(), true)));
+    for (name, required) in wanted {
+        let Some(host) = exec::which(&name) else {
+            if required {
+                bail!(
+                    "{name} is not installed; install package {} or leave it out",
+                    exec::package_of(&name)
+                );
+            }
+            continue;
+        };
+        let dest = tree.host_path(&host)?;
+        log::debug!("program {name}: {} as /{dest}", host.display());
+        elf_files.push(std::fs::canonicalize(&host).with_context(|| format!("resolving {}", host.display()))?);
+        let base = host.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or(name.clone());
+        real_names.insert(base.clone());
+        names.push(base);
+    }
+    let lvm = tree.paths().find(|p| p.ends_with("/lvm")).map(str::to_string);
+    if let Some(lvm) = lvm {
+        let dir = lvm.rsplit_once('/').map(|(d, _)| d.to_string()).unwrap_or_default();
+        for cmd in LVM_COMMANDS {
+            let path = format!("{dir}/{cmd}");
+            if !tree.contains(&path) {
+                tree.symlink(&path, "lvm");
+                real_names.insert(cmd.to_string());
+            }
+        }
+    }
+
+    // lifeboat itself.
+    let me = std::env::current_exe().context("finding lifeboat's own executable")?;
+    tree.host_file_at(&me, "usr/bin/lifeboat")?;
+    elf_files.push(me);
+    names.push("lifeboat".into());
+    real_names.insert("lifeboat".into());
+
+    // Busybox and the applets that no real tool replaces.
+    let busybox = exec::which("busybox").context("busybox is not installed")?;
+    if super::elf::read_deps(&busybox)?.is_some_and(|d| !d.needed.is_empty()) {
+        bail!(
+            "{} is not statically linked; install package busybox-static",
+            busybox.display()
+        );
+    }
+    tree.host_file_at(&busybox, "usr/bin/busybox")?;
+    let list = Cmd::new(busybox.to_string_lossy()).arg("--list-full").read()?;
+    let mut shadowed = Vec::new();
+    for applet in list.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let dest = image_path(Path::new(&format!("/{applet}")));
+        let base = dest.rsplit('/').next().unwrap_or(&dest).to_string();
+        if real_names.contains(&base) {
+            shadowed.push(base);
+            continue;
+        }
+        if tree.contains(&dest) || base == "busybox" {
+            continue;
+        }
+        let depth = dest.matches('/').count();
+        tree.symlink(&dest, &format!("{}usr/bin/busybox", "../".repeat(depth)));
+    }
+    // Busybox's shell runs its own applets before PATH: aliases make the real
+    // tools win at the rescue prompt and in job scripts.
+    shadowed.sort();
+    shadowed.dedup();
+    let mut aliases = String::from("# Real tools instead of busybox applets of the same name.\n");
+    for name in &shadowed {
+        if let Some(path) = tree.paths().find(|p| {
+            (p.starts_with("usr/sbin/") || p.starts_with("usr/bin/")) && p.rsplit('/').next() == Some(name)
+        }) {
+            aliases.push_str(&format!("alias {name}=/{path}\n"));
+        }
+    }
+    tree.bytes("etc/lifeboat/tools.sh", aliases, 0o644);
+
+    // Shared libraries, found by reading the ELF files.
+    let resolver = LibResolver::host();
+    let mut libs = resolver.closure(&elf_files)?;
+    for name in contents::DLOPEN_LIBRARIES {
+        if let Some(lib) = resolver.find(name) {
+            libs.extend(resolver.closure(std::slice::from_ref(&lib))?);
+            libs.insert(lib);
+        }
+    }
+    let mut extra_dirs: BTreeSet<String> = BTreeSet::new();
+    let defaults = ["usr/lib/x86_64-linux-gnu", "usr/lib64", "usr/lib"];
+    for lib in &libs {
+        let dest = tree.host_path(lib)?;
+        let dir = dest.rsplit_once('/').map(|(d, _)| d.to_string()).unwrap_or_default();
+        if !defaults.contains(&dir.as_str()) {
+            extra_dirs.insert(format!("/{dir}"));
+        }
+    }
+    let mut env = String::from("# Set by lifeboat mkrescue.\n");
+    if !extra_dirs.is_empty() {
+        env.push_str(&format!(
+            "export LD_LIBRARY_PATH={}\n",
+            extra_dirs.into_iter().collect::<Vec<_>>().join(":")
+        ));
+    }
+    tree.bytes("etc/lifeboat/env.sh", env, 0o644);
+    names.sort();
+    names.dedup();
+    Ok((names, libs.len()))
+}
+
+const INIT: &str = include_str!("../../initramfs/init");
+const PROFILE: &str = include_str!("../../initramfs/profile");
+const MOTD: &str = include_str!("../../initramfs/motd");
+const UDHCPC: &str = include_str!("../../initramfs/udhcpc.script");
+const LVM_CONF: &str = include_str!("../../initramfs/lvm.conf");
+const MDEV_CONF: &str = include_str!("../../initramfs/mdev.conf");
+
+fn add_system_files(tree: &mut Tree, layout: Option<&Layout>, opts: &Options) -> Result<()> {
+    tree.bytes("init", INIT, 0o755);
+    for d in ["proc", "sys", "dev", "run", "root", "mnt", "var/lib/lifeboat", "var/log"] {
+        tree.dir(d, 0o755);
+    }
+    tree.dir("tmp", 0o1777);
+    tree.symlink("var/tmp", "../tmp");
+    tree.char_device("dev/console", 0o600, 5, 1);
+    tree.char_device("dev/null", 0o666, 1, 3);
+    tree.bytes("etc/profile", PROFILE, 0o644);
+    tree.bytes("etc/motd", MOTD, 0o644);
+    tree.bytes("etc/lifeboat/udhcpc.script", UDHCPC, 0o755);
+    tree.bytes("etc/lvm/lvm.conf", LVM_CONF, 0o644);
+    tree.bytes("etc/mdev.conf", MDEV_CONF, 0o644);
+    tree.bytes("etc/hostname", "lifeboat-rescue\n", 0o644);
+    // root without a password: the rescue console is for whoever holds the
+    // machine; no hash of the host's passwords goes into the image.
+    tree.bytes("etc/passwd", "root::0:0:root:/root:/bin/sh\n", 0o644);
+    tree.bytes("etc/group", "root:x:0:\ntty:x:5:\ndisk:x:6:\n", 0o644);
+    tree.bytes("etc/nsswitch.conf", "passwd: files\ngroup: files\nhosts: files dns\n", 0o644);
+    tree.bytes(
+        "etc/os-release",
+        format!(
+            "NAME=\"lifeboat rescue\"\nID=lifeboat-rescue\nVERSION_ID={v}\nPRETTY_NAME=\"lifeboat rescue {v}\"\n",
+            v = crate::VERSION
+        ),
+        0o644,
+    );
+    for f in contents::HOST_FILES {
+        let p = Path::new(f);
+        if p.is_file() {
+            tree.host_file_at(p, f)?;
+        }
+    }
+    if let (Some(layout), Some(path)) = (layout, &opts.layout) {
+        tree.host_file_at(path, "etc/lifeboat/layout.json")?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        for l in &layout.luks {
+            if let Some(name) = &l.header_backup {
+                let src = dir.join(name);
+                if !src.is_file() {
+                    bail!(
+                        "LUKS header backup {} named in the layout is missing; run layout save --luks-headers again",
+                        src.display()
+                    );
+                }
+                tree.host_file_at(&src, &format!("etc/lifeboat/{name}"))?;
+            }
+        }
+    }
+    Ok(())
+}

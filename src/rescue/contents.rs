@@ -1,0 +1,217 @@
+//! What goes into the rescue image: programs, dlopen'ed libraries, kernel
+//! modules, and what a given layout adds to them.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use crate::layout::{FsParams, Layout};
+
+/// Programs recovery cannot do without; a missing one is an error.
+pub const REQUIRED_PROGRAMS: &[&str] = &[
+    "lvm",
+    "dmsetup",
+    "mdadm",
+    "cryptsetup",
+    "mkfs.ext4",
+    "mkfs.xfs",
+    "mkfs.vfat",
+    "mkfs.btrfs",
+    "btrfs",
+    "mkswap",
+    "blkid",
+    "wipefs",
+    "sfdisk",
+    "partx",
+    "sgdisk",
+    "efibootmgr",
+    "zstd",
+    "tar",
+    "modprobe",
+];
+
+/// Programs shipped when the host has them: repair, inspection, network
+/// file systems.
+pub const OPTIONAL_PROGRAMS: &[&str] = &[
+    "kmod",
+    "insmod",
+    "rmmod",
+    "lsmod",
+    "modinfo",
+    "depmod",
+    "mke2fs",
+    "e2fsck",
+    "fsck.ext4",
+    "resize2fs",
+    "tune2fs",
+    "dumpe2fs",
+    "debugfs",
+    "e2label",
+    "xfs_admin",
+    "xfs_db",
+    "xfs_repair",
+    "xfs_growfs",
+    "xfs_info",
+    "fsck.vfat",
+    "fatlabel",
+    "btrfstune",
+    "mount",
+    "umount",
+    "swapon",
+    "swapoff",
+    "losetup",
+    "blockdev",
+    "lsblk",
+    "findmnt",
+    "fdisk",
+    "gdisk",
+    "parted",
+    "partprobe",
+    "mount.nfs",
+    "mount.cifs",
+    "getfacl",
+    "setfacl",
+    "getfattr",
+    "setfattr",
+    "fsfreeze",
+];
+
+/// LVM commands: links to `lvm` in the image.
+pub const LVM_COMMANDS: &[&str] = &[
+    "pvcreate", "pvs", "pvscan", "pvdisplay", "pvremove", "pvresize", "vgcreate", "vgs",
+    "vgscan", "vgchange", "vgdisplay", "vgcfgbackup", "vgcfgrestore", "vgremove", "vgextend",
+    "lvcreate", "lvs", "lvscan", "lvchange", "lvdisplay", "lvextend", "lvreduce", "lvresize",
+    "lvremove",
+];
+
+/// Libraries that programs load with dlopen, so that no ELF dependency names
+/// them: libgcc_s (thread cancellation in glibc), NSS modules.
+pub const DLOPEN_LIBRARIES: &[&str] = &["libgcc_s.so.1", "libnss_files.so.2", "libnss_dns.so.2"];
+
+/// Host files copied as they are when present (tool configuration; nothing
+/// secret).
+pub const HOST_FILES: &[&str] = &["/etc/mke2fs.conf", "/etc/protocols", "/etc/services"];
+
+/// Modules loaded at boot. Everything else loads on demand: drivers by the
+/// modalias of the hardware found, file systems, md personalities,
+/// device-mapper targets and ciphers through the kernel's request_module.
+/// (Loading btrfs or raid456 eagerly costs seconds: raid6_pq benchmarks.)
+pub const LOAD_AT_BOOT: &[&str] = &[
+    "ext4", "vfat", "nls_cp437", "nls_ascii", "md_mod", "dm_mod", "loop", "efivarfs", "sd_mod", "sr_mod", "usb_storage", "uas", "usbhid",
+    "hid_generic", "af_packet",
+];
+
+/// Modules the image always carries when the kernel has them.
+pub const OPTIONAL_MODULES: &[&str] = &[
+    // disk controllers: virtual, NVMe, SATA/ATA, SAS/RAID HBAs, USB, MMC
+    "virtio_pci", "virtio_mmio", "virtio_blk", "virtio_scsi", "virtio_net", "virtio_console",
+    "nvme", "ahci", "ata_piix", "ata_generic", "pata_acpi", "sd_mod", "sr_mod", "sg",
+    "megaraid_sas", "mpt3sas", "mptsas", "mptspi", "hpsa", "smartpqi", "aacraid", "vmw_pvscsi",
+    "hv_storvsc", "hv_vmbus", "xen_blkfront", "isci", "mvsas", "usb_storage", "uas", "xhci_pci",
+    "xhci_hcd", "ehci_pci", "ehci_hcd", "ohci_pci", "uhci_hcd", "mmc_block", "sdhci_pci",
+    "sdhci_acpi", "cdrom", "loop", "usbhid", "hid_generic",
+    // file systems
+    "ext4", "xfs", "btrfs", "vfat", "nls_cp437", "nls_ascii", "nls_utf8", "nls_iso8859_1",
+    "isofs", "squashfs", "overlay", "fuse", "efivarfs", "nfs", "nfsv3", "nfsv4", "cifs",
+    "9p", "9pnet_virtio",
+    // md and device-mapper
+    "md_mod", "linear", "raid0", "raid1", "raid10", "raid456", "dm_mod", "dm_crypt",
+    "dm_raid", "dm_thin_pool", "dm_snapshot", "dm_mirror", "dm_zero", "dm_cache",
+    "dm_integrity", "dm_bufio", "dm_persistent_data",
+    // crypto for LUKS and file system checksums
+    "aesni_intel", "aes_generic", "xts", "cbc", "ecb", "essiv", "sha256_ssse3",
+    "sha256_generic", "sha512_ssse3", "sha512_generic", "xxhash_generic", "blake2b_generic",
+    "crc32c_intel", "crc32c_generic", "crc32_pclmul", "af_alg", "algif_skcipher",
+    "algif_hash", "cryptd", "serpent_generic", "twofish_generic",
+    // network cards common in servers and virtual machines
+    "e1000", "e1000e", "igb", "igc", "ixgbe", "i40e", "tg3", "bnx2", "bnxt_en", "r8169",
+    "vmxnet3", "hv_netvsc", "xen_netfront", "ena", "af_packet",
+];
+
+/// Modules that are required because the kernel could not read the job disk
+/// or the usual root file systems without them.
+pub const REQUIRED_MODULES: &[&str] = &["ext4"];
+
+/// Modules a layout needs beyond the defaults, in two lists: required (the
+/// image is useless for this machine without them) and optional.
+pub fn layout_modules(layout: &Layout) -> (Vec<String>, Vec<String>) {
+    let mut required = BTreeSet::new();
+    let mut optional = BTreeSet::new();
+    for fs in &layout.filesystems {
+        let module = match fs.fstype.as_str() {
+            "ext2" | "ext3" | "ext4" => "ext4",
+            "vfat" | "msdos" => "vfat",
+            "swap" => continue,
+            other => other,
+        };
+        required.insert(module.to_string());
+        if let FsParams::Vfat { .. } = fs.params {
+            optional.extend(["nls_cp437", "nls_ascii"].map(String::from));
+        }
+    }
+    for md in &layout.md_arrays {
+        let module = match md.level.as_str() {
+            "raid4" | "raid5" | "raid6" => "raid456",
+            "linear" => "linear",
+            other => other,
+        };
+        required.insert(module.to_string());
+    }
+    if !layout.luks.is_empty() {
+        required.insert("dm_crypt".into());
+        for l in &layout.luks {
+            // aes-xts-plain64 → xts; serpent-cbc-essiv:sha256 → serpent, cbc, essiv
+            for part in l.cipher.split(['-', ':']) {
+                match part {
+                    "aes" => optional.extend(["aesni_intel", "aes_generic"].map(String::from)),
+                    "xts" | "cbc" | "ecb" | "essiv" | "lrw" => {
+                        optional.insert(part.to_string());
+                    }
+                    "serpent" | "twofish" => {
+                        optional.insert(format!("{part}_generic"));
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    if !layout.lvm.lvs.is_empty() {
+        required.insert("dm_mod".into());
+    }
+    for lv in &layout.lvm.lvs {
+        for seg in &lv.segments {
+            let module = match seg.segtype.as_str() {
+                "thin" | "thin-pool" => "dm_thin_pool",
+                s if s.starts_with("raid") => "dm_raid",
+                "mirror" => "dm_mirror",
+                "cache" | "cache-pool" => "dm_cache",
+                "snapshot" => "dm_snapshot",
+                _ => continue,
+            };
+            required.insert(module.to_string());
+        }
+    }
+    (required.into_iter().collect(), optional.into_iter().collect())
+}
+
+/// Drivers (as module names) of the host's disks: every `driver/module` link
+/// from the disk's device up to the root of the device tree.
+pub fn disk_driver_modules(sys: &Path, layout: &Layout) -> Vec<String> {
+    let mut mods = BTreeSet::new();
+    for disk in &layout.disks {
+        let Ok(mut dev) = std::fs::canonicalize(sys.join("block").join(&disk.name).join("device"))
+        else {
+            continue;
+        };
+        loop {
+            if let Ok(m) = std::fs::read_link(dev.join("driver/module")) {
+                if let Some(name) = m.file_name() {
+                    mods.insert(name.to_string_lossy().into_owned());
+                }
+            }
+            if !dev.pop() || dev == sys || dev.as_os_str().len() <= 1 {
+                break;
+            }
+        }
+    }
+    mods.into_iter().collect()
+}

@@ -1,0 +1,202 @@
+//! The hybrid ISO: ISOLINUX for BIOS (as CD and, through the isohybrid MBR,
+//! as disk) and a standalone GRUB EFI binary in a FAT El Torito image that
+//! the GPT also lists as an EFI system partition (UEFI as CD and as disk).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use crate::exec::Cmd;
+
+/// Files from the host's bootloader packages that the ISO needs.
+pub struct IsoInputs {
+    pub isolinux_bin: PathBuf,
+    pub ldlinux_c32: PathBuf,
+    pub isohybrid_mbr: PathBuf,
+}
+
+/// Tools the ISO build runs.
+pub const TOOLS: &[&str] = &["xorriso", "grub-mkstandalone", "mkfs.vfat", "mmd", "mcopy"];
+
+fn first_existing(candidates: &[&str], what: &str, package: &str) -> Result<PathBuf> {
+    candidates
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+        .with_context(|| {
+            format!(
+                "{what} not found (looked for {}); install package {package}",
+                candidates.join(", ")
+            )
+        })
+}
+
+impl IsoInputs {
+    pub fn find() -> Result<IsoInputs> {
+        Ok(IsoInputs {
+            isolinux_bin: first_existing(
+                &["/usr/lib/ISOLINUX/isolinux.bin", "/usr/lib/syslinux/isolinux.bin", "/usr/share/syslinux/isolinux.bin"],
+                "isolinux.bin",
+                "isolinux",
+            )?,
+            ldlinux_c32: first_existing(
+                &["/usr/lib/syslinux/modules/bios/ldlinux.c32", "/usr/share/syslinux/ldlinux.c32", "/usr/lib/syslinux/ldlinux.c32"],
+                "ldlinux.c32",
+                "syslinux-common",
+            )?,
+            isohybrid_mbr: first_existing(
+                &["/usr/lib/ISOLINUX/isohdpfx.bin", "/usr/lib/syslinux/isohdpfx.bin", "/usr/share/syslinux/isohdpfx.bin"],
+                "isohdpfx.bin (the isohybrid MBR)",
+                "isolinux",
+            )?,
+        })
+    }
+}
+
+/// What goes on the ISO's boot menus.
+pub struct BootMenu {
+    /// Kernel arguments of every entry.
+    pub cmdline: String,
+    /// Volume ID and the marker file GRUB searches for.
+    pub marker: String,
+}
+
+/// Builds the ISO at `out` (a temporary path chosen by the caller) from the
+/// kernel and initrd, using `work` as scratch space.
+pub fn build_iso(
+    inputs: &IsoInputs,
+    menu: &BootMenu,
+    vmlinuz: &Path,
+    initrd: &Path,
+    work: &Path,
+    out: &Path,
+) -> Result<()> {
+    let root = work.join("iso");
+    let dirs = ["lifeboat", "isolinux", "boot/grub"];
+    for d in dirs {
+        std::fs::create_dir_all(root.join(d))
+            .with_context(|| format!("creating {}", root.join(d).display()))?;
+    }
+    let copy = |from: &Path, to: &str| -> Result<()> {
+        std::fs::copy(from, root.join(to))
+            .map(drop)
+            .with_context(|| format!("copying {} into the ISO tree", from.display()))
+    };
+    copy(vmlinuz, "lifeboat/vmlinuz")?;
+    copy(initrd, "lifeboat/initrd")?;
+    std::fs::write(root.join("lifeboat").join(&menu.marker), b"lifeboat rescue image\n")?;
+    copy(&inputs.isolinux_bin, "isolinux/isolinux.bin")?;
+    copy(&inputs.ldlinux_c32, "isolinux/ldlinux.c32")?;
+    std::fs::write(root.join("isolinux/isolinux.cfg"), isolinux_cfg(&menu.cmdline))?;
+
+    // GRUB for UEFI: one EFI binary with its configuration built in.
+    let grub_cfg = work.join("grub-embedded.cfg");
+    std::fs::write(&grub_cfg, grub_cfg_text(&menu.cmdline, &menu.marker))?;
+    let efi_bin = work.join("BOOTX64.EFI");
+    Cmd::new("grub-mkstandalone")
+        .args(["-O", "x86_64-efi", "--locales=", "--fonts=", "--themes="])
+        .arg("--modules=part_gpt part_msdos iso9660 fat search search_fs_file linux normal configfile serial terminal echo all_video test")
+        .arg("-o")
+        .arg(&efi_bin)
+        .arg(format!("boot/grub/grub.cfg={}", grub_cfg.display()))
+        .run()
+        .context("building the GRUB EFI loader")?;
+
+    // The FAT image that UEFI firmware boots from (El Torito and GPT).
+    let efi_img = root.join("boot/grub/efi.img");
+    let efi_size = std::fs::metadata(&efi_bin)?.len();
+    let kib = (efi_size / 1024 + 512).div_ceil(1024) * 1024; // whole MiB, room for FAT
+    Cmd::new("mkfs.vfat")
+        .args(["-C", "-n", "LIFEBOATEFI", "-i", "1fe0b0a7"])
+        .arg(&efi_img)
+        .arg(kib.to_string())
+        .run()
+        .context("creating the EFI boot image")?;
+    let img = efi_img.to_string_lossy().into_owned();
+    Cmd::new("mmd")
+        .args(["-i", &img, "::/EFI", "::/EFI/BOOT"])
+        .run()?;
+    Cmd::new("mcopy")
+        .args(["-i", &img])
+        .arg(&efi_bin)
+        .arg("::/EFI/BOOT/BOOTX64.EFI")
+        .run()?;
+
+    Cmd::new("xorriso")
+        .args(["-as", "mkisofs", "-quiet", "-r", "-J", "-joliet-long"])
+        .args(["-V", "LIFEBOAT_RESCUE"])
+        .arg("-isohybrid-mbr")
+        .arg(&inputs.isohybrid_mbr)
+        .args(["-c", "isolinux/boot.cat", "-b", "isolinux/isolinux.bin"])
+        .args(["-no-emul-boot", "-boot-load-size", "4", "-boot-info-table"])
+        .args(["-eltorito-alt-boot", "-e", "boot/grub/efi.img", "-no-emul-boot"])
+        .arg("-isohybrid-gpt-basdat")
+        .arg("-o")
+        .arg(out)
+        .arg(&root)
+        .run()
+        .context("writing the ISO image")?;
+    if !out.is_file() {
+        bail!("xorriso did not write {}", out.display());
+    }
+    Ok(())
+}
+
+fn isolinux_cfg(cmdline: &str) -> String {
+    format!(
+        "SERIAL 0 115200\n\
+         DEFAULT rescue\n\
+         PROMPT 1\n\
+         TIMEOUT 30\n\
+         SAY lifeboat rescue image: press Enter or wait to boot; type 'shell' for no jobs.\n\
+         LABEL rescue\n  KERNEL /lifeboat/vmlinuz\n  INITRD /lifeboat/initrd\n  APPEND {cmdline}\n\
+         LABEL shell\n  KERNEL /lifeboat/vmlinuz\n  INITRD /lifeboat/initrd\n  APPEND {plain}\n",
+        plain = without_jobs(cmdline),
+    )
+}
+
+fn grub_cfg_text(cmdline: &str, marker: &str) -> String {
+    format!(
+        "serial --unit=0 --speed=115200\n\
+         terminal_input console serial\n\
+         terminal_output console serial\n\
+         set timeout=3\n\
+         set default=0\n\
+         search --no-floppy --file --set=root /lifeboat/{marker}\n\
+         menuentry 'lifeboat rescue' {{\n  linux /lifeboat/vmlinuz {cmdline}\n  initrd /lifeboat/initrd\n}}\n\
+         menuentry 'lifeboat rescue (shell only, no unattended jobs)' {{\n  linux /lifeboat/vmlinuz {plain}\n  initrd /lifeboat/initrd\n}}\n",
+        plain = without_jobs(cmdline),
+    )
+}
+
+/// The command line without the arguments that start unattended jobs.
+fn without_jobs(cmdline: &str) -> String {
+    cmdline
+        .split_whitespace()
+        .filter(|w| {
+            !(w.starts_with("lifeboat.autorun")
+                || w.starts_with("lifeboat.recover")
+                || *w == "lifeboat.poweroff"
+                || *w == "lifeboat.reboot")
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn menus_boot_the_same_kernel_with_serial_and_vga() {
+        let cmd = "console=tty0 console=ttyS0,115200n8 lifeboat.recover=auto lifeboat.poweroff";
+        let iso = isolinux_cfg(cmd);
+        assert!(iso.starts_with("SERIAL 0 115200\n"));
+        assert!(iso.contains(&format!("APPEND {cmd}\n")));
+        assert!(iso.contains("APPEND console=tty0 console=ttyS0,115200n8\n"));
+        let grub = grub_cfg_text(cmd, "id-1234");
+        assert!(grub.contains("search --no-floppy --file --set=root /lifeboat/id-1234"));
+        assert!(grub.contains("terminal_output console serial"));
+        assert!(grub.contains(&format!("linux /lifeboat/vmlinuz {cmd}\n")));
+    }
+}
