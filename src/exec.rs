@@ -403,7 +403,11 @@ mod tests {
         let marker = dir.path().join("touched");
         Cmd::new("touch").arg(&marker).mutating(true).run().unwrap();
         assert!(!marker.exists());
-        Cmd::new("touch").arg(&marker).mutating(false).run().unwrap();
+        Cmd::new("touch")
+            .arg(&marker)
+            .mutating(false)
+            .run()
+            .unwrap();
         assert!(marker.exists());
     }
 
@@ -411,7 +415,10 @@ mod tests {
     fn missing_tools_are_named_with_their_package() {
         let err = require(&["sh", "no-such-tool-lifeboat", "mkfs.no-such"]).unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("no-such-tool-lifeboat (package util-linux)"), "{msg}");
+        assert!(
+            msg.contains("no-such-tool-lifeboat (package util-linux)"),
+            "{msg}"
+        );
         assert!(msg.contains("mkfs.no-such"), "{msg}");
         let err = Cmd::new("no-such-tool-lifeboat").run().unwrap_err();
         assert!(err.to_string().contains("not installed"));

@@ -58,11 +58,7 @@ impl AtomicFile {
             .with_context(|| format!("syncing {}", self.tmp.display()))?;
         drop(file);
         fs::rename(&self.tmp, &self.dest).with_context(|| {
-            format!(
-                "renaming {} to {}",
-                self.tmp.display(),
-                self.dest.display()
-            )
+            format!("renaming {} to {}", self.tmp.display(), self.dest.display())
         })?;
         sync_dir(&parent_dir(&self.dest))?;
         Ok(())
@@ -301,6 +297,9 @@ mod tests {
         write_atomic(&dest, b"whole", 0o600).unwrap();
         assert_eq!(fs::read(&dest).unwrap(), b"whole");
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(fs::metadata(&dest).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&dest).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
 }

@@ -24,7 +24,11 @@ impl Layout {
     /// Parses a layout from JSON text (see [`Layout::load`]).
     pub fn from_json(text: &str) -> Result<Layout> {
         let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
-            anyhow::anyhow!("malformed JSON at line {} column {}: {e}", e.line(), e.column())
+            anyhow::anyhow!(
+                "malformed JSON at line {} column {}: {e}",
+                e.line(),
+                e.column()
+            )
         })?;
         let version = value
             .get("schema_version")

@@ -143,7 +143,8 @@ pub fn mkrescue(opts: &Options) -> Result<BuildRecord> {
         .with_context(|| format!("creating a work folder in {}", opts.output.display()))?;
 
     let mut tree = Tree::new();
-    let (modules, firmware) = add_modules(&mut tree, &kernel, layout.as_ref(), opts, staging.path())?;
+    let (modules, firmware) =
+        add_modules(&mut tree, &kernel, layout.as_ref(), opts, staging.path())?;
     let (programs, libraries) = add_programs(&mut tree, opts)?;
     add_system_files(&mut tree, layout.as_ref(), opts)?;
 
@@ -193,7 +194,14 @@ pub fn mkrescue(opts: &Options) -> Result<BuildRecord> {
                 cmdline: cmdline.clone(),
                 marker: format!("id-{}", &initrd_sha[..16]),
             };
-            iso::build_iso(inputs, &menu, vmlinuz.tmp_path(), initrd.tmp_path(), staging.path(), &tmp)?;
+            iso::build_iso(
+                inputs,
+                &menu,
+                vmlinuz.tmp_path(),
+                initrd.tmp_path(),
+                staging.path(),
+                &tmp,
+            )?;
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
             std::fs::File::open(&tmp)?.sync_all()?;
@@ -228,10 +236,12 @@ pub fn mkrescue(opts: &Options) -> Result<BuildRecord> {
         kernel_image: kernel.image.display().to_string(),
         compression: opts.compression,
         cmdline,
-        layout: opts
-            .layout
-            .as_ref()
-            .map(|p| std::path::absolute(p).unwrap_or(p.clone()).display().to_string()),
+        layout: opts.layout.as_ref().map(|p| {
+            std::path::absolute(p)
+                .unwrap_or(p.clone())
+                .display()
+                .to_string()
+        }),
         layout_sha256: opts.layout.as_deref().map(sha256_file).transpose()?,
         files,
         modules: modules.len(),
@@ -308,8 +318,14 @@ fn add_modules(
     staging: &Path,
 ) -> Result<(Vec<String>, usize)> {
     let index = ModuleIndex::load(&kernel.modules_dir)?;
-    let mut required: Vec<String> = contents::REQUIRED_MODULES.iter().map(|s| s.to_string()).collect();
-    let mut optional: Vec<String> = contents::OPTIONAL_MODULES.iter().map(|s| s.to_string()).collect();
+    let mut required: Vec<String> = contents::REQUIRED_MODULES
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let mut optional: Vec<String> = contents::OPTIONAL_MODULES
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     if let Some(l) = layout {
         let (req, opt) = contents::layout_modules(l);
         required.extend(req);
@@ -335,7 +351,8 @@ fn add_modules(
             .with_context(|| format!("copying module {rel}"))?;
     }
     let shipped: BTreeSet<&str> = set.files.values().map(String::as_str).collect();
-    let order = std::fs::read_to_string(kernel.modules_dir.join("modules.order")).unwrap_or_default();
+    let order =
+        std::fs::read_to_string(kernel.modules_dir.join("modules.order")).unwrap_or_default();
     let order: String = order
         .lines()
         .filter(|l| shipped.contains(l) || shipped.iter().any(|s| s.starts_with(&format!("{l}."))))
@@ -354,14 +371,29 @@ fn add_modules(
         .arg(&kernel.version)
         .run()
         .context("indexing the rescue image's modules with depmod")?;
-    add_dir_recursive(tree, &moddir, &format!("usr/lib/modules/{}", kernel.version))?;
+    add_dir_recursive(
+        tree,
+        &moddir,
+        &format!("usr/lib/modules/{}", kernel.version),
+    )?;
 
     // Firmware, only for the modules chosen.
     let mut firmware = 0;
     if !set.files.is_empty() {
-        let paths: Vec<PathBuf> = set.files.values().map(|r| kernel.modules_dir.join(r)).collect();
-        let names = Cmd::new("modinfo").args(["-F", "firmware"]).args(&paths).read()?;
-        let mut wanted: BTreeSet<&str> = names.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+        let paths: Vec<PathBuf> = set
+            .files
+            .values()
+            .map(|r| kernel.modules_dir.join(r))
+            .collect();
+        let names = Cmd::new("modinfo")
+            .args(["-F", "firmware"])
+            .args(&paths)
+            .read()?;
+        let mut wanted: BTreeSet<&str> = names
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
         wanted.retain(|n| !n.contains(".."));
         for name in wanted {
             let mut found = false;
@@ -417,7 +449,11 @@ fn add_programs(tree: &mut Tree, opts: &Options) -> Result<(Vec<String>, usize)>
     let wanted = contents::REQUIRED_PROGRAMS
         .iter()
         .map(|p| (p.to_string(), true))
-        .chain(contents::OPTIONAL_PROGRAMS.iter().map(|p| (p.to_string(), false)))
+        .chain(
+            contents::OPTIONAL_PROGRAMS
+                .iter()
+                .map(|p| (p.to_string(), false)),
+        )
         .chain(opts.add_programs.iter().map(|p| (p.clone(), true)));
     for (name, required) in wanted {
         let Some(host) = exec::which(&name) else {
@@ -431,14 +467,26 @@ fn add_programs(tree: &mut Tree, opts: &Options) -> Result<(Vec<String>, usize)>
         };
         let dest = tree.host_path(&host)?;
         log::debug!("program {name}: {} as /{dest}", host.display());
-        elf_files.push(std::fs::canonicalize(&host).with_context(|| format!("resolving {}", host.display()))?);
-        let base = host.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or(name.clone());
+        elf_files.push(
+            std::fs::canonicalize(&host)
+                .with_context(|| format!("resolving {}", host.display()))?,
+        );
+        let base = host
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or(name.clone());
         real_names.insert(base.clone());
         names.push(base);
     }
-    let lvm = tree.paths().find(|p| p.ends_with("/lvm")).map(str::to_string);
+    let lvm = tree
+        .paths()
+        .find(|p| p.ends_with("/lvm"))
+        .map(str::to_string);
     if let Some(lvm) = lvm {
-        let dir = lvm.rsplit_once('/').map(|(d, _)| d.to_string()).unwrap_or_default();
+        let dir = lvm
+            .rsplit_once('/')
+            .map(|(d, _)| d.to_string())
+            .unwrap_or_default();
         for cmd in LVM_COMMANDS {
             let path = format!("{dir}/{cmd}");
             if !tree.contains(&path) {
@@ -464,7 +512,9 @@ fn add_programs(tree: &mut Tree, opts: &Options) -> Result<(Vec<String>, usize)>
         );
     }
     tree.host_file_at(&busybox, "usr/bin/busybox")?;
-    let list = Cmd::new(busybox.to_string_lossy()).arg("--list-full").read()?;
+    let list = Cmd::new(busybox.to_string_lossy())
+        .arg("--list-full")
+        .read()?;
     let mut shadowed = Vec::new();
     for applet in list.lines().map(str::trim).filter(|l| !l.is_empty()) {
         let dest = image_path(Path::new(&format!("/{applet}")));
@@ -486,7 +536,8 @@ fn add_programs(tree: &mut Tree, opts: &Options) -> Result<(Vec<String>, usize)>
     let mut aliases = String::from("# Real tools instead of busybox applets of the same name.\n");
     for name in &shadowed {
         if let Some(path) = tree.paths().find(|p| {
-            (p.starts_with("usr/sbin/") || p.starts_with("usr/bin/")) && p.rsplit('/').next() == Some(name)
+            (p.starts_with("usr/sbin/") || p.starts_with("usr/bin/"))
+                && p.rsplit('/').next() == Some(name)
         }) {
             aliases.push_str(&format!("alias {name}=/{path}\n"));
         }
@@ -506,7 +557,10 @@ fn add_programs(tree: &mut Tree, opts: &Options) -> Result<(Vec<String>, usize)>
     let defaults = ["usr/lib/x86_64-linux-gnu", "usr/lib64", "usr/lib"];
     for lib in &libs {
         let dest = tree.host_path(lib)?;
-        let dir = dest.rsplit_once('/').map(|(d, _)| d.to_string()).unwrap_or_default();
+        let dir = dest
+            .rsplit_once('/')
+            .map(|(d, _)| d.to_string())
+            .unwrap_or_default();
         if !defaults.contains(&dir.as_str()) {
             extra_dirs.insert(format!("/{dir}"));
         }
@@ -533,7 +587,16 @@ const MDEV_CONF: &str = include_str!("../../initramfs/mdev.conf");
 
 fn add_system_files(tree: &mut Tree, layout: Option<&Layout>, opts: &Options) -> Result<()> {
     tree.bytes("init", INIT, 0o755);
-    for d in ["proc", "sys", "dev", "run", "root", "mnt", "var/lib/lifeboat", "var/log"] {
+    for d in [
+        "proc",
+        "sys",
+        "dev",
+        "run",
+        "root",
+        "mnt",
+        "var/lib/lifeboat",
+        "var/log",
+    ] {
         tree.dir(d, 0o755);
     }
     tree.dir("tmp", 0o1777);
@@ -550,7 +613,11 @@ fn add_system_files(tree: &mut Tree, layout: Option<&Layout>, opts: &Options) ->
     // machine; no hash of the host's passwords goes into the image.
     tree.bytes("etc/passwd", "root::0:0:root:/root:/bin/sh\n", 0o644);
     tree.bytes("etc/group", "root:x:0:\ntty:x:5:\ndisk:x:6:\n", 0o644);
-    tree.bytes("etc/nsswitch.conf", "passwd: files\ngroup: files\nhosts: files dns\n", 0o644);
+    tree.bytes(
+        "etc/nsswitch.conf",
+        "passwd: files\ngroup: files\nhosts: files dns\n",
+        0o644,
+    );
     tree.bytes(
         "etc/os-release",
         format!(

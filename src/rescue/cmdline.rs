@@ -49,7 +49,10 @@ mod tests {
     #[test]
     fn quoted_values_and_flags() {
         let line = "BOOT_IMAGE=/vmlinuz console=ttyS0,115200 lifeboat.autorun=\"lifeboat --version\" lifeboat.poweroff quiet\n";
-        assert_eq!(value(line, "lifeboat.autorun").as_deref(), Some("lifeboat --version"));
+        assert_eq!(
+            value(line, "lifeboat.autorun").as_deref(),
+            Some("lifeboat --version")
+        );
         assert_eq!(value(line, "lifeboat.poweroff").as_deref(), Some(""));
         assert_eq!(value(line, "console").as_deref(), Some("ttyS0,115200"));
         assert_eq!(value(line, "lifeboat.net"), None);
@@ -58,7 +61,10 @@ mod tests {
     #[test]
     fn quotes_around_the_whole_argument_and_last_wins() {
         let line = "\"lifeboat.autorun=echo a  b\" x=1 x=2";
-        assert_eq!(value(line, "lifeboat.autorun").as_deref(), Some("echo a  b"));
+        assert_eq!(
+            value(line, "lifeboat.autorun").as_deref(),
+            Some("echo a  b")
+        );
         assert_eq!(value(line, "x").as_deref(), Some("2"));
     }
 }

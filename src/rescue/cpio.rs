@@ -80,10 +80,10 @@ impl<W: Write> CpioWriter<W> {
             nlink,
             mtime,
             size as u32,
-            0,             // devmajor
-            0,             // devminor
-            rdev >> 8,     // rdevmajor
-            rdev & 0xff,   // rdevminor
+            0,           // devmajor
+            0,           // devminor
+            rdev >> 8,   // rdevmajor
+            rdev & 0xff, // rdevminor
             name.len() as u32 + 1,
             0, // check
         ];

@@ -96,7 +96,8 @@ impl LibResolver {
         if name.contains('/') {
             return Some(PathBuf::from(name));
         }
-        let expand = |d: &String| PathBuf::from(d.replace("$ORIGIN", &origin_dir.to_string_lossy()));
+        let expand =
+            |d: &String| PathBuf::from(d.replace("$ORIGIN", &origin_dir.to_string_lossy()));
         let mut dirs: Vec<PathBuf> = Vec::new();
         if deps.runpath.is_empty() {
             dirs.extend(deps.rpath.iter().map(expand));
@@ -179,7 +180,10 @@ fn read_ld_so_conf(root: &Path, file: &Path, out: &mut Vec<PathBuf>, depth: u32)
             let pattern = if pattern.starts_with('/') {
                 pattern.to_string()
             } else {
-                format!("{}/{pattern}", file.parent().unwrap_or(Path::new("/")).display())
+                format!(
+                    "{}/{pattern}",
+                    file.parent().unwrap_or(Path::new("/")).display()
+                )
             };
             let host_pattern = root.join(pattern.trim_start_matches('/'));
             let mut files: Vec<PathBuf> = glob::glob(&host_pattern.to_string_lossy())
@@ -217,7 +221,8 @@ mod tests {
                     Some((_, rest)) => rest.trim().split(' ').next()?.to_string(),
                     None => l.split(' ').next()?.to_string(),
                 };
-                path.starts_with('/').then(|| std::fs::canonicalize(path).unwrap())
+                path.starts_with('/')
+                    .then(|| std::fs::canonicalize(path).unwrap())
             })
             .collect()
     }
@@ -264,11 +269,18 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let etc = root.path().join("etc");
         std::fs::create_dir_all(etc.join("ld.so.conf.d")).unwrap();
-        std::fs::write(etc.join("ld.so.conf"), "include ld.so.conf.d/*.conf\n/opt/lib # own\n").unwrap();
+        std::fs::write(
+            etc.join("ld.so.conf"),
+            "include ld.so.conf.d/*.conf\n/opt/lib # own\n",
+        )
+        .unwrap();
         std::fs::write(etc.join("ld.so.conf.d/b.conf"), "/b/lib\n").unwrap();
         std::fs::write(etc.join("ld.so.conf.d/a.conf"), "/a/lib\n").unwrap();
         let r = LibResolver::with_root(root.path());
         let dirs: Vec<_> = r.search_dirs().iter().take(3).cloned().collect();
-        assert_eq!(dirs, [PathBuf::from("/a/lib"), "/b/lib".into(), "/opt/lib".into()]);
+        assert_eq!(
+            dirs,
+            [PathBuf::from("/a/lib"), "/b/lib".into(), "/opt/lib".into()]
+        );
     }
 }

@@ -35,17 +35,29 @@ impl IsoInputs {
     pub fn find() -> Result<IsoInputs> {
         Ok(IsoInputs {
             isolinux_bin: first_existing(
-                &["/usr/lib/ISOLINUX/isolinux.bin", "/usr/lib/syslinux/isolinux.bin", "/usr/share/syslinux/isolinux.bin"],
+                &[
+                    "/usr/lib/ISOLINUX/isolinux.bin",
+                    "/usr/lib/syslinux/isolinux.bin",
+                    "/usr/share/syslinux/isolinux.bin",
+                ],
                 "isolinux.bin",
                 "isolinux",
             )?,
             ldlinux_c32: first_existing(
-                &["/usr/lib/syslinux/modules/bios/ldlinux.c32", "/usr/share/syslinux/ldlinux.c32", "/usr/lib/syslinux/ldlinux.c32"],
+                &[
+                    "/usr/lib/syslinux/modules/bios/ldlinux.c32",
+                    "/usr/share/syslinux/ldlinux.c32",
+                    "/usr/lib/syslinux/ldlinux.c32",
+                ],
                 "ldlinux.c32",
                 "syslinux-common",
             )?,
             isohybrid_mbr: first_existing(
-                &["/usr/lib/ISOLINUX/isohdpfx.bin", "/usr/lib/syslinux/isohdpfx.bin", "/usr/share/syslinux/isohdpfx.bin"],
+                &[
+                    "/usr/lib/ISOLINUX/isohdpfx.bin",
+                    "/usr/lib/syslinux/isohdpfx.bin",
+                    "/usr/share/syslinux/isohdpfx.bin",
+                ],
                 "isohdpfx.bin (the isohybrid MBR)",
                 "isolinux",
             )?,
@@ -84,10 +96,16 @@ pub fn build_iso(
     };
     copy(vmlinuz, "lifeboat/vmlinuz")?;
     copy(initrd, "lifeboat/initrd")?;
-    std::fs::write(root.join("lifeboat").join(&menu.marker), b"lifeboat rescue image\n")?;
+    std::fs::write(
+        root.join("lifeboat").join(&menu.marker),
+        b"lifeboat rescue image\n",
+    )?;
     copy(&inputs.isolinux_bin, "isolinux/isolinux.bin")?;
     copy(&inputs.ldlinux_c32, "isolinux/ldlinux.c32")?;
-    std::fs::write(root.join("isolinux/isolinux.cfg"), isolinux_cfg(&menu.cmdline))?;
+    std::fs::write(
+        root.join("isolinux/isolinux.cfg"),
+        isolinux_cfg(&menu.cmdline),
+    )?;
 
     // GRUB for UEFI: one EFI binary with its configuration built in.
     let grub_cfg = work.join("grub-embedded.cfg");
@@ -129,7 +147,12 @@ pub fn build_iso(
         .arg(&inputs.isohybrid_mbr)
         .args(["-c", "isolinux/boot.cat", "-b", "isolinux/isolinux.bin"])
         .args(["-no-emul-boot", "-boot-load-size", "4", "-boot-info-table"])
-        .args(["-eltorito-alt-boot", "-e", "boot/grub/efi.img", "-no-emul-boot"])
+        .args([
+            "-eltorito-alt-boot",
+            "-e",
+            "boot/grub/efi.img",
+            "-no-emul-boot",
+        ])
         .arg("-isohybrid-gpt-basdat")
         .arg("-o")
         .arg(out)

@@ -16,7 +16,11 @@ pub struct Kernel {
 
 /// Picks the kernel: `explicit`, else the running kernel's image in
 /// `boot_dir`, else the newest `vmlinuz-*` there.
-pub fn find_kernel(explicit: Option<&Path>, boot_dir: &Path, modules_root: &Path) -> Result<Kernel> {
+pub fn find_kernel(
+    explicit: Option<&Path>,
+    boot_dir: &Path,
+    modules_root: &Path,
+) -> Result<Kernel> {
     let image = match explicit {
         Some(p) => {
             if !p.is_file() {
@@ -113,7 +117,10 @@ pub fn bzimage_version(image: &Path) -> Result<String> {
     }
     let offset = u16::from_le_bytes([head[0x20e], head[0x20f]]) as usize + 0x200;
     let text = head.get(offset..).ok_or_else(bad)?;
-    let end = text.iter().position(|&b| b == 0 || b == b' ').ok_or_else(bad)?;
+    let end = text
+        .iter()
+        .position(|&b| b == 0 || b == b' ')
+        .ok_or_else(bad)?;
     let version = std::str::from_utf8(&text[..end]).map_err(|_| bad())?;
     if version.is_empty() {
         return Err(bad());
@@ -185,7 +192,10 @@ impl ModuleIndex {
                 .filter(|w| !w.ends_with(':'))
                 .map(canonical)
                 .collect::<Vec<_>>();
-            softdeps.entry(canonical(module)).or_default().extend(wanted);
+            softdeps
+                .entry(canonical(module))
+                .or_default()
+                .extend(wanted);
         }
         Ok(ModuleIndex {
             dir: dir.to_path_buf(),
@@ -217,10 +227,18 @@ impl ModuleIndex {
                  install the kernel's full modules package or choose another kernel with --kernel",
                 self.dir.display(),
                 if missing.len() > 1 { "s" } else { "" },
-                missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                missing
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
         }
-        let mut stack: Vec<String> = required.iter().chain(optional).map(|m| canonical(m)).collect();
+        let mut stack: Vec<String> = required
+            .iter()
+            .chain(optional)
+            .map(|m| canonical(m))
+            .collect();
         while let Some(name) = stack.pop() {
             if set.files.contains_key(&name) || set.builtin.contains(&name) {
                 continue;
@@ -259,7 +277,11 @@ mod tests {
              kernel/drivers/md/dm-mod.ko.xz:\nkernel/crypto/crc32c_generic.ko:\n",
         )
         .unwrap();
-        std::fs::write(dir.path().join("modules.builtin"), "kernel/drivers/block/virtio_blk.ko\n").unwrap();
+        std::fs::write(
+            dir.path().join("modules.builtin"),
+            "kernel/drivers/block/virtio_blk.ko\n",
+        )
+        .unwrap();
         std::fs::write(
             dir.path().join("modules.softdep"),
             "# comment\nsoftdep ext4 pre: crc32c_generic\n",
@@ -273,12 +295,23 @@ mod tests {
         let dir = fake_modules();
         let idx = ModuleIndex::load(dir.path()).unwrap();
         let set = idx
-            .closure(&["ext4".into()], &["dm-crypt".into(), "virtio_blk".into(), "nosuch".into()])
+            .closure(
+                &["ext4".into()],
+                &["dm-crypt".into(), "virtio_blk".into(), "nosuch".into()],
+            )
             .unwrap();
         let names: Vec<&str> = set.files.keys().map(|s| s.as_str()).collect();
         assert_eq!(
             names,
-            ["crc16", "crc32c_generic", "dm_crypt", "dm_mod", "ext4", "jbd2", "mbcache"]
+            [
+                "crc16",
+                "crc32c_generic",
+                "dm_crypt",
+                "dm_mod",
+                "ext4",
+                "jbd2",
+                "mbcache"
+            ]
         );
         assert_eq!(set.files["dm_mod"], "kernel/drivers/md/dm-mod.ko.xz");
         assert!(set.builtin.contains("virtio_blk"));
@@ -289,7 +322,10 @@ mod tests {
     fn missing_required_module_names_it() {
         let dir = fake_modules();
         let idx = ModuleIndex::load(dir.path()).unwrap();
-        let err = idx.closure(&["xfs".into(), "ext4".into()], &[]).unwrap_err().to_string();
+        let err = idx
+            .closure(&["xfs".into(), "ext4".into()], &[])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("lacks module xfs"), "{err}");
     }
 

@@ -1,13 +1,16 @@
 //! The rescue image: a bootable system built from the host's kernel, modules
 //! and tools, plus lifeboat itself and (optionally) the layout.
 
+mod build;
 pub mod cmdline;
+pub mod contents;
 pub mod cpio;
 pub mod elf;
+pub mod iso;
 pub mod kernel;
 pub mod tree;
-mod build;
-pub mod contents;
-pub mod iso;
 
-pub use build::{mkrescue, sha256_file, BuildRecord, Compression, Options, BUILD_RECORD, DEFAULT_OUTPUT, INITRD, ISO, VMLINUZ};
+pub use build::{
+    mkrescue, sha256_file, BuildRecord, Compression, Options, BUILD_RECORD, DEFAULT_OUTPUT, INITRD,
+    ISO, VMLINUZ,
+};

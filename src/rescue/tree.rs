@@ -136,7 +136,8 @@ impl Tree {
 
     /// Copies a host file at image path `dest` (taking its permission bits).
     pub fn host_file_at(&mut self, host: &Path, dest: &str) -> Result<()> {
-        let meta = std::fs::metadata(host).with_context(|| format!("reading {}", host.display()))?;
+        let meta =
+            std::fs::metadata(host).with_context(|| format!("reading {}", host.display()))?;
         if !meta.is_file() {
             bail!("{} is not a regular file", host.display());
         }
@@ -231,8 +232,8 @@ fn absolutize_parent(path: &Path) -> Result<PathBuf> {
     let name = path
         .file_name()
         .with_context(|| format!("{} has no file name", path.display()))?;
-    let parent = std::fs::canonicalize(parent)
-        .with_context(|| format!("resolving {}", parent.display()))?;
+    let parent =
+        std::fs::canonicalize(parent).with_context(|| format!("resolving {}", parent.display()))?;
     Ok(parent.join(name))
 }
 
@@ -277,7 +278,10 @@ mod tests {
             image_path(Path::new("/lib/x86_64-linux-gnu/libc.so.6")),
             "usr/lib/x86_64-linux-gnu/libc.so.6"
         );
-        assert_eq!(image_path(Path::new("/lib64/ld-linux-x86-64.so.2")), "usr/lib64/ld-linux-x86-64.so.2");
+        assert_eq!(
+            image_path(Path::new("/lib64/ld-linux-x86-64.so.2")),
+            "usr/lib64/ld-linux-x86-64.so.2"
+        );
         assert_eq!(image_path(Path::new("/usr/bin/tar")), "usr/bin/tar");
         assert_eq!(image_path(Path::new("/etc/mke2fs.conf")), "etc/mke2fs.conf");
         assert_eq!(image_path(Path::new("/library/x")), "library/x");
@@ -285,9 +289,15 @@ mod tests {
 
     #[test]
     fn relative_links() {
-        assert_eq!(relative_link("usr/sbin/mkfs.ext4", "usr/sbin/mke2fs"), "mke2fs");
         assert_eq!(
-            relative_link("usr/lib64/ld-linux-x86-64.so.2", "usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"),
+            relative_link("usr/sbin/mkfs.ext4", "usr/sbin/mke2fs"),
+            "mke2fs"
+        );
+        assert_eq!(
+            relative_link(
+                "usr/lib64/ld-linux-x86-64.so.2",
+                "usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"
+            ),
             "../lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"
         );
     }
@@ -304,7 +314,9 @@ mod tests {
         assert_eq!(dest, format!("{base}/mke2fs"));
         assert_eq!(
             t.get(&format!("{base}/mkfs.ext4")),
-            Some(&Entry::Symlink { target: "mke2fs".into() })
+            Some(&Entry::Symlink {
+                target: "mke2fs".into()
+            })
         );
         assert!(t.contains(&base), "parent directories are created");
     }

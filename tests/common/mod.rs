@@ -1,0 +1,448 @@
+//! Test harness shared by the integration tests: scratch folders, the rescue
+//! image built once per test binary, job disks, and QEMU guests (TCG only).
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The lifeboat binary under test.
+pub fn lifeboat() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_lifeboat"))
+}
+
+/// Runs lifeboat with `args`; returns (exit code, stdout, stderr).
+pub fn run_lifeboat<I, S>(args: I) -> (i32, String, String)
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let out = Command::new(lifeboat())
+        .args(args)
+        .env_remove("LIFEBOAT_LOG")
+        .output()
+        .expect("running lifeboat");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Root of the test scratch space: target/lifeboat-test.
+pub fn scratch_root() -> PathBuf {
+    let target = lifeboat()
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(std::env::temp_dir);
+    let root = target.join("lifeboat-test");
+    std::fs::create_dir_all(&root).unwrap();
+    root
+}
+
+/// A scratch folder removed on drop, unless LIFEBOAT_KEEP_TEST_FILES=1.
+pub struct Scratch {
+    pub path: PathBuf,
+}
+
+impl Scratch {
+    pub fn new(name: &str) -> Scratch {
+        let path = scratch_root().join(format!("{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        Scratch { path }
+    }
+
+    pub fn join(&self, p: impl AsRef<Path>) -> PathBuf {
+        self.path.join(p)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if std::env::var_os("LIFEBOAT_KEEP_TEST_FILES").is_some() {
+            eprintln!("keeping test files in {}", self.path.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+/// A rescue image built by `lifeboat mkrescue` from the installed kernel.
+pub struct Rescue {
+    pub dir: PathBuf,
+}
+
+impl Rescue {
+    pub fn vmlinuz(&self) -> PathBuf {
+        self.dir.join("vmlinuz")
+    }
+    pub fn initrd(&self) -> PathBuf {
+        self.dir.join("initrd")
+    }
+    pub fn iso(&self) -> PathBuf {
+        self.dir.join("lifeboat-rescue.iso")
+    }
+}
+
+/// The rescue image with ISO, built once per test binary.
+pub fn rescue() -> &'static Rescue {
+    static IMAGE: OnceLock<Rescue> = OnceLock::new();
+    IMAGE.get_or_init(|| {
+        let dir = scratch_root().join(format!("rescue-{}", std::process::id()));
+        let (code, out, err) =
+            run_lifeboat(["mkrescue".as_ref(), "--output".as_ref(), dir.as_os_str()]);
+        assert_eq!(code, 0, "mkrescue failed:\n{out}\n{err}");
+        Rescue { dir }
+    })
+}
+
+/// Runs a shell command line on the host and panics with its output on failure.
+pub fn sh(script: &str) -> String {
+    let out = Command::new("sh").arg("-ec").arg(script).output().unwrap();
+    assert!(
+        out.status.success(),
+        "`{script}` failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A job disk: an ext4 image labelled LIFEBOAT-AUTO holding `autorun.sh` and
+/// any other files, made without mounting (mkfs.ext4 -d).
+pub struct JobDisk {
+    pub image: PathBuf,
+}
+
+impl JobDisk {
+    /// Creates the disk from the contents of `dir` (which must hold
+    /// autorun.sh for the rescue to run anything), `size_mib` big.
+    pub fn from_dir(dir: &Path, image: &Path, size_mib: u64) -> JobDisk {
+        sh(&format!(
+            "mkfs.ext4 -q -F -L LIFEBOAT-AUTO -d '{}' '{}' {}M",
+            dir.display(),
+            image.display(),
+            size_mib
+        ));
+        JobDisk {
+            image: image.to_path_buf(),
+        }
+    }
+
+    /// Creates the disk with `autorun.sh` = `script`.
+    pub fn with_script(scratch: &Scratch, name: &str, script: &str) -> JobDisk {
+        let dir = scratch.join(format!("{name}-src"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("autorun.sh"), script).unwrap();
+        JobDisk::from_dir(&dir, &scratch.join(format!("{name}.img")), 64)
+    }
+
+    /// Copies the disk's files to `out` and returns `out`.
+    pub fn read_back(&self, out: &Path) -> PathBuf {
+        std::fs::create_dir_all(out).unwrap();
+        sh(&format!(
+            "debugfs -R 'rdump / {}' '{}' 2>/dev/null",
+            out.display(),
+            self.image.display()
+        ));
+        out.to_path_buf()
+    }
+
+    /// The content of one file on the disk.
+    pub fn file(&self, name: &str) -> Option<String> {
+        let out = Command::new("debugfs")
+            .args(["-R", &format!("cat /{name}")])
+            .arg(&self.image)
+            .stderr(Stdio::null())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        // debugfs prints nothing (and an error on stderr) for a missing file.
+        let exists = Command::new("debugfs")
+            .args(["-R", &format!("stat /{name}")])
+            .arg(&self.image)
+            .output()
+            .map(|o| !String::from_utf8_lossy(&o.stderr).contains("File not found"))
+            .unwrap_or(false);
+        exists.then_some(text)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bus {
+    Virtio,
+    Scsi,
+    Nvme,
+    Sata,
+}
+
+#[derive(Clone, Debug)]
+pub struct Disk {
+    pub path: PathBuf,
+    pub bus: Bus,
+    pub serial: Option<String>,
+    pub format: &'static str,
+}
+
+impl Disk {
+    pub fn virtio(path: &Path) -> Disk {
+        Disk {
+            path: path.to_path_buf(),
+            bus: Bus::Virtio,
+            serial: None,
+            format: "raw",
+        }
+    }
+    pub fn on(mut self, bus: Bus) -> Disk {
+        self.bus = bus;
+        self
+    }
+    pub fn serial(mut self, s: &str) -> Disk {
+        self.serial = Some(s.to_string());
+        self
+    }
+}
+
+/// Creates a sparse raw image of `size_mib` MiB.
+pub fn blank_disk(path: &Path, size_mib: u64) -> PathBuf {
+    let f = std::fs::File::create(path).unwrap();
+    f.set_len(size_mib << 20).unwrap();
+    path.to_path_buf()
+}
+
+#[derive(Clone, Debug)]
+pub enum Firmware {
+    /// SeaBIOS.
+    Bios,
+    /// OVMF; with a vars file, on q35 with pflash (EFI variables persist).
+    Uefi { vars: Option<PathBuf> },
+}
+
+#[derive(Clone, Debug)]
+pub enum Boot {
+    /// -kernel/-initrd with this command line.
+    Kernel {
+        vmlinuz: PathBuf,
+        initrd: PathBuf,
+        append: String,
+    },
+    /// An ISO as CD-ROM.
+    Cdrom(PathBuf),
+    /// The first disk.
+    Disk,
+}
+
+pub struct Vm {
+    pub boot: Boot,
+    pub firmware: Firmware,
+    pub disks: Vec<Disk>,
+    pub memory_mib: u32,
+    pub timeout: Duration,
+    pub serial_log: PathBuf,
+}
+
+pub struct Finished {
+    pub log: String,
+    pub timed_out: bool,
+    pub exit_ok: bool,
+    pub seconds: f64,
+}
+
+/// Copies the OVMF variable store template to `dest` (a fresh NVRAM).
+pub fn fresh_ovmf_vars(dest: &Path) -> PathBuf {
+    std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", dest).expect("ovmf is installed");
+    dest.to_path_buf()
+}
+
+impl Vm {
+    pub fn new(boot: Boot, serial_log: &Path) -> Vm {
+        Vm {
+            boot,
+            firmware: Firmware::Bios,
+            disks: Vec::new(),
+            memory_mib: 1024,
+            timeout: Duration::from_secs(240),
+            serial_log: serial_log.to_path_buf(),
+        }
+    }
+
+    pub fn disk(mut self, d: Disk) -> Vm {
+        self.disks.push(d);
+        self
+    }
+
+    pub fn firmware(mut self, f: Firmware) -> Vm {
+        self.firmware = f;
+        self
+    }
+
+    pub fn memory(mut self, mib: u32) -> Vm {
+        self.memory_mib = mib;
+        self
+    }
+
+    pub fn timeout(mut self, secs: u64) -> Vm {
+        self.timeout = Duration::from_secs(secs);
+        self
+    }
+
+    fn command(&self) -> Command {
+        let mut c = Command::new("qemu-system-x86_64");
+        c.args(["-accel", "tcg", "-smp", "1", "-no-reboot", "-nic", "none"])
+            .args(["-display", "none", "-monitor", "none"])
+            .args(["-m", &self.memory_mib.to_string()])
+            .arg("-serial")
+            .arg(format!("file:{}", self.serial_log.display()));
+        match &self.firmware {
+            Firmware::Bios => {}
+            Firmware::Uefi { vars: None } => {
+                c.args(["-bios", "/usr/share/ovmf/OVMF.fd"]);
+            }
+            Firmware::Uefi { vars: Some(v) } => {
+                c.args(["-machine", "q35"])
+                    .args([
+                        "-drive",
+                        "if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd",
+                    ])
+                    .arg("-drive")
+                    .arg(format!("if=pflash,format=raw,file={}", v.display()));
+            }
+        }
+        match &self.boot {
+            Boot::Kernel {
+                vmlinuz,
+                initrd,
+                append,
+            } => {
+                c.arg("-kernel").arg(vmlinuz).arg("-initrd").arg(initrd);
+                c.arg("-append")
+                    .arg(format!("console=ttyS0,115200 panic=5 {append}"));
+            }
+            Boot::Cdrom(iso) => {
+                c.arg("-drive")
+                    .arg(format!("file={},media=cdrom,readonly=on", iso.display()));
+                c.args(["-boot", "d"]);
+            }
+            Boot::Disk => {
+                c.args(["-boot", "c"]);
+            }
+        }
+        let mut scsi = false;
+        for (i, d) in self.disks.iter().enumerate() {
+            c.arg("-drive").arg(format!(
+                "file={},format={},if=none,id=d{i},cache=unsafe",
+                d.path.display(),
+                d.format
+            ));
+            let serial = d.serial.clone().unwrap_or_else(|| format!("LBTEST{i:02}"));
+            let bootindex = if i == 0 && matches!(self.boot, Boot::Disk) {
+                ",bootindex=0"
+            } else {
+                ""
+            };
+            let dev = match d.bus {
+                Bus::Virtio => format!("virtio-blk-pci,drive=d{i},serial={serial}{bootindex}"),
+                Bus::Nvme => format!("nvme,drive=d{i},serial={serial}{bootindex}"),
+                Bus::Sata => format!("ide-hd,drive=d{i},serial={serial}{bootindex}"),
+                Bus::Scsi => {
+                    if !scsi {
+                        c.args(["-device", "virtio-scsi-pci,id=scsi0"]);
+                        scsi = true;
+                    }
+                    format!("scsi-hd,drive=d{i},bus=scsi0.0,serial={serial}{bootindex}")
+                }
+            };
+            c.arg("-device").arg(dev);
+        }
+        c.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        c
+    }
+
+    fn spawn(&self) -> Child {
+        let _ = std::fs::remove_file(&self.serial_log);
+        self.command()
+            .spawn()
+            .expect("qemu-system-x86_64 is installed")
+    }
+
+    /// Boots and waits until QEMU exits (the guest powers off) or the timeout.
+    pub fn run(&self) -> Finished {
+        let start = Instant::now();
+        let mut child = self.spawn();
+        let mut timed_out = false;
+        let status = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break Some(st);
+            }
+            if start.elapsed() > self.timeout {
+                let _ = child.kill();
+                let _ = child.wait();
+                timed_out = true;
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        let mut stderr = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            use std::io::Read;
+            let _ = e.read_to_string(&mut stderr);
+        }
+        let log = std::fs::read(&self.serial_log)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        Finished {
+            log: if stderr.is_empty() {
+                log
+            } else {
+                format!("{log}\n[qemu stderr] {stderr}")
+            },
+            timed_out,
+            exit_ok: status.is_some_and(|s| s.success()),
+            seconds: start.elapsed().as_secs_f64(),
+        }
+    }
+
+    /// Boots until `marker` shows on the serial console, then stops the
+    /// guest. Returns the log and whether the marker was seen.
+    pub fn run_until(&self, marker: &str) -> (bool, Finished) {
+        let start = Instant::now();
+        let mut child = self.spawn();
+        let mut seen = false;
+        while start.elapsed() < self.timeout {
+            let log = std::fs::read(&self.serial_log).unwrap_or_default();
+            if String::from_utf8_lossy(&log).contains(marker) {
+                seen = true;
+                break;
+            }
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        let log = std::fs::read(&self.serial_log)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        (
+            seen,
+            Finished {
+                log,
+                timed_out: !seen,
+                exit_ok: seen,
+                seconds: start.elapsed().as_secs_f64(),
+            },
+        )
+    }
+}
+
+/// The last `n` lines of a serial log, for assertion messages.
+pub fn tail(log: &str, n: usize) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}

@@ -1,0 +1,144 @@
+//! QEMU tier: the rescue image boots (kernel+initrd, ISO as CD and as disk,
+//! SeaBIOS and OVMF), greets, and runs unattended jobs.
+
+mod common;
+
+use common::*;
+
+const READY: &str = "lifeboat rescue ready";
+
+fn kernel_boot(append: &str) -> Boot {
+    let r = rescue();
+    Boot::Kernel {
+        vmlinuz: r.vmlinuz(),
+        initrd: r.initrd(),
+        append: append.to_string(),
+    }
+}
+
+#[test]
+fn job_disk_runs_real_tools_and_results_come_back() {
+    let s = Scratch::new("qemu-job");
+    let job = JobDisk::with_script(
+        &s,
+        "job",
+        r#"#!/bin/sh
+set -e
+here=$(dirname "$0")
+[ "$(pwd)" = "$here" ] || { echo "cwd $(pwd) is not $here"; exit 9; }
+lifeboat --version > "$here/lifeboat.txt"
+lvm version > "$here/lvm.txt"
+mdadm --version > "$here/mdadm.txt" 2>&1
+cryptsetup --version > "$here/cryptsetup.txt"
+# the util-linux mkswap, not busybox's applet
+mkswap --version > "$here/mkswap.txt"
+ls /dev/vd* > "$here/disks.txt"
+echo "done in $here"
+"#,
+    );
+    let vm = Vm::new(kernel_boot("lifeboat.poweroff"), &s.join("serial.log"))
+        .disk(Disk::virtio(&job.image))
+        .timeout(180);
+    let run = vm.run();
+    assert!(
+        !run.timed_out,
+        "guest did not power off:\n{}",
+        tail(&run.log, 40)
+    );
+    assert!(
+        run.log.contains(READY),
+        "no greeting:\n{}",
+        tail(&run.log, 40)
+    );
+    assert!(run
+        .log
+        .contains(&format!("lifeboat {}", env!("CARGO_PKG_VERSION"))));
+    assert_eq!(
+        job.file("autorun.rc").as_deref(),
+        Some("0\n"),
+        "{}",
+        tail(&run.log, 40)
+    );
+    let out = job.read_back(&s.join("out"));
+    let read = |f: &str| std::fs::read_to_string(out.join(f)).unwrap_or_default();
+    assert!(
+        read("lifeboat.txt").starts_with("lifeboat "),
+        "{}",
+        read("lifeboat.txt")
+    );
+    assert!(read("lvm.txt").contains("LVM version"));
+    assert!(read("mdadm.txt").contains("mdadm - v"));
+    assert!(read("cryptsetup.txt").starts_with("cryptsetup "));
+    assert!(
+        read("mkswap.txt").contains("util-linux"),
+        "{}",
+        read("mkswap.txt")
+    );
+    assert!(read("disks.txt").contains("/dev/vda"));
+    assert!(read("autorun.log").contains("done in /run/lifeboat/job"));
+    eprintln!("job boot took {:.1}s", run.seconds);
+}
+
+#[test]
+fn cmdline_autorun_reports_its_exit_code_and_powers_off() {
+    let s = Scratch::new("qemu-autorun");
+    let vm = Vm::new(
+        kernel_boot(r#"lifeboat.autorun="echo autorun says hi; exit 3" lifeboat.poweroff"#),
+        &s.join("serial.log"),
+    )
+    .timeout(120);
+    let run = vm.run();
+    assert!(!run.timed_out, "{}", tail(&run.log, 30));
+    assert!(run.log.contains(READY));
+    assert!(
+        run.log.contains("autorun says hi"),
+        "{}",
+        tail(&run.log, 30)
+    );
+    assert!(
+        run.log.contains("lifeboat autorun exit code: 3"),
+        "{}",
+        tail(&run.log, 30)
+    );
+}
+
+fn iso_boot_test(name: &str, firmware: Firmware, as_disk: bool) {
+    let s = Scratch::new(name);
+    let iso = rescue().iso();
+    let vm = if as_disk {
+        let copy = s.join("usb.img");
+        std::fs::copy(&iso, &copy).unwrap();
+        Vm::new(Boot::Disk, &s.join("serial.log")).disk(Disk::virtio(&copy).on(Bus::Sata))
+    } else {
+        Vm::new(Boot::Cdrom(iso), &s.join("serial.log"))
+    }
+    .firmware(firmware)
+    .timeout(180);
+    let (seen, run) = vm.run_until(READY);
+    assert!(
+        seen,
+        "{name}: no greeting on the serial console:\n{}",
+        tail(&run.log, 40)
+    );
+    eprintln!("{name}: ready after {:.1}s", run.seconds);
+}
+
+#[test]
+fn iso_boots_as_cd_under_seabios() {
+    iso_boot_test("iso-cd-bios", Firmware::Bios, false);
+}
+
+#[test]
+fn iso_boots_as_cd_under_ovmf() {
+    iso_boot_test("iso-cd-uefi", Firmware::Uefi { vars: None }, false);
+}
+
+#[test]
+fn iso_boots_as_disk_under_ovmf() {
+    iso_boot_test("iso-disk-uefi", Firmware::Uefi { vars: None }, true);
+}
+
+#[test]
+fn iso_boots_as_disk_under_seabios() {
+    iso_boot_test("iso-disk-bios", Firmware::Bios, true);
+}
