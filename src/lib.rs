@@ -7,6 +7,7 @@ pub mod cli;
 pub mod exec;
 pub mod layout;
 pub mod logging;
+pub mod plan;
 pub mod rescue;
 pub mod util;
 

@@ -1,0 +1,736 @@
+//! The recovery plan: a value computed from the layout and the disks present,
+//! printed in full before anything is written, tested, then applied by
+//! `recover`.
+
+pub mod fit;
+pub mod mapping;
+pub mod render;
+pub mod stack;
+pub mod targets;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::layout::{
+    EfiBootEntry, Filesystem, FsParams, GptPartition, GptTable, Layout, LogicalVolume, LuksDevice, MbrKind,
+    MbrPartition, MbrTable, MdArray, PartitionTable, PhysicalVolume, Swap, VolumeGroup,
+};
+use crate::util::human_bytes;
+use fit::{Span, Usable, MIB};
+use mapping::DiskPair;
+use stack::{Content, Stack};
+pub use targets::TargetDisk;
+
+/// Where recovery mounts the new system.
+pub const MOUNT_ROOT: &str = "/mnt/lifeboat";
+
+/// Everything `plan` needs besides the layout.
+#[derive(Debug, Clone, Default)]
+pub struct PlanInput {
+    pub targets: Vec<TargetDisk>,
+    pub maps: Vec<(String, String)>,
+    /// Target disks that may not be written, with the reason.
+    pub excluded: BTreeMap<String, String>,
+    /// Used bytes per file system (UUID or device) from the backup manifest.
+    pub manifest_used: BTreeMap<String, u64>,
+    /// The backup to restore (shown in the plan; `None` plans no restore).
+    pub backup: Option<String>,
+    /// The rescue system booted under UEFI (EFI entries can be written).
+    pub uefi: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SizeChange {
+    pub item: String,
+    pub old_bytes: u64,
+    pub new_bytes: u64,
+    pub note: String,
+}
+
+/// A mount of the new system under [`MOUNT_ROOT`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlannedMount {
+    pub device: String,
+    /// Mount point in the recovered system (`/`, `/home`).
+    pub mountpoint: String,
+    pub fstype: String,
+    pub options: Vec<String>,
+}
+
+/// An LV to create at a (possibly new) size.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewLv {
+    pub lv: LogicalVolume,
+    pub size_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "step", rename_all = "snake_case")]
+pub enum Step {
+    /// Write the partition table of a disk.
+    Partition {
+        disk: String,
+        old_disk: String,
+        table: PartitionTable,
+    },
+    /// Create an md array with its old UUID, name, level and metadata.
+    CreateMd { array: MdArray },
+    /// Format and open a LUKS container with its old UUID and cipher.
+    FormatLuks { luks: LuksDevice, name: String },
+    /// Create PVs, the VG and its LVs with their old UUIDs.
+    CreateVg {
+        vg: VolumeGroup,
+        pvs: Vec<PhysicalVolume>,
+        lvs: Vec<NewLv>,
+    },
+    /// Make a file system with its old UUID, label and parameters.
+    Mkfs { fs: Filesystem },
+    /// Make a swap area with its old UUID and label.
+    Mkswap { swap: Swap },
+    /// Mount the new file systems under /mnt/lifeboat.
+    Mount { mounts: Vec<PlannedMount> },
+    /// Restore the backup chain into the new tree.
+    Restore { backup: String },
+    /// Rewrite device names that changed in fstab, crypttab, mdadm.conf.
+    FixConfig { replacements: Vec<(String, String)> },
+    /// Regenerate the initramfs in the new system.
+    Initramfs,
+    /// Install the bootloader: GRUB i386-pc on the BIOS disks, EFI entries.
+    Bootloader {
+        bios_disks: Vec<String>,
+        efi_entries: Vec<EfiBootEntry>,
+        /// ESP devices in the new system (the removable fallback path is
+        /// kept present on each).
+        esps: Vec<String>,
+        write_nvram: bool,
+    },
+    /// Re-capture the new disks, compare with the plan, write the report.
+    Verify,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub hostname: String,
+    pub layout_captured_at: String,
+    pub disks: Vec<DiskPair>,
+    pub sizes: Vec<SizeChange>,
+    /// Old device path → new device path, where they differ.
+    pub renames: BTreeMap<String, String>,
+    pub steps: Vec<Step>,
+    pub warnings: Vec<String>,
+}
+
+/// The device path of partition `n` of `disk` (`/dev/sda` → `/dev/sda1`,
+/// `/dev/nvme0n1` → `/dev/nvme0n1p1`).
+pub fn partition_path(disk: &str, n: u32) -> String {
+    if disk.ends_with(|c: char| c.is_ascii_digit()) {
+        format!("{disk}p{n}")
+    } else {
+        format!("{disk}{n}")
+    }
+}
+
+struct Builder<'a> {
+    stack: Stack<'a>,
+    renames: BTreeMap<String, String>,
+    /// New size of every device, by old path.
+    sizes: BTreeMap<String, u64>,
+    changes: Vec<SizeChange>,
+    warnings: Vec<String>,
+}
+
+impl Builder<'_> {
+    fn new_path(&self, old: &str) -> String {
+        self.renames.get(old).cloned().unwrap_or_else(|| old.to_string())
+    }
+
+    fn note_size(&mut self, item: String, old: u64, new: u64, note: &str) {
+        self.changes.push(SizeChange {
+            item,
+            old_bytes: old,
+            new_bytes: new,
+            note: note.to_string(),
+        });
+    }
+
+    /// Places the partitions of one disk on its new disk.
+    fn partition(&mut self, pair: &DiskPair, table: &PartitionTable) -> Result<PartitionTable> {
+        let old_sector = pair.old_sector_size.max(512) as u64;
+        let new_sector = pair.new_sector_size.max(512) as u64;
+        match table {
+            PartitionTable::Gpt(gpt) => {
+                let entry_sectors = |sector: u64| {
+                    (gpt.num_partition_entries as u64 * gpt.partition_entry_size as u64).div_ceil(sector)
+                };
+                let old_usable = Usable {
+                    start: gpt.first_usable_lba * old_sector,
+                    end: (gpt.last_usable_lba + 1) * old_sector,
+                };
+                let new_total = pair.new_size_bytes / new_sector;
+                let (first, last) = if new_sector == old_sector {
+                    (gpt.first_usable_lba, new_total - 2 - entry_sectors(new_sector))
+                } else {
+                    (2 + entry_sectors(new_sector), new_total - 2 - entry_sectors(new_sector))
+                };
+                let new_usable = Usable {
+                    start: first * new_sector,
+                    end: (last + 1) * new_sector,
+                };
+                let mut parts = gpt.partitions.clone();
+                parts.sort_by_key(|p| p.first_lba);
+                let spans: Vec<Span> = parts
+                    .iter()
+                    .map(|p| {
+                        let size = (p.last_lba - p.first_lba + 1) * old_sector;
+                        let fixed_type = p.type_guid == stack::BIOS_BOOT_GUID || p.type_guid == stack::ESP_GUID;
+                        let (min, fixed) = self.stack.device_min(&p.device, size);
+                        Span {
+                            start: p.first_lba * old_sector,
+                            size,
+                            fixed: fixed || fixed_type || self.is_boot_fs(&p.device),
+                            min,
+                        }
+                    })
+                    .collect();
+                let placed = fit::place(&spans, old_usable, new_usable).map_err(|s| {
+                    anyhow::anyhow!(
+                        "{} ({}) is too small for the partitions of {}: short by {} bytes ({})",
+                        pair.new,
+                        human_bytes(pair.new_size_bytes),
+                        pair.old,
+                        s.short,
+                        human_bytes(s.short)
+                    )
+                })?;
+                let mut new_parts = Vec::new();
+                for (p, (start, size)) in parts.iter().zip(placed) {
+                    let np = GptPartition {
+                        device: partition_path(&pair.new, p.number),
+                        first_lba: start / new_sector,
+                        last_lba: (start + size) / new_sector - 1,
+                        size_bytes: size,
+                        ..p.clone()
+                    };
+                    self.renames.insert(p.device.clone(), np.device.clone());
+                    self.sizes.insert(p.device.clone(), size);
+                    if size != p.size_bytes {
+                        self.note_size(format!("partition {}", p.device), p.size_bytes, size, "");
+                    }
+                    new_parts.push(np);
+                }
+                new_parts.sort_by_key(|p| p.number);
+                Ok(PartitionTable::Gpt(GptTable {
+                    first_usable_lba: first,
+                    last_usable_lba: last,
+                    partition_entry_lba: 2,
+                    partitions: new_parts,
+                    ..gpt.clone()
+                }))
+            }
+            PartitionTable::Mbr(mbr) => {
+                let limit = (u32::MAX as u64) * new_sector;
+                let new_bytes = pair.new_size_bytes.min(limit);
+                if pair.new_size_bytes > limit {
+                    self.warnings.push(format!(
+                        "{}: an MBR partition table addresses only the first {} of {}",
+                        pair.new,
+                        human_bytes(limit),
+                        human_bytes(pair.new_size_bytes)
+                    ));
+                }
+                let old_limit = pair.old_size_bytes.min((u32::MAX as u64) * old_sector);
+                let old_usable = Usable { start: old_sector, end: old_limit };
+                let new_usable = Usable { start: new_sector, end: new_bytes };
+                let mut parts: Vec<&MbrPartition> =
+                    mbr.partitions.iter().filter(|p| p.kind != MbrKind::Extended).collect();
+                parts.sort_by_key(|p| p.first_lba);
+                let spans: Vec<Span> = parts
+                    .iter()
+                    .map(|p| {
+                        let size = p.sectors * old_sector;
+                        let (min, fixed) = self.stack.device_min(&p.device, size);
+                        Span {
+                            start: p.first_lba * old_sector,
+                            size,
+                            fixed: fixed || p.type_byte == stack::MBR_ESP || self.is_boot_fs(&p.device),
+                            min,
+                        }
+                    })
+                    .collect();
+                let placed = fit::place(&spans, old_usable, new_usable).map_err(|s| {
+                    anyhow::anyhow!(
+                        "{} ({}) is too small for the partitions of {}: short by {} bytes ({})",
+                        pair.new,
+                        human_bytes(pair.new_size_bytes),
+                        pair.old,
+                        s.short,
+                        human_bytes(s.short)
+                    )
+                })?;
+                let mut new_parts: Vec<MbrPartition> = Vec::new();
+                for (p, (start, size)) in parts.iter().zip(placed) {
+                    let np = MbrPartition {
+                        device: partition_path(&pair.new, p.number),
+                        first_lba: start / new_sector,
+                        sectors: size / new_sector,
+                        size_bytes: size,
+                        ..(*p).clone()
+                    };
+                    self.renames.insert(p.device.clone(), np.device.clone());
+                    self.sizes.insert(p.device.clone(), size);
+                    if size != p.size_bytes {
+                        self.note_size(format!("partition {}", p.device), p.size_bytes, size, "");
+                    }
+                    new_parts.push(np);
+                }
+                // The extended partition spans its logical partitions, with
+                // the same room before the first one as before.
+                if let Some(ext) = mbr.partitions.iter().find(|p| p.kind == MbrKind::Extended) {
+                    let logicals: Vec<&MbrPartition> =
+                        new_parts.iter().filter(|p| p.kind == MbrKind::Logical).collect();
+                    let old_first_logical = mbr
+                        .partitions
+                        .iter()
+                        .filter(|p| p.kind == MbrKind::Logical)
+                        .map(|p| p.first_lba)
+                        .min();
+                    let (start, end) = match (logicals.iter().map(|p| p.first_lba).min(), old_first_logical) {
+                        (Some(first), Some(old_first)) => {
+                            let lead = (old_first - ext.first_lba) * old_sector / new_sector;
+                            let end = logicals.iter().map(|p| p.first_lba + p.sectors).max().unwrap_or(first);
+                            (first - lead, end)
+                        }
+                        _ => (ext.first_lba * old_sector / new_sector, (ext.first_lba + ext.sectors) * old_sector / new_sector),
+                    };
+                    new_parts.push(MbrPartition {
+                        device: partition_path(&pair.new, ext.number),
+                        first_lba: start,
+                        sectors: end - start,
+                        size_bytes: (end - start) * new_sector,
+                        ..ext.clone()
+                    });
+                    self.renames.insert(ext.device.clone(), partition_path(&pair.new, ext.number));
+                }
+                new_parts.sort_by_key(|p| p.number);
+                Ok(PartitionTable::Mbr(MbrTable {
+                    disk_signature: mbr.disk_signature,
+                    partitions: new_parts,
+                }))
+            }
+        }
+    }
+
+    fn is_boot_fs(&self, dev: &str) -> bool {
+        matches!(self.stack.content(dev), Content::Fs(fs) if fs.mountpoints.iter().any(|m| m == "/boot" || m == "/boot/efi" || m == "/efi"))
+    }
+}
+
+/// Computes the recovery plan of `layout` on the disks in `input`.
+pub fn build(layout: &Layout, input: &PlanInput) -> Result<Plan> {
+    let disks = mapping::map_disks(layout, &input.targets, &input.maps, &input.excluded)?;
+    let mut b = Builder {
+        stack: Stack::new(layout, &input.manifest_used),
+        renames: BTreeMap::new(),
+        sizes: BTreeMap::new(),
+        changes: Vec::new(),
+        warnings: Vec::new(),
+    };
+    for u in &layout.unsupported {
+        b.warnings.push(format!(
+            "not recreated: {}{} ({})",
+            u.kind,
+            u.device.as_deref().map(|d| format!(" on {d}")).unwrap_or_default(),
+            u.reason
+        ));
+    }
+    let mut steps = Vec::new();
+    let mut created: BTreeSet<String> = BTreeSet::new();
+    for pair in &disks {
+        let old = layout.disk(&pair.old).context("mapped disk is in the layout")?;
+        b.renames.insert(pair.old.clone(), pair.new.clone());
+        b.sizes.insert(pair.old.clone(), pair.new_size_bytes);
+        created.insert(pair.old.clone());
+        if let Some(table) = &old.partition_table {
+            let new_table = b.partition(pair, table)?;
+            created.extend(b.renames.keys().cloned());
+            steps.push(Step::Partition {
+                disk: pair.new.clone(),
+                old_disk: pair.old.clone(),
+                table: new_table,
+            });
+        } else if pair.new_size_bytes != pair.old_size_bytes {
+            b.note_size(format!("disk {}", pair.old), pair.old_size_bytes, pair.new_size_bytes, "whole-disk device");
+        }
+    }
+
+    // Devices above the partitions, in dependency order: an item is created
+    // once every device it stands on exists.
+    let mut pending_md: Vec<&MdArray> = layout.md_arrays.iter().collect();
+    let mut pending_luks: Vec<&LuksDevice> = layout.luks.iter().collect();
+    let mut pending_vg: Vec<&VolumeGroup> = layout.lvm.vgs.iter().collect();
+    loop {
+        let mut progress = false;
+        pending_md.retain(|md| {
+            if !md.members.iter().all(|m| created.contains(&m.device)) {
+                return true;
+            }
+            let data = stack::data_disks(md);
+            let old_min_member = md
+                .members
+                .iter()
+                .map(|m| old_size_of(layout, &m.device))
+                .min()
+                .unwrap_or(0);
+            let new_min_member = md
+                .members
+                .iter()
+                .map(|m| b.sizes.get(&m.device).copied().unwrap_or(0))
+                .min()
+                .unwrap_or(0);
+            let overhead = old_min_member.saturating_sub(md.size_bytes / data.max(1));
+            let new_size = new_min_member.saturating_sub(overhead) * data;
+            b.sizes.insert(md.device.clone(), new_size);
+            if new_size != md.size_bytes {
+                b.note_size(format!("md array {}", md.device), md.size_bytes, new_size, "follows its members");
+            }
+            let mut array = (*md).clone();
+            for m in &mut array.members {
+                m.device = b.new_path(&m.device);
+            }
+            array.size_bytes = new_size;
+            steps.push(Step::CreateMd { array });
+            created.insert(md.device.clone());
+            progress = true;
+            false
+        });
+        pending_luks.retain(|l| {
+            if !created.contains(&l.device) {
+                return true;
+            }
+            let mapped = b.stack.luks_mapped(l);
+            let name = mapped.trim_start_matches("/dev/mapper/").to_string();
+            let outer = b.sizes.get(&l.device).copied().unwrap_or(0);
+            b.sizes
+                .insert(mapped.clone(), outer.saturating_sub(l.data_offset_bytes.unwrap_or(16 * MIB)));
+            let mut luks = (*l).clone();
+            luks.device = b.new_path(&l.device);
+            steps.push(Step::FormatLuks { luks, name });
+            created.insert(mapped);
+            progress = true;
+            false
+        });
+        let mut vg_steps = Vec::new();
+        let mut vg_err = None;
+        pending_vg.retain(|vg| {
+            let pvs = b.stack.pvs_of(&vg.name);
+            if !pvs.iter().all(|p| created.contains(&p.device)) {
+                return true;
+            }
+            match plan_vg(&mut b, vg, &pvs) {
+                Ok((step, lv_devices)) => {
+                    vg_steps.push(step);
+                    created.extend(lv_devices);
+                }
+                Err(e) => vg_err = Some(e),
+            }
+            progress = true;
+            false
+        });
+        if let Some(e) = vg_err {
+            return Err(e);
+        }
+        steps.extend(vg_steps);
+        if !progress {
+            break;
+        }
+    }
+    for md in &pending_md {
+        b.warnings.push(format!("md array {} is not recreated: its members are not on mapped disks", md.device));
+    }
+    for l in &pending_luks {
+        b.warnings.push(format!("LUKS container on {} is not recreated: its device is not on a mapped disk", l.device));
+    }
+    for vg in &pending_vg {
+        b.warnings.push(format!("volume group {} is not recreated: not all its PVs are on mapped disks", vg.name));
+    }
+
+    // File systems and swap.
+    let mut fs_done: BTreeSet<String> = BTreeSet::new();
+    for fs in &layout.filesystems {
+        if !created.contains(&fs.device) {
+            continue;
+        }
+        if !matches!(fs.fstype.as_str(), "ext2" | "ext3" | "ext4" | "xfs" | "vfat" | "btrfs") {
+            bail!(
+                "file system {} on {} is {}, which lifeboat cannot recreate; exclude its disk or convert it",
+                fs.uuid.as_deref().unwrap_or("?"),
+                fs.device,
+                fs.fstype
+            );
+        }
+        let mut new_fs = fs.clone();
+        new_fs.device = b.new_path(&fs.device);
+        new_fs.size_bytes = b.sizes.get(&fs.device).copied().unwrap_or(fs.size_bytes);
+        if let FsParams::Btrfs { devices, .. } = &mut new_fs.params {
+            for d in devices.iter_mut() {
+                *d = b.new_path(d);
+            }
+        }
+        if let Some(min) = b.stack.fs_min(fs) {
+            if new_fs.size_bytes < min {
+                bail!(
+                    "{} for file system {} is short by {} bytes: it holds about {} of data",
+                    new_fs.device,
+                    fs.mountpoints.first().map(String::as_str).unwrap_or(&fs.device),
+                    min - new_fs.size_bytes,
+                    human_bytes(b.stack.used.get(&stack::fs_key(fs)).copied().unwrap_or(0))
+                );
+            }
+        }
+        fs_done.insert(fs.device.clone());
+        steps.push(Step::Mkfs { fs: new_fs });
+    }
+    for swap in &layout.swaps {
+        if swap.is_file || !created.contains(&swap.device) {
+            continue;
+        }
+        let mut s = swap.clone();
+        s.device = b.new_path(&swap.device);
+        s.size_bytes = b.sizes.get(&swap.device).copied().unwrap_or(swap.size_bytes);
+        steps.push(Step::Mkswap { swap: s });
+    }
+    // Partitions with nothing lifeboat knows on them come back empty.
+    for pair in &disks {
+        if let Some(table) = layout.disk(&pair.old).and_then(|d| d.partition_table.as_ref()) {
+            let devs: Vec<(String, bool)> = match table {
+                PartitionTable::Gpt(g) => g.partitions.iter().map(|p| (p.device.clone(), p.type_guid == stack::BIOS_BOOT_GUID)).collect(),
+                PartitionTable::Mbr(m) => m.partitions.iter().filter(|p| p.kind != MbrKind::Extended).map(|p| (p.device.clone(), false)).collect(),
+            };
+            for (d, bios_boot) in devs {
+                if !bios_boot && matches!(b.stack.content(&d), Content::Nothing) {
+                    b.warnings.push(format!("partition {d} is recreated empty: the layout records nothing on it"));
+                }
+            }
+        }
+    }
+
+    // Mounts of the recreated file systems, parents first.
+    let mut mounts: Vec<PlannedMount> = Vec::new();
+    for m in &layout.mounts {
+        let Some(fs) = layout.filesystems.iter().find(|f| {
+            f.device == m.source || f.mountpoints.contains(&m.mountpoint) && f.fstype == m.fstype
+        }) else {
+            continue;
+        };
+        if !fs_done.contains(&fs.device) || mounts.iter().any(|x| x.mountpoint == m.mountpoint) {
+            continue;
+        }
+        let mut options = Vec::new();
+        if fs.fstype == "btrfs" && m.root != "/" {
+            options.push(format!("subvol={}", m.root.trim_start_matches('/')));
+        }
+        mounts.push(PlannedMount {
+            device: b.new_path(&fs.device),
+            mountpoint: m.mountpoint.clone(),
+            fstype: fs.fstype.clone(),
+            options,
+        });
+    }
+    mounts.sort_by_key(|m| (m.mountpoint.matches('/').count() - usize::from(m.mountpoint == "/"), m.mountpoint.clone()));
+    if mounts.iter().any(|m| m.mountpoint == "/") {
+        steps.push(Step::Mount { mounts });
+        if let Some(backup) = &input.backup {
+            steps.push(Step::Restore { backup: backup.clone() });
+        }
+        let replacements: Vec<(String, String)> = b
+            .renames
+            .iter()
+            .filter(|(o, n)| o != n)
+            .map(|(o, n)| (o.clone(), n.clone()))
+            .collect();
+        if !replacements.is_empty() {
+            steps.push(Step::FixConfig { replacements });
+        }
+        if input.backup.is_some() {
+            steps.push(Step::Initramfs);
+            let bios_disks: Vec<String> = layout
+                .boot
+                .grub
+                .iter()
+                .filter(|g| g.platform == "i386-pc")
+                .flat_map(|g| g.disks.iter())
+                .filter(|d| b.renames.contains_key(*d))
+                .map(|d| b.new_path(d))
+                .collect();
+            let esps: Vec<String> = layout.boot.esps.iter().filter(|e| created.contains(*e)).map(|e| b.new_path(e)).collect();
+            let efi_entries: Vec<EfiBootEntry> = layout
+                .boot
+                .efi_entries
+                .iter()
+                .filter(|e| {
+                    e.partition_guid.as_ref().is_some_and(|g| {
+                        layout.disks.iter().filter(|d| b.renames.contains_key(&d.path)).any(|d| match &d.partition_table {
+                            Some(PartitionTable::Gpt(t)) => t.partitions.iter().any(|p| p.unique_guid.eq_ignore_ascii_case(g)),
+                            _ => false,
+                        })
+                    })
+                })
+                .cloned()
+                .collect();
+            if !efi_entries.is_empty() && !input.uefi {
+                b.warnings.push(
+                    "the rescue system did not boot under UEFI: EFI boot entries cannot be written; \
+                     the removable fallback path EFI/BOOT/BOOTX64.EFI will boot the system"
+                        .into(),
+                );
+            }
+            if bios_disks.is_empty() && esps.is_empty() {
+                b.warnings.push("the layout records no bootloader on the mapped disks: none is installed".into());
+            } else {
+                steps.push(Step::Bootloader {
+                    bios_disks,
+                    efi_entries,
+                    esps,
+                    write_nvram: input.uefi,
+                });
+            }
+        } else {
+            b.warnings.push("no backup given: disks are recreated empty, nothing is restored, no bootloader".into());
+        }
+    } else {
+        b.warnings.push("the root file system is not among the recreated ones: nothing is mounted or restored".into());
+    }
+    steps.push(Step::Verify);
+
+    Ok(Plan {
+        hostname: layout.host.hostname.clone(),
+        layout_captured_at: layout.captured_at.clone(),
+        disks,
+        sizes: b.changes,
+        renames: b.renames.into_iter().filter(|(o, n)| o != n).collect(),
+        steps,
+        warnings: b.warnings,
+    })
+}
+
+/// The size of a device in the layout (a disk or a partition).
+fn old_size_of(layout: &Layout, dev: &str) -> u64 {
+    for d in &layout.disks {
+        if d.path == dev {
+            return d.size_bytes;
+        }
+        match &d.partition_table {
+            Some(PartitionTable::Gpt(g)) => {
+                if let Some(p) = g.partitions.iter().find(|p| p.device == dev) {
+                    return p.size_bytes;
+                }
+            }
+            Some(PartitionTable::Mbr(m)) => {
+                if let Some(p) = m.partitions.iter().find(|p| p.device == dev) {
+                    return p.size_bytes;
+                }
+            }
+            None => {}
+        }
+    }
+    layout.md_arrays.iter().find(|m| m.device == dev).map(|m| m.size_bytes).unwrap_or(0)
+}
+
+/// Sizes a VG's LVs for its new PVs. Returns the step and the LV devices.
+fn plan_vg(b: &mut Builder, vg: &VolumeGroup, pvs: &[&PhysicalVolume]) -> Result<(Step, Vec<String>)> {
+    let extent = vg.extent_size_bytes.max(MIB);
+    let capacity = |size: u64, pe_start: u64| fit::align_down(size.saturating_sub(pe_start), extent);
+    let old_cap: u64 = pvs.iter().map(|p| capacity(p.dev_size_bytes.max(p.size_bytes), p.pe_start_bytes)).sum();
+    let mut new_pvs = Vec::new();
+    let mut new_cap = 0;
+    for p in pvs {
+        let dev_size = b
+            .sizes
+            .get(&p.device)
+            .copied()
+            .unwrap_or(p.dev_size_bytes.max(p.size_bytes));
+        new_cap += capacity(dev_size, p.pe_start_bytes);
+        let mut np = (*p).clone();
+        np.device = b.new_path(&p.device);
+        np.dev_size_bytes = dev_size;
+        new_pvs.push(np);
+    }
+    let lvs = b.stack.lvs_of(&vg.name);
+    let visible: Vec<&LogicalVolume> = lvs.iter().copied().filter(|lv| !stack::is_hidden(lv)).collect();
+    let mut new_lvs = Vec::new();
+    let mut devices = Vec::new();
+    if new_cap == old_cap {
+        for lv in &visible {
+            new_lvs.push(NewLv { lv: (*lv).clone(), size_bytes: lv.size_bytes });
+            devices.push(lv.device.clone());
+        }
+    } else {
+        // Space taken by what keeps its size: hidden metadata LVs (except
+        // raid images, which follow their LV) and thin volumes (virtual).
+        let hidden_fixed: u64 = lvs
+            .iter()
+            .filter(|lv| stack::is_hidden(lv) && !lv.name.contains("_rimage_") && !lv.name.contains("_tdata") && !lv.name.contains("_mimage_"))
+            .map(|lv| lv.size_bytes)
+            .sum();
+        let mut items = Vec::new();
+        let sized: Vec<&LogicalVolume> = visible.iter().copied().filter(|lv| !stack::is_thin(lv)).collect();
+        for lv in &sized {
+            let copies = stack::lv_copies(lv);
+            let (min, fixed) = if stack::is_thin_pool(lv) {
+                (b.stack.device_min(&lv.device, lv.size_bytes).0.min(lv.size_bytes), false)
+            } else {
+                b.stack.device_min(&lv.device, lv.size_bytes)
+            };
+            items.push(fit::Item {
+                old: lv.size_bytes * copies,
+                fixed: fixed || !stack::resizable_segments(lv),
+                min: min * copies,
+            });
+        }
+        let used_old: u64 = items.iter().map(|i| i.old).sum::<u64>() + hidden_fixed;
+        // Free space in the VG scales too.
+        items.push(fit::Item {
+            old: old_cap.saturating_sub(used_old),
+            fixed: false,
+            min: 0,
+        });
+        let sizes = fit::scale(&items, new_cap.saturating_sub(hidden_fixed), extent).map_err(|s| {
+            anyhow::anyhow!(
+                "volume group {} on the new disks is short by {} bytes ({}) for its logical volumes",
+                vg.name,
+                s.short,
+                human_bytes(s.short)
+            )
+        })?;
+        for (lv, footprint) in sized.iter().zip(&sizes) {
+            let size = fit::align_down(footprint / stack::lv_copies(lv), extent);
+            if size != lv.size_bytes {
+                b.note_size(format!("logical volume {}/{}", lv.vg, lv.name), lv.size_bytes, size, "in proportion to its VG");
+            }
+            b.sizes.insert(lv.device.clone(), size);
+            new_lvs.push(NewLv { lv: (*lv).clone(), size_bytes: size });
+            devices.push(lv.device.clone());
+        }
+        for lv in visible.iter().filter(|lv| stack::is_thin(lv)) {
+            new_lvs.push(NewLv { lv: (*lv).clone(), size_bytes: lv.size_bytes });
+            devices.push(lv.device.clone());
+        }
+        b.note_size(format!("volume group {}", vg.name), old_cap, new_cap, "sum of its PVs");
+    }
+    for lv in &visible {
+        b.sizes.entry(lv.device.clone()).or_insert(lv.size_bytes);
+    }
+    Ok((
+        Step::CreateVg {
+            vg: vg.clone(),
+            pvs: new_pvs,
+            lvs: new_lvs,
+        },
+        devices,
+    ))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,311 @@
+//! Plans for typical layouts onto same-size, larger, smaller and renamed disks.
+
+use super::*;
+use crate::layout::tests::minimal;
+use crate::layout::*;
+
+const MIB: u64 = 1 << 20;
+const GIB: u64 = 1 << 30;
+
+fn gpt_part(disk: &str, n: u32, first: u64, last: u64, type_guid: &str, name: &str) -> GptPartition {
+    GptPartition {
+        number: n,
+        device: partition_path(disk, n),
+        first_lba: first,
+        last_lba: last,
+        size_bytes: (last - first + 1) * 512,
+        type_guid: type_guid.into(),
+        unique_guid: format!("00000000-0000-4000-8000-00000000000{n}"),
+        name: name.into(),
+        attributes: 0,
+    }
+}
+
+fn fs(device: &str, fstype: &str, uuid: &str, size: u64, used: u64, mp: &str) -> Filesystem {
+    Filesystem {
+        device: device.into(),
+        fstype: fstype.into(),
+        uuid: Some(uuid.into()),
+        label: None,
+        size_bytes: size,
+        used_bytes: Some(used),
+        mountpoints: vec![mp.into()],
+        params: FsParams::Other {},
+    }
+}
+
+fn lv(name: &str, size: u64) -> LogicalVolume {
+    LogicalVolume {
+        vg: "vg0".into(),
+        name: name.into(),
+        uuid: format!("uuid-{name}"),
+        size_bytes: size,
+        device: format!("/dev/mapper/vg0-{name}"),
+        layout: "linear".into(),
+        role: "public".into(),
+        pool: None,
+        active: true,
+        segments: vec![LvSegment {
+            segtype: "linear".into(),
+            start_bytes: 0,
+            size_bytes: size,
+            stripes: 1,
+            stripe_size_bytes: None,
+            devices: vec!["/dev/vda3(0)".into()],
+        }],
+    }
+}
+
+fn mount(mp: &str, source: &str, fstype: &str) -> Mount {
+    Mount {
+        mountpoint: mp.into(),
+        source: source.into(),
+        fstype: fstype.into(),
+        options: "rw,relatime".into(),
+        fs_options: "rw".into(),
+        root: "/".into(),
+    }
+}
+
+/// A 10 GiB disk: BIOS boot, ESP, /boot, LVM PV with root (4 GiB, 1 GiB
+/// used), home (3 GiB xfs, 2 GiB used), swap (512 MiB) and free space.
+fn uefi_lvm() -> Layout {
+    let mut l = minimal();
+    let sectors = 10 * GIB / 512;
+    let last = sectors - 34;
+    l.disks = vec![Disk {
+        name: "vda".into(),
+        path: "/dev/vda".into(),
+        size_bytes: 10 * GIB,
+        logical_sector_size: 512,
+        physical_sector_size: 512,
+        rotational: false,
+        removable: false,
+        transport: Some("virtio".into()),
+        model: None,
+        serial: Some("SRC".into()),
+        wwn: None,
+        by_id: vec![],
+        needed: true,
+        needed_reason: "holds /".into(),
+        partition_table: Some(PartitionTable::Gpt(GptTable {
+            disk_guid: "11111111-2222-4333-8444-555555555555".into(),
+            first_usable_lba: 34,
+            last_usable_lba: last,
+            partition_entry_lba: 2,
+            num_partition_entries: 128,
+            partition_entry_size: 128,
+            partitions: vec![
+                gpt_part("/dev/vda", 1, 2048, 4095, "21686148-6449-6e6f-744e-656564454649", "bios"),
+                gpt_part("/dev/vda", 2, 4096, 413695, "c12a7328-f81f-11d2-ba4b-00a0c93ec93b", "esp"),
+                gpt_part("/dev/vda", 3, 413696, 1437695, "0fc63daf-8483-4772-8e79-3d69d8477de4", "boot"),
+                gpt_part("/dev/vda", 4, 1437696, last, "e6d6d379-f507-44c2-a23c-238f2a3df928", "lvm"),
+            ],
+        })),
+    }];
+    let pv_size = (last - 1437696 + 1) * 512;
+    l.lvm.pvs = vec![PhysicalVolume {
+        device: "/dev/vda4".into(),
+        uuid: "pv-uuid".into(),
+        vg: Some("vg0".into()),
+        size_bytes: pv_size,
+        dev_size_bytes: pv_size,
+        pe_start_bytes: MIB,
+    }];
+    l.lvm.vgs = vec![VolumeGroup {
+        name: "vg0".into(),
+        uuid: "vg-uuid".into(),
+        extent_size_bytes: 4 * MIB,
+        size_bytes: pv_size - MIB,
+        free_bytes: 0,
+        metadata: String::new(),
+    }];
+    l.lvm.lvs = vec![lv("root", 4 * GIB), lv("home", 3 * GIB), lv("swap", 512 * MIB)];
+    l.filesystems = vec![
+        fs("/dev/vda2", "vfat", "ABCD-1234", 200 * MIB, 5 * MIB, "/boot/efi"),
+        fs("/dev/vda3", "ext4", "boot-uuid", 500 * MIB, 80 * MIB, "/boot"),
+        fs("/dev/mapper/vg0-root", "ext4", "root-uuid", 4 * GIB, GIB, "/"),
+        fs("/dev/mapper/vg0-home", "xfs", "home-uuid", 3 * GIB, 2 * GIB, "/home"),
+    ];
+    l.swaps = vec![Swap {
+        device: "/dev/mapper/vg0-swap".into(),
+        is_file: false,
+        uuid: Some("swap-uuid".into()),
+        label: None,
+        size_bytes: 512 * MIB,
+        active: true,
+        priority: None,
+    }];
+    l.mounts = vec![
+        mount("/", "/dev/mapper/vg0-root", "ext4"),
+        mount("/boot", "/dev/vda3", "ext4"),
+        mount("/boot/efi", "/dev/vda2", "vfat"),
+        mount("/home", "/dev/mapper/vg0-home", "xfs"),
+    ];
+    l.boot.esps = vec!["/dev/vda2".into()];
+    l.boot.grub = vec![
+        GrubTarget { platform: "i386-pc".into(), disks: vec!["/dev/vda".into()] },
+        GrubTarget { platform: "x86_64-efi".into(), disks: vec![] },
+    ];
+    l.boot.efi_entries = vec![EfiBootEntry {
+        number: "0003".into(),
+        label: "debian".into(),
+        active: true,
+        partition_guid: Some("00000000-0000-4000-8000-000000000002".into()),
+        loader: Some("\\EFI\\debian\\shimx64.efi".into()),
+        device_path: String::new(),
+    }];
+    l
+}
+
+fn target(path: &str, size: u64) -> TargetDisk {
+    TargetDisk {
+        name: path.trim_start_matches("/dev/").into(),
+        path: path.into(),
+        size_bytes: size,
+        logical_sector_size: 512,
+        serial: Some("NEW".into()),
+        wwn: None,
+        model: None,
+        removable: false,
+        read_only: false,
+    }
+}
+
+fn input(targets: Vec<TargetDisk>) -> PlanInput {
+    PlanInput {
+        targets,
+        backup: Some("/backup".into()),
+        uefi: true,
+        ..PlanInput::default()
+    }
+}
+
+fn table(plan: &Plan) -> &GptTable {
+    match plan.steps.iter().find_map(|s| match s {
+        Step::Partition { table: PartitionTable::Gpt(g), .. } => Some(g),
+        _ => None,
+    }) {
+        Some(g) => g,
+        None => panic!("no GPT step in {plan:#?}"),
+    }
+}
+
+fn lv_sizes(plan: &Plan) -> Vec<(String, u64)> {
+    plan.steps
+        .iter()
+        .find_map(|s| match s {
+            Step::CreateVg { lvs, .. } => Some(lvs.iter().map(|l| (l.lv.name.clone(), l.size_bytes)).collect()),
+            _ => None,
+        })
+        .unwrap()
+}
+
+#[test]
+fn same_size_disk_is_an_exact_copy() {
+    let l = uefi_lvm();
+    let plan = build(&l, &input(vec![target("/dev/vda", 10 * GIB)])).unwrap();
+    let old = match &l.disks[0].partition_table {
+        Some(PartitionTable::Gpt(g)) => g.clone(),
+        _ => unreachable!(),
+    };
+    assert_eq!(table(&plan), &old);
+    assert_eq!(lv_sizes(&plan), [("root".into(), 4 * GIB), ("home".into(), 3 * GIB), ("swap".into(), 512 * MIB)]);
+    assert!(plan.sizes.is_empty(), "{:?}", plan.sizes);
+    assert!(plan.renames.is_empty());
+    let kinds: Vec<&str> = plan
+        .steps
+        .iter()
+        .map(|s| match s {
+            Step::Partition { .. } => "partition",
+            Step::CreateMd { .. } => "md",
+            Step::FormatLuks { .. } => "luks",
+            Step::CreateVg { .. } => "vg",
+            Step::Mkfs { .. } => "mkfs",
+            Step::Mkswap { .. } => "mkswap",
+            Step::Mount { .. } => "mount",
+            Step::Restore { .. } => "restore",
+            Step::FixConfig { .. } => "fixconfig",
+            Step::Initramfs => "initramfs",
+            Step::Bootloader { .. } => "bootloader",
+            Step::Verify => "verify",
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        ["partition", "vg", "mkfs", "mkfs", "mkfs", "mkfs", "mkswap", "mount", "restore", "initramfs", "bootloader", "verify"]
+    );
+    let mounts = plan.steps.iter().find_map(|s| match s {
+        Step::Mount { mounts } => Some(mounts.iter().map(|m| m.mountpoint.as_str()).collect::<Vec<_>>()),
+        _ => None,
+    });
+    assert_eq!(mounts.unwrap(), ["/", "/boot", "/home", "/boot/efi"]);
+}
+
+#[test]
+fn larger_renamed_disk_grows_pv_and_lvs_and_renames_devices() {
+    let l = uefi_lvm();
+    let plan = build(&l, &input(vec![target("/dev/nvme0n1", 20 * GIB)])).unwrap();
+    let g = table(&plan);
+    assert_eq!(g.partitions[0].device, "/dev/nvme0n1p1");
+    // fixed partitions keep LBAs and sizes
+    for i in 0..3 {
+        let old = match &l.disks[0].partition_table {
+            Some(PartitionTable::Gpt(o)) => o.partitions[i].clone(),
+            _ => unreachable!(),
+        };
+        assert_eq!((g.partitions[i].first_lba, g.partitions[i].last_lba), (old.first_lba, old.last_lba));
+    }
+    assert_eq!(g.last_usable_lba, 20 * GIB / 512 - 34);
+    assert!(g.partitions[3].size_bytes > 19 * GIB - 800 * MIB);
+    let sizes = lv_sizes(&plan);
+    assert!(sizes[0].1 > 8 * GIB && sizes[0].1 < 9 * GIB, "root grows about 2x: {sizes:?}");
+    assert_eq!(plan.renames.get("/dev/vda2").map(String::as_str), Some("/dev/nvme0n1p2"));
+    assert!(plan.steps.iter().any(|s| matches!(s, Step::FixConfig { .. })));
+    let text = render::render(&plan);
+    assert!(text.contains("/dev/vda (10.0 GiB) -> /dev/nvme0n1 (20.0 GiB)  [size order]"), "{text}");
+    assert!(text.contains("logical volume vg0/root"), "{text}");
+}
+
+#[test]
+fn smaller_disk_shrinks_to_fit_the_data() {
+    let l = uefi_lvm();
+    let plan = build(&l, &input(vec![target("/dev/sdb", 6 * GIB)])).unwrap();
+    let sizes = lv_sizes(&plan);
+    let home = sizes.iter().find(|(n, _)| n == "home").unwrap().1;
+    assert!(home >= 2 * GIB + 200 * MIB, "home keeps room for its 2 GiB of data: {sizes:?}");
+    assert!(table(&plan).partitions[3].last_lba <= table(&plan).last_usable_lba);
+}
+
+#[test]
+fn too_small_disk_says_short_by() {
+    let l = uefi_lvm();
+    let err = build(&l, &input(vec![target("/dev/sdb", 3 * GIB)])).unwrap_err().to_string();
+    assert!(err.contains("/dev/sdb (3.0 GiB) is too small for the partitions of /dev/vda: short by "), "{err}");
+}
+
+#[test]
+fn without_backup_nothing_is_restored_or_booted() {
+    let l = uefi_lvm();
+    let mut i = input(vec![target("/dev/vda", 10 * GIB)]);
+    i.backup = None;
+    let plan = build(&l, &i).unwrap();
+    assert!(!plan.steps.iter().any(|s| matches!(s, Step::Restore { .. } | Step::Bootloader { .. })));
+    assert!(plan.warnings.iter().any(|w| w.contains("no backup given")));
+}
+
+#[test]
+fn plan_round_trips_as_json() {
+    let plan = build(&uefi_lvm(), &input(vec![target("/dev/vda", 10 * GIB)])).unwrap();
+    let text = serde_json::to_string(&plan).unwrap();
+    let back: Plan = serde_json::from_str(&text).unwrap();
+    assert_eq!(back, plan);
+}
+
+#[test]
+fn partition_names() {
+    assert_eq!(partition_path("/dev/sda", 2), "/dev/sda2");
+    assert_eq!(partition_path("/dev/nvme0n1", 2), "/dev/nvme0n1p2");
+    assert_eq!(partition_path("/dev/loop7", 1), "/dev/loop7p1");
+    assert_eq!(partition_path("/dev/mmcblk0", 1), "/dev/mmcblk0p1");
+}
