@@ -3,6 +3,7 @@
 //! The stages share one model, the [`layout::Layout`]; every external tool
 //! runs through [`exec`].
 
+pub mod backup;
 pub mod cli;
 pub mod exec;
 pub mod layout;

@@ -3,10 +3,12 @@
 //! Every command returns its exit code; errors are printed once by main and
 //! exit with 2, so that "different" (1) is never confused with "failed".
 
+mod backup;
 mod rescue;
 
 use clap::{Parser, Subcommand};
 
+pub use backup::BackupCmd;
 pub use rescue::{InternalCmd, MkrescueArgs};
 
 /// Exit code of a command that failed.
@@ -36,6 +38,12 @@ pub enum Command {
     /// Build the bootable rescue image: vmlinuz, initrd and a hybrid ISO.
     Mkrescue(MkrescueArgs),
 
+    /// Back up files, list, verify and restore backups.
+    Backup {
+        #[command(subcommand)]
+        cmd: BackupCmd,
+    },
+
     /// Helpers used by the rescue system itself.
     #[command(hide = true)]
     Internal {
@@ -48,6 +56,7 @@ pub enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Mkrescue(args) => rescue::mkrescue(args),
+        Command::Backup { cmd } => backup::run(cmd),
         Command::Internal { cmd } => rescue::internal(cmd),
     }
 }

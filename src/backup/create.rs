@@ -1,0 +1,721 @@
+//! `backup create`: walk each tree, archive what changed, write the
+//! manifest and commit the generation.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
+
+use super::compress::{Compression, Encoder, HashWriter};
+use super::fsio;
+use super::generation::{
+    ArchiveInfo, GenKind, Generation, Outcome, Store, Warnings, FORMAT, LAYOUT_FILE, MANIFEST_FILE,
+};
+use super::manifest::{self, FileRecord, FsManifest, Kind, Manifest, PathBytes};
+use super::progress::{self, Progress};
+use super::tar::{EntryKind, Header, SparseMap, TarWriter};
+use super::walk::{self, Excludes, WalkEntry};
+use crate::layout::Layout;
+
+/// File system types that hold files worth archiving; everything else
+/// (proc, sysfs, tmpfs, cgroup, network file systems...) is left out.
+pub const DISK_FS: &[&str] = &[
+    "ext2", "ext3", "ext4", "xfs", "btrfs", "vfat", "msdos", "exfat", "f2fs", "jfs", "reiserfs",
+    "ntfs", "ntfs3", "hfsplus", "nilfs2",
+];
+
+/// Directories whose contents a Layout backup leaves out.
+pub const CONTENTS_EXCLUDED: &[&str] = &["/tmp", "/run", "/var/tmp"];
+
+/// A tree to archive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    pub mountpoint: PathBuf,
+    pub fstype: Option<String>,
+    pub device: Option<String>,
+}
+
+/// The mounted disk file systems of a Layout, one per mount (bind mounts of
+/// the same tree once), ordered by mount point.
+pub fn sources_from_layout(layout: &Layout) -> Vec<Source> {
+    let mut out: Vec<Source> = Vec::new();
+    let mut seen: Vec<(String, String)> = Vec::new();
+    for m in &layout.mounts {
+        if !DISK_FS.contains(&m.fstype.as_str()) {
+            continue;
+        }
+        let key = (m.source.clone(), m.root.clone());
+        if seen.contains(&key) {
+            continue;
+        }
+        seen.push(key);
+        out.push(Source {
+            mountpoint: PathBuf::from(&m.mountpoint),
+            fstype: Some(m.fstype.clone()),
+            device: Some(m.source.clone()),
+        });
+    }
+    if out.is_empty() {
+        for f in &layout.filesystems {
+            if !DISK_FS.contains(&f.fstype.as_str()) {
+                continue;
+            }
+            if let Some(mp) = f.mountpoints.first() {
+                out.push(Source {
+                    mountpoint: PathBuf::from(mp),
+                    fstype: Some(f.fstype.clone()),
+                    device: Some(f.device.clone()),
+                });
+            }
+        }
+    }
+    out.sort_by(|a, b| a.mountpoint.cmp(&b.mountpoint));
+    out
+}
+
+/// The archive file name of a tree: `root`, `home`, `boot-efi`...
+pub fn archive_stem(mountpoint: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = mountpoint.as_os_str().as_bytes();
+    let trimmed: Vec<u8> = bytes.iter().copied().skip_while(|&b| b == b'/').collect();
+    if trimmed.iter().all(|&b| b == b'/') {
+        return "root".into();
+    }
+    let mut s = String::new();
+    for &b in trimmed.iter() {
+        let c = b as char;
+        s.push(if c.is_ascii_alphanumeric() || c == '.' || c == '_' {
+            c
+        } else {
+            '-'
+        });
+    }
+    s.trim_end_matches('-').to_string()
+}
+
+pub struct CreateOptions {
+    pub dest: PathBuf,
+    pub sources: Vec<Source>,
+    /// Layout file stored with the generation.
+    pub layout_file: Option<PathBuf>,
+    pub incremental: bool,
+    pub compression: Compression,
+    pub level: Option<i32>,
+    /// zstd worker threads.
+    pub threads: u32,
+    pub excludes: Excludes,
+    pub keep: Option<usize>,
+    pub progress: progress::Mode,
+}
+
+pub struct CreateReport {
+    pub generation: Generation,
+    pub removed: Vec<String>,
+    /// Why a requested incremental became a full backup.
+    pub note: Option<String>,
+}
+
+/// Writes one generation into `opts.dest`.
+pub fn create(opts: &CreateOptions) -> Result<CreateReport> {
+    if opts.sources.is_empty() {
+        bail!("nothing to back up: no file systems given");
+    }
+    let store = Store::new(&opts.dest);
+    let _lock = store.lock()?;
+    let started = std::time::SystemTime::now();
+    let started_ns = started
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i128)
+        .unwrap_or(0);
+    let epoch = (started_ns / 1_000_000_000) as i64;
+    let id = store.new_id(epoch);
+
+    // The previous generation, for an incremental.
+    let mut note = None;
+    let previous = if opts.incremental {
+        match store.list()?.pop() {
+            Some(g) => {
+                let path = store.gen_dir(&g.id).join(MANIFEST_FILE);
+                let m = Manifest::load(&path).with_context(|| {
+                    format!("cannot build an incremental on generation {}", g.id)
+                })?;
+                let actual = super::compress::hash_file(&path)?.0;
+                if actual != g.manifest_sha256 {
+                    bail!(
+                        "cannot build an incremental on generation {}: its manifest does not match generation.json (damaged); run a full backup",
+                        g.id
+                    );
+                }
+                Some((g, m))
+            }
+            None => {
+                note = Some("no previous generation: writing a full backup".to_string());
+                None
+            }
+        }
+    } else {
+        None
+    };
+
+    let dest_meta = std::fs::metadata(&opts.dest)?;
+    let mut excludes = opts.excludes.clone();
+    excludes.dirs.insert((dest_meta.dev(), dest_meta.ino()));
+
+    let partial = store.begin(&id)?;
+    let mut manifest = Manifest {
+        format: manifest::FORMAT,
+        generation: id.clone(),
+        filesystems: Vec::new(),
+    };
+    let mut archives = Vec::new();
+    let mut warnings = Warnings::default();
+    let mut progress = Progress::new("backup", opts.progress);
+    let mut stems: Vec<String> = Vec::new();
+    let mut stored_files = 0u64;
+    let mut stored_bytes = 0u64;
+
+    // Walk everything first: totals for the progress line, and the
+    // incremental decisions need whole hard-link groups.
+    let mut walked = Vec::new();
+    for src in &opts.sources {
+        let (entries, stats) = walk::walk(&src.mountpoint, &id, &excludes)
+            .with_context(|| format!("reading {}", src.mountpoint.display()))?;
+        warnings.sockets += stats.sockets;
+        warnings.vanished += stats.vanished;
+        warnings.unreadable += stats.unreadable.len() as u64;
+        for u in stats.unreadable.iter().take(5) {
+            warnings.examples.push(format!("unreadable: {u}"));
+        }
+        walked.push((src, entries));
+    }
+
+    for (src, mut entries) in walked {
+        use std::os::unix::ffi::OsStrExt;
+        let mp = PathBytes(src.mountpoint.as_os_str().as_bytes().to_vec());
+        let mut stem = archive_stem(&src.mountpoint);
+        if stems.contains(&stem) {
+            stem = format!("{stem}-{}", stems.len());
+        }
+        stems.push(stem.clone());
+        let archive_name = format!("{stem}.{}", opts.compression.extension());
+        let prev_fs = previous.as_ref().and_then(|(_, m)| m.filesystem(&mp.0));
+        let recs: Vec<FileRecord> = entries.iter().map(|e| e.rec.clone()).collect();
+        let nlinks: Vec<u64> = entries.iter().map(|e| e.nlink).collect();
+        let (reuse, deleted) = match prev_fs {
+            Some(p) => manifest::match_previous(&recs, &nlinks, p),
+            None => (vec![None; recs.len()], Vec::new()),
+        };
+        drop(recs);
+        let to_store: u64 = entries
+            .iter()
+            .zip(&reuse)
+            .filter(|(e, r)| r.is_none() && e.rec.kind == Kind::File && e.rec.link.is_none())
+            .map(|(e, _)| e.rec.size)
+            .sum();
+        progress.expect(to_store, entries.len() as u64);
+
+        let path = partial.tmp.join(&archive_name);
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("creating {}", path.display()))?;
+        let enc = Encoder::new(
+            opts.compression,
+            HashWriter::new(file),
+            opts.level,
+            opts.threads,
+        )?;
+        let mut tar = TarWriter::new(BufWriter::with_capacity(1 << 20, enc));
+        let mut ctx = ArchiveCtx::new(&src.mountpoint);
+        let mut records = Vec::with_capacity(entries.len());
+        let mut count = 0u64;
+        for (e, r) in entries.iter_mut().zip(&reuse) {
+            if let Some(i) = r {
+                records.push(prev_fs.expect("reuse implies previous").entries[*i].clone());
+                progress.add(0, 1);
+                continue;
+            }
+            match ctx
+                .archive(&mut tar, e, &mut progress)
+                .map_err(|err| destination_error(err, &opts.dest))?
+            {
+                Stored::Yes => {
+                    count += 1;
+                    if e.rec.kind == Kind::File && e.rec.link.is_none() {
+                        stored_bytes += e.rec.size;
+                    }
+                    records.push(e.rec.clone());
+                }
+                Stored::Vanished => warnings.vanished += 1,
+                Stored::Unreadable(why) => {
+                    warnings.unreadable += 1;
+                    if warnings.examples.len() < 20 {
+                        warnings.examples.push(format!("unreadable: {why}"));
+                    }
+                }
+            }
+        }
+        warnings.changed += ctx.changed;
+        for c in ctx.changed_examples.drain(..) {
+            if warnings.examples.len() < 20 {
+                warnings.examples.push(format!("changed while read: {c}"));
+            }
+        }
+        stored_files += count;
+        let finish = || -> io::Result<(String, u64)> {
+            let buf = tar.finish()?;
+            let enc = buf.into_inner().map_err(|e| e.into_error())?;
+            let (file, sum, bytes) = enc.finish()?.finish();
+            file.sync_all()?;
+            Ok((sum, bytes))
+        };
+        let (sum, bytes) = finish()
+            .map_err(|e| destination_error(e.into(), &opts.dest))
+            .with_context(|| format!("writing {}", path.display()))?;
+        archives.push(ArchiveInfo {
+            mountpoint: mp.clone(),
+            file: archive_name.clone(),
+            bytes,
+            sha256: sum,
+            entries: count,
+        });
+        // Totals over the whole tree at this moment.
+        let mut data_bytes = 0;
+        let mut allocated = 0;
+        for (e, rec) in entries.iter().zip(&records) {
+            let _ = rec;
+            if e.rec.kind == Kind::File && e.rec.link.is_none() {
+                data_bytes += e.rec.size;
+                allocated += e.blocks * 512;
+            }
+        }
+        manifest.filesystems.push(FsManifest {
+            mountpoint: mp,
+            archive: archive_name,
+            fstype: src.fstype.clone(),
+            device: src.device.clone(),
+            used_bytes: fsio::fs_used_bytes(&src.mountpoint).unwrap_or(0),
+            data_bytes,
+            allocated_bytes: allocated,
+            file_count: records.len() as u64,
+            entries: records,
+            deleted,
+        });
+    }
+    progress.done();
+
+    let manifest_sha256 = manifest
+        .save(&partial.tmp.join(MANIFEST_FILE))
+        .map_err(|e| destination_error(e, &opts.dest))?;
+    if let Some(l) = &opts.layout_file {
+        let data = std::fs::read(l).with_context(|| format!("reading layout {}", l.display()))?;
+        crate::util::write_atomic(&partial.tmp.join(LAYOUT_FILE), &data, 0o600)
+            .map_err(|e| destination_error(e, &opts.dest))?;
+    }
+    let finished = std::time::SystemTime::now();
+    let (kind, parent, parent_sum, chain) = match &previous {
+        Some((g, _)) => {
+            let mut chain = g.chain.clone();
+            chain.push(id.clone());
+            (
+                GenKind::Incremental,
+                Some(g.id.clone()),
+                Some(g.manifest_sha256.clone()),
+                chain,
+            )
+        }
+        None => (GenKind::Full, None, None, vec![id.clone()]),
+    };
+    let files = manifest.filesystems.iter().map(|f| f.file_count).sum();
+    let bytes = manifest.filesystems.iter().map(|f| f.data_bytes).sum();
+    let deleted = manifest
+        .filesystems
+        .iter()
+        .map(|f| f.deleted.len() as u64)
+        .sum();
+    let gen = Generation {
+        format: FORMAT,
+        id: id.clone(),
+        kind,
+        parent,
+        parent_manifest_sha256: parent_sum,
+        chain,
+        started_at: crate::util::rfc3339(epoch),
+        finished_at: crate::util::rfc3339(crate::util::now_epoch()),
+        started_ns,
+        duration_seconds: finished
+            .duration_since(started)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0),
+        hostname: std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default(),
+        lifeboat_version: crate::VERSION.to_string(),
+        compression: opts.compression,
+        archive_bytes: archives.iter().map(|a| a.bytes).sum(),
+        archives,
+        manifest_sha256,
+        files,
+        bytes,
+        stored_files,
+        stored_content_bytes: stored_bytes,
+        deleted,
+        has_layout: opts.layout_file.is_some(),
+        result: if warnings.unreadable > 0 {
+            Outcome::Partial
+        } else {
+            Outcome::Ok
+        },
+        warnings,
+    };
+    partial
+        .commit(&gen)
+        .map_err(|e| destination_error(e, &opts.dest))?;
+    let removed = match opts.keep {
+        Some(k) => store.prune(k)?,
+        None => Vec::new(),
+    };
+    Ok(CreateReport {
+        generation: gen,
+        removed,
+        note,
+    })
+}
+
+/// Turns "no space left" anywhere in the chain into one clear message.
+fn destination_error(err: anyhow::Error, dest: &Path) -> anyhow::Error {
+    let full = err.chain().any(|c| {
+        c.downcast_ref::<io::Error>()
+            .is_some_and(|e| e.raw_os_error() == Some(libc::ENOSPC))
+    });
+    if full {
+        anyhow::anyhow!(
+            "backup folder {} is full (no space left on device); the incomplete generation was removed and the earlier generations are intact",
+            dest.display()
+        )
+    } else {
+        err
+    }
+}
+
+enum Stored {
+    Yes,
+    Vanished,
+    Unreadable(String),
+}
+
+struct ArchiveCtx<'a> {
+    root: &'a Path,
+    buf: Vec<u8>,
+    names: HashMap<(bool, u32), String>,
+    /// Content hash of each hard-link leader.
+    leader_hash: HashMap<Vec<u8>, Option<String>>,
+    changed: u64,
+    changed_examples: Vec<String>,
+}
+
+static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+
+impl<'a> ArchiveCtx<'a> {
+    fn new(root: &'a Path) -> ArchiveCtx<'a> {
+        ArchiveCtx {
+            root,
+            buf: vec![0u8; 1 << 20],
+            names: HashMap::new(),
+            leader_hash: HashMap::new(),
+            changed: 0,
+            changed_examples: Vec::new(),
+        }
+    }
+
+    fn name(&mut self, user: bool, id: u32) -> String {
+        self.names
+            .entry((user, id))
+            .or_insert_with(|| {
+                if user {
+                    nix::unistd::User::from_uid(id.into())
+                        .ok()
+                        .flatten()
+                        .map(|u| u.name)
+                } else {
+                    nix::unistd::Group::from_gid(id.into())
+                        .ok()
+                        .flatten()
+                        .map(|g| g.name)
+                }
+                .unwrap_or_default()
+            })
+            .clone()
+    }
+
+    fn archive<W: Write>(
+        &mut self,
+        tar: &mut TarWriter<W>,
+        e: &mut WalkEntry,
+        progress: &mut Progress,
+    ) -> Result<Stored> {
+        let rec = &mut e.rec;
+        let abs = if rec.path.0 == b"." {
+            self.root.to_path_buf()
+        } else {
+            self.root.join(rec.path.as_path())
+        };
+        let xattrs = match fsio::list_xattrs(&abs) {
+            Ok(x) => x,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Stored::Vanished),
+            Err(err) => return Ok(Stored::Unreadable(format!("{}: {err}", abs.display()))),
+        };
+        rec.xattrs = fsio::xattr_digest(&xattrs);
+        let kind = match rec.kind {
+            Kind::File if rec.link.is_some() => EntryKind::HardLink,
+            Kind::File => EntryKind::File,
+            Kind::Dir => EntryKind::Dir,
+            Kind::Symlink => EntryKind::Symlink,
+            Kind::Char => EntryKind::Char,
+            Kind::Block => EntryKind::Block,
+            Kind::Fifo => EntryKind::Fifo,
+        };
+        let mut h = Header::new(rec.tar_path(), kind);
+        h.mode = rec.mode;
+        h.uid = rec.uid;
+        h.gid = rec.gid;
+        h.uname = self.name(true, rec.uid);
+        h.gname = self.name(false, rec.gid);
+        h.mtime_sec = rec.mtime_ns.div_euclid(1_000_000_000);
+        h.mtime_nsec = rec.mtime_ns.rem_euclid(1_000_000_000) as u32;
+        for (name, value) in &xattrs {
+            if name == super::acl::ACCESS {
+                h.acl_access = super::acl::to_text(value).ok();
+            } else if name == super::acl::DEFAULT {
+                h.acl_default = super::acl::to_text(value).ok();
+            }
+        }
+        h.xattrs = xattrs;
+        if let Some((ma, mi)) = rec.rdev {
+            h.dev_major = ma;
+            h.dev_minor = mi;
+        }
+        match kind {
+            EntryKind::Symlink => {
+                h.link = rec.target.clone().unwrap_or_default().0;
+            }
+            EntryKind::HardLink => {
+                let leader = rec.link.clone().expect("hard link").0;
+                rec.sha256 = self.leader_hash.get(&leader).cloned().flatten();
+                h.link = leader;
+            }
+            EntryKind::File => return self.archive_file(tar, h, e, &abs, progress),
+            _ => {}
+        }
+        tar.header(&h)?;
+        progress.add(0, 1);
+        Ok(Stored::Yes)
+    }
+
+    fn archive_file<W: Write>(
+        &mut self,
+        tar: &mut TarWriter<W>,
+        mut h: Header,
+        e: &mut WalkEntry,
+        abs: &Path,
+        progress: &mut Progress,
+    ) -> Result<Stored> {
+        let rec = &mut e.rec;
+        let file = match OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOATIME | libc::O_NOFOLLOW)
+            .open(abs)
+            .or_else(|err| {
+                if err.raw_os_error() == Some(libc::EPERM) {
+                    OpenOptions::new()
+                        .read(true)
+                        .custom_flags(libc::O_NOFOLLOW)
+                        .open(abs)
+                } else {
+                    Err(err)
+                }
+            }) {
+            Ok(f) => f,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Stored::Vanished),
+            Err(err) => return Ok(Stored::Unreadable(format!("{}: {err}", abs.display()))),
+        };
+        let m = file.metadata()?;
+        if !m.is_file() || m.ino() != rec.ino {
+            // Replaced by something else since the walk.
+            return Ok(Stored::Vanished);
+        }
+        let mtime_ns = m.mtime() * 1_000_000_000 + m.mtime_nsec();
+        if m.size() != rec.size || mtime_ns != rec.mtime_ns {
+            self.note_changed(abs);
+            rec.size = m.size();
+            rec.mtime_ns = mtime_ns;
+            rec.ctime_ns = m.ctime() * 1_000_000_000 + m.ctime_nsec();
+            h.mtime_sec = mtime_ns.div_euclid(1_000_000_000);
+            h.mtime_nsec = mtime_ns.rem_euclid(1_000_000_000) as u32;
+        }
+        let size = rec.size;
+        h.size = size;
+        let mut segments = None;
+        if size > 0 && m.blocks() * 512 < size {
+            let segs = fsio::data_segments(&file, size)?;
+            let data: u64 = segs.iter().map(|s| s.1).sum();
+            if data < size {
+                segments = Some(segs);
+            }
+        }
+        let mut hash = Sha256::new();
+        let mut short = false;
+        let mut file = file;
+        match segments {
+            None => {
+                tar.header(&h)?;
+                short = self.copy(&mut file, size, tar, &mut hash, progress)?;
+            }
+            Some(mut segs) => {
+                rec.sparse = true;
+                // GNU tar extends the file only up to the end of the last
+                // segment: a trailing hole needs an empty segment at the end.
+                if segs.last().map_or(true, |&(o, l)| o + l < size) {
+                    segs.push((size, 0));
+                }
+                h.sparse = Some(SparseMap {
+                    segments: segs.clone(),
+                    real_size: size,
+                });
+                tar.header(&h)?;
+                let mut pos = 0u64;
+                for (off, len) in segs {
+                    hash_zeros(&mut hash, off - pos);
+                    use std::io::Seek;
+                    file.seek(io::SeekFrom::Start(off))?;
+                    short |= self.copy(&mut file, len, tar, &mut hash, progress)?;
+                    pos = off + len;
+                }
+                hash_zeros(&mut hash, size - pos);
+            }
+        }
+        tar.pad()?;
+        let after = file.metadata()?;
+        if short || after.mtime() * 1_000_000_000 + after.mtime_nsec() != rec.mtime_ns {
+            self.note_changed(abs);
+        }
+        let sum = hex::encode(hash.finalize());
+        if e.nlink > 1 {
+            self.leader_hash
+                .insert(rec.path.0.clone(), Some(sum.clone()));
+        }
+        rec.sha256 = Some(sum);
+        progress.add(0, 1);
+        Ok(Stored::Yes)
+    }
+
+    /// Copies `len` bytes of `file` into the archive; a file that shrank is
+    /// padded with zeros (returns true then).
+    fn copy<W: Write>(
+        &mut self,
+        file: &mut File,
+        len: u64,
+        tar: &mut TarWriter<W>,
+        hash: &mut Sha256,
+        progress: &mut Progress,
+    ) -> Result<bool> {
+        let mut left = len;
+        while left > 0 {
+            let want = left.min(self.buf.len() as u64) as usize;
+            let n = match file.read(&mut self.buf[..want]) {
+                Ok(n) => n,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(err) => return Err(err.into()),
+            };
+            if n == 0 {
+                // Shrunk while read: keep the archive consistent.
+                while left > 0 {
+                    let k = left.min(ZEROS.len() as u64) as usize;
+                    hash.update(&ZEROS[..k]);
+                    tar.write_raw(&ZEROS[..k])?;
+                    left -= k as u64;
+                }
+                return Ok(true);
+            }
+            hash.update(&self.buf[..n]);
+            tar.write_raw(&self.buf[..n])?;
+            left -= n as u64;
+            progress.add(n as u64, 0);
+        }
+        Ok(false)
+    }
+
+    fn note_changed(&mut self, abs: &Path) {
+        self.changed += 1;
+        if self.changed_examples.len() < 10 {
+            self.changed_examples.push(abs.display().to_string());
+        }
+    }
+}
+
+pub fn hash_zeros(hash: &mut Sha256, mut n: u64) {
+    while n > 0 {
+        let k = n.min(ZEROS.len() as u64) as usize;
+        hash.update(&ZEROS[..k]);
+        n -= k as u64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn archive_names() {
+        for (mp, want) in [
+            ("/", "root"),
+            ("/home", "home"),
+            ("/boot/efi", "boot-efi"),
+            ("/srv/data dir/", "srv-data-dir"),
+        ] {
+            assert_eq!(archive_stem(Path::new(mp)), want, "{mp}");
+        }
+    }
+
+    #[test]
+    fn layout_sources_skip_pseudo_and_bind_mounts() {
+        let mount = |mp: &str, src: &str, fs: &str| {
+            serde_json::json!({"mountpoint": mp, "source": src, "fstype": fs,
+                "options": "rw", "fs_options": "rw", "root": "/"})
+        };
+        let layout = serde_json::json!({
+            "schema_version": "1.0", "lifeboat_version": "0", "captured_at": "x",
+            "host": {"hostname": "h", "os_pretty_name": null, "os_id": null,
+                "os_version_id": null, "arch": "x86_64", "kernel": "6", "firmware": "bios"},
+            "disks": [],
+            "boot": {"firmware": "bios", "grub": [], "esps": [], "efi_entries": [],
+                "boot_order": [], "boot_current": null, "shim": false,
+                "systemd_boot": false, "kernel_cmdline": ""},
+            "mounts": [
+                mount("/", "/dev/vda2", "ext4"),
+                mount("/proc", "proc", "proc"),
+                mount("/run", "tmpfs", "tmpfs"),
+                mount("/home", "/dev/mapper/vg-home", "xfs"),
+                mount("/boot/efi", "/dev/vda1", "vfat"),
+                mount("/srv/bind", "/dev/vda2", "ext4"),
+                mount("/mnt/nas", "nas:/x", "nfs4"),
+            ],
+        });
+        let layout: Layout = serde_json::from_value(layout).unwrap();
+        let got: Vec<String> = sources_from_layout(&layout)
+            .iter()
+            .map(|s| s.mountpoint.display().to_string())
+            .collect();
+        assert_eq!(got, ["/", "/boot/efi", "/home"]);
+        assert_eq!(
+            sources_from_layout(&layout)[2].fstype.as_deref(),
+            Some("xfs")
+        );
+    }
+}

@@ -1,0 +1,325 @@
+//! Generations in a backup folder: one directory each, named by its id (a
+//! UTC time stamp), holding `generation.json`, `manifest.json.zst`, the
+//! archives (one per file system), the layout and, once verified,
+//! `verify.json`. A generation is written as `.partial-ID` and renamed when
+//! complete; `list` ignores anything else.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use super::compress::Compression;
+use super::manifest::PathBytes;
+use crate::util::{self, AtomicFile};
+
+pub const GENERATION_FILE: &str = "generation.json";
+pub const MANIFEST_FILE: &str = "manifest.json.zst";
+pub const LAYOUT_FILE: &str = "layout.json";
+pub const VERIFY_FILE: &str = "verify.json";
+const PARTIAL_PREFIX: &str = ".partial-";
+const DELETING_PREFIX: &str = ".deleting-";
+const LOCK_FILE: &str = ".lifeboat-backup.lock";
+pub const FORMAT: u32 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GenKind {
+    Full,
+    Incremental,
+}
+
+/// How the backup went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// Every file was archived.
+    Ok,
+    /// Some files could not be read (listed in the warnings).
+    Partial,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArchiveInfo {
+    /// Mount point of the archived tree.
+    pub mountpoint: PathBytes,
+    pub file: String,
+    /// Size and SHA-256 of the archive file as stored.
+    pub bytes: u64,
+    pub sha256: String,
+    /// Entries stored in this archive (changed ones for an incremental).
+    pub entries: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Warnings {
+    /// Files gone between listing and reading.
+    pub vanished: u64,
+    /// Files that changed while being read.
+    pub changed: u64,
+    /// Sockets (never archived).
+    pub sockets: u64,
+    /// Files or directories that could not be read.
+    pub unreadable: u64,
+    /// A few examples, for the report.
+    pub examples: Vec<String>,
+}
+
+/// `generation.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Generation {
+    pub format: u32,
+    pub id: String,
+    pub kind: GenKind,
+    /// Previous generation of the chain and the SHA-256 of its manifest.
+    pub parent: Option<String>,
+    pub parent_manifest_sha256: Option<String>,
+    /// Ids from the full generation to this one.
+    pub chain: Vec<String>,
+    pub started_at: String,
+    pub finished_at: String,
+    /// Nanoseconds since the epoch at the start (orders generations).
+    pub started_ns: i128,
+    pub duration_seconds: f64,
+    pub hostname: String,
+    pub lifeboat_version: String,
+    pub compression: Compression,
+    pub archives: Vec<ArchiveInfo>,
+    pub manifest_sha256: String,
+    /// Files in the manifest (the whole tree at that moment).
+    pub files: u64,
+    /// Apparent bytes of the whole tree.
+    pub bytes: u64,
+    /// Entries stored in this generation's archives and their content bytes.
+    pub stored_files: u64,
+    pub stored_content_bytes: u64,
+    /// Bytes of this generation's archives.
+    pub archive_bytes: u64,
+    pub deleted: u64,
+    pub has_layout: bool,
+    pub result: Outcome,
+    pub warnings: Warnings,
+}
+
+/// `verify.json`: the last verification of a generation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VerifyRecord {
+    pub verified_at: String,
+    pub deep: bool,
+    pub ok: bool,
+    /// The first problem found, when not ok.
+    pub problem: Option<String>,
+    pub files_checked: u64,
+}
+
+/// A backup folder.
+pub struct Store {
+    pub dir: PathBuf,
+}
+
+impl Store {
+    pub fn new(dir: &Path) -> Store {
+        Store {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    pub fn gen_dir(&self, id: &str) -> PathBuf {
+        self.dir.join(id)
+    }
+
+    /// Every complete generation, oldest first. Unreadable ones are an error
+    /// naming the file.
+    pub fn list(&self) -> Result<Vec<Generation>> {
+        let mut out = Vec::new();
+        let rd = fs::read_dir(&self.dir)
+            .with_context(|| format!("cannot read backup folder {}", self.dir.display()))?;
+        for ent in rd {
+            let ent = ent?;
+            let name = ent.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') {
+                continue;
+            }
+            let path = ent.path().join(GENERATION_FILE);
+            if !path.exists() {
+                continue;
+            }
+            out.push(load_generation(&path)?);
+        }
+        out.sort_by(|a, b| (a.started_ns, &a.id).cmp(&(b.started_ns, &b.id)));
+        Ok(out)
+    }
+
+    pub fn load(&self, id: &str) -> Result<Generation> {
+        let path = self.gen_dir(id).join(GENERATION_FILE);
+        if !self.gen_dir(id).is_dir() {
+            bail!(
+                "generation {id} is missing from {} (see `lifeboat backup list`)",
+                self.dir.display()
+            );
+        }
+        load_generation(&path)
+    }
+
+    /// The generation `id`, or the newest.
+    pub fn pick(&self, id: Option<&str>) -> Result<Generation> {
+        match id {
+            Some(id) => self.load(id),
+            None => self
+                .list()?
+                .pop()
+                .with_context(|| format!("no backups in {}", self.dir.display())),
+        }
+    }
+
+    /// A new generation id: the UTC time stamp, made unique.
+    pub fn new_id(&self, epoch: i64) -> String {
+        let base = util::stamp(epoch);
+        let mut id = base.clone();
+        let mut n = 2;
+        while self.gen_dir(&id).exists() || self.dir.join(format!("{PARTIAL_PREFIX}{id}")).exists()
+        {
+            id = format!("{base}-{n}");
+            n += 1;
+        }
+        id
+    }
+
+    /// Takes the folder's lock (one backup or prune at a time) and removes
+    /// leftovers of killed runs.
+    pub fn lock(&self) -> Result<StoreLock> {
+        let path = self.dir.join(LOCK_FILE);
+        let file = File::create(&path).with_context(|| {
+            format!(
+                "cannot write to backup folder {} (permissions?)",
+                self.dir.display()
+            )
+        })?;
+        // SAFETY: flock on an open descriptor.
+        let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if r != 0 {
+            bail!(
+                "another lifeboat backup is using {} (lock {} is held)",
+                self.dir.display(),
+                path.display()
+            );
+        }
+        for ent in fs::read_dir(&self.dir)?.flatten() {
+            let name = ent.file_name().to_string_lossy().into_owned();
+            if name.starts_with(PARTIAL_PREFIX) || name.starts_with(DELETING_PREFIX) {
+                log::info!("removing {name}, left by an interrupted run");
+                let _ = fs::remove_dir_all(ent.path());
+            }
+        }
+        Ok(StoreLock { _file: file })
+    }
+
+    /// A directory for a generation being written; renamed by `commit`.
+    pub fn begin(&self, id: &str) -> Result<Partial> {
+        let tmp = self.dir.join(format!("{PARTIAL_PREFIX}{id}"));
+        fs::create_dir(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        Ok(Partial {
+            tmp,
+            dest: self.gen_dir(id),
+            done: false,
+        })
+    }
+
+    /// Removes a generation: renamed away first, so a half-deleted one is
+    /// never listed.
+    pub fn remove(&self, id: &str) -> Result<()> {
+        let from = self.gen_dir(id);
+        let to = self.dir.join(format!("{DELETING_PREFIX}{id}"));
+        fs::rename(&from, &to).with_context(|| format!("removing {}", from.display()))?;
+        util::sync_dir(&self.dir)?;
+        fs::remove_dir_all(&to).with_context(|| format!("removing {}", to.display()))?;
+        Ok(())
+    }
+
+    /// Keeps the newest `keep` full chains; returns the removed ids.
+    pub fn prune(&self, keep: usize) -> Result<Vec<String>> {
+        let gens = self.list()?;
+        let mut bases: Vec<&str> = Vec::new();
+        for g in &gens {
+            let base = g.chain.first().map(String::as_str).unwrap_or(&g.id);
+            if !bases.contains(&base) {
+                bases.push(base);
+            }
+        }
+        let drop_bases: Vec<&str> = bases[..bases.len().saturating_sub(keep)].to_vec();
+        let mut removed = Vec::new();
+        // Newest first, so a chain never loses its base before its tail.
+        for g in gens.iter().rev() {
+            let base = g.chain.first().map(String::as_str).unwrap_or(&g.id);
+            if drop_bases.contains(&base) {
+                self.remove(&g.id)?;
+                removed.push(g.id.clone());
+            }
+        }
+        Ok(removed)
+    }
+
+    pub fn write_verify(&self, id: &str, rec: &VerifyRecord) -> Result<()> {
+        let json = serde_json::to_vec_pretty(rec)?;
+        util::write_atomic(&self.gen_dir(id).join(VERIFY_FILE), &json, 0o600)
+    }
+
+    pub fn load_verify(&self, id: &str) -> Option<VerifyRecord> {
+        let data = fs::read(self.gen_dir(id).join(VERIFY_FILE)).ok()?;
+        serde_json::from_slice(&data).ok()
+    }
+}
+
+fn load_generation(path: &Path) -> Result<Generation> {
+    let data = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let g: Generation = serde_json::from_slice(&data)
+        .with_context(|| format!("{} is damaged or not a lifeboat generation", path.display()))?;
+    if g.format != FORMAT {
+        bail!(
+            "{} has format {}, this lifeboat reads {FORMAT}",
+            path.display(),
+            g.format
+        );
+    }
+    Ok(g)
+}
+
+pub struct StoreLock {
+    _file: File,
+}
+
+/// A generation directory being written.
+pub struct Partial {
+    pub tmp: PathBuf,
+    dest: PathBuf,
+    done: bool,
+}
+
+impl Partial {
+    /// Writes generation.json, syncs everything and renames into place.
+    pub fn commit(mut self, gen: &Generation) -> Result<()> {
+        let json = serde_json::to_vec_pretty(gen)?;
+        let mut f = AtomicFile::create(&self.tmp.join(GENERATION_FILE), 0o600)?;
+        f.write_all(&json)?;
+        f.commit()?;
+        util::sync_dir(&self.tmp)?;
+        fs::rename(&self.tmp, &self.dest).with_context(|| {
+            format!("renaming {} to {}", self.tmp.display(), self.dest.display())
+        })?;
+        util::sync_dir(self.dest.parent().unwrap_or(Path::new(".")))?;
+        self.done = true;
+        Ok(())
+    }
+}
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = fs::remove_dir_all(&self.tmp);
+        }
+    }
+}

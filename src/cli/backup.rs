@@ -1,0 +1,437 @@
+//! `lifeboat backup create|list|verify|restore`.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+
+use crate::backup::dest::Destination;
+use crate::backup::generation::{GenKind, Outcome};
+use crate::backup::progress::Mode;
+use crate::backup::walk::Excludes;
+use crate::backup::{self, Compression, Store};
+use crate::util::human_bytes;
+
+#[derive(Debug, Subcommand)]
+pub enum BackupCmd {
+    /// Back up the layout's file systems (or --source trees) as a new
+    /// generation.
+    Create(CreateArgs),
+    /// List the generations in a backup folder.
+    List(ListArgs),
+    /// Check archives, content hashes and chains; exit 1 when damaged.
+    Verify(VerifyArgs),
+    /// Restore a generation (or some paths of it) into a mounted tree.
+    Restore(RestoreArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Backup folder: a directory (or mounted disk), nfs://HOST/EXPORT/PATH
+    /// or cifs://HOST/SHARE/PATH.
+    #[arg(long, value_name = "DEST")]
+    pub to: String,
+
+    /// Layout whose mounted file systems are backed up (and stored with
+    /// the generation) [default: /var/lib/lifeboat/layout.json].
+    #[arg(long, value_name = "FILE")]
+    pub layout: Option<PathBuf>,
+
+    /// Back up this tree instead of the layout's file systems (repeatable;
+    /// each stays within its own file system).
+    #[arg(long, value_name = "PATH")]
+    pub source: Vec<PathBuf>,
+
+    /// Store only what changed since the newest generation, plus the list
+    /// of deleted files (a full backup when there is none).
+    #[arg(long)]
+    pub incremental: bool,
+
+    /// Compression of the archives.
+    #[arg(long, value_enum, default_value = "zstd")]
+    pub compression: Compression,
+
+    /// Compression level [default: zstd 3, gzip 6].
+    #[arg(long, value_name = "N")]
+    pub level: Option<i32>,
+
+    /// zstd compression threads [default: the number of CPUs].
+    #[arg(long, value_name = "N")]
+    pub threads: Option<u32>,
+
+    /// Leave out matching files and directories (repeatable). With a '/'
+    /// the pattern matches the absolute path, else the file name.
+    #[arg(long, value_name = "PATTERN")]
+    pub exclude: Vec<String>,
+
+    /// After the backup, keep only the newest N full chains.
+    #[arg(long, value_name = "N")]
+    pub keep: Option<usize>,
+
+    /// Options for mounting an NFS or CIFS destination (mount -o).
+    #[arg(long, value_name = "OPTS")]
+    pub mount_options: Option<String>,
+
+    /// Print a JSON summary on stdout.
+    #[arg(long)]
+    pub json: bool,
+
+    /// No progress output.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Backup folder (directory, nfs:// or cifs://).
+    #[arg(long, value_name = "DEST")]
+    pub from: String,
+
+    /// Options for mounting an NFS or CIFS folder.
+    #[arg(long, value_name = "OPTS")]
+    pub mount_options: Option<String>,
+
+    /// Print JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Backup folder (directory, nfs:// or cifs://).
+    #[arg(long, value_name = "DEST")]
+    pub from: String,
+
+    /// Verify this generation and its chain [default: every generation].
+    #[arg(long, value_name = "ID")]
+    pub generation: Option<String>,
+
+    /// Also restore into a scratch folder and compare the tree.
+    #[arg(long)]
+    pub deep: bool,
+
+    /// Where --deep restores [default: /var/tmp].
+    #[arg(long, value_name = "DIR")]
+    pub scratch: Option<PathBuf>,
+
+    /// Options for mounting an NFS or CIFS folder.
+    #[arg(long, value_name = "OPTS")]
+    pub mount_options: Option<String>,
+
+    /// Print a JSON summary on stdout.
+    #[arg(long)]
+    pub json: bool,
+
+    /// No progress output.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Backup folder (directory, nfs:// or cifs://), or a single tar
+    /// archive (e.g. ReaR's backup.tar.gz) to extract as it is.
+    #[arg(long, value_name = "DEST")]
+    pub from: String,
+
+    /// Root of the tree to restore into, file systems mounted below it.
+    #[arg(long, value_name = "PATH")]
+    pub to: PathBuf,
+
+    /// Generation to restore, with its chain [default: the newest].
+    #[arg(long, value_name = "ID")]
+    pub generation: Option<String>,
+
+    /// Restore only this path (absolute, as on the backed-up system) and
+    /// what is below it (repeatable).
+    #[arg(long, value_name = "SUBPATH")]
+    pub path: Vec<PathBuf>,
+
+    /// Replace existing files (without it the target must be empty, or
+    /// the --path files absent).
+    #[arg(long)]
+    pub overwrite: bool,
+
+    /// Options for mounting an NFS or CIFS folder.
+    #[arg(long, value_name = "OPTS")]
+    pub mount_options: Option<String>,
+
+    /// Print a JSON summary on stdout.
+    #[arg(long)]
+    pub json: bool,
+
+    /// No progress output.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+pub fn run(cmd: BackupCmd) -> Result<u8> {
+    match cmd {
+        BackupCmd::Create(a) => create(a),
+        BackupCmd::List(a) => list(a),
+        BackupCmd::Verify(a) => verify(a),
+        BackupCmd::Restore(a) => restore(a),
+    }
+}
+
+fn mode(quiet: bool) -> Mode {
+    if quiet {
+        Mode::Quiet
+    } else {
+        Mode::Auto
+    }
+}
+
+fn create(a: CreateArgs) -> Result<u8> {
+    let (sources, layout_file) = if a.source.is_empty() {
+        let path = a
+            .layout
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(backup::DEFAULT_LAYOUT));
+        if !path.exists() {
+            bail!(
+                "no layout at {}: save one with `lifeboat layout save`, or name the trees with --source",
+                path.display()
+            );
+        }
+        let layout = crate::layout::Layout::load(&path)?;
+        let sources = backup::create::sources_from_layout(&layout);
+        if sources.is_empty() {
+            bail!(
+                "layout {} has no mounted disk file systems to back up",
+                path.display()
+            );
+        }
+        (sources, Some(path))
+    } else {
+        let mut sources = Vec::new();
+        for s in &a.source {
+            let abs = std::fs::canonicalize(s)
+                .with_context(|| format!("cannot read --source {}", s.display()))?;
+            sources.push(backup::Source {
+                mountpoint: abs,
+                fstype: None,
+                device: None,
+            });
+        }
+        (sources, a.layout.clone())
+    };
+    let mut excludes = Excludes::default();
+    if a.source.is_empty() {
+        excludes.contents_of = backup::create::CONTENTS_EXCLUDED
+            .iter()
+            .map(PathBuf::from)
+            .collect();
+    }
+    for p in &a.exclude {
+        excludes.add_pattern(p)?;
+    }
+    if a.keep == Some(0) {
+        bail!("--keep must be at least 1");
+    }
+    let dest = Destination::open(&a.to, a.mount_options.as_deref(), true)?;
+    let threads = a.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get() as u32)
+            .unwrap_or(1)
+    });
+    let rep = backup::create(&backup::CreateOptions {
+        dest: dest.path.clone(),
+        sources,
+        layout_file,
+        incremental: a.incremental,
+        compression: a.compression,
+        level: a.level,
+        threads,
+        excludes,
+        keep: a.keep,
+        progress: mode(a.quiet || a.json),
+    })?;
+    let g = &rep.generation;
+    if a.json {
+        let v = serde_json::json!({
+            "generation": g,
+            "removed": rep.removed,
+            "note": rep.note,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        if let Some(n) = &rep.note {
+            println!("note: {n}");
+        }
+        let rate = g.stored_content_bytes as f64 / g.duration_seconds.max(0.001);
+        println!(
+            "generation {} ({}) written to {}: {} files stored of {}, {} of content in {} ({:?}), {:.1} s, {}/s",
+            g.id,
+            kind_name(g.kind),
+            dest.spec,
+            g.stored_files,
+            g.files,
+            human_bytes(g.stored_content_bytes),
+            human_bytes(g.archive_bytes),
+            g.compression,
+            g.duration_seconds,
+            human_bytes(rate as u64),
+        );
+        for ar in &g.archives {
+            println!(
+                "  {:<24} {:>10}  {} entries  ({})",
+                ar.file,
+                human_bytes(ar.bytes),
+                ar.entries,
+                ar.mountpoint
+            );
+        }
+        let w = &g.warnings;
+        if g.deleted > 0 {
+            println!("  {} deletions recorded", g.deleted);
+        }
+        if w.vanished + w.changed + w.sockets + w.unreadable > 0 {
+            println!(
+                "warnings: {} vanished, {} changed while read, {} sockets skipped, {} unreadable",
+                w.vanished, w.changed, w.sockets, w.unreadable
+            );
+            for e in &w.examples {
+                println!("  {e}");
+            }
+        }
+        for r in &rep.removed {
+            println!("removed old generation {r} (--keep)");
+        }
+    }
+    Ok(if g.result == Outcome::Partial { 1 } else { 0 })
+}
+
+fn kind_name(k: GenKind) -> &'static str {
+    match k {
+        GenKind::Full => "full",
+        GenKind::Incremental => "incremental",
+    }
+}
+
+fn list(a: ListArgs) -> Result<u8> {
+    let dest = Destination::open(&a.from, a.mount_options.as_deref(), false)?;
+    let store = Store::new(&dest.path);
+    let gens = store.list()?;
+    if a.json {
+        let v: Vec<serde_json::Value> = gens
+            .iter()
+            .map(|g| {
+                serde_json::json!({
+                    "generation": g,
+                    "verify": store.load_verify(&g.id),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(0);
+    }
+    if gens.is_empty() {
+        println!("no backups in {}", dest.spec);
+        return Ok(0);
+    }
+    println!(
+        "{:<20} {:<11} {:<20} {:>9} {:>10} {:>10} {:<7} verified",
+        "GENERATION", "KIND", "TIME", "FILES", "SIZE", "STORED", "RESULT"
+    );
+    for g in &gens {
+        let verified = match store.load_verify(&g.id) {
+            Some(v) if v.ok => format!("ok {}", v.verified_at),
+            Some(v) => format!("DAMAGED {}", v.verified_at),
+            None => "-".into(),
+        };
+        println!(
+            "{:<20} {:<11} {:<20} {:>9} {:>10} {:>10} {:<7} {}",
+            g.id,
+            kind_name(g.kind),
+            g.started_at,
+            g.files,
+            human_bytes(g.bytes),
+            human_bytes(g.archive_bytes),
+            match g.result {
+                Outcome::Ok => "ok",
+                Outcome::Partial => "partial",
+            },
+            verified
+        );
+    }
+    Ok(0)
+}
+
+fn verify(a: VerifyArgs) -> Result<u8> {
+    let dest = Destination::open(&a.from, a.mount_options.as_deref(), false)?;
+    let rep = backup::verify(&backup::VerifyOptions {
+        from: dest.path.clone(),
+        generation: a.generation,
+        deep: a.deep,
+        scratch: a.scratch,
+        progress: mode(a.quiet || a.json),
+    })?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&rep)?);
+    }
+    match &rep.problem {
+        Some(p) => {
+            eprintln!("lifeboat: backup damaged: {p}");
+            Ok(1)
+        }
+        None => {
+            if !a.json {
+                println!(
+                    "backup sound: {} generation(s), {} files, {} checked{}",
+                    rep.generations.len(),
+                    rep.files_checked,
+                    human_bytes(rep.bytes_checked),
+                    if rep.deep {
+                        ", restored and compared"
+                    } else {
+                        ""
+                    }
+                );
+            }
+            Ok(0)
+        }
+    }
+}
+
+fn restore(a: RestoreArgs) -> Result<u8> {
+    let local = PathBuf::from(&a.from);
+    let rep = if !a.from.contains("://") && local.is_file() {
+        if !a.path.is_empty() || a.generation.is_some() {
+            bail!("--path and --generation need a backup folder, not a single archive");
+        }
+        backup::restore::restore_plain(&local, &a.to, a.overwrite, mode(a.quiet || a.json))?
+    } else {
+        let dest = Destination::open(&a.from, a.mount_options.as_deref(), false)?;
+        backup::restore(&backup::RestoreOptions {
+            from: dest.path.clone(),
+            to: a.to.clone(),
+            generation: a.generation,
+            paths: a.path,
+            overwrite: a.overwrite,
+            progress: mode(a.quiet || a.json),
+        })?
+    };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&rep)?);
+    } else {
+        println!(
+            "restored {} into {}: {} files, {} in {:.1} s",
+            rep.generation,
+            a.to.display(),
+            rep.files,
+            human_bytes(rep.bytes),
+            rep.seconds
+        );
+        if !rep.warnings.is_empty() {
+            println!(
+                "warnings ({}): metadata the target did not take:",
+                rep.warnings.len()
+            );
+            for w in rep.warnings.iter().take(20) {
+                println!("  {w}");
+            }
+        }
+    }
+    Ok(0)
+}
