@@ -16,6 +16,10 @@ fn cpath(path: &Path) -> io::Result<CString> {
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path with a NUL byte"))
 }
 
+/// XFS lists its ACLs a second time under these names; they are the
+/// same ACLs as `system.posix_acl_*` and mean nothing on other file systems.
+const XFS_ACL_ALIASES: &[&[u8]] = &[b"trusted.SGI_ACL_FILE", b"trusted.SGI_ACL_DEFAULT"];
+
 /// Every xattr of `path` (not following a symlink), sorted by name.
 pub fn list_xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let c = cpath(path)?;
@@ -34,7 +38,10 @@ pub fn list_xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
         }
     };
     let mut out = Vec::new();
-    for name in names[..len].split(|&b| b == 0).filter(|n| !n.is_empty()) {
+    for name in names[..len]
+        .split(|&b| b == 0)
+        .filter(|n| !n.is_empty() && !XFS_ACL_ALIASES.contains(n))
+    {
         let cname = CString::new(name).expect("split on NUL");
         let mut value = vec![0u8; 256];
         loop {

@@ -99,7 +99,7 @@ pub fn load_chain(
                 .map_err(|e| Damaged(format!("generation {}: manifest missing: {e:#}", prev.id)))?;
             if g.parent_manifest_sha256.as_deref() != Some(psum.as_str()) {
                 return Err(Damaged(format!(
-                    "generation {}: generation {} was changed after {} was built on it",
+                    "generation {}: the manifest of generation {} does not match what {} was built on (changed or damaged)",
                     gen.id, prev.id, g.id
                 ))
                 .into());
