@@ -37,6 +37,8 @@ packages=(
     ovmf debootstrap
     # benchmarks and compatibility checks
     tar gzip bsdextrautils libarchive-tools pigz hyperfine
+    # backup tests and benchmark: setcap, getfattr/setfacl, bc, python3
+    libcap2-bin bc python3
     # building lifeboat (zstd links the system libzstd)
     pkg-config libzstd-dev
 )

@@ -46,7 +46,9 @@ pub struct Extractor {
     links: HashMap<Vec<u8>, PathBuf>,
     /// Directory modes and times, set last (deepest first).
     dirs: Vec<(PathBuf, u32, i64, u32)>,
-    buf: Vec<u8>,
+    hasher: Option<Hasher>,
+    next_token: u64,
+    umask: u32,
     /// Metadata that could not be restored (xattrs the target refuses...).
     pub warnings: Vec<String>,
     pub bytes: u64,
@@ -62,7 +64,9 @@ impl Extractor {
             egid: nix::unistd::getegid().as_raw(),
             links: HashMap::new(),
             dirs: Vec::new(),
-            buf: vec![0u8; 1 << 20],
+            hasher: Some(Hasher::spawn()),
+            next_token: 0,
+            umask: current_umask(),
             warnings: Vec::new(),
             bytes: 0,
         }
@@ -78,21 +82,15 @@ impl Extractor {
     }
 
     /// Extracts the current entry of `tar` (header `h`) to `rel` (normalized
-    /// path below the root). Returns the SHA-256 of a regular file's content.
+    /// path below the root). For a regular file, returns the token under
+    /// which [`Extractor::take_hashes`] will report its content's SHA-256.
     pub fn extract<R: Read>(
         &mut self,
         tar: &mut TarReader<R>,
         h: &Header,
         rel: &[u8],
-    ) -> Result<Option<String>> {
+    ) -> Result<Option<u64>> {
         let dest = self.dest_of(rel);
-        if let Some(parent) = dest.parent() {
-            if rel != b"." && !parent.is_dir() {
-                fs::create_dir_all(parent)
-                    .with_context(|| format!("creating {}", parent.display()))?;
-            }
-        }
-        let mut sum = None;
         match h.kind {
             EntryKind::Dir => {
                 match fs::symlink_metadata(&dest) {
@@ -101,10 +99,13 @@ impl Extractor {
                         fs::remove_file(&dest)?;
                         fs::create_dir(&dest)?;
                     }
-                    Err(_) => fs::DirBuilder::new()
-                        .mode(0o700)
-                        .create(&dest)
-                        .with_context(|| format!("creating {}", dest.display()))?,
+                    Err(_) => {
+                        self.parent(rel, &dest)?;
+                        fs::DirBuilder::new()
+                            .mode(0o700)
+                            .create(&dest)
+                            .with_context(|| format!("creating {}", dest.display()))?
+                    }
                 }
                 self.owner(&dest, h)?;
                 self.xattrs(&dest, h, true);
@@ -112,25 +113,50 @@ impl Extractor {
                 return Ok(None);
             }
             EntryKind::File => {
-                self.clear(&dest)?;
-                let mut f = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&dest)
-                    .with_context(|| format!("creating {}", dest.display()))?;
-                sum = Some(self.write_content(tar, h, &mut f, &dest)?);
+                // Created with its final permissions when the umask lets
+                // them through (saves a chmod per file).
+                let direct = h.mode & !0o777 == 0 && h.mode & self.umask == 0;
+                let create = |mode: u32| {
+                    OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .mode(mode)
+                        .open(&dest)
+                };
+                let mode = if direct { h.mode } else { 0o600 };
+                let mut f = match create(mode) {
+                    Ok(f) => Ok(f),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        self.parent(rel, &dest)?;
+                        create(mode)
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                        self.clear(&dest)?;
+                        create(mode)
+                    }
+                    Err(e) => Err(e),
+                }
+                .with_context(|| format!("creating {}", dest.display()))?;
+                let token = self.write_content(tar, h, &mut f, &dest)?;
                 if h.uid != self.euid || h.gid != self.egid {
                     self.owner(&dest, h)?;
                 }
-                f.set_permissions(fs::Permissions::from_mode(h.mode))
-                    .with_context(|| format!("setting the mode of {}", dest.display()))?;
-                self.xattrs(&dest, h, false);
+                if !direct || h.uid != self.euid || h.gid != self.egid {
+                    f.set_permissions(fs::Permissions::from_mode(h.mode))
+                        .with_context(|| format!("setting the mode of {}", dest.display()))?;
+                }
+                if !h.xattrs.is_empty() || h.acl_access.is_some() {
+                    self.xattrs(&dest, h, false);
+                }
                 set_fd_times(&f, h.mtime_sec, h.mtime_nsec)
                     .with_context(|| format!("setting the times of {}", dest.display()))?;
                 self.links.insert(rel.to_vec(), dest);
-                return Ok(sum);
+                return Ok(Some(token));
             }
+            _ => self.parent(rel, &dest)?,
+        }
+        match h.kind {
+            EntryKind::Dir | EntryKind::File => unreachable!("handled above"),
             EntryKind::HardLink => {
                 let leader = normalize(&h.link)?;
                 let Some(src) = self.links.get(&leader).cloned() else {
@@ -168,7 +194,33 @@ impl Extractor {
         self.xattrs(&dest, h, false);
         fsio::set_times(&dest, h.mtime_sec, h.mtime_nsec)
             .with_context(|| format!("setting the times of {}", dest.display()))?;
-        Ok(sum)
+        Ok(None)
+    }
+
+    /// Creates the parent directory of `dest` when missing.
+    fn parent(&self, rel: &[u8], dest: &Path) -> Result<()> {
+        if rel == b"." {
+            return Ok(());
+        }
+        if let Some(parent) = dest.parent() {
+            if !parent.is_dir() {
+                fs::create_dir_all(parent)
+                    .with_context(|| format!("creating {}", parent.display()))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The SHA-256 of every file written since the last call, by token.
+    pub fn take_hashes(&mut self) -> HashMap<u64, String> {
+        match self.hasher.take() {
+            Some(h) => {
+                let out = h.finish();
+                self.hasher = Some(Hasher::spawn());
+                out
+            }
+            None => HashMap::new(),
+        }
     }
 
     /// Records that a hard-link leader's content is at `dest` (when the
@@ -197,48 +249,49 @@ impl Extractor {
         h: &Header,
         f: &mut File,
         dest: &Path,
-    ) -> Result<String> {
-        let mut hash = Sha256::new();
+    ) -> Result<u64> {
         let werr =
             |e: io::Error| anyhow::Error::from(e).context(format!("writing {}", dest.display()));
-        match &h.sparse {
-            None => loop {
-                let n = tar.read_data(&mut self.buf)?;
-                if n == 0 {
-                    break;
-                }
-                hash.update(&self.buf[..n]);
-                f.write_all(&self.buf[..n]).map_err(werr)?;
-                self.bytes += n as u64;
-            },
-            Some(map) => {
-                let mut pos = 0u64;
-                for &(off, len) in &map.segments {
-                    super::create::hash_zeros(&mut hash, off - pos);
-                    f.seek(io::SeekFrom::Start(off)).map_err(werr)?;
-                    let mut left = len;
-                    while left > 0 {
-                        let k = left.min(self.buf.len() as u64) as usize;
-                        let mut got = 0;
-                        while got < k {
-                            let n = tar.read_data(&mut self.buf[got..k])?;
-                            if n == 0 {
-                                bail!("sparse data of {} ends early", dest.display());
-                            }
-                            got += n;
-                        }
-                        hash.update(&self.buf[..k]);
-                        f.write_all(&self.buf[..k]).map_err(werr)?;
-                        left -= k as u64;
-                        self.bytes += k as u64;
-                    }
-                    pos = off + len;
-                }
-                super::create::hash_zeros(&mut hash, map.real_size - pos);
-                f.set_len(map.real_size).map_err(werr)?;
+        let hasher = self.hasher.as_mut().expect("hasher runs until finish");
+        let segments = match &h.sparse {
+            None => vec![(0, h.size)],
+            Some(map) => map.segments.clone(),
+        };
+        let mut pos = 0u64;
+        for (off, len) in segments {
+            if off > pos {
+                hasher.zeros(off - pos);
+                f.seek(io::SeekFrom::Start(off)).map_err(werr)?;
             }
+            let mut left = len;
+            while left > 0 {
+                let k = left.min(CHUNK as u64) as usize;
+                let mut buf = hasher.buffer(k);
+                let mut got = 0;
+                while got < k {
+                    let n = tar.read_data(&mut buf[got..k])?;
+                    if n == 0 {
+                        bail!("data of {} ends early", dest.display());
+                    }
+                    got += n;
+                }
+                f.write_all(&buf).map_err(werr)?;
+                hasher.data(buf);
+                left -= k as u64;
+                self.bytes += k as u64;
+            }
+            pos = off + len;
         }
-        Ok(hex::encode(hash.finalize()))
+        if h.size > pos {
+            hasher.zeros(h.size - pos);
+        }
+        if h.sparse.is_some() {
+            // A trailing hole (or an empty last segment) sets the length.
+            f.set_len(h.size).map_err(werr)?;
+        }
+        self.next_token += 1;
+        hasher.end(self.next_token);
+        Ok(self.next_token)
     }
 
     fn owner(&mut self, dest: &Path, h: &Header) -> Result<()> {
@@ -297,6 +350,85 @@ impl Extractor {
                 .with_context(|| format!("setting the times of {}", dir.display()))?;
         }
         Ok(())
+    }
+}
+
+const CHUNK: usize = 1 << 20;
+
+fn current_umask() -> u32 {
+    // SAFETY: umask only swaps the process mask; it is put back at once.
+    unsafe {
+        let old = libc::umask(0o022);
+        libc::umask(old);
+        old as u32
+    }
+}
+
+enum HashMsg {
+    Data(Vec<u8>),
+    Zeros(u64),
+    End(u64),
+}
+
+/// Hashes file contents in its own thread, so that writing files does not
+/// wait for SHA-256; buffers go back to the writer for reuse.
+struct Hasher {
+    tx: std::sync::mpsc::SyncSender<HashMsg>,
+    back: std::sync::mpsc::Receiver<Vec<u8>>,
+    handle: std::thread::JoinHandle<HashMap<u64, String>>,
+}
+
+impl Hasher {
+    fn spawn() -> Hasher {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<HashMsg>(16);
+        let (back_tx, back) = std::sync::mpsc::channel::<Vec<u8>>();
+        let handle = std::thread::spawn(move || {
+            let mut out = HashMap::new();
+            let mut h = Sha256::new();
+            for msg in rx {
+                match msg {
+                    HashMsg::Data(mut buf) => {
+                        h.update(&buf);
+                        buf.clear();
+                        let _ = back_tx.send(buf);
+                    }
+                    HashMsg::Zeros(n) => super::create::hash_zeros(&mut h, n),
+                    HashMsg::End(token) => {
+                        let done = std::mem::replace(&mut h, Sha256::new());
+                        out.insert(token, hex::encode(done.finalize()));
+                    }
+                }
+            }
+            out
+        });
+        Hasher { tx, back, handle }
+    }
+
+    /// A buffer of `len` bytes to fill (recycled when one is free).
+    fn buffer(&mut self, len: usize) -> Vec<u8> {
+        let mut b = self
+            .back
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(CHUNK));
+        b.resize(len, 0);
+        b
+    }
+
+    fn data(&mut self, buf: Vec<u8>) {
+        let _ = self.tx.send(HashMsg::Data(buf));
+    }
+
+    fn zeros(&mut self, n: u64) {
+        let _ = self.tx.send(HashMsg::Zeros(n));
+    }
+
+    fn end(&mut self, token: u64) {
+        let _ = self.tx.send(HashMsg::End(token));
+    }
+
+    fn finish(self) -> HashMap<u64, String> {
+        drop(self.tx);
+        self.handle.join().unwrap_or_default()
     }
 }
 

@@ -205,16 +205,21 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport> {
                     }
                 }
             }
-            match extract_archive(
+            let mut bad_files = Vec::new();
+            let res = extract_archive(
                 &path,
                 &mut ex,
                 &mut wanted,
                 &leader_for,
                 &mut progress,
                 &mut report,
-            ) {
-                Ok(()) => {}
-                Err(e) => damage.push(format!("generation {}: archive {}: {e:#}", g.id, info.file)),
+                &mut bad_files,
+            );
+            for b in bad_files {
+                damage.push(format!("generation {}: archive {}: {b}", g.id, info.file));
+            }
+            if let Err(e) = res {
+                damage.push(format!("generation {}: archive {}: {e:#}", g.id, info.file));
             }
             if !wanted.is_empty() {
                 let mut missing: Vec<&Vec<u8>> = wanted.keys().collect();
@@ -337,6 +342,43 @@ fn extract_archive(
     leader_for: &HashMap<Vec<u8>, &FileRecord>,
     progress: &mut Progress,
     report: &mut RestoreReport,
+    damaged: &mut Vec<String>,
+) -> Result<()> {
+    // Content hashes come back from the hashing thread by token.
+    let mut expected: HashMap<u64, (String, String)> = HashMap::new();
+    let res = extract_entries(
+        path,
+        ex,
+        wanted,
+        leader_for,
+        progress,
+        report,
+        &mut expected,
+    );
+    let sums = ex.take_hashes();
+    let mut bad: Vec<&String> = expected
+        .iter()
+        .filter(|(t, (_, want))| sums.get(t).is_some_and(|got| got != want))
+        .map(|(_, (name, _))| name)
+        .collect();
+    bad.sort();
+    for name in bad {
+        // Written all the same; the rest of the archive was read on.
+        damaged.push(format!(
+            "file {name}: content does not match its SHA-256 (damaged)"
+        ));
+    }
+    res
+}
+
+fn extract_entries(
+    path: &Path,
+    ex: &mut Extractor,
+    wanted: &mut Wanted,
+    leader_for: &HashMap<Vec<u8>, &FileRecord>,
+    progress: &mut Progress,
+    report: &mut RestoreReport,
+    expected: &mut HashMap<u64, (String, String)>,
 ) -> Result<()> {
     let stream = ArchiveStream::open(path)?;
     let mut tar = TarReader::new(stream);
@@ -360,31 +402,18 @@ fn extract_archive(
                 _ => continue,
             },
         };
-        // A link whose leader went to another path already.
-        if h.kind == EntryKind::HardLink
-            && leader_for
-                .get(&normalize(&h.link)?)
-                .is_some_and(|m| m.path.0 == rel)
-        {
-            continue;
-        }
         check_header(&h, rec).map_err(|e| Damaged(format!("file {last}: {e}")))?;
-        let sum = ex.extract(&mut tar, &h, &dest_rel).map_err(|e| {
-            match e.downcast::<super::tar::TarError>() {
-                Ok(t) => anyhow::Error::from(t).context(format!("damaged inside {last}")),
-                Err(e) => e,
-            }
+        let token = ex.extract(&mut tar, &h, &dest_rel).map_err(|e| match e
+            .downcast::<super::tar::TarError>()
+        {
+            Ok(t) => anyhow::Error::from(t).context(format!("damaged inside {last}")),
+            Err(e) => e,
         })?;
         if dest_rel != rel && h.kind == EntryKind::File {
             ex.alias_leader(&rel, ex.dest_of(&dest_rel));
         }
-        if let (Some(got), Some(want)) = (&sum, &rec.sha256) {
-            if got != want {
-                return Err(Damaged(format!(
-                    "file {last}: content does not match its SHA-256 (damaged)"
-                ))
-                .into());
-            }
+        if let (Some(t), Some(want)) = (token, &rec.sha256) {
+            expected.insert(t, (last.clone(), want.clone()));
         }
         report.files += 1;
         if h.kind == EntryKind::File {

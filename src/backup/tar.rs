@@ -468,7 +468,10 @@ impl<R: Read> TarReader<R> {
     }
 
     fn skip(&mut self, mut n: u64, what: &'static str) -> Result<()> {
-        let mut buf = vec![0u8; 64 * 1024];
+        if n == 0 {
+            return Ok(());
+        }
+        let mut buf = [0u8; 8192];
         while n > 0 {
             let k = n.min(buf.len() as u64) as usize;
             self.read_exact_or(&mut buf[..k], what)?;

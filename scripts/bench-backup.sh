@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# Backup and restore throughput of `lifeboat backup` against GNU tar + gzip
+# (ReaR's default) and GNU tar --zstd, on the same tree, in the same run.
+#
+#   scripts/bench-backup.sh [WORKDIR]     (as root; default /var/tmp/lifeboat-bench)
+#
+# The tree (about 1.3 GB): copies of /usr/share and /usr/bin (many small
+# files, text and binaries) plus generated data: compressible logs, a
+# database-like file, incompressible random data and a sparse image.
+# Every run starts from a warm page cache (the tree is read once first), so
+# the figures compare CPU and write paths, not the first read from disk.
+# LIFEBOAT_BENCH_KEEP=1 keeps the tree for the next run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+work=${1:-/var/tmp/lifeboat-bench}
+tree=$work/tree
+out=$work/out
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
+lifeboat=$CARGO_TARGET_DIR/release/lifeboat
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "bench-backup.sh: run as root (owners and device nodes)" >&2
+    exit 1
+fi
+for tool in tar gzip zstd python3; do
+    command -v "$tool" >/dev/null || { echo "bench-backup.sh: $tool missing" >&2; exit 1; }
+done
+
+cargo build --release --locked --quiet
+
+if [ ! -d "$tree" ]; then
+    echo "== generating $tree"
+    mkdir -p "$tree/usr" "$tree/data"
+    cp -a /usr/share /usr/bin "$tree/usr/"
+    python3 - "$tree/data" <<'PY'
+import os, random, sys
+d = sys.argv[1]
+r = random.Random(42)
+words = [w.strip() for w in open("/usr/share/dict/words")] if os.path.exists("/usr/share/dict/words") else \
+    "error warning info debug request response user session cache disk network timeout retry".split()
+# Logs: 200 MB of compressible text.
+with open(f"{d}/app.log", "w") as f:
+    n = 0
+    while n < 200 << 20:
+        line = "2026-11-%02d %02d:%02d:%02d host%d %s: %s\n" % (
+            r.randint(1, 28), r.randint(0, 23), r.randint(0, 59), r.randint(0, 59),
+            r.randint(1, 9), r.choice(["INFO", "WARN", "ERROR"]),
+            " ".join(r.choice(words) for _ in range(r.randint(4, 14))))
+        f.write(line)
+        n += len(line)
+# A database-like file: records with numbers, ids and padding (100 MB).
+with open(f"{d}/table.db", "wb") as f:
+    for i in range((100 << 20) // 256):
+        rec = b"%08d|%s|%d|" % (i, r.choice(words).encode(), r.randint(0, 10**9))
+        f.write(rec + os.urandom(32) + b"\0" * (256 - len(rec) - 32))
+# Incompressible data (media, already compressed files): 50 MB.
+with open(f"{d}/random.bin", "wb") as f:
+    f.write(os.urandom(50 << 20))
+# Many small generated files: 20,000 config-like files.
+for i in range(200):
+    sub = f"{d}/small/{i:03d}"
+    os.makedirs(sub)
+    for j in range(100):
+        with open(f"{sub}/f{j:03d}.conf", "w") as f:
+            f.write("".join("%s = %d\n" % (r.choice(words), r.randint(0, 1000)) for _ in range(r.randint(1, 60))))
+# A sparse VM image: 2 GB apparent, 40 MB of data.
+with open(f"{d}/vm.img", "wb") as f:
+    f.truncate(2 << 30)
+    for k in range(40):
+        f.seek(r.randrange(0, (2 << 30) - (1 << 20)))
+        f.write(os.urandom(1 << 19) + b"\0" * (1 << 19))
+PY
+fi
+
+files=$(find "$tree" | wc -l)
+bytes=$(du -sb --apparent-size "$tree/usr" "$tree/data" | awk '{s+=$1} END {print s}')
+alloc=$(du -sb "$tree" | awk '{print $1}')
+echo "== tree: $files entries, $alloc bytes on disk ($bytes apparent incl. a 2 GiB sparse image)"
+
+rm -rf "$out"
+mkdir -p "$out"
+# Warm the page cache so every contender reads from memory.
+tar -cf - -C "$tree" . | cat >/dev/null
+
+now() { date +%s.%N; }
+declare -A secs size
+measure() { # name, command...
+    local name=$1
+    shift
+    sync
+    local t0 t1
+    t0=$(now)
+    "$@"
+    sync
+    t1=$(now)
+    secs[$name]=$(echo "$t1 - $t0" | bc -l)
+    printf '   %-22s %8.1f s\n' "$name" "${secs[$name]}"
+}
+
+echo "== backup"
+measure tar-gzip-backup tar --sparse -czf "$out/tree.tar.gz" -C "$tree" .
+size[tar-gzip]=$(stat -c %s "$out/tree.tar.gz")
+measure tar-zstd-backup tar --sparse --zstd -cf "$out/tree.tar.zst" -C "$tree" .
+size[tar-zstd]=$(stat -c %s "$out/tree.tar.zst")
+measure lifeboat-backup "$lifeboat" backup create --quiet --to "$out/lifeboat" --source "$tree"
+size[lifeboat]=$(du -sb "$out/lifeboat" | awk '{print $1}')
+
+echo "== restore"
+restore_into() { rm -rf "$out/r"; mkdir -p "$out/r"; }
+restore_into
+measure tar-gzip-restore tar --sparse -xzpf "$out/tree.tar.gz" -C "$out/r"
+restore_into
+measure tar-zstd-restore tar --sparse --zstd -xpf "$out/tree.tar.zst" -C "$out/r"
+restore_into
+measure lifeboat-restore "$lifeboat" backup restore --quiet --from "$out/lifeboat" --to "$out/r"
+rm -rf "$out/r"
+
+echo
+echo "== results (data: $((alloc / 1000000)) MB on disk, $files entries; rates over on-disk bytes)"
+printf '%-10s %12s %12s %14s %14s\n' tool "backup s" "restore s" "size MB" "backup MB/s"
+for t in tar-gzip tar-zstd lifeboat; do
+    printf '%-10s %12.1f %12.1f %14.1f %14.1f\n' "$t" "${secs[$t-backup]}" "${secs[$t-restore]}" \
+        "$(echo "${size[$t]} / 1000000" | bc -l)" "$(echo "$alloc / ${secs[$t-backup]} / 1000000" | bc -l)"
+done
+echo
+printf 'lifeboat vs tar+gzip: backup %.2fx faster, restore %.2fx faster, size %.2f of gzip\n' \
+    "$(echo "${secs[tar-gzip-backup]} / ${secs[lifeboat-backup]}" | bc -l)" \
+    "$(echo "${secs[tar-gzip-restore]} / ${secs[lifeboat-restore]}" | bc -l)" \
+    "$(echo "${size[lifeboat]} / ${size[tar-gzip]}" | bc -l)"
+printf 'lifeboat vs tar --zstd: backup %.2fx faster, restore %.2fx faster, size %.2f of tar --zstd\n' \
+    "$(echo "${secs[tar-zstd-backup]} / ${secs[lifeboat-backup]}" | bc -l)" \
+    "$(echo "${secs[tar-zstd-restore]} / ${secs[lifeboat-restore]}" | bc -l)" \
+    "$(echo "${size[lifeboat]} / ${size[tar-zstd]}" | bc -l)"
+echo "(2 cores: $(nproc); $(tar --version | head -n1); $(zstd --version); lifeboat $("$lifeboat" --version))"
+
+rm -rf "$out"
+if [ "${LIFEBOAT_BENCH_KEEP:-0}" != 1 ]; then
+    rm -rf "$tree"
+fi
