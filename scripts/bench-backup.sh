@@ -74,28 +74,30 @@ PY
 fi
 
 files=$(find "$tree" | wc -l)
-bytes=$(du -sb --apparent-size "$tree/usr" "$tree/data" | awk '{s+=$1} END {print s}')
-alloc=$(du -sb "$tree" | awk '{print $1}')
-echo "== tree: $files entries, $alloc bytes on disk ($bytes apparent incl. a 2 GiB sparse image)"
+bytes=$(du -s --apparent-size --block-size=1 "$tree" | awk '{print $1}')
+alloc=$(du -s --block-size=1 "$tree" | awk '{print $1}')
+echo "== tree: $files entries, $((alloc / 1000000)) MB on disk ($((bytes / 1000000)) MB apparent, with a 2 GiB sparse image)"
 
 rm -rf "$out"
 mkdir -p "$out"
 # Warm the page cache so every contender reads from memory.
 tar -cf - -C "$tree" . | cat >/dev/null
 
-now() { date +%s.%N; }
-declare -A secs size
-measure() { # name, command...
+declare -A secs cpu size
+measure() { # name, command...: wall seconds (with the final sync) and CPU seconds
     local name=$1
     shift
     sync
+    /usr/bin/time -o "$out/time" -f '%e %U %S' "$@"
     local t0 t1
-    t0=$(now)
-    "$@"
+    t0=$(date +%s.%N)
     sync
-    t1=$(now)
-    secs[$name]=$(echo "$t1 - $t0" | bc -l)
-    printf '   %-22s %8.1f s\n' "$name" "${secs[$name]}"
+    t1=$(date +%s.%N)
+    read -r wall user sys <"$out/time"
+    secs[$name]=$(echo "$wall + $t1 - $t0" | bc -l)
+    cpu[$name]=$(echo "$user + $sys" | bc -l)
+    printf '   %-18s %7.1f s wall (%5.1f s + sync %4.1f s), %6.1f s CPU\n' "$name" \
+        "${secs[$name]}" "$wall" "$(echo "$t1 - $t0" | bc -l)" "${cpu[$name]}"
 }
 
 echo "== backup"
@@ -103,35 +105,50 @@ measure tar-gzip-backup tar --sparse -czf "$out/tree.tar.gz" -C "$tree" .
 size[tar-gzip]=$(stat -c %s "$out/tree.tar.gz")
 measure tar-zstd-backup tar --sparse --zstd -cf "$out/tree.tar.zst" -C "$tree" .
 size[tar-zstd]=$(stat -c %s "$out/tree.tar.zst")
-measure lifeboat-backup "$lifeboat" backup create --quiet --to "$out/lifeboat" --source "$tree"
+measure lifeboat-backup "$lifeboat" backup create --quiet --to "$out/lifeboat" --source "$tree" >/dev/null
 size[lifeboat]=$(du -sb "$out/lifeboat" | awk '{print $1}')
 
-echo "== restore"
-restore_into() { rm -rf "$out/r"; mkdir -p "$out/r"; }
-restore_into
+echo "== restore (each into a freshly made ext4 on a loop device, as in a recovery)"
+# A fresh file system per restore: restoring over just-deleted files makes
+# ext4's inode allocator (recently_deleted) dominate and hides the tools.
+fresh_fs() {
+    umount "$out/r" 2>/dev/null || true
+    rm -f "$out/fs.img"
+    truncate -s 8G "$out/fs.img"
+    mkfs.ext4 -q -F "$out/fs.img"
+    mkdir -p "$out/r"
+    mount -o loop "$out/fs.img" "$out/r"
+}
+cleanup() { umount "$out/r" 2>/dev/null || true; rm -f "$out/fs.img"; }
+trap cleanup EXIT
+fresh_fs
 measure tar-gzip-restore tar --sparse -xzpf "$out/tree.tar.gz" -C "$out/r"
-restore_into
+fresh_fs
 measure tar-zstd-restore tar --sparse --zstd -xpf "$out/tree.tar.zst" -C "$out/r"
-restore_into
-measure lifeboat-restore "$lifeboat" backup restore --quiet --from "$out/lifeboat" --to "$out/r"
-rm -rf "$out/r"
+fresh_fs
+measure lifeboat-restore "$lifeboat" backup restore --quiet --from "$out/lifeboat" --to "$out/r" >/dev/null
+cleanup
 
 echo
-echo "== results (data: $((alloc / 1000000)) MB on disk, $files entries; rates over on-disk bytes)"
-printf '%-10s %12s %12s %14s %14s\n' tool "backup s" "restore s" "size MB" "backup MB/s"
+echo "== results ($((alloc / 1000000)) MB of data on disk, $files entries; MB/s over that)"
+printf '%-9s %9s %7s %8s %10s %7s %8s %11s\n' tool "backup s" "MB/s" "CPU s" "restore s" "MB/s" "CPU s" "archive MB"
 for t in tar-gzip tar-zstd lifeboat; do
-    printf '%-10s %12.1f %12.1f %14.1f %14.1f\n' "$t" "${secs[$t-backup]}" "${secs[$t-restore]}" \
-        "$(echo "${size[$t]} / 1000000" | bc -l)" "$(echo "$alloc / ${secs[$t-backup]} / 1000000" | bc -l)"
+    printf '%-9s %9.1f %7.1f %8.1f %10.1f %7.1f %8.1f %11.1f\n' "$t" \
+        "${secs[$t-backup]}" "$(echo "$alloc / ${secs[$t-backup]} / 1000000" | bc -l)" "${cpu[$t-backup]}" \
+        "${secs[$t-restore]}" "$(echo "$alloc / ${secs[$t-restore]} / 1000000" | bc -l)" "${cpu[$t-restore]}" \
+        "$(echo "${size[$t]} / 1000000" | bc -l)"
 done
 echo
-printf 'lifeboat vs tar+gzip: backup %.2fx faster, restore %.2fx faster, size %.2f of gzip\n' \
-    "$(echo "${secs[tar-gzip-backup]} / ${secs[lifeboat-backup]}" | bc -l)" \
-    "$(echo "${secs[tar-gzip-restore]} / ${secs[lifeboat-restore]}" | bc -l)" \
-    "$(echo "${size[lifeboat]} / ${size[tar-gzip]}" | bc -l)"
-printf 'lifeboat vs tar --zstd: backup %.2fx faster, restore %.2fx faster, size %.2f of tar --zstd\n' \
-    "$(echo "${secs[tar-zstd-backup]} / ${secs[lifeboat-backup]}" | bc -l)" \
-    "$(echo "${secs[tar-zstd-restore]} / ${secs[lifeboat-restore]}" | bc -l)" \
-    "$(echo "${size[lifeboat]} / ${size[tar-zstd]}" | bc -l)"
+ratio() { echo "${1} / ${2}" | bc -l; }
+printf 'lifeboat vs tar+gzip:   backup %.2fx faster (%.2fx less CPU), restore %.2fx faster (%.2fx less CPU), size %.2f of gzip\n' \
+    "$(ratio "${secs[tar-gzip-backup]}" "${secs[lifeboat-backup]}")" "$(ratio "${cpu[tar-gzip-backup]}" "${cpu[lifeboat-backup]}")" \
+    "$(ratio "${secs[tar-gzip-restore]}" "${secs[lifeboat-restore]}")" "$(ratio "${cpu[tar-gzip-restore]}" "${cpu[lifeboat-restore]}")" \
+    "$(ratio "${size[lifeboat]}" "${size[tar-gzip]}")"
+printf 'lifeboat vs tar --zstd: backup %.2fx faster (%.2fx less CPU), restore %.2fx faster (%.2fx less CPU), size %.2f of tar --zstd\n' \
+    "$(ratio "${secs[tar-zstd-backup]}" "${secs[lifeboat-backup]}")" "$(ratio "${cpu[tar-zstd-backup]}" "${cpu[lifeboat-backup]}")" \
+    "$(ratio "${secs[tar-zstd-restore]}" "${secs[lifeboat-restore]}")" "$(ratio "${cpu[tar-zstd-restore]}" "${cpu[lifeboat-restore]}")" \
+    "$(ratio "${size[lifeboat]}" "${size[tar-zstd]}")"
+echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine slows every contender)"
 echo "(2 cores: $(nproc); $(tar --version | head -n1); $(zstd --version); lifeboat $("$lifeboat" --version))"
 
 rm -rf "$out"
