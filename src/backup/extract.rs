@@ -47,6 +47,8 @@ pub struct Extractor {
     /// Directory modes and times, set last (deepest first).
     dirs: Vec<(PathBuf, u32, i64, u32)>,
     hasher: Option<Hasher>,
+    pool: Option<Pool>,
+    done: Vec<Done>,
     next_token: u64,
     umask: u32,
     /// Metadata that could not be restored (xattrs the target refuses...).
@@ -65,6 +67,8 @@ impl Extractor {
             links: HashMap::new(),
             dirs: Vec::new(),
             hasher: Some(Hasher::spawn()),
+            pool: Some(Pool::spawn(euid == 0)),
+            done: Vec::new(),
             next_token: 0,
             umask: current_umask(),
             warnings: Vec::new(),
@@ -112,6 +116,50 @@ impl Extractor {
                 self.dirs.push((dest, h.mode, h.mtime_sec, h.mtime_nsec));
                 return Ok(None);
             }
+            EntryKind::File if h.sparse.is_none() && h.size <= SMALL => {
+                let mut data = vec![0u8; h.size as usize];
+                let mut got = 0;
+                while got < data.len() {
+                    let n = tar.read_data(&mut data[got..])?;
+                    if n == 0 {
+                        bail!("data of {} ends early", dest.display());
+                    }
+                    got += n;
+                }
+                self.bytes += h.size;
+                let xattrs = if h.xattrs.is_empty() && h.acl_access.is_none() {
+                    Vec::new()
+                } else {
+                    self.xattr_list(&dest, h, false)
+                };
+                self.next_token += 1;
+                let job = FileJob {
+                    dest: dest.clone(),
+                    data,
+                    mode: h.mode,
+                    uid: h.uid,
+                    gid: h.gid,
+                    chown: h.uid != self.euid || h.gid != self.egid,
+                    direct: h.mode & !0o777 == 0 && h.mode & self.umask == 0,
+                    xattrs,
+                    mtime: (h.mtime_sec, h.mtime_nsec),
+                    token: self.next_token,
+                };
+                let pool = self.pool.as_mut().expect("pool runs until drop");
+                pool.tx
+                    .as_ref()
+                    .expect("open")
+                    .send(job)
+                    .map_err(|_| anyhow::anyhow!("file writer threads stopped"))?;
+                pool.in_flight += 1;
+                // Collect what is done without waiting.
+                while let Ok(d) = pool.rx.try_recv() {
+                    pool.in_flight -= 1;
+                    self.done.push(d);
+                }
+                self.links.insert(rel.to_vec(), dest);
+                return Ok(Some(self.next_token));
+            }
             EntryKind::File => {
                 // Created with its final permissions when the umask lets
                 // them through (saves a chmod per file).
@@ -158,6 +206,8 @@ impl Extractor {
         match h.kind {
             EntryKind::Dir | EntryKind::File => unreachable!("handled above"),
             EntryKind::HardLink => {
+                // The leader may still be in a worker's hands.
+                self.drain()?;
                 let leader = normalize(&h.link)?;
                 let Some(src) = self.links.get(&leader).cloned() else {
                     bail!(
@@ -211,16 +261,50 @@ impl Extractor {
         Ok(())
     }
 
+    /// Waits for the worker threads' files; the first error they met.
+    fn drain(&mut self) -> Result<()> {
+        if let Some(pool) = self.pool.as_mut() {
+            while pool.in_flight > 0 {
+                let d = pool
+                    .rx
+                    .recv()
+                    .map_err(|_| anyhow::anyhow!("file writer threads stopped"))?;
+                pool.in_flight -= 1;
+                self.done.push(d);
+            }
+        }
+        let mut first = None;
+        for d in &mut self.done {
+            for w in d.warnings.drain(..) {
+                if self.warnings.len() < 1000 {
+                    self.warnings.push(w);
+                }
+            }
+            if first.is_none() {
+                first = d.error.take();
+            }
+        }
+        match first {
+            Some(e) => bail!("{e}"),
+            None => Ok(()),
+        }
+    }
+
     /// The SHA-256 of every file written since the last call, by token.
-    pub fn take_hashes(&mut self) -> HashMap<u64, String> {
-        match self.hasher.take() {
+    pub fn take_hashes(&mut self) -> Result<HashMap<u64, String>> {
+        self.drain()?;
+        let mut out = match self.hasher.take() {
             Some(h) => {
                 let out = h.finish();
                 self.hasher = Some(Hasher::spawn());
                 out
             }
             None => HashMap::new(),
+        };
+        for d in self.done.drain(..) {
+            out.insert(d.token, d.sha256);
         }
+        Ok(out)
     }
 
     /// Records that a hard-link leader's content is at `dest` (when the
@@ -303,6 +387,15 @@ impl Extractor {
     }
 
     fn xattrs(&mut self, dest: &Path, h: &Header, is_dir: bool) {
+        let list = self.xattr_list(dest, h, is_dir);
+        for w in apply_xattrs(dest, list, self.is_root_user) {
+            self.warn(dest, &w);
+        }
+    }
+
+    /// The xattrs to set for `h`: its SCHILY.xattr records plus ACLs that
+    /// came only as text, security.capability last.
+    fn xattr_list(&mut self, dest: &Path, h: &Header, is_dir: bool) -> Vec<(Vec<u8>, Vec<u8>)> {
         let mut list: Vec<(Vec<u8>, Vec<u8>)> = h.xattrs.clone();
         let has = |l: &[(Vec<u8>, Vec<u8>)], n: &[u8]| l.iter().any(|(k, _)| k == n);
         if let Some(text) = &h.acl_access {
@@ -323,14 +416,7 @@ impl Extractor {
         }
         // security.capability last: nothing after it may clear it.
         list.sort_by_key(|(k, _)| k.as_slice() == b"security.capability");
-        for (name, value) in list {
-            if let Err(e) = fsio::set_xattr(dest, &name, &value) {
-                if !self.is_root_user && name.starts_with(b"trusted.") {
-                    continue;
-                }
-                self.warn(dest, &format!("xattr {}: {e}", show(&name)));
-            }
-        }
+        list
     }
 
     fn warn(&mut self, dest: &Path, what: &str) {
@@ -341,6 +427,8 @@ impl Extractor {
 
     /// Sets directory modes and times, deepest first.
     pub fn finish(&mut self) -> Result<()> {
+        self.drain()?;
+        self.done.clear();
         let mut dirs = std::mem::take(&mut self.dirs);
         dirs.sort_by_key(|d| std::cmp::Reverse(d.0.as_os_str().len()));
         for (dir, mode, sec, nsec) in dirs {
@@ -354,6 +442,152 @@ impl Extractor {
 }
 
 const CHUNK: usize = 1 << 20;
+
+/// Files up to this size are written by the worker threads.
+const SMALL: u64 = 1 << 20;
+const WORKERS: usize = 2;
+
+fn apply_xattrs(dest: &Path, list: Vec<(Vec<u8>, Vec<u8>)>, is_root: bool) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for (name, value) in list {
+        if let Err(e) = fsio::set_xattr(dest, &name, &value) {
+            if !is_root && name.starts_with(b"trusted.") {
+                continue;
+            }
+            warnings.push(format!("xattr {}: {e}", show(&name)));
+        }
+    }
+    warnings
+}
+
+/// A small file, read whole, for a worker to create, fill and finish.
+struct FileJob {
+    dest: PathBuf,
+    data: Vec<u8>,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    chown: bool,
+    direct: bool,
+    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    mtime: (i64, u32),
+    token: u64,
+}
+
+struct Done {
+    token: u64,
+    sha256: String,
+    warnings: Vec<String>,
+    error: Option<String>,
+}
+
+/// Worker threads that write small files, so that creating files (the
+/// kernel's share of a restore) runs on every core.
+struct Pool {
+    tx: Option<std::sync::mpsc::SyncSender<FileJob>>,
+    rx: std::sync::mpsc::Receiver<Done>,
+    handles: Vec<std::thread::JoinHandle<()>>,
+    in_flight: usize,
+}
+
+impl Pool {
+    fn spawn(is_root: bool) -> Pool {
+        let (tx, jobs) = std::sync::mpsc::sync_channel::<FileJob>(64);
+        let jobs = std::sync::Arc::new(std::sync::Mutex::new(jobs));
+        let (done_tx, rx) = std::sync::mpsc::channel::<Done>();
+        let handles = (0..WORKERS)
+            .map(|_| {
+                let jobs = jobs.clone();
+                let done_tx = done_tx.clone();
+                std::thread::spawn(move || loop {
+                    let job = match jobs.lock() {
+                        Ok(j) => j.recv(),
+                        Err(_) => return,
+                    };
+                    let Ok(job) = job else { return };
+                    let token = job.token;
+                    let sha256 = hex::encode(Sha256::digest(&job.data));
+                    let (warnings, error) = match write_job(job, is_root) {
+                        Ok(w) => (w, None),
+                        Err(e) => (Vec::new(), Some(format!("{e:#}"))),
+                    };
+                    let _ = done_tx.send(Done {
+                        token,
+                        sha256,
+                        warnings,
+                        error,
+                    });
+                })
+            })
+            .collect();
+        Pool {
+            tx: Some(tx),
+            rx,
+            handles,
+            in_flight: 0,
+        }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.tx.take();
+        for h in self.handles.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
+fn write_job(job: FileJob, is_root: bool) -> Result<Vec<String>> {
+    let dest = &job.dest;
+    let mode = if job.direct { job.mode } else { 0o600 };
+    let create = || {
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(dest)
+    };
+    let mut f = match create() {
+        Ok(f) => Ok(f),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if let Some(parent) = dest.parent() {
+                fs::create_dir_all(parent)
+                    .with_context(|| format!("creating {}", parent.display()))?;
+            }
+            create()
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            match fs::symlink_metadata(dest) {
+                Ok(m) if m.is_dir() => fs::remove_dir(dest),
+                _ => fs::remove_file(dest),
+            }
+            .with_context(|| format!("replacing {}", dest.display()))?;
+            create()
+        }
+        Err(e) => Err(e),
+    }
+    .with_context(|| format!("creating {}", dest.display()))?;
+    f.write_all(&job.data)
+        .with_context(|| format!("writing {}", dest.display()))?;
+    if job.chown {
+        match fsio::lchown(dest, job.uid, job.gid) {
+            Ok(()) => {}
+            Err(e) if !is_root && e.raw_os_error() == Some(libc::EPERM) => {}
+            Err(e) => {
+                return Err(e).with_context(|| format!("setting the owner of {}", dest.display()))
+            }
+        }
+    }
+    if !job.direct || job.chown {
+        f.set_permissions(fs::Permissions::from_mode(job.mode))
+            .with_context(|| format!("setting the mode of {}", dest.display()))?;
+    }
+    let warnings = apply_xattrs(dest, job.xattrs, is_root);
+    set_fd_times(&f, job.mtime.0, job.mtime.1)
+        .with_context(|| format!("setting the times of {}", dest.display()))?;
+    Ok(warnings)
+}
 
 fn current_umask() -> u32 {
     // SAFETY: umask only swaps the process mask; it is put back at once.

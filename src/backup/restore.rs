@@ -355,7 +355,11 @@ fn extract_archive(
         report,
         &mut expected,
     );
-    let sums = ex.take_hashes();
+    let sums = match ex.take_hashes() {
+        Ok(s) => s,
+        // Writing failed (a full or read-only target...): stop here.
+        Err(e) => return res.and(Err(e)),
+    };
     let mut bad: Vec<&String> = expected
         .iter()
         .filter(|(t, (_, want))| sums.get(t).is_some_and(|got| got != want))
