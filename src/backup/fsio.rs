@@ -190,3 +190,14 @@ pub fn fs_used_bytes(path: &Path) -> io::Result<u64> {
     let st = nix::sys::statvfs::statvfs(path).map_err(io::Error::from)?;
     Ok((st.blocks() - st.blocks_free()) * st.fragment_size())
 }
+
+/// Flushes the whole file system holding `path` to disk (syncfs).
+pub fn sync_fs(path: &Path) -> io::Result<()> {
+    let dir = File::open(path)?;
+    // SAFETY: syncfs on an open descriptor.
+    if unsafe { libc::syncfs(dir.as_raw_fd()) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}

@@ -67,3 +67,79 @@ pub fn status(dir: &Path) -> Result<Status> {
         last_verify,
     })
 }
+
+/// Used bytes per file system of a generation's manifest, keyed as the
+/// planner keys file systems (the Layout's UUID, else its device): what
+/// each new file system must hold at least. File systems of the manifest
+/// that the Layout does not know (`--source` trees) are left out.
+pub fn used_bytes_by_fs(
+    manifest: &Manifest,
+    layout: &crate::layout::Layout,
+) -> std::collections::BTreeMap<String, u64> {
+    let mut out = std::collections::BTreeMap::new();
+    for fs in &manifest.filesystems {
+        let mp = fs.mountpoint.to_string();
+        let found = layout.filesystems.iter().find(|l| {
+            fs.device.as_deref() == Some(l.device.as_str()) || l.mountpoints.contains(&mp)
+        });
+        if let Some(l) = found {
+            let key = l.uuid.clone().unwrap_or_else(|| l.device.clone());
+            let used = fs.used_bytes.max(fs.allocated_bytes);
+            let e = out.entry(key).or_insert(0);
+            *e = (*e).max(used);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn used_bytes_are_keyed_like_the_planner() {
+        let layout: crate::layout::Layout = serde_json::from_value(serde_json::json!({
+            "schema_version": "1.0", "lifeboat_version": "0", "captured_at": "x",
+            "host": {"hostname": "h", "os_pretty_name": null, "os_id": null,
+                "os_version_id": null, "arch": "x86_64", "kernel": "6", "firmware": "bios"},
+            "disks": [],
+            "boot": {"firmware": "bios", "grub": [], "esps": [], "efi_entries": [],
+                "boot_order": [], "boot_current": null, "shim": false,
+                "systemd_boot": false, "kernel_cmdline": ""},
+            "filesystems": [
+                {"device": "/dev/vda2", "fstype": "ext4", "uuid": "u-root", "label": null,
+                 "size_bytes": 100, "used_bytes": null, "mountpoints": ["/"],
+                 "params": {"kind": "other"}},
+                {"device": "/dev/vdb1", "fstype": "xfs", "uuid": null, "label": null,
+                 "size_bytes": 100, "used_bytes": null, "mountpoints": ["/home"],
+                 "params": {"kind": "other"}}
+            ]
+        }))
+        .unwrap();
+        let fs = |mp: &str, dev: Option<&str>, used: u64, alloc: u64| manifest::FsManifest {
+            mountpoint: manifest::PathBytes(mp.as_bytes().to_vec()),
+            archive: "a".into(),
+            fstype: None,
+            device: dev.map(String::from),
+            used_bytes: used,
+            data_bytes: 0,
+            allocated_bytes: alloc,
+            file_count: 0,
+            entries: Vec::new(),
+            deleted: Vec::new(),
+        };
+        let m = Manifest {
+            format: manifest::FORMAT,
+            generation: "g".into(),
+            filesystems: vec![
+                fs("/", Some("/dev/vda2"), 5000, 4000),
+                fs("/home", None, 10, 700),
+                fs("/srv/extra", None, 1, 1),
+            ],
+        };
+        let got = used_bytes_by_fs(&m, &layout);
+        let want: std::collections::BTreeMap<String, u64> =
+            [("u-root".to_string(), 5000), ("/dev/vdb1".to_string(), 700)].into();
+        assert_eq!(got, want);
+    }
+}

@@ -235,6 +235,8 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport> {
         }
         ex.finish()?;
         report.warnings.append(&mut ex.warnings);
+        // Restored means on disk: recovery may power off right after.
+        super::fsio::sync_fs(&root).with_context(|| format!("syncing {}", root.display()))?;
     }
     progress.done();
     report.seconds = started.elapsed().as_secs_f64();
