@@ -67,7 +67,9 @@ fn regenerate_guest_fixtures() {
     let (job, run) = run_machine(&s, &dir);
     let out = job.read_back(&s.join("out"));
     assert_eq!(
-        std::fs::read_to_string(out.join("autorun.rc")).ok().as_deref(),
+        std::fs::read_to_string(out.join("autorun.rc"))
+            .ok()
+            .as_deref(),
         Some("0\n"),
         "capture.sh failed:\n{}\n{}",
         std::fs::read_to_string(out.join("autorun.log")).unwrap_or_default(),
@@ -80,5 +82,9 @@ fn regenerate_guest_fixtures() {
         out.join("guest").display(),
         dest.display()
     ));
-    eprintln!("fixtures written to {} in {:.0}s", dest.display(), run.seconds);
+    eprintln!(
+        "fixtures written to {} in {:.0}s",
+        dest.display(),
+        run.seconds
+    );
 }

@@ -2,8 +2,10 @@
 //! from a live system and comparing two of them.
 
 mod model;
+pub mod probe;
 
 pub use model::*;
+pub use probe::{capture, CaptureOptions};
 
 use std::path::Path;
 

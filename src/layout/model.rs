@@ -111,6 +111,10 @@ pub struct GptTable {
     pub partition_entry_lba: u64,
     pub num_partition_entries: u32,
     pub partition_entry_size: u32,
+    /// Damage found while reading (a primary header with a bad CRC read
+    /// from the backup, a missing backup header); empty when both are good.
+    #[serde(default)]
+    pub problems: Vec<String>,
     pub partitions: Vec<GptPartition>,
 }
 
