@@ -4,11 +4,13 @@
 //! exit with 2, so that "different" (1) is never confused with "failed".
 
 mod backup;
+mod layout;
 mod rescue;
 
 use clap::{Parser, Subcommand};
 
 pub use backup::BackupCmd;
+pub use layout::{LayoutCmd, SaveArgs};
 pub use rescue::{InternalCmd, MkrescueArgs};
 
 /// Exit code of a command that failed.
@@ -38,6 +40,12 @@ pub enum Command {
     /// Build the bootable rescue image: vmlinuz, initrd and a hybrid ISO.
     Mkrescue(MkrescueArgs),
 
+    /// Capture, show and compare the storage and boot layout.
+    Layout {
+        #[command(subcommand)]
+        cmd: LayoutCmd,
+    },
+
     /// Back up files, list, verify and restore backups.
     Backup {
         #[command(subcommand)]
@@ -56,6 +64,7 @@ pub enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Mkrescue(args) => rescue::mkrescue(args),
+        Command::Layout { cmd } => layout::run(cmd),
         Command::Backup { cmd } => backup::run(cmd),
         Command::Internal { cmd } => rescue::internal(cmd),
     }

@@ -1,9 +1,12 @@
 //! The Layout model, reading and writing it, and (in submodules) capturing it
 //! from a live system and comparing two of them.
 
+pub mod diff;
 mod model;
 pub mod probe;
+pub mod show;
 
+pub use diff::{diff, Change, ChangeKind};
 pub use model::*;
 pub use probe::{capture, CaptureOptions};
 

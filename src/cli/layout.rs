@@ -1,0 +1,157 @@
+//! `lifeboat layout save|show|diff|check|schema`.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+
+use crate::layout::{self, show, CaptureOptions, Change, Layout};
+use crate::util;
+
+#[derive(Debug, Subcommand)]
+pub enum LayoutCmd {
+    /// Capture the storage and boot layout of this machine and save it.
+    Save(SaveArgs),
+    /// Show a saved layout as a tree (like lsblk), or as JSON.
+    Show {
+        /// Layout file; `-` captures the running system instead.
+        #[arg(value_name = "FILE", default_value = layout::DEFAULT_PATH)]
+        file: PathBuf,
+        /// Print the layout as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compare two layouts by identity. Exit 0: same, 1: different,
+    /// 2: error.
+    Diff {
+        #[arg(value_name = "OLD")]
+        old: PathBuf,
+        #[arg(value_name = "NEW")]
+        new: PathBuf,
+        /// Print the changes as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compare the running system with the saved layout. Exit 0: same,
+    /// 1: different, 2: error.
+    Check {
+        /// The saved layout.
+        #[arg(long, value_name = "FILE", default_value = layout::DEFAULT_PATH)]
+        against: PathBuf,
+        /// Print the changes as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the JSON Schema of the layout format.
+    Schema,
+}
+
+#[derive(Debug, Args)]
+pub struct SaveArgs {
+    /// Where to write the layout (the previous one is kept as FILE.prev).
+    #[arg(short, long, value_name = "FILE", default_value = layout::DEFAULT_PATH)]
+    pub output: PathBuf,
+    /// Also back up each LUKS header (cryptsetup luksHeaderBackup) beside
+    /// the layout, mode 0600. Anyone with a header backup and an old
+    /// passphrase can open the volume: keep these files safe.
+    #[arg(long)]
+    pub luks_headers: bool,
+    /// Mark a disk needed whatever was found on it (repeatable; /dev/sdX,
+    /// kernel name, serial, WWN or by-id name).
+    #[arg(long, value_name = "DEV")]
+    pub include_disk: Vec<String>,
+    /// Mark a disk not needed: recovery leaves it alone (repeatable).
+    #[arg(long, value_name = "DEV")]
+    pub exclude_disk: Vec<String>,
+    /// Capture only this disk and what is built on it (repeatable); loop
+    /// devices of image files can be named here.
+    #[arg(long, value_name = "DEV")]
+    pub only_disk: Vec<String>,
+}
+
+pub fn run(cmd: LayoutCmd) -> Result<u8> {
+    match cmd {
+        LayoutCmd::Save(args) => save(args),
+        LayoutCmd::Show { file, json } => {
+            let l = if file == Path::new("-") {
+                layout::capture(&CaptureOptions::default())?
+            } else {
+                Layout::load(&file)?
+            };
+            if json {
+                print!("{}", l.to_json());
+            } else {
+                print!("{}", show::tree(&l));
+            }
+            Ok(0)
+        }
+        LayoutCmd::Diff { old, new, json } => {
+            let (a, b) = (Layout::load(&old)?, Layout::load(&new)?);
+            report(&layout::diff(&a, &b), json)
+        }
+        LayoutCmd::Check { against, json } => {
+            let saved = Layout::load(&against)?;
+            let live = layout::capture(&CaptureOptions::default())?;
+            report(&layout::diff(&saved, &live), json)
+        }
+        LayoutCmd::Schema => {
+            print!("{}", Layout::json_schema());
+            Ok(0)
+        }
+    }
+}
+
+fn report(changes: &[Change], json: bool) -> Result<u8> {
+    if json {
+        let v = serde_json::json!({ "same": changes.is_empty(), "changes": changes });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else if changes.is_empty() {
+        println!("no changes");
+    } else {
+        for c in changes {
+            println!("{c}");
+        }
+    }
+    Ok(if changes.is_empty() { 0 } else { 1 })
+}
+
+fn save(args: SaveArgs) -> Result<u8> {
+    let start = Instant::now();
+    let dir = match args.output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&dir).with_context(|| {
+        format!(
+            "creating {}; choose another place with --output",
+            dir.display()
+        )
+    })?;
+    let opts = CaptureOptions {
+        devices: args.only_disk,
+        include_disks: args.include_disk,
+        exclude_disks: args.exclude_disk,
+        luks_header_dir: args.luks_headers.then(|| dir.clone()),
+        ..CaptureOptions::default()
+    };
+    let l = layout::capture(&opts)?;
+    let captured = start.elapsed().as_secs_f64();
+    if args.output.exists() {
+        let prev = PathBuf::from(format!("{}.prev", args.output.display()));
+        let old = std::fs::read(&args.output)
+            .with_context(|| format!("reading the previous layout {}", args.output.display()))?;
+        util::write_atomic(&prev, &old, 0o600)?;
+    }
+    util::write_atomic(&args.output, l.to_json().as_bytes(), 0o600)?;
+    print!("{}", show::summary(&l));
+    for x in l.luks.iter().filter_map(|x| x.header_backup.as_ref()) {
+        println!("LUKS header backup: {}", dir.join(x).display());
+    }
+    println!(
+        "layout saved to {} (captured in {:.2}s)",
+        args.output.display(),
+        captured
+    );
+    Ok(0)
+}
