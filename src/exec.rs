@@ -215,6 +215,7 @@ impl Cmd {
             });
         }
         log::debug!("run: {self}");
+        let started = std::time::Instant::now();
         let mut command = Command::new(program);
         command
             .args(&self.args)
@@ -252,6 +253,11 @@ impl Cmd {
             use std::os::unix::process::ExitStatusExt;
             128 + out.status.signal().unwrap_or(0)
         });
+        log::debug!(
+            "exit {code} after {} ms: {}",
+            started.elapsed().as_millis(),
+            self.name
+        );
         Ok(Output {
             code,
             stdout: out.stdout,

@@ -11,6 +11,111 @@ use anyhow::{bail, Context, Result};
 use crate::exec::Cmd;
 use crate::layout::{BtrfsSubvolume, FsParams};
 
+/// Feature flags that say what state a file system is in, not how it was
+/// made (set while mounted, cleared by fsck): not recorded.
+const STATE_FEATURES: &[&str] = &["needs_recovery", "orphan_present"];
+
+/// ext feature names by (word, bit): compat, incompat, ro_compat, in the
+/// order `dumpe2fs -h` lists them (e2p's feature table).
+const EXT_FEATURES: &[(usize, u32, &str)] = &[
+    (0, 0, "dir_prealloc"),
+    (0, 1, "imagic_inodes"),
+    (0, 2, "has_journal"),
+    (0, 3, "ext_attr"),
+    (0, 4, "resize_inode"),
+    (0, 5, "dir_index"),
+    (0, 6, "lazy_bg"),
+    (0, 7, "snapshot_bitmap"),
+    (0, 9, "sparse_super2"),
+    (0, 10, "fast_commit"),
+    (0, 11, "stable_inodes"),
+    (0, 12, "orphan_file"),
+    (1, 0, "compression"),
+    (1, 1, "filetype"),
+    (1, 2, "needs_recovery"),
+    (1, 3, "journal_dev"),
+    (1, 4, "meta_bg"),
+    (1, 6, "extent"),
+    (1, 7, "64bit"),
+    (1, 8, "mmp"),
+    (1, 9, "flex_bg"),
+    (1, 10, "ea_inode"),
+    (1, 12, "dirdata"),
+    (1, 13, "metadata_csum_seed"),
+    (1, 14, "large_dir"),
+    (1, 15, "inline_data"),
+    (1, 16, "encrypt"),
+    (1, 17, "casefold"),
+    (2, 0, "sparse_super"),
+    (2, 1, "large_file"),
+    (2, 3, "huge_file"),
+    (2, 4, "uninit_bg"),
+    (2, 5, "dir_nlink"),
+    (2, 6, "extra_isize"),
+    (2, 7, "snapshot"),
+    (2, 8, "quota"),
+    (2, 9, "bigalloc"),
+    (2, 10, "metadata_csum"),
+    (2, 11, "replica"),
+    (2, 12, "read-only"),
+    (2, 13, "project"),
+    (2, 14, "shared_blocks"),
+    (2, 15, "verity"),
+    (2, 16, "orphan_present"),
+];
+
+/// ext2/3/4 from its superblock (at 1 KiB), read directly: the same
+/// values as `dumpe2fs -h` without a process per file system.
+pub fn parse_ext_superblock(sb: &[u8]) -> Result<ExtInfo> {
+    if sb.len() < 1024 || sb[56..58] != [0x53, 0xef] {
+        bail!("no ext2/3/4 superblock (magic 0xef53 missing)");
+    }
+    let u32at = |o: usize| u32::from_le_bytes(sb[o..o + 4].try_into().unwrap());
+    let u16at = |o: usize| u16::from_le_bytes([sb[o], sb[o + 1]]);
+    let words = [u32at(92), u32at(96), u32at(100)];
+    let is_64bit = words[1] & (1 << 7) != 0;
+    let hi = |o: usize| if is_64bit { (u32at(o) as u64) << 32 } else { 0 };
+    let blocks = u32at(4) as u64 | hi(0x150);
+    let reserved = u32at(8) as u64 | hi(0x154);
+    let log = u32at(24);
+    if log > 6 {
+        bail!("bad ext block size exponent {log}");
+    }
+    let block_size = 1024u32 << log;
+    // Revision 0 file systems have 128-byte inodes and no inode size field.
+    let inode_size = if u32at(76) == 0 { 128 } else { u16at(88) as u32 };
+    let features = EXT_FEATURES
+        .iter()
+        .filter(|(w, bit, name)| words[*w] & (1 << bit) != 0 && !STATE_FEATURES.contains(name))
+        .map(|(_, _, n)| n.to_string())
+        .collect();
+    let percent = if blocks > 0 {
+        (reserved as f64 * 10000.0 / blocks as f64).round() / 100.0
+    } else {
+        0.0
+    };
+    Ok(ExtInfo {
+        params: FsParams::Ext {
+            block_size,
+            inode_size,
+            features,
+            reserved_blocks_percent: percent,
+            inode_count: u32at(0) as u64,
+        },
+        size_bytes: blocks * block_size as u64,
+    })
+}
+
+/// Reads the ext superblock of `path` (see [`parse_ext_superblock`]).
+pub fn read_ext(path: &Path) -> Result<ExtInfo> {
+    let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut sb = vec![0u8; 1024];
+    f.seek(SeekFrom::Start(1024))
+        .and_then(|_| f.read_exact(&mut sb))
+        .with_context(|| format!("reading the ext superblock of {}", path.display()))?;
+    parse_ext_superblock(&sb).with_context(|| format!("ext superblock of {}", path.display()))
+}
+
 /// ext2/3/4 as `dumpe2fs -h` describes it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExtInfo {
@@ -37,7 +142,7 @@ pub fn parse_dumpe2fs(text: &str) -> Result<ExtInfo> {
             "Filesystem features" => {
                 features = v
                     .split_whitespace()
-                    .filter(|f| *f != "(none)")
+                    .filter(|f| *f != "(none)" && !STATE_FEATURES.contains(f))
                     .map(String::from)
                     .collect()
             }
@@ -57,7 +162,8 @@ pub fn parse_dumpe2fs(text: &str) -> Result<ExtInfo> {
     Ok(ExtInfo {
         params: FsParams::Ext {
             block_size: bs,
-            inode_size: inode_size.unwrap_or(256),
+            // Revision 0 file systems have no Inode size line: 128 bytes.
+            inode_size: inode_size.unwrap_or(128),
             features,
             reserved_blocks_percent: percent,
             inode_count: inode_count.unwrap_or(0),
@@ -245,20 +351,23 @@ pub fn parse_get_default(text: &str) -> Option<u64> {
         .ok()
 }
 
-/// Subvolumes and the default subvolume of the btrfs mounted at `mnt`.
-pub fn btrfs_subvolumes(mnt: &Path) -> Result<(Vec<BtrfsSubvolume>, u64)> {
-    let list = Cmd::new("btrfs")
-        .args(["subvolume", "list", "-p", "-u"])
-        .arg(mnt)
-        .read()?;
-    let ro = Cmd::new("btrfs")
-        .args(["subvolume", "list", "-r"])
-        .arg(mnt)
-        .read()?;
-    let def = Cmd::new("btrfs")
-        .args(["subvolume", "get-default"])
-        .arg(mnt)
-        .read()?;
+/// The three commands that describe the subvolumes of the btrfs mounted
+/// at `mnt`: list (with parents and UUIDs), list read-only, get-default.
+pub fn btrfs_cmds(mnt: &Path) -> [Cmd; 3] {
+    [
+        Cmd::new("btrfs").args(["subvolume", "list", "-p", "-u"]).arg(mnt),
+        Cmd::new("btrfs").args(["subvolume", "list", "-r"]).arg(mnt),
+        Cmd::new("btrfs").args(["subvolume", "get-default"]).arg(mnt),
+    ]
+}
+
+/// Subvolumes and the default subvolume from the outputs of [`btrfs_cmds`].
+pub fn btrfs_subvolumes(
+    mnt: &Path,
+    list: String,
+    ro: String,
+    def: String,
+) -> Result<(Vec<BtrfsSubvolume>, u64)> {
     let readonly = parse_subvolume_ids(&ro);
     let default = parse_get_default(&def).with_context(|| {
         format!(
@@ -340,6 +449,35 @@ mod tests {
         ));
         assert_eq!(boot.size_bytes, 64 << 20);
         assert!(parse_dumpe2fs("nothing\n").is_err());
+    }
+
+    /// The superblock reader agrees with dumpe2fs on file systems made with
+    /// different options.
+    #[test]
+    fn ext_superblock_matches_dumpe2fs() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases = [
+            ("ext4", "-b 4096 -I 256 -m 2"),
+            ("ext4", "-b 1024 -I 128 -m 0 -O ^has_journal,quota"),
+            ("ext4", "-b 2048 -O ^64bit,^metadata_csum,inline_data -m 7"),
+            ("ext3", "-b 4096"),
+            ("ext2", "-b 1024 -r 0"),
+        ];
+        for (i, (kind, opts)) in cases.iter().enumerate() {
+            let img = dir.path().join(format!("{i}.img"));
+            std::fs::File::create(&img).unwrap().set_len(48 << 20).unwrap();
+            let mk = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("mkfs.{kind} -q -F {opts} '{}'", img.display()))
+                .output()
+                .unwrap();
+            assert!(mk.status.success(), "{opts}: {}", String::from_utf8_lossy(&mk.stderr));
+            let dump = std::process::Command::new("dumpe2fs").arg("-h").arg(&img).output().unwrap();
+            let want = parse_dumpe2fs(&String::from_utf8_lossy(&dump.stdout)).unwrap();
+            let got = read_ext(&img).unwrap();
+            assert_eq!(got, want, "{kind} {opts}");
+        }
+        assert!(parse_ext_superblock(&[0u8; 1024]).is_err());
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //! [`capture`] reads sysfs, /proc and the devices themselves, and runs each
 //! external tool as few times as it can: one `blkid` for every device, one
 //! `lvm fullreport` and one `vgcfgbackup` for all of LVM, one `mdadm` per
-//! array, one `cryptsetup luksDump` per LUKS device, one `dumpe2fs`/`xfs_db`
-//! per ext/xfs file system, three `btrfs` calls per mounted btrfs. It needs
+//! array, one `cryptsetup luksDump` per LUKS device, one `xfs_db`
+//! per xfs file system (ext and vfat superblocks are read
+//! directly), three `btrfs` calls per mounted btrfs. It needs
 //! no udev: identities come from sysfs and blkid, not /dev/disk/by-*.
 
 pub mod blkid;
@@ -159,9 +160,30 @@ struct Ctx<'a> {
     probes: BTreeMap<String, blkid::Probe>,
     mountinfo: Vec<mounts::MountInfo>,
     unsupported: Vec<Unsupported>,
+    /// Outputs of the commands run in parallel by [`prefetch`], by key.
+    outputs: std::cell::RefCell<BTreeMap<String, Result<String>>>,
 }
 
 impl Ctx<'_> {
+    /// The output of `cmd`: prefetched under `key`, or run now.
+    fn output(&self, key: &str, cmd: impl FnOnce() -> Cmd) -> Result<String> {
+        match self.outputs.borrow_mut().remove(key) {
+            Some(out) => out,
+            None => cmd().read(),
+        }
+    }
+
+    /// Whether `b` holds a LUKS header: blkid says so, or it is open (a
+    /// dm-crypt holder with a LUKS uuid; blkid does not probe devices with
+    /// holders).
+    fn is_luks(&self, b: &BlockDev) -> bool {
+        self.probe(b).and_then(|p| p.fstype.as_deref()) == Some("crypto_LUKS")
+            || b.holders.iter().any(|h| {
+                matches!(self.devs.by_name(h).map(|d| &d.kind),
+                    Some(DevKind::Dm { uuid, .. }) if uuid.starts_with("CRYPT-LUKS1-") || uuid.starts_with("CRYPT-LUKS2-"))
+            })
+    }
+
     fn path(&self, p: &str) -> PathBuf {
         PathBuf::from(blkid::prefixed(&self.opts.root, p))
     }
@@ -263,19 +285,39 @@ pub fn capture(opts: &CaptureOptions) -> Result<Layout> {
         probes: BTreeMap::new(),
         mountinfo,
         unsupported: Vec::new(),
+        outputs: Default::default(),
     };
 
-    // One blkid for every device in scope (by kernel name: devtmpfs always
-    // has those nodes) and every active swap file.
-    let mut paths: Vec<String> = ctx.scoped().map(|b| sysfs::dev_path(&b.name)).collect();
+    // One blkid for the leaves of the device tree in scope (by kernel name:
+    // devtmpfs always has those nodes) and every active swap file. Devices
+    // with holders (md members, PVs and LUKS under dm) are described by the
+    // tools of their stack, and partitioned disks by their partition table.
+    // LVM runs alongside when sysfs already shows logical volumes.
+    let mut paths: Vec<String> = ctx
+        .scoped()
+        .filter(|b| b.holders.is_empty() && !ctx.devs.has_partitions(&b.name))
+        .map(|b| sysfs::dev_path(&b.name))
+        .collect();
     paths.extend(
         swaps
             .iter()
             .filter(|s| s.is_file)
             .map(|s| s.filename.clone()),
     );
-    let raw = blkid::probe_all(&paths, &opts.root)?;
-    for (path, mut p) in raw {
+    let lvm_in_sysfs = opts.root == Path::new("/")
+        && ctx
+            .scoped()
+            .any(|b| matches!(&b.kind, DevKind::Dm { uuid, .. } if uuid.starts_with("LVM-")));
+    let (raw, early_lvm) = {
+        let (devs, dev_root) = (&ctx.devs, ctx.dev_root());
+        std::thread::scope(|s| {
+            let lvm = lvm_in_sysfs.then(|| s.spawn(|| run_lvm(devs, &dev_root)));
+            let raw = blkid::probe_all(&paths, &opts.root);
+            let lvm = lvm.map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the LVM probe panicked"))));
+            (raw, lvm)
+        })
+    };
+    for (path, mut p) in raw? {
         let key = ctx.canonical(&path);
         p.devname = key.clone();
         ctx.probes.insert(key, p);
@@ -284,6 +326,7 @@ pub fn capture(opts: &CaptureOptions) -> Result<Layout> {
     check_unsupported(&mut ctx);
     let mounts = collect_mounts(&ctx);
     let swaps = collect_swaps(&ctx, &swaps, &mounts);
+    prefetch(&ctx, &mounts);
     let md_arrays = collect_md(&mut ctx)?;
     let config_files = ConfigFiles {
         fstab: mounts::parse_fstab(&read_opt(&opts.root.join("etc/fstab")).unwrap_or_default()),
@@ -297,7 +340,7 @@ pub fn capture(opts: &CaptureOptions) -> Result<Layout> {
         ),
     };
     let luks = collect_luks(&ctx, &config_files.crypttab)?;
-    let lvm = collect_lvm(&mut ctx)?;
+    let lvm = collect_lvm(&mut ctx, early_lvm)?;
     let filesystems = collect_filesystems(&ctx, &mounts)?;
     let mut disk_list = collect_disks(&ctx, &disks)?;
     mark_needed(&ctx, &mut disk_list, &mounts, &swaps)?;
@@ -325,6 +368,111 @@ pub fn capture(opts: &CaptureOptions) -> Result<Layout> {
         boot,
         unsupported: ctx.unsupported,
     })
+}
+
+/// LVM in one fullreport and one vgcfgbackup (see [`lvm::capture`]).
+fn run_lvm(devs: &Devices, dev_root: &Path) -> Result<Lvm> {
+    let tmp = tempfile::tempdir().context("creating a scratch folder for vgcfgbackup")?;
+    let canon = |p: &str| devs.canonical(p, dev_root);
+    lvm::capture(tmp.path(), &canon).context("reading LVM")
+}
+
+/// Keys of the commands [`prefetch`] runs.
+fn md_key(b: &BlockDev) -> String {
+    format!("mdadm {}", b.path)
+}
+fn luks_key(b: &BlockDev) -> String {
+    format!("luksDump {}", b.path)
+}
+fn xfs_key(b: &BlockDev) -> String {
+    format!("xfs_db {}", b.path)
+}
+fn btrfs_keys(mp: &str) -> [String; 3] {
+    [
+        format!("btrfs list {mp}"),
+        format!("btrfs list -r {mp}"),
+        format!("btrfs get-default {mp}"),
+    ]
+}
+
+fn md_cmd(ctx: &Ctx, b: &BlockDev) -> Cmd {
+    Cmd::new("mdadm")
+        .args(["--detail", "--export"])
+        .arg(blkid::prefixed(&ctx.opts.root, &sysfs::dev_path(&b.name)))
+}
+fn luks_cmd(ctx: &Ctx, b: &BlockDev) -> Cmd {
+    Cmd::new("cryptsetup")
+        .arg("luksDump")
+        .arg(blkid::prefixed(&ctx.opts.root, &sysfs::dev_path(&b.name)))
+}
+fn xfs_cmd(ctx: &Ctx, b: &BlockDev) -> Cmd {
+    Cmd::new("xfs_db")
+        .args(["-r", "-c", "info"])
+        .arg(blkid::prefixed(&ctx.opts.root, &sysfs::dev_path(&b.name)))
+}
+
+/// The first mount point of the btrfs with this UUID.
+fn btrfs_mountpoint(ctx: &Ctx, mounts: &[Mount], uuid: &str) -> Option<String> {
+    mounts
+        .iter()
+        .find(|m| {
+            ctx.probes
+                .get(&m.source)
+                .is_some_and(|p| p.fstype.as_deref() == Some("btrfs") && p.uuid.as_deref() == Some(uuid))
+        })
+        .map(|m| m.mountpoint.clone())
+}
+
+/// Runs the per-object tool calls (mdadm, cryptsetup, xfs_db, btrfs) side
+/// by side, each in its own thread; their collectors read the outputs.
+fn prefetch(ctx: &Ctx, mounts: &[Mount]) {
+    let mut cmds: Vec<(String, Cmd)> = Vec::new();
+    let mut btrfs_done = BTreeSet::new();
+    for b in ctx.scoped() {
+        let node = ctx.path(&sysfs::dev_path(&b.name)).exists();
+        if !node {
+            continue;
+        }
+        if b.kind == DevKind::Md && b.size_bytes > 0 {
+            cmds.push((md_key(b), md_cmd(ctx, b)));
+        }
+        if ctx.is_luks(b) {
+            cmds.push((luks_key(b), luks_cmd(ctx, b)));
+        }
+        let Some(p) = ctx.probe(b) else { continue };
+        match p.fstype.as_deref() {
+            Some("xfs") => cmds.push((xfs_key(b), xfs_cmd(ctx, b))),
+            Some("btrfs") => {
+                let uuid = p.uuid.clone().unwrap_or_default();
+                if !btrfs_done.insert(uuid.clone()) {
+                    continue;
+                }
+                if let Some(mp) = btrfs_mountpoint(ctx, mounts, &uuid) {
+                    let mnt = ctx.path(&mp);
+                    let [k1, k2, k3] = btrfs_keys(&mp);
+                    let [c1, c2, c3] = fs::btrfs_cmds(&mnt);
+                    cmds.extend([(k1, c1), (k2, c2), (k3, c3)]);
+                }
+            }
+            _ => {}
+        }
+    }
+    let results: Vec<(String, Result<String>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = cmds
+            .into_iter()
+            .map(|(k, c)| (k, s.spawn(move || c.read())))
+            .collect();
+        handles
+            .into_iter()
+            .map(|(k, h)| {
+                let out = h
+                    .join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("the thread running {k} panicked")));
+                (k, out)
+            })
+            .collect()
+    });
+    ctx.outputs.borrow_mut().extend(results);
 }
 
 /// The disks to capture: the named ones, or every disk with a size.
@@ -514,10 +662,8 @@ fn collect_md(ctx: &mut Ctx) -> Result<Vec<MdArray>> {
         if !ctx.node_exists(&b) {
             continue;
         }
-        let text = Cmd::new("mdadm")
-            .args(["--detail", "--export"])
-            .arg(blkid::prefixed(&ctx.opts.root, &sysfs::dev_path(&b.name)))
-            .read()
+        let text = ctx
+            .output(&md_key(&b), || md_cmd(ctx, &b))
             .with_context(|| format!("reading md array {}", b.path))?;
         let detail = md::parse_detail_export(&text);
         let dir = ctx.sys.join("block").join(&b.name);
@@ -561,14 +707,12 @@ fn spec_names(ctx: &Ctx, spec: &str, dev: &BlockDev) -> bool {
 fn collect_luks(ctx: &Ctx, crypttab: &[CrypttabEntry]) -> Result<Vec<LuksDevice>> {
     let mut out = Vec::new();
     for b in ctx.scoped() {
-        if ctx.probe(b).and_then(|p| p.fstype.as_deref()) != Some("crypto_LUKS") {
+        if !ctx.is_luks(b) || !ctx.node_exists(b) {
             continue;
         }
         let dev = blkid::prefixed(&ctx.opts.root, &sysfs::dev_path(&b.name));
-        let text = Cmd::new("cryptsetup")
-            .arg("luksDump")
-            .arg(&dev)
-            .read()
+        let text = ctx
+            .output(&luks_key(b), || luks_cmd(ctx, b))
             .with_context(|| format!("reading the LUKS header of {}", b.path))?;
         let mut l =
             luks::parse_dump(&text).with_context(|| format!("LUKS header of {}", b.path))?;
@@ -584,7 +728,15 @@ fn collect_luks(ctx: &Ctx, crypttab: &[CrypttabEntry]) -> Result<Vec<LuksDevice>
                 }
             }
         }
-        if let Some(entry) = crypttab.iter().find(|e| spec_names(ctx, &e.device, b)) {
+        let names_uuid = |spec: &str| {
+            spec.strip_prefix("UUID=")
+                .or_else(|| spec.strip_prefix("/dev/disk/by-uuid/"))
+                .is_some_and(|u| u.trim_matches('"').eq_ignore_ascii_case(&l.uuid))
+        };
+        if let Some(entry) = crypttab
+            .iter()
+            .find(|e| names_uuid(&e.device) || spec_names(ctx, &e.device, b))
+        {
             l.mapping_name = Some(entry.name.clone());
         }
         if let Some(dir) = &ctx.opts.luks_header_dir {
@@ -622,18 +774,17 @@ fn backup_luks_header(dev: &str, uuid: &str, dir: &Path) -> Result<String> {
     Ok(name)
 }
 
-fn collect_lvm(ctx: &mut Ctx) -> Result<Lvm> {
+fn collect_lvm(ctx: &mut Ctx, early: Option<Result<Lvm>>) -> Result<Lvm> {
     let any = ctx.scoped().any(|b| {
         matches!(&b.kind, DevKind::Dm { uuid, .. } if uuid.starts_with("LVM-"))
             || ctx.probe(b).and_then(|p| p.fstype.as_deref()) == Some("LVM2_member")
     });
     // lvm scans the system's own /dev: it cannot read a fixture tree.
-    if !any || ctx.opts.root != Path::new("/") {
-        return Ok(Lvm::default());
-    }
-    let tmp = tempfile::tempdir().context("creating a scratch folder for vgcfgbackup")?;
-    let canon = |p: &str| ctx.canonical(p);
-    let mut lvm = lvm::capture(tmp.path(), &canon).context("reading LVM")?;
+    let mut lvm = match early {
+        Some(result) => result?,
+        None if any && ctx.opts.root == Path::new("/") => run_lvm(&ctx.devs, &ctx.dev_root())?,
+        None => return Ok(Lvm::default()),
+    };
     // Keep what sits on the captured disks.
     let in_scope = |dev: &str| {
         ctx.devs
@@ -683,20 +834,12 @@ fn collect_filesystems(ctx: &Ctx, mounts: &[Mount]) -> Result<Vec<Filesystem>> {
             .collect();
         let (params, size) = match fstype.as_str() {
             "ext2" | "ext3" | "ext4" => {
-                let text = Cmd::new("dumpe2fs")
-                    .arg("-h")
-                    .arg(&dev)
-                    .read()
-                    .with_context(|| format!("reading the {fstype} parameters of {}", b.path))?;
-                let e =
-                    fs::parse_dumpe2fs(&text).with_context(|| format!("dumpe2fs -h {}", b.path))?;
+                let e = fs::read_ext(&dev)?;
                 (e.params, e.size_bytes)
             }
             "xfs" => {
-                let text = Cmd::new("xfs_db")
-                    .args(["-r", "-c", "info"])
-                    .arg(&dev)
-                    .read()
+                let text = ctx
+                    .output(&xfs_key(b), || xfs_cmd(ctx, b))
                     .with_context(|| format!("reading the xfs parameters of {}", b.path))?;
                 fs::parse_xfs_info(&text).with_context(|| format!("xfs_db info {}", b.path))?
             }
@@ -721,8 +864,17 @@ fn collect_filesystems(ctx: &Ctx, mounts: &[Mount]) -> Result<Vec<Filesystem>> {
                     .collect();
                 let (size, _used) = fs::read_btrfs_super(&dev)?;
                 let (subvolumes, default) = match mountpoints.first() {
-                    Some(mp) => fs::btrfs_subvolumes(&ctx.path(mp))
-                        .with_context(|| format!("listing the btrfs subvolumes of {}", b.path))?,
+                    Some(_) => {
+                        let mp = btrfs_mountpoint(ctx, mounts, &uuid).unwrap_or_default();
+                        let mnt = ctx.path(&mp);
+                        let [k1, k2, k3] = btrfs_keys(&mp);
+                        let [c1, c2, c3] = fs::btrfs_cmds(&mnt);
+                        let list = ctx.output(&k1, || c1);
+                        let ro = ctx.output(&k2, || c2);
+                        let def = ctx.output(&k3, || c3);
+                        fs::btrfs_subvolumes(&mnt, list?, ro?, def?)
+                            .with_context(|| format!("listing the btrfs subvolumes of {}", b.path))?
+                    }
                     None => {
                         log::warn!("btrfs on {} is not mounted: its subvolumes are not recorded; mount it and capture again", b.path);
                         (Vec::new(), 5)

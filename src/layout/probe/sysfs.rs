@@ -331,6 +331,13 @@ impl Devices {
             .unwrap_or_else(|| path.to_string())
     }
 
+    /// Whether the disk `name` has partitions in sysfs.
+    pub fn has_partitions(&self, name: &str) -> bool {
+        self.list
+            .iter()
+            .any(|p| matches!(&p.kind, DevKind::Partition { disk, .. } if disk == name))
+    }
+
     /// Every device below `name` in the stack (slaves, and the disk of a
     /// partition), transitively, `name` included.
     pub fn lower_closure(&self, name: &str) -> Vec<String> {
