@@ -156,6 +156,19 @@ pub(crate) mod tests {
         assert!(err.contains("line "), "{err}");
     }
 
+    /// docs/layout.schema.json is what the types generate, so that it
+    /// never drifts from the code.
+    #[test]
+    fn committed_schema_is_current() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/layout.schema.json");
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            committed == Layout::json_schema(),
+            "docs/layout.schema.json is out of date; regenerate it with \
+             `cargo run -- layout schema > docs/layout.schema.json`"
+        );
+    }
+
     #[test]
     fn malformed_json_names_the_line() {
         let err = Layout::from_json("{\n\"schema_version\": \"1.0\",\n oops }")

@@ -83,7 +83,11 @@ pub fn parse_ext_superblock(sb: &[u8]) -> Result<ExtInfo> {
     }
     let block_size = 1024u32 << log;
     // Revision 0 file systems have 128-byte inodes and no inode size field.
-    let inode_size = if u32at(76) == 0 { 128 } else { u16at(88) as u32 };
+    let inode_size = if u32at(76) == 0 {
+        128
+    } else {
+        u16at(88) as u32
+    };
     let features = EXT_FEATURES
         .iter()
         .filter(|(w, bit, name)| words[*w] & (1 << bit) != 0 && !STATE_FEATURES.contains(name))
@@ -355,9 +359,13 @@ pub fn parse_get_default(text: &str) -> Option<u64> {
 /// at `mnt`: list (with parents and UUIDs), list read-only, get-default.
 pub fn btrfs_cmds(mnt: &Path) -> [Cmd; 3] {
     [
-        Cmd::new("btrfs").args(["subvolume", "list", "-p", "-u"]).arg(mnt),
+        Cmd::new("btrfs")
+            .args(["subvolume", "list", "-p", "-u"])
+            .arg(mnt),
         Cmd::new("btrfs").args(["subvolume", "list", "-r"]).arg(mnt),
-        Cmd::new("btrfs").args(["subvolume", "get-default"]).arg(mnt),
+        Cmd::new("btrfs")
+            .args(["subvolume", "get-default"])
+            .arg(mnt),
     ]
 }
 
@@ -465,14 +473,25 @@ mod tests {
         ];
         for (i, (kind, opts)) in cases.iter().enumerate() {
             let img = dir.path().join(format!("{i}.img"));
-            std::fs::File::create(&img).unwrap().set_len(48 << 20).unwrap();
+            std::fs::File::create(&img)
+                .unwrap()
+                .set_len(48 << 20)
+                .unwrap();
             let mk = std::process::Command::new("sh")
                 .arg("-c")
                 .arg(format!("mkfs.{kind} -q -F {opts} '{}'", img.display()))
                 .output()
                 .unwrap();
-            assert!(mk.status.success(), "{opts}: {}", String::from_utf8_lossy(&mk.stderr));
-            let dump = std::process::Command::new("dumpe2fs").arg("-h").arg(&img).output().unwrap();
+            assert!(
+                mk.status.success(),
+                "{opts}: {}",
+                String::from_utf8_lossy(&mk.stderr)
+            );
+            let dump = std::process::Command::new("dumpe2fs")
+                .arg("-h")
+                .arg(&img)
+                .output()
+                .unwrap();
             let want = parse_dumpe2fs(&String::from_utf8_lossy(&dump.stdout)).unwrap();
             let got = read_ext(&img).unwrap();
             assert_eq!(got, want, "{kind} {opts}");

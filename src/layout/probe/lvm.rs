@@ -209,29 +209,63 @@ fn canonical_extent(d: &str, canonical: &dyn Fn(&str) -> String) -> String {
     }
 }
 
-/// Runs fullreport and vgcfgbackup. `dir` is a scratch folder.
-pub fn capture(dir: &std::path::Path, canonical: &dyn Fn(&str) -> String) -> Result<Lvm> {
-    let out = fullreport_cmd().run()?;
-    let mut lvm = parse_fullreport(&out.stdout_str(), canonical)?;
-    if !lvm.vgs.is_empty() {
-        let pattern = dir.join("%s.vg");
-        Cmd::new("vgcfgbackup")
-            .arg("-f")
-            .arg(&pattern)
-            .run()
-            .context("saving the LVM metadata of every volume group")?;
+/// `lvm fullreport` and `vgcfgbackup` running side by side in their own
+/// threads (they are independent, and the slowest tool calls of a capture).
+pub struct LvmJob {
+    report: std::thread::JoinHandle<Result<String>>,
+    backup: std::thread::JoinHandle<Result<BTreeMap<String, String>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl LvmJob {
+    pub fn start() -> Result<LvmJob> {
+        let dir = tempfile::tempdir().context("creating a scratch folder for vgcfgbackup")?;
+        let path = dir.path().to_path_buf();
+        let report = std::thread::spawn(|| fullreport_cmd().read());
+        let backup = std::thread::spawn(move || {
+            Cmd::new("vgcfgbackup")
+                .arg("-f")
+                .arg(path.join("%s.vg"))
+                .run()
+                .context("saving the LVM metadata of every volume group")?;
+            let mut texts = BTreeMap::new();
+            for e in std::fs::read_dir(&path)
+                .with_context(|| format!("listing {}", path.display()))?
+                .flatten()
+            {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if let Some(vg) = name.strip_suffix(".vg") {
+                    let text = std::fs::read_to_string(e.path())
+                        .with_context(|| format!("reading {}", e.path().display()))?;
+                    texts.insert(vg.to_string(), text);
+                }
+            }
+            Ok(texts)
+        });
+        Ok(LvmJob {
+            report,
+            backup,
+            _dir: dir,
+        })
+    }
+
+    /// Waits for both and builds the model; `canonical` maps PV paths.
+    pub fn finish(self, canonical: &dyn Fn(&str) -> String) -> Result<Lvm> {
+        let joined = |what: &str| anyhow::anyhow!("the thread running {what} panicked");
+        let report = self.report.join().map_err(|_| joined("lvm fullreport"))?;
+        let backup = self.backup.join().map_err(|_| joined("vgcfgbackup"))?;
+        let mut lvm = parse_fullreport(&report?, canonical)?;
+        if lvm.vgs.is_empty() {
+            return Ok(lvm); // orphan PVs only: nothing to back up
+        }
+        let texts = backup?;
         for vg in &mut lvm.vgs {
-            let file = dir.join(format!("{}.vg", vg.name));
-            vg.metadata = std::fs::read_to_string(&file).with_context(|| {
-                format!(
-                    "reading the vgcfgbackup of {} ({})",
-                    vg.name,
-                    file.display()
-                )
+            vg.metadata = texts.get(&vg.name).cloned().with_context(|| {
+                format!("vgcfgbackup wrote no metadata for volume group {}", vg.name)
             })?;
         }
+        Ok(lvm)
     }
-    Ok(lvm)
 }
 
 #[cfg(test)]

@@ -308,16 +308,12 @@ pub fn capture(opts: &CaptureOptions) -> Result<Layout> {
         && ctx
             .scoped()
             .any(|b| matches!(&b.kind, DevKind::Dm { uuid, .. } if uuid.starts_with("LVM-")));
-    let (raw, early_lvm) = {
-        let (devs, dev_root) = (&ctx.devs, ctx.dev_root());
-        std::thread::scope(|s| {
-            let lvm = lvm_in_sysfs.then(|| s.spawn(|| run_lvm(devs, &dev_root)));
-            let raw = blkid::probe_all(&paths, &opts.root);
-            let lvm = lvm.map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the LVM probe panicked"))));
-            (raw, lvm)
-        })
+    let early_lvm = if lvm_in_sysfs {
+        Some(lvm::LvmJob::start()?)
+    } else {
+        None
     };
-    for (path, mut p) in raw? {
+    for (path, mut p) in blkid::probe_all(&paths, &opts.root)? {
         let key = ctx.canonical(&path);
         p.devname = key.clone();
         ctx.probes.insert(key, p);
@@ -370,13 +366,6 @@ pub fn capture(opts: &CaptureOptions) -> Result<Layout> {
     })
 }
 
-/// LVM in one fullreport and one vgcfgbackup (see [`lvm::capture`]).
-fn run_lvm(devs: &Devices, dev_root: &Path) -> Result<Lvm> {
-    let tmp = tempfile::tempdir().context("creating a scratch folder for vgcfgbackup")?;
-    let canon = |p: &str| devs.canonical(p, dev_root);
-    lvm::capture(tmp.path(), &canon).context("reading LVM")
-}
-
 /// Keys of the commands [`prefetch`] runs.
 fn md_key(b: &BlockDev) -> String {
     format!("mdadm {}", b.path)
@@ -416,9 +405,9 @@ fn btrfs_mountpoint(ctx: &Ctx, mounts: &[Mount], uuid: &str) -> Option<String> {
     mounts
         .iter()
         .find(|m| {
-            ctx.probes
-                .get(&m.source)
-                .is_some_and(|p| p.fstype.as_deref() == Some("btrfs") && p.uuid.as_deref() == Some(uuid))
+            ctx.probes.get(&m.source).is_some_and(|p| {
+                p.fstype.as_deref() == Some("btrfs") && p.uuid.as_deref() == Some(uuid)
+            })
         })
         .map(|m| m.mountpoint.clone())
 }
@@ -774,17 +763,19 @@ fn backup_luks_header(dev: &str, uuid: &str, dir: &Path) -> Result<String> {
     Ok(name)
 }
 
-fn collect_lvm(ctx: &mut Ctx, early: Option<Result<Lvm>>) -> Result<Lvm> {
+fn collect_lvm(ctx: &mut Ctx, early: Option<lvm::LvmJob>) -> Result<Lvm> {
     let any = ctx.scoped().any(|b| {
         matches!(&b.kind, DevKind::Dm { uuid, .. } if uuid.starts_with("LVM-"))
             || ctx.probe(b).and_then(|p| p.fstype.as_deref()) == Some("LVM2_member")
     });
     // lvm scans the system's own /dev: it cannot read a fixture tree.
-    let mut lvm = match early {
-        Some(result) => result?,
-        None if any && ctx.opts.root == Path::new("/") => run_lvm(&ctx.devs, &ctx.dev_root())?,
+    let job = match early {
+        Some(job) => job,
+        None if any && ctx.opts.root == Path::new("/") => lvm::LvmJob::start()?,
         None => return Ok(Lvm::default()),
     };
+    let canon = |p: &str| ctx.canonical(p);
+    let mut lvm = job.finish(&canon).context("reading LVM")?;
     // Keep what sits on the captured disks.
     let in_scope = |dev: &str| {
         ctx.devs
@@ -872,8 +863,9 @@ fn collect_filesystems(ctx: &Ctx, mounts: &[Mount]) -> Result<Vec<Filesystem>> {
                         let list = ctx.output(&k1, || c1);
                         let ro = ctx.output(&k2, || c2);
                         let def = ctx.output(&k3, || c3);
-                        fs::btrfs_subvolumes(&mnt, list?, ro?, def?)
-                            .with_context(|| format!("listing the btrfs subvolumes of {}", b.path))?
+                        fs::btrfs_subvolumes(&mnt, list?, ro?, def?).with_context(|| {
+                            format!("listing the btrfs subvolumes of {}", b.path)
+                        })?
                     }
                     None => {
                         log::warn!("btrfs on {} is not mounted: its subvolumes are not recorded; mount it and capture again", b.path);
