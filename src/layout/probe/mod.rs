@@ -1,12 +1,13 @@
 //! Capturing the Layout of the running system.
 //!
-//! [`capture`] reads sysfs, /proc and the devices themselves, and runs each
-//! external tool as few times as it can: one `blkid` for every device, one
-//! `lvm fullreport` and one `vgcfgbackup` for all of LVM, one `mdadm` per
-//! array, one `cryptsetup luksDump` per LUKS device, one `xfs_db`
-//! per xfs file system (ext and vfat superblocks are read
-//! directly), three `btrfs` calls per mounted btrfs. It needs
-//! no udev: identities come from sysfs and blkid, not /dev/disk/by-*.
+//! [`capture`] reads sysfs, /proc and the devices themselves (partition
+//! tables, ext/vfat/btrfs superblocks and LUKS headers are parsed here), and
+//! runs each external tool as few times as it can: one `blkid` for the
+//! leaves of the device tree, one `lvm fullreport` and one `vgcfgbackup` for
+//! all of LVM, one `mdadm` per array, one `xfs_db` per xfs file system,
+//! three `btrfs` calls per mounted btrfs; LVM and the per-object calls run
+//! in parallel threads. It needs no udev: identities come from sysfs and
+//! blkid, not /dev/disk/by-*.
 
 pub mod blkid;
 pub mod boot;
@@ -425,7 +426,7 @@ fn prefetch(ctx: &Ctx, mounts: &[Mount]) {
         if b.kind == DevKind::Md && b.size_bytes > 0 {
             cmds.push((md_key(b), md_cmd(ctx, b)));
         }
-        if ctx.is_luks(b) {
+        if ctx.is_luks(b) && luks::read_header(&ctx.path(&sysfs::dev_path(&b.name))).is_err() {
             cmds.push((luks_key(b), luks_cmd(ctx, b)));
         }
         let Some(p) = ctx.probe(b) else { continue };
@@ -700,11 +701,16 @@ fn collect_luks(ctx: &Ctx, crypttab: &[CrypttabEntry]) -> Result<Vec<LuksDevice>
             continue;
         }
         let dev = blkid::prefixed(&ctx.opts.root, &sysfs::dev_path(&b.name));
-        let text = ctx
-            .output(&luks_key(b), || luks_cmd(ctx, b))
-            .with_context(|| format!("reading the LUKS header of {}", b.path))?;
-        let mut l =
-            luks::parse_dump(&text).with_context(|| format!("LUKS header of {}", b.path))?;
+        let mut l = match luks::read_header(Path::new(&dev)) {
+            Ok(l) => l,
+            Err(e) => {
+                log::debug!("{e:#}; asking cryptsetup");
+                let text = ctx
+                    .output(&luks_key(b), || luks_cmd(ctx, b))
+                    .with_context(|| format!("reading the LUKS header of {}", b.path))?;
+                luks::parse_dump(&text).with_context(|| format!("LUKS header of {}", b.path))?
+            }
+        };
         l.device = b.path.clone();
         // The active mapping: a dm holder whose uuid names this LUKS uuid.
         for h in &b.holders {
