@@ -386,3 +386,92 @@ fn loop_mbr_image_and_errors() {
     assert_eq!(code, 2);
     assert!(err.contains("reading layout /nonexistent.json"), "{err}");
 }
+
+/// LVM on the host (no device-mapper: the VG has no LV, lvm still reports
+/// it): the metadata text read from the PVs restores the VG with
+/// vgcfgrestore after the PVs are recreated with their UUIDs.
+#[test]
+fn loop_lvm_metadata_restores_with_vgcfgrestore() {
+    let s = Scratch::new("loop-layout-lvm");
+    let img = s.join("lvm.img");
+    blank_disk(&img, 128);
+    sh(&format!(
+        "printf 'label: gpt\\n,48M,E6D6D379-F507-44C2-A23C-238F2A3DF928\\n,48M,E6D6D379-F507-44C2-A23C-238F2A3DF928\\n' | sfdisk -q '{}'",
+        img.display()
+    ));
+    let d = LoopDisk::attach(&img);
+    let (p1, p2) = (d.part(1), d.part(2));
+    let vg = format!("lbtest{}", std::process::id());
+    let _cleanup = Guard(format!("vgremove -qf {vg}; pvremove -qff {p1} {p2}"));
+    sh(&format!(
+        "export LVM_SUPPRESS_FD_WARNINGS=1; \
+         pvcreate -q --uuid LBloop-0000-0000-0000-0000-0000-000001 --norestorefile {p1} && \
+         pvcreate -q --uuid LBloop-0000-0000-0000-0000-0000-000002 --norestorefile {p2} && \
+         vgcreate -q -s 8m {vg} {p1} {p2} >/dev/null"
+    ));
+    let (l, _) = save(&s, "layout.json", &d.dev);
+    let pvs: Vec<(&str, &str)> = l
+        .lvm
+        .pvs
+        .iter()
+        .map(|p| (p.device.as_str(), p.uuid.as_str()))
+        .collect();
+    assert_eq!(
+        pvs,
+        vec![
+            (p1.as_str(), "LBloop-0000-0000-0000-0000-0000-000001"),
+            (p2.as_str(), "LBloop-0000-0000-0000-0000-0000-000002")
+        ]
+    );
+    assert_eq!(
+        l.lvm.vgs.len(),
+        1,
+        "only the VG on this disk: {:?}",
+        l.lvm.vgs
+    );
+    let v = &l.lvm.vgs[0];
+    assert_eq!(
+        (v.name.as_str(), v.extent_size_bytes),
+        (vg.as_str(), 8 << 20)
+    );
+    assert!(
+        v.metadata.starts_with(&format!("{vg} {{\n")),
+        "{}",
+        v.metadata
+    );
+    assert!(
+        v.metadata.contains(&format!("id = \"{}\"", v.uuid)),
+        "{}",
+        v.metadata
+    );
+
+    // Wipe the VG and bring it back from the captured text.
+    let file = s.join("vg.txt");
+    std::fs::write(&file, &v.metadata).unwrap();
+    sh(&format!(
+        "export LVM_SUPPRESS_FD_WARNINGS=1; vgremove -qf {vg} >/dev/null 2>&1; pvremove -qff {p1} {p2} >/dev/null; \
+         pvcreate -q --uuid LBloop-0000-0000-0000-0000-0000-000001 --norestorefile {p1} && \
+         pvcreate -q --uuid LBloop-0000-0000-0000-0000-0000-000002 --norestorefile {p2} && \
+         vgcfgrestore -q -f '{}' {vg} 2>/dev/null",
+        file.display()
+    ));
+    let uuid = sh(&format!(
+        "LVM_SUPPRESS_FD_WARNINGS=1 vgs --noheadings -o vg_uuid {vg} 2>/dev/null"
+    ));
+    assert_eq!(uuid.trim(), v.uuid);
+}
+
+/// Runs a shell command on drop (cleanup that must happen on failure too).
+struct Guard(String);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "export LVM_SUPPRESS_FD_WARNINGS=1; {} >/dev/null 2>&1",
+                self.0
+            ))
+            .status();
+    }
+}

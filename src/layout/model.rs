@@ -246,7 +246,9 @@ pub struct VolumeGroup {
     pub extent_size_bytes: u64,
     pub size_bytes: u64,
     pub free_bytes: u64,
-    /// The `vgcfgbackup` text of this VG.
+    /// The VG's metadata text as stored on its PVs: the text format that
+    /// `vgcfgbackup` writes and `vgcfgrestore -f` reads (every LV, hidden
+    /// ones included, with exact extents).
     pub metadata: String,
 }
 

@@ -209,60 +209,120 @@ fn canonical_extent(d: &str, canonical: &dyn Fn(&str) -> String) -> String {
     }
 }
 
-/// `lvm fullreport` and `vgcfgbackup` running side by side in their own
-/// threads (they are independent, and the slowest tool calls of a capture).
+/// The metadata text of the VG on the PV at `path`, read from the PV's
+/// first metadata area: the LVM2 label (in one of the first four sectors),
+/// the PV header's metadata area list, the area's header and its current
+/// text location (which may wrap around the circular buffer). This is the
+/// text format that `vgcfgbackup` writes and `vgcfgrestore -f` reads.
+pub fn read_pv_metadata(path: &std::path::Path) -> Result<String> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let at = |off: u64, len: usize| -> Result<Vec<u8>> {
+        let mut b = vec![0u8; len];
+        f.read_exact_at(&mut b, off)
+            .with_context(|| format!("reading {} at {off}", path.display()))?;
+        Ok(b)
+    };
+    let head = at(0, 2048)?;
+    let u32le = |b: &[u8], o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
+    let u64le = |b: &[u8], o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
+    let label = (0..4)
+        .map(|s| s * 512)
+        .find(|&o| &head[o..o + 8] == b"LABELONE" && &head[o + 24..o + 32] == b"LVM2 001")
+        .with_context(|| format!("{} has no LVM2 label", path.display()))?;
+    // PV header: uuid[32], device size, then the data area list and the
+    // metadata area list, each ended by a zero entry.
+    let mut o = label + u32le(&head, label + 20) as usize + 40;
+    while o + 16 <= head.len() && u64le(&head, o) != 0 {
+        o += 16;
+    }
+    o += 16;
+    let mda_offset = u64le(&head, o);
+    if mda_offset == 0 {
+        anyhow::bail!("the PV {} has no metadata area", path.display());
+    }
+    let mda = at(mda_offset, 512)?;
+    if &mda[4..20] != b" LVM2 x[5A%r0N*>" {
+        anyhow::bail!("bad LVM metadata area header on {}", path.display());
+    }
+    let (start, size) = (u64le(&mda, 24), u64le(&mda, 32));
+    let (text_off, text_len) = (u64le(&mda, 40), u64le(&mda, 48) as usize);
+    if text_len == 0 || text_off >= size {
+        anyhow::bail!("the metadata area of {} holds no VG", path.display());
+    }
+    let first = text_len.min((size - text_off) as usize);
+    let mut text = at(start + text_off, first)?;
+    if first < text_len {
+        // Wrapped: the rest follows the 512-byte area header.
+        text.extend(at(start + 512, text_len - first)?);
+    }
+    let end = text.iter().position(|&c| c == 0).unwrap_or(text.len());
+    Ok(String::from_utf8_lossy(&text[..end]).into_owned())
+}
+
+/// The VG name of a metadata text (`vg0 {` on its first line).
+pub fn metadata_vg_name(text: &str) -> Option<&str> {
+    text.lines().next()?.strip_suffix(" {").map(str::trim)
+}
+
+/// `lvm fullreport` in its own thread (the slowest tool call of a
+/// capture), started as soon as sysfs shows LVM; the VG metadata is then
+/// read from the PVs, with `vgcfgbackup` as the fallback.
 pub struct LvmJob {
     report: std::thread::JoinHandle<Result<String>>,
-    backup: std::thread::JoinHandle<Result<BTreeMap<String, String>>>,
-    _dir: tempfile::TempDir,
 }
 
 impl LvmJob {
     pub fn start() -> Result<LvmJob> {
-        let dir = tempfile::tempdir().context("creating a scratch folder for vgcfgbackup")?;
-        let path = dir.path().to_path_buf();
-        let report = std::thread::spawn(|| fullreport_cmd().read());
-        let backup = std::thread::spawn(move || {
-            Cmd::new("vgcfgbackup")
-                .arg("-f")
-                .arg(path.join("%s.vg"))
-                .run()
-                .context("saving the LVM metadata of every volume group")?;
-            let mut texts = BTreeMap::new();
-            for e in std::fs::read_dir(&path)
-                .with_context(|| format!("listing {}", path.display()))?
-                .flatten()
-            {
-                let name = e.file_name().to_string_lossy().into_owned();
-                if let Some(vg) = name.strip_suffix(".vg") {
-                    let text = std::fs::read_to_string(e.path())
-                        .with_context(|| format!("reading {}", e.path().display()))?;
-                    texts.insert(vg.to_string(), text);
-                }
-            }
-            Ok(texts)
-        });
         Ok(LvmJob {
-            report,
-            backup,
-            _dir: dir,
+            report: std::thread::spawn(|| fullreport_cmd().read()),
         })
     }
 
-    /// Waits for both and builds the model; `canonical` maps PV paths.
-    pub fn finish(self, canonical: &dyn Fn(&str) -> String) -> Result<Lvm> {
-        let joined = |what: &str| anyhow::anyhow!("the thread running {what} panicked");
-        let report = self.report.join().map_err(|_| joined("lvm fullreport"))?;
-        let backup = self.backup.join().map_err(|_| joined("vgcfgbackup"))?;
+    /// Waits for the report and builds the model. `canonical` maps PV
+    /// paths; `node` gives the readable node of a canonical device path.
+    pub fn finish(
+        self,
+        canonical: &dyn Fn(&str) -> String,
+        node: &dyn Fn(&str) -> std::path::PathBuf,
+    ) -> Result<Lvm> {
+        let report = self
+            .report
+            .join()
+            .map_err(|_| anyhow::anyhow!("the thread running lvm fullreport panicked"))?;
         let mut lvm = parse_fullreport(&report?, canonical)?;
-        if lvm.vgs.is_empty() {
-            return Ok(lvm); // orphan PVs only: nothing to back up
-        }
-        let texts = backup?;
+        let mut missing = Vec::new();
         for vg in &mut lvm.vgs {
-            vg.metadata = texts.get(&vg.name).cloned().with_context(|| {
-                format!("vgcfgbackup wrote no metadata for volume group {}", vg.name)
-            })?;
+            let text = lvm
+                .pvs
+                .iter()
+                .filter(|p| p.vg.as_deref() == Some(vg.name.as_str()))
+                .find_map(|p| {
+                    read_pv_metadata(&node(&p.device))
+                        .map_err(|e| log::debug!("{e:#}"))
+                        .ok()
+                        .filter(|t| metadata_vg_name(t) == Some(vg.name.as_str()))
+                });
+            match text {
+                Some(t) => vg.metadata = t,
+                None => missing.push(vg.name.clone()),
+            }
+        }
+        if !missing.is_empty() {
+            let dir = tempfile::tempdir().context("creating a scratch folder for vgcfgbackup")?;
+            for vg in lvm.vgs.iter_mut().filter(|v| missing.contains(&v.name)) {
+                let file = dir.path().join(format!("{}.vg", vg.name));
+                Cmd::new("vgcfgbackup")
+                    .arg("-f")
+                    .arg(&file)
+                    .arg(&vg.name)
+                    .run()
+                    .with_context(|| {
+                        format!("saving the LVM metadata of volume group {}", vg.name)
+                    })?;
+                vg.metadata = std::fs::read_to_string(&file)
+                    .with_context(|| format!("reading {}", file.display()))?;
+            }
         }
         Ok(lvm)
     }

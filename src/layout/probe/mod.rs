@@ -3,8 +3,8 @@
 //! [`capture`] reads sysfs, /proc and the devices themselves (partition
 //! tables, ext/vfat/btrfs superblocks and LUKS headers are parsed here), and
 //! runs each external tool as few times as it can: one `blkid` for the
-//! leaves of the device tree, one `lvm fullreport` and one `vgcfgbackup` for
-//! all of LVM, one `mdadm` per array, one `xfs_db` per xfs file system,
+//! leaves of the device tree, one `lvm fullreport` for all of LVM (the VG metadata
+//! text is read from the PVs), one `mdadm` per array, one `xfs_db` per xfs file system,
 //! three `btrfs` calls per mounted btrfs; LVM and the per-object calls run
 //! in parallel threads. It needs no udev: identities come from sysfs and
 //! blkid, not /dev/disk/by-*.
@@ -781,7 +781,11 @@ fn collect_lvm(ctx: &mut Ctx, early: Option<lvm::LvmJob>) -> Result<Lvm> {
         None => return Ok(Lvm::default()),
     };
     let canon = |p: &str| ctx.canonical(p);
-    let mut lvm = job.finish(&canon).context("reading LVM")?;
+    let node = |p: &str| match ctx.devs.resolve(p, &ctx.dev_root()) {
+        Some(b) => ctx.path(&sysfs::dev_path(&b.name)),
+        None => ctx.path(p),
+    };
+    let mut lvm = job.finish(&canon, &node).context("reading LVM")?;
     // Keep what sits on the captured disks.
     let in_scope = |dev: &str| {
         ctx.devs
