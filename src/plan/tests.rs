@@ -95,6 +95,7 @@ fn uefi_lvm() -> Layout {
             partition_entry_lba: 2,
             num_partition_entries: 128,
             partition_entry_size: 128,
+            problems: vec![],
             partitions: vec![
                 gpt_part("/dev/vda", 1, 2048, 4095, "21686148-6449-6e6f-744e-656564454649", "bios"),
                 gpt_part("/dev/vda", 2, 4096, 413695, "c12a7328-f81f-11d2-ba4b-00a0c93ec93b", "esp"),
