@@ -520,11 +520,11 @@ pub fn diff(old: &Layout, new: &Layout) -> Vec<Change> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A small machine: one GPT disk with an ESP and an LVM PV, vg0/root.
-    fn machine() -> Layout {
+    pub(crate) fn machine() -> Layout {
         let mut l = crate::layout::tests::minimal();
         let disk = |name: &str, serial: &str, guid: &str| Disk {
             name: name.into(),

@@ -390,3 +390,66 @@ pub fn summary(l: &Layout) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tree_nests_the_stack_under_its_disk() {
+        let mut l = crate::layout::diff::tests::machine();
+        l.disks[1].needed = false;
+        l.disks[1].needed_reason = "nothing on it is mounted".into();
+        let t = tree(&l);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(
+            lines[1],
+            "/dev/vda  10.0 GiB  serial SER-A, virtio, GPT aaaaaaaa-0000-4000-8000-000000000000"
+        );
+        assert!(lines[2].starts_with("└─/dev/vda1  "), "{t}");
+        assert!(
+            lines[2].contains("Linux LVM \"pv\", PARTUUID aaaaaaaa-0001-4000-8000-000000000001"),
+            "{t}"
+        );
+        assert!(lines[3].starts_with("  └─PV UUID pv-a"), "{t}");
+        assert!(
+            lines[4].starts_with("    └─VG vg0  10.0 GiB (8.0 GiB free)"),
+            "{t}"
+        );
+        assert!(
+            lines[5].starts_with("      └─LV root  2.0 GiB  linear"),
+            "{t}"
+        );
+        assert!(
+            lines[6].starts_with("        └─ext4 2.0 GiB, UUID fs-root"),
+            "{t}"
+        );
+        assert!(lines[6].ends_with("on /"), "{t}");
+        assert!(t.contains("[not needed: nothing on it is mounted]"), "{t}");
+        for line in &lines {
+            assert!(line.chars().count() < 160, "{line}");
+        }
+    }
+
+    #[test]
+    fn summary_counts_and_flags_unsupported() {
+        let mut l = crate::layout::diff::tests::machine();
+        l.unsupported.push(Unsupported {
+            kind: "zfs".into(),
+            device: Some("/dev/sdc".into()),
+            reason: "ZFS pools are not supported".into(),
+        });
+        let s = summary(&l);
+        assert!(
+            s.starts_with(
+                "2 disks (2 needed), 0 md, 0 LUKS, 1 VG / 1 LV, 1 file system, 0 swap, 0 mounts"
+            ),
+            "{s}"
+        );
+        assert!(
+            s.contains("NOT SUPPORTED: zfs on /dev/sdc: ZFS pools are not supported"),
+            "{s}"
+        );
+        assert!(s.contains("boot: UEFI, 0 ESPs, 0 EFI entries"), "{s}");
+    }
+}
