@@ -1,0 +1,235 @@
+//! QEMU tier: the real Debian 12 source system of the end-to-end recovery
+//! test. `qemu/build-debian.sh` builds it (debootstrap, then the disk in a
+//! rescue guest) or takes it from its cache; `qemu/boot-check.sh` boots it
+//! under SeaBIOS and under OVMF with a job disk, and the job's output shows
+//! what booted: the installed kernel, the LVM root, the mounts, the EFI entry.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use common::*;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+struct Built {
+    image: PathBuf,
+    vars: PathBuf,
+}
+
+/// Runs build-debian.sh with a qcow2 overlay on the cached image in `out`.
+fn build_debian(out: &Path) -> Built {
+    let start = Instant::now();
+    let res = Command::new(repo().join("qemu/build-debian.sh"))
+        .arg("--lifeboat")
+        .arg(lifeboat())
+        .arg("--output")
+        .arg(out)
+        .arg("--overlay")
+        .output()
+        .expect("running qemu/build-debian.sh");
+    let stdout = String::from_utf8_lossy(&res.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&res.stderr).into_owned();
+    assert!(
+        res.status.success(),
+        "build-debian.sh failed ({}):\n{stdout}\n{}",
+        res.status,
+        tail(&stderr, 60)
+    );
+    eprintln!(
+        "{stderr}build-debian.sh: {:.0} s",
+        start.elapsed().as_secs_f64()
+    );
+    let value = |key: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .map(PathBuf::from)
+            .unwrap_or_else(|| panic!("no {key}= in the output of build-debian.sh:\n{stdout}"))
+    };
+    let built = Built {
+        image: value("image"),
+        vars: value("vars"),
+    };
+    assert!(
+        built.image.starts_with(out) && built.vars.starts_with(out),
+        "build-debian.sh handed out files outside {}: {stdout}",
+        out.display()
+    );
+    assert!(built.image.is_file() && built.vars.is_file(), "{stdout}");
+    built
+}
+
+struct Check {
+    code: i32,
+    job_log: String,
+    serial: String,
+}
+
+/// Runs boot-check.sh with the default job.
+fn boot_check(image: &Path, vars: Option<&Path>, firmware: &str, out: &Path) -> Check {
+    let start = Instant::now();
+    let res = Command::new(repo().join("qemu/boot-check.sh"))
+        .arg(image)
+        .arg(vars.map_or_else(|| "none".into(), |v| v.as_os_str().to_owned()))
+        .arg(firmware)
+        .arg("default")
+        .arg(out)
+        .output()
+        .expect("running qemu/boot-check.sh");
+    eprintln!(
+        "{}boot-check.sh {firmware}: {:.0} s, exit {}",
+        String::from_utf8_lossy(&res.stderr),
+        start.elapsed().as_secs_f64(),
+        res.status
+    );
+    let read = |p: PathBuf| {
+        std::fs::read(p)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    };
+    Check {
+        code: res.status.code().unwrap_or(-1),
+        job_log: read(out.join("job/job.log")),
+        serial: read(out.join("serial.log")),
+    }
+}
+
+/// The lines under "== NAME" in the job's output, up to the next header.
+fn section<'a>(log: &'a str, name: &str) -> Vec<&'a str> {
+    log.lines()
+        .skip_while(|l| *l != format!("== {name}"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("== "))
+        .collect()
+}
+
+/// (source, fstype) of a mount point, from the "findmnt" section
+/// (TARGET SOURCE FSTYPE, raw).
+fn mount<'a>(log: &'a str, target: &str) -> Option<(&'a str, &'a str)> {
+    section(log, "findmnt").into_iter().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.len() == 3 && f[0] == target).then(|| (f[1], f[2]))
+    })
+}
+
+/// Everything the job output must show for either firmware; returns the
+/// problems found.
+fn check_common(firmware: &str, c: &Check) -> Vec<String> {
+    let mut problems = Vec::new();
+    let log = &c.job_log;
+    let mut expect = |ok: bool, what: String| {
+        if !ok {
+            problems.push(format!("{firmware}: {what}"));
+        }
+    };
+    expect(c.code == 0, format!("boot-check.sh exited {}", c.code));
+    let kernel = section(log, "uname -r").first().copied().unwrap_or("");
+    let boot = section(log, "ls /boot");
+    expect(
+        kernel.ends_with("-amd64") && boot.contains(&format!("vmlinuz-{kernel}").as_str()),
+        format!("the running kernel {kernel:?} is not one in /boot {boot:?}"),
+    );
+    let cmdline = section(log, "cmdline").join(" ");
+    expect(
+        cmdline.contains("root=/dev/mapper/vg0-root") && cmdline.contains("console=ttyS0,115200n8"),
+        format!("kernel command line {cmdline:?}"),
+    );
+    let want = [
+        ("/", "/dev/mapper/vg0-root", "ext4"),
+        ("/home", "/dev/mapper/vg0-home", "xfs"),
+        ("/boot", "/dev/vda3", "ext4"),
+        ("/boot/efi", "/dev/vda2", "vfat"),
+    ];
+    for (target, source, fstype) in want {
+        expect(
+            mount(log, target) == Some((source, fstype)),
+            format!(
+                "{target} is mounted as {:?}, not {source} {fstype}",
+                mount(log, target)
+            ),
+        );
+    }
+    let swaps = section(log, "swapon");
+    expect(
+        swaps.iter().any(|l| l.contains("partition")),
+        format!("no swap active: {swaps:?}"),
+    );
+    let failed = section(log, "failed units");
+    expect(
+        failed.iter().all(|l| l.trim().is_empty()),
+        format!("failed units: {failed:?}"),
+    );
+    expect(
+        log.contains("== end"),
+        "the job output is incomplete".to_string(),
+    );
+    problems
+}
+
+/// The EFI entry the firmware booted, as (number, label and path).
+fn boot_current(log: &str) -> Option<(String, String)> {
+    let efi = section(log, "efibootmgr -v");
+    let current = efi
+        .iter()
+        .find_map(|l| l.strip_prefix("BootCurrent: "))?
+        .trim()
+        .to_string();
+    let entry = efi.iter().find_map(|l| {
+        l.strip_prefix(&format!("Boot{current}"))
+            .map(|rest| rest.trim_start_matches('*').trim().to_string())
+    })?;
+    Some((current, entry))
+}
+
+#[test]
+fn debian_source_system_boots_under_bios_and_uefi() {
+    assert!(
+        nix_is_root(),
+        "this test builds and boots a Debian disk: run it as root (scripts/test.sh qemu)"
+    );
+    let s = Scratch::new("qemu-debian");
+    let built = build_debian(&s.join("image"));
+
+    // Each boot gets its own overlay: the boots write to the disk.
+    let bios_image = s.join("bios.qcow2");
+    sh(&format!(
+        "qemu-img create -q -f qcow2 -b '{}' -F qcow2 '{}'",
+        built.image.display(),
+        bios_image.display()
+    ));
+    let bios = boot_check(&bios_image, None, "bios", &s.join("bios"));
+    let uefi = boot_check(&built.image, Some(&built.vars), "uefi", &s.join("uefi"));
+
+    let mut problems = check_common("bios", &bios);
+    problems.extend(check_common("uefi", &uefi));
+    let bios_efi = section(&bios.job_log, "efibootmgr -v");
+    if bios_efi != ["not booted under UEFI"] {
+        problems.push(format!("bios: booted under UEFI? {bios_efi:?}"));
+    }
+    match boot_current(&uefi.job_log) {
+        Some((_, entry)) if entry.starts_with("debian") && entry.contains("\\EFI\\debian\\grubx64.efi") => {}
+        other => problems.push(format!(
+            "uefi: the firmware did not boot the EFI entry \"debian\" (\\EFI\\debian\\grubx64.efi): {other:?}\n{}",
+            section(&uefi.job_log, "efibootmgr -v").join("\n")
+        )),
+    }
+    for (name, c) in [("bios", &bios), ("uefi", &uefi)] {
+        if problems.iter().any(|p| p.starts_with(name)) {
+            eprintln!(
+                "--- {name} job.log:\n{}\n--- {name} serial console (tail):\n{}",
+                c.job_log,
+                tail(&c.serial, 40)
+            );
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+fn nix_is_root() -> bool {
+    nix::unistd::Uid::effective().is_root()
+}
