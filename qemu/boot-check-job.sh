@@ -1,8 +1,8 @@
 #!/bin/bash
 # The default job of boot-check.sh, run by the test job runner in the booted
 # system. Prints what the checks look at, each under a "== NAME" header, and
-# fails (exit 1) when a command fails or fstab names something that is not
-# there.
+# fails (exit 1) when a command fails, fstab names something that is not
+# there, or there is no login prompt on ttyS0.
 set -u
 failed=""
 section() {
@@ -27,6 +27,8 @@ section "lsblk" lsblk -o NAME,TYPE,SIZE,FSTYPE,LABEL,UUID,MOUNTPOINTS
 section "efibootmgr -v" efi
 section "findmnt --verify" findmnt --verify
 section "failed units" systemctl --failed --no-legend --plain
+# The login prompt on the serial console (console=ttyS0 on the command line).
+section "serial getty" systemctl is-active serial-getty@ttyS0.service
 echo "== end"
 if [ -n "$failed" ]; then
     echo "failed:$failed"

@@ -95,7 +95,7 @@ if [ "$firmware" = uefi ]; then
     else
         cp "$vars" "$out/vars.fd"
     fi
-    args+=(-drive if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd
+    args+=(-drive "if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd"
         -drive "if=pflash,format=raw,file=$out/vars.fd")
 else
     bootindex=",bootindex=0"
@@ -103,7 +103,7 @@ fi
 args+=(-drive "file=$image,format=$format,if=none,id=sys,cache=unsafe"
     -device "virtio-blk-pci,drive=sys,serial=lifeboat-sys$bootindex"
     -drive "file=$out/job.img,format=raw,if=none,id=job,cache=unsafe"
-    -device virtio-blk-pci,drive=job,serial=lifeboat-job)
+    -device "virtio-blk-pci,drive=job,serial=lifeboat-job")
 
 say "booting $image ($format) under $firmware; console in $out/serial.log"
 start=$SECONDS

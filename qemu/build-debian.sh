@@ -10,18 +10,22 @@
 #   debian12-rootfs-KEY.tar.zst   the debootstrap tree; KEY hashes the suite,
 #                                 mirror, package list and the make_rootfs
 #                                 function of this script
-#   debian12-KEY.img, .vars.fd    the disk and its NVRAM; KEY hashes the
-#                                 rootfs key, this script, the guest build
-#                                 script and qemu/guest/*; .build.log is the
-#                                 serial log of the build
-# A rerun with the same keys takes seconds. The disk is built inside a QEMU
-# guest running the lifeboat rescue image (the host has no device-mapper),
-# under OVMF, so that grub-install writes a real EFI boot entry.
+#   debian12-KEY.img, .vars.fd    the disk (read-only) and its NVRAM; KEY
+#                                 hashes the rootfs key, this script, the
+#                                 guest build script and qemu/guest/*;
+#                                 .uuids holds the file system UUIDs
+#                                 (shell variables), .build.log the serial
+#                                 log of the build
+# A rerun with the same keys takes seconds. The tree is configured (fstab,
+# password, job runner, initramfs) on the host in a chroot, 14 times faster
+# than under TCG; the disk is built inside a QEMU guest running the lifeboat
+# rescue image (the host has no device-mapper), under OVMF, so that
+# grub-install writes a real EFI boot entry.
 #
 # Options:
-#   --output DIR      hand out DIR/debian12.img (sparse copy) and
-#                     DIR/debian12.vars.fd; without it the cached files are
-#                     printed: use them read-only
+#   --output DIR      hand out DIR/debian12.img (sparse copy),
+#                     DIR/debian12.vars.fd and DIR/debian12.uuids; without
+#                     it the cached files are printed: use them read-only
 #   --overlay         with --output: DIR/debian12.qcow2, a qcow2 overlay on
 #                     the cached raw image, instead of a copy (instant)
 #   --cache DIR       cache folder
@@ -31,8 +35,11 @@
 #   --rebuild         build the disk again even if cached
 #   --rebuild-rootfs  run debootstrap again too
 #   --verbose         show the build guest's console while it runs
+#   --prune           delete the cache's other debian12-* files and failed
+#                     build folders (older keys), then carry on
 #
-# Prints on stdout, one per line: image=PATH vars=PATH format=raw|qcow2.
+# Prints on stdout, one per line: image=PATH vars=PATH uuids=PATH
+# format=raw|qcow2.
 # Exit codes: 0 done; 1 build failed (the message names the step and the log);
 # 2 usage error.
 #
@@ -66,7 +73,7 @@ usage() {
     exit 2
 }
 
-output="" overlay=no rescue="" lifeboat="" rebuild=no rebuild_rootfs=no verbose=no
+output="" overlay=no rescue="" lifeboat="" rebuild=no rebuild_rootfs=no verbose=no prune=no
 cache=${LIFEBOAT_TEST_CACHE:-/var/cache/lifeboat-test}
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -78,6 +85,7 @@ while [ $# -gt 0 ]; do
         --rebuild) rebuild=yes; shift ;;
         --rebuild-rootfs) rebuild=yes rebuild_rootfs=yes; shift ;;
         --verbose) verbose=yes; shift ;;
+        --prune) prune=yes; shift ;;
         -h | --help) usage ;;
         *) say "unknown argument: $1"; usage ;;
     esac
@@ -232,7 +240,8 @@ image_key=$({
 image=$cache/debian12-$image_key.img
 vars=$cache/debian12-$image_key.vars.fd
 
-if [ "$rebuild" = yes ] || [ ! -s "$image" ] || [ ! -s "$vars" ]; then
+if [ "$rebuild" = yes ] || [ ! -s "$image" ] || [ ! -s "$vars" ] ||
+    [ ! -s "$cache/debian12-$image_key.uuids" ]; then
     for f in /usr/share/OVMF/OVMF_CODE_4M.fd /usr/share/OVMF/OVMF_VARS_4M.fd; do
         [ -r "$f" ] || die "$f is missing: install ovmf (scripts/install-deps.sh)"
     done
@@ -256,7 +265,9 @@ if [ "$rebuild" = yes ] || [ ! -s "$image" ] || [ ! -s "$vars" ]; then
         "$lifeboat" mkrescue --output "$rescue" --no-iso >"$work/mkrescue.log" 2>&1 ||
             { cat "$work/mkrescue.log" >&2; die "lifeboat mkrescue failed"; }
     fi
-    [ -r "$rescue/vmlinuz" ] && [ -r "$rescue/initrd" ] || die "$rescue has no vmlinuz and initrd"
+    if [ ! -r "$rescue/vmlinuz" ] || [ ! -r "$rescue/initrd" ]; then
+        die "$rescue has no vmlinuz and initrd"
+    fi
 
     # The tree is configured on the host, in a chroot: update-initramfs
     # (MODULES=most) took 660 s in the TCG guest and 47 s here, and nothing
@@ -334,6 +345,9 @@ ENV
     [ "$parts" = 4 ] || die "the built disk has $parts partitions, not 4; log: $work/build.log"
 
     cp "$work/serial.log" "$cache/debian12-$image_key.build.log"
+    cp "$work/job/disk.env" "$cache/debian12-$image_key.uuids"
+    # Read-only masters: overlays and copies only read them.
+    chmod a-w "$work/vars.fd" "$work/disk.img"
     mv -f "$work/vars.fd" "$vars"
     mv -f "$work/disk.img" "$image"
     rm -rf "$work"
@@ -341,6 +355,17 @@ ENV
     say "disk built in $((SECONDS - t0)) s: $image"
 else
     say "disk cached: $image"
+fi
+
+if [ "$prune" = yes ]; then
+    for f in "$cache"/debian12-* "$cache"/build-* "$cache"/rootfs-*; do
+        [ -e "$f" ] || continue
+        case "$f" in
+            "$rootfs" | "$cache/debian12-$image_key".*) continue ;;
+        esac
+        say "pruning $f"
+        rm -rf --one-file-system "$f" || say "could not delete all of $f"
+    done
 fi
 
 # --- hand out ---------------------------------------------------------------
@@ -358,11 +383,14 @@ if [ -n "$output" ]; then
         out_image=$output/debian12.img
     fi
     cp "$vars" "$output/debian12.vars.fd"
+    cp "$cache/debian12-$image_key.uuids" "$output/debian12.uuids"
     out_vars=$output/debian12.vars.fd
+    out_uuids=$output/debian12.uuids
 else
     say "no --output: these are the cached masters; use them read-only (copy or overlay them)"
-    out_image=$image out_vars=$vars
+    out_image=$image out_vars=$vars out_uuids=$cache/debian12-$image_key.uuids
 fi
 echo "image=$out_image"
 echo "vars=$out_vars"
+echo "uuids=$out_uuids"
 echo "format=$format"

@@ -51,6 +51,7 @@ start=$(cut -d. -f1 /proc/uptime)
 step() { say "[$(($(cut -d. -f1 /proc/uptime) - start)) s] $*"; }
 
 # UUID_ROOT UUID_BOOT UUID_HOME UUID_SWAP ESP_ID, as in the tree's fstab.
+# shellcheck disable=SC1091
 . "$job/disk.env"
 [ -d /sys/firmware/efi ] || fail "not booted under UEFI: grub-install could not create the EFI boot entry"
 disk=""

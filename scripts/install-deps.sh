@@ -45,5 +45,8 @@ packages=(
 # --no-install-recommends keeps mdadm from pulling in an MTA.
 apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
 apt-get install -y -qq --no-install-recommends -t "${codename}-backports" qemu-system-x86 >/dev/null
+# qemu-img (qcow2 overlays of the Debian test system, qemu/) is in qemu-utils,
+# which qemu-system-x86 only recommends.
+apt-get install -y -qq --no-install-recommends -t "${codename}-backports" qemu-utils >/dev/null
 
 echo "install-deps: done ($(qemu-system-x86_64 --version | head -n1))"

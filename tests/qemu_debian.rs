@@ -164,10 +164,41 @@ fn check_common(firmware: &str, c: &Check) -> Vec<String> {
         failed.iter().all(|l| l.trim().is_empty()),
         format!("failed units: {failed:?}"),
     );
+    let getty = section(log, "serial getty");
+    expect(
+        getty == ["active"],
+        format!("no login prompt on ttyS0: serial-getty@ttyS0 is {getty:?}"),
+    );
     expect(
         log.contains("== end"),
         "the job output is incomplete".to_string(),
     );
+    problems
+}
+
+/// What the UEFI boot must show beyond the common checks: the firmware booted
+/// the NVRAM entry "debian" that grub-install created.
+fn check_uefi(c: &Check) -> Vec<String> {
+    let mut problems = check_common("uefi", c);
+    match boot_current(&c.job_log) {
+        Some((_, entry))
+            if entry.starts_with("debian") && entry.contains("\\EFI\\debian\\grubx64.efi") => {}
+        other => problems.push(format!(
+            "uefi: the firmware did not boot the EFI entry \"debian\" \
+             (\\EFI\\debian\\grubx64.efi): {other:?}\n{}",
+            section(&c.job_log, "efibootmgr -v").join("\n")
+        )),
+    }
+    problems
+}
+
+/// What the BIOS boot must show beyond the common checks.
+fn check_bios(c: &Check) -> Vec<String> {
+    let mut problems = check_common("bios", c);
+    let efi = section(&c.job_log, "efibootmgr -v");
+    if efi != ["not booted under UEFI"] {
+        problems.push(format!("bios: booted under UEFI? {efi:?}"));
+    }
     problems
 }
 
@@ -205,19 +236,8 @@ fn debian_source_system_boots_under_bios_and_uefi() {
     let bios = boot_check(&bios_image, None, "bios", &s.join("bios"));
     let uefi = boot_check(&built.image, Some(&built.vars), "uefi", &s.join("uefi"));
 
-    let mut problems = check_common("bios", &bios);
-    problems.extend(check_common("uefi", &uefi));
-    let bios_efi = section(&bios.job_log, "efibootmgr -v");
-    if bios_efi != ["not booted under UEFI"] {
-        problems.push(format!("bios: booted under UEFI? {bios_efi:?}"));
-    }
-    match boot_current(&uefi.job_log) {
-        Some((_, entry)) if entry.starts_with("debian") && entry.contains("\\EFI\\debian\\grubx64.efi") => {}
-        other => problems.push(format!(
-            "uefi: the firmware did not boot the EFI entry \"debian\" (\\EFI\\debian\\grubx64.efi): {other:?}\n{}",
-            section(&uefi.job_log, "efibootmgr -v").join("\n")
-        )),
-    }
+    let mut problems = check_bios(&bios);
+    problems.extend(check_uefi(&uefi));
     for (name, c) in [("bios", &bios), ("uefi", &uefi)] {
         if problems.iter().any(|p| p.starts_with(name)) {
             eprintln!(
@@ -232,4 +252,77 @@ fn debian_source_system_boots_under_bios_and_uefi() {
 
 fn nix_is_root() -> bool {
     nix::unistd::Uid::effective().is_root()
+}
+
+/// The checks on a real job log (captured from a UEFI boot of the built
+/// system), and on the same log bent the ways a broken system or recovery
+/// would bend it: each must be caught.
+#[test]
+fn checks_pass_a_real_boot_and_catch_broken_ones() {
+    let good =
+        std::fs::read_to_string(repo().join("tests/fixtures/debian-boot-check-uefi.log")).unwrap();
+    let check = |log: &str| Check {
+        code: 0,
+        job_log: log.to_string(),
+        serial: String::new(),
+    };
+    assert_eq!(check_uefi(&check(&good)), Vec::<String>::new());
+
+    let broken = [
+        (
+            "/ /dev/mapper/vg0-root ext4",
+            "/ /dev/vda4 ext4",
+            "/ is mounted",
+        ),
+        (
+            "/home /dev/mapper/vg0-home xfs",
+            "/home /dev/mapper/vg0-home ext4",
+            "/home is mounted",
+        ),
+        ("/boot/efi /dev/vda2 vfat", "", "/boot/efi is mounted"),
+        (
+            "BootCurrent: 0001",
+            "BootCurrent: 0003",
+            "did not boot the EFI entry",
+        ),
+        ("/dev/dm-2 partition 512M", "", "no swap"),
+        (
+            "== failed units\n",
+            "== failed units\nhome.mount loaded failed failed /home\n",
+            "failed units",
+        ),
+        (
+            "== serial getty\nactive",
+            "== serial getty\ninactive",
+            "no login prompt",
+        ),
+        (
+            "root=/dev/mapper/vg0-root",
+            "root=/dev/vda4",
+            "kernel command line",
+        ),
+        (
+            "\nvmlinuz-6.1.0-50-amd64",
+            "\nvmlinuz-6.1.0-99-amd64",
+            "the running kernel",
+        ),
+        ("== end\n", "", "incomplete"),
+    ];
+    for (from, to, want) in broken {
+        assert!(good.contains(from), "the fixture has no {from:?}");
+        let problems = check_uefi(&check(&good.replacen(from, to, 1)));
+        assert!(
+            problems.iter().any(|p| p.contains(want)),
+            "{from:?} -> {to:?} not caught as {want:?}: {problems:?}"
+        );
+    }
+    let failed = Check {
+        code: 1,
+        ..check(&good)
+    };
+    assert!(!check_uefi(&failed).is_empty());
+    // A BIOS boot must not have booted under UEFI.
+    assert!(check_bios(&check(&good))
+        .iter()
+        .any(|p| p.contains("booted under UEFI")));
 }
