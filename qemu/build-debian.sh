@@ -384,6 +384,8 @@ if [ -n "$output" ]; then
     fi
     cp "$vars" "$output/debian12.vars.fd"
     cp "$cache/debian12-$image_key.uuids" "$output/debian12.uuids"
+    # The copies are the caller's to boot: writable, unlike the masters.
+    chmod u+w "$output"/debian12.*
     out_vars=$output/debian12.vars.fd
     out_uuids=$output/debian12.uuids
 else

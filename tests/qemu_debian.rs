@@ -82,7 +82,7 @@ fn boot_check(image: &Path, vars: Option<&Path>, firmware: &str, out: &Path) -> 
         .output()
         .expect("running qemu/boot-check.sh");
     eprintln!(
-        "{}boot-check.sh {firmware}: {:.0} s, exit {}",
+        "{}boot-check.sh {firmware}: {:.0} s ({})",
         String::from_utf8_lossy(&res.stderr),
         start.elapsed().as_secs_f64(),
         res.status
