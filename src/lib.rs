@@ -9,6 +9,7 @@ pub mod exec;
 pub mod layout;
 pub mod logging;
 pub mod plan;
+pub mod recover;
 pub mod rescue;
 pub mod util;
 

@@ -5,6 +5,7 @@
 
 mod backup;
 mod layout;
+mod recover;
 mod rescue;
 
 use clap::{Parser, Subcommand};
@@ -37,9 +38,6 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Build the bootable rescue image: vmlinuz, initrd and a hybrid ISO.
-    Mkrescue(MkrescueArgs),
-
     /// Capture, show and compare the storage and boot layout.
     Layout {
         #[command(subcommand)]
@@ -52,6 +50,17 @@ pub enum Command {
         cmd: BackupCmd,
     },
 
+    /// Build the bootable rescue image: vmlinuz, initrd and a hybrid ISO.
+    Mkrescue(MkrescueArgs),
+
+    /// Show what recovery would do on the disks present: mapping, sizes,
+    /// every step. Writes nothing.
+    Plan(recover::PlanArgs),
+
+    /// Recreate the saved machine on the disks present, restore the backup
+    /// and make it boot.
+    Recover(recover::RecoverArgs),
+
     /// Helpers used by the rescue system itself.
     #[command(hide = true)]
     Internal {
@@ -63,9 +72,11 @@ pub enum Command {
 /// Runs a parsed command line and returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
-        Command::Mkrescue(args) => rescue::mkrescue(args),
         Command::Layout { cmd } => layout::run(cmd),
         Command::Backup { cmd } => backup::run(cmd),
+        Command::Mkrescue(args) => rescue::mkrescue(args),
+        Command::Plan(args) => recover::plan(args),
+        Command::Recover(args) => recover::recover(args),
         Command::Internal { cmd } => rescue::internal(cmd),
     }
 }

@@ -75,7 +75,10 @@ pub fn scale(items: &[Item], capacity: u64, align: u64) -> Result<Vec<u64>, Shor
             if held[idx] {
                 continue;
             }
-            let s = align_down((item.old as u128 * room as u128 / free_old as u128) as u64, align);
+            let s = align_down(
+                (item.old as u128 * room as u128 / free_old as u128) as u64,
+                align,
+            );
             if s < item.min {
                 sizes[idx] = align_up(item.min, align);
                 held[idx] = true;
@@ -117,14 +120,24 @@ pub fn place(old: &[Span], old_usable: Usable, new: Usable) -> Result<Vec<(u64, 
     if old_usable == new || old.is_empty() {
         return Ok(old.iter().map(|s| (s.start, s.size)).collect());
     }
-    let last_end = old.iter().map(|s| s.start + s.size).max().unwrap_or(old_usable.start);
+    let last_end = old
+        .iter()
+        .map(|s| s.start + s.size)
+        .max()
+        .unwrap_or(old_usable.start);
     let trailing = old_usable.end.saturating_sub(last_end);
     let to_end = trailing <= 2 * MIB;
     let lead = old[0].start.saturating_sub(old_usable.start);
     let gaps: Vec<u64> = old
         .iter()
         .enumerate()
-        .map(|(i, s)| if i == 0 { 0 } else { s.start.saturating_sub(old[i - 1].start + old[i - 1].size) })
+        .map(|(i, s)| {
+            if i == 0 {
+                0
+            } else {
+                s.start.saturating_sub(old[i - 1].start + old[i - 1].size)
+            }
+        })
         .collect();
     // Room for rounding each start up to 1 MiB.
     let slack = MIB * (old.len() as u64 + 1);
@@ -205,11 +218,20 @@ mod tests {
     #[test]
     fn scale_table() {
         // (items, capacity, expected)
-        let cases: Vec<(Vec<Item>, u64, Result<Vec<u64>, u64>)> = vec![
+        type Case = (Vec<Item>, u64, Result<Vec<u64>, u64>);
+        let cases: Vec<Case> = vec![
             // same capacity: same sizes
-            (vec![item(10 * GIB, false, 0), item(5 * GIB, false, 0)], 15 * GIB, Ok(vec![10 * GIB, 5 * GIB])),
+            (
+                vec![item(10 * GIB, false, 0), item(5 * GIB, false, 0)],
+                15 * GIB,
+                Ok(vec![10 * GIB, 5 * GIB]),
+            ),
             // twice the space: twice the size, fixed stays
-            (vec![item(GIB, true, 0), item(4 * GIB, false, 0)], 9 * GIB, Ok(vec![GIB, 8 * GIB])),
+            (
+                vec![item(GIB, true, 0), item(4 * GIB, false, 0)],
+                9 * GIB,
+                Ok(vec![GIB, 8 * GIB]),
+            ),
             // shrink with one item held at its minimum
             (
                 vec![item(10 * GIB, false, 8 * GIB), item(10 * GIB, false, 0)],
@@ -217,7 +239,11 @@ mod tests {
                 Ok(vec![8 * GIB, 4 * GIB]),
             ),
             // too small: short by 1 GiB
-            (vec![item(GIB, true, 0), item(10 * GIB, false, 6 * GIB)], 6 * GIB, Err(GIB)),
+            (
+                vec![item(GIB, true, 0), item(10 * GIB, false, 6 * GIB)],
+                6 * GIB,
+                Err(GIB),
+            ),
         ];
         for (items, cap, expect) in cases {
             let got = scale(&items, cap, MIB).map_err(|s| s.short);
@@ -246,18 +272,33 @@ mod tests {
     fn same_disk_keeps_every_byte() {
         let old = vec![span(1, 1, true), span(2, 200, true), span(202, 9000, false)];
         let got = place(&old, usable(10240), usable(10240)).unwrap();
-        assert_eq!(got, vec![(MIB, MIB), (2 * MIB, 200 * MIB), (202 * MIB, 9000 * MIB)]);
+        assert_eq!(
+            got,
+            vec![(MIB, MIB), (2 * MIB, 200 * MIB), (202 * MIB, 9000 * MIB)]
+        );
     }
 
     #[test]
     fn larger_disk_grows_resizable_partitions_and_reaches_the_end() {
         // bios boot, ESP, /boot fixed; LVM PV to the end of a 10 GiB disk.
-        let old = vec![span(1, 1, true), span(2, 200, true), span(202, 500, true), span(702, 9537, false)];
+        let old = vec![
+            span(1, 1, true),
+            span(2, 200, true),
+            span(202, 500, true),
+            span(702, 9537, false),
+        ];
         let got = place(&old, usable(10240), usable(20480)).unwrap();
-        assert_eq!(&got[..3], &[(MIB, MIB), (2 * MIB, 200 * MIB), (202 * MIB, 500 * MIB)]);
+        assert_eq!(
+            &got[..3],
+            &[(MIB, MIB), (2 * MIB, 200 * MIB), (202 * MIB, 500 * MIB)]
+        );
         let (start, size) = got[3];
         assert_eq!(start, 702 * MIB);
-        assert_eq!(start + size, 20479 * MIB, "last partition reaches the last whole MiB");
+        assert_eq!(
+            start + size,
+            20479 * MIB,
+            "last partition reaches the last whole MiB"
+        );
     }
 
     #[test]
@@ -290,8 +331,14 @@ mod tests {
             fixed: false,
             min: 0,
         }];
-        let u_old = Usable { start: 512, end: 1024 * MIB };
-        let u_new = Usable { start: 512, end: 2048 * MIB };
+        let u_old = Usable {
+            start: 512,
+            end: 1024 * MIB,
+        };
+        let u_new = Usable {
+            start: 512,
+            end: 2048 * MIB,
+        };
         let got = place(&old, u_old, u_new).unwrap();
         assert_eq!(got[0].0, 63 * 512);
         assert!(got[0].0 + got[0].1 <= 2048 * MIB);

@@ -54,9 +54,15 @@ fn same_identity(old: &Disk, new: &TargetDisk) -> Option<String> {
         _ => false,
     };
     if eq(&old.wwn, &new.wwn) {
-        Some(format!("same WWN {}", old.wwn.as_deref().unwrap_or_default()))
+        Some(format!(
+            "same WWN {}",
+            old.wwn.as_deref().unwrap_or_default()
+        ))
     } else if eq(&old.serial, &new.serial) {
-        Some(format!("same serial {}", old.serial.as_deref().unwrap_or_default()))
+        Some(format!(
+            "same serial {}",
+            old.serial.as_deref().unwrap_or_default()
+        ))
     } else {
         None
     }
@@ -103,7 +109,12 @@ pub fn map_disks(
             .ok_or_else(|| {
                 anyhow::anyhow!(
                     "--map {old_arg}={new_arg}: the layout has no disk {old_arg} (it has {})",
-                    layout.disks.iter().map(|d| d.path.as_str()).collect::<Vec<_>>().join(", ")
+                    layout
+                        .disks
+                        .iter()
+                        .map(|d| d.path.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )
             })?;
         if !old.needed {
@@ -125,7 +136,11 @@ pub fn map_disks(
             }
             bail!(
                 "--map {old_arg}={new_arg}: {new_path} is not a writable disk here (disks: {})",
-                targets.iter().map(|t| t.path.as_str()).collect::<Vec<_>>().join(", ")
+                targets
+                    .iter()
+                    .map(|t| t.path.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
         };
         if !todo.iter().any(|d| d.path == old.path) {
@@ -169,7 +184,10 @@ pub fn map_disks(
                         "{} ({}{})",
                         t.path,
                         human_bytes(t.size_bytes),
-                        t.model.as_deref().map(|m| format!(", {m}")).unwrap_or_default()
+                        t.model
+                            .as_deref()
+                            .map(|m| format!(", {m}"))
+                            .unwrap_or_default()
                     )
                 })
                 .collect::<Vec<_>>()
@@ -179,9 +197,16 @@ pub fn map_disks(
             bail!(
                 "not enough disks: {} still to place ({}) but only {} free ({})",
                 todo.len(),
-                todo.iter().map(|d| format!("{} {}", d.path, human_bytes(d.size_bytes))).collect::<Vec<_>>().join(", "),
+                todo.iter()
+                    .map(|d| format!("{} {}", d.path, human_bytes(d.size_bytes)))
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 free.len(),
-                if free.is_empty() { "none".to_string() } else { describe(&free) }
+                if free.is_empty() {
+                    "none".to_string()
+                } else {
+                    describe(&free)
+                }
             );
         }
         if free.len() > todo.len() {
@@ -191,7 +216,10 @@ pub fn map_disks(
                 .collect();
             bail!(
                 "cannot tell which disk should replace {}: candidates are {}; choose with e.g. {}",
-                todo.iter().map(|d| format!("{} ({})", d.path, human_bytes(d.size_bytes))).collect::<Vec<_>>().join(", "),
+                todo.iter()
+                    .map(|d| format!("{} ({})", d.path, human_bytes(d.size_bytes)))
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 describe(&free),
                 hint.join(" ")
             );
@@ -228,7 +256,11 @@ mod tests {
             wwn: None,
             by_id: vec![],
             needed,
-            needed_reason: if needed { "holds /".into() } else { "nothing mounted".into() },
+            needed_reason: if needed {
+                "holds /".into()
+            } else {
+                "nothing mounted".into()
+            },
             partition_table: None,
         }
     }
@@ -254,7 +286,9 @@ mod tests {
     }
 
     fn summary(p: &[DiskPair]) -> Vec<(String, String, String)> {
-        p.iter().map(|p| (p.old.clone(), p.new.clone(), p.reason.clone())).collect()
+        p.iter()
+            .map(|p| (p.old.clone(), p.new.clone(), p.reason.clone()))
+            .collect()
     }
 
     #[test]
@@ -351,8 +385,11 @@ mod tests {
         ];
         for c in cases {
             let l = layout(c.old);
-            let maps: Vec<(String, String)> =
-                c.maps.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+            let maps: Vec<(String, String)> = c
+                .maps
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect();
             let excluded = c
                 .excluded
                 .iter()
@@ -361,7 +398,10 @@ mod tests {
             let got = map_disks(&l, &c.new, &maps, &excluded);
             match (got, c.expect) {
                 (Ok(p), Ok(e)) => {
-                    let e: Vec<_> = e.iter().map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string())).collect();
+                    let e: Vec<_> = e
+                        .iter()
+                        .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+                        .collect();
                     assert_eq!(summary(&p), e, "{}", c.name);
                 }
                 (Err(err), Err(e)) => assert!(err.to_string().contains(e), "{}: {err}", c.name),

@@ -14,8 +14,8 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::layout::{
-    EfiBootEntry, Filesystem, FsParams, GptPartition, GptTable, Layout, LogicalVolume, LuksDevice, MbrKind,
-    MbrPartition, MbrTable, MdArray, PartitionTable, PhysicalVolume, Swap, VolumeGroup,
+    EfiBootEntry, Filesystem, FsParams, GptPartition, GptTable, Layout, LogicalVolume, LuksDevice,
+    MbrKind, MbrPartition, MbrTable, MdArray, PartitionTable, PhysicalVolume, Swap, VolumeGroup,
 };
 use crate::util::human_bytes;
 use fit::{Span, Usable, MIB};
@@ -33,7 +33,7 @@ pub struct PlanInput {
     pub maps: Vec<(String, String)>,
     /// Target disks that may not be written, with the reason.
     pub excluded: BTreeMap<String, String>,
-    /// Used bytes per file system (UUID or device) from the backup manifest.
+    /// Used bytes per file system (UUID, else device) from the backup manifest.
     pub manifest_used: BTreeMap<String, u64>,
     /// The backup to restore (shown in the plan; `None` plans no restore).
     pub backup: Option<String>,
@@ -143,7 +143,10 @@ struct Builder<'a> {
 
 impl Builder<'_> {
     fn new_path(&self, old: &str) -> String {
-        self.renames.get(old).cloned().unwrap_or_else(|| old.to_string())
+        self.renames
+            .get(old)
+            .cloned()
+            .unwrap_or_else(|| old.to_string())
     }
 
     fn note_size(&mut self, item: String, old: u64, new: u64, note: &str) {
@@ -162,7 +165,8 @@ impl Builder<'_> {
         match table {
             PartitionTable::Gpt(gpt) => {
                 let entry_sectors = |sector: u64| {
-                    (gpt.num_partition_entries as u64 * gpt.partition_entry_size as u64).div_ceil(sector)
+                    (gpt.num_partition_entries as u64 * gpt.partition_entry_size as u64)
+                        .div_ceil(sector)
                 };
                 let old_usable = Usable {
                     start: gpt.first_usable_lba * old_sector,
@@ -170,9 +174,15 @@ impl Builder<'_> {
                 };
                 let new_total = pair.new_size_bytes / new_sector;
                 let (first, last) = if new_sector == old_sector {
-                    (gpt.first_usable_lba, new_total - 2 - entry_sectors(new_sector))
+                    (
+                        gpt.first_usable_lba,
+                        new_total - 2 - entry_sectors(new_sector),
+                    )
                 } else {
-                    (2 + entry_sectors(new_sector), new_total - 2 - entry_sectors(new_sector))
+                    (
+                        2 + entry_sectors(new_sector),
+                        new_total - 2 - entry_sectors(new_sector),
+                    )
                 };
                 let new_usable = Usable {
                     start: first * new_sector,
@@ -184,7 +194,8 @@ impl Builder<'_> {
                     .iter()
                     .map(|p| {
                         let size = (p.last_lba - p.first_lba + 1) * old_sector;
-                        let fixed_type = p.type_guid == stack::BIOS_BOOT_GUID || p.type_guid == stack::ESP_GUID;
+                        let fixed_type =
+                            p.type_guid == stack::BIOS_BOOT_GUID || p.type_guid == stack::ESP_GUID;
                         let (min, fixed) = self.stack.device_min(&p.device, size);
                         Span {
                             start: p.first_lba * old_sector,
@@ -226,6 +237,7 @@ impl Builder<'_> {
                     last_usable_lba: last,
                     partition_entry_lba: 2,
                     partitions: new_parts,
+                    problems: Vec::new(),
                     ..gpt.clone()
                 }))
             }
@@ -241,10 +253,19 @@ impl Builder<'_> {
                     ));
                 }
                 let old_limit = pair.old_size_bytes.min((u32::MAX as u64) * old_sector);
-                let old_usable = Usable { start: old_sector, end: old_limit };
-                let new_usable = Usable { start: new_sector, end: new_bytes };
-                let mut parts: Vec<&MbrPartition> =
-                    mbr.partitions.iter().filter(|p| p.kind != MbrKind::Extended).collect();
+                let old_usable = Usable {
+                    start: old_sector,
+                    end: old_limit,
+                };
+                let new_usable = Usable {
+                    start: new_sector,
+                    end: new_bytes,
+                };
+                let mut parts: Vec<&MbrPartition> = mbr
+                    .partitions
+                    .iter()
+                    .filter(|p| p.kind != MbrKind::Extended)
+                    .collect();
                 parts.sort_by_key(|p| p.first_lba);
                 let spans: Vec<Span> = parts
                     .iter()
@@ -254,7 +275,9 @@ impl Builder<'_> {
                         Span {
                             start: p.first_lba * old_sector,
                             size,
-                            fixed: fixed || p.type_byte == stack::MBR_ESP || self.is_boot_fs(&p.device),
+                            fixed: fixed
+                                || p.type_byte == stack::MBR_ESP
+                                || self.is_boot_fs(&p.device),
                             min,
                         }
                     })
@@ -288,21 +311,33 @@ impl Builder<'_> {
                 // The extended partition spans its logical partitions, with
                 // the same room before the first one as before.
                 if let Some(ext) = mbr.partitions.iter().find(|p| p.kind == MbrKind::Extended) {
-                    let logicals: Vec<&MbrPartition> =
-                        new_parts.iter().filter(|p| p.kind == MbrKind::Logical).collect();
+                    let logicals: Vec<&MbrPartition> = new_parts
+                        .iter()
+                        .filter(|p| p.kind == MbrKind::Logical)
+                        .collect();
                     let old_first_logical = mbr
                         .partitions
                         .iter()
                         .filter(|p| p.kind == MbrKind::Logical)
                         .map(|p| p.first_lba)
                         .min();
-                    let (start, end) = match (logicals.iter().map(|p| p.first_lba).min(), old_first_logical) {
+                    let (start, end) = match (
+                        logicals.iter().map(|p| p.first_lba).min(),
+                        old_first_logical,
+                    ) {
                         (Some(first), Some(old_first)) => {
                             let lead = (old_first - ext.first_lba) * old_sector / new_sector;
-                            let end = logicals.iter().map(|p| p.first_lba + p.sectors).max().unwrap_or(first);
+                            let end = logicals
+                                .iter()
+                                .map(|p| p.first_lba + p.sectors)
+                                .max()
+                                .unwrap_or(first);
                             (first - lead, end)
                         }
-                        _ => (ext.first_lba * old_sector / new_sector, (ext.first_lba + ext.sectors) * old_sector / new_sector),
+                        _ => (
+                            ext.first_lba * old_sector / new_sector,
+                            (ext.first_lba + ext.sectors) * old_sector / new_sector,
+                        ),
                     };
                     new_parts.push(MbrPartition {
                         device: partition_path(&pair.new, ext.number),
@@ -311,7 +346,8 @@ impl Builder<'_> {
                         size_bytes: (end - start) * new_sector,
                         ..ext.clone()
                     });
-                    self.renames.insert(ext.device.clone(), partition_path(&pair.new, ext.number));
+                    self.renames
+                        .insert(ext.device.clone(), partition_path(&pair.new, ext.number));
                 }
                 new_parts.sort_by_key(|p| p.number);
                 Ok(PartitionTable::Mbr(MbrTable {
@@ -341,14 +377,19 @@ pub fn build(layout: &Layout, input: &PlanInput) -> Result<Plan> {
         b.warnings.push(format!(
             "not recreated: {}{} ({})",
             u.kind,
-            u.device.as_deref().map(|d| format!(" on {d}")).unwrap_or_default(),
+            u.device
+                .as_deref()
+                .map(|d| format!(" on {d}"))
+                .unwrap_or_default(),
             u.reason
         ));
     }
     let mut steps = Vec::new();
     let mut created: BTreeSet<String> = BTreeSet::new();
     for pair in &disks {
-        let old = layout.disk(&pair.old).context("mapped disk is in the layout")?;
+        let old = layout
+            .disk(&pair.old)
+            .context("mapped disk is in the layout")?;
         b.renames.insert(pair.old.clone(), pair.new.clone());
         b.sizes.insert(pair.old.clone(), pair.new_size_bytes);
         created.insert(pair.old.clone());
@@ -361,7 +402,12 @@ pub fn build(layout: &Layout, input: &PlanInput) -> Result<Plan> {
                 table: new_table,
             });
         } else if pair.new_size_bytes != pair.old_size_bytes {
-            b.note_size(format!("disk {}", pair.old), pair.old_size_bytes, pair.new_size_bytes, "whole-disk device");
+            b.note_size(
+                format!("disk {}", pair.old),
+                pair.old_size_bytes,
+                pair.new_size_bytes,
+                "whole-disk device",
+            );
         }
     }
 
@@ -393,7 +439,12 @@ pub fn build(layout: &Layout, input: &PlanInput) -> Result<Plan> {
             let new_size = new_min_member.saturating_sub(overhead) * data;
             b.sizes.insert(md.device.clone(), new_size);
             if new_size != md.size_bytes {
-                b.note_size(format!("md array {}", md.device), md.size_bytes, new_size, "follows its members");
+                b.note_size(
+                    format!("md array {}", md.device),
+                    md.size_bytes,
+                    new_size,
+                    "follows its members",
+                );
             }
             let mut array = (*md).clone();
             for m in &mut array.members {
@@ -412,8 +463,10 @@ pub fn build(layout: &Layout, input: &PlanInput) -> Result<Plan> {
             let mapped = b.stack.luks_mapped(l);
             let name = mapped.trim_start_matches("/dev/mapper/").to_string();
             let outer = b.sizes.get(&l.device).copied().unwrap_or(0);
-            b.sizes
-                .insert(mapped.clone(), outer.saturating_sub(l.data_offset_bytes.unwrap_or(16 * MIB)));
+            b.sizes.insert(
+                mapped.clone(),
+                outer.saturating_sub(l.data_offset_bytes.unwrap_or(16 * MIB)),
+            );
             let mut luks = (*l).clone();
             luks.device = b.new_path(&l.device);
             steps.push(Step::FormatLuks { luks, name });
@@ -447,13 +500,22 @@ pub fn build(layout: &Layout, input: &PlanInput) -> Result<Plan> {
         }
     }
     for md in &pending_md {
-        b.warnings.push(format!("md array {} is not recreated: its members are not on mapped disks", md.device));
+        b.warnings.push(format!(
+            "md array {} is not recreated: its members are not on mapped disks",
+            md.device
+        ));
     }
     for l in &pending_luks {
-        b.warnings.push(format!("LUKS container on {} is not recreated: its device is not on a mapped disk", l.device));
+        b.warnings.push(format!(
+            "LUKS container on {} is not recreated: its device is not on a mapped disk",
+            l.device
+        ));
     }
     for vg in &pending_vg {
-        b.warnings.push(format!("volume group {} is not recreated: not all its PVs are on mapped disks", vg.name));
+        b.warnings.push(format!(
+            "volume group {} is not recreated: not all its PVs are on mapped disks",
+            vg.name
+        ));
     }
 
     // File systems and swap.
@@ -462,7 +524,10 @@ pub fn build(layout: &Layout, input: &PlanInput) -> Result<Plan> {
         if !created.contains(&fs.device) {
             continue;
         }
-        if !matches!(fs.fstype.as_str(), "ext2" | "ext3" | "ext4" | "xfs" | "vfat" | "btrfs") {
+        if !matches!(
+            fs.fstype.as_str(),
+            "ext2" | "ext3" | "ext4" | "xfs" | "vfat" | "btrfs"
+        ) {
             bail!(
                 "file system {} on {} is {}, which lifeboat cannot recreate; exclude its disk or convert it",
                 fs.uuid.as_deref().unwrap_or("?"),
@@ -483,7 +548,10 @@ pub fn build(layout: &Layout, input: &PlanInput) -> Result<Plan> {
                 bail!(
                     "{} for file system {} is short by {} bytes: it holds about {} of data",
                     new_fs.device,
-                    fs.mountpoints.first().map(String::as_str).unwrap_or(&fs.device),
+                    fs.mountpoints
+                        .first()
+                        .map(String::as_str)
+                        .unwrap_or(&fs.device),
                     min - new_fs.size_bytes,
                     human_bytes(b.stack.used.get(&stack::fs_key(fs)).copied().unwrap_or(0))
                 );
@@ -498,19 +566,37 @@ pub fn build(layout: &Layout, input: &PlanInput) -> Result<Plan> {
         }
         let mut s = swap.clone();
         s.device = b.new_path(&swap.device);
-        s.size_bytes = b.sizes.get(&swap.device).copied().unwrap_or(swap.size_bytes);
+        s.size_bytes = b
+            .sizes
+            .get(&swap.device)
+            .copied()
+            .unwrap_or(swap.size_bytes);
         steps.push(Step::Mkswap { swap: s });
     }
     // Partitions with nothing lifeboat knows on them come back empty.
     for pair in &disks {
-        if let Some(table) = layout.disk(&pair.old).and_then(|d| d.partition_table.as_ref()) {
+        if let Some(table) = layout
+            .disk(&pair.old)
+            .and_then(|d| d.partition_table.as_ref())
+        {
             let devs: Vec<(String, bool)> = match table {
-                PartitionTable::Gpt(g) => g.partitions.iter().map(|p| (p.device.clone(), p.type_guid == stack::BIOS_BOOT_GUID)).collect(),
-                PartitionTable::Mbr(m) => m.partitions.iter().filter(|p| p.kind != MbrKind::Extended).map(|p| (p.device.clone(), false)).collect(),
+                PartitionTable::Gpt(g) => g
+                    .partitions
+                    .iter()
+                    .map(|p| (p.device.clone(), p.type_guid == stack::BIOS_BOOT_GUID))
+                    .collect(),
+                PartitionTable::Mbr(m) => m
+                    .partitions
+                    .iter()
+                    .filter(|p| p.kind != MbrKind::Extended)
+                    .map(|p| (p.device.clone(), false))
+                    .collect(),
             };
             for (d, bios_boot) in devs {
                 if !bios_boot && matches!(b.stack.content(&d), Content::Nothing) {
-                    b.warnings.push(format!("partition {d} is recreated empty: the layout records nothing on it"));
+                    b.warnings.push(format!(
+                        "partition {d} is recreated empty: the layout records nothing on it"
+                    ));
                 }
             }
         }
@@ -538,11 +624,18 @@ pub fn build(layout: &Layout, input: &PlanInput) -> Result<Plan> {
             options,
         });
     }
-    mounts.sort_by_key(|m| (m.mountpoint.matches('/').count() - usize::from(m.mountpoint == "/"), m.mountpoint.clone()));
+    mounts.sort_by_key(|m| {
+        (
+            m.mountpoint.matches('/').count() - usize::from(m.mountpoint == "/"),
+            m.mountpoint.clone(),
+        )
+    });
     if mounts.iter().any(|m| m.mountpoint == "/") {
         steps.push(Step::Mount { mounts });
         if let Some(backup) = &input.backup {
-            steps.push(Step::Restore { backup: backup.clone() });
+            steps.push(Step::Restore {
+                backup: backup.clone(),
+            });
         }
         let replacements: Vec<(String, String)> = b
             .renames
@@ -564,17 +657,30 @@ pub fn build(layout: &Layout, input: &PlanInput) -> Result<Plan> {
                 .filter(|d| b.renames.contains_key(*d))
                 .map(|d| b.new_path(d))
                 .collect();
-            let esps: Vec<String> = layout.boot.esps.iter().filter(|e| created.contains(*e)).map(|e| b.new_path(e)).collect();
+            let esps: Vec<String> = layout
+                .boot
+                .esps
+                .iter()
+                .filter(|e| created.contains(*e))
+                .map(|e| b.new_path(e))
+                .collect();
             let efi_entries: Vec<EfiBootEntry> = layout
                 .boot
                 .efi_entries
                 .iter()
                 .filter(|e| {
                     e.partition_guid.as_ref().is_some_and(|g| {
-                        layout.disks.iter().filter(|d| b.renames.contains_key(&d.path)).any(|d| match &d.partition_table {
-                            Some(PartitionTable::Gpt(t)) => t.partitions.iter().any(|p| p.unique_guid.eq_ignore_ascii_case(g)),
-                            _ => false,
-                        })
+                        layout
+                            .disks
+                            .iter()
+                            .filter(|d| b.renames.contains_key(&d.path))
+                            .any(|d| match &d.partition_table {
+                                Some(PartitionTable::Gpt(t)) => t
+                                    .partitions
+                                    .iter()
+                                    .any(|p| p.unique_guid.eq_ignore_ascii_case(g)),
+                                _ => false,
+                            })
                     })
                 })
                 .cloned()
@@ -587,7 +693,10 @@ pub fn build(layout: &Layout, input: &PlanInput) -> Result<Plan> {
                 );
             }
             if bios_disks.is_empty() && esps.is_empty() {
-                b.warnings.push("the layout records no bootloader on the mapped disks: none is installed".into());
+                b.warnings.push(
+                    "the layout records no bootloader on the mapped disks: none is installed"
+                        .into(),
+                );
             } else {
                 steps.push(Step::Bootloader {
                     bios_disks,
@@ -597,10 +706,16 @@ pub fn build(layout: &Layout, input: &PlanInput) -> Result<Plan> {
                 });
             }
         } else {
-            b.warnings.push("no backup given: disks are recreated empty, nothing is restored, no bootloader".into());
+            b.warnings.push(
+                "no backup given: disks are recreated empty, nothing is restored, no bootloader"
+                    .into(),
+            );
         }
     } else {
-        b.warnings.push("the root file system is not among the recreated ones: nothing is mounted or restored".into());
+        b.warnings.push(
+            "the root file system is not among the recreated ones: nothing is mounted or restored"
+                .into(),
+        );
     }
     steps.push(Step::Verify);
 
@@ -635,14 +750,27 @@ fn old_size_of(layout: &Layout, dev: &str) -> u64 {
             None => {}
         }
     }
-    layout.md_arrays.iter().find(|m| m.device == dev).map(|m| m.size_bytes).unwrap_or(0)
+    layout
+        .md_arrays
+        .iter()
+        .find(|m| m.device == dev)
+        .map(|m| m.size_bytes)
+        .unwrap_or(0)
 }
 
 /// Sizes a VG's LVs for its new PVs. Returns the step and the LV devices.
-fn plan_vg(b: &mut Builder, vg: &VolumeGroup, pvs: &[&PhysicalVolume]) -> Result<(Step, Vec<String>)> {
+fn plan_vg(
+    b: &mut Builder,
+    vg: &VolumeGroup,
+    pvs: &[&PhysicalVolume],
+) -> Result<(Step, Vec<String>)> {
     let extent = vg.extent_size_bytes.max(MIB);
-    let capacity = |size: u64, pe_start: u64| fit::align_down(size.saturating_sub(pe_start), extent);
-    let old_cap: u64 = pvs.iter().map(|p| capacity(p.dev_size_bytes.max(p.size_bytes), p.pe_start_bytes)).sum();
+    let capacity =
+        |size: u64, pe_start: u64| fit::align_down(size.saturating_sub(pe_start), extent);
+    let old_cap: u64 = pvs
+        .iter()
+        .map(|p| capacity(p.dev_size_bytes.max(p.size_bytes), p.pe_start_bytes))
+        .sum();
     let mut new_pvs = Vec::new();
     let mut new_cap = 0;
     for p in pvs {
@@ -658,12 +786,19 @@ fn plan_vg(b: &mut Builder, vg: &VolumeGroup, pvs: &[&PhysicalVolume]) -> Result
         new_pvs.push(np);
     }
     let lvs = b.stack.lvs_of(&vg.name);
-    let visible: Vec<&LogicalVolume> = lvs.iter().copied().filter(|lv| !stack::is_hidden(lv)).collect();
+    let visible: Vec<&LogicalVolume> = lvs
+        .iter()
+        .copied()
+        .filter(|lv| !stack::is_hidden(lv))
+        .collect();
     let mut new_lvs = Vec::new();
     let mut devices = Vec::new();
     if new_cap == old_cap {
         for lv in &visible {
-            new_lvs.push(NewLv { lv: (*lv).clone(), size_bytes: lv.size_bytes });
+            new_lvs.push(NewLv {
+                lv: (*lv).clone(),
+                size_bytes: lv.size_bytes,
+            });
             devices.push(lv.device.clone());
         }
     } else {
@@ -671,15 +806,30 @@ fn plan_vg(b: &mut Builder, vg: &VolumeGroup, pvs: &[&PhysicalVolume]) -> Result
         // raid images, which follow their LV) and thin volumes (virtual).
         let hidden_fixed: u64 = lvs
             .iter()
-            .filter(|lv| stack::is_hidden(lv) && !lv.name.contains("_rimage_") && !lv.name.contains("_tdata") && !lv.name.contains("_mimage_"))
+            .filter(|lv| {
+                stack::is_hidden(lv)
+                    && !lv.name.contains("_rimage_")
+                    && !lv.name.contains("_tdata")
+                    && !lv.name.contains("_mimage_")
+            })
             .map(|lv| lv.size_bytes)
             .sum();
         let mut items = Vec::new();
-        let sized: Vec<&LogicalVolume> = visible.iter().copied().filter(|lv| !stack::is_thin(lv)).collect();
+        let sized: Vec<&LogicalVolume> = visible
+            .iter()
+            .copied()
+            .filter(|lv| !stack::is_thin(lv))
+            .collect();
         for lv in &sized {
             let copies = stack::lv_copies(lv);
             let (min, fixed) = if stack::is_thin_pool(lv) {
-                (b.stack.device_min(&lv.device, lv.size_bytes).0.min(lv.size_bytes), false)
+                (
+                    b.stack
+                        .device_min(&lv.device, lv.size_bytes)
+                        .0
+                        .min(lv.size_bytes),
+                    false,
+                )
             } else {
                 b.stack.device_min(&lv.device, lv.size_bytes)
             };
@@ -707,17 +857,33 @@ fn plan_vg(b: &mut Builder, vg: &VolumeGroup, pvs: &[&PhysicalVolume]) -> Result
         for (lv, footprint) in sized.iter().zip(&sizes) {
             let size = fit::align_down(footprint / stack::lv_copies(lv), extent);
             if size != lv.size_bytes {
-                b.note_size(format!("logical volume {}/{}", lv.vg, lv.name), lv.size_bytes, size, "in proportion to its VG");
+                b.note_size(
+                    format!("logical volume {}/{}", lv.vg, lv.name),
+                    lv.size_bytes,
+                    size,
+                    "in proportion to its VG",
+                );
             }
             b.sizes.insert(lv.device.clone(), size);
-            new_lvs.push(NewLv { lv: (*lv).clone(), size_bytes: size });
+            new_lvs.push(NewLv {
+                lv: (*lv).clone(),
+                size_bytes: size,
+            });
             devices.push(lv.device.clone());
         }
         for lv in visible.iter().filter(|lv| stack::is_thin(lv)) {
-            new_lvs.push(NewLv { lv: (*lv).clone(), size_bytes: lv.size_bytes });
+            new_lvs.push(NewLv {
+                lv: (*lv).clone(),
+                size_bytes: lv.size_bytes,
+            });
             devices.push(lv.device.clone());
         }
-        b.note_size(format!("volume group {}", vg.name), old_cap, new_cap, "sum of its PVs");
+        b.note_size(
+            format!("volume group {}", vg.name),
+            old_cap,
+            new_cap,
+            "sum of its PVs",
+        );
     }
     for lv in &visible {
         b.sizes.entry(lv.device.clone()).or_insert(lv.size_bytes);

@@ -129,7 +129,10 @@ fn step_details(step: &Step, out: &mut String) {
                     "         {:<24} {:>10}  {}",
                     l.lv.name,
                     human_bytes(l.size_bytes),
-                    l.lv.segments.first().map(|s| s.segtype.as_str()).unwrap_or("linear")
+                    l.lv.segments
+                        .first()
+                        .map(|s| s.segtype.as_str())
+                        .unwrap_or("linear")
                 );
             }
         }
@@ -140,7 +143,11 @@ fn step_details(step: &Step, out: &mut String) {
                     "         {:<24} on {}{}",
                     m.device,
                     m.mountpoint,
-                    if m.options.is_empty() { String::new() } else { format!(" ({})", m.options.join(",")) }
+                    if m.options.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", m.options.join(","))
+                    }
                 );
             }
         }
@@ -199,7 +206,11 @@ pub fn render(plan: &Plan) -> String {
                 s.item,
                 human_bytes(s.old_bytes),
                 human_bytes(s.new_bytes),
-                if s.note.is_empty() { String::new() } else { format!("  ({})", s.note) }
+                if s.note.is_empty() {
+                    String::new()
+                } else {
+                    format!("  ({})", s.note)
+                }
             );
         }
     }

@@ -48,7 +48,11 @@ impl<'a> Stack<'a> {
 
     pub fn content(&self, dev: &str) -> Content<'a> {
         let l = self.layout;
-        if let Some(md) = l.md_arrays.iter().find(|m| m.members.iter().any(|x| x.device == dev)) {
+        if let Some(md) = l
+            .md_arrays
+            .iter()
+            .find(|m| m.members.iter().any(|x| x.device == dev))
+        {
             return Content::MdMember(md);
         }
         if let Some(x) = l.luks.iter().find(|x| x.device == dev) {
@@ -60,7 +64,11 @@ impl<'a> Stack<'a> {
         if let Some(s) = l.swaps.iter().find(|s| !s.is_file && s.device == dev) {
             return Content::Swap(s);
         }
-        if let Some(fs) = l.filesystems.iter().find(|f| f.device == dev || btrfs_devices(f).contains(&dev)) {
+        if let Some(fs) = l
+            .filesystems
+            .iter()
+            .find(|f| f.device == dev || btrfs_devices(f).contains(&dev))
+        {
             return Content::Fs(fs);
         }
         Content::Nothing
@@ -71,13 +79,20 @@ impl<'a> Stack<'a> {
         luks.mapped_device.clone().unwrap_or_else(|| {
             format!(
                 "/dev/mapper/{}",
-                luks.mapping_name.clone().unwrap_or_else(|| format!("luks-{}", luks.uuid))
+                luks.mapping_name
+                    .clone()
+                    .unwrap_or_else(|| format!("luks-{}", luks.uuid))
             )
         })
     }
 
     pub fn lvs_of(&self, vg: &str) -> Vec<&'a LogicalVolume> {
-        self.layout.lvm.lvs.iter().filter(|lv| lv.vg == vg).collect()
+        self.layout
+            .lvm
+            .lvs
+            .iter()
+            .filter(|lv| lv.vg == vg)
+            .collect()
     }
 
     pub fn pvs_of(&self, vg: &str) -> Vec<&'a PhysicalVolume> {
@@ -155,9 +170,17 @@ impl<'a> Stack<'a> {
             .filter(|lv| is_hidden(lv) && lv.name.contains("meta") || lv.name.contains("pmspare"))
             .map(|lv| lv.size_bytes)
             .sum::<u64>();
-        let vg_size: u64 = self.pvs_of(vg).iter().map(|p| p.size_bytes).sum::<u64>().max(1);
+        let vg_size: u64 = self
+            .pvs_of(vg)
+            .iter()
+            .map(|p| p.size_bytes)
+            .sum::<u64>()
+            .max(1);
         let share = (need as u128 * pv.size_bytes as u128 / vg_size as u128) as u64;
-        (align_up(share + pv.pe_start_bytes + MIB, MIB).min(old), fixed)
+        (
+            align_up(share + pv.pe_start_bytes + MIB, MIB).min(old),
+            fixed,
+        )
     }
 
     fn thin_pool_min(&self, vg: &str, pool: &LogicalVolume) -> u64 {
@@ -178,7 +201,9 @@ pub fn fs_key(fs: &Filesystem) -> String {
 
 fn btrfs_devices(fs: &Filesystem) -> Vec<&str> {
     match &fs.params {
-        crate::layout::FsParams::Btrfs { devices, .. } => devices.iter().map(String::as_str).collect(),
+        crate::layout::FsParams::Btrfs { devices, .. } => {
+            devices.iter().map(String::as_str).collect()
+        }
         _ => Vec::new(),
     }
 }
@@ -219,7 +244,10 @@ pub fn lv_copies(lv: &LogicalVolume) -> u64 {
 
 /// Whether lifeboat can create this LV at another size.
 pub fn resizable_segments(lv: &LogicalVolume) -> bool {
-    lv.segments
-        .iter()
-        .all(|s| matches!(s.segtype.as_str(), "linear" | "striped" | "raid1" | "mirror" | "thin-pool" | "thin"))
+    lv.segments.iter().all(|s| {
+        matches!(
+            s.segtype.as_str(),
+            "linear" | "striped" | "raid1" | "mirror" | "thin-pool" | "thin"
+        )
+    })
 }

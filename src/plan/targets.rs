@@ -91,12 +91,30 @@ mod tests {
                 std::fs::write(p, v).unwrap();
             }
         };
-        mk("vda", &[("size", "41943040\n"), ("device/serial", "SRC-1\n"), ("removable", "0\n"), ("ro", "0\n")]);
-        mk("nvme0n1", &[("size", "83886080\n"), ("wwid", "eui.0011\n"), ("queue/logical_block_size", "4096\n")]);
+        mk(
+            "vda",
+            &[
+                ("size", "41943040\n"),
+                ("device/serial", "SRC-1\n"),
+                ("removable", "0\n"),
+                ("ro", "0\n"),
+            ],
+        );
+        mk(
+            "nvme0n1",
+            &[
+                ("size", "83886080\n"),
+                ("wwid", "eui.0011\n"),
+                ("queue/logical_block_size", "4096\n"),
+            ],
+        );
         mk("sr0", &[("size", "100\n")]);
         mk("dm-0", &[("size", "100\n")]);
         mk("loop0", &[("size", "2048\n")]);
-        mk("loop1", &[("size", "2048\n"), ("loop/backing_file", "/tmp/x.img\n")]);
+        mk(
+            "loop1",
+            &[("size", "2048\n"), ("loop/backing_file", "/tmp/x.img\n")],
+        );
         mk("vdb", &[("size", "0\n")]);
         let all = list(sys.path(), false).unwrap();
         let names: Vec<_> = all.iter().map(|d| d.name.as_str()).collect();

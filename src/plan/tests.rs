@@ -7,7 +7,14 @@ use crate::layout::*;
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
 
-fn gpt_part(disk: &str, n: u32, first: u64, last: u64, type_guid: &str, name: &str) -> GptPartition {
+fn gpt_part(
+    disk: &str,
+    n: u32,
+    first: u64,
+    last: u64,
+    type_guid: &str,
+    name: &str,
+) -> GptPartition {
     GptPartition {
         number: n,
         device: partition_path(disk, n),
@@ -97,10 +104,38 @@ fn uefi_lvm() -> Layout {
             partition_entry_size: 128,
             problems: vec![],
             partitions: vec![
-                gpt_part("/dev/vda", 1, 2048, 4095, "21686148-6449-6e6f-744e-656564454649", "bios"),
-                gpt_part("/dev/vda", 2, 4096, 413695, "c12a7328-f81f-11d2-ba4b-00a0c93ec93b", "esp"),
-                gpt_part("/dev/vda", 3, 413696, 1437695, "0fc63daf-8483-4772-8e79-3d69d8477de4", "boot"),
-                gpt_part("/dev/vda", 4, 1437696, last, "e6d6d379-f507-44c2-a23c-238f2a3df928", "lvm"),
+                gpt_part(
+                    "/dev/vda",
+                    1,
+                    2048,
+                    4095,
+                    "21686148-6449-6e6f-744e-656564454649",
+                    "bios",
+                ),
+                gpt_part(
+                    "/dev/vda",
+                    2,
+                    4096,
+                    413695,
+                    "c12a7328-f81f-11d2-ba4b-00a0c93ec93b",
+                    "esp",
+                ),
+                gpt_part(
+                    "/dev/vda",
+                    3,
+                    413696,
+                    1437695,
+                    "0fc63daf-8483-4772-8e79-3d69d8477de4",
+                    "boot",
+                ),
+                gpt_part(
+                    "/dev/vda",
+                    4,
+                    1437696,
+                    last,
+                    "e6d6d379-f507-44c2-a23c-238f2a3df928",
+                    "lvm",
+                ),
             ],
         })),
     }];
@@ -121,12 +156,44 @@ fn uefi_lvm() -> Layout {
         free_bytes: 0,
         metadata: String::new(),
     }];
-    l.lvm.lvs = vec![lv("root", 4 * GIB), lv("home", 3 * GIB), lv("swap", 512 * MIB)];
+    l.lvm.lvs = vec![
+        lv("root", 4 * GIB),
+        lv("home", 3 * GIB),
+        lv("swap", 512 * MIB),
+    ];
     l.filesystems = vec![
-        fs("/dev/vda2", "vfat", "ABCD-1234", 200 * MIB, 5 * MIB, "/boot/efi"),
-        fs("/dev/vda3", "ext4", "boot-uuid", 500 * MIB, 80 * MIB, "/boot"),
-        fs("/dev/mapper/vg0-root", "ext4", "root-uuid", 4 * GIB, GIB, "/"),
-        fs("/dev/mapper/vg0-home", "xfs", "home-uuid", 3 * GIB, 2 * GIB, "/home"),
+        fs(
+            "/dev/vda2",
+            "vfat",
+            "ABCD-1234",
+            200 * MIB,
+            5 * MIB,
+            "/boot/efi",
+        ),
+        fs(
+            "/dev/vda3",
+            "ext4",
+            "boot-uuid",
+            500 * MIB,
+            80 * MIB,
+            "/boot",
+        ),
+        fs(
+            "/dev/mapper/vg0-root",
+            "ext4",
+            "root-uuid",
+            4 * GIB,
+            GIB,
+            "/",
+        ),
+        fs(
+            "/dev/mapper/vg0-home",
+            "xfs",
+            "home-uuid",
+            3 * GIB,
+            2 * GIB,
+            "/home",
+        ),
     ];
     l.swaps = vec![Swap {
         device: "/dev/mapper/vg0-swap".into(),
@@ -145,8 +212,14 @@ fn uefi_lvm() -> Layout {
     ];
     l.boot.esps = vec!["/dev/vda2".into()];
     l.boot.grub = vec![
-        GrubTarget { platform: "i386-pc".into(), disks: vec!["/dev/vda".into()] },
-        GrubTarget { platform: "x86_64-efi".into(), disks: vec![] },
+        GrubTarget {
+            platform: "i386-pc".into(),
+            disks: vec!["/dev/vda".into()],
+        },
+        GrubTarget {
+            platform: "x86_64-efi".into(),
+            disks: vec![],
+        },
     ];
     l.boot.efi_entries = vec![EfiBootEntry {
         number: "0003".into(),
@@ -184,7 +257,10 @@ fn input(targets: Vec<TargetDisk>) -> PlanInput {
 
 fn table(plan: &Plan) -> &GptTable {
     match plan.steps.iter().find_map(|s| match s {
-        Step::Partition { table: PartitionTable::Gpt(g), .. } => Some(g),
+        Step::Partition {
+            table: PartitionTable::Gpt(g),
+            ..
+        } => Some(g),
         _ => None,
     }) {
         Some(g) => g,
@@ -196,7 +272,11 @@ fn lv_sizes(plan: &Plan) -> Vec<(String, u64)> {
     plan.steps
         .iter()
         .find_map(|s| match s {
-            Step::CreateVg { lvs, .. } => Some(lvs.iter().map(|l| (l.lv.name.clone(), l.size_bytes)).collect()),
+            Step::CreateVg { lvs, .. } => Some(
+                lvs.iter()
+                    .map(|l| (l.lv.name.clone(), l.size_bytes))
+                    .collect(),
+            ),
             _ => None,
         })
         .unwrap()
@@ -211,7 +291,14 @@ fn same_size_disk_is_an_exact_copy() {
         _ => unreachable!(),
     };
     assert_eq!(table(&plan), &old);
-    assert_eq!(lv_sizes(&plan), [("root".into(), 4 * GIB), ("home".into(), 3 * GIB), ("swap".into(), 512 * MIB)]);
+    assert_eq!(
+        lv_sizes(&plan),
+        [
+            ("root".into(), 4 * GIB),
+            ("home".into(), 3 * GIB),
+            ("swap".into(), 512 * MIB)
+        ]
+    );
     assert!(plan.sizes.is_empty(), "{:?}", plan.sizes);
     assert!(plan.renames.is_empty());
     let kinds: Vec<&str> = plan
@@ -234,10 +321,28 @@ fn same_size_disk_is_an_exact_copy() {
         .collect();
     assert_eq!(
         kinds,
-        ["partition", "vg", "mkfs", "mkfs", "mkfs", "mkfs", "mkswap", "mount", "restore", "initramfs", "bootloader", "verify"]
+        [
+            "partition",
+            "vg",
+            "mkfs",
+            "mkfs",
+            "mkfs",
+            "mkfs",
+            "mkswap",
+            "mount",
+            "restore",
+            "initramfs",
+            "bootloader",
+            "verify"
+        ]
     );
     let mounts = plan.steps.iter().find_map(|s| match s {
-        Step::Mount { mounts } => Some(mounts.iter().map(|m| m.mountpoint.as_str()).collect::<Vec<_>>()),
+        Step::Mount { mounts } => Some(
+            mounts
+                .iter()
+                .map(|m| m.mountpoint.as_str())
+                .collect::<Vec<_>>(),
+        ),
         _ => None,
     });
     assert_eq!(mounts.unwrap(), ["/", "/boot", "/home", "/boot/efi"]);
@@ -255,16 +360,31 @@ fn larger_renamed_disk_grows_pv_and_lvs_and_renames_devices() {
             Some(PartitionTable::Gpt(o)) => o.partitions[i].clone(),
             _ => unreachable!(),
         };
-        assert_eq!((g.partitions[i].first_lba, g.partitions[i].last_lba), (old.first_lba, old.last_lba));
+        assert_eq!(
+            (g.partitions[i].first_lba, g.partitions[i].last_lba),
+            (old.first_lba, old.last_lba)
+        );
     }
     assert_eq!(g.last_usable_lba, 20 * GIB / 512 - 34);
     assert!(g.partitions[3].size_bytes > 19 * GIB - 800 * MIB);
     let sizes = lv_sizes(&plan);
-    assert!(sizes[0].1 > 8 * GIB && sizes[0].1 < 9 * GIB, "root grows about 2x: {sizes:?}");
-    assert_eq!(plan.renames.get("/dev/vda2").map(String::as_str), Some("/dev/nvme0n1p2"));
-    assert!(plan.steps.iter().any(|s| matches!(s, Step::FixConfig { .. })));
+    assert!(
+        sizes[0].1 > 8 * GIB && sizes[0].1 < 9 * GIB,
+        "root grows about 2x: {sizes:?}"
+    );
+    assert_eq!(
+        plan.renames.get("/dev/vda2").map(String::as_str),
+        Some("/dev/nvme0n1p2")
+    );
+    assert!(plan
+        .steps
+        .iter()
+        .any(|s| matches!(s, Step::FixConfig { .. })));
     let text = render::render(&plan);
-    assert!(text.contains("/dev/vda (10.0 GiB) -> /dev/nvme0n1 (20.0 GiB)  [size order]"), "{text}");
+    assert!(
+        text.contains("/dev/vda (10.0 GiB) -> /dev/nvme0n1 (20.0 GiB)  [size order]"),
+        "{text}"
+    );
     assert!(text.contains("logical volume vg0/root"), "{text}");
 }
 
@@ -274,15 +394,23 @@ fn smaller_disk_shrinks_to_fit_the_data() {
     let plan = build(&l, &input(vec![target("/dev/sdb", 6 * GIB)])).unwrap();
     let sizes = lv_sizes(&plan);
     let home = sizes.iter().find(|(n, _)| n == "home").unwrap().1;
-    assert!(home >= 2 * GIB + 200 * MIB, "home keeps room for its 2 GiB of data: {sizes:?}");
+    assert!(
+        home >= 2 * GIB + 200 * MIB,
+        "home keeps room for its 2 GiB of data: {sizes:?}"
+    );
     assert!(table(&plan).partitions[3].last_lba <= table(&plan).last_usable_lba);
 }
 
 #[test]
 fn too_small_disk_says_short_by() {
     let l = uefi_lvm();
-    let err = build(&l, &input(vec![target("/dev/sdb", 3 * GIB)])).unwrap_err().to_string();
-    assert!(err.contains("/dev/sdb (3.0 GiB) is too small for the partitions of /dev/vda: short by "), "{err}");
+    let err = build(&l, &input(vec![target("/dev/sdb", 3 * GIB)]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("/dev/sdb (3.0 GiB) is too small for the partitions of /dev/vda: short by "),
+        "{err}"
+    );
 }
 
 #[test]
@@ -291,7 +419,10 @@ fn without_backup_nothing_is_restored_or_booted() {
     let mut i = input(vec![target("/dev/vda", 10 * GIB)]);
     i.backup = None;
     let plan = build(&l, &i).unwrap();
-    assert!(!plan.steps.iter().any(|s| matches!(s, Step::Restore { .. } | Step::Bootloader { .. })));
+    assert!(!plan
+        .steps
+        .iter()
+        .any(|s| matches!(s, Step::Restore { .. } | Step::Bootloader { .. })));
     assert!(plan.warnings.iter().any(|w| w.contains("no backup given")));
 }
 

@@ -1,0 +1,114 @@
+//! `lifeboat plan` and `lifeboat recover`.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+
+use crate::recover;
+
+/// Where the layout, the backup and the disks come from (shared by plan and
+/// recover).
+#[derive(Debug, Args)]
+pub struct Source {
+    /// Layout to recreate [default: the layout in the rescue image, else the
+    /// one in the backup, else /var/lib/lifeboat/layout.json].
+    #[arg(long, value_name = "FILE")]
+    pub layout: Option<PathBuf>,
+
+    /// Backup to restore: a folder, or nfs://host/export/path, cifs://...
+    #[arg(long, value_name = "DIR|URL")]
+    pub backup: Option<String>,
+
+    /// Put the old disk OLD (path, name, serial or WWN) on the new disk NEW
+    /// (repeatable), e.g. --map /dev/sda=/dev/nvme0n1.
+    #[arg(long = "map", value_name = "OLD=NEW")]
+    pub map: Vec<String>,
+
+    /// Accept loop devices as target disks (for tests on image files).
+    #[arg(long, hide = true)]
+    pub allow_loop: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub source: Source,
+
+    /// Print the plan as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RecoverArgs {
+    #[command(flatten)]
+    pub source: Source,
+
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    pub yes: bool,
+
+    /// Show every command without running any.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// File holding the LUKS passphrase (else it is asked on the terminal).
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+
+    /// Run without any question, reading the answers file (recover.toml on
+    /// the LIFEBOAT-AUTO job disk) for mapping, backup and keys.
+    #[arg(long)]
+    pub unattended: bool,
+
+    /// Answers file for unattended recovery [default:
+    /// /run/lifeboat/job/recover.toml].
+    #[arg(long, value_name = "FILE")]
+    pub answers: Option<PathBuf>,
+
+    /// Record of completed steps, for resuming after a failure [default:
+    /// /run/lifeboat/recover-state.json, on the job disk when unattended].
+    #[arg(long, value_name = "FILE")]
+    pub state: Option<PathBuf>,
+
+    /// Also write the JSON report to this file (it always goes to
+    /// /var/log/lifeboat/recovery-report.json in the recovered system).
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+
+    /// PBKDF time for new LUKS key slots, in milliseconds (cryptsetup
+    /// --iter-time).
+    #[arg(long, value_name = "MS")]
+    pub luks_iter_time: Option<u32>,
+}
+
+fn options(s: Source) -> recover::Options {
+    recover::Options {
+        layout: s.layout,
+        backup: s.backup,
+        maps: s.map,
+        allow_loop: s.allow_loop,
+        sys: PathBuf::from("/sys"),
+        ..recover::Options::default()
+    }
+}
+
+pub fn plan(args: PlanArgs) -> Result<u8> {
+    recover::print_plan(&options(args.source), args.json)
+}
+
+pub fn recover(args: RecoverArgs) -> Result<u8> {
+    let opts = recover::Options {
+        yes: args.yes,
+        dry_run: args.dry_run,
+        key_file: args.key_file,
+        unattended: args.unattended,
+        answers: args.answers,
+        state: args.state,
+        report: args.report,
+        luks_iter_time_ms: args.luks_iter_time,
+        ..options(args.source)
+    };
+    recover::recover(&opts)
+}

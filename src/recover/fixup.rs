@@ -1,0 +1,245 @@
+//! Repairs in the restored system: device names that changed, and the
+//! initramfs, regenerated inside the new system.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use crate::exec::Cmd;
+
+/// Files that name devices.
+pub const CONFIG_FILES: &[&str] = &[
+    "etc/fstab",
+    "etc/crypttab",
+    "etc/mdadm/mdadm.conf",
+    "etc/mdadm.conf",
+    "etc/default/grub",
+    "etc/initramfs-tools/conf.d/resume",
+    "boot/grub/device.map",
+    "boot/grub2/device.map",
+];
+
+/// Replaces whole device names: `/dev/sda1` is replaced, `/dev/sda10` is
+/// not touched by the rule for `/dev/sda1`. Longer names go first.
+pub fn replace_device_names(text: &str, replacements: &[(String, String)]) -> String {
+    let mut rules: Vec<&(String, String)> = replacements.iter().collect();
+    rules.sort_by_key(|(o, _)| std::cmp::Reverse(o.len()));
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    'outer: while i < bytes.len() {
+        for (old, new) in &rules {
+            if text[i..].starts_with(old.as_str()) {
+                let next = bytes.get(i + old.len()).copied();
+                let prev_ok = i == 0 || !is_name_char(bytes[i - 1]);
+                let next_ok = next.map_or(true, |c| !is_name_char(c));
+                if prev_ok && next_ok {
+                    out.push_str(new);
+                    i += old.len();
+                    continue 'outer;
+                }
+            }
+        }
+        let ch = text[i..].chars().next().expect("in bounds");
+        out.push(ch);
+        i += ch.len_utf8();
+    }
+    out
+}
+
+fn is_name_char(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_' || c == b'-' || c == b'/' || c == b'.'
+}
+
+/// Rewrites the configuration files under `root`; returns the files changed.
+pub fn fix_config(
+    root: &Path,
+    replacements: &[(String, String)],
+    dry_run: bool,
+) -> Result<Vec<String>> {
+    let mut changed = Vec::new();
+    for rel in CONFIG_FILES {
+        let path = root.join(rel);
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        let new = replace_device_names(&text, replacements);
+        if new != text {
+            if !dry_run {
+                let mode = std::fs::metadata(&path).map(|m| {
+                    use std::os::unix::fs::PermissionsExt;
+                    m.permissions().mode() & 0o7777
+                })?;
+                crate::util::write_atomic(&path, new.as_bytes(), mode)
+                    .with_context(|| format!("rewriting {}", path.display()))?;
+            }
+            changed.push(format!("/{rel}"));
+        }
+    }
+    Ok(changed)
+}
+
+/// The kernel file systems bound into the new system for commands run in a
+/// chroot, unmounted (deepest first) on drop.
+pub struct Chroot {
+    root: PathBuf,
+    binds: Vec<PathBuf>,
+}
+
+impl Chroot {
+    pub fn enter(root: &Path) -> Result<Chroot> {
+        let mut c = Chroot {
+            root: root.to_path_buf(),
+            binds: Vec::new(),
+        };
+        for src in [
+            "/dev",
+            "/dev/pts",
+            "/proc",
+            "/sys",
+            "/run",
+            "/sys/firmware/efi/efivars",
+        ] {
+            if !Path::new(src).is_dir() {
+                continue;
+            }
+            if src.ends_with("efivars") && !Path::new("/sys/firmware/efi").exists() {
+                continue;
+            }
+            let dest = root.join(src.trim_start_matches('/'));
+            std::fs::create_dir_all(&dest)
+                .with_context(|| format!("creating {}", dest.display()))?;
+            Cmd::new("mount")
+                .args(["--bind", src])
+                .arg(&dest)
+                .run()
+                .with_context(|| format!("binding {src} into the new system"))?;
+            c.binds.push(dest);
+        }
+        Ok(c)
+    }
+
+    /// Runs `program args` inside the new system.
+    pub fn run(&self, program: &str, args: &[&str]) -> Result<String> {
+        Ok(Cmd::new("chroot")
+            .arg(&self.root)
+            .arg(program)
+            .args(args)
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            )
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .run()?
+            .stdout_str())
+    }
+
+    /// Whether `program` exists in the new system (an absolute path or a
+    /// name looked up in its sbin/bin folders).
+    pub fn has(&self, program: &str) -> Option<String> {
+        let candidates: Vec<String> = if program.starts_with('/') {
+            vec![program.to_string()]
+        } else {
+            ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+                .iter()
+                .map(|d| format!("{d}/{program}"))
+                .collect()
+        };
+        candidates
+            .into_iter()
+            .find(|c| self.root.join(c.trim_start_matches('/')).exists())
+    }
+}
+
+impl Drop for Chroot {
+    fn drop(&mut self) {
+        for b in self.binds.iter().rev() {
+            if let Err(e) = Cmd::new("umount").arg("-l").arg(b).run() {
+                log::warn!("could not unmount {}: {e:#}", b.display());
+            }
+        }
+    }
+}
+
+/// Regenerates the initramfs with the system's own tool.
+pub fn regenerate_initramfs(chroot: &Chroot) -> Result<String> {
+    if let Some(tool) = chroot.has("update-initramfs") {
+        chroot
+            .run(&tool, &["-u", "-k", "all"])
+            .context("regenerating the initramfs with update-initramfs")?;
+        Ok("initramfs regenerated with update-initramfs".into())
+    } else if let Some(tool) = chroot.has("dracut") {
+        chroot
+            .run(&tool, &["--force", "--regenerate-all"])
+            .context("regenerating the initramfs with dracut")?;
+        Ok("initramfs regenerated with dracut".into())
+    } else if let Some(tool) = chroot.has("mkinitcpio") {
+        chroot
+            .run(&tool, &["-P"])
+            .context("regenerating the initramfs with mkinitcpio")?;
+        Ok("initramfs regenerated with mkinitcpio".into())
+    } else if has_initramfs_images(&chroot.root.join("boot")) {
+        anyhow::bail!(
+            "the restored system boots with an initramfs but has no update-initramfs, dracut or \
+             mkinitcpio to rebuild it"
+        )
+    } else {
+        Ok("the restored system uses no initramfs: nothing to regenerate".into())
+    }
+}
+
+/// Whether /boot holds initramfs images (initrd.img-*, initramfs-*.img).
+fn has_initramfs_images(boot: &Path) -> bool {
+    std::fs::read_dir(boot)
+        .map(|d| {
+            d.filter_map(|e| e.ok()).any(|e| {
+                let n = e.file_name().to_string_lossy().into_owned();
+                n.starts_with("initrd") || n.starts_with("initramfs")
+            })
+        })
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whole_names_only() {
+        let r = vec![
+            ("/dev/sda1".to_string(), "/dev/nvme0n1p1".to_string()),
+            ("/dev/sda".to_string(), "/dev/nvme0n1".to_string()),
+        ];
+        let text = "/dev/sda1 / ext4 defaults 0 1\n/dev/sda10 /x ext4 defaults 0 2\nGRUB_DISK=/dev/sda\nresume=/dev/sda1,x\n";
+        assert_eq!(
+            replace_device_names(text, &r),
+            "/dev/nvme0n1p1 / ext4 defaults 0 1\n/dev/sda10 /x ext4 defaults 0 2\nGRUB_DISK=/dev/nvme0n1\nresume=/dev/nvme0n1p1,x\n"
+        );
+        assert_eq!(
+            replace_device_names("UUID=abc / ext4", &r),
+            "UUID=abc / ext4"
+        );
+    }
+
+    #[test]
+    fn files_are_rewritten_in_place() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("etc")).unwrap();
+        std::fs::write(
+            root.path().join("etc/fstab"),
+            "/dev/vdb1 /data xfs defaults 0 0\n",
+        )
+        .unwrap();
+        std::fs::write(root.path().join("etc/crypttab"), "c UUID=1 none luks\n").unwrap();
+        let r = vec![("/dev/vdb1".to_string(), "/dev/sdc1".to_string())];
+        assert!(fix_config(root.path(), &r, true).unwrap() == ["/etc/fstab"]);
+        assert!(std::fs::read_to_string(root.path().join("etc/fstab"))
+            .unwrap()
+            .starts_with("/dev/vdb1"));
+        assert_eq!(fix_config(root.path(), &r, false).unwrap(), ["/etc/fstab"]);
+        assert_eq!(
+            std::fs::read_to_string(root.path().join("etc/fstab")).unwrap(),
+            "/dev/sdc1 /data xfs defaults 0 0\n"
+        );
+    }
+}

@@ -1,0 +1,308 @@
+//! File systems and swap with their old UUIDs, labels and mkfs parameters.
+
+use anyhow::{Context, Result};
+
+use super::mount::TempMount;
+use super::Ctx;
+use crate::exec::Cmd;
+use crate::layout::{BtrfsSubvolume, Filesystem, FsParams, Swap};
+
+/// ext features that describe the state of a file system, not its format.
+const EXT_STATE_FEATURES: &[&str] = &["needs_recovery", "orphan_present", "mmp_active"];
+
+/// The mkfs command line for `fs`.
+pub fn mkfs_command(fs: &Filesystem) -> Cmd {
+    let dev = fs.device.as_str();
+    match (&fs.params, fs.fstype.as_str()) {
+        (
+            FsParams::Ext {
+                block_size,
+                inode_size,
+                features,
+                reserved_blocks_percent,
+                inode_count,
+            },
+            t,
+        ) => {
+            let feats: Vec<&str> = features
+                .iter()
+                .map(String::as_str)
+                .filter(|f| !EXT_STATE_FEATURES.contains(f))
+                .collect();
+            let mut c = Cmd::new("mke2fs")
+                .args(["-F", "-q", "-t", t])
+                .arg("-b")
+                .arg(block_size.to_string())
+                .arg("-I")
+                .arg(inode_size.to_string())
+                .arg("-O")
+                .arg(format!("none,{}", feats.join(",")))
+                .arg("-m")
+                .arg(format!("{reserved_blocks_percent}"));
+            if *inode_count > 0 {
+                // Keep the inode density: bytes per inode of the old file system.
+                let ratio = (fs_old_size(fs) / inode_count).clamp(1024, 64 << 20);
+                c = c.arg("-i").arg(ratio.to_string());
+            }
+            if let Some(u) = &fs.uuid {
+                c = c.args(["-U", u]);
+            }
+            if let Some(l) = &fs.label {
+                c = c.args(["-L", l]);
+            }
+            c.arg(dev)
+        }
+        (
+            FsParams::Xfs {
+                block_size,
+                sector_size,
+                crc,
+                reflink,
+                ftype,
+                ..
+            },
+            _,
+        ) => {
+            let mut m = format!("crc={}", u8::from(*crc));
+            if *crc {
+                m.push_str(&format!(",reflink={}", u8::from(*reflink)));
+            }
+            if let Some(u) = &fs.uuid {
+                m.push_str(&format!(",uuid={u}"));
+            }
+            let mut c = Cmd::new("mkfs.xfs")
+                .args(["-f", "-q", "-m", &m])
+                .arg("-b")
+                .arg(format!("size={block_size}"))
+                .arg("-s")
+                .arg(format!("size={sector_size}"));
+            if !*crc {
+                c = c.arg("-n").arg(format!("ftype={}", u8::from(*ftype)));
+            }
+            if let Some(l) = &fs.label {
+                c = c.args(["-L", l]);
+            }
+            // xfsprogs refuses file systems under 300 MB unless told that
+            // this is a test setup; recovery recreates what existed.
+            c.env("TEST_DIR", "1")
+                .env("TEST_DEV", "1")
+                .env("QA_CHECK_FS", "1")
+                .arg(dev)
+        }
+        (
+            FsParams::Vfat {
+                serial,
+                fat_size,
+                sector_size,
+            },
+            _,
+        ) => {
+            let mut c = Cmd::new("mkfs.vfat")
+                .args(["-i", &serial.replace('-', "")])
+                .arg("-F")
+                .arg(fat_size.to_string())
+                .arg("-S")
+                .arg(sector_size.to_string());
+            if let Some(l) = &fs.label {
+                c = c.args(["-n", l]);
+            }
+            c.arg(dev)
+        }
+        (
+            FsParams::Btrfs {
+                devices,
+                data_profile,
+                metadata_profile,
+                ..
+            },
+            _,
+        ) => {
+            let mut c = Cmd::new("mkfs.btrfs").args(["-f", "-q"]);
+            if let Some(u) = &fs.uuid {
+                c = c.args(["-U", u]);
+            }
+            if let Some(l) = &fs.label {
+                c = c.args(["-L", l]);
+            }
+            if let Some(d) = data_profile {
+                c = c.args(["-d", &d.to_lowercase()]);
+            }
+            if let Some(m) = metadata_profile {
+                c = c.args(["-m", &m.to_lowercase()]);
+            }
+            if devices.is_empty() {
+                c.arg(dev)
+            } else {
+                c.args(devices)
+            }
+        }
+        (FsParams::Other {}, t) => {
+            // Defaults of the file system's own mkfs, with the identity.
+            let mut c = Cmd::new(format!("mkfs.{t}"));
+            match t {
+                "xfs" => {
+                    if let Some(u) = &fs.uuid {
+                        c = c.args(["-m", &format!("uuid={u}")]);
+                    }
+                    c = c
+                        .arg("-f")
+                        .env("TEST_DIR", "1")
+                        .env("TEST_DEV", "1")
+                        .env("QA_CHECK_FS", "1");
+                }
+                "vfat" => {
+                    if let Some(u) = &fs.uuid {
+                        c = c.args(["-i", &u.replace('-', "")]);
+                    }
+                }
+                "btrfs" => {
+                    c = c.arg("-f");
+                    if let Some(u) = &fs.uuid {
+                        c = c.args(["-U", u]);
+                    }
+                }
+                _ => {
+                    c = c.args(["-F", "-q"]);
+                    if let Some(u) = &fs.uuid {
+                        c = c.args(["-U", u]);
+                    }
+                }
+            }
+            if let Some(l) = &fs.label {
+                c = c.args([if t == "vfat" { "-n" } else { "-L" }, l]);
+            }
+            c.arg(dev)
+        }
+    }
+}
+
+fn fs_old_size(fs: &Filesystem) -> u64 {
+    fs.size_bytes.max(1)
+}
+
+pub fn mkfs(ctx: &Ctx, fs: &Filesystem) -> Result<()> {
+    mkfs_command(fs)
+        .mutating(ctx.dry_run)
+        .run()
+        .with_context(|| format!("making {} on {}", fs.fstype, fs.device))?;
+    if let FsParams::Btrfs {
+        subvolumes,
+        default_subvolume_id,
+        ..
+    } = &fs.params
+    {
+        if !subvolumes.is_empty() && !ctx.dry_run {
+            create_subvolumes(fs, subvolumes, *default_subvolume_id)?;
+        }
+    }
+    Ok(())
+}
+
+/// Creates the subvolumes (parents first) and sets the default one.
+fn create_subvolumes(fs: &Filesystem, subvols: &[BtrfsSubvolume], default_id: u64) -> Result<()> {
+    let top = TempMount::new(&fs.device, "btrfs", &["subvolid=5"])?;
+    let mut sorted: Vec<&BtrfsSubvolume> = subvols.iter().collect();
+    sorted.sort_by_key(|s| (s.path.matches('/').count(), s.path.clone()));
+    for s in &sorted {
+        let path = top.path().join(&s.path);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        Cmd::new("btrfs")
+            .args(["subvolume", "create"])
+            .arg(&path)
+            .run()
+            .with_context(|| format!("creating subvolume {}", s.path))?;
+    }
+    if default_id != 5 {
+        if let Some(def) = subvols.iter().find(|s| s.id == default_id) {
+            Cmd::new("btrfs")
+                .args(["subvolume", "set-default"])
+                .arg(top.path().join(&def.path))
+                .run()
+                .with_context(|| format!("making {} the default subvolume", def.path))?;
+        }
+    }
+    top.unmount()
+}
+
+pub fn mkswap(ctx: &Ctx, swap: &Swap) -> Result<()> {
+    let mut c = Cmd::new("mkswap").arg("-f");
+    if let Some(u) = &swap.uuid {
+        c = c.args(["-U", u]);
+    }
+    if let Some(l) = &swap.label {
+        c = c.args(["-L", l]);
+    }
+    c.arg(&swap.device)
+        .mutating(ctx.dry_run)
+        .run()
+        .with_context(|| format!("making swap on {}", swap.device))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fs(fstype: &str, params: FsParams) -> Filesystem {
+        Filesystem {
+            device: "/dev/vdb1".into(),
+            fstype: fstype.into(),
+            uuid: Some("0b6a3c8e-1111-4222-8333-944455556666".into()),
+            label: Some("data".into()),
+            size_bytes: 1 << 30,
+            used_bytes: None,
+            mountpoints: vec![],
+            params,
+        }
+    }
+
+    #[test]
+    fn mkfs_command_lines() {
+        let ext = fs(
+            "ext4",
+            FsParams::Ext {
+                block_size: 4096,
+                inode_size: 256,
+                features: vec![
+                    "has_journal".into(),
+                    "extent".into(),
+                    "needs_recovery".into(),
+                ],
+                reserved_blocks_percent: 5.0,
+                inode_count: 65536,
+            },
+        );
+        let line = mkfs_command(&ext).to_string();
+        assert!(line.ends_with(
+            "-F -q -t ext4 -b 4096 -I 256 -O none,has_journal,extent -m 5 -i 16384 -U 0b6a3c8e-1111-4222-8333-944455556666 -L data /dev/vdb1"
+        ), "{line}");
+        let xfs = fs(
+            "xfs",
+            FsParams::Xfs {
+                block_size: 4096,
+                sector_size: 512,
+                crc: true,
+                reflink: true,
+                ftype: true,
+                log_size_bytes: None,
+            },
+        );
+        let line = mkfs_command(&xfs).to_string();
+        assert!(line.ends_with(
+            "-f -q -m crc=1,reflink=1,uuid=0b6a3c8e-1111-4222-8333-944455556666 -b size=4096 -s size=512 -L data /dev/vdb1"
+        ), "{line}");
+        let vfat = fs(
+            "vfat",
+            FsParams::Vfat {
+                serial: "ABCD-1234".into(),
+                fat_size: 32,
+                sector_size: 512,
+            },
+        );
+        assert!(mkfs_command(&vfat)
+            .to_string()
+            .ends_with("-i ABCD1234 -F 32 -S 512 -n data /dev/vdb1"));
+    }
+}

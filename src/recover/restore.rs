@@ -1,0 +1,133 @@
+//! The backup side of recovery: finding the generation to restore (and the
+//! layout and per-file-system usage it carries), and restoring its chain into
+//! the new tree with every file's checksum checked.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::backup::dest::Destination;
+use crate::backup::generation::{Generation, Store};
+use crate::backup::manifest::Manifest;
+use crate::backup::{progress, restore, RestoreOptions};
+
+/// A backup opened for recovery: its newest generation with its chain.
+pub struct Backup {
+    dest: Destination,
+    store: Store,
+    generation: Generation,
+    manifest: Manifest,
+}
+
+/// What the restore step did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RestoreSummary {
+    pub generation: String,
+    /// Files written, each checked against its SHA-256 in the manifest.
+    pub files: u64,
+    pub bytes: u64,
+    pub seconds: f64,
+    pub warnings: Vec<String>,
+}
+
+impl RestoreSummary {
+    pub fn ok(&self) -> bool {
+        self.files > 0 || self.bytes == 0
+    }
+
+    pub fn describe(&self) -> String {
+        format!(
+            "restored {} files ({}) from generation {} in {:.0}s, every checksum verified{}",
+            self.files,
+            crate::util::human_bytes(self.bytes),
+            self.generation,
+            self.seconds,
+            if self.warnings.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; {} warnings (first: {})",
+                    self.warnings.len(),
+                    self.warnings[0]
+                )
+            }
+        )
+    }
+}
+
+impl Backup {
+    /// Opens a backup folder or URL (mounting it) and checks its newest
+    /// generation's chain.
+    pub fn open(spec: &str) -> Result<Backup> {
+        let dest = Destination::open(spec, None, false)?;
+        let store = Store::new(&dest.path);
+        let (generation, manifest, _) = restore::load_chain(&store, None)
+            .with_context(|| format!("reading the backup in {spec}"))?;
+        Ok(Backup {
+            dest,
+            store,
+            generation,
+            manifest,
+        })
+    }
+
+    pub fn display(&self) -> String {
+        format!("{} (generation {})", self.dest.spec, self.generation.id)
+    }
+
+    /// The layout stored with the generation.
+    pub fn layout_path(&self) -> Option<PathBuf> {
+        let p = self.store.gen_dir(&self.generation.id).join("layout.json");
+        (self.generation.has_layout && p.is_file()).then_some(p)
+    }
+
+    /// Bytes in use per file system of `layout` at backup time, keyed like
+    /// the planner's minimums (UUID, else device).
+    pub fn used_bytes(&self, layout: &crate::layout::Layout) -> BTreeMap<String, u64> {
+        crate::backup::used_bytes_by_fs(&self.manifest, layout)
+    }
+
+    /// The kernel name of the block device holding the backup (`sdb1`), if
+    /// it is on a local block device.
+    pub fn device_kname(&self) -> Option<String> {
+        use std::os::unix::fs::MetadataExt;
+        let dev = std::fs::metadata(&self.dest.path).ok()?.dev();
+        let (major, minor) = (libc::major(dev), libc::minor(dev));
+        if major == 0 {
+            return None;
+        }
+        let link = std::fs::canonicalize(format!("/sys/dev/block/{major}:{minor}")).ok()?;
+        link.file_name().map(|n| n.to_string_lossy().into_owned())
+    }
+
+    /// Restores the generation and its chain into `root`.
+    pub fn restore_into(&self, root: &Path, dry_run: bool) -> Result<RestoreSummary> {
+        if dry_run {
+            return Ok(RestoreSummary {
+                generation: self.generation.id.clone(),
+                files: 0,
+                bytes: 0,
+                seconds: 0.0,
+                warnings: vec!["dry run: nothing restored".into()],
+            });
+        }
+        let report = restore(&RestoreOptions {
+            from: self.dest.path.clone(),
+            to: root.to_path_buf(),
+            generation: Some(self.generation.id.clone()),
+            paths: Vec::new(),
+            // A re-run after a failure finds the files of the first attempt.
+            overwrite: true,
+            progress: progress::Mode::Auto,
+        })?;
+        Ok(RestoreSummary {
+            generation: report.generation,
+            files: report.files,
+            bytes: report.bytes,
+            seconds: report.seconds,
+            warnings: report.warnings,
+        })
+    }
+}

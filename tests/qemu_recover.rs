@@ -1,0 +1,351 @@
+//! QEMU tier: the recovery scenario matrix. Each scenario is one boot of the
+//! rescue image: it builds a source system with the real tools, captures its
+//! layout, backs it up, wipes it, and recovers it onto a larger disk, a
+//! smaller disk, a renamed disk (virtio to NVMe or SCSI) and the wiped
+//! original, checking every file and every identity after each recovery.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use serde_json::Value;
+
+const LIB: &str = include_str!("scenarios/lib.sh");
+
+struct Scenario {
+    name: &'static str,
+    script: &'static str,
+    /// Disks in order: (size MiB, bus, serial).
+    disks: Vec<(u64, Bus, &'static str)>,
+    variants: Vec<&'static str>,
+}
+
+fn boot_scenario(sc: &Scenario, driver: &str) -> (Scratch, JobDisk, Finished) {
+    let s = Scratch::new(&format!("recover-{}", sc.name));
+    let job_dir = s.join("job");
+    std::fs::create_dir_all(&job_dir).unwrap();
+    std::fs::write(job_dir.join("lib.sh"), LIB).unwrap();
+    std::fs::write(job_dir.join("scenario.sh"), sc.script).unwrap();
+    std::fs::write(
+        job_dir.join("autorun.sh"),
+        format!("#!/bin/sh\nhere=$(dirname \"$0\")\n. \"$here/lib.sh\"\n. \"$here/scenario.sh\"\n{driver}\n"),
+    )
+    .unwrap();
+    let job = JobDisk::from_dir(&job_dir, &s.join("job.img"), 400);
+    let r = rescue();
+    let mut vm = Vm::new(
+        Boot::Kernel {
+            vmlinuz: r.vmlinuz(),
+            initrd: r.initrd(),
+            append: "lifeboat.poweroff".into(),
+        },
+        &s.join("serial.log"),
+    )
+    .memory(1536)
+    .timeout(1500);
+    // The job disk first: the scenario disks keep their names (vda...).
+    for (i, (mib, bus, serial)) in sc.disks.iter().enumerate() {
+        let img = blank_disk(&s.join(format!("disk{i}.img")), *mib);
+        vm = vm.disk(Disk::virtio(&img).on(*bus).serial(serial));
+    }
+    vm = vm.disk(Disk::virtio(&job.image).serial("JOB"));
+    let run = vm.run();
+    (s, job, run)
+}
+
+fn json(dir: &Path, name: &str) -> Value {
+    let text = std::fs::read_to_string(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+    serde_json::from_str(&text).unwrap()
+}
+
+fn read(dir: &Path, name: &str) -> String {
+    std::fs::read_to_string(dir.join(name)).unwrap_or_default()
+}
+
+/// Identities that recovery must keep, from a layout.
+fn identities(l: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    for fs in l["filesystems"].as_array().into_iter().flatten() {
+        out.push(format!(
+            "fs {} {} {}",
+            fs["fstype"], fs["uuid"], fs["label"]
+        ));
+    }
+    for s in l["swaps"].as_array().into_iter().flatten() {
+        out.push(format!("swap {}", s["uuid"]));
+    }
+    for v in l["lvm"]["vgs"].as_array().into_iter().flatten() {
+        out.push(format!("vg {} {}", v["name"], v["uuid"]));
+    }
+    for v in l["lvm"]["lvs"].as_array().into_iter().flatten() {
+        if !v["name"].as_str().unwrap_or("").starts_with('[') {
+            out.push(format!("lv {}/{} {}", v["vg"], v["name"], v["uuid"]));
+        }
+    }
+    for p in l["lvm"]["pvs"].as_array().into_iter().flatten() {
+        out.push(format!("pv {}", p["uuid"]));
+    }
+    for m in l["md_arrays"].as_array().into_iter().flatten() {
+        out.push(format!("md {} {} {}", m["uuid"], m["level"], m["name"]));
+    }
+    for x in l["luks"].as_array().into_iter().flatten() {
+        out.push(format!("luks {} {}", x["uuid"], x["cipher"]));
+    }
+    for d in l["disks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|d| d["needed"] == true)
+    {
+        let t = &d["partition_table"];
+        match t["type"].as_str() {
+            Some("gpt") => {
+                out.push(format!("gpt {}", t["disk_guid"]));
+                for p in t["partitions"].as_array().into_iter().flatten() {
+                    out.push(format!(
+                        "part {} {} {} {}",
+                        p["number"], p["type_guid"], p["unique_guid"], p["name"]
+                    ));
+                }
+            }
+            Some("mbr") => {
+                out.push(format!("mbr {}", t["disk_signature"]));
+                for p in t["partitions"].as_array().into_iter().flatten() {
+                    out.push(format!(
+                        "part {} {} {} {}",
+                        p["number"], p["kind"], p["type_byte"], p["bootable"]
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    out.sort();
+    out
+}
+
+fn root_size(l: &Value) -> u64 {
+    l["filesystems"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|f| {
+            f["mountpoints"]
+                .as_array()
+                .is_some_and(|m| m.iter().any(|x| x == "/"))
+        })
+        .and_then(|f| f["size_bytes"].as_u64())
+        .expect("a root file system in the layout")
+}
+
+fn run_matrix(sc: Scenario) {
+    let (s, job, run) = boot_scenario(&sc, "run_scenario");
+    let out = job.read_back(&s.join("out"));
+    assert!(
+        !run.timed_out,
+        "{}: guest did not finish:\n{}",
+        sc.name,
+        tail(&run.log, 60)
+    );
+    assert_eq!(
+        read(&out, "autorun.rc").trim(),
+        "0",
+        "{}: scenario script failed:\n{}",
+        sc.name,
+        tail(&read(&out, "autorun.log"), 80)
+    );
+    let source = json(&out, "layout.json");
+    let sums = read(&out, "sums-source.txt");
+    assert!(sums.lines().count() > 200, "the source tree was written");
+    for v in &sc.variants {
+        let rc = read(&out, &format!("recover-{v}.rc"));
+        assert_eq!(
+            rc.trim(),
+            "0",
+            "{} {v}: recover failed:\n{}",
+            sc.name,
+            tail(&read(&out, &format!("recover-{v}.log")), 60)
+        );
+        assert_eq!(
+            read(&out, &format!("sums-{v}.txt")),
+            sums,
+            "{} {v}: files differ after recovery",
+            sc.name
+        );
+        let after = json(&out, &format!("layout-{v}.json"));
+        assert_eq!(
+            identities(&after),
+            identities(&source),
+            "{} {v}: identities differ",
+            sc.name
+        );
+        let report = json(&out, &format!("report-{v}.json"));
+        assert_eq!(report["ok"], true, "{} {v}: report not ok", sc.name);
+        let (old, new) = (root_size(&source), root_size(&after));
+        match *v {
+            "larger" => assert!(new > old, "{} larger: root {old} -> {new}", sc.name),
+            "smaller" => assert!(new < old, "{} smaller: root {old} -> {new}", sc.name),
+            _ => assert_eq!(new, old, "{} {v}: root size changed", sc.name),
+        }
+    }
+    eprintln!(
+        "{}: {} variants recovered in {:.0}s",
+        sc.name,
+        sc.variants.len(),
+        run.seconds
+    );
+}
+
+const VARIANTS: [&str; 4] = ["larger", "smaller", "renamed", "same"];
+
+#[test]
+fn gpt_esp_lvm() {
+    run_matrix(Scenario {
+        name: "gpt-esp-lvm",
+        script: include_str!("scenarios/gpt-esp-lvm.sh"),
+        disks: vec![
+            (1024, Bus::Virtio, "SRC-0"),
+            (2048, Bus::Virtio, "BIG-0"),
+            (800, Bus::Virtio, "SMALL-0"),
+            (1024, Bus::Nvme, "NVME-0"),
+        ],
+        variants: VARIANTS.to_vec(),
+    });
+}
+
+#[test]
+fn mbr_bios() {
+    run_matrix(Scenario {
+        name: "mbr",
+        script: include_str!("scenarios/mbr.sh"),
+        disks: vec![
+            (1024, Bus::Virtio, "SRC-0"),
+            (2048, Bus::Virtio, "BIG-0"),
+            (800, Bus::Virtio, "SMALL-0"),
+            (1024, Bus::Scsi, "SCSI-0"),
+        ],
+        variants: VARIANTS.to_vec(),
+    });
+}
+
+#[test]
+fn md_raid1_on_two_disks() {
+    run_matrix(Scenario {
+        name: "raid1",
+        script: include_str!("scenarios/raid1.sh"),
+        disks: vec![
+            (768, Bus::Virtio, "SRC-0"),
+            (768, Bus::Virtio, "SRC-1"),
+            (1536, Bus::Virtio, "BIG-0"),
+            (1536, Bus::Virtio, "BIG-1"),
+            (600, Bus::Virtio, "SMALL-0"),
+            (600, Bus::Virtio, "SMALL-1"),
+            (768, Bus::Nvme, "NVME-0"),
+            (768, Bus::Nvme, "NVME-1"),
+        ],
+        variants: VARIANTS.to_vec(),
+    });
+}
+
+#[test]
+fn luks2_under_lvm() {
+    run_matrix(Scenario {
+        name: "luks-lvm",
+        script: include_str!("scenarios/luks-lvm.sh"),
+        disks: vec![
+            (1024, Bus::Virtio, "SRC-0"),
+            (2048, Bus::Virtio, "BIG-0"),
+            (800, Bus::Virtio, "SMALL-0"),
+            (1024, Bus::Scsi, "SCSI-0"),
+        ],
+        variants: VARIANTS.to_vec(),
+    });
+}
+
+#[test]
+fn btrfs_with_subvolumes() {
+    run_matrix(Scenario {
+        name: "btrfs",
+        script: include_str!("scenarios/btrfs.sh"),
+        disks: vec![
+            (1024, Bus::Virtio, "SRC-0"),
+            (2048, Bus::Virtio, "BIG-0"),
+            (800, Bus::Virtio, "SMALL-0"),
+            (1024, Bus::Nvme, "NVME-0"),
+        ],
+        variants: VARIANTS.to_vec(),
+    });
+}
+
+#[test]
+fn unsafe_targets_are_refused_and_an_interrupted_recovery_resumes() {
+    let sc = Scenario {
+        name: "failures",
+        script: include_str!("scenarios/failures.sh"),
+        disks: vec![
+            (512, Bus::Virtio, "SRC-0"),
+            (512, Bus::Virtio, "BYSTANDER"),
+            (512, Bus::Virtio, "BUSY"),
+            (512, Bus::Virtio, "TARGET"),
+            (64, Bus::Virtio, "TINY"),
+        ],
+        variants: vec![],
+    };
+    let (s, job, run) = boot_scenario(&sc, "run_failures");
+    let out = job.read_back(&s.join("out"));
+    assert!(
+        !run.timed_out,
+        "guest did not finish:\n{}",
+        tail(&run.log, 60)
+    );
+    assert_eq!(
+        read(&out, "autorun.rc").trim(),
+        "0",
+        "{}",
+        tail(&read(&out, "autorun.log"), 80)
+    );
+    let rc = |n: &str| read(&out, &format!("{n}.rc")).trim().to_string();
+    let log = |n: &str| read(&out, &format!("{n}.log"));
+    assert_eq!(rc("ambiguous"), "2");
+    assert!(
+        log("ambiguous").contains("cannot tell which disk should replace /dev/vda"),
+        "{}",
+        log("ambiguous")
+    );
+    assert!(
+        log("ambiguous").contains("--map /dev/vda="),
+        "{}",
+        log("ambiguous")
+    );
+    assert_eq!(rc("mounted"), "2");
+    assert!(
+        log("mounted").contains("/dev/vdc may not be written: it is in use"),
+        "{}",
+        log("mounted")
+    );
+    assert_eq!(rc("too-small"), "2");
+    assert!(
+        log("too-small").contains("is too small for the partitions of /dev/vda: short by "),
+        "{}",
+        log("too-small")
+    );
+    assert_eq!(rc("killed"), "99", "{}", log("killed"));
+    assert_eq!(rc("resumed"), "0", "{}", log("resumed"));
+    assert!(log("resumed").contains("resuming: "), "{}", log("resumed"));
+    assert!(
+        log("resumed").contains("already done by an earlier run"),
+        "{}",
+        log("resumed")
+    );
+    assert_eq!(
+        read(&out, "bystander-before.txt"),
+        read(&out, "bystander-after.txt"),
+        "the unmapped disk was changed"
+    );
+    assert_eq!(read(&out, "busy-untouched.txt").trim(), "same");
+    assert_eq!(
+        read(&out, "sums-resumed.txt"),
+        read(&out, "sums-source.txt")
+    );
+}
