@@ -34,14 +34,24 @@ pub const CONTENTS_EXCLUDED: &[&str] = &["/tmp", "/run", "/var/tmp"];
 /// A tree to archive.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Source {
+    /// Where the tree is read now.
+    pub path: PathBuf,
+    /// Where it is mounted in the backed-up system (recorded in the
+    /// manifest, and where restore puts it): `path` itself, unless the
+    /// system is mounted under another root.
     pub mountpoint: PathBuf,
     pub fstype: Option<String>,
     pub device: Option<String>,
 }
 
 /// The mounted disk file systems of a Layout, one per mount (bind mounts of
-/// the same tree once), ordered by mount point.
-pub fn sources_from_layout(layout: &Layout) -> Vec<Source> {
+/// the same tree once), ordered by mount point. With `root`, the system is
+/// mounted below that folder (a layout saved with `layout save --root`).
+pub fn sources_from_layout(layout: &Layout, root: Option<&Path>) -> Vec<Source> {
+    let at = |mp: &str| match root {
+        Some(r) => r.join(mp.trim_start_matches('/')),
+        None => PathBuf::from(mp),
+    };
     let mut out: Vec<Source> = Vec::new();
     let mut seen: Vec<(String, String)> = Vec::new();
     for m in &layout.mounts {
@@ -54,6 +64,7 @@ pub fn sources_from_layout(layout: &Layout) -> Vec<Source> {
         }
         seen.push(key);
         out.push(Source {
+            path: at(&m.mountpoint),
             mountpoint: PathBuf::from(&m.mountpoint),
             fstype: Some(m.fstype.clone()),
             device: Some(m.source.clone()),
@@ -66,6 +77,7 @@ pub fn sources_from_layout(layout: &Layout) -> Vec<Source> {
             }
             if let Some(mp) = f.mountpoints.first() {
                 out.push(Source {
+                    path: at(mp),
                     mountpoint: PathBuf::from(mp),
                     fstype: Some(f.fstype.clone()),
                     device: Some(f.device.clone()),
@@ -182,8 +194,8 @@ pub fn create(opts: &CreateOptions) -> Result<CreateReport> {
     // incremental decisions need whole hard-link groups.
     let mut walked = Vec::new();
     for src in &opts.sources {
-        let (entries, stats) = walk::walk(&src.mountpoint, &id, &excludes)
-            .with_context(|| format!("reading {}", src.mountpoint.display()))?;
+        let (entries, stats) = walk::walk(&src.path, &id, &excludes)
+            .with_context(|| format!("reading {}", src.path.display()))?;
         warnings.sockets += stats.sockets;
         warnings.vanished += stats.vanished;
         warnings.unreadable += stats.unreadable.len() as u64;
@@ -232,7 +244,7 @@ pub fn create(opts: &CreateOptions) -> Result<CreateReport> {
             opts.threads,
         )?;
         let mut tar = TarWriter::new(BufWriter::with_capacity(1 << 20, enc));
-        let mut ctx = ArchiveCtx::new(&src.mountpoint);
+        let mut ctx = ArchiveCtx::new(&src.path);
         let mut records = Vec::with_capacity(entries.len());
         let mut count = 0u64;
         for (e, r) in entries.iter_mut().zip(&reuse) {
@@ -300,7 +312,7 @@ pub fn create(opts: &CreateOptions) -> Result<CreateReport> {
             archive: archive_name,
             fstype: src.fstype.clone(),
             device: src.device.clone(),
-            used_bytes: fsio::fs_used_bytes(&src.mountpoint).unwrap_or(0),
+            used_bytes: fsio::fs_used_bytes(&src.path).unwrap_or(0),
             data_bytes,
             allocated_bytes: allocated,
             file_count: records.len() as u64,
@@ -708,14 +720,18 @@ mod tests {
             ],
         });
         let layout: Layout = serde_json::from_value(layout).unwrap();
-        let got: Vec<String> = sources_from_layout(&layout)
+        let got: Vec<String> = sources_from_layout(&layout, None)
             .iter()
             .map(|s| s.mountpoint.display().to_string())
             .collect();
         assert_eq!(got, ["/", "/boot/efi", "/home"]);
         assert_eq!(
-            sources_from_layout(&layout)[2].fstype.as_deref(),
+            sources_from_layout(&layout, None)[2].fstype.as_deref(),
             Some("xfs")
         );
+        let under = sources_from_layout(&layout, Some(Path::new("/mnt/sys")));
+        assert_eq!(under[0].path, PathBuf::from("/mnt/sys"));
+        assert_eq!(under[2].path, PathBuf::from("/mnt/sys/home"));
+        assert_eq!(under[2].mountpoint, PathBuf::from("/home"));
     }
 }

@@ -37,6 +37,12 @@ pub struct CreateArgs {
     #[arg(long, value_name = "FILE")]
     pub layout: Option<PathBuf>,
 
+    /// The layout's file systems are mounted under this folder, not at /
+    /// (a system captured with `layout save --root DIR`, e.g. from a rescue
+    /// shell).
+    #[arg(long, value_name = "DIR", conflicts_with = "source")]
+    pub root: Option<PathBuf>,
+
     /// Back up this tree instead of the layout's file systems (repeatable;
     /// each stays within its own file system).
     #[arg(long, value_name = "PATH")]
@@ -195,7 +201,7 @@ fn create(a: CreateArgs) -> Result<u8> {
             );
         }
         let layout = crate::layout::Layout::load(&path)?;
-        let sources = backup::create::sources_from_layout(&layout);
+        let sources = backup::create::sources_from_layout(&layout, a.root.as_deref());
         if sources.is_empty() {
             bail!(
                 "layout {} has no mounted disk file systems to back up",
@@ -209,6 +215,7 @@ fn create(a: CreateArgs) -> Result<u8> {
             let abs = std::fs::canonicalize(s)
                 .with_context(|| format!("cannot read --source {}", s.display()))?;
             sources.push(backup::Source {
+                path: abs.clone(),
                 mountpoint: abs,
                 fstype: None,
                 device: None,
@@ -218,13 +225,21 @@ fn create(a: CreateArgs) -> Result<u8> {
     };
     let mut excludes = Excludes::default();
     if a.source.is_empty() {
+        let root = a.root.clone().unwrap_or_else(|| PathBuf::from("/"));
         excludes.contents_of = backup::create::CONTENTS_EXCLUDED
             .iter()
-            .map(PathBuf::from)
+            .map(|d| root.join(d.trim_start_matches('/')))
             .collect();
     }
     for p in &a.exclude {
-        excludes.add_pattern(p)?;
+        // Absolute patterns name paths of the backed-up system.
+        match (&a.root, p.starts_with('/')) {
+            (Some(r), true) => excludes.add_pattern(&format!(
+                "{}{p}",
+                glob::Pattern::escape(r.to_string_lossy().trim_end_matches('/'))
+            ))?,
+            _ => excludes.add_pattern(p)?,
+        }
     }
     if a.keep == Some(0) {
         bail!("--keep must be at least 1");
