@@ -5,56 +5,8 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-
 use common::*;
 use lifeboat::layout::{FsParams, Layout, PartitionTable};
-
-/// A loop device with its partitions (partx) and mounts, all undone on drop,
-/// even when the test fails.
-struct LoopDisk {
-    dev: String,
-    mounts: Vec<PathBuf>,
-}
-
-impl LoopDisk {
-    fn attach(image: &Path) -> LoopDisk {
-        let dev = sh(&format!("losetup -f --show '{}'", image.display()))
-            .trim()
-            .to_string();
-        let d = LoopDisk {
-            dev,
-            mounts: Vec::new(),
-        };
-        // The host kernel does not parse partition tables of loop devices.
-        sh(&format!("partx -a '{}'", d.dev));
-        d
-    }
-
-    fn part(&self, n: u32) -> String {
-        format!("{}p{n}", self.dev)
-    }
-
-    fn mount(&mut self, dev: &str, dir: &Path, opts: &str) {
-        std::fs::create_dir_all(dir).unwrap();
-        sh(&format!("mount {opts} '{dev}' '{}'", dir.display()));
-        self.mounts.push(dir.to_path_buf());
-    }
-}
-
-impl Drop for LoopDisk {
-    fn drop(&mut self) {
-        for m in self.mounts.iter().rev() {
-            let _ = std::process::Command::new("umount").arg(m).status();
-        }
-        let _ = std::process::Command::new("partx")
-            .args(["-d", &self.dev])
-            .status();
-        let _ = std::process::Command::new("losetup")
-            .args(["-d", &self.dev])
-            .status();
-    }
-}
 
 const DISK_GUID: &str = "d15c0000-0000-4000-8000-000000000001";
 const P1: &str = "d15c0001-0000-4000-8000-000000000001";

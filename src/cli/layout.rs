@@ -68,6 +68,10 @@ pub struct SaveArgs {
     /// devices of image files can be named here.
     #[arg(long, value_name = "DEV")]
     pub only_disk: Vec<String>,
+    /// Describe the system mounted at DIR instead of the running one (from
+    /// a rescue shell: mount the system's file systems under DIR first).
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
 }
 
 pub fn run(cmd: LayoutCmd) -> Result<u8> {
@@ -133,6 +137,13 @@ fn save(args: SaveArgs) -> Result<u8> {
         include_disks: args.include_disk,
         exclude_disks: args.exclude_disk,
         luks_header_dir: args.luks_headers.then(|| dir.clone()),
+        system_root: match &args.root {
+            Some(r) => Some(
+                std::fs::canonicalize(r)
+                    .with_context(|| format!("--root {}: no such folder", r.display()))?,
+            ),
+            None => None,
+        },
         ..CaptureOptions::default()
     };
     let l = layout::capture(&opts)?;

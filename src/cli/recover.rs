@@ -28,6 +28,10 @@ pub struct Source {
     /// Accept loop devices as target disks (for tests on image files).
     #[arg(long, hide = true)]
     pub allow_loop: bool,
+
+    /// Mount the new system here [default: /mnt/lifeboat].
+    #[arg(long, value_name = "DIR", hide = true)]
+    pub mount_root: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -89,7 +93,9 @@ fn options(s: Source) -> recover::Options {
         backup: s.backup,
         maps: s.map,
         allow_loop: s.allow_loop,
-        sys: PathBuf::from("/sys"),
+        mount_root: s
+            .mount_root
+            .unwrap_or_else(|| PathBuf::from(crate::plan::MOUNT_ROOT)),
         ..recover::Options::default()
     }
 }

@@ -54,11 +54,7 @@ pub fn step_title(step: &Step) -> String {
             swap.device,
             swap.uuid.as_deref().unwrap_or("new")
         ),
-        Step::Mount { mounts } => format!(
-            "mount {} file systems under {}",
-            mounts.len(),
-            super::MOUNT_ROOT
-        ),
+        Step::Mount { mounts } => format!("mount the {} new file systems", mounts.len()),
         Step::Restore { backup } => format!("restore the backup from {backup}"),
         Step::FixConfig { replacements } => format!(
             "rewrite {} changed device names in fstab, crypttab, mdadm.conf and the boot configuration",

@@ -161,30 +161,38 @@ impl Drop for Chroot {
     }
 }
 
-/// Regenerates the initramfs with the system's own tool.
-pub fn regenerate_initramfs(chroot: &Chroot) -> Result<String> {
-    if let Some(tool) = chroot.has("update-initramfs") {
-        chroot
-            .run(&tool, &["-u", "-k", "all"])
-            .context("regenerating the initramfs with update-initramfs")?;
-        Ok("initramfs regenerated with update-initramfs".into())
-    } else if let Some(tool) = chroot.has("dracut") {
-        chroot
-            .run(&tool, &["--force", "--regenerate-all"])
-            .context("regenerating the initramfs with dracut")?;
-        Ok("initramfs regenerated with dracut".into())
-    } else if let Some(tool) = chroot.has("mkinitcpio") {
-        chroot
-            .run(&tool, &["-P"])
-            .context("regenerating the initramfs with mkinitcpio")?;
-        Ok("initramfs regenerated with mkinitcpio".into())
-    } else if has_initramfs_images(&chroot.root.join("boot")) {
-        anyhow::bail!(
+/// The initramfs tool of the system at `root`, with its arguments.
+fn initramfs_tool(root: &Path) -> Option<(String, Vec<&'static str>, &'static str)> {
+    let find = |name: &str| {
+        ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+            .iter()
+            .map(|d| format!("{d}/{name}"))
+            .find(|c| root.join(c.trim_start_matches('/')).exists())
+    };
+    if let Some(t) = find("update-initramfs") {
+        Some((t, vec!["-u", "-k", "all"], "update-initramfs"))
+    } else if let Some(t) = find("dracut") {
+        Some((t, vec!["--force", "--regenerate-all"], "dracut"))
+    } else {
+        find("mkinitcpio").map(|t| (t, vec!["-P"], "mkinitcpio"))
+    }
+}
+
+/// Regenerates the initramfs of the system at `root` with its own tool.
+pub fn regenerate_initramfs(root: &Path) -> Result<String> {
+    match initramfs_tool(root) {
+        Some((tool, args, name)) => {
+            let chroot = Chroot::enter(root)?;
+            chroot
+                .run(&tool, &args)
+                .with_context(|| format!("regenerating the initramfs with {name}"))?;
+            Ok(format!("initramfs regenerated with {name}"))
+        }
+        None if has_initramfs_images(&root.join("boot")) => anyhow::bail!(
             "the restored system boots with an initramfs but has no update-initramfs, dracut or \
              mkinitcpio to rebuild it"
-        )
-    } else {
-        Ok("the restored system uses no initramfs: nothing to regenerate".into())
+        ),
+        None => Ok("the restored system uses no initramfs: nothing to regenerate".into()),
     }
 }
 

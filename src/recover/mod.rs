@@ -34,7 +34,7 @@ pub const RESCUE_LAYOUT: &str = "/etc/lifeboat/layout.json";
 pub const JOB_DIR: &str = "/run/lifeboat/job";
 pub const ANSWERS_FILE: &str = "recover.toml";
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Options {
     pub layout: Option<PathBuf>,
     pub backup: Option<String>,
@@ -50,6 +50,29 @@ pub struct Options {
     /// Accept loop devices as target disks (tests).
     pub allow_loop: bool,
     pub sys: PathBuf,
+    /// Where the new system is mounted ([`MOUNT_ROOT`]).
+    pub mount_root: PathBuf,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            layout: None,
+            backup: None,
+            maps: Vec::new(),
+            yes: false,
+            dry_run: false,
+            key_file: None,
+            unattended: false,
+            answers: None,
+            state: None,
+            report: None,
+            luks_iter_time_ms: None,
+            allow_loop: false,
+            sys: PathBuf::from("/sys"),
+            mount_root: PathBuf::from(MOUNT_ROOT),
+        }
+    }
 }
 
 /// The unattended answers file (`recover.toml` on the job disk).
@@ -174,7 +197,7 @@ pub fn prepare(opts: &Options) -> Result<Prepared> {
     maps_text.extend(opts.maps.iter().cloned());
     let maps = mapping::parse_maps(&maps_text)?;
     let targets = plan::targets::list(&opts.sys, opts.allow_loop)?;
-    let excluded = excluded_disks(&opts.sys, &targets, backup.as_ref())?;
+    let excluded = excluded_disks(&opts.sys, &targets, backup.as_ref(), &opts.mount_root)?;
     let input = PlanInput {
         targets,
         maps,
@@ -216,6 +239,7 @@ fn excluded_disks(
     sys: &Path,
     targets: &[plan::TargetDisk],
     backup: Option<&restore::Backup>,
+    mount_root: &Path,
 ) -> Result<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
     for (label, why) in [
@@ -248,7 +272,7 @@ fn excluded_disks(
     let swaps = std::fs::read_to_string("/proc/swaps").unwrap_or_default();
     let mounts: Vec<mount::MountEntry> = mount::mounts()?
         .into_iter()
-        .filter(|m| !m.mountpoint.starts_with(MOUNT_ROOT))
+        .filter(|m| !m.mountpoint.starts_with(mount_root))
         .collect();
     for t in targets {
         if out.contains_key(&t.path) {
@@ -342,7 +366,7 @@ pub fn recover(opts: &Options) -> Result<u8> {
     // Our own mounts from an earlier run go first, so that the plan sees
     // the disks as free and steps can be redone.
     if !opts.dry_run {
-        mount::unmount_tree(Path::new(MOUNT_ROOT))?;
+        mount::unmount_tree(&opts.mount_root)?;
     }
     let p = prepare(opts)?;
     print!("{}", render::render(&p.plan));
@@ -384,7 +408,7 @@ pub fn recover(opts: &Options) -> Result<u8> {
         keys: Keys::new(key_file, per_device, !opts.unattended),
         header_dir: p.layout_path.parent().map(Path::to_path_buf),
         luks_iter_time_ms: opts.luks_iter_time_ms.or(p.answers.luks_iter_time_ms),
-        root: PathBuf::from(MOUNT_ROOT),
+        root: opts.mount_root.clone(),
     };
     let state = opts.state.clone().unwrap_or_else(|| {
         if opts.unattended && Path::new(JOB_DIR).is_dir() {
@@ -506,7 +530,7 @@ pub fn recover(opts: &Options) -> Result<u8> {
         if let Some(r) = &opts.report {
             util::write_atomic(r, json.as_bytes(), 0o644)?;
         }
-        finish(&p.plan)?;
+        finish(&p.plan, &ctx.root)?;
     }
     println!(
         "\nlifeboat recover: {} in {:.0}s{}",
@@ -628,8 +652,7 @@ fn apply(
         }
         Step::Initramfs => {
             if !ctx.dry_run {
-                let chroot = fixup::Chroot::enter(&ctx.root)?;
-                notes.push(fixup::regenerate_initramfs(&chroot)?);
+                notes.push(fixup::regenerate_initramfs(&ctx.root)?);
             }
         }
         Step::Bootloader {
@@ -681,9 +704,9 @@ fn esp_mountpoint(_layout: &Layout, esp: &str, ctx: &Ctx) -> Option<PathBuf> {
 
 /// Leaves the disks in a clean state: unmounted, VGs deactivated, LUKS
 /// closed, md arrays stopped.
-fn finish(plan: &Plan) -> Result<()> {
+fn finish(plan: &Plan, root: &Path) -> Result<()> {
     crate::exec::Cmd::new("sync").run().ok();
-    mount::unmount_tree(Path::new(MOUNT_ROOT))?;
+    mount::unmount_tree(root)?;
     for s in plan.steps.iter().rev() {
         match s {
             Step::CreateVg { vg, .. } => {

@@ -446,3 +446,56 @@ pub fn tail(log: &str, n: usize) -> String {
     let lines: Vec<&str> = log.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
+
+/// A loop device with its partitions (partx) and mounts, all undone on drop,
+/// even when the test fails.
+pub struct LoopDisk {
+    pub dev: String,
+    pub mounts: Vec<PathBuf>,
+}
+
+impl LoopDisk {
+    pub fn attach(image: &Path) -> LoopDisk {
+        let dev = sh(&format!("losetup -f --show '{}'", image.display()))
+            .trim()
+            .to_string();
+        let d = LoopDisk {
+            dev,
+            mounts: Vec::new(),
+        };
+        // The host kernel does not parse partition tables of loop devices.
+        sh(&format!("partx -a '{}'", d.dev));
+        d
+    }
+
+    pub fn part(&self, n: u32) -> String {
+        format!("{}p{n}", self.dev)
+    }
+
+    pub fn mount(&mut self, dev: &str, dir: &Path, opts: &str) {
+        std::fs::create_dir_all(dir).unwrap();
+        sh(&format!("mount {opts} '{dev}' '{}'", dir.display()));
+        self.mounts.push(dir.to_path_buf());
+    }
+
+    /// Unmounts what `mount` mounted, deepest first.
+    pub fn unmount_all(&mut self) {
+        while let Some(m) = self.mounts.pop() {
+            sh(&format!("umount '{}'", m.display()));
+        }
+    }
+}
+
+impl Drop for LoopDisk {
+    fn drop(&mut self) {
+        for m in self.mounts.iter().rev() {
+            let _ = std::process::Command::new("umount").arg(m).status();
+        }
+        let _ = std::process::Command::new("partx")
+            .args(["-d", &self.dev])
+            .status();
+        let _ = std::process::Command::new("losetup")
+            .args(["-d", &self.dev])
+            .status();
+    }
+}

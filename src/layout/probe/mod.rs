@@ -49,6 +49,43 @@ pub struct CaptureOptions {
     pub backup_destinations: Vec<PathBuf>,
     /// Where to write LUKS header backups (`--luks-headers`); `None` for none.
     pub luks_header_dir: Option<PathBuf>,
+    /// The system to describe is mounted here rather than at `/` (captured
+    /// from a rescue shell): only mounts at or below it count, their mount
+    /// points are recorded relative to it, and /etc and /boot are read
+    /// from it.
+    pub system_root: Option<PathBuf>,
+}
+
+impl CaptureOptions {
+    /// A path of the described system's own files (`etc/fstab`).
+    pub fn system_file(&self, rel: &str) -> PathBuf {
+        match &self.system_root {
+            Some(r) => r.join(rel),
+            None => self.root.join(rel),
+        }
+    }
+}
+
+/// Keeps the mounts at or below `root` and makes their mount points
+/// relative to it (`/mnt/sys/home` → `/home`).
+fn under_system_root(mountinfo: Vec<mounts::MountInfo>, root: &Path) -> Vec<mounts::MountInfo> {
+    let root = root.to_string_lossy().trim_end_matches('/').to_string();
+    mountinfo
+        .into_iter()
+        .filter_map(|mut m| {
+            let rel = if m.mountpoint == root {
+                "/".to_string()
+            } else {
+                m.mountpoint.strip_prefix(&format!("{root}/"))?.to_string()
+            };
+            m.mountpoint = if rel.starts_with('/') {
+                rel
+            } else {
+                format!("/{rel}")
+            };
+            Some(m)
+        })
+        .collect()
 }
 
 impl Default for CaptureOptions {
@@ -60,6 +97,7 @@ impl Default for CaptureOptions {
             exclude_disks: Vec::new(),
             backup_destinations: Vec::new(),
             luks_header_dir: None,
+            system_root: None,
         }
     }
 }
@@ -189,6 +227,14 @@ impl Ctx<'_> {
         PathBuf::from(blkid::prefixed(&self.opts.root, p))
     }
 
+    /// Where a mount point of the described system is in this one.
+    fn mnt(&self, mountpoint: &str) -> PathBuf {
+        match &self.opts.system_root {
+            Some(r) => r.join(mountpoint.trim_start_matches('/')),
+            None => self.path(mountpoint),
+        }
+    }
+
     fn dev_root(&self) -> PathBuf {
         self.opts.root.join("dev")
     }
@@ -274,9 +320,12 @@ pub fn capture(opts: &CaptureOptions) -> Result<Layout> {
     for d in &disks {
         scope.extend(devs.upper_closure(d));
     }
-    let mountinfo = mounts::parse_mountinfo(
+    let mut mountinfo = mounts::parse_mountinfo(
         &read_opt(&opts.root.join("proc/self/mountinfo")).unwrap_or_default(),
     );
+    if let Some(sr) = &opts.system_root {
+        mountinfo = under_system_root(mountinfo, sr);
+    }
     let swaps = mounts::parse_swaps(&read_opt(&opts.root.join("proc/swaps")).unwrap_or_default());
     let mut ctx = Ctx {
         opts,
@@ -326,13 +375,13 @@ pub fn capture(opts: &CaptureOptions) -> Result<Layout> {
     prefetch(&ctx, &mounts);
     let md_arrays = collect_md(&mut ctx)?;
     let config_files = ConfigFiles {
-        fstab: mounts::parse_fstab(&read_opt(&opts.root.join("etc/fstab")).unwrap_or_default()),
+        fstab: mounts::parse_fstab(&read_opt(&opts.system_file("etc/fstab")).unwrap_or_default()),
         crypttab: mounts::parse_crypttab(
-            &read_opt(&opts.root.join("etc/crypttab")).unwrap_or_default(),
+            &read_opt(&opts.system_file("etc/crypttab")).unwrap_or_default(),
         ),
         mdadm_conf: mounts::parse_mdadm_conf(
-            &read_opt(&opts.root.join("etc/mdadm/mdadm.conf"))
-                .or_else(|| read_opt(&opts.root.join("etc/mdadm.conf")))
+            &read_opt(&opts.system_file("etc/mdadm/mdadm.conf"))
+                .or_else(|| read_opt(&opts.system_file("etc/mdadm.conf")))
                 .unwrap_or_default(),
         ),
     };
@@ -438,7 +487,7 @@ fn prefetch(ctx: &Ctx, mounts: &[Mount]) {
                     continue;
                 }
                 if let Some(mp) = btrfs_mountpoint(ctx, mounts, &uuid) {
-                    let mnt = ctx.path(&mp);
+                    let mnt = ctx.mnt(&mp);
                     let [k1, k2, k3] = btrfs_keys(&mp);
                     let [c1, c2, c3] = fs::btrfs_cmds(&mnt);
                     cmds.extend([(k1, c1), (k2, c2), (k3, c3)]);
@@ -867,7 +916,7 @@ fn collect_filesystems(ctx: &Ctx, mounts: &[Mount]) -> Result<Vec<Filesystem>> {
                 let (subvolumes, default) = match mountpoints.first() {
                     Some(_) => {
                         let mp = btrfs_mountpoint(ctx, mounts, &uuid).unwrap_or_default();
-                        let mnt = ctx.path(&mp);
+                        let mnt = ctx.mnt(&mp);
                         let [k1, k2, k3] = btrfs_keys(&mp);
                         let [c1, c2, c3] = fs::btrfs_cmds(&mnt);
                         let list = ctx.output(&k1, || c1);
@@ -898,7 +947,7 @@ fn collect_filesystems(ctx: &Ctx, mounts: &[Mount]) -> Result<Vec<Filesystem>> {
         };
         let used = mountpoints
             .first()
-            .and_then(|mp| fs::statvfs_usage(&ctx.path(mp)))
+            .and_then(|mp| fs::statvfs_usage(&ctx.mnt(mp)))
             .map(|(_, used)| used)
             .or_else(|| match (&params, fstype.as_str()) {
                 (FsParams::Btrfs { .. }, _) => fs::read_btrfs_super(&dev).ok().map(|(_, u)| u),
@@ -1144,7 +1193,7 @@ fn collect_boot(
     let esp_mounts: Vec<PathBuf> = filesystems
         .iter()
         .filter(|f| esps.contains(&f.device))
-        .flat_map(|f| f.mountpoints.iter().map(|m| ctx.path(m)))
+        .flat_map(|f| f.mountpoints.iter().map(|m| ctx.mnt(m)))
         .collect();
     let esp_has = |file: &str| {
         esp_mounts.iter().any(|m| {
@@ -1175,7 +1224,7 @@ fn collect_boot(
             }
         }
     }
-    let boot_grub = ctx.opts.root.join("boot/grub");
+    let boot_grub = ctx.opts.system_file("boot/grub");
     if !pc_disks.is_empty() || boot_grub.join("i386-pc").is_dir() {
         grub.push(GrubTarget {
             platform: "i386-pc".into(),
@@ -1225,17 +1274,33 @@ fn collect_boot(
         efi_entries,
         boot_order,
         boot_current,
-        kernel_cmdline: read_opt(&ctx.opts.root.join("proc/cmdline"))
-            .unwrap_or_default()
-            .trim()
-            .to_string(),
+        // The rescue's own command line says nothing about the system.
+        kernel_cmdline: match &ctx.opts.system_root {
+            Some(_) => String::new(),
+            None => read_opt(&ctx.opts.root.join("proc/cmdline"))
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
+        },
     })
+}
+
+/// The newest kernel release with modules in a system tree.
+fn newest_modules_dir(root: &Path) -> Option<String> {
+    let mut names: Vec<String> = std::fs::read_dir(root.join("lib/modules"))
+        .ok()?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort_by(|a, b| sysfs::natural_cmp(a, b));
+    names.pop()
 }
 
 fn collect_host(opts: &CaptureOptions, firmware: Firmware) -> Host {
     let r = |p: &str| read_opt(&opts.root.join(p)).map(|s| s.trim().to_string());
-    let os = r("etc/os-release")
-        .or_else(|| r("usr/lib/os-release"))
+    let sr = |p: &str| read_opt(&opts.system_file(p)).map(|s| s.trim().to_string());
+    let os = sr("etc/os-release")
+        .or_else(|| sr("usr/lib/os-release"))
         .unwrap_or_default();
     let field = |key: &str| {
         os.lines().find_map(|l| {
@@ -1245,12 +1310,18 @@ fn collect_host(opts: &CaptureOptions, firmware: Firmware) -> Host {
         })
     };
     Host {
-        hostname: r("proc/sys/kernel/hostname").unwrap_or_default(),
+        hostname: match &opts.system_root {
+            Some(_) => sr("etc/hostname").unwrap_or_default(),
+            None => r("proc/sys/kernel/hostname").unwrap_or_default(),
+        },
         os_pretty_name: field("PRETTY_NAME"),
         os_id: field("ID"),
         os_version_id: field("VERSION_ID"),
         arch: std::env::consts::ARCH.to_string(),
-        kernel: r("proc/sys/kernel/osrelease").unwrap_or_default(),
+        kernel: match &opts.system_root {
+            Some(root) => newest_modules_dir(root).unwrap_or_default(),
+            None => r("proc/sys/kernel/osrelease").unwrap_or_default(),
+        },
         firmware,
     }
 }
@@ -1258,6 +1329,17 @@ fn collect_host(opts: &CaptureOptions, firmware: Firmware) -> Host {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mounts_under_a_system_root_become_relative() {
+        let text = "22 1 8:1 / / rw - ext4 /dev/sda1 rw\n\
+                    30 22 254:0 / /mnt/sys rw - ext4 /dev/mapper/vg-root rw\n\
+                    31 30 254:1 / /mnt/sys/home rw - xfs /dev/mapper/vg-home rw\n\
+                    32 22 254:2 / /mnt/system2 rw - xfs /dev/vdc rw\n";
+        let got = under_system_root(mounts::parse_mountinfo(text), Path::new("/mnt/sys/"));
+        let mps: Vec<&str> = got.iter().map(|m| m.mountpoint.as_str()).collect();
+        assert_eq!(mps, ["/", "/home"]);
+    }
 
     #[test]
     fn unsupported_kinds_by_dm_uuid_and_name() {

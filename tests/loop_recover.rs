@@ -1,0 +1,292 @@
+//! Loop tier (root): a whole recovery on the host, from image files on loop
+//! devices: a GPT disk with ext4, XFS and swap is captured (`layout save
+//! --root`), backed up (`backup create --root`), and recovered onto a larger
+//! loop device, first interrupted by a failure point and then resumed.
+//! Run single-threaded: `cargo test --test loop_recover -- --test-threads=1`.
+
+mod common;
+
+use common::*;
+use lifeboat::layout::{Layout, PartitionTable};
+
+const DISK_GUID: &str = "7ec0e000-0000-4000-8000-000000000001";
+const P1: &str = "7ec0e001-0000-4000-8000-000000000001";
+const P2: &str = "7ec0e002-0000-4000-8000-000000000002";
+const P3: &str = "7ec0e003-0000-4000-8000-000000000003";
+const ROOT_UUID: &str = "7ec0f000-0000-4000-8000-000000000001";
+const SRV_UUID: &str = "7ec0f000-0000-4000-8000-000000000002";
+const SWAP_UUID: &str = "7ec0f000-0000-4000-8000-000000000003";
+
+/// A blank loop device, detached (with its partitions) on drop.
+struct Blank {
+    dev: String,
+}
+
+impl Blank {
+    fn new(image: &std::path::Path, mib: u64) -> Blank {
+        blank_disk(image, mib);
+        Blank {
+            dev: sh(&format!("losetup -f --show '{}'", image.display()))
+                .trim()
+                .to_string(),
+        }
+    }
+}
+
+impl Drop for Blank {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("partx")
+            .args(["-d", &self.dev])
+            .status();
+        let _ = std::process::Command::new("losetup")
+            .args(["-d", &self.dev])
+            .status();
+    }
+}
+
+fn sums(root: &std::path::Path) -> String {
+    sh(&format!(
+        "cd '{}' && find . -xdev -type f ! -path './var/log/lifeboat/*' ! -path './lost+found/*' \
+         | sort | xargs -d '\\n' sha256sum && \
+         find . -xdev ! -type d -printf '%p %m %U:%G %y %s %T@\\n' && \
+         find . -xdev -type d -printf '%p %m %U:%G\\n'",
+        root.display()
+    ))
+    .lines()
+    .filter(|l| !l.contains("./var/log/lifeboat") && !l.contains("./lost+found"))
+    .collect::<std::collections::BTreeSet<_>>()
+    .into_iter()
+    .collect::<Vec<_>>()
+    .join("\n")
+}
+
+/// Compares two listings and names the lines that differ.
+fn assert_same_lines(got: &str, want: &str) {
+    let g: std::collections::BTreeSet<&str> = got.lines().collect();
+    let w: std::collections::BTreeSet<&str> = want.lines().collect();
+    let missing: Vec<&&str> = w.difference(&g).take(10).collect();
+    let extra: Vec<&&str> = g.difference(&w).take(10).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "trees differ:\n missing {missing:#?}\n extra {extra:#?}"
+    );
+}
+
+#[test]
+fn loop_recover_onto_a_larger_disk_resuming_after_a_failure() {
+    let s = Scratch::new("loop-recover");
+    let src_root = s.join("src");
+    let (old_dev, source_sums, srv_sums);
+    // Attached while the source still is, so that it gets another name.
+    let target;
+    {
+        let img = s.join("source.img");
+        blank_disk(&img, 700);
+        sh(&format!(
+            "sgdisk -U {DISK_GUID} -n 1:1M:+200M -t 1:8300 -c 1:root -u 1:{P1} \
+             -n 2:0:+320M -t 2:8300 -c 2:srv -u 2:{P2} -n 3:0:0 -t 3:8200 -c 3:swap -u 3:{P3} '{}' >/dev/null",
+            img.display()
+        ));
+        let mut d = LoopDisk::attach(&img);
+        old_dev = d.dev.clone();
+        sh(&format!(
+            "mkfs.ext4 -q -U {ROOT_UUID} -L root '{}'",
+            d.part(1)
+        ));
+        sh(&format!(
+            "TEST_DIR=1 TEST_DEV=1 QA_CHECK_FS=1 mkfs.xfs -q -m uuid={SRV_UUID} -L srv '{}'",
+            d.part(2)
+        ));
+        sh(&format!("mkswap -U {SWAP_UUID} '{}' >/dev/null", d.part(3)));
+        d.mount(&d.part(1), &src_root, "");
+        d.mount(&d.part(2), &src_root.join("srv"), "");
+        sh(&format!(
+            "cd '{root}' && mkdir -p etc usr/share/doc srv/www tmp && \
+             for i in $(seq 1 300); do echo \"line $i\" > usr/share/doc/f$i; done && \
+             dd if=/dev/urandom of=srv/www/blob bs=1M count=20 status=none && \
+             ln -s ../usr/share/doc/f1 etc/link && ln usr/share/doc/f2 etc/hard && \
+             echo scratch > tmp/not-kept && chown 123:456 usr/share/doc/f3 && \
+             printf 'UUID={ROOT_UUID} / ext4 defaults 0 1\\n{dev}p2 /srv xfs defaults 0 2\\n{dev}p3 none swap sw 0 0\\n' > etc/fstab",
+            root = src_root.display(),
+            dev = d.dev
+        ));
+        source_sums = sums(&src_root);
+        srv_sums = sums(&src_root.join("srv"));
+        let (code, out, err) = run_lifeboat([
+            "layout",
+            "save",
+            "--root",
+            src_root.to_str().unwrap(),
+            "--only-disk",
+            &d.dev,
+            "-o",
+            s.join("layout.json").to_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "{out}{err}");
+        let (code, out, err) = run_lifeboat([
+            "backup",
+            "create",
+            "--root",
+            src_root.to_str().unwrap(),
+            "--layout",
+            s.join("layout.json").to_str().unwrap(),
+            "--to",
+            s.join("backup").to_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "{out}{err}");
+        target = Blank::new(&s.join("target.img"), 1400);
+    }
+    let layout = Layout::load(&s.join("layout.json")).unwrap();
+    let mps: Vec<&str> = layout
+        .mounts
+        .iter()
+        .map(|m| m.mountpoint.as_str())
+        .collect();
+    assert_eq!(mps, ["/", "/srv"], "mount points are relative to --root");
+
+    let map = format!("{old_dev}={}", target.dev);
+    let common_args = |extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = [
+            "--allow-loop",
+            "--layout",
+            s.join("layout.json").to_str().unwrap(),
+            "--backup",
+            s.join("backup").to_str().unwrap(),
+            "--map",
+            &map,
+        ]
+        .iter()
+        .map(|x| x.to_string())
+        .collect();
+        v.extend(extra.iter().map(|x| x.to_string()));
+        v
+    };
+
+    // The plan: sizes grow, nothing written.
+    let mut args = vec!["plan".to_string()];
+    args.extend(common_args(&[]));
+    let (code, out, err) = run_lifeboat(&args);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!(
+            "{old_dev} (700.0 MiB) -> {} (1.4 GiB)  [--map]",
+            target.dev
+        )),
+        "{out}"
+    );
+    assert!(out.contains("write GPT on"), "{out}");
+    assert!(
+        out.contains(&format!("{old_dev}p2 -> {}p2", target.dev)),
+        "device names are rewritten: {out}"
+    );
+
+    // A dry run writes nothing.
+    let mut args = vec!["recover".to_string(), "--dry-run".into()];
+    args.extend(common_args(&[]));
+    let (code, out, err) = run_lifeboat(&args);
+    assert_eq!(code, 0, "{out}{err}");
+    let head = std::fs::read(s.join("target.img")).unwrap();
+    assert!(
+        head[..1 << 20].iter().all(|&b| b == 0),
+        "a dry run wrote to the disk"
+    );
+
+    // Interrupted right after the XFS was made, then resumed.
+    let state = s.join("state.json");
+    let mnt = s.join("mnt");
+    let recover_args = |extra: &[&str]| {
+        let mut v = vec!["recover".to_string(), "--yes".into()];
+        v.extend(common_args(&[
+            "--state",
+            state.to_str().unwrap(),
+            "--mount-root",
+            mnt.to_str().unwrap(),
+            "--report",
+            s.join("report.json").to_str().unwrap(),
+        ]));
+        v.extend(extra.iter().map(|x| x.to_string()));
+        v
+    };
+    let out = std::process::Command::new(lifeboat())
+        .args(recover_args(&[]))
+        .env("LIFEBOAT_FAILPOINT", format!("mkfs:{}p2", target.dev))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(99),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (code, out, err) = run_lifeboat(recover_args(&[]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("resuming: 3 steps were completed by an earlier run"),
+        "{out}"
+    );
+    assert!(out.contains("recovery complete"), "{out}");
+
+    // The new disk: same identities, larger, same files.
+    let (code, out, err) = run_lifeboat([
+        "layout",
+        "save",
+        "--only-disk",
+        &target.dev,
+        "-o",
+        s.join("after.json").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let after = Layout::load(&s.join("after.json")).unwrap();
+    let table = |l: &Layout| match &l.disks[0].partition_table {
+        Some(PartitionTable::Gpt(g)) => g.clone(),
+        other => panic!("{other:?}"),
+    };
+    let (old_t, new_t) = (table(&layout), table(&after));
+    assert_eq!(new_t.disk_guid, DISK_GUID);
+    for (o, n) in old_t.partitions.iter().zip(&new_t.partitions) {
+        assert_eq!(
+            (&o.unique_guid, &o.type_guid, &o.name),
+            (&n.unique_guid, &n.type_guid, &n.name)
+        );
+        assert!(n.size_bytes >= o.size_bytes, "{} shrank", n.name);
+    }
+    assert!(new_t.partitions[1].size_bytes > old_t.partitions[1].size_bytes * 3 / 2);
+    let fs_ids = |l: &Layout| {
+        let mut v: Vec<(String, Option<String>, Option<String>)> = l
+            .filesystems
+            .iter()
+            .map(|f| (f.fstype.clone(), f.uuid.clone(), f.label.clone()))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(fs_ids(&after), fs_ids(&layout));
+    assert_eq!(after.swaps[0].uuid.as_deref(), Some(SWAP_UUID));
+
+    let mut check = LoopDisk::attach(&s.join("target.img"));
+    check.mount(&check.part(1), &s.join("check"), "");
+    check.mount(&check.part(2), &s.join("check/srv"), "");
+    assert_same_lines(&sums(&s.join("check/srv")), &srv_sums);
+    let fstab = std::fs::read_to_string(s.join("check/etc/fstab")).unwrap();
+    assert!(
+        fstab.contains(&format!("{}p2 /srv xfs", target.dev)),
+        "fstab not rewritten: {fstab}"
+    );
+    let report =
+        std::fs::read_to_string(s.join("check/var/log/lifeboat/recovery-report.json")).unwrap();
+    assert!(report.contains("\"ok\": true"));
+    // The whole tree, but for the fstab that had to change, the content of
+    // /tmp, which backups leave out, and /var/log/lifeboat with the report.
+    let strip = |t: &str| {
+        t.lines()
+            .filter(|l| {
+                !l.contains("./etc") && !l.contains("tmp/not-kept") && !l.starts_with("./var ")
+            })
+            .filter(|l| !l.starts_with("./var/log "))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_same_lines(&strip(&sums(&s.join("check"))), &strip(&source_sums));
+    assert!(!s.join("check/tmp/not-kept").exists() && s.join("check/tmp").is_dir());
+    check.unmount_all();
+}
