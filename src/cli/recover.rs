@@ -81,6 +81,12 @@ pub struct RecoverArgs {
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
 
+    /// Regenerate the initramfs of the recovered system even when it already
+    /// has the drivers of the new disks and no configuration it holds
+    /// changed.
+    #[arg(long)]
+    pub regenerate_initramfs: bool,
+
     /// PBKDF time for new LUKS key slots, in milliseconds (cryptsetup
     /// --iter-time).
     #[arg(long, value_name = "MS")]
@@ -114,6 +120,7 @@ pub fn recover(args: RecoverArgs) -> Result<u8> {
         state: args.state,
         report: args.report,
         luks_iter_time_ms: args.luks_iter_time,
+        regenerate_initramfs: args.regenerate_initramfs,
         ..options(args.source)
     };
     recover::recover(&opts)

@@ -178,15 +178,36 @@ fn initramfs_tool(root: &Path) -> Option<(String, Vec<&'static str>, &'static st
     }
 }
 
-/// Regenerates the initramfs of the system at `root` with its own tool.
-pub fn regenerate_initramfs(root: &Path) -> Result<String> {
+/// Regenerates the initramfs of the system at `root` with its own tool when
+/// it does not fit the new disks (see [`initramfs_outdated`]), or always
+/// with `force`.
+pub fn regenerate_initramfs(
+    root: &Path,
+    drivers: &[String],
+    configs_changed: &[String],
+    force: bool,
+) -> Result<String> {
     match initramfs_tool(root) {
         Some((tool, args, name)) => {
+            let why = if force {
+                "asked to".to_string()
+            } else {
+                match initramfs_outdated(root, drivers, configs_changed)? {
+                    Some(why) => why,
+                    None => {
+                        return Ok(format!(
+                            "initramfs kept: it has the drivers of the new disks ({}) and no configuration it holds changed",
+                            drivers.join(", ")
+                        ))
+                    }
+                }
+            };
+            log::info!("regenerating the initramfs: {why}");
             let chroot = Chroot::enter(root)?;
             chroot
                 .run(&tool, &args)
                 .with_context(|| format!("regenerating the initramfs with {name}"))?;
-            Ok(format!("initramfs regenerated with {name}"))
+            Ok(format!("initramfs regenerated with {name} ({why})"))
         }
         None if has_initramfs_images(&root.join("boot")) => anyhow::bail!(
             "the restored system boots with an initramfs but has no update-initramfs, dracut or \
@@ -194,6 +215,91 @@ pub fn regenerate_initramfs(root: &Path) -> Result<String> {
         ),
         None => Ok("the restored system uses no initramfs: nothing to regenerate".into()),
     }
+}
+
+/// The initramfs images in `boot` with their kernel versions
+/// (`initrd.img-VER`, `initramfs-VER.img`).
+fn initramfs_images(boot: &Path) -> Vec<(PathBuf, String)> {
+    let mut out: Vec<(PathBuf, String)> = std::fs::read_dir(boot)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter_map(|e| {
+                    let n = e.file_name().to_string_lossy().into_owned();
+                    let ver = n.strip_prefix("initrd.img-").or_else(|| {
+                        n.strip_prefix("initramfs-")
+                            .and_then(|v| v.strip_suffix(".img"))
+                    })?;
+                    (!ver.ends_with("kdump") && !ver.contains("rescue"))
+                        .then(|| (e.path(), ver.to_string()))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+/// Why the initramfs images of the system at `root` do not fit the new
+/// disks: a configuration they hold changed, or they lack a driver of the
+/// new disks. `None` when every image has what it needs.
+pub fn initramfs_outdated(
+    root: &Path,
+    drivers: &[String],
+    configs_changed: &[String],
+) -> Result<Option<String>> {
+    let embedded: Vec<&String> = configs_changed
+        .iter()
+        .filter(|f| {
+            f.contains("crypttab")
+                || f.contains("mdadm")
+                || f.contains("fstab")
+                || f.contains("resume")
+        })
+        .collect();
+    if !embedded.is_empty() {
+        return Ok(Some(format!(
+            "{} changed",
+            embedded
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let canon = |m: &str| m.replace('-', "_");
+    for (image, ver) in initramfs_images(&root.join("boot")) {
+        let bytes =
+            std::fs::read(&image).with_context(|| format!("reading {}", image.display()))?;
+        let names = match crate::rescue::cpio::list_initramfs(&bytes) {
+            Ok(n) => n,
+            Err(e) => return Ok(Some(format!("{} cannot be read ({e:#})", image.display()))),
+        };
+        let present: std::collections::BTreeSet<String> = names
+            .iter()
+            .filter_map(|n| {
+                let file = n.rsplit('/').next()?;
+                let stem = file.split(".ko").next()?;
+                file.contains(".ko").then(|| canon(stem))
+            })
+            .collect();
+        let builtin: std::collections::BTreeSet<String> =
+            std::fs::read_to_string(root.join("lib/modules").join(&ver).join("modules.builtin"))
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| l.rsplit('/').next())
+                .map(|f| canon(f.split(".ko").next().unwrap_or(f)))
+                .collect();
+        for d in drivers {
+            let d = canon(d);
+            if !present.contains(&d) && !builtin.contains(&d) {
+                return Ok(Some(format!(
+                    "{} lacks {d}, a driver of the new disks",
+                    image.strip_prefix(root).unwrap_or(&image).display()
+                )));
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// Whether /boot holds initramfs images (initrd.img-*, initramfs-*.img).
@@ -226,6 +332,46 @@ mod tests {
         assert_eq!(
             replace_device_names("UUID=abc / ext4", &r),
             "UUID=abc / ext4"
+        );
+    }
+
+    #[test]
+    fn initramfs_is_outdated_when_a_driver_is_missing_or_a_config_changed() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        std::fs::create_dir_all(r.join("boot")).unwrap();
+        std::fs::create_dir_all(r.join("lib/modules/6.1.0-9-amd64")).unwrap();
+        std::fs::write(
+            r.join("lib/modules/6.1.0-9-amd64/modules.builtin"),
+            "kernel/drivers/scsi/sd_mod.ko\n",
+        )
+        .unwrap();
+        let mut w = crate::rescue::cpio::CpioWriter::new(Vec::new(), 0);
+        w.file(
+            "usr/lib/modules/6.1.0-9-amd64/kernel/drivers/block/virtio_blk.ko",
+            0o644,
+            1,
+            &mut &b"x"[..],
+        )
+        .unwrap();
+        let image = zstd::bulk::compress(&w.finish().unwrap(), 3).unwrap();
+        std::fs::write(r.join("boot/initrd.img-6.1.0-9-amd64"), image).unwrap();
+        let ok = initramfs_outdated(r, &["virtio_blk".into(), "sd_mod".into()], &[]).unwrap();
+        assert_eq!(ok, None);
+        let why = initramfs_outdated(r, &["nvme".into()], &[])
+            .unwrap()
+            .unwrap();
+        assert!(
+            why.contains("boot/initrd.img-6.1.0-9-amd64 lacks nvme"),
+            "{why}"
+        );
+        let why = initramfs_outdated(r, &[], &["/etc/crypttab".into()])
+            .unwrap()
+            .unwrap();
+        assert!(why.contains("/etc/crypttab changed"), "{why}");
+        assert_eq!(
+            initramfs_outdated(r, &[], &["/etc/default/grub".into()]).unwrap(),
+            None
         );
     }
 

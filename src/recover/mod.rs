@@ -52,6 +52,8 @@ pub struct Options {
     pub sys: PathBuf,
     /// Where the new system is mounted ([`MOUNT_ROOT`]).
     pub mount_root: PathBuf,
+    /// Regenerate the initramfs even when it already fits the new disks.
+    pub regenerate_initramfs: bool,
 }
 
 impl Default for Options {
@@ -71,6 +73,7 @@ impl Default for Options {
             allow_loop: false,
             sys: PathBuf::from("/sys"),
             mount_root: PathBuf::from(MOUNT_ROOT),
+            regenerate_initramfs: false,
         }
     }
 }
@@ -110,6 +113,16 @@ pub struct Ctx {
     pub header_dir: Option<PathBuf>,
     pub luks_iter_time_ms: Option<u32>,
     pub root: PathBuf,
+    pub sys: PathBuf,
+    /// Regenerate the initramfs even when it fits the new disks.
+    pub force_initramfs: bool,
+}
+
+/// What one step leaves for a later one in the same run.
+#[derive(Debug, Default)]
+struct RunState {
+    /// Files the fixups rewrote.
+    configs_changed: Vec<String>,
 }
 
 impl Ctx {
@@ -409,7 +422,10 @@ pub fn recover(opts: &Options) -> Result<u8> {
         header_dir: p.layout_path.parent().map(Path::to_path_buf),
         luks_iter_time_ms: opts.luks_iter_time_ms.or(p.answers.luks_iter_time_ms),
         root: opts.mount_root.clone(),
+        sys: opts.sys.clone(),
+        force_initramfs: opts.regenerate_initramfs,
     };
+    let mut run_state = RunState::default();
     let state = opts.state.clone().unwrap_or_else(|| {
         if opts.unattended && Path::new(JOB_DIR).is_dir() {
             Path::new(JOB_DIR).join("recover-state.json")
@@ -446,6 +462,13 @@ pub fn recover(opts: &Options) -> Result<u8> {
         // Destructive steps are redone unless recorded; the restore and the
         // fixups are safe to redo but skipped when recorded too.
         if journal.is_done(&id) && !matches!(step, Step::Mount { .. } | Step::Verify) {
+            if matches!(step, Step::FixConfig { .. }) {
+                // Which files changed is not recorded: assume the initramfs
+                // holds one of them.
+                run_state
+                    .configs_changed
+                    .push("/etc/fstab (rewritten by an earlier run)".into());
+            }
             println!("      already done by an earlier run");
             steps.push(StepReport {
                 id,
@@ -479,7 +502,7 @@ pub fn recover(opts: &Options) -> Result<u8> {
                 restore_summary = Some(summary);
                 vec![note]
             }
-            other => apply(&ctx, other, &tables, &p.layout)?,
+            other => apply(&ctx, other, &tables, &p.plan, &mut run_state)?,
         };
         for n in &notes {
             println!("      {n}");
@@ -585,7 +608,8 @@ fn apply(
     ctx: &Ctx,
     step: &Step,
     tables: &[(String, PartitionTable)],
-    layout: &Layout,
+    plan: &Plan,
+    state: &mut RunState,
 ) -> Result<Vec<String>> {
     let mut notes = Vec::new();
     match step {
@@ -649,10 +673,22 @@ fn apply(
             } else {
                 notes.push(format!("rewrote {}", changed.join(", ")));
             }
+            state.configs_changed.extend(changed);
         }
         Step::Initramfs => {
             if !ctx.dry_run {
-                notes.push(fixup::regenerate_initramfs(&ctx.root)?);
+                let disks: Vec<String> = plan
+                    .disks
+                    .iter()
+                    .map(|d| d.new.trim_start_matches("/dev/").to_string())
+                    .collect();
+                let drivers = crate::rescue::contents::driver_modules(&ctx.sys, &disks);
+                notes.push(fixup::regenerate_initramfs(
+                    &ctx.root,
+                    &drivers,
+                    &state.configs_changed,
+                    ctx.force_initramfs,
+                )?);
             }
         }
         Step::Bootloader {
@@ -671,7 +707,7 @@ fn apply(
                 }
                 drop(chroot);
                 for esp in esps {
-                    let mp = esp_mountpoint(layout, esp, ctx);
+                    let mp = esp_mountpoint(esp, ctx);
                     match mp {
                         Some(dir) => {
                             if let Some(n) = boot::ensure_fallback(&dir, efi_entries)? {
@@ -692,7 +728,7 @@ fn apply(
 }
 
 /// Where the ESP `esp` (a new device path) is mounted under the root.
-fn esp_mountpoint(_layout: &Layout, esp: &str, ctx: &Ctx) -> Option<PathBuf> {
+fn esp_mountpoint(esp: &str, ctx: &Ctx) -> Option<PathBuf> {
     let mounts = mount::mounts().ok()?;
     let want = std::fs::canonicalize(esp).ok()?;
     mounts

@@ -328,10 +328,15 @@ pub fn layout_modules(layout: &Layout) -> (Vec<String>, Vec<String>) {
 /// Drivers (as module names) of the host's disks: every `driver/module` link
 /// from the disk's device up to the root of the device tree.
 pub fn disk_driver_modules(sys: &Path, layout: &Layout) -> Vec<String> {
+    let names: Vec<String> = layout.disks.iter().map(|d| d.name.clone()).collect();
+    driver_modules(sys, &names)
+}
+
+/// The modules driving the disks `names` (kernel names), from sysfs.
+pub fn driver_modules(sys: &Path, names: &[String]) -> Vec<String> {
     let mut mods = BTreeSet::new();
-    for disk in &layout.disks {
-        let Ok(mut dev) = std::fs::canonicalize(sys.join("block").join(&disk.name).join("device"))
-        else {
+    for name in names {
+        let Ok(mut dev) = std::fs::canonicalize(sys.join("block").join(name).join("device")) else {
             continue;
         };
         loop {

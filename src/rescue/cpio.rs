@@ -131,6 +131,69 @@ impl<W: Write> Write for CountingWriter<'_, W> {
     }
 }
 
+/// The paths in an initramfs image: one or more newc archives back to back
+/// (an uncompressed early-microcode archive, then the main one), each
+/// possibly compressed with zstd or gzip.
+pub fn list_initramfs(mut data: &[u8]) -> Result<Vec<String>> {
+    let mut names = Vec::new();
+    loop {
+        while data.first() == Some(&0) {
+            data = &data[1..];
+        }
+        if data.is_empty() {
+            return Ok(names);
+        }
+        if data.starts_with(b"070701") || data.starts_with(b"070702") {
+            data = read_newc(data, &mut names)?;
+        } else if data.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            let mut out = Vec::new();
+            zstd::stream::read::Decoder::new(data)?.read_to_end(&mut out)?;
+            names.extend(list_initramfs(&out)?);
+            return Ok(names);
+        } else if data.starts_with(&[0x1f, 0x8b]) {
+            let mut out = Vec::new();
+            flate2::read::MultiGzDecoder::new(data).read_to_end(&mut out)?;
+            names.extend(list_initramfs(&out)?);
+            return Ok(names);
+        } else {
+            bail!(
+                "unknown initramfs segment (starts with {:02x?}): only cpio, zstd and gzip are read",
+                &data[..data.len().min(4)]
+            );
+        }
+    }
+}
+
+/// Reads one newc archive, adding its paths; returns what follows it.
+fn read_newc<'a>(mut data: &'a [u8], names: &mut Vec<String>) -> Result<&'a [u8]> {
+    loop {
+        if data.len() < 110 {
+            bail!("truncated cpio header");
+        }
+        let field = |i: usize| -> Result<usize> {
+            let t = std::str::from_utf8(&data[6 + i * 8..14 + i * 8])?;
+            Ok(usize::from_str_radix(t, 16)?)
+        };
+        let size = field(6)?;
+        let namesize = field(11)?;
+        let name_end = 110 + namesize;
+        if data.len() < name_end {
+            bail!("truncated cpio name");
+        }
+        let name = String::from_utf8_lossy(&data[110..name_end - 1]).into_owned();
+        let data_start = name_end.div_ceil(4) * 4;
+        let next = (data_start + size).div_ceil(4) * 4;
+        if data.len() < data_start + size {
+            bail!("truncated cpio entry {name}");
+        }
+        data = &data[next.min(data.len())..];
+        if name == "TRAILER!!!" {
+            return Ok(data);
+        }
+        names.push(name);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,6 +217,22 @@ mod tests {
         assert!(bytes.starts_with(b"070701"));
         let text = String::from_utf8_lossy(&bytes);
         assert!(text.contains("TRAILER!!!"));
+    }
+
+    #[test]
+    fn initramfs_listing_reads_concatenated_and_compressed_archives() {
+        let early = sample();
+        let main = zstd::bulk::compress(&sample(), 3).unwrap();
+        let mut image = early.clone();
+        image.extend(&main);
+        let names = list_initramfs(&image).unwrap();
+        assert_eq!(
+            names.iter().filter(|n| *n == "etc/motd").count(),
+            2,
+            "{names:?}"
+        );
+        assert!(names.contains(&"dev/console".to_string()));
+        assert!(list_initramfs(b"garbage!").is_err());
     }
 
     #[test]
