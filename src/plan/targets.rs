@@ -47,7 +47,10 @@ pub fn list(sys: &Path, include_loop: bool) -> Result<Vec<TargetDisk>> {
         let skip = ["ram", "zram", "sr", "md", "dm-", "nbd", "fd"]
             .iter()
             .any(|p| name.starts_with(p));
-        if skip || (is_loop && (!include_loop || !dir.join("loop/backing_file").exists())) {
+        // Hidden devices (NVMe multipath paths) have no device node.
+        let hidden = read_trim(&dir.join("hidden")).as_deref() == Some("1");
+        if skip || hidden || (is_loop && (!include_loop || !dir.join("loop/backing_file").exists()))
+        {
             continue;
         }
         let sectors: u64 = read_trim(&dir.join("size"))
@@ -116,6 +119,7 @@ mod tests {
             &[("size", "2048\n"), ("loop/backing_file", "/tmp/x.img\n")],
         );
         mk("vdb", &[("size", "0\n")]);
+        mk("nvme0c0n1", &[("size", "83886080\n"), ("hidden", "1\n")]);
         let all = list(sys.path(), false).unwrap();
         let names: Vec<_> = all.iter().map(|d| d.name.as_str()).collect();
         assert_eq!(names, ["nvme0n1", "vda"]);

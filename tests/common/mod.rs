@@ -292,6 +292,8 @@ impl Vm {
     fn command(&self) -> Command {
         let mut c = Command::new("qemu-system-x86_64");
         c.args(["-accel", "tcg", "-smp", "1", "-no-reboot", "-nic", "none"])
+            // Entropy for cryptsetup and UUIDs right from the start.
+            .args(["-device", "virtio-rng-pci"])
             .args(["-display", "none", "-monitor", "none"])
             .args(["-m", &self.memory_mib.to_string()])
             .arg("-serial")

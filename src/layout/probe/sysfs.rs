@@ -100,6 +100,11 @@ pub fn scan(sys: &Path) -> Result<Vec<BlockDev>> {
     let mut out = Vec::new();
     for name in names {
         let dir = block.join(&name);
+        // Hidden devices (the per-path nodes of NVMe multipath, nvme0c0n1)
+        // have no device node; the namespace head (nvme0n1) stands for them.
+        if read_trim(&dir.join("hidden")).as_deref() == Some("1") {
+            continue;
+        }
         let sys_link = std::fs::read_link(&dir)
             .map(|l| l.to_string_lossy().into_owned())
             .unwrap_or_default();
