@@ -105,6 +105,7 @@ run_scenario() {
         mkdir -p /mnt/check
         mount_tree /mnt/check
         tree_sums /mnt/check > "$J/sums-$name.txt"
+        cp /mnt/check/etc/fstab "$J/fstab-$name.txt"
         lifeboat layout save --root /mnt/check -o "$J/layout-$name.json"
         umount_tree /mnt/check
         wipe $disks
