@@ -20,7 +20,9 @@
 #           job/ (the job disk read back: job.log, job.rc, files the job
 #           wrote), vars.fd (uefi: the store after the boot), qemu.err
 #
-# Environment: BOOT_CHECK_TIMEOUT (seconds, default 600), BOOT_CHECK_SMP
+# Environment: BOOT_CHECK_JOB_ROOM_MIB (free space on the job disk for what
+# the job writes, default 0 + 64 MiB), BOOT_CHECK_TIMEOUT (seconds, default
+# 600), BOOT_CHECK_SMP
 # (vCPUs, default 2), BOOT_CHECK_MEMORY (MiB, default 1024).
 #
 # Exit codes: 0 the job ran and job.rc is 0; 1 the job ran and failed;
@@ -78,7 +80,7 @@ if [ -d "$job" ]; then
 else
     cp "$job" "$out/job-src/job.sh"
 fi
-job_mib=$(($(du -sm "$out/job-src" | cut -f1) + 64))
+job_mib=$(($(du -sm "$out/job-src" | cut -f1) + 64 + ${BOOT_CHECK_JOB_ROOM_MIB:-0}))
 mkfs.ext4 -q -F -L LIFEBOAT-JOB -d "$out/job-src" "$out/job.img" "${job_mib}M" >/dev/null
 rm -rf "$out/job-src"
 

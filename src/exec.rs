@@ -121,6 +121,7 @@ pub struct Cmd {
     env: Vec<(OsString, OsString)>,
     cwd: Option<PathBuf>,
     stdin: Option<Vec<u8>>,
+    clear_env: bool,
     mutating: bool,
     dry_run: bool,
     ok_codes: Vec<i32>,
@@ -151,6 +152,7 @@ impl Cmd {
             env: Vec::new(),
             cwd: None,
             stdin: None,
+            clear_env: false,
             mutating: false,
             dry_run: false,
             ok_codes: vec![0],
@@ -175,6 +177,12 @@ impl Cmd {
     pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Cmd {
         self.env
             .push((key.as_ref().to_owned(), value.as_ref().to_owned()));
+        self
+    }
+
+    /// Starts the program with no environment but what [`Cmd::env`] sets.
+    pub fn clear_env(mut self) -> Cmd {
+        self.clear_env = true;
         self
     }
 
@@ -226,6 +234,9 @@ impl Cmd {
             })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        if self.clear_env {
+            command.env_clear();
+        }
         for (k, v) in &self.env {
             command.env(k, v);
         }

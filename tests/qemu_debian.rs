@@ -70,15 +70,26 @@ struct Check {
     serial: String,
 }
 
-/// Runs boot-check.sh with the default job.
-fn boot_check(image: &Path, vars: Option<&Path>, firmware: &str, out: &Path) -> Check {
+/// Runs boot-check.sh with `job` (a folder with job.sh, or `default`);
+/// `room_mib` is free space on the job disk for what the job writes.
+fn boot_check(
+    image: &Path,
+    vars: Option<&Path>,
+    firmware: &str,
+    job: &Path,
+    room_mib: u64,
+    out: &Path,
+) -> Check {
     let start = Instant::now();
     let res = Command::new(repo().join("qemu/boot-check.sh"))
         .arg(image)
         .arg(vars.map_or_else(|| "none".into(), |v| v.as_os_str().to_owned()))
         .arg(firmware)
-        .arg("default")
+        .arg(job)
         .arg(out)
+        .env("BOOT_CHECK_JOB_ROOM_MIB", room_mib.to_string())
+        .env("BOOT_CHECK_MEMORY", "1536")
+        .env("BOOT_CHECK_TIMEOUT", "1500")
         .output()
         .expect("running qemu/boot-check.sh");
     eprintln!(
@@ -217,27 +228,222 @@ fn boot_current(log: &str) -> Option<(String, String)> {
     Some((current, entry))
 }
 
+/// A job folder: the default checks, then `extra` (bash, run in the job
+/// folder with lifeboat copied in), failing when either fails.
+fn job_dir(dir: &Path, extra: &str) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::copy(
+        repo().join("qemu/boot-check-job.sh"),
+        dir.join("boot-check-job.sh"),
+    )
+    .unwrap();
+    std::fs::copy(lifeboat(), dir.join("lifeboat")).unwrap();
+    std::fs::write(
+        dir.join("job.sh"),
+        format!(
+            "#!/bin/bash\nset -u\nhere=$LIFEBOAT_JOB_DIR\nbash \"$here/boot-check-job.sh\"\nchecks=$?\n\
+             install -m 0755 \"$here/lifeboat\" /usr/local/sbin/lifeboat\nset -e\n{extra}\n\
+             echo \"== lifeboat job done\"\nexit $checks\n"
+        ),
+    )
+    .unwrap();
+    dir.to_path_buf()
+}
+
+/// What recovery must keep: disk and partition GUIDs, file system, LV, VG
+/// and PV identities.
+fn identities(l: &lifeboat::layout::Layout) -> Vec<String> {
+    use lifeboat::layout::PartitionTable;
+    let mut out = Vec::new();
+    for d in l.disks.iter().filter(|d| d.needed) {
+        if let Some(PartitionTable::Gpt(g)) = &d.partition_table {
+            out.push(format!("gpt {}", g.disk_guid));
+            for p in &g.partitions {
+                out.push(format!(
+                    "part {} {} {} {} {}",
+                    p.number, p.type_guid, p.unique_guid, p.name, p.attributes
+                ));
+            }
+        }
+    }
+    for f in &l.filesystems {
+        out.push(format!(
+            "fs {} {:?} {:?} {:?}",
+            f.fstype, f.uuid, f.label, f.mountpoints
+        ));
+    }
+    for v in &l.lvm.vgs {
+        out.push(format!("vg {} {}", v.name, v.uuid));
+    }
+    for v in l.lvm.lvs.iter().filter(|v| !v.name.starts_with('[')) {
+        out.push(format!("lv {}/{} {}", v.vg, v.name, v.uuid));
+    }
+    for p in &l.lvm.pvs {
+        out.push(format!("pv {}", p.uuid));
+    }
+    for s in &l.swaps {
+        out.push(format!("swap {:?}", s.uuid));
+    }
+    out.sort();
+    out
+}
+
+/// The end-to-end recovery of a real Debian 12 system: inside the running
+/// system, `layout save`, `backup create` and `mkrescue` (an ISO that
+/// recovers unattended); the ISO boots under OVMF on a blank, larger disk and
+/// recovers it with the backup on a job disk; the recovered disk then boots
+/// under SeaBIOS and under OVMF (through the EFI entry recovery wrote), with
+/// the same files and identities.
 #[test]
-fn debian_source_system_boots_under_bios_and_uefi() {
+fn debian_full_recovery() {
     assert!(
         nix_is_root(),
         "this test builds and boots a Debian disk: run it as root (scripts/test.sh qemu)"
     );
     let s = Scratch::new("qemu-debian");
     let built = build_debian(&s.join("image"));
+    let mut times: Vec<(&str, f64)> = Vec::new();
 
-    // Each boot gets its own overlay: the boots write to the disk.
+    // 1. The source system under UEFI: checks, capture, backup, rescue image.
+    let t = Instant::now();
+    let job = job_dir(
+        &s.join("job1"),
+        "job_disk=$(findmnt -no SOURCE \"$here\")\n\
+         lifeboat layout save --exclude-disk \"$job_disk\"\n\
+         cp /var/lib/lifeboat/layout.json \"$here/layout.json\"\n\
+         lifeboat backup create --to \"$here/backup\"\n\
+         lifeboat mkrescue --layout /var/lib/lifeboat/layout.json --output \"$here/rescue\" \\\n\
+             --append lifeboat.recover=auto --append lifeboat.poweroff\n\
+         find /etc /home /usr/bin /boot /boot/efi -xdev -type f ! -path '/boot/grub/*' -print0 \\\n\
+             | sort -z | xargs -0 sha256sum > \"$here/sums.txt\"",
+    );
+    let source = boot_check(
+        &built.image,
+        Some(&built.vars),
+        "uefi",
+        &job,
+        2500,
+        &s.join("source"),
+    );
+    times.push((
+        "source: capture, backup, mkrescue (TCG)",
+        t.elapsed().as_secs_f64(),
+    ));
+    let problems = check_uefi(&source);
+    assert!(
+        problems.is_empty() && source.job_log.contains("== lifeboat job done"),
+        "the source job failed: {problems:?}\n{}\n{}",
+        tail(&source.job_log, 60),
+        tail(&source.serial, 30)
+    );
+    let source_layout = lifeboat::layout::Layout::load(&s.join("source/job/layout.json")).unwrap();
+    let iso = s.join("source/job/rescue/lifeboat-rescue.iso");
+    assert!(iso.is_file(), "mkrescue wrote no ISO in the guest");
+
+    // 2. The rescue ISO on a blank 8 GiB disk (the source had 6 GiB), the job
+    // disk (relabelled for the rescue) holding the backup: unattended.
+    let job_img = s.join("source/job.img");
+    sh(&format!("e2label '{}' LIFEBOAT-AUTO", job_img.display()));
+    let target = blank_disk(&s.join("target.img"), 8192);
+    let vars = fresh_ovmf_vars(&s.join("rescue-vars.fd"));
+    let t = Instant::now();
+    let run = Vm::new(Boot::Cdrom(iso.clone()), &s.join("rescue-serial.log"))
+        .firmware(Firmware::Uefi {
+            vars: Some(vars.clone()),
+        })
+        .disk(Disk::virtio(&target).serial("NEW-DISK"))
+        .disk(Disk::virtio(&job_img).serial("JOB"))
+        .memory(1536)
+        .timeout(2400)
+        .run();
+    times.push((
+        "rescue: boot, recover unattended, power off",
+        t.elapsed().as_secs_f64(),
+    ));
+    let job = JobDisk {
+        image: job_img.clone(),
+    };
+    let recover_log = job.file("recover.log").unwrap_or_default();
+    assert!(
+        !run.timed_out,
+        "the rescue did not power off:\n{}",
+        tail(&run.log, 60)
+    );
+    assert_eq!(
+        job.file("recover.rc").as_deref().map(str::trim),
+        Some("0"),
+        "unattended recovery failed:\n{}",
+        tail(&recover_log, 80)
+    );
+    assert!(
+        recover_log.contains("recovery complete"),
+        "{}",
+        tail(&recover_log, 40)
+    );
+
+    // 3. The recovered disk boots under SeaBIOS (an overlay) and under OVMF
+    // with the NVRAM recovery wrote; files and identities are the source's.
+    std::fs::copy(s.join("source/job/sums.txt"), s.join("sums.txt")).unwrap();
+    let check_job = |dir: &str| {
+        let d = job_dir(
+            &s.join(dir),
+            "sha256sum --quiet -c \"$here/sums.txt\" > \"$here/sums-check.txt\" 2>&1\n\
+             lifeboat layout save -o \"$here/after.json\" --exclude-disk \"$(findmnt -no SOURCE \"$here\")\"\n\
+             cp /var/log/lifeboat/recovery-report.json \"$here/\"",
+        );
+        std::fs::copy(s.join("sums.txt"), d.join("sums.txt")).unwrap();
+        d
+    };
     let bios_image = s.join("bios.qcow2");
     sh(&format!(
-        "qemu-img create -q -f qcow2 -b '{}' -F qcow2 '{}'",
-        built.image.display(),
+        "qemu-img create -q -f qcow2 -b '{}' -F raw '{}'",
+        target.display(),
         bios_image.display()
     ));
-    let bios = boot_check(&bios_image, None, "bios", &s.join("bios"));
-    let uefi = boot_check(&built.image, Some(&built.vars), "uefi", &s.join("uefi"));
+    let t = Instant::now();
+    let bios = boot_check(
+        &bios_image,
+        None,
+        "bios",
+        &check_job("job-bios"),
+        64,
+        &s.join("bios"),
+    );
+    times.push((
+        "recovered disk: SeaBIOS boot and checks",
+        t.elapsed().as_secs_f64(),
+    ));
+    let t = Instant::now();
+    let uefi = boot_check(
+        &target,
+        Some(&vars),
+        "uefi",
+        &check_job("job-uefi"),
+        64,
+        &s.join("uefi"),
+    );
+    times.push((
+        "recovered disk: OVMF boot and checks",
+        t.elapsed().as_secs_f64(),
+    ));
 
     let mut problems = check_bios(&bios);
     problems.extend(check_uefi(&uefi));
+    for (name, c) in [("bios", &bios), ("uefi", &uefi)] {
+        if !c.job_log.contains("== lifeboat job done") {
+            problems.push(format!("{name}: the checks after recovery failed"));
+        }
+        let after = lifeboat::layout::Layout::load(&s.join(name).join("job/after.json"));
+        match after {
+            Ok(a) if identities(&a) == identities(&source_layout) => {}
+            Ok(a) => problems.push(format!(
+                "{name}: identities differ:\n{:?}\n{:?}",
+                identities(&a),
+                identities(&source_layout)
+            )),
+            Err(e) => problems.push(format!("{name}: no layout after recovery: {e:#}")),
+        }
+    }
     for (name, c) in [("bios", &bios), ("uefi", &uefi)] {
         if problems.iter().any(|p| p.starts_with(name)) {
             eprintln!(
@@ -248,6 +454,36 @@ fn debian_source_system_boots_under_bios_and_uefi() {
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+
+    // The new disk is larger: the LVM PV and its LVs grew.
+    let root_size = |l: &lifeboat::layout::Layout| {
+        l.filesystems
+            .iter()
+            .find(|f| f.mountpoints.contains(&"/".to_string()))
+            .map(|f| f.size_bytes)
+    };
+    let after = lifeboat::layout::Layout::load(&s.join("uefi/job/after.json")).unwrap();
+    assert!(
+        root_size(&after) > root_size(&source_layout),
+        "the root file system did not grow"
+    );
+
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(s.join("uefi/job/recovery-report.json")).unwrap(),
+    )
+    .unwrap();
+    eprintln!("timings (s):");
+    for (what, secs) in &times {
+        eprintln!("  {secs:>7.1}  {what}");
+    }
+    eprintln!("recovery steps (s), inside the rescue:");
+    for step in report["steps"].as_array().into_iter().flatten() {
+        eprintln!(
+            "  {:>7.1}  {}",
+            step["seconds"].as_f64().unwrap_or(0.0),
+            step["id"].as_str().unwrap_or("")
+        );
+    }
 }
 
 fn nix_is_root() -> bool {

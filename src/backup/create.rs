@@ -54,8 +54,14 @@ pub fn sources_from_layout(layout: &Layout, root: Option<&Path>) -> Vec<Source> 
     };
     let mut out: Vec<Source> = Vec::new();
     let mut seen: Vec<(String, String)> = Vec::new();
+    // Mounts on disks the layout leaves out (a job disk, a backup disk,
+    // --exclude-disk) are not part of the system.
+    let on_needed_disk = |dev: &str| {
+        let disks = layout.disks_under(dev);
+        disks.is_empty() || disks.iter().any(|d| d.needed)
+    };
     for m in &layout.mounts {
-        if !DISK_FS.contains(&m.fstype.as_str()) {
+        if !DISK_FS.contains(&m.fstype.as_str()) || !on_needed_disk(&m.source) {
             continue;
         }
         let key = (m.source.clone(), m.root.clone());
@@ -72,7 +78,7 @@ pub fn sources_from_layout(layout: &Layout, root: Option<&Path>) -> Vec<Source> 
     }
     if out.is_empty() {
         for f in &layout.filesystems {
-            if !DISK_FS.contains(&f.fstype.as_str()) {
+            if !DISK_FS.contains(&f.fstype.as_str()) || !on_needed_disk(&f.device) {
                 continue;
             }
             if let Some(mp) = f.mountpoints.first() {
@@ -705,7 +711,10 @@ mod tests {
             "schema_version": "1.0", "lifeboat_version": "0", "captured_at": "x",
             "host": {"hostname": "h", "os_pretty_name": null, "os_id": null,
                 "os_version_id": null, "arch": "x86_64", "kernel": "6", "firmware": "bios"},
-            "disks": [],
+            "disks": [{"name": "vdz", "path": "/dev/vdz", "size_bytes": 1, "logical_sector_size": 512,
+                "physical_sector_size": 512, "rotational": false, "removable": false,
+                "transport": null, "model": null, "serial": null, "wwn": null, "by_id": [],
+                "needed": false, "needed_reason": "job disk", "partition_table": null}],
             "boot": {"firmware": "bios", "grub": [], "esps": [], "efi_entries": [],
                 "boot_order": [], "boot_current": null, "shim": false,
                 "systemd_boot": false, "kernel_cmdline": ""},
@@ -717,6 +726,7 @@ mod tests {
                 mount("/boot/efi", "/dev/vda1", "vfat"),
                 mount("/srv/bind", "/dev/vda2", "ext4"),
                 mount("/mnt/nas", "nas:/x", "nfs4"),
+                mount("/run/job", "/dev/vdz", "ext4"),
             ],
         });
         let layout: Layout = serde_json::from_value(layout).unwrap();

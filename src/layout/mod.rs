@@ -82,6 +82,52 @@ impl Layout {
     pub fn disk(&self, path: &str) -> Option<&Disk> {
         self.disks.iter().find(|d| d.path == path)
     }
+
+    /// The disks a block device of this layout lives on, following
+    /// partitions, md members, LUKS containers, LVM PVs and btrfs devices.
+    pub fn disks_under(&self, dev: &str) -> Vec<&Disk> {
+        let mut out: Vec<&Disk> = Vec::new();
+        let mut todo = vec![dev.to_string()];
+        let mut seen = std::collections::BTreeSet::new();
+        while let Some(d) = todo.pop() {
+            if !seen.insert(d.clone()) {
+                continue;
+            }
+            for disk in &self.disks {
+                let is_part = match &disk.partition_table {
+                    Some(PartitionTable::Gpt(g)) => g.partitions.iter().any(|p| p.device == d),
+                    Some(PartitionTable::Mbr(m)) => m.partitions.iter().any(|p| p.device == d),
+                    None => false,
+                };
+                if (disk.path == d || is_part) && !out.iter().any(|o| o.path == disk.path) {
+                    out.push(disk);
+                }
+            }
+            for md in self.md_arrays.iter().filter(|m| m.device == d) {
+                todo.extend(md.members.iter().map(|m| m.device.clone()));
+            }
+            for l in &self.luks {
+                if l.mapped_device.as_deref() == Some(d.as_str()) {
+                    todo.push(l.device.clone());
+                }
+            }
+            for lv in self.lvm.lvs.iter().filter(|lv| lv.device == d) {
+                todo.extend(
+                    self.lvm
+                        .pvs
+                        .iter()
+                        .filter(|p| p.vg.as_deref() == Some(lv.vg.as_str()))
+                        .map(|p| p.device.clone()),
+                );
+            }
+            for fs in self.filesystems.iter().filter(|f| f.device == d) {
+                if let FsParams::Btrfs { devices, .. } = &fs.params {
+                    todo.extend(devices.iter().cloned());
+                }
+            }
+        }
+        out
+    }
 }
 
 #[cfg(test)]
