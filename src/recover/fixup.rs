@@ -79,8 +79,8 @@ pub fn fix_config(
     Ok(changed)
 }
 
-/// The kernel file systems bound into the new system for commands run in a
-/// chroot, unmounted (deepest first) on drop.
+/// The kernel file systems mounted into the new system for commands run in
+/// a chroot, unmounted (deepest first) on drop.
 pub struct Chroot {
     root: PathBuf,
     binds: Vec<PathBuf>,
@@ -92,28 +92,28 @@ impl Chroot {
             root: root.to_path_buf(),
             binds: Vec::new(),
         };
-        for src in [
-            "/dev",
-            "/dev/pts",
-            "/proc",
-            "/sys",
-            "/run",
-            "/sys/firmware/efi/efivars",
-        ] {
-            if !Path::new(src).is_dir() {
+        // grub-probe finds devices through /proc/self/mountinfo and sysfs;
+        // efibootmgr needs efivarfs, which a bind of /sys does not carry.
+        let mounts: [(&str, &[&str]); 6] = [
+            ("/dev", &["--bind", "/dev"]),
+            ("/dev/pts", &["--bind", "/dev/pts"]),
+            ("/proc", &["-t", "proc", "proc"]),
+            ("/sys", &["--bind", "/sys"]),
+            ("/sys/firmware/efi/efivars", &["-t", "efivarfs", "efivarfs"]),
+            ("/run", &["-t", "tmpfs", "-o", "mode=0755", "tmpfs"]),
+        ];
+        for (dir, how) in mounts {
+            if dir.ends_with("efivars") && !Path::new("/sys/firmware/efi").exists() {
                 continue;
             }
-            if src.ends_with("efivars") && !Path::new("/sys/firmware/efi").exists() {
-                continue;
-            }
-            let dest = root.join(src.trim_start_matches('/'));
+            let dest = root.join(dir.trim_start_matches('/'));
             std::fs::create_dir_all(&dest)
                 .with_context(|| format!("creating {}", dest.display()))?;
             Cmd::new("mount")
-                .args(["--bind", src])
+                .args(how)
                 .arg(&dest)
                 .run()
-                .with_context(|| format!("binding {src} into the new system"))?;
+                .with_context(|| format!("mounting {dir} in the new system"))?;
             c.binds.push(dest);
         }
         Ok(c)
@@ -121,14 +121,20 @@ impl Chroot {
 
     /// Runs `program args` inside the new system.
     pub fn run(&self, program: &str, args: &[&str]) -> Result<String> {
+        // Nothing of the rescue's environment (LD_LIBRARY_PATH...) leaks in.
         Ok(Cmd::new("chroot")
             .arg(&self.root)
             .arg(program)
             .args(args)
+            .clear_env()
             .env(
                 "PATH",
                 "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             )
+            .env("HOME", "/root")
+            .env("TERM", "linux")
+            .env("LANG", "C.UTF-8")
+            .env("DM_DISABLE_UDEV", "1")
             .env("DEBIAN_FRONTEND", "noninteractive")
             .run()?
             .stdout_str())
