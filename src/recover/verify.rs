@@ -2,7 +2,6 @@
 //! back, md/LUKS/LVM identities, file system types, UUIDs and labels, and
 //! the restore's checksums.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::Result;
@@ -10,7 +9,6 @@ use serde::{Deserialize, Serialize};
 
 use super::restore::RestoreSummary;
 use super::Ctx;
-use crate::exec::Cmd;
 use crate::layout::{MbrKind, PartitionTable};
 use crate::plan::{Plan, Step};
 
@@ -72,129 +70,153 @@ pub fn same_table(a: &PartitionTable, b: &PartitionTable) -> bool {
     }
 }
 
-/// `blkid -p -o export` of one device.
-pub fn probe(dev: &str) -> BTreeMap<String, String> {
-    Cmd::new("blkid")
-        .args(["-p", "-o", "export", dev])
-        .ok_codes(&[2])
-        .read()
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
-fn same_opt(want: &Option<String>, got: Option<&String>) -> bool {
+fn same_opt(want: &Option<String>, got: &Option<String>) -> bool {
     match want {
-        Some(w) => got.is_some_and(|g| g.eq_ignore_ascii_case(w)),
+        Some(w) => got.as_ref().is_some_and(|g| g.eq_ignore_ascii_case(w)),
         None => true,
     }
 }
 
+fn show(v: &Option<String>) -> &str {
+    v.as_deref().unwrap_or("-")
+}
+
+/// Re-captures the new disks (with the new system mounted at `ctx.root`)
+/// and checks every object the plan created against it.
 pub fn verify(ctx: &Ctx, plan: &Plan, restore: Option<&RestoreSummary>) -> Result<Vec<Check>> {
     if ctx.dry_run {
         return Ok(vec![]);
     }
+    let got = crate::layout::capture(&crate::layout::CaptureOptions {
+        devices: plan.disks.iter().map(|d| d.new.clone()).collect(),
+        system_root: ctx.root.is_dir().then(|| ctx.root.clone()),
+        ..Default::default()
+    })?;
     let mut out = Vec::new();
     for step in &plan.steps {
         match step {
             Step::Partition { disk, table, .. } => {
-                let got = super::disk::read_table(Path::new(disk))?;
-                let ok = got.as_ref().is_some_and(|g| same_table(g, table));
+                let found = got.disk(disk).and_then(|d| d.partition_table.as_ref());
+                let ok = found.is_some_and(|g| same_table(g, table));
                 out.push(check(
                     format!("partition table of {disk}"),
                     ok,
                     if ok {
-                        "read back as planned".into()
+                        "as planned".into()
                     } else {
-                        format!("read back {got:?}")
+                        format!("found {found:?}")
                     },
                 ));
             }
             Step::CreateMd { array } => {
-                let got = Cmd::new("mdadm")
-                    .args(["--detail", "--export", &array.device])
-                    .read()
-                    .unwrap_or_default();
-                let uuid = got
-                    .lines()
-                    .find_map(|l| l.strip_prefix("MD_UUID="))
-                    .unwrap_or("")
-                    .to_string();
+                let m = got
+                    .md_arrays
+                    .iter()
+                    .find(|m| m.uuid.eq_ignore_ascii_case(&array.uuid));
                 out.push(check(
                     format!("md {}", array.device),
-                    uuid.eq_ignore_ascii_case(&array.uuid),
-                    format!("UUID {uuid}"),
+                    m.is_some_and(|m| m.level == array.level),
+                    match m {
+                        Some(m) => format!(
+                            "UUID {}, {} on {} members",
+                            m.uuid,
+                            m.level,
+                            m.members.len()
+                        ),
+                        None => format!("no array with UUID {}", array.uuid),
+                    },
                 ));
             }
             Step::FormatLuks { luks, name } => {
-                let uuid = super::storage::luks_uuid(&luks.device).unwrap_or_default();
+                let l = got
+                    .luks
+                    .iter()
+                    .find(|l| l.uuid.eq_ignore_ascii_case(&luks.uuid));
                 let open = Path::new(&format!("/dev/mapper/{name}")).exists();
                 out.push(check(
                     format!("LUKS {}", luks.device),
-                    uuid.eq_ignore_ascii_case(&luks.uuid) && open,
-                    format!("UUID {uuid}, {}", if open { "open" } else { "not open" }),
+                    l.is_some_and(|l| l.cipher == luks.cipher) && open,
+                    match l {
+                        Some(l) => format!(
+                            "UUID {}, {}, {}",
+                            l.uuid,
+                            l.cipher,
+                            if open { "open" } else { "not open" }
+                        ),
+                        None => format!("no LUKS container with UUID {}", luks.uuid),
+                    },
                 ));
             }
             Step::CreateVg { vg, lvs, .. } => {
-                let got = Cmd::new("lvm")
-                    .args([
-                        "lvs",
-                        "--noheadings",
-                        "--separator",
-                        "|",
-                        "-o",
-                        "lv_name,lv_uuid,vg_uuid",
-                        &vg.name,
-                    ])
-                    .read()
-                    .unwrap_or_default();
-                let rows: Vec<Vec<&str>> =
-                    got.lines().map(|l| l.trim().split('|').collect()).collect();
-                let vg_ok = rows.iter().any(|r| r.get(2) == Some(&vg.uuid.as_str()));
+                let v = got.lvm.vgs.iter().find(|v| v.name == vg.name);
                 out.push(check(
                     format!("volume group {}", vg.name),
-                    vg_ok,
-                    format!("UUID {}", vg.uuid),
+                    v.is_some_and(|v| v.uuid == vg.uuid),
+                    format!("UUID {}", v.map(|v| v.uuid.as_str()).unwrap_or("missing")),
                 ));
                 for l in lvs {
-                    let ok = rows.iter().any(|r| {
-                        r.first() == Some(&l.lv.name.as_str())
-                            && r.get(1) == Some(&l.lv.uuid.as_str())
-                    });
+                    let g = got
+                        .lvm
+                        .lvs
+                        .iter()
+                        .find(|g| g.vg == vg.name && g.name == l.lv.name);
                     out.push(check(
                         format!("logical volume {}/{}", vg.name, l.lv.name),
-                        ok,
-                        format!("UUID {}", l.lv.uuid),
+                        g.is_some_and(|g| g.uuid == l.lv.uuid && g.size_bytes == l.size_bytes),
+                        match g {
+                            Some(g) => format!(
+                                "UUID {}, {}",
+                                g.uuid,
+                                crate::util::human_bytes(g.size_bytes)
+                            ),
+                            None => "missing".into(),
+                        },
                     ));
                 }
             }
             Step::Mkfs { fs } => {
-                let p = probe(&fs.device);
-                let ok = p.get("TYPE") == Some(&fs.fstype)
-                    && same_opt(&fs.uuid, p.get("UUID"))
-                    && same_opt(&fs.label, p.get("LABEL"));
+                let f = got.filesystems.iter().find(|f| {
+                    f.fstype == fs.fstype
+                        && (fs.uuid.is_none() || same_opt(&fs.uuid, &f.uuid))
+                        && (f.device == fs.device || fs.uuid.is_some())
+                });
                 out.push(check(
                     format!("{} on {}", fs.fstype, fs.device),
-                    ok,
-                    format!(
-                        "TYPE={} UUID={} LABEL={}",
-                        p.get("TYPE").map(String::as_str).unwrap_or("-"),
-                        p.get("UUID").map(String::as_str).unwrap_or("-"),
-                        p.get("LABEL").map(String::as_str).unwrap_or("-")
-                    ),
+                    f.is_some_and(|f| same_opt(&fs.label, &f.label)),
+                    match f {
+                        Some(f) => format!(
+                            "UUID {}, label {}, {}",
+                            show(&f.uuid),
+                            show(&f.label),
+                            f.device
+                        ),
+                        None => format!("no {} with UUID {}", fs.fstype, show(&fs.uuid)),
+                    },
                 ));
             }
             Step::Mkswap { swap } => {
-                let p = probe(&swap.device);
-                let ok = p.get("TYPE").map(String::as_str) == Some("swap")
-                    && same_opt(&swap.uuid, p.get("UUID"));
+                let s = got
+                    .swaps
+                    .iter()
+                    .find(|s| same_opt(&swap.uuid, &s.uuid) && swap.uuid.is_some());
                 out.push(check(
                     format!("swap on {}", swap.device),
-                    ok,
-                    format!("UUID={}", p.get("UUID").map(String::as_str).unwrap_or("-")),
+                    s.is_some() || swap.uuid.is_none(),
+                    format!("UUID {}", show(&s.and_then(|s| s.uuid.clone()))),
                 ));
+            }
+            Step::Mount { mounts } => {
+                for m in mounts {
+                    let found = got.mounts.iter().find(|g| g.mountpoint == m.mountpoint);
+                    out.push(check(
+                        format!("mount {}", m.mountpoint),
+                        found.is_some_and(|g| g.fstype == m.fstype),
+                        match found {
+                            Some(g) => format!("{} {}", g.source, g.fstype),
+                            None => "not mounted".into(),
+                        },
+                    ));
+                }
             }
             _ => {}
         }
