@@ -266,7 +266,9 @@ fn identities(l: &lifeboat::layout::Layout) -> Vec<String> {
             }
         }
     }
-    for f in &l.filesystems {
+    // The system's own file systems, not the job disk's.
+    let needed = |dev: &str| l.disks_under(dev).iter().any(|d| d.needed);
+    for f in l.filesystems.iter().filter(|f| needed(&f.device)) {
         out.push(format!(
             "fs {} {:?} {:?} {:?}",
             f.fstype, f.uuid, f.label, f.mountpoints

@@ -142,3 +142,62 @@ fn iso_boots_as_disk_under_ovmf() {
 fn iso_boots_as_disk_under_seabios() {
     iso_boot_test("iso-disk-bios", Firmware::Bios, true);
 }
+
+/// `mkrescue --include-backup`: the backup travels on the ISO, the rescue
+/// mounts its boot medium and finds it there (booted through GRUB under
+/// OVMF, whose quoting the autorun argument must survive).
+#[test]
+fn iso_carries_a_backup_that_the_rescue_finds() {
+    let s = Scratch::new("iso-backup");
+    let tree = s.join("tree");
+    std::fs::create_dir_all(tree.join("etc")).unwrap();
+    for i in 0..50 {
+        std::fs::write(tree.join(format!("etc/file{i}")), format!("content {i}\n")).unwrap();
+    }
+    let backup = s.join("backup");
+    let (code, out, err) = run_lifeboat([
+        "backup".as_ref(),
+        "create".as_ref(),
+        "--source".as_ref(),
+        tree.as_os_str(),
+        "--to".as_ref(),
+        backup.as_os_str(),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let image = s.join("rescue");
+    let (code, out, err) = run_lifeboat([
+        "mkrescue".as_ref(),
+        "--output".as_ref(),
+        image.as_os_str(),
+        "--include-backup".as_ref(),
+        backup.as_os_str(),
+        "--append".as_ref(),
+        r#"lifeboat.autorun="lifeboat backup verify --from /run/lifeboat/medium/backup && echo BACKUP-ON-MEDIUM-OK""#.as_ref(),
+        "--append".as_ref(),
+        "lifeboat.poweroff".as_ref(),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let listing = sh(&format!(
+        "xorriso -indev '{}' -find /backup -type f 2>/dev/null",
+        image.join("lifeboat-rescue.iso").display()
+    ));
+    assert!(listing.contains("generation.json"), "{listing}");
+    let run = Vm::new(
+        Boot::Cdrom(image.join("lifeboat-rescue.iso")),
+        &s.join("serial.log"),
+    )
+    .firmware(Firmware::Uefi { vars: None })
+    .timeout(240)
+    .run();
+    assert!(!run.timed_out, "{}", tail(&run.log, 40));
+    assert!(
+        run.log.contains("BACKUP-ON-MEDIUM-OK"),
+        "{}",
+        tail(&run.log, 40)
+    );
+    assert!(
+        run.log.contains("lifeboat autorun exit code: 0"),
+        "{}",
+        tail(&run.log, 40)
+    );
+}

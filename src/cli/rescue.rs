@@ -40,6 +40,11 @@ pub struct MkrescueArgs {
     /// Build only vmlinuz and initrd (for PXE), no ISO.
     #[arg(long)]
     pub no_iso: bool,
+
+    /// Put the newest generation of this backup folder (with its chain) on
+    /// the ISO, where recovery finds it by itself (small systems).
+    #[arg(long, value_name = "DIR")]
+    pub include_backup: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -62,6 +67,7 @@ pub fn mkrescue(args: MkrescueArgs) -> Result<u8> {
         append: args.append,
         add_programs: args.add_program,
         no_iso: args.no_iso,
+        include_backup: args.include_backup,
         ..rescue::Options::default()
     };
     let rec = rescue::mkrescue(&opts)?;

@@ -33,6 +33,8 @@ pub const RESCUE_LAYOUT: &str = "/etc/lifeboat/layout.json";
 /// The job disk's mount point in the rescue system, and its answers file.
 pub const JOB_DIR: &str = "/run/lifeboat/job";
 pub const ANSWERS_FILE: &str = "recover.toml";
+/// Where the rescue's init mounts its boot medium (the ISO).
+pub const MEDIUM_DIR: &str = "/run/lifeboat/medium";
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -178,6 +180,11 @@ pub fn prepare(opts: &Options) -> Result<Prepared> {
         .or_else(|| {
             let p = Path::new(JOB_DIR).join("backup");
             (opts.unattended && p.is_dir()).then(|| p.display().to_string())
+        })
+        .or_else(|| {
+            // A backup included in the ISO with `mkrescue --include-backup`.
+            let p = Path::new(MEDIUM_DIR).join(crate::rescue::ISO_BACKUP_DIR);
+            p.is_dir().then(|| p.display().to_string())
         });
     let backup = match &backup_spec {
         Some(spec) => Some(restore::Backup::open(spec)?),

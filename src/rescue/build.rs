@@ -53,6 +53,9 @@ pub struct Options {
     pub add_programs: Vec<String>,
     /// Build only vmlinuz and initrd (PXE).
     pub no_iso: bool,
+    /// A backup folder whose newest generation (with its chain) goes onto
+    /// the ISO, for recovery without a network or a second disk.
+    pub include_backup: Option<PathBuf>,
     /// Where kernels, modules and firmware are looked up (tests point these
     /// elsewhere).
     pub boot_dir: PathBuf,
@@ -70,6 +73,7 @@ impl Default for Options {
             append: Vec::new(),
             add_programs: Vec::new(),
             no_iso: false,
+            include_backup: None,
             boot_dir: PathBuf::from("/boot"),
             modules_root: PathBuf::from("/lib/modules"),
             firmware_dir: PathBuf::from("/lib/firmware"),
@@ -128,6 +132,13 @@ pub fn mkrescue(opts: &Options) -> Result<BuildRecord> {
         None
     } else {
         Some(IsoInputs::find()?)
+    };
+    let grafts = match &opts.include_backup {
+        Some(_) if opts.no_iso => {
+            bail!("--include-backup puts the backup on the ISO: it cannot go with --no-iso")
+        }
+        Some(dir) => backup_grafts(dir)?,
+        None => Vec::new(),
     };
 
     let kernel = kernel::find_kernel(opts.kernel.as_deref(), &opts.boot_dir, &opts.modules_root)?;
@@ -191,6 +202,7 @@ pub fn mkrescue(opts: &Options) -> Result<BuildRecord> {
             std::fs::remove_file(&tmp)?;
             let initrd_sha = sha256_file(initrd.tmp_path())?;
             let menu = BootMenu {
+                grafts: grafts.clone(),
                 cmdline: cmdline.clone(),
                 marker: format!("id-{}", &initrd_sha[..16]),
             };
@@ -256,6 +268,26 @@ pub fn mkrescue(opts: &Options) -> Result<BuildRecord> {
         0o644,
     )?;
     Ok(record)
+}
+
+/// Where an included backup goes on the ISO (the rescue finds it there).
+pub const ISO_BACKUP_DIR: &str = "backup";
+
+/// The generation folders of the newest backup chain in `dir`, as grafts
+/// into the ISO's backup folder.
+fn backup_grafts(dir: &Path) -> Result<Vec<(PathBuf, String)>> {
+    let store = crate::backup::Store::new(dir);
+    let (newest, _, chain) = crate::backup::restore::load_chain(&store, None)
+        .with_context(|| format!("--include-backup {}", dir.display()))?;
+    log::info!(
+        "including backup generation {} ({} generations in its chain) on the ISO",
+        newest.id,
+        chain.len()
+    );
+    Ok(chain
+        .iter()
+        .map(|g| (store.gen_dir(&g.id), format!("{ISO_BACKUP_DIR}/{}", g.id)))
+        .collect())
 }
 
 fn built_file(name: &str, path: &Path) -> Result<BuiltFile> {

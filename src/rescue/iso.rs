@@ -67,6 +67,9 @@ impl IsoInputs {
 
 /// What goes on the ISO's boot menus.
 pub struct BootMenu {
+    /// Host folders grafted into the ISO (host path, path in the ISO), such
+    /// as the generations of an included backup.
+    pub grafts: Vec<(PathBuf, String)>,
     /// Kernel arguments of every entry.
     pub cmdline: String,
     /// Volume ID and the marker file GRUB searches for.
@@ -154,9 +157,16 @@ pub fn build_iso(
             "-no-emul-boot",
         ])
         .arg("-isohybrid-gpt-basdat")
+        // Level 3: archives of an included backup may pass 4 GiB.
+        .args(["-iso-level", "3", "-graft-points"])
         .arg("-o")
         .arg(out)
         .arg(&root)
+        .args(
+            menu.grafts
+                .iter()
+                .map(|(host, dest)| format!("{}={}", dest.trim_start_matches('/'), host.display())),
+        )
         .run()
         .context("writing the ISO image")?;
     if !out.is_file() {
@@ -188,19 +198,71 @@ fn grub_cfg_text(cmdline: &str, marker: &str) -> String {
          search --no-floppy --file --set=root /lifeboat/{marker}\n\
          menuentry 'lifeboat rescue' {{\n  linux /lifeboat/vmlinuz {cmdline}\n  initrd /lifeboat/initrd\n}}\n\
          menuentry 'lifeboat rescue (shell only, no unattended jobs)' {{\n  linux /lifeboat/vmlinuz {plain}\n  initrd /lifeboat/initrd\n}}\n",
-        plain = without_jobs(cmdline),
+        cmdline = grub_words(cmdline),
+        plain = grub_words(&without_jobs(cmdline)),
     )
+}
+
+/// Splits a kernel command line into its arguments; double quotes group
+/// (`lifeboat.autorun="lifeboat plan"` is one argument) and are kept.
+fn kernel_words(cmdline: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    for c in cmdline.chars() {
+        if c == '"' {
+            quoted = !quoted;
+        }
+        if c.is_whitespace() && !quoted {
+            if !cur.is_empty() {
+                words.push(std::mem::take(&mut cur));
+            }
+        } else {
+            cur.push(c);
+        }
+    }
+    if !cur.is_empty() {
+        words.push(cur);
+    }
+    words
+}
+
+/// The arguments as GRUB's `linux` command reads them: GRUB's shell removes
+/// quotes and joins the words it read, so a word with quotes or spaces is
+/// quoted once more for GRUB.
+fn grub_words(cmdline: &str) -> String {
+    kernel_words(cmdline)
+        .iter()
+        .map(|w| {
+            let plain = w
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.,=:/+@%".contains(c));
+            if plain {
+                w.clone()
+            } else if !w.contains('\'') {
+                format!("'{w}'")
+            } else {
+                format!(
+                    "\"{}\"",
+                    w.replace('\\', "\\\\")
+                        .replace('"', "\\\"")
+                        .replace('$', "\\$")
+                )
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The command line without the arguments that start unattended jobs.
 fn without_jobs(cmdline: &str) -> String {
-    cmdline
-        .split_whitespace()
+    kernel_words(cmdline)
+        .into_iter()
         .filter(|w| {
             !(w.starts_with("lifeboat.autorun")
                 || w.starts_with("lifeboat.recover")
-                || *w == "lifeboat.poweroff"
-                || *w == "lifeboat.reboot")
+                || w == "lifeboat.poweroff"
+                || w == "lifeboat.reboot")
         })
         .collect::<Vec<_>>()
         .join(" ")
@@ -221,5 +283,21 @@ mod tests {
         assert!(grub.contains("search --no-floppy --file --set=root /lifeboat/id-1234"));
         assert!(grub.contains("terminal_output console serial"));
         assert!(grub.contains(&format!("linux /lifeboat/vmlinuz {cmd}\n")));
+    }
+
+    #[test]
+    fn quoted_arguments_survive_both_loaders() {
+        let cmd = r#"console=ttyS0 lifeboat.autorun="lifeboat backup verify --from /x" lifeboat.poweroff"#;
+        assert!(isolinux_cfg(cmd).contains(&format!("APPEND {cmd}\n")));
+        assert!(
+            isolinux_cfg(cmd).contains("APPEND console=ttyS0\n"),
+            "jobs left out of the shell entry"
+        );
+        let grub = grub_cfg_text(cmd, "m");
+        assert!(
+            grub.contains(r#"linux /lifeboat/vmlinuz console=ttyS0 'lifeboat.autorun="lifeboat backup verify --from /x"' lifeboat.poweroff"#),
+            "{grub}"
+        );
+        assert_eq!(grub_words(r#"a="it's $x""#), r#""a=\"it's \$x\"""#);
     }
 }

@@ -12,5 +12,5 @@ pub mod tree;
 
 pub use build::{
     mkrescue, sha256_file, BuildRecord, Compression, Options, BUILD_RECORD, DEFAULT_OUTPUT, INITRD,
-    ISO, VMLINUZ,
+    ISO, ISO_BACKUP_DIR, VMLINUZ,
 };
