@@ -5,6 +5,7 @@
 
 pub mod backup;
 pub mod cli;
+pub mod config;
 pub mod exec;
 pub mod layout;
 pub mod logging;
