@@ -12,6 +12,7 @@ pub mod logging;
 pub mod plan;
 pub mod recover;
 pub mod rescue;
+pub mod schedule;
 pub mod util;
 
 /// The version printed by `lifeboat --version` and recorded in every file

@@ -1,0 +1,317 @@
+//! Judging the facts: `lifeboat check` (a Nagios/Icinga plugin) and the
+//! verdict line of `lifeboat status`.
+//!
+//! Plugin output: one line, `LIFEBOAT STATE - worst problem[; others] |
+//! rescue_age=NNs;WARN;CRIT backup_age=NNs;WARN;CRIT drift=0|1`, exit 0 OK,
+//! 1 WARNING, 2 CRITICAL, 3 UNKNOWN. A value that cannot be determined is
+//! `U` in the performance data.
+
+use serde::Serialize;
+
+use super::monitor::{BackupFacts, Drift, Facts};
+use crate::backup::generation::Outcome;
+use crate::config::{fmt_duration, AlertLevel, Config};
+use crate::util::human_duration;
+
+/// Plugin states, ordered by how bad they are: a known CRITICAL outranks
+/// an UNKNOWN part, which outranks a WARNING.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum State {
+    Ok,
+    Warning,
+    Unknown,
+    Critical,
+}
+
+impl State {
+    /// The plugin exit code.
+    pub fn code(self) -> u8 {
+        match self {
+            State::Ok => 0,
+            State::Warning => 1,
+            State::Critical => 2,
+            State::Unknown => 3,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Ok => "OK",
+            State::Warning => "WARNING",
+            State::Critical => "CRITICAL",
+            State::Unknown => "UNKNOWN",
+        }
+    }
+}
+
+/// Ages that warn and go critical, and how drift and a missing backup count.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Thresholds {
+    pub warn_age: i64,
+    pub crit_age: i64,
+    #[serde(skip)]
+    pub drift: AlertLevel,
+    pub require_backup: bool,
+}
+
+impl Thresholds {
+    pub fn from_config(cfg: &Config) -> Thresholds {
+        Thresholds {
+            warn_age: cfg.monitor.warn_age.value.0,
+            crit_age: cfg.monitor.crit_age.value.0,
+            drift: cfg.monitor.drift.value.0,
+            require_backup: cfg.monitor.require_backup.value,
+        }
+    }
+
+    fn age_state(&self, age: i64) -> State {
+        if age >= self.crit_age {
+            State::Critical
+        } else if age >= self.warn_age {
+            State::Warning
+        } else {
+            State::Ok
+        }
+    }
+
+    fn limit(&self, s: State) -> String {
+        match s {
+            State::Critical => format!("critical at {}", fmt_duration(self.crit_age)),
+            _ => format!("warning at {}", fmt_duration(self.warn_age)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    pub state: State,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Verdict {
+    pub state: State,
+    /// Worst first.
+    pub problems: Vec<Problem>,
+    /// What is fine, for the OK line.
+    pub summary: String,
+    pub perfdata: String,
+}
+
+impl Verdict {
+    /// The plugin's output line.
+    pub fn line(&self) -> String {
+        let text = if self.problems.is_empty() {
+            self.summary.clone()
+        } else {
+            let mut t = self.problems[0].text.clone();
+            if self.problems.len() > 1 {
+                let rest: Vec<&str> = self.problems[1..].iter().map(|p| p.text.as_str()).collect();
+                t.push_str(&format!("; also: {}", rest.join("; ")));
+            }
+            t
+        };
+        // '|' starts the performance data; the output is one line.
+        let text = text.replace('|', "/").replace(['\n', '\r'], " ");
+        format!(
+            "LIFEBOAT {} - {text} | {}",
+            self.state.name(),
+            self.perfdata
+        )
+    }
+}
+
+fn age(now: i64, then: Option<i64>) -> Option<i64> {
+    then.map(|t| (now - t).max(0))
+}
+
+/// Judges `f` against `t`.
+pub fn evaluate(f: &Facts, t: &Thresholds) -> Verdict {
+    let mut problems: Vec<Problem> = Vec::new();
+    let mut fine: Vec<String> = Vec::new();
+    let mut push = |state: State, text: String| problems.push(Problem { state, text });
+
+    // The rescue image.
+    let rescue_age = age(f.now, f.rescue.built_epoch);
+    match (&f.rescue.record, &f.rescue.error, rescue_age) {
+        (_, Some(e), _) => push(
+            State::Unknown,
+            format!("rescue image record unreadable: {e}"),
+        ),
+        (None, None, _) => push(
+            State::Critical,
+            format!(
+                "no rescue image in {} (run lifeboat mkrescue)",
+                f.rescue.output.display()
+            ),
+        ),
+        (Some(r), None, None) => push(
+            State::Unknown,
+            format!("rescue image has a bad build time {:?}", r.built_at),
+        ),
+        (Some(_), None, Some(a)) => match t.age_state(a) {
+            State::Ok => fine.push(format!("rescue image {} old", human_duration(a))),
+            s => push(
+                s,
+                format!(
+                    "stale rescue image: built {} ago ({})",
+                    human_duration(a),
+                    t.limit(s)
+                ),
+            ),
+        },
+    }
+
+    // Drift.
+    match &f.drift {
+        Drift::Same { .. } => fine.push("layout unchanged".into()),
+        Drift::Drifted { against, changes } => push(
+            match t.drift {
+                AlertLevel::Warning => State::Warning,
+                AlertLevel::Critical => State::Critical,
+            },
+            format!(
+                "layout drifted since the rescue image was built ({} change{} in {against}, first: {})",
+                changes.len(),
+                if changes.len() == 1 { "" } else { "s" },
+                changes[0].message
+            ),
+        ),
+        Drift::Unknown { reason } => {
+            // No image is already critical above.
+            if f.rescue.record.is_some() {
+                push(State::Unknown, format!("drift unknown: {reason}"));
+            }
+        }
+    }
+
+    // The backup and its verification.
+    let mut backup_age = None;
+    match &f.backup {
+        BackupFacts::NotConfigured if t.require_backup => push(
+            State::Critical,
+            "no backup: backup.destination is not set (or set monitor.require_backup = false)"
+                .into(),
+        ),
+        BackupFacts::NotConfigured => {}
+        BackupFacts::Unreadable { destination, error } => push(
+            State::Unknown,
+            format!("backup folder {destination} unreadable: {error}"),
+        ),
+        BackupFacts::Empty { destination } => {
+            if t.require_backup {
+                push(State::Critical, format!("no backup in {destination}"))
+            }
+        }
+        BackupFacts::Found {
+            generation: g,
+            finished_epoch,
+            verify,
+            ..
+        } => {
+            if let Some(v) = verify.as_ref().filter(|v| !v.ok) {
+                push(
+                    State::Critical,
+                    format!(
+                        "backup verify failed for generation {}: {}",
+                        g.id,
+                        v.problem.as_deref().unwrap_or("damaged")
+                    ),
+                );
+            }
+            backup_age = age(f.now, *finished_epoch);
+            match backup_age {
+                None => push(
+                    State::Unknown,
+                    format!("backup {} has a bad finish time {:?}", g.id, g.finished_at),
+                ),
+                Some(a) => match t.age_state(a) {
+                    State::Ok => fine.push(format!("backup {} old", human_duration(a))),
+                    s => push(
+                        s,
+                        format!(
+                            "stale backup: generation {} finished {} ago ({})",
+                            g.id,
+                            human_duration(a),
+                            t.limit(s)
+                        ),
+                    ),
+                },
+            }
+            if g.result == Outcome::Partial {
+                push(
+                    State::Warning,
+                    format!(
+                        "backup {} is partial: {} files unreadable",
+                        g.id, g.warnings.unreadable
+                    ),
+                );
+            }
+            match verify {
+                Some(v) if v.ok => fine.push("verified".into()),
+                Some(_) => {}
+                None => fine.push("not verified yet".into()),
+            }
+        }
+    }
+
+    // The last scheduled run.
+    if let Some(r) = &f.last_run {
+        if !r.ok {
+            push(
+                State::Warning,
+                format!(
+                    "last scheduled run failed at {}: {}",
+                    r.finished_at,
+                    r.error.as_deref().unwrap_or("unknown error")
+                ),
+            );
+        }
+    }
+    if let Some(e) = &f.snapshot_error {
+        push(State::Unknown, format!("snapshots unreadable: {e}"));
+    }
+
+    // Worst first; a stable sort keeps the order of the checks among equals.
+    problems.sort_by_key(|p| std::cmp::Reverse(p.state));
+    let state = problems.first().map(|p| p.state).unwrap_or(State::Ok);
+    let perf_age = |name: &str, a: Option<i64>| {
+        format!(
+            "{name}={};{};{}",
+            a.map(|a| format!("{a}s")).unwrap_or_else(|| "U".into()),
+            t.warn_age,
+            t.crit_age
+        )
+    };
+    let perfdata = format!(
+        "{} {} drift={}",
+        perf_age("rescue_age", rescue_age),
+        perf_age("backup_age", backup_age),
+        f.drift.perf()
+    );
+    Verdict {
+        state,
+        problems,
+        summary: fine.join(", "),
+        perfdata,
+    }
+}
+
+/// A verdict for a check that could not run at all.
+pub fn unknown(reason: &str, t: Option<&Thresholds>) -> Verdict {
+    let (w, c) = t.map(|t| (t.warn_age, t.crit_age)).unwrap_or((0, 0));
+    let perfdata = if t.is_some() {
+        format!("rescue_age=U;{w};{c} backup_age=U;{w};{c} drift=U")
+    } else {
+        "rescue_age=U;; backup_age=U;; drift=U".into()
+    };
+    Verdict {
+        state: State::Unknown,
+        problems: vec![Problem {
+            state: State::Unknown,
+            text: reason.to_string(),
+        }],
+        summary: String::new(),
+        perfdata,
+    }
+}

@@ -1,0 +1,394 @@
+//! Installing, removing and inspecting the schedule: systemd units (and
+//! their enable link) or, without systemd, a cron file, below a root
+//! folder (`/`, or an image's tree).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+
+use super::units::{self, JobSpec, SERVICE, TIMER};
+use crate::exec::Cmd;
+use crate::util;
+
+pub const UNIT_DIR: &str = "etc/systemd/system";
+pub const CRON_FILE: &str = "etc/cron.d/lifeboat";
+
+/// Which scheduler runs the job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Init {
+    Systemd,
+    Cron,
+}
+
+/// Where the files of a schedule live below `root`.
+pub struct Paths {
+    pub root: PathBuf,
+}
+
+impl Paths {
+    pub fn new(root: &Path) -> Paths {
+        Paths {
+            root: root.to_path_buf(),
+        }
+    }
+    fn at(&self, rel: &str) -> PathBuf {
+        self.root.join(rel)
+    }
+    pub fn service(&self) -> PathBuf {
+        self.at(UNIT_DIR).join(SERVICE)
+    }
+    pub fn timer(&self) -> PathBuf {
+        self.at(UNIT_DIR).join(TIMER)
+    }
+    /// The link `systemctl enable` makes.
+    pub fn wants_link(&self) -> PathBuf {
+        self.at(UNIT_DIR).join("timers.target.wants").join(TIMER)
+    }
+    pub fn cron(&self) -> PathBuf {
+        self.at(CRON_FILE)
+    }
+    /// Installing into the running system (not an image's tree).
+    pub fn is_live(&self) -> bool {
+        std::fs::canonicalize(&self.root).is_ok_and(|p| p == Path::new("/"))
+    }
+    /// systemd manages the running system right now.
+    pub fn systemd_running(&self) -> bool {
+        self.is_live() && Path::new("/run/systemd/system").is_dir()
+    }
+    /// The scheduler of the system below `root`: systemd when it runs it
+    /// (or, for another root, has it installed), else cron.
+    pub fn detect(&self) -> Init {
+        if self.is_live() {
+            return if self.systemd_running() {
+                Init::Systemd
+            } else {
+                Init::Cron
+            };
+        }
+        let has = |p: &str| self.root.join(p).exists();
+        if has("run/systemd/system") || has("usr/lib/systemd/systemd") || has("lib/systemd/systemd")
+        {
+            Init::Systemd
+        } else {
+            Init::Cron
+        }
+    }
+}
+
+/// What `install` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Installed {
+    pub init: Init,
+    pub written: Vec<PathBuf>,
+    pub removed: Vec<PathBuf>,
+    /// The timer was started now (systemd running); else it starts at the
+    /// next boot (or cron picks the file up).
+    pub started: bool,
+    pub cron_time: Option<String>,
+}
+
+/// Writes the schedule for `job` below `paths.root` and enables it.
+/// `cron_time` is needed for cron (see [`units::calendar_to_cron`]).
+pub fn install(
+    paths: &Paths,
+    init: Init,
+    job: &JobSpec,
+    cron_time: Option<&str>,
+) -> Result<Installed> {
+    let mut written = Vec::new();
+    let mut removed = Vec::new();
+    let mut started = false;
+    match init {
+        Init::Systemd => {
+            if paths.systemd_running() {
+                check_calendar(&job.on_calendar)?;
+            }
+            let dir = paths.at(UNIT_DIR);
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            util::write_atomic(&paths.service(), units::service_unit(job).as_bytes(), 0o644)?;
+            util::write_atomic(&paths.timer(), units::timer_unit(job).as_bytes(), 0o644)?;
+            written.push(paths.service());
+            written.push(paths.timer());
+            if paths.systemd_running() {
+                Cmd::new("systemctl").arg("daemon-reload").run()?;
+                Cmd::new("systemctl")
+                    .args(["enable", "--now", TIMER])
+                    .run()?;
+                started = true;
+            } else {
+                // What `systemctl enable` does, without a running manager.
+                let link = paths.wants_link();
+                std::fs::create_dir_all(link.parent().expect("link has a parent"))?;
+                let target = Path::new("/").join(UNIT_DIR).join(TIMER);
+                match std::fs::read_link(&link) {
+                    Ok(t) if t == target => {}
+                    _ => {
+                        let _ = std::fs::remove_file(&link);
+                        std::os::unix::fs::symlink(&target, &link)
+                            .with_context(|| format!("creating {}", link.display()))?;
+                    }
+                }
+                written.push(link);
+            }
+            if paths.cron().exists() {
+                remove_file(&paths.cron(), &mut removed)?;
+            }
+        }
+        Init::Cron => {
+            let time = cron_time.context("a cron schedule needs a cron time")?;
+            units::check_cron_time(time)?;
+            let dir = paths
+                .cron()
+                .parent()
+                .expect("cron file has a parent")
+                .to_path_buf();
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            // cron.d files must not be writable by others, and names with a
+            // dot are ignored (hence no extension).
+            util::write_atomic(&paths.cron(), units::cron_file(job, time).as_bytes(), 0o644)?;
+            written.push(paths.cron());
+            removed.extend(remove_units(paths)?);
+        }
+    }
+    Ok(Installed {
+        init,
+        written,
+        removed,
+        started,
+        cron_time: cron_time.map(String::from),
+    })
+}
+
+/// Asks systemd whether it understands the calendar expression.
+pub fn check_calendar(spec: &str) -> Result<()> {
+    if crate::exec::which("systemd-analyze").is_none() {
+        return Ok(());
+    }
+    let out = Cmd::new("systemd-analyze")
+        .args(["calendar", spec])
+        .output_any()?;
+    if out.code != 0 {
+        bail!(
+            "systemd does not understand OnCalendar {spec:?} ({}); see `man systemd.time`",
+            crate::exec::tail(&out.stderr, 2)
+        );
+    }
+    Ok(())
+}
+
+fn remove_file(p: &Path, removed: &mut Vec<PathBuf>) -> Result<()> {
+    match std::fs::remove_file(p) {
+        Ok(()) => {
+            removed.push(p.to_path_buf());
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("removing {}", p.display())),
+    }
+}
+
+fn remove_units(paths: &Paths) -> Result<Vec<PathBuf>> {
+    let mut removed = Vec::new();
+    let present = paths.timer().exists() || paths.service().exists();
+    if present && paths.systemd_running() {
+        Cmd::new("systemctl")
+            .args(["disable", "--now", TIMER])
+            .ok_codes(&[1, 5])
+            .run()?;
+    }
+    // symlink_metadata: the link may point to a file already gone.
+    if std::fs::symlink_metadata(paths.wants_link()).is_ok() {
+        remove_file(&paths.wants_link(), &mut removed)?;
+    }
+    remove_file(&paths.timer(), &mut removed)?;
+    remove_file(&paths.service(), &mut removed)?;
+    if present && paths.systemd_running() {
+        Cmd::new("systemctl").arg("daemon-reload").run()?;
+    }
+    Ok(removed)
+}
+
+/// Removes the units (stopping the timer first) and the cron file.
+pub fn remove(paths: &Paths) -> Result<Vec<PathBuf>> {
+    let mut removed = remove_units(paths)?;
+    remove_file(&paths.cron(), &mut removed)?;
+    Ok(removed)
+}
+
+/// What is installed below a root.
+#[derive(Debug, Clone, Serialize)]
+pub struct State {
+    pub init: Option<Init>,
+    /// The command the schedule runs, as written in the unit or cron file.
+    pub command: Option<String>,
+    /// OnCalendar, or the cron time fields.
+    pub when: Option<String>,
+    pub files: Vec<PathBuf>,
+    /// systemd's view (`systemctl show`), when it runs this system.
+    pub enabled: Option<String>,
+    pub next_run: Option<String>,
+    pub last_trigger: Option<String>,
+    pub last_result: Option<String>,
+}
+
+/// Reads what is installed.
+pub fn state(paths: &Paths) -> Result<State> {
+    let read = |p: &Path| -> Result<Option<String>> {
+        match std::fs::read_to_string(p) {
+            Ok(t) => Ok(Some(t)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading {}", p.display())),
+        }
+    };
+    let mut st = State {
+        init: None,
+        command: None,
+        when: None,
+        files: Vec::new(),
+        enabled: None,
+        next_run: None,
+        last_trigger: None,
+        last_result: None,
+    };
+    let service = read(&paths.service())?;
+    let timer = read(&paths.timer())?;
+    if service.is_some() || timer.is_some() {
+        st.init = Some(Init::Systemd);
+        let value = |text: &Option<String>, key: &str| -> Option<String> {
+            text.as_deref()?
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{key}=")))
+                .map(String::from)
+        };
+        st.command = value(&service, "ExecStart");
+        st.when = value(&timer, "OnCalendar");
+        for p in [paths.service(), paths.timer(), paths.wants_link()] {
+            if std::fs::symlink_metadata(&p).is_ok() {
+                st.files.push(p);
+            }
+        }
+        if paths.systemd_running() {
+            let show = |unit: &str, props: &str| -> Result<Vec<(String, String)>> {
+                let out = Cmd::new("systemctl")
+                    .args(["show", unit, "--property", props])
+                    .read()?;
+                Ok(out
+                    .lines()
+                    .filter_map(|l| l.split_once('='))
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect())
+            };
+            for (k, v) in show(
+                TIMER,
+                "UnitFileState,NextElapseUSecRealtime,LastTriggerUSec",
+            )? {
+                let v = (!v.is_empty() && v != "n/a").then_some(v);
+                match k.as_str() {
+                    "UnitFileState" => st.enabled = v,
+                    "NextElapseUSecRealtime" => st.next_run = v,
+                    "LastTriggerUSec" => st.last_trigger = v,
+                    _ => {}
+                }
+            }
+            for (k, v) in show(SERVICE, "Result")? {
+                if k == "Result" {
+                    st.last_result = Some(v);
+                }
+            }
+        } else {
+            st.enabled = Some(
+                if std::fs::symlink_metadata(paths.wants_link()).is_ok() {
+                    "enabled"
+                } else {
+                    "disabled"
+                }
+                .into(),
+            );
+        }
+    } else if let Some(cron) = read(&paths.cron())? {
+        st.init = Some(Init::Cron);
+        st.files.push(paths.cron());
+        if let Some(line) = cron
+            .lines()
+            .find(|l| !l.starts_with('#') && l.contains(" root "))
+        {
+            let (when, cmd) = line.split_once(" root ").expect("checked above");
+            st.when = Some(when.to_string());
+            st.command = Some(
+                cmd.strip_suffix(&format!(" 2>&1 | logger -t {}", units::SYSLOG_IDENTIFIER))
+                    .unwrap_or(cmd)
+                    .to_string(),
+            );
+        }
+        st.enabled = Some("enabled".into());
+    }
+    Ok(st)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job() -> JobSpec {
+        JobSpec {
+            command: vec!["/usr/bin/lifeboat".into(), "snapshot".into()],
+            on_calendar: "daily".into(),
+            randomized_delay: 60,
+        }
+    }
+
+    #[test]
+    fn systemd_into_a_root_enables_by_link_and_replaces_cron() {
+        let root = tempfile::tempdir().unwrap();
+        let paths = Paths::new(root.path());
+        assert_eq!(paths.detect(), Init::Cron);
+        std::fs::create_dir_all(root.path().join("usr/lib/systemd")).unwrap();
+        std::fs::write(root.path().join("usr/lib/systemd/systemd"), "").unwrap();
+        assert_eq!(paths.detect(), Init::Systemd);
+        assert!(!paths.is_live());
+
+        let c = install(&paths, Init::Cron, &job(), Some("0 0 * * *")).unwrap();
+        assert_eq!(c.written, vec![paths.cron()]);
+        let st = state(&paths).unwrap();
+        assert_eq!(st.init, Some(Init::Cron));
+        assert_eq!(st.command.as_deref(), Some("/usr/bin/lifeboat snapshot"));
+        assert_eq!(st.when.as_deref(), Some("0 0 * * *"));
+
+        let s = install(&paths, Init::Systemd, &job(), None).unwrap();
+        assert!(!s.started);
+        assert_eq!(s.removed, vec![paths.cron()]);
+        assert_eq!(
+            std::fs::read_link(paths.wants_link()).unwrap(),
+            Path::new("/etc/systemd/system/lifeboat-snapshot.timer")
+        );
+        // Installing again is an update, not an error.
+        install(&paths, Init::Systemd, &job(), None).unwrap();
+        let st = state(&paths).unwrap();
+        assert_eq!(st.init, Some(Init::Systemd));
+        assert_eq!(st.command.as_deref(), Some("/usr/bin/lifeboat snapshot"));
+        assert_eq!(st.when.as_deref(), Some("daily"));
+        assert_eq!(st.enabled.as_deref(), Some("enabled"));
+        assert_eq!(st.files.len(), 3);
+
+        let removed = remove(&paths).unwrap();
+        assert_eq!(removed.len(), 3, "{removed:?}");
+        assert!(std::fs::symlink_metadata(paths.wants_link()).is_err());
+        let st = state(&paths).unwrap();
+        assert_eq!(st.init, None);
+        assert!(remove(&paths).unwrap().is_empty());
+    }
+
+    #[test]
+    fn cron_needs_a_valid_time() {
+        let root = tempfile::tempdir().unwrap();
+        let paths = Paths::new(root.path());
+        assert!(install(&paths, Init::Cron, &job(), None).is_err());
+        let e = install(&paths, Init::Cron, &job(), Some("0 0 * *"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bad cron time"), "{e}");
+        assert!(!paths.cron().exists());
+    }
+}

@@ -1,0 +1,544 @@
+//! One scheduled run (`lifeboat snapshot [--backup] [--rebuild-rescue]`):
+//! under the state folder's lock, take the snapshot; with `--backup`, back
+//! up the file systems of the newest snapshot; with `--rebuild-rescue`,
+//! rebuild the rescue image when its layout drifted from the newest
+//! snapshot, when it is older than the newest backup or than
+//! `schedule.max_image_age`, or when there is none. A failed rebuild keeps
+//! the previous image (mkrescue renames its files into place at the end).
+
+use std::fs::File;
+use std::io::{Read, Seek, Write};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use super::monitor::{self, BackupFacts, Drift};
+use super::snapshot::{Recorded, Snapshot, SnapshotStore};
+use crate::backup::{self, dest::Destination, walk::Excludes};
+use crate::config::{fmt_duration, Config};
+use crate::layout::{Change, Layout};
+use crate::rescue::BuildRecord;
+use crate::util;
+
+pub const LOCK_FILE: &str = "lifeboat.lock";
+pub const LAST_RUN_FILE: &str = "last-run.json";
+
+/// The state folder's lock: one snapshot run at a time. Released when
+/// dropped (or when the process dies).
+pub struct RunLock {
+    _file: File,
+}
+
+impl RunLock {
+    pub fn acquire(state_dir: &Path) -> Result<RunLock> {
+        std::fs::create_dir_all(state_dir).with_context(|| {
+            format!(
+                "creating state folder {}; choose another with --state-dir",
+                state_dir.display()
+            )
+        })?;
+        let path = state_dir.join(LOCK_FILE);
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("opening lock {}", path.display()))?;
+        // SAFETY: flock on a descriptor we own.
+        let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if r != 0 {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            bail!(
+                "another lifeboat snapshot run is in progress (pid {} holds {}); this run is skipped",
+                holder.trim(),
+                path.display()
+            );
+        }
+        file.set_len(0)?;
+        file.rewind()?;
+        writeln!(file, "{}", std::process::id())?;
+        Ok(RunLock { _file: file })
+    }
+}
+
+/// `STATE/last-run.json`: how the last snapshot run went, for `status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LastRun {
+    pub started_at: String,
+    pub finished_at: String,
+    pub ok: bool,
+    pub exit_code: u8,
+    /// The snapshot this run stored, and the newest one after it.
+    pub stored: Option<String>,
+    pub newest: Option<String>,
+    pub changes: usize,
+    /// The backup generation this run wrote.
+    pub backup: Option<String>,
+    pub rebuilt: bool,
+    /// Why the image was (or should have been) rebuilt.
+    pub reasons: Vec<String>,
+    pub error: Option<String>,
+}
+
+impl LastRun {
+    pub fn load(state_dir: &Path) -> Option<LastRun> {
+        let text = std::fs::read_to_string(state_dir.join(LAST_RUN_FILE)).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    pub fn save(&self, state_dir: &Path) -> Result<()> {
+        let mut json = serde_json::to_string_pretty(self)?;
+        json.push('\n');
+        util::write_atomic(&state_dir.join(LAST_RUN_FILE), json.as_bytes(), 0o644)
+    }
+}
+
+/// What the run was asked to do besides the snapshot.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    pub backup: bool,
+    pub rebuild_rescue: bool,
+}
+
+/// What the run did.
+#[derive(Debug, Clone, Default)]
+pub struct RunReport {
+    pub recorded: Option<Recorded>,
+    pub backup: Option<String>,
+    pub backup_partial: bool,
+    pub rebuilt: Option<BuildRecord>,
+    pub reasons: Vec<String>,
+}
+
+/// Why the rescue image needs a rebuild; empty when it is current.
+/// `image` is `rescue.json` (none: no image), `drift` compares its layout
+/// with the newest snapshot, `backup_finished` is the newest backup's
+/// finish time.
+pub fn rebuild_reasons(
+    image: Option<&BuildRecord>,
+    drift: &Drift,
+    backup_finished: Option<(&str, i64)>,
+    now: i64,
+    max_age: i64,
+) -> Vec<String> {
+    let Some(rec) = image else {
+        return vec!["there is no rescue image".into()];
+    };
+    let mut reasons = Vec::new();
+    match drift {
+        Drift::Same { .. } => {}
+        Drift::Drifted { against, changes } => reasons.push(format!(
+            "the layout changed since the image was built ({} change{} in {against})",
+            changes.len(),
+            if changes.len() == 1 { "" } else { "s" }
+        )),
+        Drift::Unknown { reason } => {
+            reasons.push(format!("the image's layout is unknown: {reason}"))
+        }
+    }
+    match util::parse_rfc3339(&rec.built_at) {
+        Err(_) => reasons.push(format!("the image has a bad build time {:?}", rec.built_at)),
+        Ok(built) => {
+            if let Some((id, finished)) = backup_finished {
+                if built < finished {
+                    reasons.push(format!(
+                        "the image (built {}) is older than the newest backup {id} (finished {})",
+                        rec.built_at,
+                        util::rfc3339(finished)
+                    ));
+                }
+            }
+            if max_age > 0 && now - built >= max_age {
+                reasons.push(format!(
+                    "the image is {} old (schedule.max_image_age {})",
+                    util::human_duration(now - built),
+                    fmt_duration(max_age)
+                ));
+            }
+        }
+    }
+    reasons
+}
+
+/// The options of a backup of `layout_path`'s file systems from the
+/// configuration (what `backup create` without flags does).
+fn backup_options(cfg: &Config, layout_path: &Path, dest: &Path) -> Result<backup::CreateOptions> {
+    let layout = Layout::load(layout_path)?;
+    let sources = backup::create::sources_from_layout(&layout);
+    if sources.is_empty() {
+        bail!(
+            "the layout {} has no mounted disk file systems to back up; check [capture] in {}",
+            layout_path.display(),
+            cfg.path.display()
+        );
+    }
+    let mut excludes = Excludes {
+        contents_of: backup::create::CONTENTS_EXCLUDED
+            .iter()
+            .map(PathBuf::from)
+            .collect(),
+        ..Excludes::default()
+    };
+    for p in &cfg.backup.excludes.value {
+        excludes
+            .add_pattern(p)
+            .with_context(|| format!("backup.excludes ({})", cfg.backup.excludes.source))?;
+    }
+    Ok(backup::CreateOptions {
+        dest: dest.to_path_buf(),
+        sources,
+        layout_file: Some(layout_path.to_path_buf()),
+        incremental: cfg.backup.incremental.value,
+        compression: cfg.backup.compression.value.0,
+        level: cfg.backup.level.value.map(|l| l.0),
+        threads: cfg
+            .backup
+            .threads
+            .value
+            .map(|t| t.0 as u32)
+            .unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get() as u32)
+                    .unwrap_or(1)
+            }),
+        excludes,
+        keep: cfg.backup.keep.value.map(|k| k.0 as usize),
+        progress: backup::progress::Mode::Quiet,
+    })
+}
+
+/// The mkrescue options of the configuration, with `layout` built in.
+pub fn rescue_options(cfg: &Config, layout: Option<&Path>) -> crate::rescue::Options {
+    let r = &cfg.rescue;
+    crate::rescue::Options {
+        kernel: r.kernel.value.clone(),
+        output: r.output.value.clone(),
+        layout: layout.map(Path::to_path_buf),
+        compression: r.compression.value.0,
+        append: r.append.value.clone(),
+        add_programs: r.add_programs.value.clone(),
+        no_iso: !r.iso.value,
+        ..crate::rescue::Options::default()
+    }
+}
+
+fn print_changes(out: &mut dyn Write, changes: &[Change]) -> Result<()> {
+    for c in changes {
+        writeln!(out, "  {c}")?;
+    }
+    Ok(())
+}
+
+/// One run. `capture` gives the layout of the machine now; `now` the time.
+/// Progress goes to `out` (the journal, for the service). Under the lock,
+/// the outcome (success or failure) is recorded in `STATE/last-run.json`.
+pub fn run(
+    cfg: &Config,
+    opts: RunOptions,
+    capture: &dyn Fn() -> Result<Layout>,
+    now: &dyn Fn() -> i64,
+    out: &mut dyn Write,
+) -> Result<RunReport> {
+    let state = &cfg.state_dir.value;
+    let _lock = RunLock::acquire(state)?;
+    let started = now();
+    let mut report = RunReport::default();
+    let result = run_locked(cfg, opts, capture, now, out, &mut report);
+    let rec = report.recorded.as_ref();
+    let stored = rec.and_then(|r| r.stored.as_ref()).map(|s| s.id.clone());
+    let last = LastRun {
+        started_at: util::rfc3339(started),
+        finished_at: util::rfc3339(now()),
+        ok: result.is_ok(),
+        exit_code: match (&result, &stored) {
+            (Err(_), _) => 2,
+            (Ok(()), Some(_)) => 1,
+            (Ok(()), None) => 0,
+        },
+        newest: rec.and_then(|r| r.newest()).map(|s| s.id.clone()),
+        stored,
+        changes: rec.map(|r| r.changes.len()).unwrap_or(0),
+        backup: report.backup.clone(),
+        rebuilt: report.rebuilt.is_some(),
+        reasons: report.reasons.clone(),
+        error: result.as_ref().err().map(|e| format!("{e:#}")),
+    };
+    if let Err(e) = last.save(state) {
+        log::warn!("cannot record the run: {e:#}");
+    }
+    result.map(|()| report)
+}
+
+fn run_locked(
+    cfg: &Config,
+    opts: RunOptions,
+    capture: &dyn Fn() -> Result<Layout>,
+    now: &dyn Fn() -> i64,
+    out: &mut dyn Write,
+    report: &mut RunReport,
+) -> Result<()> {
+    let store = SnapshotStore::new(&cfg.snapshot_dir());
+    let output = &cfg.rescue.output.value;
+    let image = monitor::read_rescue(output);
+    if let Some(e) = &image.error {
+        bail!(
+            "{e}; remove {} to let the next build replace it",
+            output.display()
+        );
+    }
+
+    // 1. The snapshot.
+    let layout = capture().context("capturing the layout")?;
+    let protect: Vec<PathBuf> = image
+        .record
+        .as_ref()
+        .and_then(|r| r.layout.as_ref())
+        .map(PathBuf::from)
+        .into_iter()
+        .collect();
+    let rec = store.record(&layout, now(), cfg.snapshot.keep.value.0 as usize, &protect)?;
+    match (&rec.stored, &rec.previous) {
+        (Some(s), None) => writeln!(
+            out,
+            "first snapshot {} stored in {}",
+            s.id,
+            s.path.display()
+        )?,
+        (Some(s), Some(p)) => {
+            writeln!(out, "layout changed since snapshot {}:", p.id)?;
+            print_changes(out, &rec.changes)?;
+            writeln!(out, "snapshot {} stored in {}", s.id, s.path.display())?;
+        }
+        (None, Some(p)) => writeln!(out, "layout unchanged since snapshot {}", p.id)?,
+        (None, None) => unreachable!("a first capture is always stored"),
+    }
+    for id in &rec.pruned {
+        writeln!(
+            out,
+            "removed old snapshot {id} (snapshot.keep = {})",
+            cfg.snapshot.keep.value.0
+        )?;
+    }
+    let newest: Snapshot = rec.newest().cloned().expect("a snapshot exists now");
+    report.recorded = Some(rec);
+
+    // 2. The backup, first, so that the image is built after it.
+    if opts.backup {
+        let Some(spec) = cfg.backup.destination.value.clone() else {
+            bail!(
+                "--backup needs a backup folder: set backup.destination in {}",
+                cfg.path.display()
+            );
+        };
+        let dest = Destination::open(&spec, cfg.backup.mount_options.value.as_deref(), true)?;
+        let bo = backup_options(cfg, &newest.path, &dest.path)?;
+        let r = backup::create(&bo).with_context(|| format!("backing up to {spec}"))?;
+        let g = &r.generation;
+        writeln!(
+            out,
+            "backup generation {} ({:?}) written to {spec}: {} files, {} stored in {:.1} s",
+            g.id,
+            g.kind,
+            g.files,
+            util::human_bytes(g.archive_bytes),
+            g.duration_seconds
+        )?;
+        if g.result == backup::generation::Outcome::Partial {
+            writeln!(
+                out,
+                "warning: backup {} is partial: {} files could not be read",
+                g.id, g.warnings.unreadable
+            )?;
+            for e in &g.warnings.examples {
+                writeln!(out, "  {e}")?;
+            }
+            report.backup_partial = true;
+        }
+        for id in &r.removed {
+            writeln!(out, "removed old backup generation {id} (backup.keep)")?;
+        }
+        report.backup = Some(g.id.clone());
+    }
+
+    // 3. The rescue image.
+    if opts.rebuild_rescue {
+        let newest_layout = newest.load()?;
+        let drift = match &image.record {
+            Some(r) => monitor::drift(
+                r,
+                &store,
+                &newest_layout,
+                Some(&newest.path),
+                &format!("snapshot {}", newest.id),
+            ),
+            None => Drift::Unknown {
+                reason: "there is no rescue image".into(),
+            },
+        };
+        let backup_facts = monitor::read_backup(cfg);
+        let finished = match &backup_facts {
+            BackupFacts::Found {
+                generation,
+                finished_epoch: Some(t),
+                ..
+            } => Some((generation.id.as_str(), *t)),
+            _ => None,
+        };
+        let reasons = rebuild_reasons(
+            image.record.as_ref(),
+            &drift,
+            finished,
+            now(),
+            cfg.schedule.max_image_age.value.0,
+        );
+        report.reasons = reasons.clone();
+        if reasons.is_empty() {
+            let built = image
+                .record
+                .as_ref()
+                .map(|r| r.built_at.as_str())
+                .unwrap_or("?");
+            writeln!(
+                out,
+                "rescue image in {} is current (built {built}, layout of snapshot {})",
+                output.display(),
+                newest.id
+            )?;
+        } else {
+            writeln!(out, "rebuilding the rescue image: {}", reasons.join("; "))?;
+            let ro = rescue_options(cfg, Some(&newest.path));
+            let built = crate::rescue::mkrescue(&ro).with_context(|| {
+                format!(
+                    "rebuilding the rescue image failed; the previous image in {} is kept",
+                    output.display()
+                )
+            })?;
+            writeln!(
+                out,
+                "rescue image rebuilt in {} ({:.1} s, kernel {}, layout of snapshot {})",
+                output.display(),
+                built.build_seconds,
+                built.kernel_version,
+                newest.id
+            )?;
+            report.rebuilt = Some(built);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_795_672_646; // 2026-11-26T05:57:26Z
+
+    pub(crate) fn record(built_at: &str) -> BuildRecord {
+        serde_json::from_value(serde_json::json!({
+            "lifeboat_version": "0.1.0", "built_at": built_at,
+            "kernel_version": "6.1.0-30-amd64", "kernel_image": "/boot/vmlinuz",
+            "compression": "zstd", "cmdline": "", "layout": "/x/layout.json",
+            "layout_sha256": "00", "files": [], "modules": 0, "firmware_files": 0,
+            "programs": 0, "libraries": 0, "build_seconds": 1.0
+        }))
+        .unwrap()
+    }
+
+    fn same() -> Drift {
+        Drift::Same {
+            against: "snapshot A".into(),
+        }
+    }
+
+    #[test]
+    fn rebuild_decisions_with_a_fixed_clock() {
+        let hour_ago = util::rfc3339(NOW - 3600);
+        let r = record(&hour_ago);
+        // Current: same layout, no newer backup, young image.
+        assert!(rebuild_reasons(Some(&r), &same(), None, NOW, 7 * 86400).is_empty());
+        assert!(
+            rebuild_reasons(Some(&r), &same(), Some(("G", NOW - 7200)), NOW, 7 * 86400).is_empty()
+        );
+        // Equal times are not "older".
+        assert!(rebuild_reasons(Some(&r), &same(), Some(("G", NOW - 3600)), NOW, 0).is_empty());
+
+        assert_eq!(
+            rebuild_reasons(None, &same(), None, NOW, 0),
+            vec!["there is no rescue image"]
+        );
+        let drifted = Drift::Drifted {
+            against: "snapshot B".into(),
+            changes: vec![
+                crate::layout::diff(&crate::layout::diff::tests::machine(), &{
+                    let mut l = crate::layout::diff::tests::machine();
+                    l.disks.pop();
+                    l
+                })[0]
+                    .clone(),
+            ],
+        };
+        assert_eq!(
+            rebuild_reasons(Some(&r), &drifted, None, NOW, 0),
+            vec!["the layout changed since the image was built (1 change in snapshot B)"]
+        );
+        let unknown = Drift::Unknown {
+            reason: "gone".into(),
+        };
+        assert_eq!(
+            rebuild_reasons(Some(&r), &unknown, None, NOW, 0),
+            vec!["the image's layout is unknown: gone"]
+        );
+        assert_eq!(
+            rebuild_reasons(Some(&r), &same(), Some(("G1", NOW - 60)), NOW, 0),
+            vec![format!(
+                "the image (built {hour_ago}) is older than the newest backup G1 (finished 2026-11-26T05:56:26Z)"
+            )]
+        );
+        let old = record(&util::rfc3339(NOW - 8 * 86400));
+        assert_eq!(
+            rebuild_reasons(Some(&old), &same(), None, NOW, 7 * 86400),
+            vec!["the image is 8d old (schedule.max_image_age 1w)"]
+        );
+        // 0 turns the age rule off.
+        assert!(rebuild_reasons(Some(&old), &same(), None, NOW, 0).is_empty());
+    }
+
+    #[test]
+    fn runs_never_overlap() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = RunLock::acquire(dir.path()).unwrap();
+        let e = RunLock::acquire(dir.path()).err().unwrap().to_string();
+        assert!(
+            e.contains(&format!("pid {} holds", std::process::id())),
+            "{e}"
+        );
+        assert!(e.contains("this run is skipped"), "{e}");
+        drop(first);
+        RunLock::acquire(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn last_run_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(LastRun::load(dir.path()), None);
+        let r = LastRun {
+            started_at: util::rfc3339(NOW),
+            finished_at: util::rfc3339(NOW + 20),
+            ok: false,
+            exit_code: 2,
+            stored: Some("A".into()),
+            newest: Some("A".into()),
+            changes: 3,
+            backup: None,
+            rebuilt: false,
+            reasons: vec!["x".into()],
+            error: Some("mkrescue failed".into()),
+        };
+        r.save(dir.path()).unwrap();
+        assert_eq!(LastRun::load(dir.path()), Some(r));
+    }
+}

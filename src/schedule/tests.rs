@@ -1,0 +1,280 @@
+//! Monitoring on a real state folder (snapshots, rescue.json, a backup
+//! folder with generation.json and verify.json) with a fixed clock.
+
+use std::path::{Path, PathBuf};
+
+use super::check::{evaluate, unknown, State, Thresholds};
+use super::monitor::{gather, Drift};
+use super::run::LastRun;
+use super::snapshot::SnapshotStore;
+use crate::config::{AlertLevel, Choice, Config};
+use crate::layout::diff::tests::machine;
+use crate::rescue::sha256_file;
+use crate::util::rfc3339;
+
+const NOW: i64 = 1_795_672_646; // 2026-11-26T05:57:26Z
+const H: i64 = 3600;
+const D: i64 = 86400;
+
+struct World {
+    _dir: tempfile::TempDir,
+    cfg: Config,
+    store: SnapshotStore,
+    backup: PathBuf,
+}
+
+impl World {
+    /// A snapshot taken 5 h ago, an image built from it 2 h ago, a backup
+    /// finished 3 h ago and verified.
+    fn new() -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = Config::default();
+        cfg.state_dir.value = dir.path().join("state");
+        cfg.rescue.output.value = dir.path().join("state/rescue");
+        let backup = dir.path().join("backup");
+        cfg.backup.destination.value = Some(backup.display().to_string());
+        let store = SnapshotStore::new(&cfg.snapshot_dir());
+        let w = World {
+            _dir: dir,
+            cfg,
+            store,
+            backup,
+        };
+        let snap = w.store.record(&machine(), NOW - 5 * H, 10, &[]).unwrap();
+        w.build_image(&snap.stored.unwrap().path, NOW - 2 * H);
+        w.write_backup("20261126T025000Z", NOW - 3 * H, Some(true));
+        w
+    }
+
+    fn build_image(&self, layout: &Path, at: i64) {
+        let out = &self.cfg.rescue.output.value;
+        std::fs::create_dir_all(out).unwrap();
+        let rec = serde_json::json!({
+            "lifeboat_version": "0.1.0", "built_at": rfc3339(at),
+            "kernel_version": "6.1.0-30-amd64", "kernel_image": "/boot/vmlinuz-6.1.0-30-amd64",
+            "compression": "zstd", "cmdline": "console=ttyS0",
+            "layout": layout.display().to_string(),
+            "layout_sha256": sha256_file(layout).unwrap(),
+            "files": [{"name": "initrd", "bytes": 1, "sha256": "ab"}],
+            "modules": 1, "firmware_files": 0, "programs": 1, "libraries": 1,
+            "build_seconds": 12.0
+        });
+        std::fs::write(out.join("rescue.json"), rec.to_string()).unwrap();
+    }
+
+    fn write_backup(&self, id: &str, finished: i64, verified: Option<bool>) {
+        let dir = self.backup.join(id);
+        std::fs::create_dir_all(&dir).unwrap();
+        let g = serde_json::json!({
+            "format": 1, "id": id, "kind": "full", "parent": null,
+            "parent_manifest_sha256": null, "chain": [id],
+            "started_at": rfc3339(finished - 600), "finished_at": rfc3339(finished),
+            "started_ns": ((finished - 600) as i128) * 1_000_000_000,
+            "duration_seconds": 600.0, "hostname": "db1", "lifeboat_version": "0.1.0",
+            "compression": "zstd", "archives": [], "manifest_sha256": "00",
+            "files": 10, "bytes": 100, "stored_files": 10, "stored_content_bytes": 100,
+            "archive_bytes": 50, "deleted": 0, "has_layout": true, "result": "ok",
+            "warnings": {"vanished": 0, "changed": 0, "sockets": 0, "unreadable": 0,
+                         "examples": []}
+        });
+        std::fs::write(dir.join("generation.json"), g.to_string()).unwrap();
+        if let Some(ok) = verified {
+            let v = serde_json::json!({
+                "verified_at": rfc3339(finished + 60), "deep": false, "ok": ok,
+                "problem": (!ok).then_some("root.tar.zst: etc/passwd: SHA-256 mismatch"),
+                "files_checked": 10
+            });
+            std::fs::write(dir.join("verify.json"), v.to_string()).unwrap();
+        }
+    }
+
+    fn check(&self, now: i64) -> (State, String) {
+        let f = gather(&self.cfg, false, now);
+        let v = evaluate(&f, &Thresholds::from_config(&self.cfg));
+        (v.state, v.line())
+    }
+}
+
+#[test]
+fn all_current_is_ok_with_exact_perfdata() {
+    let w = World::new();
+    let (state, line) = w.check(NOW);
+    assert_eq!(state, State::Ok);
+    assert_eq!(state.code(), 0);
+    assert_eq!(
+        line,
+        "LIFEBOAT OK - rescue image 2h old, layout unchanged, backup 3h old, verified \
+         | rescue_age=7200s;691200;1296000 backup_age=10800s;691200;1296000 drift=0"
+    );
+}
+
+#[test]
+fn drifted_layout_warns_or_goes_critical() {
+    let mut w = World::new();
+    let mut changed = machine();
+    changed.disks.pop();
+    let r = w.store.record(&changed, NOW - H, 10, &[]).unwrap();
+    let id = r.stored.unwrap().id;
+    let (state, line) = w.check(NOW);
+    assert_eq!(state, State::Warning);
+    assert!(
+        line.starts_with(&format!(
+            "LIFEBOAT WARNING - layout drifted since the rescue image was built \
+             (2 changes in snapshot {id}, first: removed disk "
+        )),
+        "{line}"
+    );
+    assert!(line.ends_with(" drift=1"), "{line}");
+    w.cfg.monitor.drift.value = Choice(AlertLevel::Critical);
+    assert_eq!(w.check(NOW).0, State::Critical);
+}
+
+#[test]
+fn failed_verify_is_critical_and_named() {
+    let w = World::new();
+    w.write_backup("20261126T045000Z", NOW - H, Some(false));
+    let (state, line) = w.check(NOW);
+    assert_eq!(state, State::Critical);
+    assert_eq!(state.code(), 2);
+    assert!(
+        line.starts_with(
+            "LIFEBOAT CRITICAL - backup verify failed for generation 20261126T045000Z: \
+         root.tar.zst: etc/passwd: SHA-256 mismatch | rescue_age=7200s;691200;1296000 \
+         backup_age=3600s;"
+        ),
+        "{line}"
+    );
+}
+
+#[test]
+fn ages_warn_then_go_critical_worst_first() {
+    let w = World::new();
+    // Image 8 d + 2 h old, backup 8 d + 3 h: both warn.
+    let (state, line) = w.check(NOW + 8 * D);
+    assert_eq!(state, State::Warning);
+    assert!(line.starts_with("LIFEBOAT WARNING - stale rescue image: built 8d ago (warning at 8d); also: stale backup: generation 20261126T025000Z finished 8d ago (warning at 8d) |"), "{line}");
+    // A fresh backup, the image 15 d old: critical names the image first.
+    w.write_backup("20261211T000000Z", NOW + 15 * D - H, Some(true));
+    let (state, line) = w.check(NOW + 15 * D);
+    assert_eq!(state, State::Critical);
+    assert!(
+        line.starts_with(
+            "LIFEBOAT CRITICAL - stale rescue image: built 15d ago (critical at 15d) |"
+        ),
+        "{line}"
+    );
+    assert!(
+        line.contains(" rescue_age=1303200s;691200;1296000 backup_age=3600s;"),
+        "{line}"
+    );
+}
+
+#[test]
+fn no_backup_and_no_image_are_critical_with_unknown_perfdata() {
+    let mut w = World::new();
+    std::fs::remove_dir_all(&w.backup).unwrap();
+    let (state, line) = w.check(NOW);
+    assert_eq!(state, State::Critical);
+    assert_eq!(
+        line,
+        format!(
+            "LIFEBOAT CRITICAL - no backup in {} | rescue_age=7200s;691200;1296000 \
+             backup_age=U;691200;1296000 drift=0",
+            w.backup.display()
+        )
+    );
+    w.cfg.monitor.require_backup.value = false;
+    assert_eq!(w.check(NOW).0, State::Ok);
+    w.cfg.backup.destination.value = None;
+    assert_eq!(w.check(NOW).0, State::Ok);
+    w.cfg.monitor.require_backup.value = true;
+    let (state, line) = w.check(NOW);
+    assert_eq!(state, State::Critical);
+    assert!(line.contains("backup.destination is not set"), "{line}");
+
+    std::fs::remove_file(w.cfg.rescue.output.value.join("rescue.json")).unwrap();
+    let (state, line) = w.check(NOW);
+    assert_eq!(state, State::Critical);
+    assert!(
+        line.starts_with("LIFEBOAT CRITICAL - no rescue image in "),
+        "{line}"
+    );
+    assert!(
+        line.ends_with("| rescue_age=U;691200;1296000 backup_age=U;691200;1296000 drift=U"),
+        "{line}"
+    );
+}
+
+#[test]
+fn drift_follows_the_image_layout_by_sha256() {
+    let w = World::new();
+    // The image was built from another copy of the same layout (layout
+    // save's file); that copy is then overwritten: the snapshot with the
+    // same SHA-256 still tells what the image holds.
+    let first = w.store.resolve("latest").unwrap();
+    let copy = w.cfg.state_dir.value.join("layout.json");
+    std::fs::copy(&first.path, &copy).unwrap();
+    w.build_image(&copy, NOW - 2 * H);
+    let mut other = machine();
+    other.host.hostname = "elsewhere".into();
+    std::fs::write(&copy, other.to_json()).unwrap();
+    let f = gather(&w.cfg, false, NOW);
+    assert!(matches!(f.drift, Drift::Same { .. }), "{:?}", f.drift);
+
+    // Neither the file nor any snapshot has it: drift unknown, which
+    // outranks a warning.
+    std::fs::remove_file(&first.path).unwrap();
+    let mut changed = machine();
+    changed.disks.pop();
+    w.store.record(&changed, NOW - H, 10, &[]).unwrap();
+    let (state, line) = w.check(NOW + 8 * D);
+    assert_eq!(state, State::Unknown);
+    assert_eq!(state.code(), 3);
+    assert!(
+        line.starts_with(
+            "LIFEBOAT UNKNOWN - drift unknown: the layout built into the rescue image"
+        ),
+        "{line}"
+    );
+    assert!(line.contains("; also: stale rescue image"), "{line}");
+    assert!(line.ends_with(" drift=U"), "{line}");
+}
+
+#[test]
+fn failed_run_and_unreadable_record() {
+    let w = World::new();
+    LastRun {
+        started_at: rfc3339(NOW - 600),
+        finished_at: rfc3339(NOW - 590),
+        ok: false,
+        exit_code: 2,
+        stored: None,
+        newest: None,
+        changes: 0,
+        backup: None,
+        rebuilt: false,
+        reasons: vec![],
+        error: Some("rebuilding the rescue image failed | the previous image is kept".into()),
+    }
+    .save(&w.cfg.state_dir.value)
+    .unwrap();
+    let (state, line) = w.check(NOW);
+    assert_eq!(state, State::Warning);
+    // '|' would start the performance data.
+    assert!(line.starts_with("LIFEBOAT WARNING - last scheduled run failed at 2026-11-26T05:47:36Z: rebuilding the rescue image failed / the previous image is kept | "), "{line}");
+
+    std::fs::write(w.cfg.rescue.output.value.join("rescue.json"), "{").unwrap();
+    let (state, line) = w.check(NOW);
+    assert_eq!(state, State::Unknown);
+    assert!(
+        line.starts_with("LIFEBOAT UNKNOWN - rescue image record unreadable: parsing "),
+        "{line}"
+    );
+
+    let v = unknown("bad configuration", None);
+    assert_eq!(v.state.code(), 3);
+    assert_eq!(
+        v.line(),
+        "LIFEBOAT UNKNOWN - bad configuration | rescue_age=U;; backup_age=U;; drift=U"
+    );
+}

@@ -1,0 +1,450 @@
+//! The text of the systemd units and of the cron file that run the
+//! scheduled snapshot.
+
+use anyhow::{bail, Result};
+
+use crate::exec::shell_quote;
+
+pub const SERVICE: &str = "lifeboat-snapshot.service";
+pub const TIMER: &str = "lifeboat-snapshot.timer";
+/// The journal's name for the job's output (`journalctl -t lifeboat`).
+pub const SYSLOG_IDENTIFIER: &str = "lifeboat";
+
+/// What the schedule runs, and when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobSpec {
+    /// The command line, program first.
+    pub command: Vec<String>,
+    /// systemd OnCalendar expression.
+    pub on_calendar: String,
+    /// RandomizedDelaySec, in seconds.
+    pub randomized_delay: i64,
+}
+
+impl JobSpec {
+    fn what(&self) -> &'static str {
+        let has = |f: &str| self.command.iter().any(|a| a == f);
+        match (has("--rebuild-rescue"), has("--backup")) {
+            (true, true) => "layout snapshot, backup and rescue image rebuild",
+            (true, false) => "layout snapshot and rescue image rebuild when needed",
+            (false, true) => "layout snapshot and backup",
+            (false, false) => "layout snapshot",
+        }
+    }
+}
+
+/// Quotes one word of an ExecStart line: systemd splits on spaces, reads
+/// C-style escapes in double quotes, and expands `%` specifiers and `$`
+/// variables, which are doubled here.
+pub fn systemd_quote(word: &str) -> String {
+    let escaped = word.replace('%', "%%").replace('$', "$$");
+    let safe = !word.is_empty()
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%$".contains(&b));
+    if safe {
+        escaped
+    } else {
+        format!("\"{}\"", escaped.replace('\\', "\\\\").replace('"', "\\\""))
+    }
+}
+
+/// `lifeboat-snapshot.service`.
+pub fn service_unit(job: &JobSpec) -> String {
+    let exec: Vec<String> = job.command.iter().map(|w| systemd_quote(w)).collect();
+    format!(
+        "\
+# Written by `lifeboat schedule install`; `lifeboat schedule remove` deletes it.
+[Unit]
+Description=lifeboat: {what}
+Documentation=man:lifeboat-snapshot(8)
+Wants=network-online.target
+After=local-fs.target remote-fs.target network-online.target
+
+[Service]
+Type=oneshot
+ExecStart={exec}
+# Exit 1 means \"the layout changed and a snapshot was stored\": no failure.
+SuccessExitStatus=1
+StandardOutput=journal
+StandardError=journal
+SyslogIdentifier={SYSLOG_IDENTIFIER}
+Nice=10
+CPUSchedulingPolicy=batch
+IOSchedulingClass=idle
+UMask=0077
+# Hardening. The job runs as root: it reads raw disks and every file
+# system, may mount NFS or CIFS destinations, and reads /boot and
+# /lib/modules. File-system sandboxing (ProtectSystem=, ProtectHome=,
+# PrivateTmp=, ReadWritePaths=, PrivateDevices=) is left out on purpose:
+# it adds mounts that the captured layout would record as drift, and it
+# would hide the disks and trees the job has to read.
+NoNewPrivileges=yes
+ProtectHostname=yes
+ProtectControlGroups=yes
+RestrictRealtime=yes
+RestrictSUIDSGID=yes
+RestrictNamespaces=yes
+LockPersonality=yes
+MemoryDenyWriteExecute=yes
+SystemCallArchitectures=native
+RestrictAddressFamilies=AF_UNIX AF_NETLINK AF_INET AF_INET6
+CapabilityBoundingSet=~CAP_SYS_BOOT CAP_SYS_TIME CAP_WAKE_ALARM CAP_SYS_PTRACE CAP_SYS_MODULE CAP_NET_ADMIN CAP_MAC_ADMIN CAP_MAC_OVERRIDE CAP_AUDIT_CONTROL CAP_SYSLOG CAP_SYS_PACCT CAP_LEASE CAP_BPF CAP_PERFMON
+",
+        what = job.what(),
+        exec = exec.join(" "),
+    )
+}
+
+/// `lifeboat-snapshot.timer`.
+pub fn timer_unit(job: &JobSpec) -> String {
+    format!(
+        "\
+# Written by `lifeboat schedule install`; `lifeboat schedule remove` deletes it.
+[Unit]
+Description=lifeboat: {what} ({cal})
+Documentation=man:lifeboat-snapshot(8)
+
+[Timer]
+OnCalendar={cal}
+RandomizedDelaySec={delay}
+# A run missed while the machine was off starts at the next boot.
+Persistent=true
+
+[Install]
+WantedBy=timers.target
+",
+        what = job.what(),
+        cal = job.on_calendar,
+        delay = job.randomized_delay,
+    )
+}
+
+/// `/etc/cron.d/lifeboat`, for machines without systemd. The output goes to
+/// syslog (the journal where there is one) tagged `lifeboat`.
+pub fn cron_file(job: &JobSpec, cron_time: &str) -> String {
+    // cron turns an unescaped % into a newline.
+    let cmd: Vec<String> = job
+        .command
+        .iter()
+        .map(|w| shell_quote(w).replace('%', "\\%"))
+        .collect();
+    format!(
+        "\
+# Written by `lifeboat schedule install` (this machine has no systemd);
+# `lifeboat schedule remove` deletes it. {what}.
+# Output goes to syslog tagged {SYSLOG_IDENTIFIER}; exit 1 means the layout changed.
+SHELL=/bin/sh
+PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+{cron_time} root {cmd} 2>&1 | logger -t {SYSLOG_IDENTIFIER}
+",
+        what = capitalize(job.what()),
+        cmd = cmd.join(" "),
+    )
+}
+
+fn capitalize(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().collect::<String>() + c.as_str(),
+        None => String::new(),
+    }
+}
+
+/// The five cron time fields of a systemd OnCalendar expression, for the
+/// forms that have one: `minutely`, `hourly`, `daily`, `weekly`, `monthly`,
+/// `[DAYS] [*-*-*] HH:MM[:00]` with DAYS like `Mon`, `Mon,Thu` or
+/// `Mon..Fri`.
+pub fn calendar_to_cron(spec: &str) -> Result<String> {
+    let s = spec.trim();
+    let fixed = match s {
+        "minutely" => Some("* * * * *"),
+        "hourly" => Some("0 * * * *"),
+        "daily" => Some("0 0 * * *"),
+        "weekly" => Some("0 0 * * 1"),
+        "monthly" => Some("0 0 1 * *"),
+        _ => None,
+    };
+    if let Some(f) = fixed {
+        return Ok(f.to_string());
+    }
+    let fail = || {
+        anyhow::anyhow!(
+            "cannot turn OnCalendar {spec:?} into a cron time; set schedule.cron (or --cron) \
+             to the five cron time fields, e.g. \"30 3 * * *\""
+        )
+    };
+    let mut words: Vec<&str> = s.split_whitespace().collect();
+    let mut days = "*".to_string();
+    if let Some(first) = words.first() {
+        if first
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic())
+        {
+            days = cron_days(first).ok_or_else(fail)?;
+            words.remove(0);
+        }
+    }
+    match words.as_slice() {
+        [date, time] if *date == "*-*-*" => {
+            let (h, m) = cron_time(time).ok_or_else(fail)?;
+            Ok(format!("{m} {h} * * {days}"))
+        }
+        [time] => {
+            let (h, m) = cron_time(time).ok_or_else(fail)?;
+            Ok(format!("{m} {h} * * {days}"))
+        }
+        _ => Err(fail()),
+    }
+}
+
+fn cron_time(t: &str) -> Option<(u32, u32)> {
+    let parts: Vec<&str> = t.split(':').collect();
+    let num = |s: &str, max: u32| -> Option<u32> {
+        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse().ok())
+            .flatten()
+            .filter(|n| *n <= max)
+    };
+    match parts.as_slice() {
+        [h, m] => Some((num(h, 23)?, num(m, 59)?)),
+        [h, m, s] if num(s, 0).is_some() => Some((num(h, 23)?, num(m, 59)?)),
+        _ => None,
+    }
+}
+
+fn cron_days(spec: &str) -> Option<String> {
+    const DAYS: [&str; 7] = [
+        "sunday",
+        "monday",
+        "tuesday",
+        "wednesday",
+        "thursday",
+        "friday",
+        "saturday",
+    ];
+    let day = |d: &str| -> Option<u32> {
+        let l = d.to_ascii_lowercase();
+        DAYS.iter()
+            .position(|f| l == *f || (l.len() == 3 && f.starts_with(&l)))
+            .map(|i| i as u32)
+    };
+    let mut out = Vec::new();
+    for part in spec.split(',') {
+        match part.split_once("..") {
+            Some((a, b)) => out.push(format!("{}-{}", day(a)?, day(b)?)),
+            None => out.push(day(part)?.to_string()),
+        }
+    }
+    Some(out.join(","))
+}
+
+/// Checks the five fields of a cron time (numbers, `*`, lists, ranges,
+/// steps).
+pub fn check_cron_time(t: &str) -> Result<()> {
+    let fields: Vec<&str> = t.split_whitespace().collect();
+    let ok = fields.len() == 5
+        && fields.iter().all(|f| {
+            f.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"*,-/".contains(&b))
+        });
+    if !ok {
+        bail!(
+            "bad cron time {t:?}: expected five fields (minute hour day month weekday), e.g. \"30 3 * * *\""
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn job(cmd: &[&str]) -> JobSpec {
+        JobSpec {
+            command: cmd.iter().map(|s| s.to_string()).collect(),
+            on_calendar: "daily".into(),
+            randomized_delay: 1800,
+        }
+    }
+
+    #[test]
+    fn service_and_timer_text() {
+        let j = job(&[
+            "/usr/local/bin/lifeboat",
+            "--config",
+            "/etc/lifeboat/my 100%.toml",
+            "snapshot",
+            "--rebuild-rescue",
+        ]);
+        let s = service_unit(&j);
+        assert!(s.contains(
+            "\nExecStart=/usr/local/bin/lifeboat --config \"/etc/lifeboat/my 100%%.toml\" snapshot --rebuild-rescue\n"
+        ), "{s}");
+        for want in [
+            "Type=oneshot\n",
+            "SuccessExitStatus=1\n",
+            "SyslogIdentifier=lifeboat\n",
+            "Description=lifeboat: layout snapshot and rescue image rebuild when needed\n",
+        ] {
+            assert!(s.contains(want), "{want:?} missing:\n{s}");
+        }
+        // Nothing that adds mounts the layout would record, or hides disks.
+        for banned in [
+            "ProtectSystem",
+            "ProtectHome",
+            "PrivateTmp",
+            "PrivateDevices",
+            "ReadWritePaths",
+            "DeviceAllow",
+            "ProtectClock",
+        ] {
+            assert!(
+                !s.lines().any(|l| l.starts_with(banned)),
+                "{banned} set:\n{s}"
+            );
+        }
+        let t = timer_unit(&j);
+        for want in [
+            "OnCalendar=daily\n",
+            "RandomizedDelaySec=1800\n",
+            "Persistent=true\n",
+            "WantedBy=timers.target\n",
+        ] {
+            assert!(t.contains(want), "{want:?} missing:\n{t}");
+        }
+        assert_eq!(systemd_quote("a$b"), "a$$b");
+        assert_eq!(systemd_quote("say \"hi\""), "\"say \\\"hi\\\"\"");
+    }
+
+    /// `systemd-analyze verify` accepts the units. Where systemd-analyze is
+    /// missing this fails, unless LIFEBOAT_SKIP_SYSTEMD_ANALYZE=1 says that
+    /// is expected.
+    #[test]
+    fn units_pass_systemd_analyze_verify() {
+        if crate::exec::which("systemd-analyze").is_none() {
+            assert!(
+                std::env::var("LIFEBOAT_SKIP_SYSTEMD_ANALYZE").as_deref() == Ok("1"),
+                "systemd-analyze is not installed (package systemd); set \
+                 LIFEBOAT_SKIP_SYSTEMD_ANALYZE=1 to skip this check"
+            );
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        // ExecStart must name an executable file.
+        let exe = std::env::current_exe().unwrap();
+        let exe = exe.to_str().unwrap();
+        for (i, cmd) in [
+            vec![exe, "snapshot"],
+            vec![
+                exe,
+                "--config",
+                "/etc/x y.toml",
+                "snapshot",
+                "--rebuild-rescue",
+                "--backup",
+            ],
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut j = job(&cmd);
+            if i == 1 {
+                j.on_calendar = "Mon..Fri *-*-* 03:30:00".into();
+            }
+            let sub = dir.path().join(i.to_string());
+            std::fs::create_dir(&sub).unwrap();
+            std::fs::write(sub.join(SERVICE), service_unit(&j)).unwrap();
+            std::fs::write(sub.join(TIMER), timer_unit(&j)).unwrap();
+            verify(&sub);
+        }
+        // The check can fail: a broken unit is reported.
+        let bad = dir.path().join("bad");
+        std::fs::create_dir(&bad).unwrap();
+        let mut j = job(&[exe, "snapshot"]);
+        j.on_calendar = "every other tuesday".into();
+        std::fs::write(bad.join(SERVICE), service_unit(&j)).unwrap();
+        std::fs::write(bad.join(TIMER), timer_unit(&j)).unwrap();
+        let out = analyze(&bad);
+        assert!(!out.is_empty(), "systemd-analyze accepted a bad OnCalendar");
+    }
+
+    /// Runs `systemd-analyze verify` on the timer and service in `dir` and
+    /// returns what it reported.
+    fn analyze(dir: &Path) -> String {
+        let out = crate::exec::Cmd::new("systemd-analyze")
+            .args(["verify", "--man=no"])
+            .arg(dir.join(TIMER))
+            .arg(dir.join(SERVICE))
+            .env("SYSTEMD_LOG_LEVEL", "warning")
+            .output_any()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Complaints about other units of the host are not ours.
+        let ours: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("lifeboat-snapshot") || l.contains(dir.to_str().unwrap()))
+            .collect();
+        if out.code != 0 && ours.is_empty() {
+            return format!("exit {}: {text}", out.code);
+        }
+        ours.join("\n")
+    }
+
+    fn verify(dir: &Path) {
+        let out = analyze(dir);
+        assert!(out.is_empty(), "systemd-analyze verify:\n{out}");
+    }
+
+    #[test]
+    fn cron_fallback() {
+        let j = job(&[
+            "/usr/local/bin/lifeboat",
+            "--state-dir",
+            "/srv/life boat",
+            "snapshot",
+            "--backup",
+            "--rebuild-rescue",
+        ]);
+        let c = cron_file(&j, &calendar_to_cron("*-*-* 03:30:00").unwrap());
+        assert!(c.contains(
+            "\n30 3 * * * root /usr/local/bin/lifeboat --state-dir '/srv/life boat' snapshot --backup --rebuild-rescue 2>&1 | logger -t lifeboat\n"
+        ), "{c}");
+        assert!(c.contains("\nSHELL=/bin/sh\n"));
+        assert!(c.ends_with('\n'));
+        let j = job(&["/x/lifeboat", "--config", "/etc/50%.toml", "snapshot"]);
+        assert!(cron_file(&j, "0 0 * * *").contains("--config /etc/50\\%.toml snapshot 2>&1"));
+
+        for (cal, cron) in [
+            ("daily", "0 0 * * *"),
+            ("hourly", "0 * * * *"),
+            ("weekly", "0 0 * * 1"),
+            ("monthly", "0 0 1 * *"),
+            ("03:15", "15 3 * * *"),
+            ("Sun *-*-* 04:00", "0 4 * * 0"),
+            ("Mon..Fri 22:05:00", "5 22 * * 1-5"),
+            ("Mon,Thursday *-*-* 01:00", "0 1 * * 1,4"),
+        ] {
+            assert_eq!(calendar_to_cron(cal).unwrap(), cron, "{cal}");
+            check_cron_time(cron).unwrap();
+        }
+        for bad in [
+            "*-*-01 03:00",
+            "03:00:30",
+            "Funday 03:00",
+            "25:00",
+            "*:0/15",
+        ] {
+            let e = calendar_to_cron(bad).unwrap_err().to_string();
+            assert!(e.contains("set schedule.cron"), "{bad}: {e}");
+        }
+        assert!(check_cron_time("30 3 * *").is_err());
+        assert!(check_cron_time("30 3 * * * rm").is_err());
+    }
+}
