@@ -1,6 +1,6 @@
 //! `lifeboat backup create|list|verify|restore`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
@@ -10,6 +10,7 @@ use crate::backup::generation::{GenKind, Outcome};
 use crate::backup::progress::Mode;
 use crate::backup::walk::Excludes;
 use crate::backup::{self, Compression, Store};
+use crate::config::Config;
 use crate::util::human_bytes;
 
 #[derive(Debug, Subcommand)]
@@ -28,12 +29,13 @@ pub enum BackupCmd {
 #[derive(Debug, Args)]
 pub struct CreateArgs {
     /// Backup folder: a directory (or mounted disk), nfs://HOST/EXPORT/PATH
-    /// or cifs://HOST/SHARE/PATH.
+    /// or cifs://HOST/SHARE/PATH [default: backup.destination].
     #[arg(long, value_name = "DEST")]
-    pub to: String,
+    pub to: Option<String>,
 
     /// Layout whose mounted file systems are backed up (and stored with
-    /// the generation) [default: /var/lib/lifeboat/layout.json].
+    /// the generation) [default: capture.layout_file, else
+    /// /var/lib/lifeboat/layout.json].
     #[arg(long, value_name = "FILE")]
     pub layout: Option<PathBuf>,
 
@@ -49,32 +51,41 @@ pub struct CreateArgs {
     pub source: Vec<PathBuf>,
 
     /// Store only what changed since the newest generation, plus the list
-    /// of deleted files (a full backup when there is none).
+    /// of deleted files (a full backup when there is none)
+    /// (backup.incremental).
     #[arg(long)]
     pub incremental: bool,
 
-    /// Compression of the archives.
-    #[arg(long, value_enum, default_value = "zstd")]
-    pub compression: Compression,
+    /// A full backup, even when backup.incremental is set.
+    #[arg(long, conflicts_with = "incremental")]
+    pub full: bool,
 
-    /// Compression level [default: zstd 3, gzip 6].
+    /// Compression of the archives [default: backup.compression, else
+    /// zstd].
+    #[arg(long, value_enum)]
+    pub compression: Option<Compression>,
+
+    /// Compression level [default: backup.level, else zstd 3, gzip 6].
     #[arg(long, value_name = "N")]
     pub level: Option<i32>,
 
-    /// zstd compression threads [default: the number of CPUs].
+    /// zstd compression threads [default: backup.threads, else the number
+    /// of CPUs].
     #[arg(long, value_name = "N")]
     pub threads: Option<u32>,
 
-    /// Leave out matching files and directories (repeatable). With a '/'
-    /// the pattern matches the absolute path, else the file name.
+    /// Leave out matching files and directories (repeatable; replaces
+    /// backup.excludes). With a '/' the pattern matches the absolute path,
+    /// else the file name.
     #[arg(long, value_name = "PATTERN")]
     pub exclude: Vec<String>,
 
-    /// After the backup, keep only the newest N full chains.
+    /// After the backup, keep only the newest N full chains (backup.keep).
     #[arg(long, value_name = "N")]
     pub keep: Option<usize>,
 
-    /// Options for mounting an NFS or CIFS destination (mount -o).
+    /// Options for mounting an NFS or CIFS destination (mount -o)
+    /// [default: backup.mount_options].
     #[arg(long, value_name = "OPTS")]
     pub mount_options: Option<String>,
 
@@ -89,11 +100,13 @@ pub struct CreateArgs {
 
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// Backup folder (directory, nfs:// or cifs://).
+    /// Backup folder (directory, nfs:// or cifs://) [default:
+    /// backup.destination].
     #[arg(long, value_name = "DEST")]
-    pub from: String,
+    pub from: Option<String>,
 
-    /// Options for mounting an NFS or CIFS folder.
+    /// Options for mounting an NFS or CIFS folder [default:
+    /// backup.mount_options].
     #[arg(long, value_name = "OPTS")]
     pub mount_options: Option<String>,
 
@@ -104,9 +117,10 @@ pub struct ListArgs {
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// Backup folder (directory, nfs:// or cifs://).
+    /// Backup folder (directory, nfs:// or cifs://) [default:
+    /// backup.destination].
     #[arg(long, value_name = "DEST")]
-    pub from: String,
+    pub from: Option<String>,
 
     /// Verify this generation and its chain [default: every generation].
     #[arg(long, value_name = "ID")]
@@ -120,7 +134,8 @@ pub struct VerifyArgs {
     #[arg(long, value_name = "DIR")]
     pub scratch: Option<PathBuf>,
 
-    /// Options for mounting an NFS or CIFS folder.
+    /// Options for mounting an NFS or CIFS folder [default:
+    /// backup.mount_options].
     #[arg(long, value_name = "OPTS")]
     pub mount_options: Option<String>,
 
@@ -136,9 +151,10 @@ pub struct VerifyArgs {
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
     /// Backup folder (directory, nfs:// or cifs://), or a single tar
-    /// archive (e.g. ReaR's backup.tar.gz) to extract as it is.
+    /// archive (e.g. ReaR's backup.tar.gz) to extract as it is [default:
+    /// backup.destination].
     #[arg(long, value_name = "DEST")]
-    pub from: String,
+    pub from: Option<String>,
 
     /// Root of the tree to restore into, file systems mounted below it.
     #[arg(long, value_name = "PATH")]
@@ -158,7 +174,8 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub overwrite: bool,
 
-    /// Options for mounting an NFS or CIFS folder.
+    /// Options for mounting an NFS or CIFS folder [default:
+    /// backup.mount_options].
     #[arg(long, value_name = "OPTS")]
     pub mount_options: Option<String>,
 
@@ -171,12 +188,48 @@ pub struct RestoreArgs {
     pub quiet: bool,
 }
 
-pub fn run(cmd: BackupCmd) -> Result<u8> {
+pub fn run(cmd: BackupCmd, cfg: &Config) -> Result<u8> {
     match cmd {
-        BackupCmd::Create(a) => create(a),
-        BackupCmd::List(a) => list(a),
-        BackupCmd::Verify(a) => verify(a),
-        BackupCmd::Restore(a) => restore(a),
+        BackupCmd::Create(mut a) => {
+            let b = &cfg.backup;
+            let to = destination(a.to.take(), "--to", cfg)?;
+            a.incremental = a.incremental || (b.incremental.value && !a.full);
+            a.compression = a.compression.or(Some(b.compression.value.0));
+            a.level = a.level.or(b.level.value.map(|l| l.0));
+            a.threads = a.threads.or(b.threads.value.map(|t| t.0 as u32));
+            if a.exclude.is_empty() {
+                a.exclude = b.excludes.value.clone();
+            }
+            a.keep = a.keep.or(b.keep.value.map(|k| k.0 as usize));
+            a.mount_options = a.mount_options.or(b.mount_options.value.clone());
+            create(a, &to, &cfg.capture.layout_file.value)
+        }
+        BackupCmd::List(mut a) => {
+            let from = destination(a.from.take(), "--from", cfg)?;
+            a.mount_options = a.mount_options.or(cfg.backup.mount_options.value.clone());
+            list(a, &from)
+        }
+        BackupCmd::Verify(mut a) => {
+            let from = destination(a.from.take(), "--from", cfg)?;
+            a.mount_options = a.mount_options.or(cfg.backup.mount_options.value.clone());
+            verify(a, &from)
+        }
+        BackupCmd::Restore(mut a) => {
+            let from = destination(a.from.take(), "--from", cfg)?;
+            a.mount_options = a.mount_options.or(cfg.backup.mount_options.value.clone());
+            restore(a, &from)
+        }
+    }
+}
+
+/// The backup folder: the flag, else backup.destination.
+fn destination(flag: Option<String>, name: &str, cfg: &Config) -> Result<String> {
+    match flag.or_else(|| cfg.backup.destination.value.clone()) {
+        Some(d) => Ok(d),
+        None => bail!(
+            "no backup folder: give {name} DEST or set backup.destination in {}",
+            cfg.path.display()
+        ),
     }
 }
 
@@ -188,12 +241,12 @@ fn mode(quiet: bool) -> Mode {
     }
 }
 
-fn create(a: CreateArgs) -> Result<u8> {
+fn create(a: CreateArgs, to: &str, default_layout: &Path) -> Result<u8> {
     let (sources, layout_file) = if a.source.is_empty() {
         let path = a
             .layout
             .clone()
-            .unwrap_or_else(|| PathBuf::from(backup::DEFAULT_LAYOUT));
+            .unwrap_or_else(|| default_layout.to_path_buf());
         if !path.exists() {
             bail!(
                 "no layout at {}: save one with `lifeboat layout save`, or name the trees with --source",
@@ -244,7 +297,7 @@ fn create(a: CreateArgs) -> Result<u8> {
     if a.keep == Some(0) {
         bail!("--keep must be at least 1");
     }
-    let dest = Destination::open(&a.to, a.mount_options.as_deref(), true)?;
+    let dest = Destination::open(to, a.mount_options.as_deref(), true)?;
     let threads = a.threads.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get() as u32)
@@ -255,7 +308,7 @@ fn create(a: CreateArgs) -> Result<u8> {
         sources,
         layout_file,
         incremental: a.incremental,
-        compression: a.compression,
+        compression: a.compression.unwrap_or(Compression::Zstd),
         level: a.level,
         threads,
         excludes,
@@ -324,8 +377,8 @@ fn kind_name(k: GenKind) -> &'static str {
     }
 }
 
-fn list(a: ListArgs) -> Result<u8> {
-    let dest = Destination::open(&a.from, a.mount_options.as_deref(), false)?;
+fn list(a: ListArgs, from: &str) -> Result<u8> {
+    let dest = Destination::open(from, a.mount_options.as_deref(), false)?;
     let store = Store::new(&dest.path);
     let gens = store.list()?;
     if a.json {
@@ -373,8 +426,8 @@ fn list(a: ListArgs) -> Result<u8> {
     Ok(0)
 }
 
-fn verify(a: VerifyArgs) -> Result<u8> {
-    let dest = Destination::open(&a.from, a.mount_options.as_deref(), false)?;
+fn verify(a: VerifyArgs, from: &str) -> Result<u8> {
+    let dest = Destination::open(from, a.mount_options.as_deref(), false)?;
     let rep = backup::verify(&backup::VerifyOptions {
         from: dest.path.clone(),
         generation: a.generation,
@@ -409,15 +462,15 @@ fn verify(a: VerifyArgs) -> Result<u8> {
     }
 }
 
-fn restore(a: RestoreArgs) -> Result<u8> {
-    let local = PathBuf::from(&a.from);
-    let rep = if !a.from.contains("://") && local.is_file() {
+fn restore(a: RestoreArgs, from: &str) -> Result<u8> {
+    let local = PathBuf::from(from);
+    let rep = if !from.contains("://") && local.is_file() {
         if !a.path.is_empty() || a.generation.is_some() {
             bail!("--path and --generation need a backup folder, not a single archive");
         }
         backup::restore::restore_plain(&local, &a.to, a.overwrite, mode(a.quiet || a.json))?
     } else {
-        let dest = Destination::open(&a.from, a.mount_options.as_deref(), false)?;
+        let dest = Destination::open(from, a.mount_options.as_deref(), false)?;
         backup::restore(&backup::RestoreOptions {
             from: dest.path.clone(),
             to: a.to.clone(),

@@ -4,11 +4,19 @@
 //! exit with 2, so that "different" (1) is never confused with "failed".
 
 mod backup;
+mod config;
 mod layout;
 mod recover;
 mod rescue;
+mod schedule;
+mod snapshot;
+mod status;
+
+use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+
+use crate::config::{Config, LoadOptions};
 
 pub use backup::BackupCmd;
 pub use layout::{LayoutCmd, SaveArgs};
@@ -31,6 +39,16 @@ pub struct Cli {
     /// Show each external command (-v) and more detail (-vv).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
+
+    /// Configuration file [default: /etc/lifeboat/lifeboat.toml, or
+    /// $LIFEBOAT_CONFIG].
+    #[arg(long, value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
+
+    /// State folder: layout, snapshots, rescue image, run records
+    /// [default: /var/lib/lifeboat, or state_dir in the configuration].
+    #[arg(long, value_name = "DIR", global = true)]
+    pub state_dir: Option<PathBuf>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -61,6 +79,31 @@ pub enum Command {
     /// and make it boot.
     Recover(recover::RecoverArgs),
 
+    /// Capture the layout and store it when it changed. Exit 0: unchanged,
+    /// 1: changed and stored, 2: error.
+    Snapshot(snapshot::SnapshotArgs),
+
+    /// Install, show or remove the timer that takes snapshots and keeps
+    /// the rescue image current.
+    Schedule {
+        #[command(subcommand)]
+        cmd: schedule::ScheduleCmd,
+    },
+
+    /// Show the newest snapshot, rescue image, backup and verification,
+    /// their ages, and whether the layout drifted.
+    Status(status::StatusArgs),
+
+    /// Monitoring plugin (Nagios, Icinga): exit 0 OK, 1 WARNING,
+    /// 2 CRITICAL, 3 UNKNOWN.
+    Check(status::CheckArgs),
+
+    /// Show the effective configuration.
+    Config {
+        #[command(subcommand)]
+        cmd: config::ConfigCmd,
+    },
+
     /// Helpers used by the rescue system itself.
     #[command(hide = true)]
     Internal {
@@ -71,14 +114,83 @@ pub enum Command {
 
 /// Runs a parsed command line and returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<u8> {
+    let opts = LoadOptions {
+        path: cli.config,
+        state_dir: cli.state_dir,
+    };
     match cli.command {
-        Command::Layout { cmd } => layout::run(cmd),
-        Command::Backup { cmd } => backup::run(cmd),
-        Command::Mkrescue(args) => rescue::mkrescue(args),
-        Command::Plan(args) => recover::plan(args),
-        Command::Recover(args) => recover::recover(args),
+        // Helpers of the rescue system's init work without a configuration.
         Command::Internal { cmd } => rescue::internal(cmd),
+        // A plugin reports every failure as UNKNOWN itself.
+        Command::Check(args) => Ok(status::check(args, &opts)),
+        command => {
+            let cfg = Config::load(&opts)?;
+            match command {
+                Command::Mkrescue(args) => rescue::mkrescue(args, &cfg),
+                Command::Plan(args) => recover::plan(args),
+                Command::Recover(args) => recover::recover(args),
+                Command::Layout { cmd } => layout::run(cmd, &cfg),
+                Command::Backup { cmd } => backup::run(cmd, &cfg),
+                Command::Snapshot(args) => snapshot::run(args, &cfg),
+                Command::Schedule { cmd } => schedule::run(cmd, &cfg),
+                Command::Status(args) => status::status(args, &cfg),
+                Command::Config { cmd } => config::run(cmd, &cfg),
+                Command::Internal { .. } | Command::Check(_) => unreachable!("handled above"),
+            }
+        }
     }
+}
+
+/// Writes a man page per command (`lifeboat.8`, `lifeboat-backup-create.8`,
+/// ...) into `dir`; returns the files written.
+pub fn man_pages(dir: &std::path::Path) -> anyhow::Result<Vec<PathBuf>> {
+    use anyhow::Context;
+    use clap::CommandFactory;
+    fn walk(
+        cmd: &clap::Command,
+        dir: &std::path::Path,
+        out: &mut Vec<PathBuf>,
+    ) -> anyhow::Result<()> {
+        if cmd.is_hide_set() {
+            return Ok(());
+        }
+        // build() named every subcommand `lifeboat-backup-create`.
+        let name = cmd.get_display_name().unwrap_or(cmd.get_name()).to_string();
+        let path = dir.join(format!("{name}.8"));
+        let mut buf = Vec::new();
+        clap_mangen::Man::new(cmd.clone())
+            .section("8")
+            .render(&mut buf)
+            .with_context(|| format!("rendering the man page of {name}"))?;
+        crate::util::write_atomic(&path, &buf, 0o644)?;
+        out.push(path);
+        for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+            walk(sub, dir, out)?;
+        }
+        Ok(())
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut out = Vec::new();
+    let mut cmd = Cli::command();
+    cmd.build();
+    walk(&cmd, dir, &mut out)?;
+    Ok(out)
+}
+
+/// The subcommand word of a command line (skipping global options and
+/// their values), to treat `check`'s usage errors as UNKNOWN.
+pub fn subcommand_word(args: &[String]) -> Option<&str> {
+    let mut it = args.iter().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--config" | "--state-dir" => {
+                it.next();
+            }
+            s if s.starts_with('-') => {}
+            s => return Some(s),
+        }
+    }
+    None
 }
 
 #[cfg(test)]

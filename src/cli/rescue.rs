@@ -5,39 +5,42 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Args, Subcommand};
 
+use crate::config::{Choice, Config};
 use crate::rescue::{self, Compression};
 use crate::util;
 
 #[derive(Debug, Args)]
 pub struct MkrescueArgs {
-    /// Kernel image to boot [default: the running kernel's image in /boot,
-    /// else the newest /boot/vmlinuz-*].
+    /// Kernel image to boot [default: rescue.kernel, else the running
+    /// kernel's image in /boot, else the newest /boot/vmlinuz-*].
     #[arg(long, value_name = "PATH")]
     pub kernel: Option<PathBuf>,
 
-    /// Folder for vmlinuz, initrd and lifeboat-rescue.iso.
-    #[arg(long, short, value_name = "DIR", default_value = rescue::DEFAULT_OUTPUT)]
-    pub output: PathBuf,
+    /// Folder for vmlinuz, initrd and lifeboat-rescue.iso [default:
+    /// rescue.output, else /var/lib/lifeboat/rescue].
+    #[arg(long, short, value_name = "DIR")]
+    pub output: Option<PathBuf>,
 
     /// Layout to build in (its drivers are added to the image and recovery
-    /// finds it at /etc/lifeboat/layout.json).
+    /// finds it at /etc/lifeboat/layout.json) [default: rescue.layout].
     #[arg(long, value_name = "FILE")]
     pub layout: Option<PathBuf>,
 
-    /// Compression of the initrd.
-    #[arg(long, value_enum, default_value = "zstd")]
-    pub compression: Compression,
+    /// Compression of the initrd [default: rescue.compression, else zstd].
+    #[arg(long, value_enum)]
+    pub compression: Option<Compression>,
 
-    /// Extra kernel argument for every boot entry (repeatable), e.g.
-    /// lifeboat.net=dhcp.
+    /// Extra kernel argument for every boot entry (repeatable; replaces
+    /// rescue.append), e.g. lifeboat.net=dhcp.
     #[arg(long, value_name = "ARG")]
     pub append: Vec<String>,
 
-    /// Extra program to ship with its libraries (repeatable; name or path).
+    /// Extra program to ship with its libraries (repeatable; name or path;
+    /// replaces rescue.add_programs).
     #[arg(long, value_name = "PROGRAM")]
     pub add_program: Vec<String>,
 
-    /// Build only vmlinuz and initrd (for PXE), no ISO.
+    /// Build only vmlinuz and initrd (for PXE), no ISO (rescue.iso = false).
     #[arg(long)]
     pub no_iso: bool,
 
@@ -56,19 +59,27 @@ pub enum InternalCmd {
         #[arg(long, default_value = "/proc/cmdline")]
         cmdline: PathBuf,
     },
+    /// Write the man pages (lifeboat.8, lifeboat-SUBCOMMAND.8) into DIR.
+    ManPages {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
-pub fn mkrescue(args: MkrescueArgs) -> Result<u8> {
+pub fn mkrescue(args: MkrescueArgs, cfg: &Config) -> Result<u8> {
+    let mut c = cfg.clone();
+    let r = &mut c.rescue;
+    r.kernel.flag_some(args.kernel, "--kernel");
+    r.output.flag(args.output, "--output");
+    r.layout.flag_some(args.layout, "--layout");
+    r.compression
+        .flag(args.compression.map(Choice), "--compression");
+    r.append.flag_list(args.append, "--append");
+    r.add_programs.flag_list(args.add_program, "--add-program");
+    r.iso.flag(args.no_iso.then_some(false), "--no-iso");
     let opts = rescue::Options {
-        kernel: args.kernel,
-        output: args.output.clone(),
-        layout: args.layout,
-        compression: args.compression,
-        append: args.append,
-        add_programs: args.add_program,
-        no_iso: args.no_iso,
         include_backup: args.include_backup,
-        ..rescue::Options::default()
+        ..crate::schedule::run::rescue_options(&c, c.rescue.layout.value.as_deref())
     };
     let rec = rescue::mkrescue(&opts)?;
     println!(
@@ -78,7 +89,7 @@ pub fn mkrescue(args: MkrescueArgs) -> Result<u8> {
     for f in &rec.files {
         println!(
             "  {:<40} {:>10}",
-            args.output.join(&f.name).display(),
+            opts.output.join(&f.name).display(),
             util::human_bytes(f.bytes)
         );
     }
@@ -99,6 +110,12 @@ pub fn internal(cmd: InternalCmd) -> Result<u8> {
                 }
                 None => Ok(1),
             }
+        }
+        InternalCmd::ManPages { dir } => {
+            for p in super::man_pages(&dir)? {
+                println!("{}", p.display());
+            }
+            Ok(0)
         }
     }
 }

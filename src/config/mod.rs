@@ -404,13 +404,15 @@ impl Config {
             Err(e)
                 if e.kind() == std::io::ErrorKind::NotFound && c.path_source == Source::Default => {
             }
-            Err(e) => return Err(e).with_context(|| {
-                format!(
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!(
                     "cannot read configuration {} (named by {}); fix the path or create the file",
                     c.path.display(),
                     c.path_source
                 )
-            }),
+                })
+            }
         }
         c.apply_env(env)?;
         if let Some(dir) = &opts.state_dir {

@@ -176,7 +176,7 @@ fn file_then_environment_then_flag() {
         path.display()
     )));
     for want in [
-        format!("state_dir = \"/srv/state\""),
+        "state_dir = \"/srv/state\"".to_string(),
         format!("# {} line 1", path.display()),
         "keep = 9".to_string(),
         "# flag --keep".to_string(),

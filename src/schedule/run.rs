@@ -168,7 +168,7 @@ pub fn rebuild_reasons(
 /// configuration (what `backup create` without flags does).
 fn backup_options(cfg: &Config, layout_path: &Path, dest: &Path) -> Result<backup::CreateOptions> {
     let layout = Layout::load(layout_path)?;
-    let sources = backup::create::sources_from_layout(&layout);
+    let sources = backup::create::sources_from_layout(&layout, None);
     if sources.is_empty() {
         bail!(
             "the layout {} has no mounted disk file systems to back up; check [capture] in {}",

@@ -1,0 +1,224 @@
+//! `lifeboat status` and `lifeboat check` (the monitoring plugin).
+
+use anyhow::{bail, Result};
+use clap::Args;
+
+use crate::config::{fmt_duration, Config, LoadOptions};
+use crate::schedule::check::{self, Thresholds, Verdict};
+use crate::schedule::monitor::{self, BackupFacts, Drift, Facts};
+use crate::util::{self, human_bytes, human_duration};
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print JSON: the facts and the verdict.
+    #[arg(long)]
+    pub json: bool,
+    /// Measure drift against a capture of the running system, not the
+    /// newest snapshot (monitor.live).
+    #[arg(long)]
+    pub live: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Plugin output: one status line with performance data.
+    #[arg(long)]
+    pub nagios: bool,
+    /// Age of the rescue image or the newest backup that warns, e.g. 8d
+    /// [default: monitor.warn_age, else 8d].
+    #[arg(long, value_name = "DURATION")]
+    pub warn_age: Option<String>,
+    /// Age that is critical [default: monitor.crit_age, else 15d].
+    #[arg(long, value_name = "DURATION")]
+    pub crit_age: Option<String>,
+    /// Measure drift against a capture of the running system, not the
+    /// newest snapshot (monitor.live; needs root).
+    #[arg(long)]
+    pub live: bool,
+}
+
+pub fn status(args: StatusArgs, cfg: &Config) -> Result<u8> {
+    let now = util::now_epoch();
+    let f = monitor::gather(cfg, args.live || cfg.monitor.live.value, now);
+    let v = check::evaluate(&f, &Thresholds::from_config(cfg));
+    if args.json {
+        let j = serde_json::json!({ "facts": f, "verdict": v });
+        println!("{}", serde_json::to_string_pretty(&j)?);
+    } else {
+        print!("{}", render(&f, &v));
+    }
+    Ok(0)
+}
+
+fn ago(now: i64, then: Option<i64>) -> String {
+    match then {
+        Some(t) => format!("{} ago", human_duration(now - t)),
+        None => "at an unknown time".into(),
+    }
+}
+
+/// The human `status` report.
+pub fn render(f: &Facts, v: &Verdict) -> String {
+    let mut out = String::new();
+    let mut line = |k: &str, text: String| out.push_str(&format!("{k:<10}{text}\n"));
+    line(
+        "snapshot",
+        match (&f.snapshot, &f.snapshot_error) {
+            (_, Some(e)) => format!("unreadable: {e}"),
+            (Some(s), None) => format!(
+                "{}, taken {} ({} kept in {})",
+                s.id,
+                ago(f.now, s.epoch),
+                s.count,
+                s.path
+                    .parent()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            ),
+            (None, None) => "none (run `lifeboat snapshot`)".into(),
+        },
+    );
+    match (&f.rescue.record, &f.rescue.error) {
+        (_, Some(e)) => line("rescue", format!("unreadable: {e}")),
+        (None, None) => line(
+            "rescue",
+            format!("no image in {}", f.rescue.output.display()),
+        ),
+        (Some(r), None) => {
+            line(
+                "rescue",
+                format!(
+                    "built {} ({}), kernel {}, layout {}",
+                    ago(f.now, f.rescue.built_epoch),
+                    r.built_at,
+                    r.kernel_version,
+                    r.layout.as_deref().unwrap_or("none")
+                ),
+            );
+            let files: Vec<String> = r
+                .files
+                .iter()
+                .map(|x| format!("{} {}", x.name, human_bytes(x.bytes)))
+                .collect();
+            line(
+                "",
+                format!("{}: {}", f.rescue.output.display(), files.join(", ")),
+            );
+        }
+    }
+    match &f.backup {
+        BackupFacts::NotConfigured => line("backup", "no backup.destination configured".into()),
+        BackupFacts::Unreadable { destination, error } => {
+            line("backup", format!("{destination} unreadable: {error}"))
+        }
+        BackupFacts::Empty { destination } => line("backup", format!("none in {destination}")),
+        BackupFacts::Found {
+            destination,
+            generation: g,
+            finished_epoch,
+            verify,
+        } => {
+            line(
+                "backup",
+                format!(
+                    "generation {} ({:?}), finished {}, {}, {} files, in {destination}",
+                    g.id,
+                    g.kind,
+                    ago(f.now, *finished_epoch),
+                    match g.result {
+                        crate::backup::generation::Outcome::Ok => "ok",
+                        crate::backup::generation::Outcome::Partial => "PARTIAL",
+                    },
+                    g.files
+                ),
+            );
+            line(
+                "verify",
+                match verify {
+                    None => "never verified (`lifeboat backup verify`)".into(),
+                    Some(x) => format!(
+                        "{}, {}{}",
+                        if x.ok { "ok" } else { "DAMAGED" },
+                        ago(f.now, util::parse_rfc3339(&x.verified_at).ok()),
+                        x.problem
+                            .as_ref()
+                            .map(|p| format!(": {p}"))
+                            .unwrap_or_default()
+                    ),
+                },
+            );
+        }
+    }
+    match &f.drift {
+        Drift::Same { against } => line(
+            "drift",
+            format!("none: the image's layout matches {against}"),
+        ),
+        Drift::Drifted { against, changes } => {
+            line(
+                "drift",
+                format!(
+                    "the layout changed since the image was built ({} change{} in {against}):",
+                    changes.len(),
+                    if changes.len() == 1 { "" } else { "s" }
+                ),
+            );
+            for c in changes {
+                line("", format!("  {c}"));
+            }
+        }
+        Drift::Unknown { reason } => line("drift", format!("unknown: {reason}")),
+    }
+    if let Some(r) = &f.last_run {
+        line(
+            "last run",
+            format!(
+                "{} {}: {}",
+                r.finished_at,
+                if r.ok { "ok" } else { "FAILED" },
+                super::schedule::run_summary(r)
+            ),
+        );
+    }
+    line("verdict", v.line());
+    out
+}
+
+/// `check`: every failure, even of the configuration or the command line,
+/// is UNKNOWN (3), never CRITICAL.
+pub fn check(args: CheckArgs, opts: &LoadOptions) -> u8 {
+    let nagios = args.nagios;
+    let result = std::panic::catch_unwind(|| check_verdict(&args, opts));
+    let v = match result {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => check::unknown(&format!("{e:#}"), None),
+        Err(_) => check::unknown("internal error (panic); see stderr", None),
+    };
+    println!("{}", v.line());
+    if !nagios {
+        for p in &v.problems {
+            println!("  {}: {}", p.state.name(), p.text);
+        }
+    }
+    v.state.code()
+}
+
+fn check_verdict(args: &CheckArgs, opts: &LoadOptions) -> Result<Verdict> {
+    let cfg = Config::load(opts)?;
+    let mut t = Thresholds::from_config(&cfg);
+    if let Some(w) = &args.warn_age {
+        t.warn_age = util::parse_duration(w).map_err(|e| anyhow::anyhow!("--warn-age: {e}"))?;
+    }
+    if let Some(c) = &args.crit_age {
+        t.crit_age = util::parse_duration(c).map_err(|e| anyhow::anyhow!("--crit-age: {e}"))?;
+    }
+    if t.warn_age > t.crit_age {
+        bail!(
+            "the warning age {} is longer than the critical age {}",
+            fmt_duration(t.warn_age),
+            fmt_duration(t.crit_age)
+        );
+    }
+    let f = monitor::gather(&cfg, args.live || cfg.monitor.live.value, util::now_epoch());
+    Ok(check::evaluate(&f, &t))
+}
