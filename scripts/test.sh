@@ -7,6 +7,8 @@
 #   scripts/test.sh qemu       the rescue image booted in QEMU (TCG)
 #
 # LIFEBOAT_KEEP_TEST_FILES=1 keeps disk images and logs of failed tests.
+# The unit tier checks the systemd units with systemd-analyze (package
+# systemd) and fails without it unless LIFEBOAT_SKIP_SYSTEMD_ANALYZE=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

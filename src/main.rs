@@ -14,8 +14,10 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         // A monitoring plugin reports a bad command line as UNKNOWN (3).
         Err(e) if e.use_stderr() && cli::subcommand_word(&args) == Some("check") => {
-            let msg = e.kind().as_str().unwrap_or("bad command line");
-            println!("LIFEBOAT UNKNOWN - {msg}; see lifeboat check --help");
+            let rendered = e.render().to_string();
+            let first = rendered.lines().next().unwrap_or("bad command line");
+            let msg = first.trim_start_matches("error: ").replace('|', "/");
+            println!("LIFEBOAT UNKNOWN - {msg}; see lifeboat check --help | rescue_age=U;; backup_age=U;; drift=U");
             let _ = e.print();
             return ExitCode::from(3);
         }

@@ -218,3 +218,276 @@ fn iso_is_hybrid_with_bios_and_uefi_boot_images() {
         serde_json::from_str(&std::fs::read_to_string(out.join("rescue.json")).unwrap()).unwrap();
     assert_eq!(record["files"].as_array().unwrap().len(), 3);
 }
+
+/// Runs lifeboat with extra environment variables.
+fn run_with_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut c = std::process::Command::new(lifeboat());
+    c.args(args).env_remove("LIFEBOAT_LOG");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = c.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn configuration_sources_and_one_line_errors() {
+    let s = Scratch::new("cli-config");
+    let cfg = s.join("lifeboat.toml");
+    let c = cfg.to_str().unwrap();
+    let state = s.join("state");
+    let st = state.to_str().unwrap();
+    std::fs::write(
+        &cfg,
+        "[backup]\ndestination = \"/srv/b\"\n\n[monitor]\nwarn_age = \"2d\"\n",
+    )
+    .unwrap();
+    let (code, out, err) = run_with_env(
+        &["--config", c, "--state-dir", st, "config", "show"],
+        &[("LIFEBOAT_SNAPSHOT_KEEP", "12")],
+    );
+    assert_eq!(code, 0, "{err}");
+    for want in [
+        format!("state_dir = \"{st}\""),
+        "# flag --state-dir".to_string(),
+        format!("output = \"{st}/rescue\""),
+        format!("# {c} line 2"),
+        format!("# {c} line 5"),
+        "keep = 12".to_string(),
+        "# environment LIFEBOAT_SNAPSHOT_KEEP".to_string(),
+    ] {
+        assert!(out.contains(&want), "{want:?} not in:\n{out}");
+    }
+    let (code, out, _) = run_with_env(&["config", "show", "--json"], &[("LIFEBOAT_CONFIG", c)]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["file_source"]["kind"], "env");
+    assert_eq!(v["settings"]["monitor.warn_age"]["value"], "2d");
+
+    std::fs::write(&cfg, "[rescue]\niso = \"no\"\n").unwrap();
+    let (code, _, err) = run_lifeboat(["--config", c, "layout", "show"]);
+    assert_one_line_error(
+        code,
+        &err,
+        &format!("{c} line 2: key `rescue.iso`: expected true or false, found a string"),
+    );
+    std::fs::write(&cfg, "[schedule]\noncalendar = \"daily\"\n").unwrap();
+    let (code, _, err) = run_lifeboat(["--config", c, "snapshot", "list"]);
+    assert_one_line_error(
+        code,
+        &err,
+        &format!("{c} line 2: unknown key `schedule.oncalendar`"),
+    );
+    let (code, _, err) = run_with_env(&["status"], &[("LIFEBOAT_CONFIG", "/nonexistent.toml")]);
+    assert_one_line_error(code, &err, "named by environment LIFEBOAT_CONFIG");
+}
+
+#[test]
+fn backup_and_mkrescue_take_their_defaults_from_the_configuration() {
+    let s = Scratch::new("cli-config-defaults");
+    let cfg = s.join("lifeboat.toml");
+    let c = cfg.to_str().unwrap();
+    let src = s.join("src");
+    std::fs::create_dir_all(src.join("cache")).unwrap();
+    std::fs::write(src.join("keep.txt"), "keep").unwrap();
+    std::fs::write(src.join("cache/junk.bin"), "junk").unwrap();
+    let dest = s.join("backup");
+    let src_s = src.to_str().unwrap();
+    std::fs::write(&cfg, "").unwrap();
+
+    let (code, _, err) = run_lifeboat(["--config", c, "backup", "create", "--source", src_s]);
+    assert_one_line_error(
+        code,
+        &err,
+        "no backup folder: give --to DEST or set backup.destination",
+    );
+
+    std::fs::write(
+        &cfg,
+        format!(
+            "[backup]\ndestination = \"{}\"\ncompression = \"gzip\"\nexcludes = [\"cache\"]\n",
+            dest.display()
+        ),
+    )
+    .unwrap();
+    let (code, out, err) =
+        run_lifeboat(["--config", c, "backup", "create", "--source", src_s, "-q"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("(Gzip)"), "{out}");
+    let (code, out, _) = run_lifeboat(["--config", c, "backup", "list", "--json"]);
+    assert_eq!(code, 0);
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let g = &list[0]["generation"];
+    assert_eq!(g["compression"], "gzip");
+    assert_eq!(
+        g["files"], 2,
+        "cache/ is excluded by the configuration: {g}"
+    );
+    // A flag wins over the configuration.
+    let (code, out, err) = run_lifeboat([
+        "--config",
+        c,
+        "backup",
+        "create",
+        "--source",
+        src_s,
+        "-q",
+        "--compression",
+        "none",
+        "--exclude",
+        "nothing",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (_, out, _) = run_lifeboat(["--config", c, "backup", "list", "--json"]);
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(list[1]["generation"]["compression"], "none");
+    assert_eq!(list[1]["generation"]["files"], 4);
+
+    // mkrescue: the configured output and kernel (a missing one fails fast).
+    std::fs::write(
+        &cfg,
+        "[rescue]\nkernel = \"/nonexistent/vmlinuz-cfg\"\niso = false\n",
+    )
+    .unwrap();
+    let (code, _, err) = run_lifeboat([
+        "--config",
+        c,
+        "--state-dir",
+        s.join("st").to_str().unwrap(),
+        "mkrescue",
+    ]);
+    assert_one_line_error(
+        code,
+        &err,
+        "kernel image /nonexistent/vmlinuz-cfg does not exist",
+    );
+}
+
+#[test]
+fn check_reports_every_failure_as_unknown() {
+    let s = Scratch::new("cli-check");
+    let cfg = s.join("lifeboat.toml");
+    let c = cfg.to_str().unwrap();
+    std::fs::write(&cfg, "[monitor]\nwarn_age = \"soon\"\n").unwrap();
+    let (code, out, _) = run_lifeboat(["--config", c, "check", "--nagios"]);
+    assert_eq!(code, 3, "{out}");
+    assert!(
+        out.starts_with(&format!(
+            "LIFEBOAT UNKNOWN - {c} line 2: key `monitor.warn_age`: bad duration"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.trim_end()
+            .ends_with("| rescue_age=U;; backup_age=U;; drift=U"),
+        "{out}"
+    );
+    assert_eq!(out.lines().count(), 1, "{out}");
+
+    std::fs::write(&cfg, "").unwrap();
+    let st = s.join("state");
+    let base = [
+        "--config",
+        c,
+        "--state-dir",
+        st.to_str().unwrap(),
+        "check",
+        "--nagios",
+    ];
+    for (extra, want) in [
+        (vec!["--warn-age", "1y"], "--warn-age: bad duration"),
+        (
+            vec!["--warn-age", "20d", "--crit-age", "2d"],
+            "the warning age 20d is longer",
+        ),
+        (vec!["--no-such-flag"], "unexpected argument"),
+        (
+            vec!["--warn-age"],
+            "a value is required for '--warn-age <DURATION>'",
+        ),
+    ] {
+        let args: Vec<&str> = base.iter().copied().chain(extra).collect();
+        let (code, out, _) = run_lifeboat(&args);
+        assert_eq!(code, 3, "{args:?}: {out}");
+        assert!(out.starts_with("LIFEBOAT UNKNOWN - "), "{out}");
+        assert!(out.contains(want), "{want:?} not in {out}");
+    }
+    // Nothing there is a real finding, not an error.
+    let (code, out, _) = run_lifeboat(base);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.starts_with("LIFEBOAT CRITICAL - no rescue image in "),
+        "{out}"
+    );
+    let (code, out, _) = run_lifeboat(["check", "--help"]);
+    assert_eq!(code, 0, "{out}");
+}
+
+#[test]
+fn schedule_with_cron_below_a_root() {
+    let s = Scratch::new("cli-schedule");
+    let cfg = s.join("lifeboat.toml");
+    let c = cfg.to_str().unwrap();
+    std::fs::write(&cfg, "").unwrap();
+    let root = s.join("root");
+    let r = root.to_str().unwrap();
+    let st = s.join("state");
+    let st_s = st.to_str().unwrap();
+    let install = |extra: &[&str]| {
+        let mut args = vec![
+            "--config",
+            c,
+            "--state-dir",
+            st_s,
+            "schedule",
+            "install",
+            "--root",
+            r,
+        ];
+        args.extend(extra);
+        run_lifeboat(&args)
+    };
+    let (code, _, err) = install(&["--backup"]);
+    assert_one_line_error(code, &err, "a scheduled backup needs a backup folder");
+    let (code, _, err) = install(&["--init", "cron", "--on-calendar", "*-*-01 03:00"]);
+    assert_one_line_error(code, &err, "set schedule.cron (or --cron)");
+
+    let (code, out, err) = install(&["--on-calendar", "Mon..Fri 03:30", "--rebuild-rescue"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("cron: 30 3 * * 1-5 (from OnCalendar Mon..Fri 03:30)"),
+        "{out}"
+    );
+    let cron = std::fs::read_to_string(root.join("etc/cron.d/lifeboat")).unwrap();
+    let exe = lifeboat().canonicalize().unwrap();
+    assert!(
+        cron.contains(&format!(
+            "\n30 3 * * 1-5 root {} --config {c} --state-dir {st_s} snapshot --rebuild-rescue 2>&1 | logger -t lifeboat\n",
+            exe.display()
+        )),
+        "{cron}"
+    );
+    let (code, out, _) = run_lifeboat(["--config", c, "schedule", "status", "--root", r, "--json"]);
+    assert_eq!(code, 0, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["schedule"]["init"], "cron");
+    assert_eq!(v["schedule"]["when"], "30 3 * * 1-5");
+
+    let (code, out, _) = install(&["--init", "cron", "--cron", "15 2 * * *"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(std::fs::read_to_string(root.join("etc/cron.d/lifeboat"))
+        .unwrap()
+        .contains("\n15 2 * * * root "));
+    let (code, out, _) = run_lifeboat(["--config", c, "schedule", "remove", "--root", r]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("removed ") && out.contains("cron.d/lifeboat"),
+        "{out}"
+    );
+    let (code, out, _) = run_lifeboat(["--config", c, "schedule", "status", "--root", r]);
+    assert_eq!(code, 1, "{out}");
+}

@@ -157,7 +157,7 @@ pub struct Duration(pub i64);
 
 /// Seconds in the largest unit that divides them: `8d`, `90m`, `45s`.
 pub fn fmt_duration(secs: i64) -> String {
-    for (unit, n) in [("w", 7 * 86400), ("d", 86400), ("h", 3600), ("m", 60)] {
+    for (unit, n) in [("d", 86400), ("h", 3600), ("m", 60)] {
         if secs != 0 && secs % n == 0 {
             return format!("{}{unit}", secs / n);
         }
@@ -301,7 +301,7 @@ mod tests {
             .unwrap_err()
             .contains("bad duration"));
         assert_eq!(fmt_duration(8 * 86400), "8d");
-        assert_eq!(fmt_duration(14 * 86400), "2w");
+        assert_eq!(fmt_duration(14 * 86400), "14d");
         assert_eq!(fmt_duration(5400), "90m");
         assert_eq!(fmt_duration(0), "0s");
         assert_eq!(Count::<1>::from_toml(&t("3")).unwrap(), Count(3));

@@ -501,7 +501,7 @@ mod tests {
         let old = record(&util::rfc3339(NOW - 8 * 86400));
         assert_eq!(
             rebuild_reasons(Some(&old), &same(), None, NOW, 7 * 86400),
-            vec!["the image is 8d old (schedule.max_image_age 1w)"]
+            vec!["the image is 8d old (schedule.max_image_age 7d)"]
         );
         // 0 turns the age rule off.
         assert!(rebuild_reasons(Some(&old), &same(), None, NOW, 0).is_empty());
