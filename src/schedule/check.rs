@@ -177,12 +177,19 @@ pub fn evaluate(f: &Facts, t: &Thresholds) -> Verdict {
                 changes[0].message
             ),
         ),
-        Drift::Unknown { reason } => {
+        Drift::Unknown { reason } => match &f.rescue.record {
             // No image is already critical above.
-            if f.rescue.record.is_some() {
-                push(State::Unknown, format!("drift unknown: {reason}"));
-            }
-        }
+            None => {}
+            // Recovery reads the layout from the image: a finding, not an
+            // error of the check.
+            Some(r) if r.layout.is_none() => push(
+                State::Warning,
+                "the rescue image has no layout built in (mkrescue --layout, rescue.layout, \
+                 or snapshot --rebuild-rescue)"
+                    .into(),
+            ),
+            Some(_) => push(State::Unknown, format!("drift unknown: {reason}")),
+        },
     }
 
     // The backup and its verification.

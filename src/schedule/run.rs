@@ -284,12 +284,6 @@ fn run_locked(
     let store = SnapshotStore::new(&cfg.snapshot_dir());
     let output = &cfg.rescue.output.value;
     let image = monitor::read_rescue(output);
-    if let Some(e) = &image.error {
-        bail!(
-            "{e}; remove {} to let the next build replace it",
-            output.display()
-        );
-    }
 
     // 1. The snapshot.
     let layout = capture().context("capturing the layout")?;
@@ -388,13 +382,17 @@ fn run_locked(
             } => Some((generation.id.as_str(), *t)),
             _ => None,
         };
-        let reasons = rebuild_reasons(
-            image.record.as_ref(),
-            &drift,
-            finished,
-            now(),
-            cfg.schedule.max_image_age.value.0,
-        );
+        let reasons = match &image.error {
+            // A new build writes a new record.
+            Some(e) => vec![format!("the image record is unreadable: {e}")],
+            None => rebuild_reasons(
+                image.record.as_ref(),
+                &drift,
+                finished,
+                now(),
+                cfg.schedule.max_image_age.value.0,
+            ),
+        };
         report.reasons = reasons.clone();
         if reasons.is_empty() {
             let built = image

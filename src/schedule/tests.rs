@@ -271,6 +271,28 @@ fn failed_run_and_unreadable_record() {
         "{line}"
     );
 
+    // An image without a layout warns; a new build fixes the record.
+    let rec = serde_json::json!({
+        "lifeboat_version": "0.1.0", "built_at": rfc3339(NOW - H),
+        "kernel_version": "6.1.0-30-amd64", "kernel_image": "/boot/vmlinuz",
+        "compression": "zstd", "cmdline": "", "layout": null, "layout_sha256": null,
+        "files": [], "modules": 0, "firmware_files": 0, "programs": 0, "libraries": 0,
+        "build_seconds": 1.0
+    });
+    std::fs::write(
+        w.cfg.rescue.output.value.join("rescue.json"),
+        rec.to_string(),
+    )
+    .unwrap();
+    std::fs::remove_file(w.cfg.state_dir.value.join("last-run.json")).unwrap();
+    let (state, line) = w.check(NOW);
+    assert_eq!(state, State::Warning);
+    assert!(
+        line.starts_with("LIFEBOAT WARNING - the rescue image has no layout built in"),
+        "{line}"
+    );
+    assert!(line.ends_with(" drift=U"), "{line}");
+
     let v = unknown("bad configuration", None);
     assert_eq!(v.state.code(), 3);
     assert_eq!(
