@@ -141,6 +141,14 @@ pub fn mkrescue(opts: &Options) -> Result<BuildRecord> {
         None => Vec::new(),
     };
 
+    let cmdline = std::iter::once(BASE_CMDLINE.to_string())
+        .chain(opts.append.iter().cloned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    if !opts.no_iso {
+        iso::check_grub_args(&cmdline)?;
+    }
+
     let kernel = kernel::find_kernel(opts.kernel.as_deref(), &opts.boot_dir, &opts.modules_root)?;
     let layout = match &opts.layout {
         Some(p) => Some(Layout::load(p)?),
@@ -159,10 +167,6 @@ pub fn mkrescue(opts: &Options) -> Result<BuildRecord> {
     let (programs, libraries) = add_programs(&mut tree, opts)?;
     add_system_files(&mut tree, layout.as_ref(), opts)?;
 
-    let cmdline = std::iter::once(BASE_CMDLINE.to_string())
-        .chain(opts.append.iter().cloned())
-        .collect::<Vec<_>>()
-        .join(" ");
     let record_in_image = serde_json::json!({
         "lifeboat_version": crate::VERSION,
         "kernel_version": kernel.version,

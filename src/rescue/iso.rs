@@ -227,31 +227,49 @@ fn kernel_words(cmdline: &str) -> Vec<String> {
     words
 }
 
-/// The arguments as GRUB's `linux` command reads them: GRUB's shell removes
-/// quotes and joins the words it read, so a word with quotes or spaces is
-/// quoted once more for GRUB.
+/// The arguments as GRUB's `linux` command reads them. GRUB rebuilds the
+/// kernel command line itself: an argument with a space gets double quotes
+/// around the whole of it, and any `"`, `'` or `\` in it a backslash, which
+/// the kernel does not read as an escape. So each kernel word loses its
+/// grouping quotes here (`lifeboat.autorun="a b"` becomes `'lifeboat.autorun=a b'`
+/// in grub.cfg and reaches the kernel as `"lifeboat.autorun=a b"`).
+/// [`check_grub_args`] refuses, up front, the words GRUB cannot pass.
 fn grub_words(cmdline: &str) -> String {
     kernel_words(cmdline)
         .iter()
         .map(|w| {
+            let w = w.replace('"', "");
             let plain = w
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "-_.,=:/+@%".contains(c));
             if plain {
-                w.clone()
-            } else if !w.contains('\'') {
-                format!("'{w}'")
+                w
             } else {
-                format!(
-                    "\"{}\"",
-                    w.replace('\\', "\\\\")
-                        .replace('"', "\\\"")
-                        .replace('$', "\\$")
-                )
+                format!("'{w}'")
             }
         })
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// Fails on a kernel argument that GRUB would hand on garbled: quotes or
+/// backslashes inside a value, or an unbalanced double quote.
+pub fn check_grub_args(cmdline: &str) -> Result<()> {
+    if cmdline.chars().filter(|&c| c == '"').count() % 2 == 1 {
+        bail!("kernel command line {cmdline:?} has an unbalanced double quote");
+    }
+    for word in kernel_words(cmdline) {
+        let inner = word.replace('"', "");
+        let bad_quotes = word.matches('"').count() > 2
+            || (word.contains('"') && !(word.starts_with('"') || word.contains("=\"")));
+        if inner.contains('\\') || inner.contains('\'') || bad_quotes {
+            bail!(
+                "kernel argument {word:?}: GRUB cannot pass quotes or backslashes inside an \
+                 argument; put such a command in autorun.sh on a LIFEBOAT-AUTO job disk"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The command line without the arguments that start unattended jobs.
@@ -295,9 +313,22 @@ mod tests {
         );
         let grub = grub_cfg_text(cmd, "m");
         assert!(
-            grub.contains(r#"linux /lifeboat/vmlinuz console=ttyS0 'lifeboat.autorun="lifeboat backup verify --from /x"' lifeboat.poweroff"#),
+            grub.contains(
+                "linux /lifeboat/vmlinuz console=ttyS0 'lifeboat.autorun=lifeboat backup verify --from /x' lifeboat.poweroff"
+            ),
             "{grub}"
         );
-        assert_eq!(grub_words(r#"a="it's $x""#), r#""a=\"it's \$x\"""#);
+        assert_eq!(grub_words(r#"a="x && $y""#), "'a=x && $y'");
+        check_grub_args(cmd).unwrap();
+        check_grub_args(r#""lifeboat.autorun=a b" x=1"#).unwrap();
+        for bad in [
+            r#"a="it's""#,
+            r#"a="say \"hi\"""#,
+            r#"a="x"#,
+            r#"a=b\c"#,
+            r#"a="x"y"z""#,
+        ] {
+            assert!(check_grub_args(bad).is_err(), "{bad}");
+        }
     }
 }
