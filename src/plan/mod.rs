@@ -205,16 +205,7 @@ impl Builder<'_> {
                         }
                     })
                     .collect();
-                let placed = fit::place(&spans, old_usable, new_usable).map_err(|s| {
-                    anyhow::anyhow!(
-                        "{} ({}) is too small for the partitions of {}: short by {} bytes ({})",
-                        pair.new,
-                        human_bytes(pair.new_size_bytes),
-                        pair.old,
-                        s.short,
-                        human_bytes(s.short)
-                    )
-                })?;
+                let placed = place_on(pair, &spans, old_usable, new_usable)?;
                 let mut new_parts = Vec::new();
                 for (p, (start, size)) in parts.iter().zip(placed) {
                     let np = GptPartition {
@@ -282,16 +273,7 @@ impl Builder<'_> {
                         }
                     })
                     .collect();
-                let placed = fit::place(&spans, old_usable, new_usable).map_err(|s| {
-                    anyhow::anyhow!(
-                        "{} ({}) is too small for the partitions of {}: short by {} bytes ({})",
-                        pair.new,
-                        human_bytes(pair.new_size_bytes),
-                        pair.old,
-                        s.short,
-                        human_bytes(s.short)
-                    )
-                })?;
+                let placed = place_on(pair, &spans, old_usable, new_usable)?;
                 let mut new_parts: Vec<MbrPartition> = Vec::new();
                 for (p, (start, size)) in parts.iter().zip(placed) {
                     let np = MbrPartition {
@@ -361,6 +343,21 @@ impl Builder<'_> {
     fn is_boot_fs(&self, dev: &str) -> bool {
         matches!(self.stack.content(dev), Content::Fs(fs) if fs.mountpoints.iter().any(|m| m == "/boot" || m == "/boot/efi" || m == "/efi"))
     }
+}
+
+/// Places the partitions of `pair.old` on `pair.new`; "short by N bytes"
+/// when they do not fit.
+fn place_on(pair: &DiskPair, spans: &[Span], old: Usable, new: Usable) -> Result<Vec<(u64, u64)>> {
+    fit::place(spans, old, new).map_err(|s| {
+        anyhow::anyhow!(
+            "{} ({}) is too small for the partitions of {}: short by {} bytes ({})",
+            pair.new,
+            human_bytes(pair.new_size_bytes),
+            pair.old,
+            s.short,
+            human_bytes(s.short)
+        )
+    })
 }
 
 /// Computes the recovery plan of `layout` on the disks in `input`.

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 /// A whole disk that recovery could write to.
@@ -22,59 +22,35 @@ pub struct TargetDisk {
     pub read_only: bool,
 }
 
-fn read_trim(path: &Path) -> Option<String> {
-    std::fs::read_to_string(path)
-        .ok()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-}
-
-/// Lists the disks in `sys`/block: real disks, plus loop devices with a
-/// backing file when `include_loop` (tests recover onto loop devices).
-/// Partitions, md, device-mapper, RAM disks and CD drives are not disks.
+/// Lists the disks in `sys`/block, with the same identities (serial, WWN)
+/// as a captured layout has: real disks, plus loop devices with a backing
+/// file when `include_loop` (tests recover onto loop devices). Partitions,
+/// md, device-mapper, RAM disks, CD drives and hidden devices are not disks.
 pub fn list(sys: &Path, include_loop: bool) -> Result<Vec<TargetDisk>> {
-    let block = sys.join("block");
+    use crate::layout::probe::sysfs::{self, DevKind};
     let mut out = Vec::new();
-    let mut names: Vec<String> = std::fs::read_dir(&block)
-        .with_context(|| format!("listing {}", block.display()))?
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    for name in names {
-        let dir = block.join(&name);
-        let is_loop = name.starts_with("loop");
-        let skip = ["ram", "zram", "sr", "md", "dm-", "nbd", "fd"]
-            .iter()
-            .any(|p| name.starts_with(p));
-        // Hidden devices (NVMe multipath paths) have no device node.
-        let hidden = read_trim(&dir.join("hidden")).as_deref() == Some("1");
-        if skip || hidden || (is_loop && (!include_loop || !dir.join("loop/backing_file").exists()))
-        {
+    for dev in sysfs::scan(sys)? {
+        let wanted = match &dev.kind {
+            DevKind::Disk => true,
+            DevKind::Loop { backing_file } => include_loop && backing_file.is_some(),
+            _ => false,
+        };
+        if !wanted || dev.size_bytes == 0 {
             continue;
         }
-        let sectors: u64 = read_trim(&dir.join("size"))
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        if sectors == 0 {
-            continue;
-        }
-        let dev = dir.join("device");
-        let wwn = read_trim(&dev.join("wwid"))
-            .or_else(|| read_trim(&dir.join("wwid")))
-            .or_else(|| read_trim(&dev.join("wwn")));
+        let info = sysfs::disk_info(sys, &dev);
+        let read_only = std::fs::read_to_string(sys.join("block").join(&dev.name).join("ro"))
+            .is_ok_and(|s| s.trim() == "1");
         out.push(TargetDisk {
-            path: format!("/dev/{name}"),
-            size_bytes: sectors * 512,
-            logical_sector_size: read_trim(&dir.join("queue/logical_block_size"))
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(512),
-            serial: read_trim(&dev.join("serial")).or_else(|| read_trim(&dir.join("serial"))),
-            wwn,
-            model: read_trim(&dev.join("model")),
-            removable: read_trim(&dir.join("removable")).as_deref() == Some("1"),
-            read_only: read_trim(&dir.join("ro")).as_deref() == Some("1"),
-            name,
+            path: dev.path.clone(),
+            size_bytes: dev.size_bytes,
+            logical_sector_size: info.logical_sector_size,
+            serial: info.serial,
+            wwn: info.wwn,
+            model: info.model,
+            removable: info.removable,
+            read_only,
+            name: dev.name,
         });
     }
     Ok(out)
@@ -112,7 +88,7 @@ mod tests {
             ],
         );
         mk("sr0", &[("size", "100\n")]);
-        mk("dm-0", &[("size", "100\n")]);
+        mk("dm-0", &[("size", "100\n"), ("dm/name", "vg0-root\n")]);
         mk("loop0", &[("size", "2048\n")]);
         mk(
             "loop1",
