@@ -338,6 +338,12 @@ fn debian_full_recovery() {
         tail(&source.job_log, 60),
         tail(&source.serial, 30)
     );
+    // What lifeboat reported inside the source system, for the record.
+    for line in source.job_log.lines().filter(|l| {
+        l.starts_with("layout saved") || l.starts_with("generation ") || l.starts_with("rescue image for kernel")
+    }) {
+        eprintln!("source: {line}");
+    }
     let source_layout = lifeboat::layout::Layout::load(&s.join("source/job/layout.json")).unwrap();
     let iso = s.join("source/job/rescue/lifeboat-rescue.iso");
     assert!(iso.is_file(), "mkrescue wrote no ISO in the guest");
