@@ -340,7 +340,9 @@ fn debian_full_recovery() {
     );
     // What lifeboat reported inside the source system, for the record.
     for line in source.job_log.lines().filter(|l| {
-        l.starts_with("layout saved") || l.starts_with("generation ") || l.starts_with("rescue image for kernel")
+        l.starts_with("layout saved")
+            || l.starts_with("generation ")
+            || l.starts_with("rescue image for kernel")
     }) {
         eprintln!("source: {line}");
     }
