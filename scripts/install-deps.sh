@@ -32,7 +32,7 @@ packages=(
     mtools dosfstools
     # storage tools that capture and recovery run
     lvm2 mdadm cryptsetup cryptsetup-bin e2fsprogs xfsprogs btrfs-progs
-    gdisk fdisk parted util-linux efibootmgr acl attr
+    gdisk fdisk parted util-linux efibootmgr acl attr thin-provisioning-tools
     # the QEMU tier and full-system tests
     ovmf debootstrap
     # benchmarks and compatibility checks

@@ -270,6 +270,20 @@ pub struct LogicalVolume {
     pub segments: Vec<LvSegment>,
 }
 
+impl LogicalVolume {
+    /// One of LVM's internal sub-volumes (`pool_tdata`, `pool_tmeta`,
+    /// `lvol0_pmspare`, `lv_rimage_0`...), which LVM creates by itself with
+    /// the LV it belongs to. LVM also calls a thin or cache pool `private`,
+    /// but an admin creates a pool by name: it is not hidden.
+    pub fn is_hidden(&self) -> bool {
+        let pool = self
+            .segments
+            .iter()
+            .any(|s| s.segtype == "thin-pool" || s.segtype == "cache-pool");
+        self.name.starts_with('[') || (self.role.split(',').any(|r| r == "private") && !pool)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct LvSegment {
     /// `linear`, `striped`, `raid1`, `raid5`, `thin-pool`, `thin`, `mirror`...

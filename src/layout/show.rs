@@ -109,7 +109,7 @@ impl Tree<'_> {
                 .lvm
                 .lvs
                 .iter()
-                .filter(|x| &x.vg == vg_name && x.role.contains("public"))
+                .filter(|x| &x.vg == vg_name && !x.is_hidden())
             {
                 let seg = lv.segments.first();
                 let stripes = seg
@@ -333,7 +333,7 @@ pub fn summary(l: &Layout) -> String {
         l.md_arrays.len(),
         l.luks.len(),
         l.lvm.vgs.len(),
-        l.lvm.lvs.iter().filter(|x| x.role.contains("public")).count(),
+        l.lvm.lvs.iter().filter(|x| !x.is_hidden()).count(),
         l.filesystems.len(),
         if l.filesystems.len() == 1 { "" } else { "s" },
         l.swaps.len(),

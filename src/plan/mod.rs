@@ -84,6 +84,11 @@ pub enum Step {
         vg: VolumeGroup,
         pvs: Vec<PhysicalVolume>,
         lvs: Vec<NewLv>,
+        /// Old UUIDs of the LVs LVM creates by itself with those above
+        /// (`pool_tdata`, `pool_tmeta`, `lvol0_pmspare`, raid images), by
+        /// name: written back with the others.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        internal_uuids: BTreeMap<String, String>,
     },
     /// Make a file system with its old UUID, label and parameters.
     Mkfs { fs: Filesystem },
@@ -820,13 +825,7 @@ fn plan_vg(
         for lv in &sized {
             let copies = stack::lv_copies(lv);
             let (min, fixed) = if stack::is_thin_pool(lv) {
-                (
-                    b.stack
-                        .device_min(&lv.device, lv.size_bytes)
-                        .0
-                        .min(lv.size_bytes),
-                    false,
-                )
+                (b.stack.thin_pool_min(&lv.vg, lv), false)
             } else {
                 b.stack.device_min(&lv.device, lv.size_bytes)
             };
@@ -890,6 +889,16 @@ fn plan_vg(
             vg: vg.clone(),
             pvs: new_pvs,
             lvs: new_lvs,
+            internal_uuids: lvs
+                .iter()
+                .filter(|lv| stack::is_hidden(lv))
+                .map(|lv| {
+                    (
+                        lv.name.trim_matches(['[', ']']).to_string(),
+                        lv.uuid.clone(),
+                    )
+                })
+                .collect(),
         },
         devices,
     ))

@@ -34,7 +34,7 @@ pub fn step_title(step: &Step) -> String {
             "format LUKS{} on {} (UUID {}, {} {}-bit) and open it as {name}",
             luks.version, luks.device, luks.uuid, luks.cipher, luks.key_size_bits
         ),
-        Step::CreateVg { vg, pvs, lvs } => format!(
+        Step::CreateVg { vg, pvs, lvs, .. } => format!(
             "create volume group {} (UUID {}) on {} with {} logical volumes",
             vg.name,
             vg.uuid,

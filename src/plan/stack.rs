@@ -183,7 +183,8 @@ impl<'a> Stack<'a> {
         )
     }
 
-    fn thin_pool_min(&self, vg: &str, pool: &LogicalVolume) -> u64 {
+    /// A thin pool's minimum: the data of its thin volumes, plus 64 MiB.
+    pub fn thin_pool_min(&self, vg: &str, pool: &LogicalVolume) -> u64 {
         let used: u64 = self
             .lvs_of(vg)
             .iter()
@@ -221,7 +222,7 @@ pub fn data_disks(md: &MdArray) -> u64 {
 }
 
 pub fn is_hidden(lv: &LogicalVolume) -> bool {
-    lv.name.starts_with('[') || lv.role.split(',').any(|r| r == "private")
+    lv.is_hidden()
 }
 
 pub fn is_thin(lv: &LogicalVolume) -> bool {

@@ -441,3 +441,95 @@ fn partition_names() {
     assert_eq!(partition_path("/dev/loop7", 1), "/dev/loop7p1");
     assert_eq!(partition_path("/dev/mmcblk0", 1), "/dev/mmcblk0p1");
 }
+
+/// The layout of `uefi_lvm` with a thin pool (and its hidden metadata,
+/// data and spare LVs, as lvm reports them) holding one thin volume.
+fn uefi_lvm_thin() -> Layout {
+    let mut l = uefi_lvm();
+    let hidden = |name: &str, size: u64, role: &str| LogicalVolume {
+        role: role.into(),
+        ..lv(name, size)
+    };
+    l.lvm.lvs[0].size_bytes = 3 * GIB - 8 * MIB;
+    let mut pool = lv("pool", GIB);
+    pool.role = "private,thin,pool".into();
+    pool.layout = "thin,pool".into();
+    pool.segments[0].segtype = "thin-pool".into();
+    pool.segments[0].devices = vec!["pool_tdata(0)".into()];
+    let mut data = lv("data", 5 * GIB);
+    data.role = "public".into();
+    data.layout = "thin,sparse".into();
+    data.pool = Some("pool".into());
+    data.segments[0].segtype = "thin".into();
+    data.segments[0].devices = vec![];
+    l.lvm.lvs.extend([
+        pool,
+        hidden("pool_tdata", GIB, "private,thin,pool,data"),
+        hidden("pool_tmeta", 4 * MIB, "private,thin,pool,metadata"),
+        hidden("lvol0_pmspare", 4 * MIB, "private,pool,spare"),
+        data,
+    ]);
+    l.filesystems.push(fs(
+        "/dev/mapper/vg0-data",
+        "ext4",
+        "data-uuid",
+        5 * GIB,
+        200 * MIB,
+        "/srv",
+    ));
+    l.mounts.push(mount("/srv", "/dev/mapper/vg0-data", "ext4"));
+    l
+}
+
+#[test]
+fn thin_pools_are_created_before_their_volumes_and_scale() {
+    let l = uefi_lvm_thin();
+    assert!(!l
+        .lvm
+        .lvs
+        .iter()
+        .find(|v| v.name == "pool")
+        .unwrap()
+        .is_hidden());
+    let plan = build(&l, &input(vec![target("/dev/vda", 10 * GIB)])).unwrap();
+    let internal = plan.steps.iter().find_map(|s| match s {
+        Step::CreateVg { internal_uuids, .. } => Some(internal_uuids.clone()),
+        _ => None,
+    });
+    assert_eq!(
+        internal.unwrap().into_iter().collect::<Vec<_>>(),
+        [
+            (
+                "lvol0_pmspare".to_string(),
+                "uuid-lvol0_pmspare".to_string()
+            ),
+            ("pool_tdata".into(), "uuid-pool_tdata".into()),
+            ("pool_tmeta".into(), "uuid-pool_tmeta".into()),
+        ],
+        "the UUIDs LVM's own sub-volumes get back"
+    );
+    let same = lv_sizes(&plan);
+    let names: Vec<&str> = same.iter().map(|(n, _)| n.as_str()).collect();
+    let pos = |n: &str| names.iter().position(|x| *x == n);
+    assert!(pos("pool").unwrap() < pos("data").unwrap(), "{same:?}");
+    assert_eq!(pos("pool_tdata"), None, "hidden LVs come with their pool");
+    assert_eq!(pos("lvol0_pmspare"), None);
+    assert!(same.contains(&("pool".into(), GIB)), "{same:?}");
+    assert!(same.contains(&("data".into(), 5 * GIB)), "{same:?}");
+
+    let larger = lv_sizes(&build(&l, &input(vec![target("/dev/sdb", 20 * GIB)])).unwrap());
+    let size = |sizes: &[(String, u64)], n: &str| sizes.iter().find(|(x, _)| x == n).unwrap().1;
+    assert!(size(&larger, "pool") > GIB, "{larger:?}");
+    assert_eq!(
+        size(&larger, "data"),
+        5 * GIB,
+        "a thin volume keeps its virtual size"
+    );
+
+    let smaller = lv_sizes(&build(&l, &input(vec![target("/dev/sdb", 8 * GIB)])).unwrap());
+    let pool = size(&smaller, "pool");
+    assert!(
+        pool < GIB && pool >= 200 * MIB,
+        "the pool holds its volume's data: {smaller:?}"
+    );
+}

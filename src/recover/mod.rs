@@ -656,7 +656,12 @@ fn apply(
         }
         Step::CreateMd { array } => storage::create_md(ctx, array)?,
         Step::FormatLuks { luks, name } => storage::format_luks(ctx, luks, name)?,
-        Step::CreateVg { vg, pvs, lvs } => storage::create_vg(ctx, vg, pvs, lvs)?,
+        Step::CreateVg {
+            vg,
+            pvs,
+            lvs,
+            internal_uuids,
+        } => storage::create_vg(ctx, vg, pvs, lvs, internal_uuids)?,
         Step::Mkfs { fs } => mkfs::mkfs(ctx, fs)?,
         Step::Mkswap { swap } => mkfs::mkswap(ctx, swap)?,
         Step::Mount { mounts } => {

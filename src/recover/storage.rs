@@ -197,7 +197,13 @@ fn vg_uuid(vg: &str) -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
-pub fn create_vg(ctx: &Ctx, vg: &VolumeGroup, pvs: &[PhysicalVolume], lvs: &[NewLv]) -> Result<()> {
+pub fn create_vg(
+    ctx: &Ctx,
+    vg: &VolumeGroup,
+    pvs: &[PhysicalVolume],
+    lvs: &[NewLv],
+    internal_uuids: &BTreeMap<String, String>,
+) -> Result<()> {
     if vg_uuid(&vg.name).is_some_and(|u| u == vg.uuid) {
         log::info!(
             "volume group {} with UUID {} already exists; activating it",
@@ -252,7 +258,13 @@ pub fn create_vg(ctx: &Ctx, vg: &VolumeGroup, pvs: &[PhysicalVolume], lvs: &[New
         let size = format!("{}b", l.size_bytes);
         let seg = l.lv.segments.first();
         let segtype = seg.map(|s| s.segtype.as_str()).unwrap_or("linear");
-        let mut cmd = lvm(&["lvcreate", "-y", "-W", "y", "-n", &l.lv.name]);
+        let mut cmd = lvm(&["lvcreate", "-y", "-n", &l.lv.name]);
+        // Old signatures on the new extents are wiped; a thin pool's data
+        // starts unprovisioned (lvcreate refuses -W there), and a thin
+        // volume reads zeros where nothing was written.
+        if !matches!(segtype, "thin-pool" | "thin") {
+            cmd = cmd.args(["-W", "y"]);
+        }
         match segtype {
             "linear" => cmd = cmd.args(["-L", &size]),
             "striped" => {
@@ -300,25 +312,32 @@ pub fn create_vg(ctx: &Ctx, vg: &VolumeGroup, pvs: &[PhysicalVolume], lvs: &[New
     if ctx.dry_run {
         return Ok(());
     }
-    restore_uuids(ctx, vg, lvs, has_thin)
+    restore_uuids(ctx, vg, lvs, internal_uuids, has_thin)
 }
 
 /// lvcreate cannot choose UUIDs: write the old VG and LV UUIDs into the new
 /// metadata and restore it.
-fn restore_uuids(ctx: &Ctx, vg: &VolumeGroup, lvs: &[NewLv], has_thin: bool) -> Result<()> {
+fn restore_uuids(
+    ctx: &Ctx,
+    vg: &VolumeGroup,
+    lvs: &[NewLv],
+    internal_uuids: &BTreeMap<String, String>,
+    has_thin: bool,
+) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("vg.conf");
     lvm(&["vgchange", "-an", &vg.name]).run()?;
     lvm(&["vgcfgbackup", "-f"]).arg(&file).arg(&vg.name).run()?;
     let text = std::fs::read_to_string(&file)?;
-    let lv_ids: BTreeMap<String, String> = lvs
-        .iter()
-        .map(|l| {
+    let lv_ids: BTreeMap<String, String> = internal_uuids
+        .clone()
+        .into_iter()
+        .chain(lvs.iter().map(|l| {
             (
                 l.lv.name.trim_matches(['[', ']']).to_string(),
                 l.lv.uuid.clone(),
             )
-        })
+        }))
         .collect();
     let patched = patch_metadata_ids(&text, &vg.name, &vg.uuid, &lv_ids);
     std::fs::write(&file, patched)?;

@@ -621,6 +621,20 @@ const UDHCPC: &str = include_str!("../../initramfs/udhcpc.script");
 const LVM_CONF: &str = include_str!("../../initramfs/lvm.conf");
 const MDEV_CONF: &str = include_str!("../../initramfs/mdev.conf");
 
+/// The rescue system's lvm.conf. Without thin_check (cache_check) LVM
+/// refuses to activate a thin (cache) pool, so where the host has no such
+/// tool to ship, the rescue system activates pools without the check.
+fn lvm_conf([thin_check, cache_check]: [bool; 2]) -> String {
+    let mut skip = String::new();
+    if !thin_check {
+        skip.push_str("    thin_check_executable = \"\"\n");
+    }
+    if !cache_check {
+        skip.push_str("    cache_check_executable = \"\"\n");
+    }
+    LVM_CONF.replace("global {\n", &format!("global {{\n{skip}"))
+}
+
 fn add_system_files(tree: &mut Tree, layout: Option<&Layout>, opts: &Options) -> Result<()> {
     tree.bytes("init", INIT, 0o755);
     for d in [
@@ -642,7 +656,21 @@ fn add_system_files(tree: &mut Tree, layout: Option<&Layout>, opts: &Options) ->
     tree.bytes("etc/profile", PROFILE, 0o644);
     tree.bytes("etc/motd", MOTD, 0o644);
     tree.bytes("etc/lifeboat/udhcpc.script", UDHCPC, 0o755);
-    tree.bytes("etc/lvm/lvm.conf", LVM_CONF, 0o644);
+    let pool_checks = ["thin_check", "cache_check"].map(|t| exec::which(t).is_some());
+    if let Some(layout) = layout {
+        let has_pools = layout.lvm.lvs.iter().any(|lv| {
+            lv.segments
+                .iter()
+                .any(|s| s.segtype == "thin-pool" || s.segtype == "cache-pool")
+        });
+        if has_pools && !pool_checks[0] {
+            log::warn!(
+                "the layout has thin pools but thin_check is not installed: the rescue system \
+                 activates them unchecked (install thin-provisioning-tools)"
+            );
+        }
+    }
+    tree.bytes("etc/lvm/lvm.conf", lvm_conf(pool_checks), 0o644);
     tree.bytes("etc/mdev.conf", MDEV_CONF, 0o644);
     tree.bytes("etc/hostname", "lifeboat-rescue\n", 0o644);
     // root without a password: the rescue console is for whoever holds the
@@ -685,4 +713,38 @@ fn add_system_files(tree: &mut Tree, layout: Option<&Layout>, opts: &Options) ->
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pools_are_checked_only_where_the_checker_ships() {
+        let with = lvm_conf([true, true]);
+        assert_eq!(with, LVM_CONF);
+        let without = lvm_conf([false, true]);
+        assert!(
+            without
+                .contains("global {\n    thin_check_executable = \"\"\n    event_activation = 0"),
+            "{without}"
+        );
+        assert!(!without.contains("cache_check_executable"));
+        // LVM itself accepts the result.
+        if exec::which("lvm").is_some() {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("lvm.conf"), lvm_conf([false, false])).unwrap();
+            let out = Cmd::new("lvm")
+                .args([
+                    "lvmconfig",
+                    "--type",
+                    "current",
+                    "global/thin_check_executable",
+                ])
+                .env("LVM_SYSTEM_DIR", dir.path())
+                .read()
+                .unwrap();
+            assert_eq!(out.trim(), "thin_check_executable=\"\"");
+        }
+    }
 }

@@ -73,6 +73,14 @@ pub const OPTIONAL_PROGRAMS: &[&str] = &[
     "getfattr",
     "setfattr",
     "fsfreeze",
+    // thin-provisioning-tools: LVM checks a thin or cache pool's metadata
+    // with these when it activates the pool.
+    "thin_check",
+    "thin_repair",
+    "thin_dump",
+    "thin_restore",
+    "cache_check",
+    "cache_repair",
 ];
 
 /// LVM commands: links to `lvm` in the image.

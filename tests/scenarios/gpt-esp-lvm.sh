@@ -1,4 +1,5 @@
-# GPT + BIOS boot + ESP (vfat) + LVM (ext4 root, xfs home, swap) on one disk.
+# GPT + BIOS boot + ESP (vfat) + LVM (ext4 root, xfs home, swap, a thin pool
+# with an ext4 thin volume on /srv) on one disk.
 SOURCE_DISKS="/dev/vda"
 VARIANTS="larger:/dev/vdb smaller:/dev/vdc renamed:/dev/nvme0n1 same:source"
 
@@ -14,12 +15,17 @@ build_source() {
     lvm lvcreate -y -L 320M -n root vg0
     lvm lvcreate -y -L 300M -n home vg0
     lvm lvcreate -y -L 64M -n swap vg0
+    lvm lvcreate -y --type thin-pool -L 96M -n pool vg0
+    lvm lvcreate -y --type thin -V 256M -n srv --thinpool pool vg0
     mkfs.ext4 -q -U 0e2c6d4a-1111-4222-8333-444455556601 -L root /dev/mapper/vg0-root
     TEST_DIR=1 TEST_DEV=1 QA_CHECK_FS=1 mkfs.xfs -q -m uuid=0e2c6d4a-1111-4222-8333-444455556602 -L home /dev/mapper/vg0-home
     mkswap -U 0e2c6d4a-1111-4222-8333-444455556603 -L swap /dev/mapper/vg0-swap >/dev/null
+    mkfs.ext4 -q -U 0e2c6d4a-1111-4222-8333-444455556604 -L srv /dev/mapper/vg0-srv
     mount /dev/mapper/vg0-root "$SRC"
-    mkdir -p "$SRC/home" "$SRC/boot/efi" "$SRC/etc"
+    mkdir -p "$SRC/home" "$SRC/boot/efi" "$SRC/etc" "$SRC/srv"
     mount /dev/mapper/vg0-home "$SRC/home"
+    mount /dev/mapper/vg0-srv "$SRC/srv"
+    dd if=/dev/urandom of="$SRC/srv/thin-data.bin" bs=1M count=4 status=none
     mount -t vfat /dev/vda2 "$SRC/boot/efi"
     mkdir -p "$SRC/boot/efi/EFI/BOOT" "$SRC/home/user"
     echo "not really a loader" > "$SRC/boot/efi/EFI/BOOT/BOOTX64.EFI"
@@ -28,6 +34,7 @@ build_source() {
 UUID=0e2c6d4a-1111-4222-8333-444455556601 / ext4 errors=remount-ro 0 1
 UUID=0e2c6d4a-1111-4222-8333-444455556602 /home xfs defaults 0 2
 UUID=1234-ABCD /boot/efi vfat umask=0077 0 1
+/dev/vg0/srv /srv ext4 defaults 0 2
 /dev/mapper/vg0-swap none swap sw 0 0
 FSTAB
 }
@@ -41,6 +48,7 @@ mount_tree() {
     lvm vgchange -ay vg0
     mount /dev/mapper/vg0-root "$1"
     mount /dev/mapper/vg0-home "$1/home"
+    mount /dev/mapper/vg0-srv "$1/srv"
     mount -t vfat -U 1234-ABCD "$1/boot/efi"
 }
 
