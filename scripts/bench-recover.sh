@@ -4,10 +4,11 @@
 # then the rescue ISO booted on a blank, larger disk recovering unattended
 # until it powers off, with the share of each recovery step; then the
 # recovered disk booted under SeaBIOS and OVMF. (This is the qemu_debian
-# test, run with its output shown.) As root.
+# test, run with its output shown, with a release build of lifeboat as the
+# other benchmarks use.) As root.
 #
 #   sudo scripts/bench-recover.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo test --locked --test qemu_debian debian_full_recovery -- --nocapture 2>&1 |
+cargo test --release --locked --test qemu_debian debian_full_recovery -- --nocapture 2>&1 |
     grep -E '^(source:|timings|recovery steps|  +[0-9.]+  |test result)'
