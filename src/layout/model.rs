@@ -276,11 +276,15 @@ impl LogicalVolume {
     /// the LV it belongs to. LVM also calls a thin or cache pool `private`,
     /// but an admin creates a pool by name: it is not hidden.
     pub fn is_hidden(&self) -> bool {
-        let pool = self
-            .segments
+        self.name.starts_with('[')
+            || (self.role.split(',').any(|r| r == "private") && !self.is_pool())
+    }
+
+    /// A thin or cache pool.
+    pub fn is_pool(&self) -> bool {
+        self.segments
             .iter()
-            .any(|s| s.segtype == "thin-pool" || s.segtype == "cache-pool");
-        self.name.starts_with('[') || (self.role.split(',').any(|r| r == "private") && !pool)
+            .any(|s| s.segtype == "thin-pool" || s.segtype == "cache-pool")
     }
 }
 

@@ -788,11 +788,7 @@ fn plan_vg(
         new_pvs.push(np);
     }
     let lvs = b.stack.lvs_of(&vg.name);
-    let visible: Vec<&LogicalVolume> = lvs
-        .iter()
-        .copied()
-        .filter(|lv| !stack::is_hidden(lv))
-        .collect();
+    let visible: Vec<&LogicalVolume> = lvs.iter().copied().filter(|lv| !lv.is_hidden()).collect();
     let mut new_lvs = Vec::new();
     let mut devices = Vec::new();
     if new_cap == old_cap {
@@ -809,7 +805,7 @@ fn plan_vg(
         let hidden_fixed: u64 = lvs
             .iter()
             .filter(|lv| {
-                stack::is_hidden(lv)
+                lv.is_hidden()
                     && !lv.name.contains("_rimage_")
                     && !lv.name.contains("_tdata")
                     && !lv.name.contains("_mimage_")
@@ -891,7 +887,7 @@ fn plan_vg(
             lvs: new_lvs,
             internal_uuids: lvs
                 .iter()
-                .filter(|lv| stack::is_hidden(lv))
+                .filter(|lv| lv.is_hidden())
                 .map(|lv| {
                     (
                         lv.name.trim_matches(['[', ']']).to_string(),

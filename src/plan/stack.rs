@@ -152,7 +152,7 @@ impl<'a> Stack<'a> {
         let mut need = 0u64;
         let mut fixed = false;
         for lv in &lvs {
-            if is_hidden(lv) || is_thin(lv) {
+            if lv.is_hidden() || is_thin(lv) {
                 continue;
             }
             let copies = lv_copies(lv);
@@ -167,7 +167,9 @@ impl<'a> Stack<'a> {
         // Metadata and spare LVs keep their size.
         need += lvs
             .iter()
-            .filter(|lv| is_hidden(lv) && lv.name.contains("meta") || lv.name.contains("pmspare"))
+            .filter(|lv| {
+                lv.is_hidden() && (lv.name.contains("meta") || lv.name.contains("pmspare"))
+            })
             .map(|lv| lv.size_bytes)
             .sum::<u64>();
         let vg_size: u64 = self
@@ -219,10 +221,6 @@ pub fn data_disks(md: &MdArray) -> u64 {
         "raid10" => (n / 2).max(1),
         _ => n,
     }
-}
-
-pub fn is_hidden(lv: &LogicalVolume) -> bool {
-    lv.is_hidden()
 }
 
 pub fn is_thin(lv: &LogicalVolume) -> bool {

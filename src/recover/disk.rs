@@ -303,11 +303,10 @@ mod tests {
         }
     }
 
-    #[test]
-    fn gpt_written_in_rust_reads_back_exactly_with_sfdisk() {
-        let dir = tempfile::tempdir().unwrap();
-        let img = dir.path().join("disk.img");
-        let mut f = OpenOptions::new()
+    /// A 64 MiB image file of zeros, open for reading and writing.
+    fn blank_image(dir: &Path, name: &str) -> (std::path::PathBuf, File) {
+        let img = dir.join(name);
+        let f = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
@@ -315,6 +314,13 @@ mod tests {
             .open(&img)
             .unwrap();
         f.set_len(64 << 20).unwrap();
+        (img, f)
+    }
+
+    #[test]
+    fn gpt_written_in_rust_reads_back_exactly_with_sfdisk() {
+        let dir = tempfile::tempdir().unwrap();
+        let (img, mut f) = blank_image(dir.path(), "disk.img");
         let t = gpt_table();
         write_table(&mut f, &PartitionTable::Gpt(t.clone())).unwrap();
         drop(f);
@@ -357,15 +363,7 @@ mod tests {
     #[test]
     fn mbr_with_logical_partitions_reads_back_with_sfdisk() {
         let dir = tempfile::tempdir().unwrap();
-        let img = dir.path().join("mbr.img");
-        let mut f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&img)
-            .unwrap();
-        f.set_len(64 << 20).unwrap();
+        let (img, mut f) = blank_image(dir.path(), "mbr.img");
         let p = |number, kind, first_lba, sectors, type_byte, bootable| MbrPartition {
             number,
             device: String::new(),

@@ -661,12 +661,7 @@ fn add_system_files(tree: &mut Tree, layout: Option<&Layout>, opts: &Options) ->
     tree.bytes("etc/lifeboat/udhcpc.script", UDHCPC, 0o755);
     let pool_checks = ["thin_check", "cache_check"].map(|t| exec::which(t).is_some());
     if let Some(layout) = layout {
-        let has_pools = layout.lvm.lvs.iter().any(|lv| {
-            lv.segments
-                .iter()
-                .any(|s| s.segtype == "thin-pool" || s.segtype == "cache-pool")
-        });
-        if has_pools && !pool_checks[0] {
+        if layout.lvm.lvs.iter().any(|lv| lv.is_pool()) && !pool_checks[0] {
             log::warn!(
                 "the layout has thin pools but thin_check is not installed: the rescue system \
                  activates them unchecked (install thin-provisioning-tools)"
