@@ -10,6 +10,9 @@
 # Every run starts from a warm page cache (the tree is read once first), so
 # the figures compare CPU and write paths, not the first read from disk.
 # LIFEBOAT_BENCH_KEEP=1 keeps the tree for the next run.
+# LIFEBOAT_BENCH_BASELINE=/path/to/lifeboat also measures another lifeboat
+# binary (an older build) in the same run and prints the ratio: a change's
+# cost shown before and after on the same tree, page cache and load.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -108,6 +111,13 @@ size[tar-zstd]=$(stat -c %s "$out/tree.tar.zst")
 # (its one-line summary goes to /dev/null, the timing line stays)
 measure lifeboat-backup sh -c 'exec "$@" >/dev/null' sh "$lifeboat" backup create --quiet --to "$out/lifeboat" --source "$tree"
 size[lifeboat]=$(du -sb "$out/lifeboat" | awk '{print $1}')
+baseline=${LIFEBOAT_BENCH_BASELINE:-}
+contenders=(tar-gzip tar-zstd lifeboat)
+if [ -n "$baseline" ]; then
+    contenders+=(baseline)
+    measure baseline-backup sh -c 'exec "$@" >/dev/null' sh "$baseline" backup create --quiet --to "$out/baseline" --source "$tree"
+    size[baseline]=$(du -sb "$out/baseline" | awk '{print $1}')
+fi
 
 echo "== restore (each into a freshly made ext4 on a loop device, as in a recovery)"
 # A fresh file system per restore: restoring over just-deleted files makes
@@ -128,12 +138,16 @@ fresh_fs
 measure tar-zstd-restore tar --sparse --zstd -xpf "$out/tree.tar.zst" -C "$out/r"
 fresh_fs
 measure lifeboat-restore sh -c 'exec "$@" >/dev/null' sh "$lifeboat" backup restore --quiet --from "$out/lifeboat" --to "$out/r"
+if [ -n "$baseline" ]; then
+    fresh_fs
+    measure baseline-restore sh -c 'exec "$@" >/dev/null' sh "$baseline" backup restore --quiet --from "$out/baseline" --to "$out/r"
+fi
 cleanup
 
 echo
 echo "== results ($((alloc / 1000000)) MB of data on disk, $files entries; MB/s over that)"
 printf '%-9s %9s %7s %8s %10s %7s %8s %11s\n' tool "backup s" "MB/s" "CPU s" "restore s" "MB/s" "CPU s" "archive MB"
-for t in tar-gzip tar-zstd lifeboat; do
+for t in "${contenders[@]}"; do
     printf '%-9s %9.1f %7.1f %8.1f %10.1f %7.1f %8.1f %11.1f\n' "$t" \
         "${secs[$t-backup]}" "$(echo "$alloc / ${secs[$t-backup]} / 1000000" | bc -l)" "${cpu[$t-backup]}" \
         "${secs[$t-restore]}" "$(echo "$alloc / ${secs[$t-restore]} / 1000000" | bc -l)" "${cpu[$t-restore]}" \
@@ -149,6 +163,12 @@ printf 'lifeboat vs tar --zstd: backup %.2fx faster (%.2fx less CPU), restore %.
     "$(ratio "${secs[tar-zstd-backup]}" "${secs[lifeboat-backup]}")" "$(ratio "${cpu[tar-zstd-backup]}" "${cpu[lifeboat-backup]}")" \
     "$(ratio "${secs[tar-zstd-restore]}" "${secs[lifeboat-restore]}")" "$(ratio "${cpu[tar-zstd-restore]}" "${cpu[lifeboat-restore]}")" \
     "$(ratio "${size[lifeboat]}" "${size[tar-zstd]}")"
+if [ -n "$baseline" ]; then
+    printf 'lifeboat vs baseline:   backup %.3fx the time, restore %.3fx the time, size %.4f of the baseline (%s)\n' \
+        "$(ratio "${secs[lifeboat-backup]}" "${secs[baseline-backup]}")" \
+        "$(ratio "${secs[lifeboat-restore]}" "${secs[baseline-restore]}")" \
+        "$(ratio "${size[lifeboat]}" "${size[baseline]}")" "$("$baseline" --version)"
+fi
 echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine slows every contender)"
 echo "(2 cores: $(nproc); $(tar --version | head -n1); $(zstd --version); lifeboat $("$lifeboat" --version))"
 
