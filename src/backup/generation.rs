@@ -6,7 +6,6 @@
 
 use std::fs::{self, File};
 use std::io::Write;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -14,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::compress::Compression;
 use super::manifest::PathBytes;
+use crate::names;
 use crate::util::{self, AtomicFile};
 
 pub const GENERATION_FILE: &str = "generation.json";
@@ -155,6 +155,7 @@ impl Store {
     }
 
     pub fn load(&self, id: &str) -> Result<Generation> {
+        names::generation_id(id)?;
         let path = self.gen_dir(id).join(GENERATION_FILE);
         if !self.gen_dir(id).is_dir() {
             bail!(
@@ -181,8 +182,7 @@ impl Store {
         let base = util::stamp(epoch);
         let mut id = base.clone();
         let mut n = 2;
-        while self.gen_dir(&id).exists() || self.dir.join(format!("{PARTIAL_PREFIX}{id}")).exists()
-        {
+        while fs::symlink_metadata(self.gen_dir(&id)).is_ok() {
             id = format!("{base}-{n}");
             n += 1;
         }
@@ -193,21 +193,19 @@ impl Store {
     /// leftovers of killed runs.
     pub fn lock(&self) -> Result<StoreLock> {
         let path = self.dir.join(LOCK_FILE);
-        let file = File::create(&path).with_context(|| {
+        let file = match util::lock_file(&path).with_context(|| {
             format!(
-                "cannot write to backup folder {} (permissions?)",
+                "cannot lock backup folder {} (permissions?)",
                 self.dir.display()
             )
-        })?;
-        // SAFETY: flock on an open descriptor.
-        let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if r != 0 {
-            bail!(
+        })? {
+            util::Lock::Taken(file) => file,
+            util::Lock::Busy(_) => bail!(
                 "another lifeboat backup is using {} (lock {} is held)",
                 self.dir.display(),
                 path.display()
-            );
-        }
+            ),
+        };
         for ent in fs::read_dir(&self.dir)?.flatten() {
             let name = ent.file_name().to_string_lossy().into_owned();
             if name.starts_with(PARTIAL_PREFIX) || name.starts_with(DELETING_PREFIX) {
@@ -218,10 +216,16 @@ impl Store {
         Ok(StoreLock { _file: file })
     }
 
-    /// A directory for a generation being written; renamed by `commit`.
+    /// A directory for a generation being written, under an unpredictable
+    /// name (mode 0700, made by `mkdir`, which never follows a planted
+    /// symlink); renamed by `commit`.
     pub fn begin(&self, id: &str) -> Result<Partial> {
-        let tmp = self.dir.join(format!("{PARTIAL_PREFIX}{id}"));
-        fs::create_dir(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        names::generation_id(id)?;
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!("{PARTIAL_PREFIX}{id}."))
+            .tempdir_in(&self.dir)
+            .with_context(|| format!("creating a folder for generation {id} in {}", self.dir.display()))?
+            .keep();
         Ok(Partial {
             tmp,
             dest: self.gen_dir(id),
@@ -232,6 +236,7 @@ impl Store {
     /// Removes a generation: renamed away first, so a half-deleted one is
     /// never listed.
     pub fn remove(&self, id: &str) -> Result<()> {
+        names::generation_id(id)?;
         let from = self.gen_dir(id);
         let to = self.dir.join(format!("{DELETING_PREFIX}{id}"));
         fs::rename(&from, &to).with_context(|| format!("removing {}", from.display()))?;
@@ -263,9 +268,15 @@ impl Store {
         Ok(removed)
     }
 
+    /// Writes `verify.json` into the generation's folder, reached without
+    /// following a symlink (a generation folder swapped for a link is
+    /// refused, never written through).
     pub fn write_verify(&self, id: &str, rec: &VerifyRecord) -> Result<()> {
+        names::generation_id(id)?;
         let json = serde_json::to_vec_pretty(rec)?;
-        util::write_atomic(&self.gen_dir(id).join(VERIFY_FILE), &json, 0o600)
+        let dir = util::open_dir_nofollow(&self.gen_dir(id))?;
+        util::write_atomic(&util::fd_path(&dir).join(VERIFY_FILE), &json, 0o600)
+            .with_context(|| format!("writing {VERIFY_FILE} of generation {id}"))
     }
 
     pub fn load_verify(&self, id: &str) -> Option<VerifyRecord> {
@@ -285,7 +296,41 @@ fn load_generation(path: &Path) -> Result<Generation> {
             g.format
         );
     }
+    let folder = path
+        .parent()
+        .and_then(Path::file_name)
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    g.check_names(&folder)
+        .with_context(|| format!("{} is refused", path.display()))?;
     Ok(g)
+}
+
+impl Generation {
+    /// Every name in `generation.json` that becomes a path is checked: ids
+    /// (its own, which must be its folder's name, the parent and the chain)
+    /// are single path components, archive files too, mount points
+    /// absolute and normalised.
+    pub fn check_names(&self, folder: &str) -> Result<()> {
+        let gen = &self.id;
+        let field = |f: String| move |e: anyhow::Error| e.context(format!("generation {gen:?}, field `{f}`"));
+        names::generation_id(gen).map_err(field("id".into()))?;
+        if gen != folder {
+            bail!("generation {gen:?}, field `id`: does not match its folder {folder:?}");
+        }
+        if let Some(p) = &self.parent {
+            names::generation_id(p).map_err(field("parent".into()))?;
+        }
+        for (i, c) in self.chain.iter().enumerate() {
+            names::generation_id(c).map_err(field(format!("chain[{i}]")))?;
+        }
+        for (i, a) in self.archives.iter().enumerate() {
+            names::component("archive file", &a.file).map_err(field(format!("archives[{i}].file")))?;
+            names::mount_point(a.mountpoint.as_bytes())
+                .map_err(field(format!("archives[{i}].mountpoint")))?;
+        }
+        Ok(())
+    }
 }
 
 pub struct StoreLock {

@@ -12,6 +12,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::names;
 use crate::util::AtomicFile;
 
 /// Manifest format version.
@@ -187,7 +188,34 @@ impl Manifest {
                 m.format
             );
         }
+        m.check_names()
+            .with_context(|| format!("manifest {} is refused", path.display()))?;
         Ok(m)
+    }
+
+    /// Every name that becomes a path is checked: generation ids (its own
+    /// and each entry's) and archive files are single path components,
+    /// mount points absolute and normalised.
+    pub fn check_names(&self) -> Result<()> {
+        let gen = &self.generation;
+        let field = |f: String| move |e: anyhow::Error| e.context(format!("generation {gen:?}, field `{f}`"));
+        names::generation_id(gen).map_err(field("generation".into()))?;
+        for (i, fs) in self.filesystems.iter().enumerate() {
+            names::mount_point(fs.mountpoint.as_bytes())
+                .map_err(field(format!("filesystems[{i}].mountpoint")))?;
+            names::component("archive file", &fs.archive)
+                .map_err(field(format!("filesystems[{i}].archive")))?;
+            let mut checked: Option<&str> = None;
+            for (j, e) in fs.entries.iter().enumerate() {
+                // Entries name a handful of generations, one after another.
+                if checked != Some(e.gen.as_str()) {
+                    names::generation_id(&e.gen)
+                        .map_err(field(format!("filesystems[{i}].entries[{j}].gen")))?;
+                    checked = Some(&e.gen);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Writes the manifest (zstd-compressed JSON) atomically; returns its
