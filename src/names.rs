@@ -85,7 +85,13 @@ mod tests {
 
     #[test]
     fn components() {
-        for ok in ["root.tar.zst", "luks-header-1234.img", "a b", ".hidden", "x..y"] {
+        for ok in [
+            "root.tar.zst",
+            "luks-header-1234.img",
+            "a b",
+            ".hidden",
+            "x..y",
+        ] {
             component("file", ok).unwrap();
         }
         assert!(err(component("file", "")).contains("is empty"));
@@ -105,7 +111,16 @@ mod tests {
     fn generation_ids() {
         generation_id("20261126T055726Z").unwrap();
         generation_id("20261126T055726Z-2").unwrap();
-        for bad in ["", ".", "..", "../../etc", "/etc", "a/b", ".partial-x", "a\nb"] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../../etc",
+            "/etc",
+            "a/b",
+            ".partial-x",
+            "a\nb",
+        ] {
             assert!(generation_id(bad).is_err(), "{bad:?}");
         }
     }
@@ -138,7 +153,13 @@ mod tests {
     fn single_lines() {
         single_line("x", "Mon..Fri 03:30").unwrap();
         single_line("x", "/path with space/é").unwrap();
-        for bad in ["daily\nExecStartPre=/bin/evil", "a\rb", "a\0b", "a\tb", "a\x7fb"] {
+        for bad in [
+            "daily\nExecStartPre=/bin/evil",
+            "a\rb",
+            "a\0b",
+            "a\tb",
+            "a\x7fb",
+        ] {
             let e = err(single_line("--on-calendar", bad));
             assert!(e.starts_with("--on-calendar "), "{e}");
             assert!(e.contains("control character"), "{e}");

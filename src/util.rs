@@ -46,7 +46,10 @@ impl AtomicFile {
     }
 
     pub fn tmp_path(&self) -> &Path {
-        self.file.as_ref().expect("file is open until commit").path()
+        self.file
+            .as_ref()
+            .expect("file is open until commit")
+            .path()
     }
 
     /// Flushes the data to disk and renames the file into place.
@@ -57,8 +60,11 @@ impl AtomicFile {
             .sync_all()
             .with_context(|| format!("syncing {}", tmp.display()))?;
         file.persist(&self.dest).map_err(|e| {
-            anyhow::Error::new(e.error)
-                .context(format!("renaming {} to {}", tmp.display(), self.dest.display()))
+            anyhow::Error::new(e.error).context(format!(
+                "renaming {} to {}",
+                tmp.display(),
+                self.dest.display()
+            ))
         })?;
         sync_dir(&parent_dir(&self.dest))?;
         Ok(())
@@ -136,7 +142,12 @@ pub fn open_dir_nofollow(dir: &Path) -> Result<File> {
         .read(true)
         .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(dir)
-        .with_context(|| format!("opening folder {} (not a folder, or a symbolic link?)", dir.display()))
+        .with_context(|| {
+            format!(
+                "opening folder {} (not a folder, or a symbolic link?)",
+                dir.display()
+            )
+        })
 }
 
 /// The path of an open directory through `/proc/self/fd`: names joined to
@@ -363,7 +374,10 @@ mod tests {
             let p = ent.unwrap().path();
             let m = fs::symlink_metadata(&p).unwrap();
             let data = if m.file_type().is_symlink() {
-                fs::read_link(&p).unwrap().into_os_string().into_encoded_bytes()
+                fs::read_link(&p)
+                    .unwrap()
+                    .into_os_string()
+                    .into_encoded_bytes()
             } else if m.is_file() {
                 fs::read(&p).unwrap()
             } else {
@@ -400,7 +414,10 @@ mod tests {
         std::os::unix::fs::symlink(&victim, &dest).unwrap();
         write_atomic(&dest, b"{}", 0o600).unwrap();
         assert_eq!(fs::read(&dest).unwrap(), b"{}");
-        assert!(!fs::symlink_metadata(&dest).unwrap().file_type().is_symlink());
+        assert!(!fs::symlink_metadata(&dest)
+            .unwrap()
+            .file_type()
+            .is_symlink());
         assert_eq!(tree_state(out.path()), before);
         // Nothing but the planted link and the result in the folder.
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2);
@@ -438,7 +455,12 @@ mod tests {
 
     #[test]
     fn huge_durations_and_sizes_are_refused() {
-        for bad in ["9999999999999d", "99999999999999999999", "106752w", "36501d"] {
+        for bad in [
+            "9999999999999d",
+            "99999999999999999999",
+            "106752w",
+            "36501d",
+        ] {
             let e = format!("{:#}", parse_duration(bad).unwrap_err());
             assert!(e.contains("too long (at most 36500d)"), "{bad}: {e}");
         }

@@ -224,7 +224,12 @@ impl Store {
         let tmp = tempfile::Builder::new()
             .prefix(&format!("{PARTIAL_PREFIX}{id}."))
             .tempdir_in(&self.dir)
-            .with_context(|| format!("creating a folder for generation {id} in {}", self.dir.display()))?
+            .with_context(|| {
+                format!(
+                    "creating a folder for generation {id} in {}",
+                    self.dir.display()
+                )
+            })?
             .keep();
         Ok(Partial {
             tmp,
@@ -313,7 +318,9 @@ impl Generation {
     /// absolute and normalised.
     pub fn check_names(&self, folder: &str) -> Result<()> {
         let gen = &self.id;
-        let field = |f: String| move |e: anyhow::Error| e.context(format!("generation {gen:?}, field `{f}`"));
+        let field = |f: String| {
+            move |e: anyhow::Error| e.context(format!("generation {gen:?}, field `{f}`"))
+        };
         names::generation_id(gen).map_err(field("id".into()))?;
         if gen != folder {
             bail!("generation {gen:?}, field `id`: does not match its folder {folder:?}");
@@ -325,7 +332,8 @@ impl Generation {
             names::generation_id(c).map_err(field(format!("chain[{i}]")))?;
         }
         for (i, a) in self.archives.iter().enumerate() {
-            names::component("archive file", &a.file).map_err(field(format!("archives[{i}].file")))?;
+            names::component("archive file", &a.file)
+                .map_err(field(format!("archives[{i}].file")))?;
             names::mount_point(a.mountpoint.as_bytes())
                 .map_err(field(format!("archives[{i}].mountpoint")))?;
         }

@@ -198,7 +198,9 @@ impl Manifest {
     /// mount points absolute and normalised.
     pub fn check_names(&self) -> Result<()> {
         let gen = &self.generation;
-        let field = |f: String| move |e: anyhow::Error| e.context(format!("generation {gen:?}, field `{f}`"));
+        let field = |f: String| {
+            move |e: anyhow::Error| e.context(format!("generation {gen:?}, field `{f}`"))
+        };
         names::generation_id(gen).map_err(field("generation".into()))?;
         for (i, fs) in self.filesystems.iter().enumerate() {
             names::mount_point(fs.mountpoint.as_bytes())
