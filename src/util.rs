@@ -333,7 +333,7 @@ pub fn parse_duration(text: &str) -> Result<i64> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]

@@ -811,3 +811,67 @@ fn hostile_generation_json_is_refused_and_the_outside_untouched() {
         }
     }
 }
+
+/// A layout with one LUKS container whose header backup lies beside it.
+const LAYOUT_WITH_LUKS_HEADER: &str = r#"{
+  "schema_version": "1.0", "lifeboat_version": "0.1.0", "captured_at": "2026-11-26T00:00:00Z",
+  "host": {"hostname": "h", "os_pretty_name": null, "os_id": null, "os_version_id": null,
+           "arch": "x86_64", "kernel": "6.1.0", "firmware": "bios"},
+  "disks": [],
+  "luks": [{"device": "/dev/vda2", "version": 2, "uuid": "11111111-2222-3333-4444-555555555555",
+            "cipher": "aes-xts-plain64", "key_size_bits": 512, "hash": null, "pbkdf": null,
+            "label": null, "subsystem": null, "data_offset_bytes": null, "sector_size": null,
+            "mapping_name": "crypt", "mapped_device": null,
+            "header_backup": "luks-header-11111111-2222-3333-4444-555555555555.img"}],
+  "filesystems": [],
+  "boot": {"firmware": "bios", "grub": [], "esps": [], "efi_entries": [], "boot_order": [],
+           "boot_current": null, "shim": false, "systemd_boot": false, "kernel_cmdline": ""}
+}"#;
+
+#[test]
+fn luks_header_backups_go_into_the_image_only_when_asked() {
+    let s = Scratch::new("cli-luks-headers");
+    let layout = s.join("layout.json");
+    std::fs::write(&layout, LAYOUT_WITH_LUKS_HEADER).unwrap();
+    let header = "luks-header-11111111-2222-3333-4444-555555555555.img";
+    std::fs::write(s.join(header), "LUKS\u{ba}\u{be} secret header").unwrap();
+    let build = |out: &str, extra: &[&str]| {
+        let o = s.join(out);
+        let mut args = vec![
+            "mkrescue",
+            "-o",
+            o.to_str().unwrap(),
+            "--no-iso",
+            "--layout",
+            layout.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        let (code, stdout, err) = run_lifeboat(&args);
+        assert_eq!(code, 0, "{stdout}{err}");
+        let listing = sh(&format!(
+            "zstd -dc '{}' | cpio -t --quiet",
+            o.join("initrd").display()
+        ));
+        (listing, err)
+    };
+    let (listing, err) = build("default", &[]);
+    assert!(
+        listing.lines().any(|l| l == "etc/lifeboat/layout.json"),
+        "{listing}"
+    );
+    assert!(!listing.contains("luks-header"), "{listing}");
+    assert!(!err.contains("--include-luks-headers:"), "{err}");
+
+    let (listing, err) = build("with", &["--include-luks-headers"]);
+    assert!(
+        listing
+            .lines()
+            .any(|l| l == format!("etc/lifeboat/{header}")),
+        "{listing}"
+    );
+    assert!(
+        err.contains("--include-luks-headers: the image holds 1 LUKS header backup(s)")
+            && err.contains("any passphrase that was valid"),
+        "{err}"
+    );
+}

@@ -376,3 +376,58 @@ impl Drop for Partial {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::util::tests::tree_state;
+
+    #[test]
+    fn begin_and_write_verify_never_follow_planted_links() {
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(outside.path().join("keep"), b"precious").unwrap();
+        let before = tree_state(outside.path());
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        // The name a generation folder used to be written under.
+        let id = "20261126T055726Z";
+        std::os::unix::fs::symlink(outside.path(), dir.path().join(format!(".partial-{id}")))
+            .unwrap();
+        let partial = store.begin(id).unwrap();
+        assert!(fs::symlink_metadata(&partial.tmp).unwrap().is_dir());
+        fs::write(partial.tmp.join("probe"), b"x").unwrap();
+        drop(partial);
+        assert_eq!(tree_state(outside.path()), before);
+        // A generation folder swapped for a link: verify.json is refused.
+        std::os::unix::fs::symlink(outside.path(), dir.path().join(id)).unwrap();
+        let rec = VerifyRecord {
+            verified_at: "2026-11-26T05:57:26Z".into(),
+            deep: false,
+            ok: true,
+            problem: None,
+            files_checked: 0,
+        };
+        let e = format!("{:#}", store.write_verify(id, &rec).unwrap_err());
+        assert!(e.contains("not a folder, or a symbolic link"), "{e}");
+        assert!(store.write_verify("../x", &rec).is_err());
+        assert_eq!(tree_state(outside.path()), before);
+        // A real folder gets it.
+        fs::remove_file(dir.path().join(id)).unwrap();
+        fs::create_dir(dir.path().join(id)).unwrap();
+        store.write_verify(id, &rec).unwrap();
+        assert_eq!(store.load_verify(id), Some(rec));
+    }
+
+    #[test]
+    fn lock_refuses_a_planted_link() {
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(outside.path().join("keep"), b"precious").unwrap();
+        let before = tree_state(outside.path());
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path().join("keep"), dir.path().join(LOCK_FILE))
+            .unwrap();
+        let e = format!("{:#}", Store::new(dir.path()).lock().err().unwrap());
+        assert!(e.contains("is a symbolic link; remove it"), "{e}");
+        assert_eq!(tree_state(outside.path()), before);
+    }
+}

@@ -488,4 +488,59 @@ mod tests {
         std::fs::write(&path, b"garbage").unwrap();
         assert!(format!("{:#}", Manifest::load(&path).unwrap_err()).contains("damaged"));
     }
+
+    #[test]
+    fn hostile_names_are_refused_on_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("manifest.json.zst");
+        let good = Manifest {
+            format: FORMAT,
+            generation: "g1".into(),
+            filesystems: vec![fs(vec![rec("a", 1, 1), rec("b", 2, 1)])],
+        };
+        type Mutation = fn(&mut Manifest);
+        let cases: [(Mutation, &str, &str); 6] = [
+            (
+                |m| m.generation = "../../etc".into(),
+                "generation",
+                "contains '/'",
+            ),
+            (
+                |m| m.filesystems[0].archive = "../x".into(),
+                "filesystems[0].archive",
+                "contains '/'",
+            ),
+            (
+                |m| m.filesystems[0].archive = "/etc/passwd".into(),
+                "filesystems[0].archive",
+                "contains '/'",
+            ),
+            (
+                |m| m.filesystems[0].archive = "..".into(),
+                "filesystems[0].archive",
+                "is not a file name",
+            ),
+            (
+                |m| m.filesystems[0].mountpoint = PathBytes(b"/srv/../etc".to_vec()),
+                "filesystems[0].mountpoint",
+                "is not normalised",
+            ),
+            (
+                |m| m.filesystems[0].entries[1].gen = "..".into(),
+                "filesystems[0].entries[1].gen",
+                "is not a file name",
+            ),
+        ];
+        for (mutate, field, problem) in cases {
+            let mut m = good.clone();
+            mutate(&mut m);
+            m.save(&path).unwrap();
+            let e = format!("{:#}", Manifest::load(&path).unwrap_err());
+            assert!(e.contains("is refused: generation "), "{e}");
+            assert!(e.contains(&format!("field `{field}`")), "{e}");
+            assert!(e.contains(problem), "{e}");
+        }
+        good.save(&path).unwrap();
+        assert_eq!(Manifest::load(&path).unwrap(), good);
+    }
 }
