@@ -390,7 +390,7 @@ pub(crate) mod tests {
     }
 
     /// A folder with one precious file, the target of planted links.
-    fn outside() -> (tempfile::TempDir, PathBuf) {
+    pub(crate) fn outside() -> (tempfile::TempDir, PathBuf) {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let victim = dir.path().join("victim");

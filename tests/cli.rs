@@ -427,6 +427,27 @@ fn check_reports_every_failure_as_unknown() {
     assert_eq!(code, 0, "{out}");
 }
 
+/// `lifeboat --config CFG --state-dir STATE schedule install --root ROOT EXTRA...`
+fn schedule_install(
+    cfg: &Path,
+    state: &Path,
+    root: &Path,
+    extra: &[&str],
+) -> (i32, String, String) {
+    let mut args: Vec<std::ffi::OsString> = vec![
+        "--config".into(),
+        cfg.into(),
+        "--state-dir".into(),
+        state.into(),
+        "schedule".into(),
+        "install".into(),
+        "--root".into(),
+        root.into(),
+    ];
+    args.extend(extra.iter().map(Into::into));
+    run_lifeboat(&args)
+}
+
 #[test]
 fn schedule_with_cron_below_a_root() {
     let s = Scratch::new("cli-schedule");
@@ -437,20 +458,7 @@ fn schedule_with_cron_below_a_root() {
     let r = root.to_str().unwrap();
     let st = s.join("state");
     let st_s = st.to_str().unwrap();
-    let install = |extra: &[&str]| {
-        let mut args = vec![
-            "--config",
-            c,
-            "--state-dir",
-            st_s,
-            "schedule",
-            "install",
-            "--root",
-            r,
-        ];
-        args.extend(extra);
-        run_lifeboat(&args)
-    };
+    let install = |extra: &[&str]| schedule_install(&cfg, &st, &root, extra);
     let (code, _, err) = install(&["--backup"]);
     assert_one_line_error(code, &err, "a scheduled backup needs a backup folder");
     let (code, _, err) = install(&["--init", "cron", "--on-calendar", "*-*-01 03:00"]);
@@ -500,19 +508,25 @@ fn non_utf8(prefix: &str) -> std::ffi::OsString {
     std::ffi::OsString::from_vec(b)
 }
 
-#[test]
-fn non_utf8_arguments_are_errors_not_panics() {
-    let s = Scratch::new("cli-utf8");
+/// A scratch folder with an empty configuration, and the arguments that
+/// name it and a state folder in it.
+fn scratch_with_config(name: &str) -> (Scratch, Vec<std::ffi::OsString>) {
+    let s = Scratch::new(name);
     let cfg = s.join("lifeboat.toml");
     std::fs::write(&cfg, "").unwrap();
-    let st = s.join("state");
-    let bad = non_utf8(s.path.to_str().unwrap());
-    let base: Vec<std::ffi::OsString> = vec![
+    let base = vec![
         "--config".into(),
-        cfg.clone().into(),
+        cfg.into(),
         "--state-dir".into(),
-        st.clone().into(),
+        s.join("state").into(),
     ];
+    (s, base)
+}
+
+#[test]
+fn non_utf8_arguments_are_errors_not_panics() {
+    let (s, base) = scratch_with_config("cli-utf8");
+    let bad = non_utf8(s.path.to_str().unwrap());
     let cases: Vec<(Vec<std::ffi::OsString>, &str)> = vec![
         // Paths are OS strings: the file is merely missing.
         (
@@ -551,7 +565,7 @@ fn non_utf8_arguments_are_errors_not_panics() {
         "--config".into(),
         bad.clone(),
         "--state-dir".into(),
-        st.clone().into_os_string(),
+        s.join("state").into_os_string(),
         std::ffi::OsString::from("status"),
     ]);
     assert_one_line_error(code, &err, "cannot read configuration");
@@ -559,18 +573,8 @@ fn non_utf8_arguments_are_errors_not_panics() {
 
 #[test]
 fn check_is_unknown_for_non_utf8_and_overflowing_arguments() {
-    let s = Scratch::new("cli-check-args");
-    let cfg = s.join("lifeboat.toml");
-    std::fs::write(&cfg, "").unwrap();
-    let st = s.join("state");
-    let base: Vec<std::ffi::OsString> = vec![
-        "--config".into(),
-        cfg.into(),
-        "--state-dir".into(),
-        st.into(),
-        "check".into(),
-        "--nagios".into(),
-    ];
+    let (_s, mut base) = scratch_with_config("cli-check-args");
+    base.extend(["check".into(), "--nagios".into()]);
     for (extra, want) in [
         (vec![non_utf8("8d")], "unexpected argument"),
         (vec!["--warn-age".into(), non_utf8("8d")], "invalid UTF-8"),
@@ -628,9 +632,7 @@ fn schedule_values_with_newlines_are_refused_before_writing() {
     std::fs::create_dir_all(root.join("usr/lib/systemd")).unwrap();
     std::fs::write(root.join("usr/lib/systemd/systemd"), "").unwrap();
     let before = files_below(&root);
-    let r = root.to_str().unwrap();
     let st = s.join("state");
-    let st_s = st.to_str().unwrap();
     let evil = "daily\nExecStartPre=/bin/evil";
     for (c, extra, want) in [
         (
@@ -659,44 +661,20 @@ fn schedule_values_with_newlines_are_refused_before_writing() {
             "scheduled command's argument",
         ),
     ] {
-        let mut args = vec![
-            "--config",
-            c.to_str().unwrap(),
-            "--state-dir",
-            st_s,
-            "schedule",
-            "install",
-            "--root",
-            r,
-        ];
-        args.extend(extra);
-        let (code, _, err) = run_lifeboat(&args);
+        let (code, _, err) = schedule_install(c, &st, &root, &extra);
         assert_one_line_error(code, &err, want);
         assert!(err.contains("control character '\\n'"), "{err}");
-        assert_eq!(files_below(&root), before, "{args:?} wrote below --root");
+        assert_eq!(files_below(&root), before, "{extra:?} wrote below --root");
     }
     let bad_root = s.join("ro\not");
-    let (code, _, err) = run_lifeboat([
-        "--config",
-        cfg.to_str().unwrap(),
-        "--state-dir",
-        st_s,
-        "schedule",
-        "install",
-        "--init",
-        "cron",
-        "--root",
-        bad_root.to_str().unwrap(),
-    ]);
+    let (code, _, err) = schedule_install(&cfg, &st, &bad_root, &["--init", "cron"]);
     assert_one_line_error(code, &err, "--root");
     assert!(!bad_root.exists());
 }
 
 #[test]
 fn hostile_generation_json_is_refused_and_the_outside_untouched() {
-    let s = Scratch::new("cli-hostile-gen");
-    let cfg = s.join("lifeboat.toml");
-    std::fs::write(&cfg, "").unwrap();
+    let (s, base) = scratch_with_config("cli-hostile-gen");
     let src = s.join("src");
     std::fs::create_dir_all(src.join("sub")).unwrap();
     std::fs::write(src.join("a"), "a").unwrap();
@@ -710,14 +688,8 @@ fn hostile_generation_json_is_refused_and_the_outside_untouched() {
     let target = s.join("target");
     std::fs::create_dir(&target).unwrap();
     let lb = |args: &[&str]| {
-        let mut all = vec![
-            "--config",
-            cfg.to_str().unwrap(),
-            "--state-dir",
-            s.path.to_str().unwrap(),
-        ];
-        all.extend(args);
-        run_lifeboat(&all)
+        let all = base.iter().cloned().chain(args.iter().map(Into::into));
+        run_lifeboat(all.collect::<Vec<std::ffi::OsString>>())
     };
     let (code, out, err) = lb(&[
         "backup",
@@ -812,28 +784,21 @@ fn hostile_generation_json_is_refused_and_the_outside_untouched() {
     }
 }
 
-/// A layout with one LUKS container whose header backup lies beside it.
-const LAYOUT_WITH_LUKS_HEADER: &str = r#"{
-  "schema_version": "1.0", "lifeboat_version": "0.1.0", "captured_at": "2026-11-26T00:00:00Z",
-  "host": {"hostname": "h", "os_pretty_name": null, "os_id": null, "os_version_id": null,
-           "arch": "x86_64", "kernel": "6.1.0", "firmware": "bios"},
-  "disks": [],
-  "luks": [{"device": "/dev/vda2", "version": 2, "uuid": "11111111-2222-3333-4444-555555555555",
-            "cipher": "aes-xts-plain64", "key_size_bits": 512, "hash": null, "pbkdf": null,
-            "label": null, "subsystem": null, "data_offset_bytes": null, "sector_size": null,
-            "mapping_name": "crypt", "mapped_device": null,
-            "header_backup": "luks-header-11111111-2222-3333-4444-555555555555.img"}],
-  "filesystems": [],
-  "boot": {"firmware": "bios", "grub": [], "esps": [], "efi_entries": [], "boot_order": [],
-           "boot_current": null, "shim": false, "systemd_boot": false, "kernel_cmdline": ""}
-}"#;
-
 #[test]
 fn luks_header_backups_go_into_the_image_only_when_asked() {
     let s = Scratch::new("cli-luks-headers");
-    let layout = s.join("layout.json");
-    std::fs::write(&layout, LAYOUT_WITH_LUKS_HEADER).unwrap();
+    // A layout with one LUKS container whose header backup lies beside it.
     let header = "luks-header-11111111-2222-3333-4444-555555555555.img";
+    let mut l: serde_json::Value = serde_json::from_str(LAYOUT_WITH_UNKNOWN_FS).unwrap();
+    l["filesystems"] = serde_json::json!([]);
+    l["luks"] = serde_json::json!([{
+        "device": "/dev/vda2", "version": 2, "uuid": "11111111-2222-3333-4444-555555555555",
+        "cipher": "aes-xts-plain64", "key_size_bits": 512, "hash": null, "pbkdf": null,
+        "label": null, "subsystem": null, "data_offset_bytes": null, "sector_size": null,
+        "mapping_name": "crypt", "mapped_device": null, "header_backup": header
+    }]);
+    let layout = s.join("layout.json");
+    std::fs::write(&layout, l.to_string()).unwrap();
     std::fs::write(s.join(header), "LUKS\u{ba}\u{be} secret header").unwrap();
     let build = |out: &str, extra: &[&str]| {
         let o = s.join(out);

@@ -380,12 +380,11 @@ impl Drop for Partial {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::util::tests::tree_state;
+    use crate::util::tests::{outside, tree_state};
 
     #[test]
     fn begin_and_write_verify_never_follow_planted_links() {
-        let outside = tempfile::tempdir().unwrap();
-        fs::write(outside.path().join("keep"), b"precious").unwrap();
+        let (outside, _) = outside();
         let before = tree_state(outside.path());
         let dir = tempfile::tempdir().unwrap();
         let store = Store::new(dir.path());
@@ -420,12 +419,10 @@ mod tests {
 
     #[test]
     fn lock_refuses_a_planted_link() {
-        let outside = tempfile::tempdir().unwrap();
-        fs::write(outside.path().join("keep"), b"precious").unwrap();
+        let (outside, victim) = outside();
         let before = tree_state(outside.path());
         let dir = tempfile::tempdir().unwrap();
-        std::os::unix::fs::symlink(outside.path().join("keep"), dir.path().join(LOCK_FILE))
-            .unwrap();
+        std::os::unix::fs::symlink(victim, dir.path().join(LOCK_FILE)).unwrap();
         let e = format!("{:#}", Store::new(dir.path()).lock().err().unwrap());
         assert!(e.contains("is a symbolic link; remove it"), "{e}");
         assert_eq!(tree_state(outside.path()), before);

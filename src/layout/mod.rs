@@ -257,22 +257,9 @@ pub(crate) mod tests {
         assert!(err.contains("\"/srv/../etc\" is not normalised"), "{err}");
         l.mounts[0].mountpoint = "/srv/data".into();
         Layout::from_json(&l.to_json()).unwrap();
-        l.luks.push(LuksDevice {
-            device: "/dev/vda3".into(),
-            version: 2,
-            uuid: "11111111-2222-3333-4444-555555555555".into(),
-            cipher: "aes-xts-plain64".into(),
-            key_size_bits: 512,
-            hash: None,
-            pbkdf: None,
-            label: None,
-            subsystem: None,
-            data_offset_bytes: None,
-            sector_size: None,
-            mapping_name: None,
-            mapped_device: None,
-            header_backup: Some("luks-header-1.img".into()),
-        });
+        let mut luks = probe::luks::empty_device(2, "1111".into());
+        luks.header_backup = Some("luks-header-1111.img".into());
+        l.luks.push(luks);
         Layout::from_json(&l.to_json()).unwrap();
         l.luks[0].header_backup = Some("../../etc/shadow".into());
         let err = format!("{:#}", Layout::from_json(&l.to_json()).unwrap_err());
