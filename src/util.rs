@@ -87,36 +87,63 @@ pub enum Lock {
     Busy(File),
 }
 
-/// Opens the lock file `path` (created mode 0600 when missing) and tries to
-/// take an exclusive `flock` on it without waiting. The file is opened with
-/// `O_NOFOLLOW|O_NONBLOCK|O_CLOEXEC` and never truncated, and anything but a
-/// regular file (a planted symlink, FIFO or device) is refused: in a folder
-/// others can write, nothing else is ever opened or changed.
-pub fn lock_file(path: &Path) -> Result<Lock> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
+/// Opens `path` with `opts` plus `O_NOFOLLOW|O_NONBLOCK|O_CLOEXEC` and
+/// refuses anything but a regular file: a planted symlink, FIFO or device in
+/// a folder others can write is never followed, waited on or read. `what`
+/// names the file in errors (`lock file`).
+pub fn open_regular(path: &Path, opts: &mut OpenOptions, what: &str) -> Result<File> {
+    let file = opts
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(path);
     let file = match file {
         Err(e) if e.raw_os_error() == Some(libc::ELOOP) => bail!(
-            "lock file {} is a symbolic link; remove it (someone may be attacking this folder)",
+            "{what} {} is a symbolic link; remove it (someone may be attacking this folder)",
             path.display()
         ),
-        other => other.with_context(|| format!("opening lock file {}", path.display()))?,
+        other => other.with_context(|| format!("opening {what} {}", path.display()))?,
     };
     let meta = file
         .metadata()
-        .with_context(|| format!("reading lock file {}", path.display()))?;
+        .with_context(|| format!("reading {what} {}", path.display()))?;
     if !meta.file_type().is_file() {
         bail!(
-            "lock file {} is not a regular file; remove it (someone may be attacking this folder)",
+            "{what} {} is not a regular file; remove it (someone may be attacking this folder)",
             path.display()
         );
     }
+    Ok(file)
+}
+
+/// Reads a small file from a folder others can write (see [`open_regular`]),
+/// at most `limit` bytes.
+pub fn read_regular(path: &Path, what: &str, limit: u64) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let file = open_regular(path, OpenOptions::new().read(true), what)?;
+    let mut data = Vec::new();
+    file.take(limit + 1)
+        .read_to_end(&mut data)
+        .with_context(|| format!("reading {what} {}", path.display()))?;
+    if data.len() as u64 > limit {
+        bail!(
+            "{what} {} is larger than {}: not a file lifeboat wrote",
+            path.display(),
+            human_bytes(limit)
+        );
+    }
+    Ok(data)
+}
+
+/// Opens the lock file `path` (created mode 0600 when missing, never
+/// truncated, see [`open_regular`]) and tries to take an exclusive `flock`
+/// on it without waiting.
+pub fn lock_file(path: &Path) -> Result<Lock> {
+    let mut opts = OpenOptions::new();
+    opts.read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600);
+    let file = open_regular(path, &mut opts, "lock file")?;
     // SAFETY: flock on a descriptor we own.
     let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     if r == 0 {
@@ -451,6 +478,28 @@ pub(crate) mod tests {
         drop(held);
         assert!(matches!(lock_file(&lock).unwrap(), Lock::Taken(_)));
         assert_eq!(fs::read(&lock).unwrap(), b"1234\n");
+    }
+
+    #[test]
+    fn read_regular_refuses_links_fifos_and_huge_files() {
+        let (out, victim) = outside();
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("generation.json");
+        std::os::unix::fs::symlink(&victim, &p).unwrap();
+        let e = format!("{:#}", read_regular(&p, "x", 100).unwrap_err());
+        assert!(e.contains("is a symbolic link"), "{e}");
+        fs::remove_file(&p).unwrap();
+        // A FIFO nobody writes to would block a plain read for ever.
+        nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let e = format!("{:#}", read_regular(&p, "x", 100).unwrap_err());
+        assert!(e.contains("is not a regular file"), "{e}");
+        fs::remove_file(&p).unwrap();
+        fs::write(&p, vec![b' '; 101]).unwrap();
+        let e = format!("{:#}", read_regular(&p, "x", 100).unwrap_err());
+        assert!(e.contains("is larger than 100 B"), "{e}");
+        fs::write(&p, vec![b' '; 100]).unwrap();
+        assert_eq!(read_regular(&p, "x", 100).unwrap().len(), 100);
+        drop(out);
     }
 
     #[test]

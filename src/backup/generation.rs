@@ -285,13 +285,27 @@ impl Store {
     }
 
     pub fn load_verify(&self, id: &str) -> Option<VerifyRecord> {
-        let data = fs::read(self.gen_dir(id).join(VERIFY_FILE)).ok()?;
+        let path = self.gen_dir(id).join(VERIFY_FILE);
+        let data = util::read_regular(&path, VERIFY_FILE, GENERATION_FILE_LIMIT).ok()?;
         serde_json::from_slice(&data).ok()
     }
 }
 
+/// `generation.json` is small; anything larger is not ours.
+const GENERATION_FILE_LIMIT: u64 = 16 << 20;
+
 fn load_generation(path: &Path) -> Result<Generation> {
-    let data = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    if let Some(dir) = path.parent() {
+        let meta =
+            fs::symlink_metadata(dir).with_context(|| format!("reading {}", dir.display()))?;
+        if !meta.is_dir() {
+            bail!(
+                "generation folder {} is a symbolic link or not a folder: refused",
+                dir.display()
+            );
+        }
+    }
+    let data = util::read_regular(path, GENERATION_FILE, GENERATION_FILE_LIMIT)?;
     let g: Generation = serde_json::from_slice(&data)
         .with_context(|| format!("{} is damaged or not a lifeboat generation", path.display()))?;
     if g.format != FORMAT {
@@ -415,6 +429,27 @@ mod tests {
         fs::create_dir(dir.path().join(id)).unwrap();
         store.write_verify(id, &rec).unwrap();
         assert_eq!(store.load_verify(id), Some(rec));
+    }
+
+    #[test]
+    fn linked_generation_folders_and_files_are_refused() {
+        let (outside, victim) = outside();
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("20261126T055726Z")).unwrap();
+        fs::copy(&victim, outside.path().join(GENERATION_FILE)).unwrap();
+        let e = format!("{:#}", store.list().unwrap_err());
+        assert!(
+            e.contains("is a symbolic link or not a folder: refused"),
+            "{e}"
+        );
+        fs::remove_file(dir.path().join("20261126T055726Z")).unwrap();
+        let gen = dir.path().join("20261126T055727Z");
+        fs::create_dir(&gen).unwrap();
+        std::os::unix::fs::symlink(&victim, gen.join(GENERATION_FILE)).unwrap();
+        let e = format!("{:#}", store.load("20261126T055727Z").unwrap_err());
+        assert!(e.contains("generation.json"), "{e}");
+        assert!(e.contains("is a symbolic link"), "{e}");
     }
 
     #[test]

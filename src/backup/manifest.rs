@@ -173,8 +173,8 @@ pub struct Manifest {
 
 impl Manifest {
     pub fn load(path: &Path) -> Result<Manifest> {
-        let file = std::fs::File::open(path)
-            .with_context(|| format!("opening manifest {}", path.display()))?;
+        let file =
+            crate::util::open_regular(path, std::fs::OpenOptions::new().read(true), "manifest")?;
         let mut json = Vec::new();
         zstd::stream::read::Decoder::new(file)
             .and_then(|mut d| d.read_to_end(&mut json))
