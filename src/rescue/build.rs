@@ -208,11 +208,9 @@ pub fn mkrescue(opts: &Options) -> Result<BuildRecord> {
     let iso_path = opts.output.join(ISO);
     let iso_tmp = match &iso_inputs {
         Some(inputs) => {
-            let tmp = tempfile::Builder::new()
-                .prefix(".lifeboat-rescue.iso.")
-                .tempfile_in(&opts.output)?
-                .into_temp_path();
-            std::fs::remove_file(&tmp)?;
+            // xorriso creates the file itself: in the private work folder,
+            // never under a name others could plant a link at.
+            let tmp = staging.path().join(ISO);
             let initrd_sha = sha256_file(initrd.tmp_path())?;
             let menu = BootMenu {
                 grafts: grafts.clone(),
@@ -245,7 +243,7 @@ pub fn mkrescue(opts: &Options) -> Result<BuildRecord> {
     vmlinuz.commit()?;
     initrd.commit()?;
     if let Some(tmp) = iso_tmp {
-        tmp.persist(&iso_path)
+        std::fs::rename(&tmp, &iso_path)
             .with_context(|| format!("renaming the ISO to {}", iso_path.display()))?;
     } else if iso_path.exists() {
         // An ISO from an earlier build would not match this initrd.
