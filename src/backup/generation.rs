@@ -231,8 +231,10 @@ impl Store {
                 )
             })?
             .keep();
+        let dir = util::open_dir_nofollow(&tmp)?;
         Ok(Partial {
             tmp,
+            dir,
             dest: self.gen_dir(id),
             done: false,
         })
@@ -361,19 +363,32 @@ pub struct StoreLock {
 
 /// A generation directory being written.
 pub struct Partial {
+    /// Its name in the backup folder, for messages and the final rename.
     pub tmp: PathBuf,
+    /// The folder itself, opened when made: files are created through it,
+    /// so swapping the name for a link meanwhile redirects nothing.
+    dir: File,
     dest: PathBuf,
     done: bool,
 }
 
 impl Partial {
+    /// The path that reaches `name` inside this very folder (through
+    /// `/proc/self/fd`); use `tmp.join(name)` in messages.
+    pub fn path(&self, name: &str) -> PathBuf {
+        util::fd_path(&self.dir).join(name)
+    }
+
     /// Writes generation.json, syncs everything and renames into place.
     pub fn commit(mut self, gen: &Generation) -> Result<()> {
         let json = serde_json::to_vec_pretty(gen)?;
-        let mut f = AtomicFile::create(&self.tmp.join(GENERATION_FILE), 0o600)?;
+        let mut f = AtomicFile::create(&self.path(GENERATION_FILE), 0o600)?;
         f.write_all(&json)?;
-        f.commit()?;
-        util::sync_dir(&self.tmp)?;
+        f.commit()
+            .with_context(|| format!("writing {}", self.tmp.join(GENERATION_FILE).display()))?;
+        self.dir
+            .sync_all()
+            .with_context(|| format!("syncing directory {}", self.tmp.display()))?;
         fs::rename(&self.tmp, &self.dest).with_context(|| {
             format!("renaming {} to {}", self.tmp.display(), self.dest.display())
         })?;
@@ -408,7 +423,12 @@ mod tests {
             .unwrap();
         let partial = store.begin(id).unwrap();
         assert!(fs::symlink_metadata(&partial.tmp).unwrap().is_dir());
-        fs::write(partial.tmp.join("probe"), b"x").unwrap();
+        // Someone swaps the folder for a link: files still land in it.
+        let moved = dir.path().join("moved");
+        fs::rename(&partial.tmp, &moved).unwrap();
+        std::os::unix::fs::symlink(outside.path(), &partial.tmp).unwrap();
+        fs::write(partial.path("probe"), b"x").unwrap();
+        assert_eq!(fs::read(moved.join("probe")).unwrap(), b"x");
         drop(partial);
         assert_eq!(tree_state(outside.path()), before);
         // A generation folder swapped for a link: verify.json is refused.
