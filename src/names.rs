@@ -42,21 +42,44 @@ pub fn generation_id(id: &str) -> Result<()> {
 /// `..` component, no trailing `/`), no NUL.
 pub fn mount_point(path: &[u8]) -> Result<()> {
     let shown = String::from_utf8_lossy(path);
-    let problem = if path.first() != Some(&b'/') {
-        "is not absolute"
-    } else if path.contains(&0) {
-        "contains a NUL byte"
-    } else if path == b"/" {
-        return Ok(());
-    } else if path[1..]
+    let problem = match path {
+        [b'/'] => return Ok(()),
+        [b'/', rest @ ..] => match normalised(rest) {
+            None => return Ok(()),
+            Some(p) => p,
+        },
+        _ => "is not absolute",
+    };
+    bail!("mount point {shown:?} {problem}: expected an absolute path like /srv/data");
+}
+
+/// A path below a folder (a btrfs subvolume below the top level): relative
+/// and normalised (`a/b`, no empty, `.` or `..` component), no NUL. `what`
+/// names it in the error.
+pub fn relative_path(what: &str, path: &str) -> Result<()> {
+    let problem = if path.starts_with('/') {
+        "is absolute"
+    } else {
+        match normalised(path.as_bytes()) {
+            None => return Ok(()),
+            Some(p) => p,
+        }
+    };
+    bail!("{what} {path:?} {problem}: expected a relative path like @/home");
+}
+
+/// What is wrong with the components of a path without its leading `/`.
+fn normalised(path: &[u8]) -> Option<&'static str> {
+    if path.contains(&0) {
+        Some("contains a NUL byte")
+    } else if path
         .split(|&b| b == b'/')
         .any(|c| c.is_empty() || c == b"." || c == b"..")
     {
-        "is not normalised (empty, '.' or '..' component, or a trailing '/')"
+        Some("is not normalised (empty, '.' or '..' component, or a trailing '/')")
     } else {
-        return Ok(());
-    };
-    bail!("mount point {shown:?} {problem}: expected an absolute path like /srv/data");
+        None
+    }
 }
 
 /// A value written into one line of a generated file (a systemd unit, a
@@ -145,6 +168,27 @@ mod tests {
         ];
         for (bad, want) in cases {
             let e = err(mount_point(bad));
+            assert!(e.contains(want), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn relative_paths() {
+        for ok in ["@", "@/home", "var/lib/docker", "a b/.c"] {
+            relative_path("subvolume", ok).unwrap();
+        }
+        for (bad, want) in [
+            ("", "not normalised"),
+            ("/@", "is absolute"),
+            ("../etc", "not normalised"),
+            ("@/../../etc", "not normalised"),
+            ("@//x", "not normalised"),
+            ("@/", "not normalised"),
+            ("./@", "not normalised"),
+            ("@\0x", "NUL"),
+        ] {
+            let e = err(relative_path("subvolume", bad));
+            assert!(e.starts_with("subvolume "), "{e}");
             assert!(e.contains(want), "{bad:?}: {e}");
         }
     }

@@ -68,7 +68,7 @@ impl Layout {
 
     /// Names that become paths are checked: a LUKS header backup is a file
     /// beside the layout (one path component), mount points are absolute
-    /// and normalised.
+    /// and normalised, btrfs subvolume paths relative and normalised.
     pub fn check_names(&self) -> Result<()> {
         let field = |f: String| move |e: anyhow::Error| e.context(format!("field `{f}`"));
         for (i, l) in self.luks.iter().enumerate() {
@@ -81,6 +81,13 @@ impl Layout {
             for (j, m) in fs.mountpoints.iter().enumerate() {
                 crate::names::mount_point(m.as_bytes())
                     .map_err(field(format!("filesystems[{i}].mountpoints[{j}]")))?;
+            }
+            if let FsParams::Btrfs { subvolumes, .. } = &fs.params {
+                for (j, sv) in subvolumes.iter().enumerate() {
+                    crate::names::relative_path("btrfs subvolume", &sv.path).map_err(field(
+                        format!("filesystems[{i}].params.subvolumes[{j}].path"),
+                    ))?;
+                }
             }
         }
         for (i, m) in self.mounts.iter().enumerate() {
