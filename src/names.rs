@@ -193,6 +193,33 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        /// A mount point (other than `/`) or subvolume path is accepted
+        /// exactly when every component is a plain name, and then joining it
+        /// below a folder stays below that folder.
+        #[test]
+        fn accepted_paths_stay_below(
+            comps in proptest::collection::vec(
+                proptest::sample::select(vec!["", ".", "..", "a", "b c", "\\", "x\0y", "...", "é"]),
+                1..6,
+            ),
+        ) {
+            use std::path::{Component, Path};
+            let rel = comps.join("/");
+            let comps: Vec<String> = comps.iter().map(|c| c.to_string()).collect();
+            let plain = comps.iter().all(|c| !matches!(c.as_str(), "" | "." | "..") && !c.contains('\0'));
+            let abs = format!("/{rel}");
+            proptest::prop_assert_eq!(mount_point(abs.as_bytes()).is_ok(), plain || abs == "/", "{:?}", abs);
+            proptest::prop_assert_eq!(relative_path("p", &rel).is_ok(), plain, "{:?}", rel);
+            if plain {
+                let joined = Path::new("/target").join(&rel);
+                proptest::prop_assert!(joined.starts_with("/target"));
+                proptest::prop_assert!(joined.components().all(|c| matches!(c, Component::RootDir | Component::Normal(_))));
+            }
+        }
+    }
+
     #[test]
     fn single_lines() {
         single_line("x", "Mon..Fri 03:30").unwrap();
