@@ -217,8 +217,8 @@ impl Store {
     }
 
     /// A directory for a generation being written, under an unpredictable
-    /// name (mode 0700, made by `mkdir`, which never follows a planted
-    /// symlink); renamed by `commit`.
+    /// name (made by `mkdir`, which never follows a planted symlink) and
+    /// opened at once; renamed by `commit`.
     pub fn begin(&self, id: &str) -> Result<Partial> {
         names::generation_id(id)?;
         let tmp = tempfile::Builder::new()
