@@ -9,6 +9,7 @@ pub mod config;
 pub mod exec;
 pub mod layout;
 pub mod logging;
+pub mod names;
 pub mod plan;
 pub mod recover;
 pub mod rescue;

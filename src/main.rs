@@ -9,7 +9,9 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let args: Vec<String> = std::env::args().collect();
+    // OS strings: a non-UTF-8 argument is a path (PathBuf) or a clap error,
+    // never a panic.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
         // A monitoring plugin reports a bad command line as UNKNOWN (3).

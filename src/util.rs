@@ -3,62 +3,68 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 
-/// A file written under a temporary name in its final directory and renamed
-/// into place only by [`AtomicFile::commit`]; dropped uncommitted, it is
-/// removed, so a failed or killed run never leaves a half-written file under
-/// the final name.
+/// A file written under an unpredictable temporary name in its final
+/// directory (created with `O_CREAT|O_EXCL`, so a planted symlink or file is
+/// never followed or truncated) and renamed into place only by
+/// [`AtomicFile::commit`]; dropped uncommitted, it is removed, so a failed or
+/// killed run never leaves a half-written file under the final name.
 pub struct AtomicFile {
-    file: Option<File>,
-    tmp: PathBuf,
+    file: Option<tempfile::NamedTempFile>,
     dest: PathBuf,
 }
 
 impl AtomicFile {
     pub fn create(dest: &Path, mode: u32) -> Result<AtomicFile> {
+        use std::os::unix::fs::PermissionsExt;
         let dir = parent_dir(dest);
         let name = dest
             .file_name()
             .with_context(|| format!("{} is not a file path", dest.display()))?;
-        let tmp = dir.join(format!(
-            ".{}.tmp-{}",
-            name.to_string_lossy(),
-            std::process::id()
-        ));
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)
-            .with_context(|| format!("creating {}", tmp.display()))?;
+        let file = tempfile::Builder::new()
+            .prefix(&format!(".{}.", name.to_string_lossy()))
+            .suffix(".tmp")
+            .permissions(fs::Permissions::from_mode(mode))
+            .tempfile_in(&dir)
+            .with_context(|| format!("creating a temporary file for {}", dest.display()))?;
         Ok(AtomicFile {
             file: Some(file),
-            tmp,
             dest: dest.to_path_buf(),
         })
     }
 
     pub fn file(&mut self) -> &mut File {
-        self.file.as_mut().expect("file is open until commit")
+        self.file
+            .as_mut()
+            .expect("file is open until commit")
+            .as_file_mut()
     }
 
     pub fn tmp_path(&self) -> &Path {
-        &self.tmp
+        self.file
+            .as_ref()
+            .expect("file is open until commit")
+            .path()
     }
 
     /// Flushes the data to disk and renames the file into place.
     pub fn commit(mut self) -> Result<()> {
         let file = self.file.take().expect("file is open until commit");
-        file.sync_all()
-            .with_context(|| format!("syncing {}", self.tmp.display()))?;
-        drop(file);
-        fs::rename(&self.tmp, &self.dest).with_context(|| {
-            format!("renaming {} to {}", self.tmp.display(), self.dest.display())
+        let tmp = file.path().to_path_buf();
+        file.as_file()
+            .sync_all()
+            .with_context(|| format!("syncing {}", tmp.display()))?;
+        file.persist(&self.dest).map_err(|e| {
+            anyhow::Error::new(e.error).context(format!(
+                "renaming {} to {}",
+                tmp.display(),
+                self.dest.display()
+            ))
         })?;
         sync_dir(&parent_dir(&self.dest))?;
         Ok(())
@@ -74,11 +80,76 @@ impl Write for AtomicFile {
     }
 }
 
-impl Drop for AtomicFile {
-    fn drop(&mut self) {
-        if self.file.take().is_some() {
-            let _ = fs::remove_file(&self.tmp);
-        }
+/// A lock file after [`lock_file`]: taken by this process, or held by
+/// another one (the open file, to read who holds it).
+pub enum Lock {
+    Taken(File),
+    Busy(File),
+}
+
+/// Opens `path` with `opts` plus `O_NOFOLLOW|O_NONBLOCK|O_CLOEXEC` and
+/// refuses anything but a regular file: a planted symlink, FIFO or device in
+/// a folder others can write is never followed, waited on or read. `what`
+/// names the file in errors (`lock file`).
+pub fn open_regular(path: &Path, opts: &mut OpenOptions, what: &str) -> Result<File> {
+    let file = opts
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path);
+    let file = match file {
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => bail!(
+            "{what} {} is a symbolic link; remove it (someone may be attacking this folder)",
+            path.display()
+        ),
+        other => other.with_context(|| format!("opening {what} {}", path.display()))?,
+    };
+    let meta = file
+        .metadata()
+        .with_context(|| format!("reading {what} {}", path.display()))?;
+    if !meta.file_type().is_file() {
+        bail!(
+            "{what} {} is not a regular file; remove it (someone may be attacking this folder)",
+            path.display()
+        );
+    }
+    Ok(file)
+}
+
+/// Reads a small file from a folder others can write (see [`open_regular`]),
+/// at most `limit` bytes.
+pub fn read_regular(path: &Path, what: &str, limit: u64) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let file = open_regular(path, OpenOptions::new().read(true), what)?;
+    let mut data = Vec::new();
+    file.take(limit + 1)
+        .read_to_end(&mut data)
+        .with_context(|| format!("reading {what} {}", path.display()))?;
+    if data.len() as u64 > limit {
+        bail!(
+            "{what} {} is larger than {}: not a file lifeboat wrote",
+            path.display(),
+            human_bytes(limit)
+        );
+    }
+    Ok(data)
+}
+
+/// Opens the lock file `path` (created mode 0600 when missing, never
+/// truncated, see [`open_regular`]) and tries to take an exclusive `flock`
+/// on it without waiting.
+pub fn lock_file(path: &Path) -> Result<Lock> {
+    let mut opts = OpenOptions::new();
+    opts.read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600);
+    let file = open_regular(path, &mut opts, "lock file")?;
+    // SAFETY: flock on a descriptor we own.
+    let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if r == 0 {
+        Ok(Lock::Taken(file))
+    } else {
+        Ok(Lock::Busy(file))
     }
 }
 
@@ -88,6 +159,28 @@ pub fn write_atomic(dest: &Path, data: &[u8], mode: u32) -> Result<()> {
     f.write_all(data)
         .with_context(|| format!("writing {}", f.tmp_path().display()))?;
     f.commit()
+}
+
+/// Opens the directory `dir` without following a symlink at its last
+/// component (`O_DIRECTORY|O_NOFOLLOW`), to work inside it through
+/// [`fd_path`] even if someone swaps it for a link meanwhile.
+pub fn open_dir_nofollow(dir: &Path) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(dir)
+        .with_context(|| {
+            format!(
+                "opening folder {} (not a folder, or a symbolic link?)",
+                dir.display()
+            )
+        })
+}
+
+/// The path of an open directory through `/proc/self/fd`: names joined to
+/// it resolve inside that very directory, wherever it was moved.
+pub fn fd_path(dir: &File) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()))
 }
 
 /// fsyncs a directory so that a rename in it is durable.
@@ -157,7 +250,12 @@ pub fn parse_size(text: &str) -> Result<u64> {
         "T" | "TB" | "TIB" => 1 << 40,
         other => bail!("bad size {text:?}: unknown unit {other:?} (use K, M, G or T)"),
     };
-    Ok((value * mult as f64).round() as u64)
+    let bytes = (value * mult as f64).round();
+    // u64::MAX as f64 rounds up to 2^64, which does not fit.
+    if !bytes.is_finite() || bytes >= u64::MAX as f64 {
+        bail!("bad size {text:?}: too large (at most 16 EiB)");
+    }
+    Ok(bytes as u64)
 }
 
 /// Seconds since the epoch, now.
@@ -232,14 +330,21 @@ pub fn human_duration(secs: i64) -> String {
     }
 }
 
-/// Parses durations like `90s`, `30m`, `12h`, `7d`, `2w` (a bare number is seconds).
+/// The longest duration [`parse_duration`] accepts: 100 years, so that
+/// ages and times computed from it never overflow.
+pub const MAX_DURATION: i64 = 100 * 365 * 86400;
+
+/// Parses durations like `90s`, `30m`, `12h`, `7d`, `2w` (a bare number is
+/// seconds), up to [`MAX_DURATION`].
 pub fn parse_duration(text: &str) -> Result<i64> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: i64 = num
-        .parse()
-        .with_context(|| format!("bad duration {text:?}: expected e.g. 90s, 30m, 12h, 7d, 2w"))?;
+    if num.is_empty() {
+        bail!("bad duration {text:?}: expected e.g. 90s, 30m, 12h, 7d, 2w");
+    }
+    // Only digits are left: a number that does not parse is too long.
+    let n: Option<i64> = num.parse().ok();
     let mult = match unit {
         "" | "s" => 1,
         "m" | "min" => 60,
@@ -248,11 +353,14 @@ pub fn parse_duration(text: &str) -> Result<i64> {
         "w" => 7 * 86400,
         other => bail!("bad duration {text:?}: unknown unit {other:?} (use s, m, h, d or w)"),
     };
-    Ok(n * mult)
+    match n.and_then(|n| n.checked_mul(mult)) {
+        Some(secs) if secs <= MAX_DURATION => Ok(secs),
+        _ => bail!("bad duration {text:?}: too long (at most 36500d)"),
+    }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -282,6 +390,136 @@ mod tests {
         assert_eq!(parse_duration("2w").unwrap(), 14 * 86400);
         assert!(parse_duration("1y").is_err());
         assert_eq!(human_duration(3 * 86400 + 5), "3d");
+    }
+
+    /// Contents, mode and link target of everything in `dir`, to prove a
+    /// folder outside the one written is left exactly as it was.
+    pub(crate) fn tree_state(dir: &Path) -> Vec<(PathBuf, u32, Vec<u8>)> {
+        use std::os::unix::fs::MetadataExt;
+        let mut out = Vec::new();
+        for ent in fs::read_dir(dir).unwrap() {
+            let p = ent.unwrap().path();
+            let m = fs::symlink_metadata(&p).unwrap();
+            let data = if m.file_type().is_symlink() {
+                fs::read_link(&p)
+                    .unwrap()
+                    .into_os_string()
+                    .into_encoded_bytes()
+            } else if m.is_file() {
+                fs::read(&p).unwrap()
+            } else {
+                Vec::new()
+            };
+            out.push((p, m.mode(), data));
+        }
+        out.sort();
+        out
+    }
+
+    /// A folder with one precious file, the target of planted links.
+    pub(crate) fn outside() -> (tempfile::TempDir, PathBuf) {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"precious").unwrap();
+        fs::set_permissions(&victim, fs::Permissions::from_mode(0o644)).unwrap();
+        (dir, victim)
+    }
+
+    #[test]
+    fn atomic_file_never_writes_through_planted_links() {
+        let (out, victim) = outside();
+        let before = tree_state(out.path());
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("verify.json");
+        // The names the temporary file had before (`.NAME.tmp-PID`) and the
+        // destination itself point outside.
+        let old_tmp = dir
+            .path()
+            .join(format!(".verify.json.tmp-{}", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &old_tmp).unwrap();
+        std::os::unix::fs::symlink(&victim, &dest).unwrap();
+        write_atomic(&dest, b"{}", 0o600).unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), b"{}");
+        assert!(!fs::symlink_metadata(&dest)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(tree_state(out.path()), before);
+        // Nothing but the planted link and the result in the folder.
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2);
+    }
+
+    #[test]
+    fn lock_file_refuses_links_and_special_files_and_never_truncates() {
+        let (out, victim) = outside();
+        let before = tree_state(out.path());
+        let dir = tempfile::tempdir().unwrap();
+        let lock = dir.path().join(".lock");
+        std::os::unix::fs::symlink(&victim, &lock).unwrap();
+        let e = format!("{:#}", lock_file(&lock).err().expect("a link is refused"));
+        assert!(e.contains("is a symbolic link; remove it"), "{e}");
+        // A dangling link is not created through either.
+        fs::remove_file(&lock).unwrap();
+        std::os::unix::fs::symlink(out.path().join("new"), &lock).unwrap();
+        assert!(lock_file(&lock).is_err());
+        assert_eq!(tree_state(out.path()), before);
+        // A FIFO is refused at once, not waited on.
+        fs::remove_file(&lock).unwrap();
+        nix::unistd::mkfifo(&lock, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let e = format!("{:#}", lock_file(&lock).err().expect("a FIFO is refused"));
+        assert!(e.contains("is not a regular file"), "{e}");
+        // A regular file is locked as it is, and only once at a time.
+        fs::remove_file(&lock).unwrap();
+        fs::write(&lock, b"1234\n").unwrap();
+        let held = lock_file(&lock).unwrap();
+        assert!(matches!(held, Lock::Taken(_)));
+        assert!(matches!(lock_file(&lock).unwrap(), Lock::Busy(_)));
+        drop(held);
+        assert!(matches!(lock_file(&lock).unwrap(), Lock::Taken(_)));
+        assert_eq!(fs::read(&lock).unwrap(), b"1234\n");
+    }
+
+    #[test]
+    fn read_regular_refuses_links_fifos_and_huge_files() {
+        let (out, victim) = outside();
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("generation.json");
+        std::os::unix::fs::symlink(&victim, &p).unwrap();
+        let e = format!("{:#}", read_regular(&p, "x", 100).unwrap_err());
+        assert!(e.contains("is a symbolic link"), "{e}");
+        fs::remove_file(&p).unwrap();
+        // A FIFO nobody writes to would block a plain read for ever.
+        nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let e = format!("{:#}", read_regular(&p, "x", 100).unwrap_err());
+        assert!(e.contains("is not a regular file"), "{e}");
+        fs::remove_file(&p).unwrap();
+        fs::write(&p, vec![b' '; 101]).unwrap();
+        let e = format!("{:#}", read_regular(&p, "x", 100).unwrap_err());
+        assert!(e.contains("is larger than 100 B"), "{e}");
+        fs::write(&p, vec![b' '; 100]).unwrap();
+        assert_eq!(read_regular(&p, "x", 100).unwrap().len(), 100);
+        drop(out);
+    }
+
+    #[test]
+    fn huge_durations_and_sizes_are_refused() {
+        for bad in [
+            "9999999999999d",
+            "99999999999999999999",
+            "106752w",
+            "36501d",
+        ] {
+            let e = format!("{:#}", parse_duration(bad).unwrap_err());
+            assert!(e.contains("too long (at most 36500d)"), "{bad}: {e}");
+        }
+        assert_eq!(parse_duration("36500d").unwrap(), MAX_DURATION);
+        for bad in ["16E", "17179869184G", "99999999999999999999999T"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+        let e = format!("{:#}", parse_size("16777216T").unwrap_err());
+        assert!(e.contains("too large"), "{e}");
+        assert_eq!(parse_size("16777215T").unwrap(), 16_777_215 << 40);
     }
 
     #[test]

@@ -427,6 +427,27 @@ fn check_reports_every_failure_as_unknown() {
     assert_eq!(code, 0, "{out}");
 }
 
+/// `lifeboat --config CFG --state-dir STATE schedule install --root ROOT EXTRA...`
+fn schedule_install(
+    cfg: &Path,
+    state: &Path,
+    root: &Path,
+    extra: &[&str],
+) -> (i32, String, String) {
+    let mut args: Vec<std::ffi::OsString> = vec![
+        "--config".into(),
+        cfg.into(),
+        "--state-dir".into(),
+        state.into(),
+        "schedule".into(),
+        "install".into(),
+        "--root".into(),
+        root.into(),
+    ];
+    args.extend(extra.iter().map(Into::into));
+    run_lifeboat(&args)
+}
+
 #[test]
 fn schedule_with_cron_below_a_root() {
     let s = Scratch::new("cli-schedule");
@@ -437,20 +458,7 @@ fn schedule_with_cron_below_a_root() {
     let r = root.to_str().unwrap();
     let st = s.join("state");
     let st_s = st.to_str().unwrap();
-    let install = |extra: &[&str]| {
-        let mut args = vec![
-            "--config",
-            c,
-            "--state-dir",
-            st_s,
-            "schedule",
-            "install",
-            "--root",
-            r,
-        ];
-        args.extend(extra);
-        run_lifeboat(&args)
-    };
+    let install = |extra: &[&str]| schedule_install(&cfg, &st, &root, extra);
     let (code, _, err) = install(&["--backup"]);
     assert_one_line_error(code, &err, "a scheduled backup needs a backup folder");
     let (code, _, err) = install(&["--init", "cron", "--on-calendar", "*-*-01 03:00"]);
@@ -490,4 +498,345 @@ fn schedule_with_cron_below_a_root() {
     );
     let (code, out, _) = run_lifeboat(["--config", c, "schedule", "status", "--root", r]);
     assert_eq!(code, 1, "{out}");
+}
+
+/// A byte that is not UTF-8, as one command-line argument.
+fn non_utf8(prefix: &str) -> std::ffi::OsString {
+    use std::os::unix::ffi::OsStringExt;
+    let mut b = prefix.as_bytes().to_vec();
+    b.push(0xff);
+    std::ffi::OsString::from_vec(b)
+}
+
+/// A scratch folder with an empty configuration, and the arguments that
+/// name it and a state folder in it.
+fn scratch_with_config(name: &str) -> (Scratch, Vec<std::ffi::OsString>) {
+    let s = Scratch::new(name);
+    let cfg = s.join("lifeboat.toml");
+    std::fs::write(&cfg, "").unwrap();
+    let base = vec![
+        "--config".into(),
+        cfg.into(),
+        "--state-dir".into(),
+        s.join("state").into(),
+    ];
+    (s, base)
+}
+
+#[test]
+fn non_utf8_arguments_are_errors_not_panics() {
+    let (s, base) = scratch_with_config("cli-utf8");
+    let bad = non_utf8(s.path.to_str().unwrap());
+    let cases: Vec<(Vec<std::ffi::OsString>, &str)> = vec![
+        // Paths are OS strings: the file is merely missing.
+        (
+            vec!["layout".into(), "show".into(), bad.clone()],
+            "reading layout",
+        ),
+        // Other values are clap's clear error.
+        (
+            vec!["backup".into(), "list".into(), "--from".into(), bad.clone()],
+            "invalid UTF-8",
+        ),
+        (
+            vec!["mkrescue".into(), "--append".into(), non_utf8("x=")],
+            "invalid UTF-8",
+        ),
+        (
+            vec![
+                "schedule".into(),
+                "install".into(),
+                "--on-calendar".into(),
+                non_utf8("daily"),
+            ],
+            "invalid UTF-8",
+        ),
+        (vec![non_utf8("stat")], "unrecognized subcommand"),
+    ];
+    for (args, want) in cases {
+        let all: Vec<_> = base.iter().cloned().chain(args.clone()).collect();
+        let (code, out, err) = run_lifeboat(&all);
+        assert_eq!(code, 2, "{args:?}: {out}{err}");
+        assert!(err.contains(want), "{args:?}: {want:?} not in {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+    // A configuration file named by non-UTF-8 bytes is a path like any other.
+    let (code, _, err) = run_lifeboat([
+        "--config".into(),
+        bad.clone(),
+        "--state-dir".into(),
+        s.join("state").into_os_string(),
+        std::ffi::OsString::from("status"),
+    ]);
+    assert_one_line_error(code, &err, "cannot read configuration");
+}
+
+#[test]
+fn check_is_unknown_for_non_utf8_and_overflowing_arguments() {
+    let (_s, mut base) = scratch_with_config("cli-check-args");
+    base.extend(["check".into(), "--nagios".into()]);
+    for (extra, want) in [
+        (vec![non_utf8("8d")], "unexpected argument"),
+        (vec!["--warn-age".into(), non_utf8("8d")], "invalid UTF-8"),
+        (
+            vec!["--warn-age".into(), "9999999999999d".into()],
+            "--warn-age: bad duration \"9999999999999d\": too long (at most 36500d)",
+        ),
+        (
+            vec!["--crit-age".into(), "99999999999999999999w".into()],
+            "--crit-age: bad duration \"99999999999999999999w\": too long",
+        ),
+    ] {
+        let all: Vec<_> = base.iter().cloned().chain(extra.clone()).collect();
+        let (code, out, err) = run_lifeboat(&all);
+        assert_eq!(code, 3, "{extra:?}: {out}{err}");
+        assert!(out.starts_with("LIFEBOAT UNKNOWN - "), "{out}");
+        assert!(out.contains(want), "{want:?} not in {out}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
+/// Every file below `dir` (recursively), with its contents.
+fn files_below(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in rd {
+        let p = e.unwrap().path();
+        let m = std::fs::symlink_metadata(&p).unwrap();
+        if m.is_dir() {
+            out.push((p.clone(), Vec::new()));
+            out.extend(files_below(&p));
+        } else if m.file_type().is_symlink() {
+            let t = std::fs::read_link(&p).unwrap();
+            out.push((p, t.into_os_string().into_encoded_bytes()));
+        } else {
+            let data = std::fs::read(&p).unwrap();
+            out.push((p, data));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn schedule_values_with_newlines_are_refused_before_writing() {
+    let s = Scratch::new("cli-schedule-nl");
+    let cfg = s.join("lifeboat.toml");
+    std::fs::write(&cfg, "").unwrap();
+    let odd_cfg = s.join("odd\nExecStartPre=evil.toml");
+    std::fs::write(&odd_cfg, "").unwrap();
+    let root = s.join("root");
+    std::fs::create_dir(&root).unwrap();
+    std::fs::create_dir_all(root.join("usr/lib/systemd")).unwrap();
+    std::fs::write(root.join("usr/lib/systemd/systemd"), "").unwrap();
+    let before = files_below(&root);
+    let st = s.join("state");
+    let evil = "daily\nExecStartPre=/bin/evil";
+    for (c, extra, want) in [
+        (
+            &cfg,
+            vec!["--init", "systemd", "--on-calendar", evil],
+            "OnCalendar",
+        ),
+        (
+            &cfg,
+            vec!["--init", "cron", "--on-calendar", evil],
+            "OnCalendar",
+        ),
+        (
+            &cfg,
+            vec!["--init", "cron", "--cron", "1 2 * * *\n* * * * *"],
+            "cron time",
+        ),
+        (
+            &odd_cfg,
+            vec!["--init", "systemd"],
+            "scheduled command's argument",
+        ),
+        (
+            &odd_cfg,
+            vec!["--init", "cron"],
+            "scheduled command's argument",
+        ),
+    ] {
+        let (code, _, err) = schedule_install(c, &st, &root, &extra);
+        assert_one_line_error(code, &err, want);
+        assert!(err.contains("control character '\\n'"), "{err}");
+        assert_eq!(files_below(&root), before, "{extra:?} wrote below --root");
+    }
+    let bad_root = s.join("ro\not");
+    let (code, _, err) = schedule_install(&cfg, &st, &bad_root, &["--init", "cron"]);
+    assert_one_line_error(code, &err, "--root");
+    assert!(!bad_root.exists());
+}
+
+#[test]
+fn hostile_generation_json_is_refused_and_the_outside_untouched() {
+    let (s, base) = scratch_with_config("cli-hostile-gen");
+    let src = s.join("src");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    std::fs::write(src.join("a"), "a").unwrap();
+    std::fs::write(src.join("sub/b"), "b").unwrap();
+    // What hostile names point at: beside the backup folder, and a tar
+    // archive there that a `../` archive name would read.
+    let outside = s.join("outside");
+    std::fs::create_dir_all(outside.join("gen")).unwrap();
+    std::fs::write(outside.join("keep"), "precious").unwrap();
+    let dest = s.join("backups");
+    let target = s.join("target");
+    std::fs::create_dir(&target).unwrap();
+    let lb = |args: &[&str]| {
+        let all = base.iter().cloned().chain(args.iter().map(Into::into));
+        run_lifeboat(all.collect::<Vec<std::ffi::OsString>>())
+    };
+    let (code, out, err) = lb(&[
+        "backup",
+        "create",
+        "-q",
+        "--source",
+        src.to_str().unwrap(),
+        "--to",
+        dest.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let id = std::fs::read_dir(&dest)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .find(|n| !n.starts_with('.'))
+        .unwrap();
+    let gen_file = dest.join(&id).join("generation.json");
+    let good: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&gen_file).unwrap()).unwrap();
+    let archive = good["archives"][0]["file"].as_str().unwrap().to_string();
+    std::fs::copy(
+        dest.join(&id).join(&archive),
+        outside.join("gen").join(&archive),
+    )
+    .unwrap();
+    let outside_before = files_below(&outside);
+    let d = dest.to_str().unwrap();
+    let t = target.to_str().unwrap();
+    let mutations: [(&str, serde_json::Value, &str); 7] = [
+        ("/id", "../outside/gen".into(), "id"),
+        ("/id", "../outside".into(), "id"),
+        ("/chain/0", "../../etc".into(), "chain[0]"),
+        ("/parent", "../outside/gen".into(), "parent"),
+        (
+            "/archives/0/file",
+            format!("../../outside/gen/{archive}").into(),
+            "archives[0].file",
+        ),
+        ("/archives/0/file", "/etc/passwd".into(), "archives[0].file"),
+        (
+            "/archives/0/mountpoint",
+            "/srv/../../etc".into(),
+            "archives[0].mountpoint",
+        ),
+    ];
+    for (pointer, value, field) in mutations {
+        let mut g = good.clone();
+        *g.pointer_mut(pointer).unwrap() = value.clone();
+        std::fs::write(&gen_file, serde_json::to_vec_pretty(&g).unwrap()).unwrap();
+        for cmd in [
+            vec!["backup", "list", "--from", d],
+            vec!["backup", "verify", "--from", d],
+            vec!["backup", "restore", "--from", d, "--to", t],
+            vec![
+                "backup",
+                "restore",
+                "--from",
+                d,
+                "--generation",
+                &id,
+                "--to",
+                t,
+            ],
+            vec![
+                "backup",
+                "create",
+                "-q",
+                "--source",
+                src.to_str().unwrap(),
+                "--to",
+                d,
+                "--keep",
+                "1",
+            ],
+        ] {
+            let (code, out, err) = lb(&cmd);
+            let what = format!("{cmd:?} with {pointer} = {value}");
+            assert_ne!(code, 0, "{what}: {out}{err}");
+            assert!(!err.contains("panicked"), "{what}: {err}");
+            assert!(
+                err.contains(&format!("{id}/generation.json is refused"))
+                    && err.contains(&format!("field `{field}`")),
+                "{what}: {err}"
+            );
+            assert_eq!(
+                files_below(&outside),
+                outside_before,
+                "{what} changed the outside"
+            );
+            assert!(files_below(&target).is_empty(), "{what} restored something");
+        }
+    }
+}
+
+#[test]
+fn luks_header_backups_go_into_the_image_only_when_asked() {
+    let s = Scratch::new("cli-luks-headers");
+    // A layout with one LUKS container whose header backup lies beside it.
+    let header = "luks-header-11111111-2222-3333-4444-555555555555.img";
+    let mut l: serde_json::Value = serde_json::from_str(LAYOUT_WITH_UNKNOWN_FS).unwrap();
+    l["filesystems"] = serde_json::json!([]);
+    l["luks"] = serde_json::json!([{
+        "device": "/dev/vda2", "version": 2, "uuid": "11111111-2222-3333-4444-555555555555",
+        "cipher": "aes-xts-plain64", "key_size_bits": 512, "hash": null, "pbkdf": null,
+        "label": null, "subsystem": null, "data_offset_bytes": null, "sector_size": null,
+        "mapping_name": "crypt", "mapped_device": null, "header_backup": header
+    }]);
+    let layout = s.join("layout.json");
+    std::fs::write(&layout, l.to_string()).unwrap();
+    std::fs::write(s.join(header), "LUKS\u{ba}\u{be} secret header").unwrap();
+    let build = |out: &str, extra: &[&str]| {
+        let o = s.join(out);
+        let mut args = vec![
+            "mkrescue",
+            "-o",
+            o.to_str().unwrap(),
+            "--no-iso",
+            "--layout",
+            layout.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        let (code, stdout, err) = run_lifeboat(&args);
+        assert_eq!(code, 0, "{stdout}{err}");
+        let listing = sh(&format!(
+            "zstd -dc '{}' | cpio -t --quiet",
+            o.join("initrd").display()
+        ));
+        (listing, err)
+    };
+    let (listing, err) = build("default", &[]);
+    assert!(
+        listing.lines().any(|l| l == "etc/lifeboat/layout.json"),
+        "{listing}"
+    );
+    assert!(!listing.contains("luks-header"), "{listing}");
+    assert!(!err.contains("--include-luks-headers:"), "{err}");
+
+    let (listing, err) = build("with", &["--include-luks-headers"]);
+    assert!(
+        listing
+            .lines()
+            .any(|l| l == format!("etc/lifeboat/{header}")),
+        "{listing}"
+    );
+    assert!(
+        err.contains("--include-luks-headers: the image holds 1 LUKS header backup(s)")
+            && err.contains("any passphrase that was valid"),
+        "{err}"
+    );
 }

@@ -241,7 +241,7 @@ pub fn create(opts: &CreateOptions) -> Result<CreateReport> {
             .write(true)
             .create_new(true)
             .mode(0o600)
-            .open(&path)
+            .open(partial.path(&archive_name))
             .with_context(|| format!("creating {}", path.display()))?;
         let enc = Encoder::new(
             opts.compression,
@@ -329,11 +329,11 @@ pub fn create(opts: &CreateOptions) -> Result<CreateReport> {
     progress.done();
 
     let manifest_sha256 = manifest
-        .save(&partial.tmp.join(MANIFEST_FILE))
+        .save(&partial.path(MANIFEST_FILE))
         .map_err(|e| destination_error(e, &opts.dest))?;
     if let Some(l) = &opts.layout_file {
         let data = std::fs::read(l).with_context(|| format!("reading layout {}", l.display()))?;
-        crate::util::write_atomic(&partial.tmp.join(LAYOUT_FILE), &data, 0o600)
+        crate::util::write_atomic(&partial.path(LAYOUT_FILE), &data, 0o600)
             .map_err(|e| destination_error(e, &opts.dest))?;
     }
     let finished = std::time::SystemTime::now();

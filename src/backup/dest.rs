@@ -73,12 +73,40 @@ impl Target {
             Target::Nfs { host, export } => ("nfs", format!("{host}:{export}")),
             Target::Cifs { host, share, .. } => ("cifs", format!("//{host}/{share}")),
         };
-        let mut cmd = Cmd::new("mount").args(["-t", fstype]);
-        if let Some(o) = options {
-            cmd = cmd.args(["-o", o]);
-        }
-        Some(cmd.arg(source).arg(mountpoint))
+        Some(
+            Cmd::new("mount")
+                .args(["-t", fstype, "-o"])
+                .arg(share_options(options))
+                .arg(source)
+                .arg(mountpoint),
+        )
     }
+}
+
+/// Options every share is mounted with: whoever else writes to it cannot
+/// plant a set-id program, a device node or an executable that root would
+/// honour. They come last, where mount(8) lets them win over the user's.
+pub const SHARE_OPTIONS: &str = "nosuid,nodev,noexec";
+
+/// The user's mount options (without those that would undo
+/// [`SHARE_OPTIONS`]), then [`SHARE_OPTIONS`].
+fn share_options(user: Option<&str>) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    for o in user
+        .unwrap_or_default()
+        .split(',')
+        .filter(|o| !o.is_empty())
+    {
+        if matches!(o, "suid" | "dev" | "exec" | "defaults") {
+            log::warn!(
+                "mount option {o:?} ignored: backup shares are always mounted {SHARE_OPTIONS}"
+            );
+        } else {
+            out.push(o);
+        }
+    }
+    out.push(SHARE_OPTIONS);
+    out.join(",")
 }
 
 /// An open destination: its directory, and the mount that goes away with it.
@@ -194,14 +222,27 @@ mod tests {
             .unwrap();
         assert!(
             cmd.to_string()
-                .ends_with("mount -t nfs -o vers=4.2 nas:/export/lb /run/m"),
+                .ends_with("mount -t nfs -o vers=4.2,nosuid,nodev,noexec nas:/export/lb /run/m"),
             "{cmd}"
         );
         let t = Target::parse("cifs://nas/share/sub").unwrap();
         let cmd = t.mount_command(Path::new("/run/m"), None).unwrap();
         assert!(
             cmd.to_string()
-                .ends_with("mount -t cifs //nas/share /run/m"),
+                .ends_with("mount -t cifs -o nosuid,nodev,noexec //nas/share /run/m"),
+            "{cmd}"
+        );
+        // The user's options cannot undo the three.
+        let cmd = t
+            .mount_command(
+                Path::new("/run/m"),
+                Some("suid,credentials=/root/c,dev,exec,defaults,,ro"),
+            )
+            .unwrap();
+        assert!(
+            cmd.to_string().ends_with(
+                "mount -t cifs -o credentials=/root/c,ro,nosuid,nodev,noexec //nas/share /run/m"
+            ),
             "{cmd}"
         );
         assert!(Target::parse("/x")

@@ -6,7 +6,6 @@
 
 use std::fs::{self, File};
 use std::io::Write;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -14,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::compress::Compression;
 use super::manifest::PathBytes;
+use crate::names;
 use crate::util::{self, AtomicFile};
 
 pub const GENERATION_FILE: &str = "generation.json";
@@ -155,6 +155,7 @@ impl Store {
     }
 
     pub fn load(&self, id: &str) -> Result<Generation> {
+        names::generation_id(id)?;
         let path = self.gen_dir(id).join(GENERATION_FILE);
         if !self.gen_dir(id).is_dir() {
             bail!(
@@ -181,8 +182,7 @@ impl Store {
         let base = util::stamp(epoch);
         let mut id = base.clone();
         let mut n = 2;
-        while self.gen_dir(&id).exists() || self.dir.join(format!("{PARTIAL_PREFIX}{id}")).exists()
-        {
+        while fs::symlink_metadata(self.gen_dir(&id)).is_ok() {
             id = format!("{base}-{n}");
             n += 1;
         }
@@ -193,21 +193,19 @@ impl Store {
     /// leftovers of killed runs.
     pub fn lock(&self) -> Result<StoreLock> {
         let path = self.dir.join(LOCK_FILE);
-        let file = File::create(&path).with_context(|| {
+        let file = match util::lock_file(&path).with_context(|| {
             format!(
-                "cannot write to backup folder {} (permissions?)",
+                "cannot lock backup folder {} (permissions?)",
                 self.dir.display()
             )
-        })?;
-        // SAFETY: flock on an open descriptor.
-        let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if r != 0 {
-            bail!(
+        })? {
+            util::Lock::Taken(file) => file,
+            util::Lock::Busy(_) => bail!(
                 "another lifeboat backup is using {} (lock {} is held)",
                 self.dir.display(),
                 path.display()
-            );
-        }
+            ),
+        };
         for ent in fs::read_dir(&self.dir)?.flatten() {
             let name = ent.file_name().to_string_lossy().into_owned();
             if name.starts_with(PARTIAL_PREFIX) || name.starts_with(DELETING_PREFIX) {
@@ -218,12 +216,25 @@ impl Store {
         Ok(StoreLock { _file: file })
     }
 
-    /// A directory for a generation being written; renamed by `commit`.
+    /// A directory for a generation being written, under an unpredictable
+    /// name (made by `mkdir`, which never follows a planted symlink) and
+    /// opened at once; renamed by `commit`.
     pub fn begin(&self, id: &str) -> Result<Partial> {
-        let tmp = self.dir.join(format!("{PARTIAL_PREFIX}{id}"));
-        fs::create_dir(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        names::generation_id(id)?;
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!("{PARTIAL_PREFIX}{id}."))
+            .tempdir_in(&self.dir)
+            .with_context(|| {
+                format!(
+                    "creating a folder for generation {id} in {}",
+                    self.dir.display()
+                )
+            })?
+            .keep();
+        let dir = util::open_dir_nofollow(&tmp)?;
         Ok(Partial {
             tmp,
+            dir,
             dest: self.gen_dir(id),
             done: false,
         })
@@ -232,6 +243,7 @@ impl Store {
     /// Removes a generation: renamed away first, so a half-deleted one is
     /// never listed.
     pub fn remove(&self, id: &str) -> Result<()> {
+        names::generation_id(id)?;
         let from = self.gen_dir(id);
         let to = self.dir.join(format!("{DELETING_PREFIX}{id}"));
         fs::rename(&from, &to).with_context(|| format!("removing {}", from.display()))?;
@@ -263,19 +275,39 @@ impl Store {
         Ok(removed)
     }
 
+    /// Writes `verify.json` into the generation's folder, reached without
+    /// following a symlink (a generation folder swapped for a link is
+    /// refused, never written through).
     pub fn write_verify(&self, id: &str, rec: &VerifyRecord) -> Result<()> {
+        names::generation_id(id)?;
         let json = serde_json::to_vec_pretty(rec)?;
-        util::write_atomic(&self.gen_dir(id).join(VERIFY_FILE), &json, 0o600)
+        let dir = util::open_dir_nofollow(&self.gen_dir(id))?;
+        util::write_atomic(&util::fd_path(&dir).join(VERIFY_FILE), &json, 0o600)
+            .with_context(|| format!("writing {VERIFY_FILE} of generation {id}"))
     }
 
     pub fn load_verify(&self, id: &str) -> Option<VerifyRecord> {
-        let data = fs::read(self.gen_dir(id).join(VERIFY_FILE)).ok()?;
+        let path = self.gen_dir(id).join(VERIFY_FILE);
+        let data = util::read_regular(&path, VERIFY_FILE, GENERATION_FILE_LIMIT).ok()?;
         serde_json::from_slice(&data).ok()
     }
 }
 
+/// `generation.json` is small; anything larger is not ours.
+const GENERATION_FILE_LIMIT: u64 = 16 << 20;
+
 fn load_generation(path: &Path) -> Result<Generation> {
-    let data = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    if let Some(dir) = path.parent() {
+        let meta =
+            fs::symlink_metadata(dir).with_context(|| format!("reading {}", dir.display()))?;
+        if !meta.is_dir() {
+            bail!(
+                "generation folder {} is a symbolic link or not a folder: refused",
+                dir.display()
+            );
+        }
+    }
+    let data = util::read_regular(path, GENERATION_FILE, GENERATION_FILE_LIMIT)?;
     let g: Generation = serde_json::from_slice(&data)
         .with_context(|| format!("{} is damaged or not a lifeboat generation", path.display()))?;
     if g.format != FORMAT {
@@ -285,7 +317,44 @@ fn load_generation(path: &Path) -> Result<Generation> {
             g.format
         );
     }
+    let folder = path
+        .parent()
+        .and_then(Path::file_name)
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    g.check_names(&folder)
+        .with_context(|| format!("{} is refused", path.display()))?;
     Ok(g)
+}
+
+impl Generation {
+    /// Every name in `generation.json` that becomes a path is checked: ids
+    /// (its own, which must be its folder's name, the parent and the chain)
+    /// are single path components, archive files too, mount points
+    /// absolute and normalised.
+    pub fn check_names(&self, folder: &str) -> Result<()> {
+        let gen = &self.id;
+        let field = |f: String| {
+            move |e: anyhow::Error| e.context(format!("generation {gen:?}, field `{f}`"))
+        };
+        names::generation_id(gen).map_err(field("id".into()))?;
+        if gen != folder {
+            bail!("generation {gen:?}, field `id`: does not match its folder {folder:?}");
+        }
+        if let Some(p) = &self.parent {
+            names::generation_id(p).map_err(field("parent".into()))?;
+        }
+        for (i, c) in self.chain.iter().enumerate() {
+            names::generation_id(c).map_err(field(format!("chain[{i}]")))?;
+        }
+        for (i, a) in self.archives.iter().enumerate() {
+            names::component("archive file", &a.file)
+                .map_err(field(format!("archives[{i}].file")))?;
+            names::mount_point(a.mountpoint.as_bytes())
+                .map_err(field(format!("archives[{i}].mountpoint")))?;
+        }
+        Ok(())
+    }
 }
 
 pub struct StoreLock {
@@ -294,19 +363,32 @@ pub struct StoreLock {
 
 /// A generation directory being written.
 pub struct Partial {
+    /// Its name in the backup folder, for messages and the final rename.
     pub tmp: PathBuf,
+    /// The folder itself, opened when made: files are created through it,
+    /// so swapping the name for a link meanwhile redirects nothing.
+    dir: File,
     dest: PathBuf,
     done: bool,
 }
 
 impl Partial {
+    /// The path that reaches `name` inside this very folder (through
+    /// `/proc/self/fd`); use `tmp.join(name)` in messages.
+    pub fn path(&self, name: &str) -> PathBuf {
+        util::fd_path(&self.dir).join(name)
+    }
+
     /// Writes generation.json, syncs everything and renames into place.
     pub fn commit(mut self, gen: &Generation) -> Result<()> {
         let json = serde_json::to_vec_pretty(gen)?;
-        let mut f = AtomicFile::create(&self.tmp.join(GENERATION_FILE), 0o600)?;
+        let mut f = AtomicFile::create(&self.path(GENERATION_FILE), 0o600)?;
         f.write_all(&json)?;
-        f.commit()?;
-        util::sync_dir(&self.tmp)?;
+        f.commit()
+            .with_context(|| format!("writing {}", self.tmp.join(GENERATION_FILE).display()))?;
+        self.dir
+            .sync_all()
+            .with_context(|| format!("syncing directory {}", self.tmp.display()))?;
         fs::rename(&self.tmp, &self.dest).with_context(|| {
             format!("renaming {} to {}", self.tmp.display(), self.dest.display())
         })?;
@@ -321,5 +403,83 @@ impl Drop for Partial {
         if !self.done {
             let _ = fs::remove_dir_all(&self.tmp);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::util::tests::{outside, tree_state};
+
+    #[test]
+    fn begin_and_write_verify_never_follow_planted_links() {
+        let (outside, _) = outside();
+        let before = tree_state(outside.path());
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        // The name a generation folder used to be written under.
+        let id = "20261126T055726Z";
+        std::os::unix::fs::symlink(outside.path(), dir.path().join(format!(".partial-{id}")))
+            .unwrap();
+        let partial = store.begin(id).unwrap();
+        assert!(fs::symlink_metadata(&partial.tmp).unwrap().is_dir());
+        // Someone swaps the folder for a link: files still land in it.
+        let moved = dir.path().join("moved");
+        fs::rename(&partial.tmp, &moved).unwrap();
+        std::os::unix::fs::symlink(outside.path(), &partial.tmp).unwrap();
+        fs::write(partial.path("probe"), b"x").unwrap();
+        assert_eq!(fs::read(moved.join("probe")).unwrap(), b"x");
+        drop(partial);
+        assert_eq!(tree_state(outside.path()), before);
+        // A generation folder swapped for a link: verify.json is refused.
+        std::os::unix::fs::symlink(outside.path(), dir.path().join(id)).unwrap();
+        let rec = VerifyRecord {
+            verified_at: "2026-11-26T05:57:26Z".into(),
+            deep: false,
+            ok: true,
+            problem: None,
+            files_checked: 0,
+        };
+        let e = format!("{:#}", store.write_verify(id, &rec).unwrap_err());
+        assert!(e.contains("not a folder, or a symbolic link"), "{e}");
+        assert!(store.write_verify("../x", &rec).is_err());
+        assert_eq!(tree_state(outside.path()), before);
+        // A real folder gets it.
+        fs::remove_file(dir.path().join(id)).unwrap();
+        fs::create_dir(dir.path().join(id)).unwrap();
+        store.write_verify(id, &rec).unwrap();
+        assert_eq!(store.load_verify(id), Some(rec));
+    }
+
+    #[test]
+    fn linked_generation_folders_and_files_are_refused() {
+        let (outside, victim) = outside();
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("20261126T055726Z")).unwrap();
+        fs::copy(&victim, outside.path().join(GENERATION_FILE)).unwrap();
+        let e = format!("{:#}", store.list().unwrap_err());
+        assert!(
+            e.contains("is a symbolic link or not a folder: refused"),
+            "{e}"
+        );
+        fs::remove_file(dir.path().join("20261126T055726Z")).unwrap();
+        let gen = dir.path().join("20261126T055727Z");
+        fs::create_dir(&gen).unwrap();
+        std::os::unix::fs::symlink(&victim, gen.join(GENERATION_FILE)).unwrap();
+        let e = format!("{:#}", store.load("20261126T055727Z").unwrap_err());
+        assert!(e.contains("generation.json"), "{e}");
+        assert!(e.contains("is a symbolic link"), "{e}");
+    }
+
+    #[test]
+    fn lock_refuses_a_planted_link() {
+        let (outside, victim) = outside();
+        let before = tree_state(outside.path());
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(victim, dir.path().join(LOCK_FILE)).unwrap();
+        let e = format!("{:#}", Store::new(dir.path()).lock().err().unwrap());
+        assert!(e.contains("is a symbolic link; remove it"), "{e}");
+        assert_eq!(tree_state(outside.path()), before);
     }
 }

@@ -12,6 +12,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::names;
 use crate::util::AtomicFile;
 
 /// Manifest format version.
@@ -172,8 +173,8 @@ pub struct Manifest {
 
 impl Manifest {
     pub fn load(path: &Path) -> Result<Manifest> {
-        let file = std::fs::File::open(path)
-            .with_context(|| format!("opening manifest {}", path.display()))?;
+        let file =
+            crate::util::open_regular(path, std::fs::OpenOptions::new().read(true), "manifest")?;
         let mut json = Vec::new();
         zstd::stream::read::Decoder::new(file)
             .and_then(|mut d| d.read_to_end(&mut json))
@@ -187,7 +188,36 @@ impl Manifest {
                 m.format
             );
         }
+        m.check_names()
+            .with_context(|| format!("manifest {} is refused", path.display()))?;
         Ok(m)
+    }
+
+    /// Every name that becomes a path is checked: generation ids (its own
+    /// and each entry's) and archive files are single path components,
+    /// mount points absolute and normalised.
+    pub fn check_names(&self) -> Result<()> {
+        let gen = &self.generation;
+        let field = |f: String| {
+            move |e: anyhow::Error| e.context(format!("generation {gen:?}, field `{f}`"))
+        };
+        names::generation_id(gen).map_err(field("generation".into()))?;
+        for (i, fs) in self.filesystems.iter().enumerate() {
+            names::mount_point(fs.mountpoint.as_bytes())
+                .map_err(field(format!("filesystems[{i}].mountpoint")))?;
+            names::component("archive file", &fs.archive)
+                .map_err(field(format!("filesystems[{i}].archive")))?;
+            let mut checked: Option<&str> = None;
+            for (j, e) in fs.entries.iter().enumerate() {
+                // Entries name a handful of generations, one after another.
+                if checked != Some(e.gen.as_str()) {
+                    names::generation_id(&e.gen)
+                        .map_err(field(format!("filesystems[{i}].entries[{j}].gen")))?;
+                    checked = Some(&e.gen);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Writes the manifest (zstd-compressed JSON) atomically; returns its
@@ -457,5 +487,60 @@ mod tests {
         assert_eq!(Manifest::load(&path).unwrap(), m);
         std::fs::write(&path, b"garbage").unwrap();
         assert!(format!("{:#}", Manifest::load(&path).unwrap_err()).contains("damaged"));
+    }
+
+    #[test]
+    fn hostile_names_are_refused_on_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("manifest.json.zst");
+        let good = Manifest {
+            format: FORMAT,
+            generation: "g1".into(),
+            filesystems: vec![fs(vec![rec("a", 1, 1), rec("b", 2, 1)])],
+        };
+        type Mutation = fn(&mut Manifest);
+        let cases: [(Mutation, &str, &str); 6] = [
+            (
+                |m| m.generation = "../../etc".into(),
+                "generation",
+                "contains '/'",
+            ),
+            (
+                |m| m.filesystems[0].archive = "../x".into(),
+                "filesystems[0].archive",
+                "contains '/'",
+            ),
+            (
+                |m| m.filesystems[0].archive = "/etc/passwd".into(),
+                "filesystems[0].archive",
+                "contains '/'",
+            ),
+            (
+                |m| m.filesystems[0].archive = "..".into(),
+                "filesystems[0].archive",
+                "is not a file name",
+            ),
+            (
+                |m| m.filesystems[0].mountpoint = PathBytes(b"/srv/../etc".to_vec()),
+                "filesystems[0].mountpoint",
+                "is not normalised",
+            ),
+            (
+                |m| m.filesystems[0].entries[1].gen = "..".into(),
+                "filesystems[0].entries[1].gen",
+                "is not a file name",
+            ),
+        ];
+        for (mutate, field, problem) in cases {
+            let mut m = good.clone();
+            mutate(&mut m);
+            m.save(&path).unwrap();
+            let e = format!("{:#}", Manifest::load(&path).unwrap_err());
+            assert!(e.contains("is refused: generation "), "{e}");
+            assert!(e.contains(&format!("field `{field}`")), "{e}");
+            assert!(e.contains(problem), "{e}");
+        }
+        good.save(&path).unwrap();
+        assert_eq!(Manifest::load(&path).unwrap(), good);
     }
 }

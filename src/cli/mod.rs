@@ -179,15 +179,17 @@ pub fn man_pages(dir: &std::path::Path) -> anyhow::Result<Vec<PathBuf>> {
 
 /// The subcommand word of a command line (skipping global options and
 /// their values), to treat `check`'s usage errors as UNKNOWN.
-pub fn subcommand_word(args: &[String]) -> Option<&str> {
+pub fn subcommand_word(args: &[std::ffi::OsString]) -> Option<&str> {
+    use std::os::unix::ffi::OsStrExt;
     let mut it = args.iter().skip(1);
     while let Some(a) = it.next() {
-        match a.as_str() {
-            "--config" | "--state-dir" => {
+        match a.as_bytes() {
+            b"--config" | b"--state-dir" => {
                 it.next();
             }
-            s if s.starts_with('-') => {}
-            s => return Some(s),
+            s if s.starts_with(b"-") => {}
+            // A word that is not UTF-8 is no subcommand of ours.
+            _ => return a.to_str().or(Some("")),
         }
     }
     None

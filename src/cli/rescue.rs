@@ -48,6 +48,12 @@ pub struct MkrescueArgs {
     /// the ISO, where recovery finds it by itself (small systems).
     #[arg(long, value_name = "DIR")]
     pub include_backup: Option<PathBuf>,
+
+    /// Copy the LUKS header backups named in the layout into the image.
+    /// A header backup opens its volume with any passphrase valid when it
+    /// was taken: whoever has the image (ISO, PXE) has that power.
+    #[arg(long)]
+    pub include_luks_headers: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -79,6 +85,7 @@ pub fn mkrescue(args: MkrescueArgs, cfg: &Config) -> Result<u8> {
     r.iso.flag(args.no_iso.then_some(false), "--no-iso");
     let opts = rescue::Options {
         include_backup: args.include_backup,
+        include_luks_headers: args.include_luks_headers,
         ..crate::schedule::run::rescue_options(&c, c.rescue.layout.value.as_deref())
     };
     let rec = rescue::mkrescue(&opts)?;

@@ -87,18 +87,28 @@ pub fn run(cmd: ScheduleCmd, cfg: &Config) -> Result<u8> {
 /// The command line the schedule runs: this binary, the configuration
 /// and state folder when they are not the defaults, and the job's flags.
 fn job_command(cfg: &Config, rebuild: bool, backup: bool) -> Result<Vec<String>> {
+    // A unit or cron file is text: a path that is not UTF-8 cannot be
+    // written into it faithfully.
+    fn text(what: &str, p: &std::path::Path) -> Result<String> {
+        p.to_str().map(String::from).with_context(|| {
+            format!(
+                "{what} {} is not valid UTF-8 and cannot go into a unit or cron file",
+                p.display()
+            )
+        })
+    }
     let exe = std::env::current_exe().context("finding lifeboat's own executable")?;
-    let mut cmd = vec![exe.display().to_string()];
+    let mut cmd = vec![text("lifeboat's executable", &exe)?];
     if cfg.path_source != Source::Default {
         let path = std::path::absolute(&cfg.path).unwrap_or(cfg.path.clone());
-        cmd.extend(["--config".into(), path.display().to_string()]);
+        cmd.extend(["--config".into(), text("the configuration file", &path)?]);
     }
     if matches!(
         cfg.state_dir.source,
         Source::Flag { .. } | Source::Env { .. }
     ) {
         let dir = std::path::absolute(&cfg.state_dir.value).unwrap_or(cfg.state_dir.value.clone());
-        cmd.extend(["--state-dir".into(), dir.display().to_string()]);
+        cmd.extend(["--state-dir".into(), text("the state folder", &dir)?]);
     }
     cmd.push("snapshot".into());
     if backup {
@@ -131,6 +141,7 @@ fn install_cmd(a: InstallArgs, cfg: &Config) -> Result<u8> {
         on_calendar: c.schedule.on_calendar.value.clone(),
         randomized_delay: c.schedule.randomized_delay.value.0,
     };
+    job.check_lines()?;
     let cron_time = match (init, &c.schedule.cron.value) {
         (Init::Cron, Some(t)) => Some(t.clone()),
         (Init::Cron, None) => Some(units::calendar_to_cron(&job.on_calendar)?),

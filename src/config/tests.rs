@@ -115,6 +115,14 @@ fn bad_values_name_file_line_and_key() {
         e.contains("line 2: key `monitor.warn_age`: bad duration"),
         "{e}"
     );
+    for huge in ["\"9999999999999d\"", "9223372036854775807"] {
+        let e = err(&format!("[monitor]\ncrit_age = {huge}\n"));
+        assert!(
+            e.contains("line 2: key `monitor.crit_age`: ")
+                && e.contains("too long (at most 36500d)"),
+            "{e}"
+        );
+    }
     let e = err("[rescue]\nappend = \"lifeboat.net=dhcp\"\n");
     assert!(
         e.contains("line 2: key `rescue.append`: expected a list of strings"),

@@ -169,7 +169,12 @@ impl ConfValue for Duration {
     fn from_toml(v: &toml::Value) -> Result<Self, String> {
         match v {
             toml::Value::String(s) => Self::from_env(s),
-            toml::Value::Integer(n) if *n >= 0 => Ok(Duration(*n)),
+            toml::Value::Integer(n) if (0..=crate::util::MAX_DURATION).contains(n) => {
+                Ok(Duration(*n))
+            }
+            toml::Value::Integer(n) if *n > 0 => {
+                Err(format!("duration {n} seconds is too long (at most 36500d)"))
+            }
             other => Err(format!(
                 "expected a duration like \"8d\", found {}",
                 kind(other)

@@ -51,7 +51,7 @@ impl Layout {
             );
         }
         let mut de = serde_json::Deserializer::from_str(text);
-        serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let layout: Layout = serde_path_to_error::deserialize(&mut de).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner();
             anyhow::anyhow!(
@@ -61,7 +61,40 @@ impl Layout {
                 path,
                 inner
             )
-        })
+        })?;
+        layout.check_names()?;
+        Ok(layout)
+    }
+
+    /// Names that become paths are checked: a LUKS header backup is a file
+    /// beside the layout (one path component), mount points are absolute
+    /// and normalised, btrfs subvolume paths relative and normalised.
+    pub fn check_names(&self) -> Result<()> {
+        let field = |f: String| move |e: anyhow::Error| e.context(format!("field `{f}`"));
+        for (i, l) in self.luks.iter().enumerate() {
+            if let Some(h) = &l.header_backup {
+                crate::names::component("LUKS header backup", h)
+                    .map_err(field(format!("luks[{i}].header_backup")))?;
+            }
+        }
+        for (i, fs) in self.filesystems.iter().enumerate() {
+            for (j, m) in fs.mountpoints.iter().enumerate() {
+                crate::names::mount_point(m.as_bytes())
+                    .map_err(field(format!("filesystems[{i}].mountpoints[{j}]")))?;
+            }
+            if let FsParams::Btrfs { subvolumes, .. } = &fs.params {
+                for (j, sv) in subvolumes.iter().enumerate() {
+                    crate::names::relative_path("btrfs subvolume", &sv.path).map_err(field(
+                        format!("filesystems[{i}].params.subvolumes[{j}].path"),
+                    ))?;
+                }
+            }
+        }
+        for (i, m) in self.mounts.iter().enumerate() {
+            crate::names::mount_point(m.mountpoint.as_bytes())
+                .map_err(field(format!("mounts[{i}].mountpoint")))?;
+        }
+        Ok(())
     }
 
     /// The layout as pretty-printed JSON with a trailing newline.
@@ -213,6 +246,32 @@ pub(crate) mod tests {
             "docs/layout.schema.json is out of date; regenerate it with \
              `cargo run -- layout schema > docs/layout.schema.json`"
         );
+    }
+
+    #[test]
+    fn hostile_names_are_refused() {
+        let mut l = minimal();
+        l.mounts.push(Mount {
+            mountpoint: "/srv/../etc".into(),
+            source: "/dev/sda1".into(),
+            fstype: "ext4".into(),
+            options: "rw".into(),
+            fs_options: "rw".into(),
+            root: "/".into(),
+        });
+        let err = format!("{:#}", Layout::from_json(&l.to_json()).unwrap_err());
+        assert!(err.contains("field `mounts[0].mountpoint`"), "{err}");
+        assert!(err.contains("\"/srv/../etc\" is not normalised"), "{err}");
+        l.mounts[0].mountpoint = "/srv/data".into();
+        Layout::from_json(&l.to_json()).unwrap();
+        let mut luks = probe::luks::empty_device(2, "1111".into());
+        luks.header_backup = Some("luks-header-1111.img".into());
+        l.luks.push(luks);
+        Layout::from_json(&l.to_json()).unwrap();
+        l.luks[0].header_backup = Some("../../etc/shadow".into());
+        let err = format!("{:#}", Layout::from_json(&l.to_json()).unwrap_err());
+        assert!(err.contains("field `luks[0].header_backup`"), "{err}");
+        assert!(err.contains("contains '/'"), "{err}");
     }
 
     #[test]

@@ -132,9 +132,19 @@ impl Ctx {
         self.keys.key_for(luks, self.dry_run)
     }
 
+    /// The header backup named in the layout, when it is beside the layout;
+    /// else recovery formats a new container (and says so).
     pub fn luks_header(&self, luks: &LuksDevice) -> Option<PathBuf> {
         let name = luks.header_backup.as_ref()?;
         let p = self.header_dir.as_ref()?.join(name);
+        if !p.is_file() {
+            log::warn!(
+                "LUKS header backup {} is not there: formatting a new LUKS container on {} \
+                 (to restore the old header, put {name} beside the layout given with --layout)",
+                p.display(),
+                luks.device
+            );
+        }
         p.is_file().then_some(p)
     }
 }

@@ -59,6 +59,11 @@ pub struct Options {
     /// A backup folder whose newest generation (with its chain) goes onto
     /// the ISO, for recovery without a network or a second disk.
     pub include_backup: Option<PathBuf>,
+    /// Copy the LUKS header backups named in the layout into the image
+    /// (`--include-luks-headers`). A header backup opens its volume with
+    /// any passphrase that was valid when it was taken, so by default they
+    /// stay out of an image that PXE serves or a USB stick carries.
+    pub include_luks_headers: bool,
     /// Where kernels, modules and firmware are looked up (tests point these
     /// elsewhere).
     pub boot_dir: PathBuf,
@@ -77,6 +82,7 @@ impl Default for Options {
             add_programs: Vec::new(),
             no_iso: false,
             include_backup: None,
+            include_luks_headers: false,
             boot_dir: PathBuf::from("/boot"),
             modules_root: PathBuf::from("/lib/modules"),
             firmware_dir: PathBuf::from("/lib/firmware"),
@@ -202,11 +208,9 @@ pub fn mkrescue(opts: &Options) -> Result<BuildRecord> {
     let iso_path = opts.output.join(ISO);
     let iso_tmp = match &iso_inputs {
         Some(inputs) => {
-            let tmp = tempfile::Builder::new()
-                .prefix(".lifeboat-rescue.iso.")
-                .tempfile_in(&opts.output)?
-                .into_temp_path();
-            std::fs::remove_file(&tmp)?;
+            // xorriso creates the file itself: in the private work folder,
+            // never under a name others could plant a link at.
+            let tmp = staging.path().join(ISO);
             let initrd_sha = sha256_file(initrd.tmp_path())?;
             let menu = BootMenu {
                 grafts: grafts.clone(),
@@ -239,7 +243,7 @@ pub fn mkrescue(opts: &Options) -> Result<BuildRecord> {
     vmlinuz.commit()?;
     initrd.commit()?;
     if let Some(tmp) = iso_tmp {
-        tmp.persist(&iso_path)
+        std::fs::rename(&tmp, &iso_path)
             .with_context(|| format!("renaming the ISO to {}", iso_path.display()))?;
     } else if iso_path.exists() {
         // An ISO from an earlier build would not match this initrd.
@@ -696,19 +700,48 @@ fn add_system_files(tree: &mut Tree, layout: Option<&Layout>, opts: &Options) ->
     }
     if let (Some(layout), Some(path)) = (layout, &opts.layout) {
         tree.host_file_at(path, "etc/lifeboat/layout.json")?;
-        let dir = path.parent().unwrap_or(Path::new("."));
-        for l in &layout.luks {
-            if let Some(name) = &l.header_backup {
-                let src = dir.join(name);
-                if !src.is_file() {
-                    bail!(
-                        "LUKS header backup {} named in the layout is missing; run layout save --luks-headers again",
-                        src.display()
-                    );
-                }
-                tree.host_file_at(&src, &format!("etc/lifeboat/{name}"))?;
-            }
+        add_luks_headers(tree, layout, path, opts.include_luks_headers)?;
+    }
+    Ok(())
+}
+
+/// The LUKS header backups named in the layout, beside it, into
+/// `/etc/lifeboat` of the image: only when asked, with a warning of what
+/// that means.
+fn add_luks_headers(tree: &mut Tree, layout: &Layout, path: &Path, include: bool) -> Result<()> {
+    let names: Vec<&str> = layout
+        .luks
+        .iter()
+        .filter_map(|l| l.header_backup.as_deref())
+        .collect();
+    if names.is_empty() {
+        return Ok(());
+    }
+    if !include {
+        log::info!(
+            "{} LUKS header backup(s) named in the layout left out of the image; recovery \
+             formats new LUKS containers unless they are beside the layout it is given \
+             (or use --include-luks-headers)",
+            names.len()
+        );
+        return Ok(());
+    }
+    log::warn!(
+        "--include-luks-headers: the image holds {} LUKS header backup(s); anyone with the \
+         image can open those volumes with any passphrase that was valid when the header \
+         was backed up. Keep the image (ISO, initrd, PXE server) as secret as the disks",
+        names.len()
+    );
+    let dir = path.parent().unwrap_or(Path::new("."));
+    for name in names {
+        let src = dir.join(name);
+        if !src.is_file() {
+            bail!(
+                "LUKS header backup {} named in the layout is missing; run layout save --luks-headers again",
+                src.display()
+            );
         }
+        tree.host_file_at(&src, &format!("etc/lifeboat/{name}"))?;
     }
     Ok(())
 }

@@ -97,6 +97,11 @@ pub fn install(
     job: &JobSpec,
     cron_time: Option<&str>,
 ) -> Result<Installed> {
+    job.check_lines()?;
+    if let Some(t) = cron_time {
+        crate::names::single_line("cron time (--cron, schedule.cron)", t)?;
+    }
+    crate::names::single_line("--root", &paths.root.to_string_lossy())?;
     let mut written = Vec::new();
     let mut removed = Vec::new();
     let mut started = false;

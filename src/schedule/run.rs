@@ -8,7 +8,6 @@
 
 use std::fs::File;
 use std::io::{Read, Seek, Write};
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -40,24 +39,18 @@ impl RunLock {
             )
         })?;
         let path = state_dir.join(LOCK_FILE);
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .with_context(|| format!("opening lock {}", path.display()))?;
-        // SAFETY: flock on a descriptor we own.
-        let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if r != 0 {
-            let mut holder = String::new();
-            let _ = file.read_to_string(&mut holder);
-            bail!(
-                "another lifeboat snapshot run is in progress (pid {} holds {}); this run is skipped",
-                holder.trim(),
-                path.display()
-            );
-        }
+        let mut file = match util::lock_file(&path)? {
+            util::Lock::Taken(file) => file,
+            util::Lock::Busy(mut file) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                bail!(
+                    "another lifeboat snapshot run is in progress (pid {} holds {}); this run is skipped",
+                    holder.trim(),
+                    path.display()
+                );
+            }
+        };
         file.set_len(0)?;
         file.rewind()?;
         writeln!(file, "{}", std::process::id())?;

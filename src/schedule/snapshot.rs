@@ -294,7 +294,7 @@ mod tests {
         assert_eq!(store.resolve("previous").unwrap().id, "20261126T055726Z-10");
         assert_eq!(parse_stamp("20261126T055726Z-11"), Some(T0));
         // Leftovers of an interrupted write and foreign files are not snapshots.
-        std::fs::write(dir.path().join(".20261126T055726Z.json.tmp-1"), "x").unwrap();
+        std::fs::write(dir.path().join(".20261126T055726Z.json.x1Yz2W.tmp"), "x").unwrap();
         std::fs::write(dir.path().join("notes.json"), "x").unwrap();
         assert_eq!(store.list().unwrap().len(), 11);
     }

@@ -22,6 +22,20 @@ pub struct JobSpec {
 }
 
 impl JobSpec {
+    /// Every value that goes into a unit or cron line is one line of plain
+    /// text: a newline in `--on-calendar` or in a path of the command would
+    /// start a directive of its own (`ExecStartPre=`) or a cron job.
+    pub fn check_lines(&self) -> Result<()> {
+        crate::names::single_line(
+            "OnCalendar (--on-calendar, schedule.on_calendar)",
+            &self.on_calendar,
+        )?;
+        for word in &self.command {
+            crate::names::single_line("the scheduled command's argument", word)?;
+        }
+        Ok(())
+    }
+
     fn what(&self) -> &'static str {
         let has = |f: &str| self.command.iter().any(|a| a == f);
         match (has("--rebuild-rescue"), has("--backup")) {

@@ -114,7 +114,7 @@ fn c_string(b: &[u8]) -> String {
     String::from_utf8_lossy(&b[..end]).trim().to_string()
 }
 
-fn empty_device(version: u32, uuid: String) -> LuksDevice {
+pub(crate) fn empty_device(version: u32, uuid: String) -> LuksDevice {
     LuksDevice {
         device: String::new(),
         version,

@@ -792,29 +792,28 @@ fn collect_luks(ctx: &Ctx, crypttab: &[CrypttabEntry]) -> Result<Vec<LuksDevice>
 }
 
 /// `cryptsetup luksHeaderBackup` into `dir/luks-header-UUID.img`, mode 0600;
-/// returns the file name.
+/// returns the file name. cryptsetup writes into a private folder of its own
+/// (mode 0700, unpredictable name) and the result is renamed over.
 fn backup_luks_header(dev: &str, uuid: &str, dir: &Path) -> Result<String> {
     use std::os::unix::fs::PermissionsExt;
     let name = format!("luks-header-{uuid}.img");
+    crate::names::component("LUKS header backup", &name)
+        .with_context(|| format!("LUKS UUID of {dev}"))?;
     let dest = dir.join(&name);
-    // cryptsetup refuses to overwrite: write beside, then rename over.
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
-    let result = Cmd::new("cryptsetup")
+    let work = tempfile::Builder::new()
+        .prefix(".luks-header.")
+        .tempdir_in(dir)
+        .with_context(|| format!("creating a temporary folder in {}", dir.display()))?;
+    let tmp = work.path().join(&name);
+    Cmd::new("cryptsetup")
         .args(["luksHeaderBackup", dev, "--header-backup-file"])
         .arg(&tmp)
         .run()
-        .with_context(|| format!("backing up the LUKS header of {dev}"))
-        .and_then(|_| {
-            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
-                .with_context(|| format!("setting mode 0600 on {}", tmp.display()))?;
-            std::fs::rename(&tmp, &dest)
-                .with_context(|| format!("renaming {} to {}", tmp.display(), dest.display()))
-        });
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result?;
+        .with_context(|| format!("backing up the LUKS header of {dev}"))?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("setting mode 0600 on {}", tmp.display()))?;
+    std::fs::rename(&tmp, &dest)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), dest.display()))?;
     Ok(name)
 }
 
