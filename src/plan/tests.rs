@@ -243,6 +243,7 @@ fn target(path: &str, size: u64) -> TargetDisk {
         model: None,
         removable: false,
         read_only: false,
+        contents: Default::default(),
     }
 }
 

@@ -56,6 +56,8 @@ pub struct Options {
     pub mount_root: PathBuf,
     /// Regenerate the initramfs even when it already fits the new disks.
     pub regenerate_initramfs: bool,
+    /// Overwrite target disks that hold data this plan did not write.
+    pub wipe: bool,
 }
 
 impl Default for Options {
@@ -76,6 +78,7 @@ impl Default for Options {
             sys: PathBuf::from("/sys"),
             mount_root: PathBuf::from(MOUNT_ROOT),
             regenerate_initramfs: false,
+            wipe: false,
         }
     }
 }
@@ -96,6 +99,9 @@ pub struct Answers {
     #[serde(default)]
     pub keys: BTreeMap<String, String>,
     pub luks_iter_time_ms: Option<u32>,
+    /// Overwrite target disks that hold data (the `--wipe` of the answers).
+    #[serde(default)]
+    pub wipe: bool,
 }
 
 impl Answers {
@@ -216,7 +222,8 @@ pub fn prepare(opts: &Options) -> Result<Prepared> {
     let mut maps_text = answers.map.clone();
     maps_text.extend(opts.maps.iter().cloned());
     let maps = mapping::parse_maps(&maps_text)?;
-    let targets = plan::targets::list(&opts.sys, opts.allow_loop)?;
+    let mut targets = plan::targets::list(&opts.sys, opts.allow_loop)?;
+    plan::targets::probe_contents(&opts.sys, &mut targets)?;
     let excluded = excluded_disks(&opts.sys, &targets, backup.as_ref(), &opts.mount_root)?;
     let input = PlanInput {
         targets,
@@ -228,6 +235,7 @@ pub fn prepare(opts: &Options) -> Result<Prepared> {
             .unwrap_or_default(),
         backup: backup.as_ref().map(|b| b.display()),
         uefi: Path::new("/sys/firmware/efi").exists(),
+        unattended: opts.unattended,
     };
     let plan = plan::build(&layout, &input)?;
     Ok(Prepared {
@@ -351,12 +359,27 @@ pub struct Report {
     pub ok: bool,
 }
 
+/// The target disks by identity and content, one a line, for the prompt.
+fn disks_in_words(plan: &Plan) -> String {
+    plan.disks
+        .iter()
+        .map(|d| {
+            format!(
+                "  {} ({}, {}), holding {}\n",
+                d.new,
+                d.new_identity.describe(),
+                util::human_bytes(d.new_size_bytes),
+                d.new_contents.describe()
+            )
+        })
+        .collect()
+}
+
 /// Asks for the word `yes` on the terminal.
 fn confirm(plan: &Plan) -> Result<()> {
-    let disks: Vec<&str> = plan.disks.iter().map(|d| d.new.as_str()).collect();
     print!(
-        "\nEverything on {} will be destroyed. Type yes to continue: ",
-        disks.join(", ")
+        "\nEverything on these disks will be destroyed:\n{}Type yes to continue: ",
+        disks_in_words(plan)
     );
     std::io::stdout().flush()?;
     let mut line = String::new();
@@ -391,12 +414,23 @@ pub fn recover(opts: &Options) -> Result<u8> {
     let p = prepare(opts)?;
     print!("{}", render::render(&p.plan));
     std::io::stdout().flush()?;
+    let state = opts.state.clone().unwrap_or_else(|| {
+        if opts.unattended && Path::new(JOB_DIR).is_dir() {
+            Path::new(JOB_DIR).join("recover-state.json")
+        } else {
+            PathBuf::from("/run/lifeboat/recover-state.json")
+        }
+    });
+    let mut journal = Journal::open(&state, &p.plan)?;
+    for note in check_foreign_data(&p.plan, &journal, opts.wipe || p.answers.wipe)? {
+        println!("{note}");
+    }
     if !(opts.yes || opts.unattended || opts.dry_run) {
         confirm(&p.plan)?;
     }
 
     // Prove that the disks are free (or held only by this plan's devices).
-    let allowed = allowed_holders(&p.plan);
+    let allowed = safety::Allowed::of_plan(&p.plan);
     let mounts = mount::mounts()?;
     let swaps = std::fs::read_to_string("/proc/swaps").unwrap_or_default();
     for d in &p.plan.disks {
@@ -433,14 +467,6 @@ pub fn recover(opts: &Options) -> Result<u8> {
         force_initramfs: opts.regenerate_initramfs,
     };
     let mut run_state = RunState::default();
-    let state = opts.state.clone().unwrap_or_else(|| {
-        if opts.unattended && Path::new(JOB_DIR).is_dir() {
-            Path::new(JOB_DIR).join("recover-state.json")
-        } else {
-            PathBuf::from("/run/lifeboat/recover-state.json")
-        }
-    });
-    let mut journal = Journal::open(&state, &p.plan)?;
     if journal.done_count() > 0 {
         println!(
             "\nresuming: {} steps were completed by an earlier run",
@@ -585,29 +611,31 @@ pub fn recover(opts: &Options) -> Result<u8> {
     Ok(0)
 }
 
-/// Holders the plan itself creates (a re-run finds them active).
-fn allowed_holders(plan: &Plan) -> safety::Allowed {
-    let mut a = safety::Allowed::default();
-    for s in &plan.steps {
-        match s {
-            Step::CreateMd { array } => {
-                let k = std::fs::canonicalize(&array.device)
-                    .ok()
-                    .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-                    .unwrap_or_else(|| array.device.trim_start_matches("/dev/").to_string());
-                a.md.insert(k);
-            }
-            Step::FormatLuks { name, .. } => {
-                a.dm_names.insert(name.clone());
-            }
-            Step::CreateVg { vg, .. } => {
-                a.dm_prefixes
-                    .insert(format!("{}-", vg.name.replace('-', "--")));
-            }
-            _ => {}
+/// Refuses, before anything is written, a target disk that holds data
+/// this plan did not write (the journal of an interrupted run says which it
+/// did), unless `wipe`. Returns what `wipe` lets be overwritten, in words.
+fn check_foreign_data(plan: &Plan, journal: &Journal, wipe: bool) -> Result<Vec<String>> {
+    let mut notes = Vec::new();
+    for d in &plan.disks {
+        if d.new_contents.is_blank() || journal.wrote_disk(plan, &d.new) {
+            continue;
         }
+        let what = format!(
+            "{} ({}, {}) holds {}",
+            d.new,
+            d.new_identity.describe(),
+            util::human_bytes(d.new_size_bytes),
+            d.new_contents.describe()
+        );
+        if !wipe {
+            bail!(
+                "refusing to write {what}; nothing was written. If that may be destroyed, \
+                 add --wipe (wipe = true in recover.toml), or choose another disk with --map"
+            );
+        }
+        notes.push(format!("--wipe: overwriting {what}"));
     }
-    a
+    Ok(notes)
 }
 
 /// Applies one storage or system step.
