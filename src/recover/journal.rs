@@ -232,3 +232,116 @@ impl Journal {
         )
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::layout::MbrTable;
+    use crate::plan::targets::{Contents, DiskIdentity};
+
+    /// A plan writing an MBR (signature 0x0000beef) on `disk`, whose disk
+    /// here has `serial` and holds `contents`.
+    pub(crate) fn plan_on(disk: &str, serial: Option<&str>, contents: Contents) -> Plan {
+        Plan {
+            hostname: "h".into(),
+            layout_captured_at: String::new(),
+            disks: vec![DiskPair {
+                old: "/dev/sda".into(),
+                new: disk.into(),
+                old_size_bytes: 1 << 30,
+                new_size_bytes: 1 << 30,
+                old_sector_size: 512,
+                new_sector_size: 512,
+                reason: "--map".into(),
+                new_identity: DiskIdentity {
+                    model: Some("QEMU HARDDISK".into()),
+                    serial: serial.map(str::to_string),
+                    wwn: None,
+                },
+                new_contents: contents,
+            }],
+            sizes: vec![],
+            renames: Default::default(),
+            steps: vec![
+                Step::Partition {
+                    disk: disk.into(),
+                    old_disk: "/dev/sda".into(),
+                    table: PartitionTable::Mbr(MbrTable {
+                        disk_signature: 0xbeef,
+                        partitions: vec![],
+                    }),
+                },
+                Step::Verify,
+            ],
+            warnings: vec![],
+        }
+    }
+
+    /// What a disk holds after the plan's step 1: its MBR.
+    pub(crate) fn with_mbr(id: &str) -> Contents {
+        Contents {
+            table: Some(TableInfo {
+                kind: "MBR".into(),
+                partitions: 0,
+                id: id.into(),
+            }),
+            ..Contents::default()
+        }
+    }
+
+    #[test]
+    fn resume_onto_another_disk_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state.json");
+        let first = plan_on("/dev/vdb", Some("TARGET"), Contents::default());
+        let mut j = Journal::open(&state, &first).unwrap();
+        j.mark("partition:/dev/vdb").unwrap();
+
+        // After a reboot /dev/vdb is another disk: the same plan, other serial.
+        let swapped = plan_on("/dev/vdb", Some("BYSTANDER"), with_mbr("0x12345678"));
+        assert_eq!(plan_hash(&swapped), plan_hash(&first));
+        let err = Journal::open(&state, &swapped).err().unwrap().to_string();
+        assert!(err.starts_with("refusing to resume: "), "{err}");
+        assert!(
+            err.contains(
+                "/dev/vdb was the disk with serial TARGET, 1.0 GiB; it is now /dev/vdb \
+                 (QEMU HARDDISK, serial BYSTANDER, 1.0 GiB) and holds MBR (signature 0x12345678"
+            ),
+            "{err}"
+        );
+        assert!(err.contains("remove "), "{err}");
+
+        // The same disk resumes, and its data counts as the plan's own.
+        let same = plan_on("/dev/vdb", Some("TARGET"), with_mbr("0x0000beef"));
+        let j = Journal::open(&state, &same).unwrap();
+        assert!(j.is_done("partition:/dev/vdb"));
+        assert!(j.wrote_disk(&same, "/dev/vdb"));
+    }
+
+    #[test]
+    fn a_disk_without_identity_is_recognised_by_the_table_the_plan_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state.json");
+        let first = plan_on("/dev/loop3", None, Contents::default());
+        Journal::open(&state, &first)
+            .unwrap()
+            .mark("partition:/dev/loop3")
+            .unwrap();
+        let ours = plan_on("/dev/loop3", None, with_mbr("0x0000beef"));
+        assert!(Journal::open(&state, &ours).is_ok());
+        let other = plan_on("/dev/loop3", None, with_mbr("0x12345678"));
+        assert!(Journal::open(&state, &other).is_err());
+        let blank = plan_on("/dev/loop3", None, Contents::default());
+        assert!(Journal::open(&state, &blank).is_err());
+    }
+
+    #[test]
+    fn nothing_done_checks_nothing_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state.json");
+        let p = plan_on("/dev/vdb", Some("A"), Contents::default());
+        let j = Journal::open(&state, &p).unwrap();
+        assert!(!j.wrote_disk(&p, "/dev/vdb"));
+        assert!(!state.exists());
+    }
+}

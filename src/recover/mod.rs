@@ -805,3 +805,86 @@ fn finish(plan: &Plan, root: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::targets::{Contents, SigKind, Signature};
+    use journal::tests::{plan_on, with_mbr};
+
+    fn ext4() -> Contents {
+        Contents {
+            signatures: vec![Signature {
+                device: "/dev/vdb".into(),
+                kind: SigKind::Filesystem,
+                fstype: "ext4".into(),
+                label: Some("keep".into()),
+                uuid: Some("0e2c6d4a-6666-4222-8333-444455556602".into()),
+                name: None,
+            }],
+            ..Contents::default()
+        }
+    }
+
+    #[test]
+    fn a_disk_holding_data_needs_wipe() {
+        let dir = tempfile::tempdir().unwrap();
+        let plan = plan_on("/dev/vdb", Some("BYSTANDER"), ext4());
+        let j = Journal::open(&dir.path().join("state.json"), &plan).unwrap();
+        let err = check_foreign_data(&plan, &j, false)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "refusing to write /dev/vdb (QEMU HARDDISK, serial BYSTANDER, 1.0 GiB) holds \
+             /dev/vdb: ext4 label \"keep\" (UUID 0e2c6d4a-6666-4222-8333-444455556602); nothing \
+             was written. If that may be destroyed, add --wipe (wipe = true in recover.toml), \
+             or choose another disk with --map"
+        );
+        let notes = check_foreign_data(&plan, &j, true).unwrap();
+        assert_eq!(notes.len(), 1);
+        assert!(
+            notes[0].starts_with("--wipe: overwriting /dev/vdb"),
+            "{notes:?}"
+        );
+        // A blank disk needs nothing.
+        let blank = plan_on("/dev/vdb", Some("NEW"), Contents::default());
+        assert!(check_foreign_data(&blank, &j, false).unwrap().is_empty());
+    }
+
+    #[test]
+    fn what_an_interrupted_run_of_this_plan_wrote_needs_no_wipe() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state.json");
+        let first = plan_on("/dev/vdb", Some("TARGET"), Contents::default());
+        Journal::open(&state, &first)
+            .unwrap()
+            .mark("partition:/dev/vdb")
+            .unwrap();
+        let resumed = plan_on("/dev/vdb", Some("TARGET"), with_mbr("0x0000beef"));
+        let j = Journal::open(&state, &resumed).unwrap();
+        assert!(check_foreign_data(&resumed, &j, false).unwrap().is_empty());
+    }
+
+    #[test]
+    fn answers_file_says_wipe() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("recover.toml");
+        std::fs::write(&p, "map = [\"/dev/sda=/dev/vdb\"]\nwipe = true\n").unwrap();
+        let a = Answers::load(&p).unwrap();
+        assert!(a.wipe);
+        assert_eq!(a.map, ["/dev/sda=/dev/vdb"]);
+        std::fs::write(&p, "map = []\n").unwrap();
+        assert!(!Answers::load(&p).unwrap().wipe);
+    }
+
+    #[test]
+    fn the_prompt_names_each_disk_by_identity_and_content() {
+        let plan = plan_on("/dev/vdb", Some("BYSTANDER"), ext4());
+        assert_eq!(
+            disks_in_words(&plan),
+            "  /dev/vdb (QEMU HARDDISK, serial BYSTANDER, 1.0 GiB), holding /dev/vdb: ext4 \
+             label \"keep\" (UUID 0e2c6d4a-6666-4222-8333-444455556602)\n"
+        );
+    }
+}
