@@ -314,6 +314,55 @@ mod tests {
     use super::*;
 
     #[test]
+    fn contents_name_tables_file_systems_and_stacks() {
+        let text = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/guest/blkid-export.txt"),
+        )
+        .unwrap();
+        let all = crate::layout::probe::blkid::parse_export(&text);
+        let of = |disk: &str| -> Vec<&Probe> {
+            all.iter().filter(|p| p.devname.starts_with(disk)).collect()
+        };
+        let vg_of = |dev: &str| (dev == "/dev/vdb3").then(|| "vg0".to_string());
+        let table = PartitionTable::Mbr(crate::layout::MbrTable {
+            disk_signature: 0x1a2b3c4d,
+            partitions: vec![],
+        });
+        let vdb = Contents::from_probes(Some(&table), &of("/dev/vdb"), &vg_of);
+        assert!(!vdb.is_blank());
+        assert_eq!(
+            vdb.describe(),
+            "MBR (signature 0x1a2b3c4d, 0 partitions); /dev/vdb2: md member of array \
+             \"lifeboat:0\" (UUID 11111111-2222-2222-3333-333344444444); /dev/vdb3: LVM PV of \
+             volume group \"vg0\" (PV UUID LBpv01-0000-0000-0000-0000-0000-000001)"
+        );
+        let vdd = Contents::from_probes(None, &of("/dev/vdd"), &vg_of);
+        let kinds: Vec<(SigKind, &str)> = vdd
+            .signatures
+            .iter()
+            .map(|s| (s.kind, s.device.as_str()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                (SigKind::Filesystem, "/dev/vdd1"),
+                (SigKind::Swap, "/dev/vdd5"),
+                (SigKind::Luks, "/dev/vdd6")
+            ]
+        );
+        assert!(vdd.describe().contains(
+            "/dev/vdd1: ext4 label \"boot\" (UUID 0e000000-0000-4000-8000-000000000005)"
+        ));
+        assert!(vdd
+            .describe()
+            .contains("/dev/vdd6: LUKS (UUID 11111111-0000-4000-8000-000000000001)"));
+        // A disk with nothing blkid knows (vdf in the fixture) is blank.
+        let vdf = Contents::from_probes(None, &of("/dev/vdf"), &vg_of);
+        assert!(vdf.is_blank());
+        assert_eq!(vdf.describe(), "nothing (no partition table, no signature)");
+    }
+
+    #[test]
     fn lists_disks_from_a_sysfs_tree() {
         let sys = tempfile::tempdir().unwrap();
         let mk = |name: &str, files: &[(&str, &str)]| {
