@@ -464,7 +464,10 @@ fn unattended_plans_size_order_only_onto_blank_disks() {
     assert!(build(&uefi_lvm(), &i).is_ok());
     i.targets[0].contents.unreadable = Some("I/O error".into());
     let err = build(&uefi_lvm(), &i).unwrap_err().to_string();
-    assert!(err.starts_with("unattended recovery does not choose disks by size"), "{err}");
+    assert!(
+        err.starts_with("unattended recovery does not choose disks by size"),
+        "{err}"
+    );
     i.maps = vec![("/dev/vda".into(), "/dev/nvme0n1".into())];
     assert!(build(&uefi_lvm(), &i).is_ok());
 }
