@@ -43,6 +43,13 @@ pub struct DiskPair {
     pub new_contents: Contents,
 }
 
+impl DiskPair {
+    /// The new disk in words: `/dev/vdb (QEMU HARDDISK, serial X, 20.0 GiB)`.
+    pub fn describe_new(&self) -> String {
+        super::targets::describe_disk(&self.new, &self.new_identity, self.new_size_bytes)
+    }
+}
+
 /// Parses `OLD=NEW` arguments.
 pub fn parse_maps(args: &[String]) -> Result<Vec<(String, String)>> {
     args.iter()

@@ -71,13 +71,13 @@ impl TargetDisk {
 
     /// `/dev/vdb (QEMU HARDDISK, serial X, 20.0 GiB)`.
     pub fn describe(&self) -> String {
-        format!(
-            "{} ({}, {})",
-            self.path,
-            self.identity().describe(),
-            human_bytes(self.size_bytes)
-        )
+        describe_disk(&self.path, &self.identity(), self.size_bytes)
     }
+}
+
+/// A disk in words: `/dev/vdb (QEMU HARDDISK, serial X, 20.0 GiB)`.
+pub fn describe_disk(path: &str, id: &DiskIdentity, size_bytes: u64) -> String {
+    format!("{path} ({}, {})", id.describe(), human_bytes(size_bytes))
 }
 
 /// The partition table found on a disk.

@@ -69,10 +69,8 @@ impl RecordedDisk {
     fn mismatch(&self, now: &DiskPair, wrote_table: bool, wrote_any: bool) -> Option<String> {
         let id = &now.new_identity;
         let is_now = format!(
-            "it is now {} ({}, {}) and holds {}",
-            now.new,
-            id.describe(),
-            human_bytes(now.new_size_bytes),
+            "it is now {} and holds {}",
+            now.describe_new(),
             now.new_contents.describe()
         );
         let different = if self.serial.is_some() || self.wwn.is_some() {

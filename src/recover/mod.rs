@@ -365,10 +365,8 @@ fn disks_in_words(plan: &Plan) -> String {
         .iter()
         .map(|d| {
             format!(
-                "  {} ({}, {}), holding {}\n",
-                d.new,
-                d.new_identity.describe(),
-                util::human_bytes(d.new_size_bytes),
+                "  {}, holding {}\n",
+                d.describe_new(),
                 d.new_contents.describe()
             )
         })
@@ -620,13 +618,7 @@ fn check_foreign_data(plan: &Plan, journal: &Journal, wipe: bool) -> Result<Vec<
         if d.new_contents.is_blank() || journal.wrote_disk(plan, &d.new) {
             continue;
         }
-        let what = format!(
-            "{} ({}, {}) holds {}",
-            d.new,
-            d.new_identity.describe(),
-            util::human_bytes(d.new_size_bytes),
-            d.new_contents.describe()
-        );
+        let what = format!("{} holds {}", d.describe_new(), d.new_contents.describe());
         if !wipe {
             bail!(
                 "refusing to write {what}; nothing was written. If that may be destroyed, \
