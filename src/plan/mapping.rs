@@ -10,8 +10,10 @@
 //! that disk (or of the disk `--map` names), so a disk the layout marks as
 //! not needed or excluded is never chosen by name and size or size order,
 //! and a layout disk whose identity is present elsewhere is not matched by
-//! name. Two disks with the same identity are an error. When the rules leave
-//! a choice, it is an error that lists the candidates and the `--map` to
+//! name. Identities that cannot tell disks apart are an error: two disks
+//! here with the identity of a needed disk, or one disk with the identity
+//! of two layout disks (unless `--map` places them). When the rules leave a
+//! choice, it is an error that lists the candidates and the `--map` to
 //! write. Unattended, size order is used only when every candidate is blank.
 
 use std::collections::BTreeMap;
@@ -349,7 +351,8 @@ impl<'a> Mapper<'a> {
             if let Some(t) = free.iter().find(|t| !t.contents.is_blank()) {
                 bail!(
                     "unattended recovery does not choose disks by size when one holds data: {} \
-                     holds {}; name the disks in recover.toml, e.g. map = [\"{}={}\"]",
+                     holds {}; name the disks in recover.toml, e.g. map = [\"{}={}\"] \
+                     (or with --map)",
                     t.describe(),
                     t.contents.describe(),
                     todo[0].path,
@@ -674,7 +677,7 @@ mod tests {
             err.to_string(),
             "unattended recovery does not choose disks by size when one holds data: /dev/vda \
              (serial NEW, 30.0 GiB) holds /dev/vda1: ext4 label \"data\" (UUID u-1); name the \
-             disks in recover.toml, e.g. map = [\"/dev/sda=/dev/vda\"]"
+             disks in recover.toml, e.g. map = [\"/dev/sda=/dev/vda\"] (or with --map)"
         );
         // Attended, the same disk is chosen (recover then asks for --wipe).
         assert!(map_disks(&l, &[used.clone()], &[], &none, false).is_ok());
