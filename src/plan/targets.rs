@@ -275,6 +275,7 @@ pub fn list(sys: &Path, include_loop: bool) -> Result<Vec<TargetDisk>> {
 /// Reads what each target holds now, without udev: its partition table
 /// with lifeboat's own reader, the signatures on the disk and its
 /// partitions with one `blkid` run, the VG names from the PVs' metadata.
+/// Only a sysfs that cannot be read is an error.
 pub fn probe_contents(sys: &Path, targets: &mut [TargetDisk]) -> Result<()> {
     use crate::layout::probe::{blkid, lvm, ptable, sysfs};
     let devs = sysfs::scan(sys)?;
@@ -288,7 +289,15 @@ pub fn probe_contents(sys: &Path, targets: &mut [TargetDisk]) -> Result<()> {
         members.insert(t.path.clone(), paths);
     }
     let all: Vec<String> = members.values().flatten().cloned().collect();
-    let probes = blkid::probe_all(&all, Path::new("/"))?;
+    // A failed probe (an unreadable disk) leaves every disk not blank:
+    // recover then asks for --wipe rather than guessing.
+    let (probes, failed) = match blkid::probe_all(&all, Path::new("/")) {
+        Ok(p) => (p, None),
+        Err(e) => {
+            log::warn!("reading the signatures on the disks: {e:#}");
+            (BTreeMap::new(), Some(format!("blkid failed: {e:#}")))
+        }
+    };
     let vg_of = |dev: &str| {
         let text = lvm::read_pv_metadata(Path::new(dev)).ok()?;
         lvm::metadata_vg_name(&text).map(str::to_string)
@@ -299,7 +308,10 @@ pub fn probe_contents(sys: &Path, targets: &mut [TargetDisk]) -> Result<()> {
             .filter_map(|p| probes.get(p))
             .collect();
         match ptable::read_path(Path::new(&t.path), Some(t.logical_sector_size)) {
-            Ok(table) => t.contents = Contents::from_probes(table.as_ref(), &found, &vg_of),
+            Ok(table) => {
+                t.contents = Contents::from_probes(table.as_ref(), &found, &vg_of);
+                t.contents.unreadable = failed.clone();
+            }
             Err(e) => {
                 t.contents = Contents::from_probes(None, &found, &vg_of);
                 t.contents.unreadable = Some(format!("{e:#}"));
