@@ -89,6 +89,15 @@ fn md_key(uuid: &str) -> String {
         .collect()
 }
 
+/// `md_key` with the bytes of each 32-bit word reversed.
+fn swap_words(key: &str) -> String {
+    let b = key.as_bytes();
+    b.chunks(8)
+        .flat_map(|w| w.rchunks(2).flatten().copied().collect::<Vec<u8>>())
+        .map(char::from)
+        .collect()
+}
+
 /// Kernel name of a device path (`/dev/mapper/vg0-root` → `dm-0`).
 fn kernel_name(path: &str) -> Option<String> {
     let p = std::fs::canonicalize(path).unwrap_or_else(|_| PathBuf::from(path));
@@ -142,7 +151,12 @@ impl Allowed {
                 .iter()
                 .any(|u| luks::mapping_from_dm_uuid(&dm_uuid, u).is_some());
         }
-        md_uuid(sys, kname).is_some_and(|u| self.md_uuids.contains(&md_key(&u)))
+        md_uuid(sys, kname).is_some_and(|u| {
+            let key = md_key(&u);
+            // 0.90 superblocks: mdadm prints each 32-bit word as a number,
+            // the kernel its bytes in memory order.
+            self.md_uuids.contains(&key) || self.md_uuids.contains(&swap_words(&key))
+        })
     }
 }
 
@@ -306,6 +320,18 @@ mod tests {
         let ours = Allowed::of_plan(&plan(MD_UUID, VG_UUID, LUKS_UUID));
         let r = busy_reasons(s, "/dev/vda", &[], "", &ours).unwrap();
         assert!(r.is_empty(), "{r:?}");
+    }
+
+    #[test]
+    fn md_uuid_words_in_either_byte_order() {
+        assert_eq!(
+            md_key("01020304:05060708:090a0b0c:0D0E0F10"),
+            "0102030405060708090a0b0c0d0e0f10"
+        );
+        assert_eq!(
+            swap_words("0102030405060708090a0b0c0d0e0f10"),
+            "04030201080706050c0b0a09100f0e0d"
+        );
     }
 
     #[test]
