@@ -176,6 +176,13 @@ fn loop_recover_onto_a_larger_disk_resuming_after_a_failure() {
     );
     assert!(out.contains("write GPT on"), "{out}");
     assert!(
+        out.contains(&format!(
+            "{}: no serial or WWN; holds nothing (no partition table, no signature)",
+            target.dev
+        )),
+        "the plan shows the target's identity and content: {out}"
+    );
+    assert!(
         out.contains(&format!("{old_dev}p2 -> {}p2", target.dev)),
         "device names are rewritten: {out}"
     );
@@ -225,6 +232,35 @@ fn loop_recover_onto_a_larger_disk_resuming_after_a_failure() {
         "{out}"
     );
     assert!(out.contains("recovery complete"), "{out}");
+
+    // A new run (another journal) finds the disk holding data it did not
+    // write: refused without --wipe, naming what is there; nothing written.
+    let image_sum = || sh(&format!("sha256sum '{}'", s.join("target.img").display()));
+    let before = image_sum();
+    let mut args = vec!["recover".to_string(), "--yes".into()];
+    args.extend(common_args(&[
+        "--state",
+        s.join("other-state.json").to_str().unwrap(),
+        "--mount-root",
+        mnt.to_str().unwrap(),
+    ]));
+    let (code, out, err) = run_lifeboat(&args);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains(&format!(
+            "refusing to write {} (no serial or WWN, 1.4 GiB) holds GPT (disk GUID {DISK_GUID}, \
+             3 partitions)",
+            target.dev
+        )),
+        "{err}"
+    );
+    assert!(err.contains("ext4 label \"root\""), "{err}");
+    assert!(err.contains("add --wipe"), "{err}");
+    assert!(
+        out.contains(&format!("{}: no serial or WWN; holds GPT", target.dev)),
+        "the plan shows what the disk holds: {out}"
+    );
+    assert_eq!(image_sum(), before, "a refused recovery wrote to the disk");
 
     // The new disk: same identities, larger, same files.
     let (code, out, err) = run_lifeboat([

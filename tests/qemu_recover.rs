@@ -370,16 +370,15 @@ fn unsafe_targets_are_refused_and_an_interrupted_recovery_resumes() {
     );
     let rc = |n: &str| read(&out, &format!("{n}.rc")).trim().to_string();
     let log = |n: &str| read(&out, &format!("{n}.log"));
-    assert_eq!(rc("ambiguous"), "2");
+    assert_eq!(rc("excluded"), "2", "{}", log("excluded"));
     assert!(
-        log("ambiguous").contains("cannot tell which disk should replace /dev/vda"),
+        log("excluded").contains(
+            "not enough disks: 1 still to place (/dev/vda (512.0 MiB)) but only 0 free (none); \
+             not chosen without --map: /dev/vdb (serial BYSTANDER, 512.0 MiB) is the layout's \
+             /dev/vdb (not needed: excluded with --exclude-disk)"
+        ),
         "{}",
-        log("ambiguous")
-    );
-    assert!(
-        log("ambiguous").contains("--map /dev/vda="),
-        "{}",
-        log("ambiguous")
+        log("excluded")
     );
     assert_eq!(rc("mounted"), "2");
     assert!(
@@ -393,7 +392,24 @@ fn unsafe_targets_are_refused_and_an_interrupted_recovery_resumes() {
         "{}",
         log("too-small")
     );
+    assert_eq!(rc("nowipe"), "2", "{}", log("nowipe"));
+    assert!(
+        log("nowipe").contains("refusing to write /dev/vdd (serial TARGET, 512.0 MiB) holds /dev/vdd: ext4 label \"old-data\""),
+        "{}",
+        log("nowipe")
+    );
+    assert!(log("nowipe").contains("add --wipe"), "{}", log("nowipe"));
+    assert!(
+        log("nowipe").contains("/dev/vdd: serial TARGET; holds /dev/vdd: ext4"),
+        "the plan shows the target by identity and content: {}",
+        log("nowipe")
+    );
     assert_eq!(rc("killed"), "99", "{}", log("killed"));
+    assert!(
+        log("killed").contains("--wipe: overwriting /dev/vdd (serial TARGET"),
+        "{}",
+        log("killed")
+    );
     assert_eq!(rc("resumed"), "0", "{}", log("resumed"));
     assert!(log("resumed").contains("resuming: "), "{}", log("resumed"));
     assert!(
@@ -404,7 +420,7 @@ fn unsafe_targets_are_refused_and_an_interrupted_recovery_resumes() {
     assert_eq!(
         read(&out, "bystander-before.txt"),
         read(&out, "bystander-after.txt"),
-        "the unmapped disk was changed"
+        "the disk excluded at capture was changed"
     );
     assert_eq!(read(&out, "busy-untouched.txt").trim(), "same");
     assert_same_tree(

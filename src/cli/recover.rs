@@ -53,6 +53,12 @@ pub struct RecoverArgs {
     #[arg(long)]
     pub yes: bool,
 
+    /// Overwrite target disks that hold data this plan did not write
+    /// (partition table, file system, md, LVM or LUKS signature); without
+    /// it, recover refuses before any write and names what is there.
+    #[arg(long)]
+    pub wipe: bool,
+
     /// Show every command without running any.
     #[arg(long)]
     pub dry_run: bool,
@@ -121,6 +127,7 @@ pub fn recover(args: RecoverArgs) -> Result<u8> {
         report: args.report,
         luks_iter_time_ms: args.luks_iter_time,
         regenerate_initramfs: args.regenerate_initramfs,
+        wipe: args.wipe,
         ..options(args.source)
     };
     recover::recover(&opts)

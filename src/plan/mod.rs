@@ -39,6 +39,8 @@ pub struct PlanInput {
     pub backup: Option<String>,
     /// The rescue system booted under UEFI (EFI entries can be written).
     pub uefi: bool,
+    /// No one to ask: disks are chosen by size only when all are blank.
+    pub unattended: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -367,7 +369,13 @@ fn place_on(pair: &DiskPair, spans: &[Span], old: Usable, new: Usable) -> Result
 
 /// Computes the recovery plan of `layout` on the disks in `input`.
 pub fn build(layout: &Layout, input: &PlanInput) -> Result<Plan> {
-    let disks = mapping::map_disks(layout, &input.targets, &input.maps, &input.excluded)?;
+    let disks = mapping::map_disks(
+        layout,
+        &input.targets,
+        &input.maps,
+        &input.excluded,
+        input.unattended,
+    )?;
     let mut b = Builder {
         stack: Stack::new(layout, &input.manifest_used),
         renames: BTreeMap::new(),

@@ -192,6 +192,13 @@ pub fn render(plan: &Plan) -> String {
             human_bytes(d.new_size_bytes),
             d.reason
         );
+        let _ = writeln!(
+            out,
+            "      {}: {}; holds {}",
+            d.new,
+            d.new_identity.describe(),
+            d.new_contents.describe()
+        );
     }
     if !plan.sizes.is_empty() {
         let _ = writeln!(out, "\nSizes:");

@@ -243,6 +243,7 @@ fn target(path: &str, size: u64) -> TargetDisk {
         model: None,
         removable: false,
         read_only: false,
+        contents: Default::default(),
     }
 }
 
@@ -432,6 +433,43 @@ fn plan_round_trips_as_json() {
     let text = serde_json::to_string(&plan).unwrap();
     let back: Plan = serde_json::from_str(&text).unwrap();
     assert_eq!(back, plan);
+}
+
+#[test]
+fn the_plan_shows_each_target_by_identity_and_content() {
+    let mut t = target("/dev/nvme0n1", 20 * GIB);
+    t.model = Some("Samsung SSD 980".into());
+    t.wwn = Some("eui.0025388b11111111".into());
+    t.contents.table = Some(targets::TableInfo {
+        kind: "GPT".into(),
+        partitions: 2,
+        id: "0d0d0d0d-0000-4000-8000-000000000001".into(),
+    });
+    let plan = build(&uefi_lvm(), &input(vec![t])).unwrap();
+    let text = render::render(&plan);
+    assert!(
+        text.contains(
+            "  /dev/vda (10.0 GiB) -> /dev/nvme0n1 (20.0 GiB)  [size order]\n      /dev/nvme0n1: \
+             Samsung SSD 980, serial NEW, WWN eui.0025388b11111111; holds GPT (disk GUID \
+             0d0d0d0d-0000-4000-8000-000000000001, 2 partitions)\n"
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn unattended_plans_size_order_only_onto_blank_disks() {
+    let mut i = input(vec![target("/dev/nvme0n1", 20 * GIB)]);
+    i.unattended = true;
+    assert!(build(&uefi_lvm(), &i).is_ok());
+    i.targets[0].contents.unreadable = Some("I/O error".into());
+    let err = build(&uefi_lvm(), &i).unwrap_err().to_string();
+    assert!(
+        err.starts_with("unattended recovery does not choose disks by size"),
+        "{err}"
+    );
+    i.maps = vec![("/dev/vda".into(), "/dev/nvme0n1".into())];
+    assert!(build(&uefi_lvm(), &i).is_ok());
 }
 
 #[test]

@@ -56,6 +56,8 @@ pub struct Options {
     pub mount_root: PathBuf,
     /// Regenerate the initramfs even when it already fits the new disks.
     pub regenerate_initramfs: bool,
+    /// Overwrite target disks that hold data this plan did not write.
+    pub wipe: bool,
 }
 
 impl Default for Options {
@@ -76,6 +78,7 @@ impl Default for Options {
             sys: PathBuf::from("/sys"),
             mount_root: PathBuf::from(MOUNT_ROOT),
             regenerate_initramfs: false,
+            wipe: false,
         }
     }
 }
@@ -96,6 +99,9 @@ pub struct Answers {
     #[serde(default)]
     pub keys: BTreeMap<String, String>,
     pub luks_iter_time_ms: Option<u32>,
+    /// Overwrite target disks that hold data (the `--wipe` of the answers).
+    #[serde(default)]
+    pub wipe: bool,
 }
 
 impl Answers {
@@ -226,7 +232,8 @@ pub fn prepare(opts: &Options) -> Result<Prepared> {
     let mut maps_text = answers.map.clone();
     maps_text.extend(opts.maps.iter().cloned());
     let maps = mapping::parse_maps(&maps_text)?;
-    let targets = plan::targets::list(&opts.sys, opts.allow_loop)?;
+    let mut targets = plan::targets::list(&opts.sys, opts.allow_loop)?;
+    plan::targets::probe_contents(&opts.sys, &mut targets)?;
     let excluded = excluded_disks(&opts.sys, &targets, backup.as_ref(), &opts.mount_root)?;
     let input = PlanInput {
         targets,
@@ -238,6 +245,7 @@ pub fn prepare(opts: &Options) -> Result<Prepared> {
             .unwrap_or_default(),
         backup: backup.as_ref().map(|b| b.display()),
         uefi: Path::new("/sys/firmware/efi").exists(),
+        unattended: opts.unattended,
     };
     let plan = plan::build(&layout, &input)?;
     Ok(Prepared {
@@ -361,12 +369,25 @@ pub struct Report {
     pub ok: bool,
 }
 
+/// The target disks by identity and content, one a line, for the prompt.
+fn disks_in_words(plan: &Plan) -> String {
+    plan.disks
+        .iter()
+        .map(|d| {
+            format!(
+                "  {}, holding {}\n",
+                d.describe_new(),
+                d.new_contents.describe()
+            )
+        })
+        .collect()
+}
+
 /// Asks for the word `yes` on the terminal.
 fn confirm(plan: &Plan) -> Result<()> {
-    let disks: Vec<&str> = plan.disks.iter().map(|d| d.new.as_str()).collect();
     print!(
-        "\nEverything on {} will be destroyed. Type yes to continue: ",
-        disks.join(", ")
+        "\nEverything on these disks will be destroyed:\n{}Type yes to continue: ",
+        disks_in_words(plan)
     );
     std::io::stdout().flush()?;
     let mut line = String::new();
@@ -401,12 +422,23 @@ pub fn recover(opts: &Options) -> Result<u8> {
     let p = prepare(opts)?;
     print!("{}", render::render(&p.plan));
     std::io::stdout().flush()?;
+    let state = opts.state.clone().unwrap_or_else(|| {
+        if opts.unattended && Path::new(JOB_DIR).is_dir() {
+            Path::new(JOB_DIR).join("recover-state.json")
+        } else {
+            PathBuf::from("/run/lifeboat/recover-state.json")
+        }
+    });
+    let mut journal = Journal::open(&state, &p.plan)?;
+    for note in check_foreign_data(&p.plan, &journal, opts.wipe || p.answers.wipe)? {
+        println!("{note}");
+    }
     if !(opts.yes || opts.unattended || opts.dry_run) {
         confirm(&p.plan)?;
     }
 
     // Prove that the disks are free (or held only by this plan's devices).
-    let allowed = allowed_holders(&p.plan);
+    let allowed = safety::Allowed::of_plan(&p.plan);
     let mounts = mount::mounts()?;
     let swaps = std::fs::read_to_string("/proc/swaps").unwrap_or_default();
     for d in &p.plan.disks {
@@ -443,14 +475,6 @@ pub fn recover(opts: &Options) -> Result<u8> {
         force_initramfs: opts.regenerate_initramfs,
     };
     let mut run_state = RunState::default();
-    let state = opts.state.clone().unwrap_or_else(|| {
-        if opts.unattended && Path::new(JOB_DIR).is_dir() {
-            Path::new(JOB_DIR).join("recover-state.json")
-        } else {
-            PathBuf::from("/run/lifeboat/recover-state.json")
-        }
-    });
-    let mut journal = Journal::open(&state, &p.plan)?;
     if journal.done_count() > 0 {
         println!(
             "\nresuming: {} steps were completed by an earlier run",
@@ -595,29 +619,25 @@ pub fn recover(opts: &Options) -> Result<u8> {
     Ok(0)
 }
 
-/// Holders the plan itself creates (a re-run finds them active).
-fn allowed_holders(plan: &Plan) -> safety::Allowed {
-    let mut a = safety::Allowed::default();
-    for s in &plan.steps {
-        match s {
-            Step::CreateMd { array } => {
-                let k = std::fs::canonicalize(&array.device)
-                    .ok()
-                    .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-                    .unwrap_or_else(|| array.device.trim_start_matches("/dev/").to_string());
-                a.md.insert(k);
-            }
-            Step::FormatLuks { name, .. } => {
-                a.dm_names.insert(name.clone());
-            }
-            Step::CreateVg { vg, .. } => {
-                a.dm_prefixes
-                    .insert(format!("{}-", vg.name.replace('-', "--")));
-            }
-            _ => {}
+/// Refuses, before anything is written, a target disk that holds data
+/// this plan did not write (the journal of an interrupted run says which it
+/// did), unless `wipe`. Returns what `wipe` lets be overwritten, in words.
+fn check_foreign_data(plan: &Plan, journal: &Journal, wipe: bool) -> Result<Vec<String>> {
+    let mut notes = Vec::new();
+    for d in &plan.disks {
+        if d.new_contents.is_blank() || journal.wrote_disk(plan, &d.new) {
+            continue;
         }
+        let what = format!("{} holds {}", d.describe_new(), d.new_contents.describe());
+        if !wipe {
+            bail!(
+                "refusing to write {what}; nothing was written. If that may be destroyed, \
+                 add --wipe (wipe = true in recover.toml), or choose another disk with --map"
+            );
+        }
+        notes.push(format!("--wipe: overwriting {what}"));
     }
-    a
+    Ok(notes)
 }
 
 /// Applies one storage or system step.
@@ -786,4 +806,87 @@ fn finish(plan: &Plan, root: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::targets::{Contents, SigKind, Signature};
+    use journal::tests::{plan_on, with_mbr};
+
+    fn ext4() -> Contents {
+        Contents {
+            signatures: vec![Signature {
+                device: "/dev/vdb".into(),
+                kind: SigKind::Filesystem,
+                fstype: "ext4".into(),
+                label: Some("keep".into()),
+                uuid: Some("0e2c6d4a-6666-4222-8333-444455556602".into()),
+                name: None,
+            }],
+            ..Contents::default()
+        }
+    }
+
+    #[test]
+    fn a_disk_holding_data_needs_wipe() {
+        let dir = tempfile::tempdir().unwrap();
+        let plan = plan_on("/dev/vdb", Some("BYSTANDER"), ext4());
+        let j = Journal::open(&dir.path().join("state.json"), &plan).unwrap();
+        let err = check_foreign_data(&plan, &j, false)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "refusing to write /dev/vdb (QEMU HARDDISK, serial BYSTANDER, 1.0 GiB) holds \
+             /dev/vdb: ext4 label \"keep\" (UUID 0e2c6d4a-6666-4222-8333-444455556602); nothing \
+             was written. If that may be destroyed, add --wipe (wipe = true in recover.toml), \
+             or choose another disk with --map"
+        );
+        let notes = check_foreign_data(&plan, &j, true).unwrap();
+        assert_eq!(notes.len(), 1);
+        assert!(
+            notes[0].starts_with("--wipe: overwriting /dev/vdb"),
+            "{notes:?}"
+        );
+        // A blank disk needs nothing.
+        let blank = plan_on("/dev/vdb", Some("NEW"), Contents::default());
+        assert!(check_foreign_data(&blank, &j, false).unwrap().is_empty());
+    }
+
+    #[test]
+    fn what_an_interrupted_run_of_this_plan_wrote_needs_no_wipe() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state.json");
+        let first = plan_on("/dev/vdb", Some("TARGET"), Contents::default());
+        Journal::open(&state, &first)
+            .unwrap()
+            .mark("partition:/dev/vdb")
+            .unwrap();
+        let resumed = plan_on("/dev/vdb", Some("TARGET"), with_mbr("0x0000beef"));
+        let j = Journal::open(&state, &resumed).unwrap();
+        assert!(check_foreign_data(&resumed, &j, false).unwrap().is_empty());
+    }
+
+    #[test]
+    fn answers_file_says_wipe() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("recover.toml");
+        std::fs::write(&p, "map = [\"/dev/sda=/dev/vdb\"]\nwipe = true\n").unwrap();
+        let a = Answers::load(&p).unwrap();
+        assert!(a.wipe);
+        assert_eq!(a.map, ["/dev/sda=/dev/vdb"]);
+        std::fs::write(&p, "map = []\n").unwrap();
+        assert!(!Answers::load(&p).unwrap().wipe);
+    }
+
+    #[test]
+    fn the_prompt_names_each_disk_by_identity_and_content() {
+        let plan = plan_on("/dev/vdb", Some("BYSTANDER"), ext4());
+        assert_eq!(
+            disks_in_words(&plan),
+            "  /dev/vdb (QEMU HARDDISK, serial BYSTANDER, 1.0 GiB), holding /dev/vdb: ext4 \
+             label \"keep\" (UUID 0e2c6d4a-6666-4222-8333-444455556602)\n"
+        );
+    }
 }

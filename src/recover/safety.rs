@@ -2,7 +2,8 @@
 //! it or one of its partitions is mounted, active as swap, or held by an md
 //! array or a device-mapper device (LUKS, LVM) — directly or further up the
 //! stack. Holders that the plan itself creates are allowed, so that a
-//! re-run after a failure can resume.
+//! re-run after a failure can resume: matched by UUID (md array UUID, dm
+//! uuid of the VG or LUKS container), never by name.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -10,6 +11,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 
 use super::mount::MountEntry;
+use crate::layout::probe::luks;
+use crate::plan::{Plan, Step};
 
 fn read_dir_names(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)
@@ -53,11 +56,46 @@ fn stacked(sys: &Path, names: &[String]) -> BTreeSet<String> {
     seen
 }
 
-/// The device-mapper name of a dm-N device.
-fn dm_name(sys: &Path, kname: &str) -> Option<String> {
-    std::fs::read_to_string(sys.join("class/block").join(kname).join("dm/name"))
+fn read_attr(sys: &Path, kname: &str, attr: &str) -> Option<String> {
+    std::fs::read_to_string(sys.join("class/block").join(kname).join(attr))
         .ok()
         .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+/// The device-mapper name of a dm-N device.
+fn dm_name(sys: &Path, kname: &str) -> Option<String> {
+    read_attr(sys, kname, "dm/name")
+}
+
+/// The UUID of a running md array: sysfs `md/uuid`, else `mdadm --detail`.
+fn md_uuid(sys: &Path, kname: &str) -> Option<String> {
+    read_attr(sys, kname, "md/uuid").or_else(|| {
+        sys.join("class/block")
+            .join(kname)
+            .join("md")
+            .is_dir()
+            .then(|| super::storage::md_uuid_of(&format!("/dev/{kname}"), false))
+            .flatten()
+    })
+}
+
+/// An md UUID in one form (`a:b:c:d` from mdadm, dashes from sysfs and
+/// blkid): its hex digits in lower case.
+fn md_key(uuid: &str) -> String {
+    uuid.chars()
+        .filter(char::is_ascii_hexdigit)
+        .map(|c| c.to_ascii_lowercase())
+        .collect()
+}
+
+/// `md_key` with the bytes of each 32-bit word reversed.
+fn swap_words(key: &str) -> String {
+    let b = key.as_bytes();
+    b.chunks(8)
+        .flat_map(|w| w.rchunks(2).flatten().copied().collect::<Vec<u8>>())
+        .map(char::from)
+        .collect()
 }
 
 /// Kernel name of a device path (`/dev/mapper/vg0-root` → `dm-0`).
@@ -66,28 +104,71 @@ fn kernel_name(path: &str) -> Option<String> {
     p.file_name().map(|n| n.to_string_lossy().into_owned())
 }
 
-/// What may hold the disks: devices the plan creates.
+/// What may hold the disks: the devices the plan creates, by UUID (a name
+/// like `md0` or `vg0-root` says nothing about whose array it is).
 #[derive(Debug, Default, Clone)]
 pub struct Allowed {
-    /// md kernel names (`md127`).
-    pub md: BTreeSet<String>,
-    /// device-mapper names or prefixes (`cryptroot`, `vg0-`).
-    pub dm_names: BTreeSet<String>,
-    pub dm_prefixes: BTreeSet<String>,
+    /// md array UUIDs (see [`md_key`]).
+    pub md_uuids: BTreeSet<String>,
+    /// VG UUIDs without dashes: dm uuids `LVM-<vg uuid><lv uuid>`.
+    pub vg_uuids: BTreeSet<String>,
+    /// LUKS UUIDs: dm uuids `CRYPT-LUKS2-<uuid without dashes>-<name>`.
+    pub luks_uuids: BTreeSet<String>,
 }
 
 impl Allowed {
-    fn allows(&self, sys: &Path, kname: &str) -> bool {
-        if self.md.contains(kname) {
-            return true;
-        }
-        match dm_name(sys, kname) {
-            Some(n) => {
-                self.dm_names.contains(&n)
-                    || self.dm_prefixes.iter().any(|p| n.starts_with(p.as_str()))
+    /// The md arrays, LUKS containers and VGs that `plan` creates (a
+    /// re-run finds them active).
+    pub fn of_plan(plan: &Plan) -> Allowed {
+        let mut a = Allowed::default();
+        for s in &plan.steps {
+            match s {
+                Step::CreateMd { array } => {
+                    a.md_uuids.insert(md_key(&array.uuid));
+                }
+                Step::FormatLuks { luks, .. } => {
+                    a.luks_uuids.insert(luks.uuid.clone());
+                }
+                Step::CreateVg { vg, .. } => {
+                    a.vg_uuids.insert(vg.uuid.replace('-', ""));
+                }
+                _ => {}
             }
-            None => false,
         }
+        a
+    }
+
+    fn allows(&self, sys: &Path, kname: &str) -> bool {
+        if let Some(dm_uuid) = read_attr(sys, kname, "dm/uuid") {
+            if let Some(rest) = dm_uuid.strip_prefix("LVM-") {
+                return self
+                    .vg_uuids
+                    .iter()
+                    .any(|v| !v.is_empty() && rest.starts_with(v.as_str()));
+            }
+            return self
+                .luks_uuids
+                .iter()
+                .any(|u| luks::mapping_from_dm_uuid(&dm_uuid, u).is_some());
+        }
+        md_uuid(sys, kname).is_some_and(|u| {
+            let key = md_key(&u);
+            // 0.90 superblocks: mdadm prints each 32-bit word as a number,
+            // the kernel its bytes in memory order.
+            self.md_uuids.contains(&key) || self.md_uuids.contains(&swap_words(&key))
+        })
+    }
+}
+
+/// A holder in words: `device-mapper device vg0-root (dm-0, uuid LVM-...)`.
+fn describe_holder(sys: &Path, kname: &str) -> String {
+    match (dm_name(sys, kname), read_attr(sys, kname, "dm/uuid")) {
+        (Some(n), Some(u)) => format!("device-mapper device {n} ({kname}, uuid {u})"),
+        (Some(n), None) => format!("device-mapper device {n} ({kname})"),
+        _ => match md_uuid(sys, kname) {
+            Some(u) => format!("md array {kname} (UUID {u})"),
+            None => kname.to_string(),
+        },
     }
 }
 
@@ -130,11 +211,7 @@ pub fn busy_reasons(
     }
     for h in &above {
         if !allowed.allows(sys, h) {
-            let what = match dm_name(sys, h) {
-                Some(n) => format!("device-mapper device {n} ({h})"),
-                None => h.clone(),
-            };
-            reasons.push(format!("it is held by {what}"));
+            reasons.push(format!("it is held by {}", describe_holder(sys, h)));
         }
     }
     Ok(reasons)
@@ -143,34 +220,135 @@ pub fn busy_reasons(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::layout::{LuksDevice, MdArray, VolumeGroup};
 
-    #[test]
-    fn holders_are_followed_and_plan_devices_allowed() {
+    const MD_UUID: &str = "11111111:22222222:33333333:44444444";
+    const VG_UUID: &str = "LBvg01-0000-0000-0000-0000-0000-000001";
+    const LUKS_UUID: &str = "22222222-0000-4000-8000-000000000002";
+
+    /// vda2 holds md0 (sysfs UUID in dashes), md0 holds dm-0 (an LV of
+    /// VG_UUID named vg0-root); vda3 holds dm-1, a LUKS mapping.
+    fn tree() -> tempfile::TempDir {
         let sys = tempfile::tempdir().unwrap();
         let s = sys.path();
-        let mkdir = |p: &str| std::fs::create_dir_all(s.join(p)).unwrap();
-        mkdir("block/vda/vda1");
-        std::fs::write(s.join("block/vda/vda1/partition"), "1").unwrap();
-        mkdir("block/vda/vda2");
-        std::fs::write(s.join("block/vda/vda2/partition"), "2").unwrap();
-        mkdir("class/block/vda2/holders/md0");
-        mkdir("class/block/md0/holders/dm-0");
-        mkdir("class/block/dm-0/dm");
-        std::fs::write(s.join("class/block/dm-0/dm/name"), "vg0-root\n").unwrap();
-        assert_eq!(disk_and_partitions(s, "/dev/vda").len(), 3);
+        let write = |p: &str, v: &str| {
+            std::fs::create_dir_all(s.join(p).parent().unwrap()).unwrap();
+            std::fs::write(s.join(p), v).unwrap();
+        };
+        for n in 1..=3 {
+            write(&format!("block/vda/vda{n}/partition"), &n.to_string());
+        }
+        std::fs::create_dir_all(s.join("class/block/vda2/holders/md0")).unwrap();
+        std::fs::create_dir_all(s.join("class/block/md0/holders/dm-0")).unwrap();
+        std::fs::create_dir_all(s.join("class/block/vda3/holders/dm-1")).unwrap();
+        write(
+            "class/block/md0/md/uuid",
+            "11111111-2222-2222-3333-333344444444\n",
+        );
+        write("class/block/dm-0/dm/name", "vg0-root\n");
+        let lv = format!(
+            "LVM-{}{}",
+            VG_UUID.replace('-', ""),
+            "LBlv01".repeat(5) + "xx"
+        );
+        write("class/block/dm-0/dm/uuid", &format!("{lv}\n"));
+        write("class/block/dm-1/dm/name", "cryptroot\n");
+        let crypt = "CRYPT-LUKS2-22222222000040008000000000000002-cryptroot";
+        write("class/block/dm-1/dm/uuid", &format!("{crypt}\n"));
+        sys
+    }
+
+    /// A plan creating md0, cryptroot and vg0 with the given UUIDs.
+    fn plan(md: &str, vg: &str, luks: &str) -> Plan {
+        let array: MdArray = serde_json::from_value(serde_json::json!({
+            "device": "/dev/md0", "name": "host:0", "uuid": md, "level": "raid1",
+            "metadata": "1.2", "raid_devices": 2, "chunk_size_bytes": null, "layout": null,
+            "size_bytes": 1, "members": []
+        }))
+        .unwrap();
+        let luks: LuksDevice = serde_json::from_value(serde_json::json!({
+            "device": "/dev/vda3", "version": 2, "uuid": luks, "cipher": "aes-xts-plain64",
+            "key_size_bits": 512, "hash": null, "pbkdf": null, "label": null, "subsystem": null,
+            "data_offset_bytes": null, "sector_size": null, "mapping_name": "cryptroot",
+            "mapped_device": null, "header_backup": null
+        }))
+        .unwrap();
+        let vg: VolumeGroup = serde_json::from_value(serde_json::json!({
+            "name": "vg0", "uuid": vg, "extent_size_bytes": 4194304, "size_bytes": 1,
+            "free_bytes": 0, "metadata": ""
+        }))
+        .unwrap();
+        Plan {
+            hostname: "h".into(),
+            layout_captured_at: String::new(),
+            disks: vec![],
+            sizes: vec![],
+            renames: Default::default(),
+            steps: vec![
+                Step::CreateMd { array },
+                Step::FormatLuks {
+                    luks,
+                    name: "cryptroot".into(),
+                },
+                Step::CreateVg {
+                    vg,
+                    pvs: vec![],
+                    lvs: vec![],
+                    internal_uuids: Default::default(),
+                },
+            ],
+            warnings: vec![],
+        }
+    }
+
+    #[test]
+    fn holders_are_followed_and_the_plans_devices_allowed_by_uuid() {
+        let sys = tree();
+        let s = sys.path();
+        assert_eq!(disk_and_partitions(s, "/dev/vda").len(), 4);
 
         let none = Allowed::default();
         let r = busy_reasons(s, "/dev/vda", &[], "Filename Type\n", &none).unwrap();
-        assert_eq!(r.len(), 2, "{r:?}");
+        assert_eq!(r.len(), 3, "{r:?}");
         assert!(r
             .iter()
-            .any(|x| x.contains("device-mapper device vg0-root")));
+            .any(|x| x.contains("device-mapper device vg0-root (dm-0, uuid LVM-")));
+        assert!(r
+            .iter()
+            .any(|x| x.contains("md array md0 (UUID 11111111-2222")));
 
-        let mut ours = Allowed::default();
-        ours.md.insert("md0".into());
-        ours.dm_prefixes.insert("vg0-".into());
-        assert!(busy_reasons(s, "/dev/vda", &[], "", &ours)
-            .unwrap()
-            .is_empty());
+        let ours = Allowed::of_plan(&plan(MD_UUID, VG_UUID, LUKS_UUID));
+        let r = busy_reasons(s, "/dev/vda", &[], "", &ours).unwrap();
+        assert!(r.is_empty(), "{r:?}");
+    }
+
+    #[test]
+    fn md_uuid_words_in_either_byte_order() {
+        assert_eq!(
+            md_key("01020304:05060708:090a0b0c:0D0E0F10"),
+            "0102030405060708090a0b0c0d0e0f10"
+        );
+        assert_eq!(
+            swap_words("0102030405060708090a0b0c0d0e0f10"),
+            "04030201080706050c0b0a09100f0e0d"
+        );
+    }
+
+    #[test]
+    fn holders_with_the_plans_names_but_other_uuids_are_refused() {
+        let sys = tree();
+        // Same names (md0, vg0, cryptroot), other arrays, VGs, containers.
+        let other = Allowed::of_plan(&plan(
+            "99999999:22222222:33333333:44444444",
+            "LBvg02-0000-0000-0000-0000-0000-000001",
+            "33333333-0000-4000-8000-000000000002",
+        ));
+        let r = busy_reasons(sys.path(), "/dev/vda", &[], "", &other).unwrap();
+        assert_eq!(r.len(), 3, "{r:?}");
+        // Only the md array is ours: the dm devices still hold the disk.
+        let md_only = Allowed::of_plan(&plan(MD_UUID, "x", "y"));
+        let r = busy_reasons(sys.path(), "/dev/vda", &[], "", &md_only).unwrap();
+        assert_eq!(r.len(), 2, "{r:?}");
+        assert!(r.iter().all(|x| x.contains("device-mapper")), "{r:?}");
     }
 }

@@ -26,7 +26,9 @@ fn export_vars(text: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn md_uuid_of(dev: &str, examine: bool) -> Option<String> {
+/// The array UUID of `dev`: of the running array (`--detail`) or of the
+/// member's superblock (`--examine`).
+pub(super) fn md_uuid_of(dev: &str, examine: bool) -> Option<String> {
     let mode = if examine { "--examine" } else { "--detail" };
     let out = Cmd::new("mdadm").args([mode, "--export", dev]).run().ok()?;
     export_vars(&out.stdout_str()).get("MD_UUID").cloned()

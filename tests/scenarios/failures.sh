@@ -1,8 +1,9 @@
 # Recovery must refuse what is unsafe and resume what was interrupted.
 #   /dev/vda  the source system (GPT, ext4), wiped after the backup
-#   /dev/vdb  a bystander disk with a pattern: never mapped, never touched
+#   /dev/vdb  a bystander holding a file system with data, excluded at
+#             capture (--exclude-disk BYSTANDER): never chosen, never touched
 #   /dev/vdc  a disk with a mounted file system: refused
-#   /dev/vdd  the target
+#   /dev/vdd  the target; it holds a file system, so it needs --wipe
 #   /dev/vde  a disk too small for the data
 SOURCE_DISKS="/dev/vda"
 
@@ -19,20 +20,31 @@ run_failures() {
     build_source
     fill_tree "$SRC"
     tree_sums "$SRC" > "$J/sums-source.txt"
-    lifeboat layout save --root "$SRC" -o "$J/layout.json"
+    mkfs.ext4 -q -L keep /dev/vdb
+    mkdir -p /mnt/keep
+    mount /dev/vdb /mnt/keep
+    dd if=/dev/urandom of=/mnt/keep/data bs=1M count=8 status=none
+    umount /mnt/keep
+    lifeboat layout save --root "$SRC" --exclude-disk BYSTANDER -o "$J/layout.json"
     lifeboat backup create --root "$SRC" --layout "$J/layout.json" --to "$J/backup"
     umount "$SRC"
     wipe /dev/vda
     blockdev --setro /dev/vda
+    sha256sum /dev/vdb > "$J/bystander-before.txt"
 
-    dd if=/dev/urandom of=/dev/vdb bs=1M count=2 status=none conv=fsync
     mkfs.ext4 -q -L busy /dev/vdc
     mkdir -p /mnt/busy
     mount /dev/vdc /mnt/busy
     echo "in use" > /mnt/busy/file
     sync
-    sha256sum /dev/vdb > "$J/bystander-before.txt"
     before_busy=$(sha256sum /mnt/busy/file)
+    # vdd and vde in use for the first attempt: the excluded vdb is then
+    # the only free disk of the right size, which size order used to take.
+    mkfs.ext4 -q -L old-data /dev/vdd
+    mkfs.ext4 -q -L tiny /dev/vde
+    mkdir -p /mnt/d /mnt/e
+    mount /dev/vdd /mnt/d
+    mount /dev/vde /mnt/e
 
     R="lifeboat recover --yes --backup $J/backup --layout $J/layout.json"
     attempt() {
@@ -44,14 +56,18 @@ run_failures() {
         set -e
         cat "$J/$name.log"
     }
-    # Two free disks (vdb, vdd) and one old disk: ambiguous, nothing written.
-    attempt ambiguous $R
+    # The replacement of vda is missing: the excluded vdb is not a candidate.
+    attempt excluded $R
+    umount /mnt/d /mnt/e
     # The mounted disk is refused.
     attempt mounted $R --map /dev/vda=/dev/vdc
     # The small disk is short by some bytes.
     attempt too-small $R --map /dev/vda=/dev/vde
-    # Killed right after the file system was made; then run again.
-    attempt killed env LIFEBOAT_FAILPOINT=mkfs:/dev/vdd1 $R --map /dev/vda=/dev/vdd
+    # vdd holds a file system this plan did not write: --wipe is needed.
+    attempt nowipe $R --map /dev/vda=/dev/vdd
+    # Killed right after the file system was made; then run again: what
+    # the interrupted run wrote needs no --wipe.
+    attempt killed env LIFEBOAT_FAILPOINT=mkfs:/dev/vdd1 $R --map /dev/vda=/dev/vdd --wipe
     attempt resumed $R --map /dev/vda=/dev/vdd --report "$J/report-resumed.json"
 
     sha256sum /dev/vdb > "$J/bystander-after.txt"

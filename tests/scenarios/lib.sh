@@ -91,13 +91,23 @@ run_scenario() {
         disks=$(echo "${v#*:}" | tr ',' ' ')
         log "variant $name: recovering onto $disks"
         readonly_disks $(all_target_disks) $SOURCE_DISKS
+        maps=""
         if [ "$disks" = source ]; then
             disks=$SOURCE_DISKS
+        else
+            # The variant's disks were in the layout (not needed) at
+            # capture: only --map may choose them.
+            set -- $SOURCE_DISKS
+            for d in $disks; do
+                maps="$maps --map $1=$d"
+                shift
+            done
         fi
         readwrite_disks $disks
         set +e
+        # shellcheck disable=SC2086
         lifeboat recover --yes --backup "$J/backup" --layout "$J/layout.json" \
-            --key-file "$KEY" --luks-iter-time 100 --report "$J/report-$name.json" \
+            --key-file "$KEY" --luks-iter-time 100 --report "$J/report-$name.json" $maps \
             > "$J/recover-$name.log" 2>&1
         echo $? > "$J/recover-$name.rc"
         set -e
