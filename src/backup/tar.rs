@@ -9,6 +9,8 @@
 
 use std::io::{self, Write};
 
+#[cfg(test)]
+mod foreign_tests;
 mod read;
 pub use read::{
     parse_pax, parse_time, TarError, TarReader, MAX_EXTENSION_BYTES, MAX_ID, MAX_PAX_RECORDS,
@@ -479,9 +481,13 @@ mod tests {
         assert_eq!(&f, b"0000755\0");
         // GNU tar's base-256: 0x80 positive, 0xff negative (two's
         // complement), as `tar --format=gnu` writes an mtime of -2^31.
-        let neg = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x80, 0, 0, 0];
+        let neg = [
+            0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x80, 0, 0, 0,
+        ];
         assert_eq!(read::get_signed(&neg), Ok(-(1 << 31)));
-        assert!(read::get_unsigned(&neg, "size").unwrap_err().contains("negative size"));
+        assert!(read::get_unsigned(&neg, "size")
+            .unwrap_err()
+            .contains("negative size"));
         let big = [0x80, 0, 0, 0, 0, 0, 0, 3, 0x7f, 0xff, 0xff, 0xff];
         assert_eq!(read::get_signed(&big), Ok(0x3_7fff_ffff));
         // Beyond i64, other first bytes, bad digits: errors, not wraps.
