@@ -206,6 +206,11 @@ fn gnu_format_with_old_gnu_sparse_and_long_names() {
     assert!(sp.data_bytes() < 100_000, "{sp:?}");
     assert!(sparse_entry(&entries, "many").segments.len() > 25);
     assert!(sparse_entry(&entries, "all-hole").data_bytes() == 0);
+    // An incremental dump: directories as GNU dumpdirs (D) with a listing.
+    let snar = format!("--listed-incremental={}", tmp.path().join("snar").display());
+    let archive = gnu_tar(&["--format=gnu", &snar], &tmp.path().join("i.tar"), &src);
+    assert!(archive.chunks_exact(BLOCK).any(|b| b[156] == b'D'));
+    assert_matches_tree(&read_all(&archive), &src);
 }
 
 #[test]
