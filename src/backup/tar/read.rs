@@ -355,6 +355,63 @@ fn id(
     Ok(v as u32)
 }
 
+/// The fields of a header block as overridden by PAX records and GNU long
+/// names; the PAX fields that need the reader (size, sparse map, ids) are
+/// handed back.
+fn decode(
+    b: &[u8; BLOCK],
+    kind: EntryKind,
+    ext: Extensions,
+) -> Result<(Header, PaxFields), String> {
+    let mut pax = ext.pax;
+    let mut path = field(b, 0..100);
+    let prefix = field(b, 345..500);
+    // The prefix field holds other data in GNU headers.
+    if &b[257..263] == b"ustar\0" && !prefix.is_empty() && b[156] != b'S' {
+        path = [&prefix[..], b"/", &path].concat();
+    }
+    let path = pax
+        .sparse_name
+        .take()
+        .or(pax.path.take())
+        .or(ext.long_name)
+        .unwrap_or(path);
+    let named = |m: String| format!("{}: {m}", show(&path));
+    let mut h = Header::new(path.clone(), kind);
+    h.link = pax
+        .link
+        .take()
+        .or(ext.long_link)
+        .unwrap_or_else(|| field(b, 157..257));
+    h.mode = get_unsigned(&b[100..108], "mode").map_err(named)? as u32 & 0o7777;
+    (h.mtime_sec, h.mtime_nsec) = match pax.mtime {
+        Some(t) => t,
+        None => (
+            get_signed(&b[136..148]).map_err(|e| named(format!("mtime: {e}")))?,
+            0,
+        ),
+    };
+    let text = |r| String::from_utf8_lossy(&field(b, r)).into_owned();
+    h.uname = pax.uname.take().unwrap_or_else(|| text(265..297));
+    h.gname = pax.gname.take().unwrap_or_else(|| text(297..329));
+    if matches!(kind, EntryKind::Char | EntryKind::Block) {
+        let dev = |r: std::ops::Range<usize>, what| {
+            let v = get_unsigned(&b[r], what).map_err(named)?;
+            u32::try_from(v).map_err(|_| named(format!("{what} {v} out of range")))
+        };
+        h.dev_major = dev(329..337, "device major")?;
+        h.dev_minor = dev(337..345, "device minor")?;
+    }
+    h.acl_access = pax.acl_access.take();
+    h.acl_default = pax.acl_default.take();
+    h.xattrs = std::mem::take(&mut pax.xattrs);
+    // A later record wins: keep the last value of each name.
+    h.xattrs.reverse();
+    h.xattrs.sort_by(|a, b| a.0.cmp(&b.0));
+    h.xattrs.dedup_by(|a, b| a.0 == b.0);
+    Ok((h, pax))
+}
+
 /// A sequential tar reader over any byte stream.
 pub struct TarReader<R: Read> {
     inner: R,
@@ -514,60 +571,11 @@ impl<R: Read> TarReader<R> {
     /// said; reads an old GNU or GNU 1.0 sparse map.
     fn entry(&mut self, b: &[u8; BLOCK], size: u64, start: u64, ext: Extensions) -> Result<Header> {
         let at = ext.first.unwrap_or(start);
-        let bad = |m: String| TarError::BadHeader(start, m);
         let typeflag = b[156];
-        let (kind, has_data) = entry_kind(typeflag).map_err(bad)?;
-        let mut path = field(b, 0..100);
-        let prefix = field(b, 345..500);
-        // The prefix field holds other data in GNU headers.
-        if &b[257..263] == b"ustar\0" && !prefix.is_empty() && typeflag != b'S' {
-            path = [&prefix[..], b"/", &path].concat();
-        }
-        let pax = ext.pax;
-        let path = pax
-            .sparse_name
-            .clone()
-            .or(pax.path.clone())
-            .or(ext.long_name)
-            .unwrap_or(path);
-        let named = |m: String| TarError::BadHeader(start, format!("{}: {m}", show(&path)));
-        let mut h = Header::new(path.clone(), kind);
-        h.link = pax
-            .link
-            .clone()
-            .or(ext.long_link)
-            .unwrap_or_else(|| field(b, 157..257));
-        h.mode = get_unsigned(&b[100..108], "mode").map_err(named)? as u32 & 0o7777;
-        (h.mtime_sec, h.mtime_nsec) = match pax.mtime {
-            Some(t) => t,
-            None => (
-                get_signed(&b[136..148]).map_err(|e| named(format!("mtime: {e}")))?,
-                0,
-            ),
-        };
-        h.uname = pax
-            .uname
-            .clone()
-            .unwrap_or_else(|| String::from_utf8_lossy(&field(b, 265..297)).into_owned());
-        h.gname = pax
-            .gname
-            .clone()
-            .unwrap_or_else(|| String::from_utf8_lossy(&field(b, 297..329)).into_owned());
-        if matches!(kind, EntryKind::Char | EntryKind::Block) {
-            let dev = |r: std::ops::Range<usize>, what| {
-                let v = get_unsigned(&b[r], what).map_err(named)?;
-                u32::try_from(v).map_err(|_| named(format!("{what} {v} out of range")))
-            };
-            h.dev_major = dev(329..337, "device major")?;
-            h.dev_minor = dev(337..345, "device minor")?;
-        }
-        h.acl_access = pax.acl_access.clone();
-        h.acl_default = pax.acl_default.clone();
-        h.xattrs = pax.xattrs.clone();
-        // A later record wins: keep the last value of each name.
-        h.xattrs.reverse();
-        h.xattrs.sort_by(|a, b| a.0.cmp(&b.0));
-        h.xattrs.dedup_by(|a, b| a.0 == b.0);
+        let (kind, has_data) = entry_kind(typeflag).map_err(|m| TarError::BadHeader(start, m))?;
+        let (mut h, pax) = decode(b, kind, ext).map_err(|m| TarError::BadHeader(start, m))?;
+        let path = show(&h.path);
+        let named = |m: String| TarError::BadHeader(start, format!("{path}: {m}"));
         let data_size = pax.size.unwrap_or(size);
         self.remaining = if has_data { data_size } else { 0 };
         self.pad = padded(self.remaining) - self.remaining;
@@ -579,11 +587,11 @@ impl<R: Read> TarReader<R> {
         h.sparse = if typeflag == b'S' {
             Some(
                 self.old_gnu_sparse(b, start)
-                    .map_err(|e| e.context(show(&path)))?,
+                    .map_err(|e| e.context(path.clone()))?,
             )
         } else {
             self.pax_sparse(&pax, kind, start)
-                .map_err(|e| e.context(show(&path)))?
+                .map_err(|e| e.context(path.clone()))?
         };
         if let Some(map) = &h.sparse {
             map.check().map_err(named)?;
@@ -598,7 +606,7 @@ impl<R: Read> TarReader<R> {
             h.size = map.real_size;
         }
         // Checked last: the caller may skip a refused entry and read on.
-        let refused = |m: String| TarError::Refused(at, format!("{}: {m}", show(&path)));
+        let refused = |m: String| TarError::Refused(at, format!("{path}: {m}"));
         h.uid = id(pax.uid.as_deref(), b, 108..116, "uid").map_err(refused)?;
         h.gid = id(pax.gid.as_deref(), b, 116..124, "gid").map_err(refused)?;
         Ok(h)
