@@ -4,8 +4,9 @@
 //! times in nanoseconds go into PAX records, xattrs as `SCHILY.xattr.NAME`,
 //! POSIX ACLs as `SCHILY.acl.access`/`SCHILY.acl.default` text (and as the
 //! binary `system.posix_acl_*` xattrs, like GNU tar), sparse files in the GNU
-//! sparse 1.0 PAX format (map at the start of the data). The reader also
-//! takes GNU long names (`L`/`K`) and GNU sparse 0.0/0.1 PAX maps.
+//! sparse 1.0 PAX format (map at the start of the data). The reader
+//! (tar/read.rs) takes what GNU tar 1.34 writes too, with limits for untrusted
+//! archives.
 
 use std::io::{self, Write};
 
