@@ -23,7 +23,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use lifeboat::backup::manifest::{FileRecord, FsManifest, Kind, Manifest, PathBytes};
-use lifeboat::backup::tar::{EntryKind, Header, SparseMap, TarReader, TarWriter, BLOCK};
+use lifeboat::backup::tar::{
+    set_checksum, EntryKind, Header, SparseMap, TarReader, TarWriter, BLOCK,
+};
 use lifeboat::layout::Layout;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
@@ -184,10 +186,7 @@ fn header_offsets(data: &[u8]) -> Vec<usize> {
 /// that mutations reach the fields behind it.
 fn fix_checksums(data: &mut [u8]) {
     for o in header_offsets(data) {
-        let b = &mut data[o..o + BLOCK];
-        b[148..156].fill(b' ');
-        let sum: u32 = b.iter().map(|&x| u32::from(x)).sum();
-        b[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
+        set_checksum(&mut data[o..o + BLOCK]);
     }
 }
 

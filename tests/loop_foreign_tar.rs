@@ -20,7 +20,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{run_lifeboat, Scratch};
-use lifeboat::backup::tar::{encode_header, pax_record, EntryKind, Header, BLOCK, END};
+use lifeboat::backup::tar::{
+    encode_header, pax_record, set_checksum, EntryKind, Header, BLOCK, END,
+};
 use sha2::{Digest, Sha256};
 
 macro_rules! require_root {
@@ -214,9 +216,7 @@ fn header_block(path: &str, size: u64, typeflag: u8) -> Vec<u8> {
     h.size = size;
     let mut b = encode_header(&h);
     b[156] = typeflag;
-    b[148..156].fill(b' ');
-    let sum: u32 = b.iter().map(|&x| u32::from(x)).sum();
-    b[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
+    set_checksum(&mut b);
     b
 }
 

@@ -13,7 +13,7 @@ use super::*;
 use crate::backup::fsio;
 
 /// Every entry of an archive with its data (the segments back to back).
-fn read_all(archive: &[u8]) -> Vec<(Header, Vec<u8>)> {
+pub(super) fn read_all(archive: &[u8]) -> Vec<(Header, Vec<u8>)> {
     let mut r = TarReader::new(archive);
     let mut out = Vec::new();
     while let Some(h) = r.next_header().unwrap() {
@@ -183,12 +183,18 @@ fn sparse_entry<'a>(entries: &'a [(Header, Vec<u8>)], name: &str) -> &'a SparseM
         .unwrap_or_else(|| panic!("{name} not sparse"))
 }
 
-#[test]
-fn gnu_format_with_old_gnu_sparse_and_long_names() {
+/// A temporary folder with the tree of [`make_tree`] in `src`.
+fn source_tree() -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
     fs::create_dir(&src).unwrap();
     make_tree(&src);
+    (tmp, src)
+}
+
+#[test]
+fn gnu_format_with_old_gnu_sparse_and_long_names() {
+    let (tmp, src) = source_tree();
     let archive = gnu_tar(
         &["--sparse", "--format=gnu"],
         &tmp.path().join("a.tar"),
@@ -215,10 +221,7 @@ fn gnu_format_with_old_gnu_sparse_and_long_names() {
 
 #[test]
 fn posix_sparse_formats_0_0_0_1_1_0() {
-    let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("src");
-    fs::create_dir(&src).unwrap();
-    make_tree(&src);
+    let (tmp, src) = source_tree();
     for (version, marker) in [
         ("0.0", &b"GNU.sparse.offset="[..]),
         ("0.1", b"GNU.sparse.map="),
@@ -288,9 +291,7 @@ fn patched(h: &Header, edit: impl Fn(&mut [u8])) -> Vec<u8> {
     let at = out.len() - BLOCK;
     let b = &mut out[at..];
     edit(b);
-    b[148..156].fill(b' ');
-    let sum: u32 = b.iter().map(|&x| u32::from(x)).sum();
-    b[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
+    set_checksum(b);
     out
 }
 
@@ -397,10 +398,7 @@ fn pax_memory_bombs_are_refused_before_reading() {
 }
 
 fn patched_checksum(mut block: Vec<u8>) -> Vec<u8> {
-    let b = &mut block[..BLOCK];
-    b[148..156].fill(b' ');
-    let sum: u32 = b.iter().map(|&x| u32::from(x)).sum();
-    b[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
+    set_checksum(&mut block);
     block
 }
 
