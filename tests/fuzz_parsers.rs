@@ -472,7 +472,11 @@ fn fuzz_manifest_parser() {
                 zstd::bulk::compress(&data, 1).unwrap()
             };
             fs::write(&path, &bytes).unwrap();
-            let _ = Manifest::load(&path);
+            if let Ok(m) = Manifest::load(&path) {
+                // What loads also saves and loads back the same.
+                m.save(&path).unwrap();
+                prop_assert_eq!(Manifest::load(&path).unwrap(), m);
+            }
             Ok(())
         })
         .unwrap();
@@ -495,7 +499,13 @@ fn fuzz_layout_parser() {
     runner(tar_cases() / 4)
         .run(&json_case(), |case| {
             let data = mutate_json(text.as_bytes(), &case);
-            let _ = Layout::from_json(&String::from_utf8_lossy(&data));
+            if let Ok(l) = Layout::from_json(&String::from_utf8_lossy(&data)) {
+                // What loads also saves (to_json expects it) and loads back.
+                match Layout::from_json(&l.to_json()) {
+                    Ok(again) => prop_assert_eq!(again, l),
+                    Err(e) => prop_assert!(false, "saved layout does not load: {e:#}"),
+                }
+            }
             fs::write(&path, &data).unwrap();
             let _ = Layout::load(&path);
             Ok(())
