@@ -17,7 +17,7 @@ use super::{padded, show, EntryKind, Header, SparseMap, BLOCK};
 pub const MAX_EXTENSION_BYTES: u64 = 1 << 20;
 /// PAX records of one entry, all its `x` headers together.
 pub const MAX_PAX_RECORDS: usize = 65_536;
-/// xattrs of one entry: more than Linux can hold on one file (listxattr
+/// xattrs of one entry: above what Linux can hold on one file (listxattr
 /// returns at most 64 KiB of names, each at least 7 bytes: `user.x\0`).
 pub const MAX_XATTRS: usize = 10_000;
 /// Data segments of one sparse file (16 bytes each in memory).
