@@ -28,7 +28,7 @@ for tier in "${tiers[@]}"; do
     echo "=== tier: $tier"
     case "$tier" in
         unit)
-            cargo test --locked --lib --bins --test cli
+            cargo test --locked --lib --bins --test cli --test fuzz_parsers
             ;;
         loop)
             # Tests that attach loop devices run one at a time.

@@ -4,12 +4,19 @@
 //! times in nanoseconds go into PAX records, xattrs as `SCHILY.xattr.NAME`,
 //! POSIX ACLs as `SCHILY.acl.access`/`SCHILY.acl.default` text (and as the
 //! binary `system.posix_acl_*` xattrs, like GNU tar), sparse files in the GNU
-//! sparse 1.0 PAX format (map at the start of the data). The reader also
-//! takes GNU long names (`L`/`K`) and GNU sparse 0.0/0.1 PAX maps.
+//! sparse 1.0 PAX format (map at the start of the data). The reader
+//! (tar/read.rs) takes what GNU tar 1.34 writes too, with limits for untrusted
+//! archives.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 
-use anyhow::{bail, Result};
+#[cfg(test)]
+mod foreign_tests;
+mod read;
+pub use read::{
+    parse_pax, parse_time, TarError, TarReader, MAX_EXTENSION_BYTES, MAX_ID, MAX_PAX_RECORDS,
+    MAX_SPARSE_SEGMENTS, MAX_XATTRS,
+};
 
 pub const BLOCK: usize = 512;
 
@@ -50,7 +57,31 @@ pub struct SparseMap {
 impl SparseMap {
     /// Bytes of data the segments hold.
     pub fn data_bytes(&self) -> u64 {
-        self.segments.iter().map(|s| s.1).sum()
+        self.segments.iter().fold(0, |n, s| n.saturating_add(s.1))
+    }
+
+    /// Checks what a reader must: at most [`MAX_SPARSE_SEGMENTS`] segments,
+    /// sorted, not overlapping, each ending within the real size.
+    pub fn check(&self) -> Result<(), String> {
+        if self.segments.len() > MAX_SPARSE_SEGMENTS {
+            return Err(format!(
+                "sparse map of {} segments (at most {MAX_SPARSE_SEGMENTS})",
+                self.segments.len()
+            ));
+        }
+        let mut end = 0;
+        for &(off, len) in &self.segments {
+            match off.checked_add(len) {
+                Some(e) if off >= end && e <= self.real_size => end = e,
+                _ => {
+                    return Err(format!(
+                        "sparse segment ({off}, {len}) out of order or past the real size {}",
+                        self.real_size
+                    ))
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The GNU sparse 1.0 map block: decimal count, then offset and length of
@@ -130,7 +161,7 @@ impl Header {
 
 /// Rounds up to whole blocks.
 pub fn padded(n: u64) -> u64 {
-    n.div_ceil(BLOCK as u64) * BLOCK as u64
+    n.div_ceil(BLOCK as u64).saturating_mul(BLOCK as u64)
 }
 
 /// One PAX record: `LEN KEY=VALUE\n`, LEN counting the whole record.
@@ -146,34 +177,6 @@ pub fn pax_record(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
     out.push(b'=');
     out.extend_from_slice(value);
     out.push(b'\n');
-}
-
-/// Parses PAX records into (key, value) pairs.
-pub fn parse_pax(data: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let mut out = Vec::new();
-    let mut rest = data;
-    while !rest.is_empty() {
-        if rest.iter().all(|&b| b == 0) {
-            break;
-        }
-        let Some(sp) = rest.iter().position(|&b| b == b' ') else {
-            bail!("bad PAX record: no length");
-        };
-        let len: usize = std::str::from_utf8(&rest[..sp])
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| anyhow::anyhow!("bad PAX record length"))?;
-        if len <= sp + 1 || len > rest.len() || rest[len - 1] != b'\n' {
-            bail!("bad PAX record of length {len}");
-        }
-        let rec = &rest[sp + 1..len - 1];
-        let Some(eq) = rec.iter().position(|&b| b == b'=') else {
-            bail!("bad PAX record: no '='");
-        };
-        out.push((rec[..eq].to_vec(), rec[eq + 1..].to_vec()));
-        rest = &rest[len..];
-    }
-    Ok(out)
 }
 
 /// Writes `value` as NUL-terminated octal into `field`, or base-256 when it
@@ -192,33 +195,6 @@ fn put_num(field: &mut [u8], value: u64) {
     let text = format!("{value:0digits$o}");
     field[..digits].copy_from_slice(text.as_bytes());
     field[digits] = 0;
-}
-
-fn get_num(field: &[u8]) -> Result<u64> {
-    if field.first().is_some_and(|&b| b & 0x80 != 0) {
-        if field[0] == 0xff {
-            bail!("negative number in tar header");
-        }
-        let mut v: u64 = u64::from(field[0] & 0x7f);
-        for &b in &field[1..] {
-            if v >> 56 != 0 {
-                bail!("number too large in tar header");
-            }
-            v = (v << 8) | u64::from(b);
-        }
-        return Ok(v);
-    }
-    let text: Vec<u8> = field
-        .iter()
-        .copied()
-        .skip_while(|&b| b == b' ')
-        .take_while(|&b| b != 0 && b != b' ')
-        .collect();
-    if text.is_empty() {
-        return Ok(0);
-    }
-    let s = std::str::from_utf8(&text).map_err(|_| anyhow::anyhow!("bad octal number"))?;
-    u64::from_str_radix(s, 8).map_err(|_| anyhow::anyhow!("bad octal number {s:?}"))
 }
 
 /// Splits a path into ustar (prefix, name), if it fits.
@@ -274,10 +250,16 @@ fn ustar_block(
         put_num(&mut b[337..345], u64::from(h.dev_minor));
     }
     b[345..345 + prefix.len().min(155)].copy_from_slice(&prefix[..prefix.len().min(155)]);
+    set_checksum(&mut b);
+    b
+}
+
+/// Writes the checksum of a header block (the first 512 bytes of `b`).
+pub fn set_checksum(b: &mut [u8]) {
+    let b = &mut b[..BLOCK];
     b[148..156].fill(b' ');
     let sum: u32 = b.iter().map(|&x| u32::from(x)).sum();
     b[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
-    b
 }
 
 /// The header blocks of one entry (a PAX header when needed, then ustar).
@@ -377,33 +359,6 @@ pub fn format_time(sec: i64, nsec: u32) -> String {
     format!("{sign}{whole}.{}", f.trim_end_matches('0'))
 }
 
-pub fn parse_time(text: &[u8]) -> Result<(i64, u32)> {
-    let s = std::str::from_utf8(text).map_err(|_| anyhow::anyhow!("bad PAX time"))?;
-    let (neg, s) = match s.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, s),
-    };
-    let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
-    let whole: i64 = whole
-        .parse()
-        .map_err(|_| anyhow::anyhow!("bad PAX time {s:?}"))?;
-    let mut digits: String = frac.chars().take(9).collect();
-    if !digits.bytes().all(|b| b.is_ascii_digit()) {
-        bail!("bad PAX time {s:?}");
-    }
-    while digits.len() < 9 {
-        digits.push('0');
-    }
-    let nsec: u32 = digits.parse().unwrap_or(0);
-    Ok(if !neg {
-        (whole, nsec)
-    } else if nsec == 0 {
-        (-whole, 0)
-    } else {
-        (-whole - 1, 1_000_000_000 - nsec)
-    })
-}
-
 fn split_dir(path: &[u8]) -> (&[u8], &[u8]) {
     let trimmed = path.strip_suffix(b"/").unwrap_or(path);
     match trimmed.iter().rposition(|&b| b == b'/') {
@@ -414,379 +369,6 @@ fn split_dir(path: &[u8]) -> (&[u8], &[u8]) {
 
 /// The end of an archive: two zero blocks.
 pub const END: [u8; 2 * BLOCK] = [0; 2 * BLOCK];
-
-/// Why reading an archive stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum TarError {
-    #[error("archive is truncated (ends at byte {0} inside {1})")]
-    Truncated(u64, &'static str),
-    #[error("not a tar archive or corrupted: bad header checksum at byte {0}")]
-    BadChecksum(u64),
-    #[error("corrupted tar header at byte {0}: {1}")]
-    BadHeader(u64, String),
-}
-
-/// A sequential tar reader over any byte stream.
-pub struct TarReader<R: Read> {
-    inner: R,
-    pos: u64,
-    /// Data bytes of the current entry not yet read, and its padding.
-    remaining: u64,
-    pad: u64,
-    /// Pending GNU sparse 1.0 map to read from the data.
-    pending_sparse_1_0: bool,
-}
-
-impl<R: Read> TarReader<R> {
-    pub fn new(inner: R) -> TarReader<R> {
-        TarReader {
-            inner,
-            pos: 0,
-            remaining: 0,
-            pad: 0,
-            pending_sparse_1_0: false,
-        }
-    }
-
-    /// Byte offset in the uncompressed stream.
-    pub fn position(&self) -> u64 {
-        self.pos
-    }
-
-    fn read_exact_or(&mut self, buf: &mut [u8], what: &'static str) -> Result<()> {
-        let mut done = 0;
-        while done < buf.len() {
-            match self.inner.read(&mut buf[done..]) {
-                Ok(0) => return Err(TarError::Truncated(self.pos + done as u64, what).into()),
-                Ok(n) => done += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        self.pos += buf.len() as u64;
-        Ok(())
-    }
-
-    fn skip(&mut self, mut n: u64, what: &'static str) -> Result<()> {
-        if n == 0 {
-            return Ok(());
-        }
-        let mut buf = [0u8; 8192];
-        while n > 0 {
-            let k = n.min(buf.len() as u64) as usize;
-            self.read_exact_or(&mut buf[..k], what)?;
-            n -= k as u64;
-        }
-        Ok(())
-    }
-
-    fn read_blob(&mut self, size: u64, what: &'static str) -> Result<Vec<u8>> {
-        if size > 64 << 20 {
-            return Err(TarError::BadHeader(self.pos, format!("{what} of {size} bytes")).into());
-        }
-        let mut data = vec![0u8; size as usize];
-        self.read_exact_or(&mut data, what)?;
-        self.skip(padded(size) - size, what)?;
-        Ok(data)
-    }
-
-    /// The next entry's header, or `None` at the end of the archive. Skips
-    /// whatever of the previous entry's data was not read.
-    pub fn next_header(&mut self) -> Result<Option<Header>> {
-        self.skip(self.remaining + self.pad, "file data")?;
-        self.remaining = 0;
-        self.pad = 0;
-        let mut pax: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-        let mut long_name: Option<Vec<u8>> = None;
-        let mut long_link: Option<Vec<u8>> = None;
-        loop {
-            let start = self.pos;
-            let mut b = [0u8; BLOCK];
-            self.read_exact_or(&mut b, "a header")?;
-            if b.iter().all(|&x| x == 0) {
-                // End of archive (a second zero block may follow).
-                return Ok(None);
-            }
-            let stored = get_num(&b[148..156]).map_err(|_| TarError::BadChecksum(start))?;
-            let mut unsigned: u64 = 0;
-            let mut signed: i64 = 0;
-            for (i, &x) in b.iter().enumerate() {
-                let x = if (148..156).contains(&i) { b' ' } else { x };
-                unsigned += u64::from(x);
-                signed += i64::from(x as i8);
-            }
-            if stored != unsigned && stored as i64 != signed {
-                return Err(TarError::BadChecksum(start).into());
-            }
-            let bad = |m: String| TarError::BadHeader(start, m);
-            let size = get_num(&b[124..136]).map_err(|e| bad(e.to_string()))?;
-            let typeflag = b[156];
-            match typeflag {
-                b'x' => {
-                    let data = self.read_blob(size, "a PAX header")?;
-                    pax.extend(parse_pax(&data).map_err(|e| bad(e.to_string()))?);
-                    continue;
-                }
-                b'g' => {
-                    self.read_blob(size, "a global PAX header")?;
-                    continue;
-                }
-                b'L' => {
-                    let mut d = self.read_blob(size, "a GNU long name")?;
-                    strip_nul(&mut d);
-                    long_name = Some(d);
-                    continue;
-                }
-                b'K' => {
-                    let mut d = self.read_blob(size, "a GNU long link")?;
-                    strip_nul(&mut d);
-                    long_link = Some(d);
-                    continue;
-                }
-                b'V' => {
-                    self.skip(padded(size), "a volume label")?;
-                    continue;
-                }
-                _ => {}
-            }
-            let kind = match typeflag {
-                b'0' | 0 | b'7' => EntryKind::File,
-                b'1' => EntryKind::HardLink,
-                b'2' => EntryKind::Symlink,
-                b'3' => EntryKind::Char,
-                b'4' => EntryKind::Block,
-                b'5' | b'D' => EntryKind::Dir,
-                b'6' => EntryKind::Fifo,
-                b'S' => {
-                    return Err(bad(
-                        "old GNU sparse entry; re-create the archive with --format=posix".into(),
-                    )
-                    .into())
-                }
-                other => return Err(bad(format!("unknown entry type {:?}", other as char)).into()),
-            };
-            let field = |r: std::ops::Range<usize>| -> Vec<u8> {
-                let f = &b[r];
-                f[..f.iter().position(|&x| x == 0).unwrap_or(f.len())].to_vec()
-            };
-            let mut path = field(0..100);
-            let prefix = field(345..500);
-            // The prefix field holds other data in old GNU headers.
-            if &b[257..263] == b"ustar\0" && !prefix.is_empty() {
-                let mut p = prefix;
-                p.push(b'/');
-                p.extend_from_slice(&path);
-                path = p;
-            }
-            let num = |r: std::ops::Range<usize>| get_num(&b[r]).map_err(|e| bad(e.to_string()));
-            let mut h = Header::new(path, kind);
-            h.mode = num(100..108)? as u32 & 0o7777;
-            h.uid = num(108..116)? as u32;
-            h.gid = num(116..124)? as u32;
-            h.mtime_sec = num(136..148)? as i64;
-            h.link = field(157..257);
-            h.uname = String::from_utf8_lossy(&field(265..297)).into_owned();
-            h.gname = String::from_utf8_lossy(&field(297..329)).into_owned();
-            if matches!(kind, EntryKind::Char | EntryKind::Block) {
-                h.dev_major = num(329..337)? as u32;
-                h.dev_minor = num(337..345)? as u32;
-            }
-            if let Some(n) = long_name.take() {
-                h.path = n;
-            }
-            if let Some(l) = long_link.take() {
-                h.link = l;
-            }
-            let mut data_size = size;
-            let mut sparse_major: Option<Vec<u8>> = None;
-            let mut sparse_name = None;
-            let mut realsize = None;
-            let mut map_0_1: Option<Vec<u64>> = None;
-            let mut map_0_0: Vec<u64> = Vec::new();
-            for (k, v) in pax {
-                let num = |v: &[u8]| -> Result<u64> {
-                    std::str::from_utf8(v)
-                        .ok()
-                        .and_then(|s| s.parse().ok())
-                        .ok_or_else(|| bad(format!("bad number in PAX {}", show(&k))).into())
-                };
-                match k.as_slice() {
-                    b"path" => h.path = v,
-                    b"linkpath" => h.link = v,
-                    b"size" => data_size = num(&v)?,
-                    b"uid" => h.uid = num(&v)? as u32,
-                    b"gid" => h.gid = num(&v)? as u32,
-                    b"uname" => h.uname = String::from_utf8_lossy(&v).into_owned(),
-                    b"gname" => h.gname = String::from_utf8_lossy(&v).into_owned(),
-                    b"mtime" => {
-                        let (s, n) = parse_time(&v).map_err(|e| bad(e.to_string()))?;
-                        h.mtime_sec = s;
-                        h.mtime_nsec = n;
-                    }
-                    b"SCHILY.acl.access" => h.acl_access = Some(String::from_utf8_lossy(&v).into()),
-                    b"SCHILY.acl.default" => {
-                        h.acl_default = Some(String::from_utf8_lossy(&v).into())
-                    }
-                    b"GNU.sparse.major" => sparse_major = Some(v),
-                    b"GNU.sparse.name" => sparse_name = Some(v),
-                    b"GNU.sparse.realsize" | b"GNU.sparse.size" => realsize = Some(num(&v)?),
-                    b"GNU.sparse.map" => {
-                        let nums: Result<Vec<u64>> = v
-                            .split(|&c| c == b',')
-                            .filter(|s| !s.is_empty())
-                            .map(num)
-                            .collect();
-                        map_0_1 = Some(nums?);
-                    }
-                    b"GNU.sparse.offset" | b"GNU.sparse.numbytes" => map_0_0.push(num(&v)?),
-                    _ => {
-                        if let Some(name) = k.strip_prefix(b"SCHILY.xattr.") {
-                            h.xattrs.push((name.to_vec(), v));
-                        }
-                    }
-                }
-            }
-            h.xattrs.sort();
-            h.xattrs.dedup_by(|a, b| a.0 == b.0);
-            if let Some(name) = sparse_name {
-                h.path = name;
-            }
-            self.remaining = if kind == EntryKind::File {
-                data_size
-            } else {
-                0
-            };
-            self.pad = padded(self.remaining) - self.remaining;
-            h.size = self.remaining;
-            if let Some(real) = realsize {
-                let pairs = match (&sparse_major, map_0_1) {
-                    (Some(m), _) if m == b"1" => None,
-                    (_, Some(list)) => Some(list),
-                    _ => Some(map_0_0),
-                };
-                let segments = match pairs {
-                    None => {
-                        self.pending_sparse_1_0 = true;
-                        Vec::new()
-                    }
-                    Some(list) => {
-                        if list.len() % 2 != 0 {
-                            return Err(bad("odd GNU sparse map".into()).into());
-                        }
-                        list.chunks(2).map(|c| (c[0], c[1])).collect()
-                    }
-                };
-                h.sparse = Some(SparseMap {
-                    segments,
-                    real_size: real,
-                });
-                h.size = real;
-            }
-            if let Some(map) = h.sparse.as_mut() {
-                if self.pending_sparse_1_0 {
-                    self.pending_sparse_1_0 = false;
-                    map.segments = self.read_sparse_1_0_map(start)?;
-                }
-                let data = map.data_bytes();
-                if data != self.remaining {
-                    return Err(bad(format!(
-                        "sparse map holds {data} bytes but the entry has {}",
-                        self.remaining
-                    ))
-                    .into());
-                }
-                let mut end = 0;
-                for &(off, len) in &map.segments {
-                    if off < end || off.checked_add(len).map_or(true, |e| e > map.real_size) {
-                        return Err(bad("sparse map out of order or past the end".into()).into());
-                    }
-                    end = off + len;
-                }
-            }
-            return Ok(Some(h));
-        }
-    }
-
-    fn read_sparse_1_0_map(&mut self, start: u64) -> Result<Vec<(u64, u64)>> {
-        let mut text = Vec::new();
-        let mut numbers: Vec<u64> = Vec::new();
-        let mut wanted: Option<usize> = None;
-        loop {
-            if self.remaining < BLOCK as u64 {
-                return Err(
-                    TarError::BadHeader(start, "GNU sparse map past the data".into()).into(),
-                );
-            }
-            let mut b = [0u8; BLOCK];
-            self.read_exact_or(&mut b, "a sparse map")?;
-            self.remaining -= BLOCK as u64;
-            text.extend_from_slice(&b);
-            // Parse complete lines so far.
-            numbers.clear();
-            let mut complete = 0;
-            for line in text.split_inclusive(|&c| c == b'\n') {
-                if line.last() != Some(&b'\n') {
-                    break;
-                }
-                let s = std::str::from_utf8(&line[..line.len() - 1]).unwrap_or("x");
-                let n: u64 = s.parse().map_err(|_| {
-                    TarError::BadHeader(start, format!("bad GNU sparse map line {s:?}"))
-                })?;
-                numbers.push(n);
-                complete += 1;
-                if wanted.is_none() {
-                    if n > 1 << 24 {
-                        return Err(TarError::BadHeader(start, "huge sparse map".into()).into());
-                    }
-                    wanted = Some(1 + 2 * n as usize);
-                }
-                if Some(complete) == wanted {
-                    break;
-                }
-            }
-            if let Some(w) = wanted {
-                if numbers.len() >= w {
-                    let pairs = numbers[1..w].chunks(2).map(|c| (c[0], c[1])).collect();
-                    self.pad = padded(self.remaining) - self.remaining;
-                    return Ok(pairs);
-                }
-            }
-        }
-    }
-
-    /// Reads data of the current entry (the data segments of a sparse file,
-    /// back to back); 0 at its end.
-    pub fn read_data(&mut self, buf: &mut [u8]) -> Result<usize> {
-        if self.remaining == 0 {
-            return Ok(0);
-        }
-        let k = buf
-            .len()
-            .min(self.remaining.min(usize::MAX as u64) as usize);
-        loop {
-            match self.inner.read(&mut buf[..k]) {
-                Ok(0) => return Err(TarError::Truncated(self.pos, "file data").into()),
-                Ok(n) => {
-                    self.pos += n as u64;
-                    self.remaining -= n as u64;
-                    return Ok(n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
-
-    pub fn into_inner(self) -> R {
-        self.inner
-    }
-}
-
-fn strip_nul(d: &mut Vec<u8>) {
-    while d.last() == Some(&0) {
-        d.pop();
-    }
-}
 
 /// Bytes shown as text, non-UTF-8 bytes escaped.
 pub fn show(bytes: &[u8]) -> String {
@@ -895,11 +477,32 @@ mod tests {
         ] {
             let mut f = vec![0u8; width];
             put_num(&mut f, value);
-            assert_eq!(get_num(&f).unwrap(), value, "width {width} value {value}");
+            assert_eq!(
+                read::get_unsigned(&f, "n").unwrap(),
+                value,
+                "width {width} value {value}"
+            );
         }
         let mut f = [0u8; 8];
         put_num(&mut f, 0o755);
         assert_eq!(&f, b"0000755\0");
+        // GNU tar's base-256: 0x80 positive, 0xff negative (two's
+        // complement), as `tar --format=gnu` writes an mtime of -2^31.
+        let neg = [
+            0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x80, 0, 0, 0,
+        ];
+        assert_eq!(read::get_signed(&neg), Ok(-(1 << 31)));
+        assert!(read::get_unsigned(&neg, "size")
+            .unwrap_err()
+            .contains("negative size"));
+        let big = [0x80, 0, 0, 0, 0, 0, 0, 3, 0x7f, 0xff, 0xff, 0xff];
+        assert_eq!(read::get_signed(&big), Ok(0x3_7fff_ffff));
+        // Beyond i64, other first bytes, bad digits: errors, not wraps.
+        assert!(read::get_signed(&[0x80, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]).is_err());
+        assert!(read::get_signed(&[0xc0, 0, 0, 0, 0, 0, 0, 0]).is_err());
+        assert!(read::get_signed(b"0000080\0").is_err());
+        assert!(read::get_signed(b"+000007\0").is_err());
+        assert_eq!(read::get_signed(b"  755 \0\0"), Ok(0o755));
     }
 
     #[test]
@@ -931,19 +534,9 @@ mod tests {
         w.pad().unwrap();
         let bytes = w.finish().unwrap();
         assert_eq!(bytes.len() % BLOCK, 0);
-        let mut r = TarReader::new(&bytes[..]);
-        let got = r.next_header().unwrap().unwrap();
-        let mut content = Vec::new();
-        let mut buf = [0u8; 100];
-        loop {
-            let n = r.read_data(&mut buf).unwrap();
-            if n == 0 {
-                break;
-            }
-            content.extend_from_slice(&buf[..n]);
-        }
-        assert!(r.next_header().unwrap().is_none());
-        (got, content)
+        let mut entries = super::foreign_tests::read_all(&bytes);
+        assert_eq!(entries.len(), 1);
+        entries.remove(0)
     }
 
     #[test]
