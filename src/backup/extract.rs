@@ -173,11 +173,13 @@ impl Extractor {
         }
     }
 
-    /// Records an entry that was not written.
+    /// Records (and logs, as a warning) an entry that was not written.
     pub fn refuse(&mut self, rel: &[u8], why: &str) {
         self.refused_count += 1;
         if self.refused.len() < MAX_NAMED {
-            self.refused.push(format!("{}: {why}", show(rel)));
+            let line = format!("{}: {why}", show(rel));
+            log::warn!("refused {line}");
+            self.refused.push(line);
         }
     }
 
@@ -261,26 +263,30 @@ impl Extractor {
 
     fn dir(&mut self, parent: &OwnedFd, rel: &[u8], name: &[u8], h: &Header) -> Result<()> {
         let shown = || self.tree.show(rel);
-        let mkdir = || rfs::mkdirat(parent, name, Mode::from_raw_mode(0o700));
-        match mkdir() {
-            Ok(()) | Err(Errno::EXIST) => {}
-            Err(e) => return Err(io::Error::from(e)).with_context(|| creating(&shown())),
-        }
-        let fd = match rfs::openat(parent, name, DIR, Mode::empty()) {
-            Ok(fd) => fd,
-            // A symlink or a file in the way: replaced, never followed.
-            Err(Errno::LOOP | Errno::NOTDIR) => {
-                clear_at(parent, name, &shown)?;
-                mkdir()
-                    .map_err(io::Error::from)
-                    .with_context(|| creating(&shown()))?;
-                rfs::openat(parent, name, DIR, Mode::empty())
-                    .map_err(io::Error::from)
-                    .with_context(|| format!("opening {}", shown().display()))?
+        let mut tries = 0;
+        let fd = loop {
+            tries += 1;
+            match rfs::mkdirat(parent, name, Mode::from_raw_mode(0o700)) {
+                Ok(()) | Err(Errno::EXIST) => {}
+                Err(e) => return Err(io::Error::from(e)).with_context(|| creating(&shown())),
             }
-            Err(e) => {
-                return Err(io::Error::from(e))
-                    .with_context(|| format!("opening {}", shown().display()))
+            match rfs::openat(parent, name, DIR, Mode::empty()) {
+                Ok(fd) => break fd,
+                // A symlink or a file in the way: replaced, never followed.
+                Err(Errno::LOOP | Errno::NOTDIR) if tries < 3 => clear_at(parent, name, &shown)?,
+                // Moved away meanwhile: made again.
+                Err(Errno::NOENT) if tries < 3 => {}
+                Err(Errno::LOOP | Errno::NOTDIR | Errno::NOENT) => {
+                    return Err(Refused(format!(
+                        "{} keeps being replaced during the restore",
+                        shown().display()
+                    ))
+                    .into())
+                }
+                Err(e) => {
+                    return Err(io::Error::from(e))
+                        .with_context(|| format!("opening {}", shown().display()))
+                }
             }
         };
         self.own_dir(fd, rel, h)

@@ -15,11 +15,11 @@ import sys
 import tarfile
 
 
-def entry(tar, name, kind=tarfile.REGTYPE, data=b"", mode=0o644, link="", dev=(0, 0)):
+def entry(tar, name, kind=tarfile.REGTYPE, data=b"", mode=0o644, link="", dev=(0, 0), uid=0):
     info = tarfile.TarInfo(name)
     info.type = kind
     info.mode = mode
-    info.uid = info.gid = 0
+    info.uid = info.gid = uid
     info.mtime = 1_600_000_000
     info.linkname = link
     info.devmajor, info.devminor = dev
@@ -95,11 +95,24 @@ def main():
     # --no-same-owner and --no-devices.
     t = case("untrusted")
     entry(t, "bin", tarfile.DIRTYPE, mode=0o755)
-    entry(t, "bin/suid", data=b"#!/bin/sh\nid\n", mode=0o6755)
+    entry(t, "bin/suid", data=b"#!/bin/sh\nid\n", mode=0o6755, uid=1234)
     entry(t, "dev", tarfile.DIRTYPE, mode=0o755)
     entry(t, "dev/null", tarfile.CHRTYPE, mode=0o666, dev=(1, 3))
     entry(t, "dev/sda", tarfile.BLKTYPE, mode=0o660, dev=(8, 0))
     entry(t, "dev/fifo", tarfile.FIFOTYPE, mode=0o644)
+
+    # The same paths again and again: the last entry of each must win,
+    # whatever the file writer threads do.
+    t = case("order")
+    for i in range(300):
+        entry(t, f"f{i}", data=b"first\n")
+        entry(t, f"f{i}", data=b"second\n")
+        entry(t, f"s{i}", data=b"a file\n")
+        entry(t, f"s{i}", tarfile.SYMTYPE, link="the-symlink")
+        entry(t, f"d{i}", data=b"a file\n")
+        entry(t, f"d{i}", tarfile.DIRTYPE, mode=0o750)
+        entry(t, f"l{i}", tarfile.SYMTYPE, link="the-symlink")
+        entry(t, f"l{i}", data=b"last\n")
 
     for tar in cases.values():
         tar.close()
