@@ -185,6 +185,7 @@ fn loop_hostile_archives_write_nothing_outside() {
         fresh(&target);
         let tar = archives.join(format!("{name}.tar"));
         let o = lifeboat(&[&"backup", &"restore", &"--from", &tar, &"--to", &target]);
+        assert_unchanged(&before, s.path(), &["target"], name);
         assert_ne!(o.code, 0, "{name}: restore should report refusals");
         assert!(o.stderr.contains("refused"), "{name}: {}", o.stderr);
         for r in *refused {
@@ -194,7 +195,6 @@ fn loop_hostile_archives_write_nothing_outside() {
                 o.stderr
             );
         }
-        assert_unchanged(&before, s.path(), &["target"], name);
         // The rest is restored, the symlinks themselves inside the target.
         if *name == "hardlinks" {
             assert_eq!(fs::read_link(target.join("a")).unwrap(), outside);
@@ -206,11 +206,10 @@ fn loop_hostile_archives_write_nothing_outside() {
     // deferred mode must not land on OUTSIDE.
     fresh(&target);
     let tar = archives.join("deferred-chmod.tar");
-    ok(lifeboat(&[
-        &"backup", &"restore", &"--from", &tar, &"--to", &target,
-    ]));
-    assert_eq!(fs::read_link(target.join("d")).unwrap(), outside);
+    let o = lifeboat(&[&"backup", &"restore", &"--from", &tar, &"--to", &target]);
     assert_unchanged(&before, s.path(), &["target"], "deferred-chmod");
+    ok(o);
+    assert_eq!(fs::read_link(target.join("d")).unwrap(), outside);
 }
 
 #[test]
@@ -351,6 +350,7 @@ fn loop_hostile_symlinks_in_a_path_target() {
         fs::create_dir_all(dest.parent().unwrap()).unwrap();
         symlink(&outside, &dest).unwrap();
         let o = restore(overwrite);
+        assert_unchanged(&before, s.path(), &skip, "symlink at the path");
         if overwrite {
             assert_eq!(o.code, 0, "{}", o.stderr);
             assert!(fs::symlink_metadata(&dest).unwrap().is_dir());
@@ -361,7 +361,6 @@ fn loop_hostile_symlinks_in_a_path_target() {
             assert!(o.stderr.contains(&named), "{}", o.stderr);
             assert_eq!(fs::read_link(&dest).unwrap(), outside);
         }
-        assert_unchanged(&before, s.path(), &skip, "symlink at the path");
     }
     // A parent of the path is a symlink to OUTSIDE: refused either way.
     let srv = dest.parent().unwrap();
@@ -370,10 +369,10 @@ fn loop_hostile_symlinks_in_a_path_target() {
         fs::create_dir_all(srv.parent().unwrap()).unwrap();
         symlink(&outside, srv).unwrap();
         let o = restore(overwrite);
+        assert_unchanged(&before, s.path(), &skip, "symlink above the path");
         assert_ne!(o.code, 0);
         let named = format!("{} is a symlink (not followed)", srv.display());
         assert!(o.stderr.contains(&named), "{}", o.stderr);
-        assert_unchanged(&before, s.path(), &skip, "symlink above the path");
     }
 }
 
@@ -409,7 +408,7 @@ fn loop_hostile_directory_swapped_during_a_path_restore() {
     let s = scratch("race");
     let outside = s.path().join("outside");
     make_outside(&outside);
-    let (src, bk) = backed_up_tree(s.path(), 40, 25);
+    let (src, bk) = backed_up_tree(s.path(), 30, 15);
     let want = src.join("srv/data");
     let target = s.path().join("target");
     let data = landed(&target, &want);
@@ -445,13 +444,13 @@ fn loop_hostile_directory_swapped_during_a_path_restore() {
         out.read_to_string(&mut rest).unwrap();
         assert!(child.wait().unwrap().success());
         swaps += rest.trim().parse::<u32>().unwrap();
+        assert_unchanged(&before, s.path(), &skip, &format!("round {rounds}"));
         if o.code != 0 {
             assert!(o.stderr.contains("refused"), "round {rounds}: {}", o.stderr);
             // Named: a directory the swapper replaced, or an entry in it.
             assert!(o.stderr.contains("srv/data/s0"), "{}", o.stderr);
             refused += 1;
         }
-        assert_unchanged(&before, s.path(), &skip, &format!("round {rounds}"));
     }
     eprintln!("{rounds} rounds, {swaps} directories swapped, {refused} restores refused entries");
     assert!(refused > 0, "the swapper never raced the restore");
