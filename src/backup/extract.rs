@@ -1007,6 +1007,129 @@ impl Hasher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backup::tar::TarWriter;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    /// An archive of `(path, kind, data or link target, mode)` entries owned
+    /// by the current user.
+    fn archive(entries: &[(&str, EntryKind, &str, u32)]) -> Vec<u8> {
+        let mut w = TarWriter::new(Vec::new());
+        for (path, kind, body, mode) in entries {
+            let mut h = Header::new(path.as_bytes().to_vec(), *kind);
+            h.mode = *mode;
+            h.uid = nix::unistd::geteuid().as_raw();
+            h.gid = nix::unistd::getegid().as_raw();
+            h.mtime_sec = 1_000_000_000;
+            match kind {
+                EntryKind::File => h.size = body.len() as u64,
+                _ => h.link = body.as_bytes().to_vec(),
+            }
+            w.header(&h).unwrap();
+            if *kind == EntryKind::File {
+                w.write_raw(body.as_bytes()).unwrap();
+                w.pad().unwrap();
+            }
+        }
+        w.finish().unwrap()
+    }
+
+    /// Extracts `data` into `dir` (component walks only when `walk`).
+    fn extract_all(data: &[u8], dir: &Path, walk: bool) -> Extractor {
+        let mut tree = Tree::open(dir).unwrap();
+        if walk {
+            tree = tree.without_openat2();
+        }
+        let mut ex = Extractor::on(tree, Policy::default());
+        let mut tar = TarReader::new(data);
+        while let Some(h) = tar.next_header().unwrap() {
+            let rel = normalize(&h.path).unwrap();
+            ex.extract(&mut tar, &h, &rel).unwrap();
+        }
+        ex.finish().unwrap();
+        ex
+    }
+
+    #[test]
+    fn later_entries_replace_earlier_ones_in_archive_order() {
+        use EntryKind::*;
+        let mut entries = Vec::new();
+        let names: Vec<[String; 4]> = (0..200)
+            .map(|i| [0, 1, 2, 3].map(|k| format!("{}{i}", ["f", "s", "d", "l"][k])))
+            .collect();
+        for [f, s, d, l] in &names {
+            entries.push((f.as_str(), File, "first", 0o644));
+            entries.push((f.as_str(), File, "second", 0o600));
+            entries.push((s.as_str(), File, "a file", 0o644));
+            entries.push((s.as_str(), Symlink, "target", 0o777));
+            entries.push((d.as_str(), File, "a file", 0o644));
+            entries.push((d.as_str(), Dir, "", 0o750));
+            entries.push((l.as_str(), Symlink, "target", 0o777));
+            entries.push((l.as_str(), File, "last", 0o640));
+        }
+        let data = archive(&entries);
+        for walk in [false, true] {
+            let t = tempfile::tempdir().unwrap();
+            extract_all(&data, t.path(), walk);
+            for [f, s, d, l] in &names {
+                let p = |n: &str| t.path().join(n);
+                assert_eq!(std::fs::read(p(f)).unwrap(), b"second", "{f}");
+                assert_eq!(std::fs::read_link(p(s)).unwrap(), Path::new("target"));
+                let m = std::fs::symlink_metadata(p(d)).unwrap();
+                assert!(m.is_dir() && m.mode() & 0o7777 == 0o750, "{d}");
+                let m = std::fs::symlink_metadata(p(l)).unwrap();
+                assert!(m.is_file() && m.mode() & 0o7777 == 0o640, "{l}");
+            }
+        }
+    }
+
+    #[test]
+    fn nothing_is_written_through_a_symlink() {
+        use EntryKind::*;
+        let t = tempfile::tempdir().unwrap();
+        let outside = t.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let out = outside.to_str().unwrap();
+        let data = archive(&[
+            ("a", Symlink, out, 0o777),
+            ("a/file", File, "x", 0o4755),
+            ("a/dir/deeper", File, "x", 0o644),
+            ("a/fifo", Fifo, "", 0o666),
+            ("b", Symlink, "a", 0o777),
+            ("b/file", File, "x", 0o644),
+            ("up", Symlink, "..", 0o777),
+            ("up/outside/file", File, "x", 0o644),
+            ("link", HardLink, &format!("{out}/secret"), 0o644),
+            ("d", Dir, "", 0o777),
+            ("d", Symlink, out, 0o777),
+            ("kept", File, "kept", 0o644),
+        ]);
+        for walk in [false, true] {
+            let target = t.path().join(format!("target-{walk}"));
+            std::fs::create_dir(&target).unwrap();
+            let ex = extract_all(&data, &target, walk);
+            assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+            let m = std::fs::metadata(&outside).unwrap();
+            assert_eq!(m.mode() & 0o7777, 0o755);
+            assert_eq!(ex.refused_count, 6, "{:?}", ex.refused);
+            for name in [
+                "a/file",
+                "a/dir/deeper",
+                "a/fifo",
+                "b/file",
+                "up/outside/file",
+                "link",
+            ] {
+                let named = ex
+                    .refused
+                    .iter()
+                    .any(|r| r.starts_with(&format!("{name}: ")));
+                assert!(named, "{name} not refused: {:?}", ex.refused);
+            }
+            assert_eq!(std::fs::read(target.join("kept")).unwrap(), b"kept");
+            assert_eq!(std::fs::read_link(target.join("d")).unwrap(), outside);
+        }
+    }
 
     #[test]
     fn paths_are_normalized_and_confined() {
