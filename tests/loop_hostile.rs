@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
+mod common;
+
 fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
@@ -51,15 +53,15 @@ struct Out {
 }
 
 fn lifeboat(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Out {
-    let out = Command::new(env!("CARGO_BIN_EXE_lifeboat"))
-        .args(args.iter().map(|a| a.as_ref()))
-        .arg("--quiet")
-        .output()
-        .unwrap();
+    let args = args
+        .iter()
+        .map(|a| a.as_ref())
+        .chain([std::ffi::OsStr::new("--quiet")]);
+    let (code, stdout, stderr) = common::run_lifeboat(args);
     Out {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into(),
-        stderr: String::from_utf8_lossy(&out.stderr).into(),
+        code,
+        stdout,
+        stderr,
     }
 }
 
@@ -149,6 +151,16 @@ fn make_archives(out: &Path, outside: &Path) {
     assert!(st.success(), "make-archives.py failed");
 }
 
+/// A scratch folder with OUTSIDE and the hostile archives aimed at it.
+fn with_archives(name: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let s = scratch(name);
+    let outside = s.path().join("outside");
+    make_outside(&outside);
+    let archives = s.path().join("archives");
+    make_archives(&archives, &outside);
+    (s, outside, archives)
+}
+
 /// A fresh, empty restore target.
 fn fresh(target: &Path) {
     if target.exists() {
@@ -160,11 +172,7 @@ fn fresh(target: &Path) {
 #[test]
 fn loop_hostile_archives_write_nothing_outside() {
     require_root!();
-    let s = scratch("archives");
-    let outside = s.path().join("outside");
-    make_outside(&outside);
-    let archives = s.path().join("archives");
-    make_archives(&archives, &outside);
+    let (s, outside, archives) = with_archives("archives");
     let target = s.path().join("target");
     let before = snapshot(s.path(), &["target"]);
     // Case, entries that must be named as refused.
@@ -215,11 +223,7 @@ fn loop_hostile_archives_write_nothing_outside() {
 #[test]
 fn loop_hostile_untrusted_archive_options() {
     require_root!();
-    let s = scratch("options");
-    let outside = s.path().join("outside");
-    make_outside(&outside);
-    let archives = s.path().join("archives");
-    make_archives(&archives, &outside);
+    let (s, _, archives) = with_archives("options");
     let tar = archives.join("untrusted.tar");
     let target = s.path().join("target");
     fresh(&target);
@@ -261,11 +265,7 @@ fn loop_hostile_untrusted_archive_options() {
 #[test]
 fn loop_hostile_later_entries_win_every_time() {
     require_root!();
-    let s = scratch("order");
-    let outside = s.path().join("outside");
-    make_outside(&outside);
-    let archives = s.path().join("archives");
-    make_archives(&archives, &outside);
+    let (s, _, archives) = with_archives("order");
     let tar = archives.join("order.tar");
     let target = s.path().join("target");
     for round in 0..5 {

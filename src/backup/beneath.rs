@@ -108,6 +108,12 @@ impl Tree {
         for comp in rest.split(|&b| b == b'/') {
             done += comp.len() + usize::from(done > 0);
             let shown = join(from_rel, &rest[..done]);
+            if matches!(comp, b"" | b"." | b"..") {
+                let shown = self.show(&shown);
+                return Err(
+                    Refused(format!("{} is not a normalized path", shown.display())).into(),
+                );
+            }
             let dir = cur.as_ref().unwrap_or(from);
             let next = match rfs::openat(dir, comp, DIR, Mode::empty()) {
                 Err(Errno::NOENT) if create => {
@@ -314,6 +320,7 @@ mod tests {
             assert!(tree.lstat(b"abs/d").is_err());
             assert!(tree.lstat(b"abs").unwrap().is_some());
             assert!(tree.lstat(b"missing/x").unwrap().is_none());
+            assert!(tree.open_dir(b"real/../..").is_err());
         }
     }
 
