@@ -220,6 +220,23 @@ fn loop_hostile_archives_write_nothing_outside() {
     assert_eq!(fs::read_link(target.join("d")).unwrap(), outside);
 }
 
+/// The `security.capability` xattr of `p`, if any.
+fn capability(p: &Path) -> Option<Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+    let mut buf = vec![0u8; 64];
+    // SAFETY: valid strings, buffer valid for its length.
+    let n = unsafe {
+        libc::lgetxattr(
+            path.as_ptr(),
+            c"security.capability".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    (n >= 0).then(|| buf[..n as usize].to_vec())
+}
+
 #[test]
 fn loop_hostile_untrusted_archive_options() {
     require_root!();
@@ -236,6 +253,10 @@ fn loop_hostile_untrusted_archive_options() {
         .unwrap()
         .file_type()
         .is_char_device());
+    assert_eq!(
+        capability(&target.join("bin/capable")).as_deref(),
+        Some(&b"\x01\0\0\x02\0\x20\0\0\0\0\0\0\0\0\0\0\0\0\0\0"[..])
+    );
     assert!(fs::symlink_metadata(target.join("dev/sda"))
         .unwrap()
         .file_type()
@@ -256,6 +277,7 @@ fn loop_hostile_untrusted_archive_options() {
     let m = fs::symlink_metadata(target.join("bin/suid")).unwrap();
     assert_eq!((m.mode() & 0o7777, m.uid(), m.gid()), (0o755, 0, 0));
     assert!(!target.join("dev/null").exists() && !target.join("dev/sda").exists());
+    assert_eq!(capability(&target.join("bin/capable")), None);
     assert!(fs::symlink_metadata(target.join("dev/fifo"))
         .unwrap()
         .file_type()

@@ -228,7 +228,8 @@ impl Extractor {
     }
 
     /// The handle of directory `parent` (created when missing), after the
-    /// workers are done with any file in its way.
+    /// workers are done with any file in its way (a file where the archive
+    /// later wants a directory is then refused, not raced).
     fn parent_dir(&mut self, parent: &[u8]) -> Result<Arc<OwnedFd>> {
         let held = self.cursor.held_len(parent);
         if held < parent.len() {
@@ -236,7 +237,7 @@ impl Extractor {
                 .filter(|&i| parent[i] == b'/')
                 .chain([parent.len()]);
             let pool = self.pool.as_ref().expect("pool runs until drop");
-            if ends.into_iter().any(|i| pool.busy(&parent[..i])) {
+            if ends.into_iter().any(|i| pool.holds(&parent[..i])) {
                 self.drain()?;
             }
         }
@@ -869,6 +870,11 @@ impl Pool {
     /// Whether a worker holds a file at `rel` or directly inside it.
     fn busy(&self, rel: &[u8]) -> bool {
         self.pending > 0 && (self.paths.contains(rel) || self.parents.contains_key(rel))
+    }
+
+    /// Whether a worker holds a file at `rel`.
+    fn holds(&self, rel: &[u8]) -> bool {
+        self.pending > 0 && self.paths.contains(rel)
     }
 
     fn send(&mut self, job: FileJob) -> Result<()> {

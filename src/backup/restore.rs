@@ -101,7 +101,7 @@ impl RestoreReport {
             ),
         };
         Err(Refused(format!(
-            "restore incomplete: {} entries refused, not written (they would reach outside {} or through a symlink): {first}{more}",
+            "restore incomplete: {} entries refused, not written into {}: {first}{more}",
             self.refused_count,
             to.display()
         ))

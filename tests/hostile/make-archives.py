@@ -15,8 +15,9 @@ import sys
 import tarfile
 
 
-def entry(tar, name, kind=tarfile.REGTYPE, data=b"", mode=0o644, link="", dev=(0, 0), uid=0):
+def entry(tar, name, kind=tarfile.REGTYPE, data=b"", mode=0o644, link="", dev=(0, 0), uid=0, pax=None):
     info = tarfile.TarInfo(name)
+    info.pax_headers = pax or {}
     info.type = kind
     info.mode = mode
     info.uid = info.gid = uid
@@ -96,6 +97,10 @@ def main():
     t = case("untrusted")
     entry(t, "bin", tarfile.DIRTYPE, mode=0o755)
     entry(t, "bin/suid", data=b"#!/bin/sh\nid\n", mode=0o6755, uid=1234)
+    # cap_net_raw+ep (VFS_CAP_REVISION_2 with the effective flag).
+    cap = bytes.fromhex("0100000200200000" + "00" * 12)
+    xattrs = {"SCHILY.xattr.security.capability": cap.decode("utf-8", "surrogateescape")}
+    entry(t, "bin/capable", data=b"#!/bin/sh\nid\n", mode=0o755, pax=xattrs)
     entry(t, "dev", tarfile.DIRTYPE, mode=0o755)
     entry(t, "dev/null", tarfile.CHRTYPE, mode=0o666, dev=(1, 3))
     entry(t, "dev/sda", tarfile.BLKTYPE, mode=0o660, dev=(8, 0))
