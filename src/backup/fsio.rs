@@ -175,6 +175,7 @@ pub fn set_xattr_at(dir: BorrowedFd, name: &[u8], xname: &[u8], value: &[u8]) ->
             0,
         )
     })
+    .map_err(no_proc)
 }
 
 fn timespecs(sec: i64, nsec: u32) -> [libc::timespec; 2] {
@@ -271,7 +272,16 @@ pub fn set_node_mode_at(
     }
     let p = cname(format!("/proc/self/fd/{}", fd.as_raw_fd()).as_bytes())?;
     // SAFETY: valid path; the magic link leads to the node itself.
-    check(unsafe { libc::chmod(p.as_ptr(), mode & 0o7777) })
+    check(unsafe { libc::chmod(p.as_ptr(), mode & 0o7777) }).map_err(no_proc)
+}
+
+/// ENOENT from a /proc/self/fd path means /proc is not mounted.
+fn no_proc(e: io::Error) -> io::Error {
+    if e.kind() == io::ErrorKind::NotFound && !Path::new("/proc/self/fd").exists() {
+        io::Error::other("/proc is not mounted (mount it: mount -t proc proc /proc)")
+    } else {
+        e
+    }
 }
 
 /// Used bytes of the file system holding `path` (blocks in use, as df says).
