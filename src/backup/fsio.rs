@@ -1,10 +1,13 @@
 //! Low-level file system calls the tar writer and extractor need and std
-//! lacks: xattrs on the link itself, data/hole maps, nanosecond times on
-//! symlinks, device nodes and fifos.
+//! lacks: xattrs on the link itself, data/hole maps; and for the extractor,
+//! owner, mode, xattrs, nanosecond times and device nodes set through a
+//! handle (the file's, or its directory's with the name, never following a
+//! symlink).
 
 use std::ffi::CString;
 use std::fs::File;
 use std::io;
+use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
@@ -72,28 +75,6 @@ pub fn list_xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     Ok(out)
 }
 
-/// Sets one xattr on `path` itself (not a symlink's target).
-pub fn set_xattr(path: &Path, name: &[u8], value: &[u8]) -> io::Result<()> {
-    let c = cpath(path)?;
-    let cname = CString::new(name)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "xattr name with a NUL byte"))?;
-    // SAFETY: pointers valid for the given lengths.
-    let r = unsafe {
-        libc::lsetxattr(
-            c.as_ptr(),
-            cname.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
 /// SHA-256 over sorted `name NUL value` pairs: the manifest's xattr digest.
 pub fn xattr_digest(xattrs: &[(Vec<u8>, Vec<u8>)]) -> Option<String> {
     if xattrs.is_empty() {
@@ -143,23 +124,12 @@ pub fn data_segments(file: &File, size: u64) -> io::Result<Vec<(u64, u64)>> {
     Ok(out)
 }
 
-/// Sets access and modification time of `path` itself, in nanoseconds.
-pub fn set_times(path: &Path, sec: i64, nsec: u32) -> io::Result<()> {
-    let c = cpath(path)?;
-    let ts = libc::timespec {
-        tv_sec: sec as libc::time_t,
-        tv_nsec: nsec as libc::c_long,
-    };
-    let times = [ts, ts];
-    // SAFETY: valid path and two timespecs.
-    let r = unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
+fn cname(name: &[u8]) -> io::Result<CString> {
+    CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "name with a NUL byte"))
+}
+
+fn check(r: libc::c_int) -> io::Result<()> {
     if r == 0 {
         Ok(())
     } else {
@@ -167,21 +137,150 @@ pub fn set_times(path: &Path, sec: i64, nsec: u32) -> io::Result<()> {
     }
 }
 
-/// Sets owner of `path` itself (not a symlink's target).
-pub fn lchown(path: &Path, uid: u32, gid: u32) -> io::Result<()> {
-    std::os::unix::fs::lchown(path, Some(uid), Some(gid))
+/// `/proc/self/fd/N/NAME`: `name` in the directory of handle `dir`, reached
+/// through the handle (for calls that have no `*at` form).
+fn proc_path(dir: BorrowedFd, name: &[u8]) -> io::Result<CString> {
+    let mut p = format!("/proc/self/fd/{}/", dir.as_raw_fd()).into_bytes();
+    p.extend_from_slice(name);
+    cname(&p)
 }
 
-/// Creates a device node or fifo.
-pub fn mknod(path: &Path, kind: libc::mode_t, perm: u32, major: u32, minor: u32) -> io::Result<()> {
-    let c = cpath(path)?;
+/// Sets one xattr on an open file or directory.
+pub fn set_fd_xattr(fd: BorrowedFd, name: &[u8], value: &[u8]) -> io::Result<()> {
+    let cn = cname(name)?;
+    // SAFETY: open descriptor, pointers valid for the given lengths.
+    check(unsafe {
+        libc::fsetxattr(
+            fd.as_raw_fd(),
+            cn.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    })
+}
+
+/// Sets one xattr on `name` in directory `dir` itself, never a symlink's
+/// target: for symlinks and device nodes, which are not opened. Needs /proc.
+pub fn set_xattr_at(dir: BorrowedFd, name: &[u8], xname: &[u8], value: &[u8]) -> io::Result<()> {
+    let p = proc_path(dir, name)?;
+    let cn = cname(xname)?;
+    // SAFETY: valid strings, pointers valid for the given lengths.
+    check(unsafe {
+        libc::lsetxattr(
+            p.as_ptr(),
+            cn.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    })
+    .map_err(no_proc)
+}
+
+fn timespecs(sec: i64, nsec: u32) -> [libc::timespec; 2] {
+    let ts = libc::timespec {
+        tv_sec: sec as libc::time_t,
+        tv_nsec: nsec as libc::c_long,
+    };
+    [ts, ts]
+}
+
+/// Sets access and modification time of an open file, in nanoseconds.
+pub fn set_fd_times(fd: BorrowedFd, sec: i64, nsec: u32) -> io::Result<()> {
+    let times = timespecs(sec, nsec);
+    // SAFETY: open descriptor, two timespecs.
+    check(unsafe { libc::futimens(fd.as_raw_fd(), times.as_ptr()) })
+}
+
+/// Sets access and modification time of `name` in `dir` itself.
+pub fn set_times_at(dir: BorrowedFd, name: &[u8], sec: i64, nsec: u32) -> io::Result<()> {
+    let c = cname(name)?;
+    let times = timespecs(sec, nsec);
+    // SAFETY: open descriptor, valid name, two timespecs.
+    check(unsafe {
+        libc::utimensat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })
+}
+
+/// Sets the owner of an open file or directory.
+pub fn set_fd_owner(fd: BorrowedFd, uid: u32, gid: u32) -> io::Result<()> {
+    // SAFETY: open descriptor.
+    check(unsafe { libc::fchown(fd.as_raw_fd(), uid, gid) })
+}
+
+/// Sets the owner of `name` in `dir` itself (not a symlink's target).
+pub fn set_owner_at(dir: BorrowedFd, name: &[u8], uid: u32, gid: u32) -> io::Result<()> {
+    let c = cname(name)?;
+    // SAFETY: open descriptor, valid name.
+    check(unsafe {
+        libc::fchownat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            uid,
+            gid,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })
+}
+
+/// Creates a device node or fifo `name` in `dir`.
+pub fn mknod_at(
+    dir: BorrowedFd,
+    name: &[u8],
+    kind: libc::mode_t,
+    perm: u32,
+    major: u32,
+    minor: u32,
+) -> io::Result<()> {
+    let c = cname(name)?;
     let dev = libc::makedev(major, minor);
-    // SAFETY: valid path.
-    let r = unsafe { libc::mknod(c.as_ptr(), kind | (perm & 0o7777), dev) };
-    if r == 0 {
-        Ok(())
+    // SAFETY: open descriptor, valid name.
+    check(unsafe { libc::mknodat(dir.as_raw_fd(), c.as_ptr(), kind | (perm & 0o7777), dev) })
+}
+
+/// Sets the mode of the device node or fifo `name` in `dir`, which must be
+/// of `kind` (never following a symlink put there meanwhile). Needs /proc.
+pub fn set_node_mode_at(
+    dir: BorrowedFd,
+    name: &[u8],
+    kind: libc::mode_t,
+    mode: u32,
+) -> io::Result<()> {
+    let c = cname(name)?;
+    // SAFETY: open descriptor, valid name; O_PATH opens nothing but a handle.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a descriptor we just opened and own.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let st = rustix::fs::fstat(&fd)?;
+    if st.st_mode & libc::S_IFMT != kind {
+        return Err(io::Error::other("replaced by something else meanwhile"));
+    }
+    let p = cname(format!("/proc/self/fd/{}", fd.as_raw_fd()).as_bytes())?;
+    // SAFETY: valid path; the magic link leads to the node itself.
+    check(unsafe { libc::chmod(p.as_ptr(), mode & 0o7777) }).map_err(no_proc)
+}
+
+/// ENOENT from a /proc/self/fd path means /proc is not mounted.
+fn no_proc(e: io::Error) -> io::Error {
+    if e.kind() == io::ErrorKind::NotFound && !Path::new("/proc/self/fd").exists() {
+        io::Error::other("/proc is not mounted (mount it: mount -t proc proc /proc)")
     } else {
-        Err(io::Error::last_os_error())
+        e
     }
 }
 

@@ -17,6 +17,7 @@
 //! last verification, for monitoring).
 
 pub mod acl;
+pub mod beneath;
 pub mod compress;
 pub mod create;
 pub mod dest;

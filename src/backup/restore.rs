@@ -10,8 +10,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+use super::beneath::{Refused, Tree};
 use super::compress::{hash_file, ArchiveStream};
-use super::extract::{normalize, Extractor};
+use super::extract::{normalize, Extractor, Policy};
 use super::generation::{Generation, Store, MANIFEST_FILE};
 use super::manifest::{FileRecord, Kind, Manifest, PathBytes};
 use super::progress::{self, Progress};
@@ -30,7 +31,21 @@ pub struct RestoreOptions {
     /// Replace existing files; without it the target must be empty (or the
     /// requested paths absent).
     pub overwrite: bool,
+    /// Files owned by the restoring user, without set-id bits and file
+    /// capabilities (for archives one does not trust).
+    pub no_same_owner: bool,
+    /// Device nodes skipped and counted (for archives one does not trust).
+    pub no_devices: bool,
     pub progress: progress::Mode,
+}
+
+impl RestoreOptions {
+    pub fn policy(&self) -> Policy {
+        Policy {
+            same_owner: !self.no_same_owner,
+            devices: !self.no_devices,
+        }
+    }
 }
 
 #[derive(Debug, Default, serde::Serialize)]
@@ -41,6 +56,57 @@ pub struct RestoreReport {
     pub seconds: f64,
     /// Metadata the target did not take (not fatal).
     pub warnings: Vec<String>,
+    /// Entries not written because they would leave the target (through a
+    /// symlink, a hard link to outside...), the first ones by name.
+    pub refused: Vec<String>,
+    pub refused_count: u64,
+    /// Device nodes not created (`--no-devices`).
+    pub devices_skipped: u64,
+}
+
+impl RestoreReport {
+    /// Takes the extractor's refusals, skipped devices and warnings.
+    fn absorb(&mut self, ex: &mut Extractor) {
+        self.files = self
+            .files
+            .saturating_sub(ex.refused_count + ex.devices_skipped);
+        self.refused_count += ex.refused_count;
+        self.refused.append(&mut ex.refused);
+        self.devices_skipped += ex.devices_skipped;
+        if ex.devices_skipped > 0 {
+            self.warnings.push(format!(
+                "{} device nodes skipped (--no-devices)",
+                ex.devices_skipped
+            ));
+        }
+        self.warnings.append(&mut ex.warnings);
+    }
+
+    /// An error naming the refused entries, if any.
+    fn refusals(&self, to: &Path) -> Result<()> {
+        let Some(first) = self.refused.first() else {
+            return Ok(());
+        };
+        let more = match self.refused_count {
+            1 => String::new(),
+            n => format!(
+                " (and {} more: {})",
+                n - 1,
+                self.refused[1..]
+                    .iter()
+                    .take(4)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        };
+        Err(Refused(format!(
+            "restore incomplete: {} entries refused, not written into {}: {first}{more}",
+            self.refused_count,
+            to.display()
+        ))
+        .into())
+    }
 }
 
 /// A damaged backup found while restoring or verifying.
@@ -171,14 +237,8 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport> {
     let mut damage: Vec<String> = Vec::new();
     for (fi, recs) in &selected {
         let fs = &manifest.filesystems[*fi];
-        let root = opts.to.join(
-            fs.mountpoint
-                .as_path()
-                .strip_prefix("/")
-                .unwrap_or(fs.mountpoint.as_path()),
-        );
-        std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
-        let mut ex = Extractor::new(&root);
+        let mp = normalize(&fs.mountpoint.0)?;
+        let mut ex = Extractor::new(&opts.to, &mp, opts.policy())?;
         for g in &chain {
             let mut wanted: Wanted = recs
                 .iter()
@@ -234,9 +294,9 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport> {
             }
         }
         ex.finish()?;
-        report.warnings.append(&mut ex.warnings);
+        report.absorb(&mut ex);
         // Restored means on disk: recovery may power off right after.
-        super::fsio::sync_fs(&root).with_context(|| format!("syncing {}", root.display()))?;
+        ex.sync()?;
     }
     progress.done();
     report.seconds = started.elapsed().as_secs_f64();
@@ -248,6 +308,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport> {
         };
         return Err(Damaged(format!("restore incomplete: {first}{more}")).into());
     }
+    report.refusals(&opts.to)?;
     Ok(report)
 }
 
@@ -274,6 +335,9 @@ fn check_target(
     manifest: &Manifest,
     selected: &[(usize, Vec<&FileRecord>)],
 ) -> Result<()> {
+    if !opts.paths.is_empty() {
+        return check_paths(opts);
+    }
     if opts.overwrite {
         return Ok(());
     }
@@ -283,53 +347,80 @@ fn check_target(
             opts.to.display()
         );
     }
-    if opts.paths.is_empty() {
-        // The target and every mount point below it: empty but lost+found.
-        for (fi, _) in selected {
-            let fs = &manifest.filesystems[*fi];
-            let dir = opts.to.join(
-                fs.mountpoint
-                    .as_path()
-                    .strip_prefix("/")
-                    .unwrap_or(fs.mountpoint.as_path()),
-            );
-            let Ok(rd) = std::fs::read_dir(&dir) else {
+    // The target and every mount point below it: empty but lost+found.
+    for (fi, _) in selected {
+        let fs = &manifest.filesystems[*fi];
+        let dir = opts.to.join(
+            fs.mountpoint
+                .as_path()
+                .strip_prefix("/")
+                .unwrap_or(fs.mountpoint.as_path()),
+        );
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        let mounts: Vec<PathBuf> = manifest
+            .filesystems
+            .iter()
+            .map(|f| {
+                opts.to.join(
+                    f.mountpoint
+                        .as_path()
+                        .strip_prefix("/")
+                        .unwrap_or(f.mountpoint.as_path()),
+                )
+            })
+            .collect();
+        for ent in rd.flatten() {
+            let name = ent.file_name();
+            if name == "lost+found"
+                || mounts
+                    .iter()
+                    .any(|m| *m == ent.path() || m.starts_with(ent.path()))
+            {
                 continue;
-            };
-            let mounts: Vec<PathBuf> = manifest
-                .filesystems
-                .iter()
-                .map(|f| {
-                    opts.to.join(
-                        f.mountpoint
-                            .as_path()
-                            .strip_prefix("/")
-                            .unwrap_or(f.mountpoint.as_path()),
-                    )
-                })
-                .collect();
-            for ent in rd.flatten() {
-                let name = ent.file_name();
-                if name == "lost+found"
-                    || mounts
-                        .iter()
-                        .any(|m| *m == ent.path() || m.starts_with(ent.path()))
-                {
-                    continue;
-                }
-                bail!(
+            }
+            bail!(
                     "restore target {} is not empty ({} exists); restore into empty, freshly made file systems or pass --overwrite to replace files",
                     dir.display(),
                     ent.path().display()
                 );
-            }
         }
-    } else {
-        for p in &opts.paths {
-            let dest = opts.to.join(p.strip_prefix("/").unwrap_or(p));
-            if std::fs::symlink_metadata(&dest).is_ok() && dest != opts.to {
-                bail!("{} exists; pass --overwrite to replace it", dest.display());
-            }
+    }
+    Ok(())
+}
+
+/// For a `--path` restore: the parents of each path in the target must be
+/// directories (a symlink there is not followed: the path is refused), the
+/// path itself absent unless `--overwrite` (which replaces a symlink there,
+/// never following it).
+fn check_paths(opts: &RestoreOptions) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let tree = Tree::open(&opts.to)?;
+    for p in &opts.paths {
+        let rel = normalize(p.as_os_str().as_bytes())?;
+        if rel == b"." {
+            continue;
+        }
+        let dest = tree.show(&rel);
+        let st = tree.lstat(&rel).map_err(|e| match e.downcast::<Refused>() {
+            Ok(r) => anyhow::anyhow!(
+                "refusing {}: {r} in the target; restore into another folder or make it a real directory",
+                dest.display()
+            ),
+            Err(e) => e,
+        })?;
+        if let (Some(st), false) = (st, opts.overwrite) {
+            let link = rustix::fs::FileType::from_raw_mode(st.st_mode).is_symlink();
+            bail!(
+                "{} exists{}; pass --overwrite to replace it",
+                dest.display(),
+                if link {
+                    " (a symlink, not followed)"
+                } else {
+                    ""
+                }
+            );
         }
     }
     Ok(())
@@ -416,7 +507,7 @@ fn extract_entries(
             Err(e) => e,
         })?;
         if dest_rel != rel && h.kind == EntryKind::File {
-            ex.alias_leader(&rel, ex.dest_of(&dest_rel));
+            ex.alias_leader(&rel, &dest_rel);
         }
         if let (Some(t), Some(want)) = (token, &rec.sha256) {
             expected.insert(t, (last.clone(), want.clone()));
@@ -468,6 +559,7 @@ pub fn restore_plain(
     archive: &Path,
     to: &Path,
     overwrite: bool,
+    policy: Policy,
     mode: progress::Mode,
 ) -> Result<RestoreReport> {
     if !to.is_dir() {
@@ -486,7 +578,7 @@ pub fn restore_plain(
     let started = std::time::Instant::now();
     let mut progress = Progress::new("restore", mode);
     let mut tar = TarReader::new(ArchiveStream::open(archive)?);
-    let mut ex = Extractor::new(to);
+    let mut ex = Extractor::new(to, b".", policy)?;
     let mut report = RestoreReport {
         generation: archive.display().to_string(),
         ..RestoreReport::default()
@@ -504,7 +596,13 @@ pub fn restore_plain(
                 .into())
             }
         };
-        let rel = normalize(&h.path)?;
+        let rel = match normalize(&h.path) {
+            Ok(rel) => rel,
+            Err(e) => {
+                ex.refuse(&h.path, &format!("{e:#}"));
+                continue;
+            }
+        };
         last = show(&rel);
         ex.extract(&mut tar, &h, &rel)
             .with_context(|| format!("archive {}: file {last}", archive.display()))?;
@@ -517,7 +615,8 @@ pub fn restore_plain(
     tar.into_inner().finish()?;
     ex.finish()?;
     progress.done();
-    report.warnings = ex.warnings;
+    report.absorb(&mut ex);
     report.seconds = started.elapsed().as_secs_f64();
+    report.refusals(to)?;
     Ok(report)
 }

@@ -325,6 +325,8 @@ fn deep(store: &Store, id: &str, opts: &VerifyOptions) -> Result<()> {
         generation: Some(id.to_string()),
         paths: Vec::new(),
         overwrite: false,
+        no_same_owner: false,
+        no_devices: false,
         progress: opts.progress,
     })?;
     let (_, manifest, _) = load_chain(store, Some(id))?;

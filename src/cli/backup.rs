@@ -174,6 +174,16 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub overwrite: bool,
 
+    /// Files owned by the restoring user, without setuid/setgid bits and
+    /// file capabilities (for archives one does not trust).
+    #[arg(long)]
+    pub no_same_owner: bool,
+
+    /// Skip device nodes, counted in the report (for archives one does not
+    /// trust).
+    #[arg(long)]
+    pub no_devices: bool,
+
     /// Options for mounting an NFS or CIFS folder [default:
     /// backup.mount_options].
     #[arg(long, value_name = "OPTS")]
@@ -468,7 +478,11 @@ fn restore(a: RestoreArgs, from: &str) -> Result<u8> {
         if !a.path.is_empty() || a.generation.is_some() {
             bail!("--path and --generation need a backup folder, not a single archive");
         }
-        backup::restore::restore_plain(&local, &a.to, a.overwrite, mode(a.quiet || a.json))?
+        let policy = backup::extract::Policy {
+            same_owner: !a.no_same_owner,
+            devices: !a.no_devices,
+        };
+        backup::restore::restore_plain(&local, &a.to, a.overwrite, policy, mode(a.quiet || a.json))?
     } else {
         let dest = Destination::open(from, a.mount_options.as_deref(), false)?;
         backup::restore(&backup::RestoreOptions {
@@ -477,6 +491,8 @@ fn restore(a: RestoreArgs, from: &str) -> Result<u8> {
             generation: a.generation,
             paths: a.path,
             overwrite: a.overwrite,
+            no_same_owner: a.no_same_owner,
+            no_devices: a.no_devices,
             progress: mode(a.quiet || a.json),
         })?
     };

@@ -120,6 +120,8 @@ impl Backup {
             paths: Vec::new(),
             // A re-run after a failure finds the files of the first attempt.
             overwrite: true,
+            no_same_owner: false,
+            no_devices: false,
             progress: progress::Mode::Auto,
         })?;
         Ok(RestoreSummary {
