@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -249,7 +249,7 @@ pub fn create(opts: &CreateOptions) -> Result<CreateReport> {
             opts.level,
             opts.threads,
         )?;
-        let mut tar = TarWriter::new(BufWriter::with_capacity(1 << 20, enc));
+        let mut tar = TarWriter::new(enc);
         let mut ctx = ArchiveCtx::new(&src.path);
         let mut records = Vec::with_capacity(entries.len());
         let mut count = 0u64;
@@ -259,10 +259,11 @@ pub fn create(opts: &CreateOptions) -> Result<CreateReport> {
                 progress.add(0, 1);
                 continue;
             }
-            match ctx
+            let stored = ctx
                 .archive(&mut tar, e, &mut progress)
-                .map_err(|err| destination_error(err, &opts.dest))?
-            {
+                .and_then(|s| Ok(tar.get_mut().entry_boundary().map(|()| s)?))
+                .map_err(|err| destination_error(err, &opts.dest))?;
+            match stored {
                 Stored::Yes => {
                     count += 1;
                     if e.rec.kind == Kind::File && e.rec.link.is_none() {
@@ -287,8 +288,7 @@ pub fn create(opts: &CreateOptions) -> Result<CreateReport> {
         }
         stored_files += count;
         let finish = || -> io::Result<(String, u64)> {
-            let buf = tar.finish()?;
-            let enc = buf.into_inner().map_err(|e| e.into_error())?;
+            let enc = tar.finish()?;
             let (file, sum, bytes) = enc.finish()?.finish();
             file.sync_all()?;
             Ok((sum, bytes))

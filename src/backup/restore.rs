@@ -427,7 +427,7 @@ fn extract_entries(
         }
         progress.add(if h.kind == EntryKind::File { h.size } else { 0 }, 1);
     }
-    let inner = tar.into_inner();
+    let mut inner = tar.into_inner();
     inner.finish()?;
     Ok(())
 }

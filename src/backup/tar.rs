@@ -780,12 +780,34 @@ impl<R: Read> TarReader<R> {
     pub fn into_inner(self) -> R {
         self.inner
     }
+
+    /// The stream below (to ask it about damage).
+    pub fn get_ref(&self) -> &R {
+        &self.inner
+    }
 }
 
 fn strip_nul(d: &mut Vec<u8>) {
     while d.last() == Some(&0) {
         d.pop();
     }
+}
+
+/// Whether `b` starts with a tar header block: a ustar or GNU magic and a
+/// header checksum that matches (where a reader may resume after damage).
+pub fn is_header_block(b: &[u8]) -> bool {
+    if b.len() < BLOCK || &b[257..262] != b"ustar" {
+        return false;
+    }
+    let Ok(stored) = get_num(&b[148..156]) else {
+        return false;
+    };
+    let sum: u64 = b[..BLOCK]
+        .iter()
+        .enumerate()
+        .map(|(i, &x)| u64::from(if (148..156).contains(&i) { b' ' } else { x }))
+        .sum();
+    stored == sum
 }
 
 /// Bytes shown as text, non-UTF-8 bytes escaped.
@@ -836,6 +858,11 @@ impl<W: Write> TarWriter<W> {
 
     pub fn position(&self) -> u64 {
         self.pos
+    }
+
+    /// The writer below (to mark entry boundaries in it).
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.out
     }
 }
 

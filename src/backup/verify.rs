@@ -275,7 +275,7 @@ fn verify_archive(
         ))
         .into());
     }
-    let stream = tar.into_inner();
+    let mut stream = tar.into_inner();
     stream
         .finish()
         .map_err(|e| name(format!("damaged after the last file: {e:#}")))?;
