@@ -26,6 +26,7 @@ pub mod generation;
 pub mod manifest;
 pub mod progress;
 pub mod restore;
+pub mod scan;
 pub mod tar;
 pub mod verify;
 pub mod walk;

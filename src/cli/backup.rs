@@ -471,7 +471,7 @@ fn restore(a: RestoreArgs, from: &str) -> Result<u8> {
         backup::restore::restore_plain(&local, &a.to, a.overwrite, mode(a.quiet || a.json))?
     } else {
         let dest = Destination::open(from, a.mount_options.as_deref(), false)?;
-        backup::restore(&backup::RestoreOptions {
+        backup::restore::restore_report(&backup::RestoreOptions {
             from: dest.path.clone(),
             to: a.to.clone(),
             generation: a.generation,
@@ -501,5 +501,16 @@ fn restore(a: RestoreArgs, from: &str) -> Result<u8> {
             }
         }
     }
-    Ok(0)
+    // Damage: everything else is restored; name every file that is not.
+    let Some(summary) = rep.damage_summary() else {
+        return Ok(0);
+    };
+    eprintln!("lifeboat: restore incomplete: {summary}");
+    for d in &rep.damage {
+        eprintln!("  damage: {d}");
+    }
+    for l in &rep.lost {
+        eprintln!("  lost: {} ({})", l.path, l.why);
+    }
+    Ok(1)
 }
