@@ -113,6 +113,29 @@ pub struct VerifyRecord {
     /// The first problem found, when not ok.
     pub problem: Option<String>,
     pub files_checked: u64,
+    /// Every problem found (this generation's damage, and damaged data of
+    /// older generations that it needs).
+    #[serde(default)]
+    pub problems: Vec<String>,
+    /// Every damaged file it needs, as on the backed-up system.
+    #[serde(default)]
+    pub damaged_files: Vec<String>,
+}
+
+/// A generation directory whose `generation.json` cannot be used.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BadGeneration {
+    /// The directory's name.
+    pub id: String,
+    pub error: String,
+}
+
+/// The generations of a backup folder, readable and not.
+#[derive(Debug, Default)]
+pub struct Listing {
+    /// Oldest first.
+    pub good: Vec<Generation>,
+    pub bad: Vec<BadGeneration>,
 }
 
 /// A backup folder.
@@ -131,26 +154,49 @@ impl Store {
         self.dir.join(id)
     }
 
-    /// Every complete generation, oldest first. Unreadable ones are an error
-    /// naming the file.
+    /// Every complete generation, oldest first; unreadable ones are left
+    /// out (see [`Store::scan`]).
     pub fn list(&self) -> Result<Vec<Generation>> {
-        let mut out = Vec::new();
+        let listing = self.scan()?;
+        for b in &listing.bad {
+            log::warn!("generation {} is damaged: {}", b.id, b.error);
+        }
+        Ok(listing.good)
+    }
+
+    /// Every generation directory: the readable generations, oldest first,
+    /// and those whose `generation.json` is unreadable or hostile (damaged:
+    /// they stop nothing else).
+    pub fn scan(&self) -> Result<Listing> {
+        let mut out = Listing::default();
         let rd = fs::read_dir(&self.dir)
             .with_context(|| format!("cannot read backup folder {}", self.dir.display()))?;
         for ent in rd {
-            let ent = ent?;
-            let name = ent.file_name();
-            let name = name.to_string_lossy();
-            if name.starts_with('.') {
-                continue;
-            }
+            let ent = ent.with_context(|| format!("reading {}", self.dir.display()))?;
+            let name = ent.file_name().to_string_lossy().into_owned();
             let path = ent.path().join(GENERATION_FILE);
-            if !path.exists() {
+            if name.starts_with('.') || fs::symlink_metadata(&path).is_err() {
                 continue;
             }
-            out.push(load_generation(&path)?);
+            match load_generation(&path) {
+                Ok(g) if g.id == name => out.good.push(g),
+                Ok(g) => out.bad.push(BadGeneration {
+                    id: name.clone(),
+                    error: format!(
+                        "{} names generation {:?}, not its folder {name:?} (damaged or planted)",
+                        path.display(),
+                        g.id
+                    ),
+                }),
+                Err(e) => out.bad.push(BadGeneration {
+                    id: name,
+                    error: format!("{e:#}"),
+                }),
+            }
         }
-        out.sort_by(|a, b| (a.started_ns, &a.id).cmp(&(b.started_ns, &b.id)));
+        out.good
+            .sort_by(|a, b| (a.started_ns, &a.id).cmp(&(b.started_ns, &b.id)));
+        out.bad.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(out)
     }
 
@@ -240,24 +286,43 @@ impl Store {
         Ok(())
     }
 
-    /// Keeps the newest `keep` full chains; returns the removed ids.
+    /// Keeps the newest `keep` full chains; returns the removed ids. A
+    /// generation whose `generation.json` is unreadable goes with them when
+    /// it is older than the oldest chain kept (it can be of no chain kept).
     pub fn prune(&self, keep: usize) -> Result<Vec<String>> {
-        let gens = self.list()?;
-        let mut bases: Vec<&str> = Vec::new();
+        let Listing { good: gens, bad } = self.scan()?;
+        let base_of = |g: &Generation| g.chain.first().cloned().unwrap_or_else(|| g.id.clone());
+        let mut bases: Vec<String> = Vec::new();
         for g in &gens {
-            let base = g.chain.first().map(String::as_str).unwrap_or(&g.id);
+            let base = base_of(g);
             if !bases.contains(&base) {
                 bases.push(base);
             }
         }
-        let drop_bases: Vec<&str> = bases[..bases.len().saturating_sub(keep)].to_vec();
+        let split = bases.len().saturating_sub(keep);
+        let (drop_bases, kept) = bases.split_at(split);
+        // Every id a kept chain names (its base may be a damaged one).
+        let oldest_kept = gens
+            .iter()
+            .filter(|g| kept.contains(&base_of(g)))
+            .flat_map(|g| g.chain.iter().map(String::as_str).chain([g.id.as_str()]))
+            .min();
         let mut removed = Vec::new();
         // Newest first, so a chain never loses its base before its tail.
         for g in gens.iter().rev() {
-            let base = g.chain.first().map(String::as_str).unwrap_or(&g.id);
-            if drop_bases.contains(&base) {
+            if drop_bases.contains(&base_of(g)) {
                 self.remove(&g.id)?;
                 removed.push(g.id.clone());
+            }
+        }
+        for b in &bad {
+            if split > 0 && oldest_kept.is_some_and(|k| b.id.as_str() < k) {
+                log::info!(
+                    "removing damaged generation {} (older than every chain kept)",
+                    b.id
+                );
+                self.remove(&b.id)?;
+                removed.push(b.id.clone());
             }
         }
         Ok(removed)

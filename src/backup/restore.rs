@@ -14,8 +14,8 @@ use super::compress::hash_file;
 use super::extract::{normalize, Extractor};
 use super::generation::{Generation, Store, MANIFEST_FILE};
 use super::manifest::{FileRecord, FsManifest, Kind, Manifest, PathBytes};
-use super::scan::{check_entry, scan_archive, Scan};
 use super::progress::{self, Progress};
+use super::scan::{check_entry, scan_archive, Scan};
 use super::tar::{show, EntryKind, Header};
 
 pub struct RestoreOptions {

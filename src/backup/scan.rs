@@ -165,8 +165,8 @@ pub fn scan_archive(
         };
         last = show(&rel);
         if let Err(e) = visit(&mut tar, &h, &rel) {
-            let damaged = tar.get_ref().pending_damage().is_some()
-                || e.chain().any(|c| c.is::<TarError>());
+            let damaged =
+                tar.get_ref().pending_damage().is_some() || e.chain().any(|c| c.is::<TarError>());
             if !damaged {
                 return Err(e);
             }

@@ -380,7 +380,10 @@ fn kind_name(k: GenKind) -> &'static str {
 fn list(a: ListArgs, from: &str) -> Result<u8> {
     let dest = Destination::open(from, a.mount_options.as_deref(), false)?;
     let store = Store::new(&dest.path);
-    let gens = store.list()?;
+    let listing = store.scan()?;
+    let gens = &listing.good;
+    // Unreadable generations are listed (damaged) and make the exit 1.
+    let code = u8::from(!listing.bad.is_empty());
     if a.json {
         let v: Vec<serde_json::Value> = gens
             .iter()
@@ -390,11 +393,20 @@ fn list(a: ListArgs, from: &str) -> Result<u8> {
                     "verify": store.load_verify(&g.id),
                 })
             })
+            .chain(
+                listing
+                    .bad
+                    .iter()
+                    .map(|b| serde_json::json!({ "id": b.id, "damaged": b.error })),
+            )
             .collect();
         println!("{}", serde_json::to_string_pretty(&v)?);
-        return Ok(0);
+        return Ok(code);
     }
-    if gens.is_empty() {
+    for b in &listing.bad {
+        eprintln!("lifeboat: generation {} is damaged: {}", b.id, b.error);
+    }
+    if gens.is_empty() && listing.bad.is_empty() {
         println!("no backups in {}", dest.spec);
         return Ok(0);
     }
@@ -402,7 +414,7 @@ fn list(a: ListArgs, from: &str) -> Result<u8> {
         "{:<20} {:<11} {:<20} {:>9} {:>10} {:>10} {:<7} verified",
         "GENERATION", "KIND", "TIME", "FILES", "SIZE", "STORED", "RESULT"
     );
-    for g in &gens {
+    for g in gens {
         let verified = match store.load_verify(&g.id) {
             Some(v) if v.ok => format!("ok {}", v.verified_at),
             Some(v) => format!("DAMAGED {}", v.verified_at),
@@ -423,7 +435,13 @@ fn list(a: ListArgs, from: &str) -> Result<u8> {
             verified
         );
     }
-    Ok(0)
+    for b in &listing.bad {
+        println!(
+            "{:<20} {:<11} {:<20} {:>9} {:>10} {:>10} {:<7} DAMAGED (generation.json unreadable)",
+            b.id, "?", "?", "?", "?", "?", "damaged"
+        );
+    }
+    Ok(code)
 }
 
 fn verify(a: VerifyArgs, from: &str) -> Result<u8> {
@@ -441,6 +459,18 @@ fn verify(a: VerifyArgs, from: &str) -> Result<u8> {
     match &rep.problem {
         Some(p) => {
             eprintln!("lifeboat: backup damaged: {p}");
+            for g in &rep.damaged_generations {
+                eprintln!("  damaged generation {}:", g.id);
+                for why in &g.problems {
+                    eprintln!("    {why}");
+                }
+            }
+            for f in &rep.damaged_files {
+                eprintln!(
+                    "  damaged file {} (generation {}, {}): {}",
+                    f.path, f.generation, f.archive, f.why
+                );
+            }
             Ok(1)
         }
         None => {
@@ -471,14 +501,25 @@ fn restore(a: RestoreArgs, from: &str) -> Result<u8> {
         backup::restore::restore_plain(&local, &a.to, a.overwrite, mode(a.quiet || a.json))?
     } else {
         let dest = Destination::open(from, a.mount_options.as_deref(), false)?;
-        backup::restore::restore_report(&backup::RestoreOptions {
+        let res = backup::restore::restore_report(&backup::RestoreOptions {
             from: dest.path.clone(),
             to: a.to.clone(),
             generation: a.generation,
             paths: a.path,
             overwrite: a.overwrite,
             progress: mode(a.quiet || a.json),
-        })?
+        });
+        match res {
+            Ok(rep) => rep,
+            // A damaged chain or manifest: nothing to restore from.
+            Err(e) => match e.downcast::<backup::restore::Damaged>() {
+                Ok(d) => {
+                    eprintln!("lifeboat: restore impossible: {d}");
+                    return Ok(1);
+                }
+                Err(e) => return Err(e),
+            },
+        }
     };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&rep)?);
