@@ -117,6 +117,7 @@ pub fn render(f: &Facts, v: &Verdict) -> String {
             generation: g,
             finished_epoch,
             verify,
+            ..
         } => {
             line(
                 "backup",
