@@ -78,7 +78,10 @@ pub fn status(dir: &Path) -> Result<Status> {
             chain_damage.push(format!("generation {} is damaged: {}", b.id, b.error));
         }
     }
-    for id in chain.iter().filter(|id| Some(*id) != newest.as_ref().map(|g| &g.id)) {
+    for id in chain
+        .iter()
+        .filter(|id| Some(*id) != newest.as_ref().map(|g| &g.id))
+    {
         if let Some(v) = store.load_verify(id).filter(|v| !v.ok) {
             chain_damage.push(format!(
                 "generation {id} of the newest chain is damaged: {}",

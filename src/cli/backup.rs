@@ -202,7 +202,11 @@ pub fn run(cmd: BackupCmd, cfg: &Config) -> Result<u8> {
             }
             a.keep = a.keep.or(b.keep.value.map(|k| k.0 as usize));
             a.mount_options = a.mount_options.or(b.mount_options.value.clone());
-            create(a, &to, &cfg.capture.layout_file.value)
+            let every = backup::create::FullEvery {
+                count: b.full_every.value.0,
+                age: b.full_every_age.value.map(|d| d.0),
+            };
+            create(a, &to, &cfg.capture.layout_file.value, every)
         }
         BackupCmd::List(mut a) => {
             let from = destination(a.from.take(), "--from", cfg)?;
@@ -241,7 +245,12 @@ fn mode(quiet: bool) -> Mode {
     }
 }
 
-fn create(a: CreateArgs, to: &str, default_layout: &Path) -> Result<u8> {
+fn create(
+    a: CreateArgs,
+    to: &str,
+    default_layout: &Path,
+    full_every: backup::create::FullEvery,
+) -> Result<u8> {
     let (sources, layout_file) = if a.source.is_empty() {
         let path = a
             .layout
@@ -313,6 +322,7 @@ fn create(a: CreateArgs, to: &str, default_layout: &Path) -> Result<u8> {
         threads,
         excludes,
         keep: a.keep,
+        full_every,
         progress: mode(a.quiet || a.json),
     })?;
     let g = &rep.generation;
@@ -321,11 +331,15 @@ fn create(a: CreateArgs, to: &str, default_layout: &Path) -> Result<u8> {
             "generation": g,
             "removed": rep.removed,
             "note": rep.note,
+            "retried": rep.retried,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         if let Some(n) = &rep.note {
             println!("note: {n}");
+        }
+        if let Some(r) = &rep.retried {
+            println!("note: {r}");
         }
         let rate = g.stored_content_bytes as f64 / g.duration_seconds.max(0.001);
         println!(

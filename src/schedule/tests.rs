@@ -311,8 +311,7 @@ fn damage_anywhere_in_the_newest_chain_is_critical() {
     let inc = "20261126T045000Z";
     w.write_backup(inc, NOW - H, None);
     let path = w.backup.join(inc).join("generation.json");
-    let mut g: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let mut g: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     g["kind"] = "incremental".into();
     g["parent"] = full.into();
     g["chain"] = serde_json::json!([full, inc]);
@@ -333,5 +332,8 @@ fn damage_anywhere_in_the_newest_chain_is_critical() {
     std::fs::write(bad.join("generation.json"), b"{ garbage").unwrap();
     let (state, line) = w.check(NOW);
     assert_eq!(state, State::Critical, "{line}");
-    assert!(line.contains("generation 20261126T055000Z is damaged"), "{line}");
+    assert!(
+        line.contains("generation 20261126T055000Z is damaged"),
+        "{line}"
+    );
 }
