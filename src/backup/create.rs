@@ -185,8 +185,10 @@ pub fn create(opts: &CreateOptions) -> Result<CreateReport> {
                     "--keep {keep} has nothing to remove: free space in the backup folder"
                 )));
             }
+            let full = e.downcast_ref::<DestinationFull>().map(|d| d.to_string());
             let why = format!(
-                "{e}: removed {} old generation(s) (--keep {keep}) and tried once more",
+                "{}: removed {} old generation(s) (--keep {keep}) and tried once more",
+                full.unwrap_or_default(),
                 removed.len()
             );
             log::warn!("{why}");

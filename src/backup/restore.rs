@@ -449,6 +449,7 @@ impl<'a> ArchiveJob<'a> {
         let mut bad: Vec<(Vec<u8>, String)> = Vec::new();
         let mut dest_of: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
         let mut done: std::collections::HashSet<Vec<u8>> = Default::default();
+        let mut sums: HashMap<u64, String> = HashMap::new();
         let wanted = &mut self.wanted;
         let scan = scan_archive(path, |tar, h, rel| {
             let (rec, dest_rel) = match wanted.remove(rel) {
@@ -473,7 +474,14 @@ impl<'a> ArchiveJob<'a> {
                     bad.push((dest_rel, "the file it is a hard link to was lost".into()));
                     return Ok(());
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    if tar.get_ref().pending_damage().is_some() {
+                        // The hashing thread holds part of this file:
+                        // collect what is done and start it afresh.
+                        sums.extend(ex.take_hashes()?);
+                    }
+                    return Err(e);
+                }
             };
             done.insert(rel.to_vec());
             if dest_rel != rel && h.kind == EntryKind::File {
@@ -490,7 +498,7 @@ impl<'a> ArchiveJob<'a> {
         });
         // Written files are hashed whatever the scan said; a failed write
         // (full or read-only target) stops the restore.
-        let sums = ex.take_hashes()?;
+        sums.extend(ex.take_hashes()?);
         let scan = scan?;
         for (t, (rel, want)) in expected {
             if sums.get(&t).is_some_and(|got| *got != want) {
