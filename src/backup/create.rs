@@ -206,13 +206,16 @@ pub fn create(opts: &CreateOptions) -> Result<CreateReport> {
     Ok(report)
 }
 
-/// The generation an incremental builds on, with its manifest; none (and
-/// why) when the backup is to be a full.
+/// The generation an incremental builds on, with its manifest.
+type Previous = Option<(Generation, Manifest)>;
+
+/// The generation an incremental builds on; none (and why) when the backup
+/// is to be a full.
 fn pick_previous(
     store: &Store,
     opts: &CreateOptions,
     now: i64,
-) -> Result<(Option<(Generation, Manifest)>, Option<String>)> {
+) -> Result<(Previous, Option<String>)> {
     if !opts.incremental {
         return Ok((None, None));
     }

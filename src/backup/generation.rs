@@ -388,3 +388,118 @@ impl Drop for Partial {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A generation directory with a generation.json of `chain`'s last id.
+    fn put(store: &Store, chain: &[&str], n: i128) {
+        let id = chain.last().unwrap().to_string();
+        let g = Generation {
+            format: FORMAT,
+            id: id.clone(),
+            kind: if chain.len() == 1 {
+                GenKind::Full
+            } else {
+                GenKind::Incremental
+            },
+            parent: (chain.len() > 1).then(|| chain[chain.len() - 2].to_string()),
+            parent_manifest_sha256: None,
+            chain: chain.iter().map(|s| s.to_string()).collect(),
+            started_at: String::new(),
+            finished_at: String::new(),
+            started_ns: n,
+            duration_seconds: 0.0,
+            hostname: String::new(),
+            lifeboat_version: String::new(),
+            compression: Compression::Zstd,
+            archives: Vec::new(),
+            manifest_sha256: String::new(),
+            files: 0,
+            bytes: 0,
+            stored_files: 0,
+            stored_content_bytes: 0,
+            archive_bytes: 0,
+            deleted: 0,
+            has_layout: false,
+            result: Outcome::Ok,
+            warnings: Warnings::default(),
+        };
+        fs::create_dir_all(store.gen_dir(&id)).unwrap();
+        let json = serde_json::to_vec(&g).unwrap();
+        fs::write(store.gen_dir(&id).join(GENERATION_FILE), json).unwrap();
+    }
+
+    fn garbage(store: &Store, id: &str, data: &[u8]) {
+        fs::create_dir_all(store.gen_dir(id)).unwrap();
+        fs::write(store.gen_dir(id).join(GENERATION_FILE), data).unwrap();
+    }
+
+    fn ids(store: &Store) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(&store.dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn unreadable_and_planted_generations_are_listed_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        put(&store, &["g1"], 1);
+        put(&store, &["g1", "g2"], 2);
+        garbage(&store, "g3", b"{ not json");
+        // Another generation's file planted in g4's folder.
+        fs::create_dir_all(store.gen_dir("g4")).unwrap();
+        fs::copy(
+            store.gen_dir("g1").join(GENERATION_FILE),
+            store.gen_dir("g4").join(GENERATION_FILE),
+        )
+        .unwrap();
+        let l = store.scan().unwrap();
+        let good: Vec<&str> = l.good.iter().map(|g| g.id.as_str()).collect();
+        assert_eq!(good, ["g1", "g2"]);
+        let bad: Vec<&str> = l.bad.iter().map(|b| b.id.as_str()).collect();
+        assert_eq!(bad, ["g3", "g4"]);
+        assert!(
+            l.bad[1].error.contains("names generation \"g1\""),
+            "{:?}",
+            l.bad
+        );
+        assert_eq!(store.list().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn prune_drops_old_chains_and_damaged_generations_older_than_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        put(&store, &["a1"], 1);
+        put(&store, &["a1", "a2"], 2);
+        garbage(&store, "a3", b"garbage");
+        put(&store, &["c1"], 4);
+        put(&store, &["c1", "c2"], 5);
+        garbage(&store, "c3", b"garbage");
+        let mut removed = store.prune(1).unwrap();
+        removed.sort();
+        assert_eq!(removed, ["a1", "a2", "a3"]);
+        // The damaged generation newer than the kept chain's base stays.
+        assert_eq!(ids(&store), ["c1", "c2", "c3"]);
+        assert!(store.prune(1).unwrap().is_empty());
+    }
+
+    #[test]
+    fn prune_keeps_a_damaged_base_of_a_kept_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        put(&store, &["a1"], 1);
+        garbage(&store, "b1", b"garbage");
+        put(&store, &["b1", "b2"], 3);
+        let removed = store.prune(1).unwrap();
+        assert_eq!(removed, ["a1"]);
+        assert_eq!(ids(&store), ["b1", "b2"]);
+    }
+}
