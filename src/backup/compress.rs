@@ -524,7 +524,8 @@ fn unpack_frames(r: &mut Source, tx: &SyncSender<Msg>) -> io::Result<bool> {
 /// it was sent, None when the receiver left.
 fn unpack_frame(r: &mut Source, tx: &SyncSender<Msg>, resyncing: bool) -> io::Result<Option<bool>> {
     let mut dec = zstd::stream::read::Decoder::with_buffer(&mut *r)?.single_frame();
-    let mut frame = Vec::new();
+    // Room for a whole frame up front: no copies while it grows.
+    let mut frame = Vec::with_capacity(FRAME_MAX + 1);
     (&mut dec)
         .take(FRAME_MAX as u64 + 1)
         .read_to_end(&mut frame)?;
