@@ -753,17 +753,6 @@ fn hostile_generation_json_is_refused_and_the_outside_untouched() {
                 "--to",
                 t,
             ],
-            vec![
-                "backup",
-                "create",
-                "-q",
-                "--source",
-                src.to_str().unwrap(),
-                "--to",
-                d,
-                "--keep",
-                "1",
-            ],
         ] {
             let (code, out, err) = lb(&cmd);
             let what = format!("{cmd:?} with {pointer} = {value}");
@@ -781,6 +770,41 @@ fn hostile_generation_json_is_refused_and_the_outside_untouched() {
             );
             assert!(files_below(&target).is_empty(), "{what} restored something");
         }
+        // A backup goes on beside the damaged generation (a new full) and
+        // --keep prunes it by its folder's name: in a copy of the folder,
+        // so that the next mutation finds its generation again.
+        let copy = s.join("copy");
+        let cp = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(&dest)
+            .arg(&copy)
+            .status()
+            .unwrap();
+        assert!(cp.success());
+        let cmd = [
+            "backup",
+            "create",
+            "--source",
+            src.to_str().unwrap(),
+            "--to",
+            copy.to_str().unwrap(),
+            "--keep",
+            "1",
+        ];
+        let (code, out, err) = lb(&cmd);
+        let what = format!("{cmd:?} with {pointer} = {value}");
+        assert_eq!(code, 0, "{what}: {out}{err}");
+        assert!(
+            err.contains(&format!("{id}/generation.json is refused"))
+                && err.contains(&format!("field `{field}`")),
+            "{what}: {err}"
+        );
+        assert_eq!(
+            files_below(&outside),
+            outside_before,
+            "{what} changed the outside"
+        );
+        std::fs::remove_dir_all(&copy).unwrap();
     }
 }
 

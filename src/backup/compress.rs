@@ -3,9 +3,9 @@
 //! thread so that restore writes files while the next chunk is unpacked.
 
 use std::fs::File;
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::path::Path;
-use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::thread::JoinHandle;
 
 use anyhow::{bail, Context, Result};
@@ -80,11 +80,18 @@ impl<W: Write> Write for HashWriter<W> {
     }
 }
 
+/// Most uncompressed bytes in one zstd frame: damage costs at most the
+/// entries of one frame (and a file that runs through it).
+pub const FRAME_MAX: usize = 8 << 20;
+/// A frame ends at the first entry boundary once it holds this much, so
+/// that most frames begin with a tar header (where a reader resumes).
+pub const FRAME_TARGET: usize = 4 << 20;
+
 /// The compressing end of an archive.
 pub enum Encoder<W: Write> {
-    Zstd(zstd::stream::write::Encoder<'static, W>),
+    Zstd(FrameEncoder<W>),
     Gzip(flate2::write::GzEncoder<W>),
-    None(W),
+    None(io::BufWriter<W>),
 }
 
 impl<W: Write> Encoder<W> {
@@ -93,29 +100,30 @@ impl<W: Write> Encoder<W> {
     pub fn new(c: Compression, out: W, level: Option<i32>, threads: u32) -> io::Result<Encoder<W>> {
         Ok(match c {
             Compression::Zstd => {
-                let mut e = zstd::stream::write::Encoder::new(out, level.unwrap_or(3))?;
-                e.include_checksum(true)?;
-                if threads > 0 {
-                    e.multithread(threads)?;
-                }
-                Encoder::Zstd(e)
+                Encoder::Zstd(FrameEncoder::new(out, level.unwrap_or(3), threads)?)
             }
             Compression::Gzip => Encoder::Gzip(flate2::write::GzEncoder::new(
                 out,
                 flate2::Compression::new(level.unwrap_or(6).clamp(0, 9) as u32),
             )),
-            Compression::None => Encoder::None(out),
+            Compression::None => Encoder::None(io::BufWriter::with_capacity(CHUNK, out)),
         })
+    }
+
+    /// The archive is at the start of an entry (a tar header comes next):
+    /// a good place to end a zstd frame.
+    pub fn entry_boundary(&mut self) -> io::Result<()> {
+        match self {
+            Encoder::Zstd(e) => e.entry_boundary(),
+            _ => Ok(()),
+        }
     }
 
     pub fn finish(self) -> io::Result<W> {
         match self {
             Encoder::Zstd(e) => e.finish(),
             Encoder::Gzip(e) => e.finish(),
-            Encoder::None(mut w) => {
-                w.flush()?;
-                Ok(w)
-            }
+            Encoder::None(w) => w.into_inner().map_err(|e| e.into_error()),
         }
     }
 }
@@ -137,16 +145,239 @@ impl<W: Write> Write for Encoder<W> {
     }
 }
 
+/// A zstd compressor for one frame, with the content checksum on (so that
+/// damage is detected frame by frame).
+fn frame_compressor(level: i32) -> io::Result<zstd::bulk::Compressor<'static>> {
+    let mut c = zstd::bulk::Compressor::new(level)?;
+    c.set_parameter(zstd::zstd_safe::CParameter::ChecksumFlag(true))?;
+    Ok(c)
+}
+
+type Job = (u64, Vec<u8>);
+
+/// Frames compressed by worker threads, written in order.
+struct FramePool {
+    jobs: Option<std::sync::mpsc::SyncSender<Job>>,
+    results: Receiver<(u64, io::Result<Vec<u8>>)>,
+    workers: Vec<JoinHandle<()>>,
+    in_flight: usize,
+    limit: usize,
+}
+
+impl FramePool {
+    fn spawn(level: i32, threads: u32) -> io::Result<FramePool> {
+        let (jtx, jrx) = sync_channel::<Job>(threads as usize);
+        let jrx = std::sync::Arc::new(std::sync::Mutex::new(jrx));
+        let (rtx, results) = std::sync::mpsc::channel();
+        let mut workers = Vec::new();
+        for _ in 0..threads {
+            let (jrx, rtx) = (jrx.clone(), rtx.clone());
+            let mut c = frame_compressor(level)?;
+            workers.push(std::thread::spawn(move || loop {
+                let job = jrx.lock().map(|rx| rx.recv());
+                let Ok(Ok((seq, data))) = job else { return };
+                if rtx.send((seq, c.compress(&data))).is_err() {
+                    return;
+                }
+            }));
+        }
+        Ok(FramePool {
+            jobs: Some(jtx),
+            results,
+            workers,
+            in_flight: 0,
+            limit: 2 * threads as usize,
+        })
+    }
+}
+
+/// Writes an archive as a sequence of independent zstd frames of at most
+/// [`FRAME_MAX`] uncompressed bytes each (a valid `.zst`: `zstd -d` reads
+/// concatenated frames), compressed on `threads` workers like pzstd.
+pub struct FrameEncoder<W: Write> {
+    out: W,
+    buf: Vec<u8>,
+    /// The frame being filled began at an entry boundary.
+    starts_at_entry: bool,
+    pool: Option<FramePool>,
+    inline: Option<zstd::bulk::Compressor<'static>>,
+    next_seq: u64,
+    written_seq: u64,
+    ready: std::collections::BTreeMap<u64, Vec<u8>>,
+}
+
+impl<W: Write> FrameEncoder<W> {
+    pub fn new(out: W, level: i32, threads: u32) -> io::Result<FrameEncoder<W>> {
+        let (pool, inline) = if threads > 0 {
+            (Some(FramePool::spawn(level, threads)?), None)
+        } else {
+            (None, Some(frame_compressor(level)?))
+        };
+        Ok(FrameEncoder {
+            out,
+            buf: Vec::with_capacity(FRAME_MAX),
+            starts_at_entry: true,
+            pool,
+            inline,
+            next_seq: 0,
+            written_seq: 0,
+            ready: Default::default(),
+        })
+    }
+
+    /// Ends the frame here when it is full enough, or when it began inside
+    /// an entry (so that the next one begins with a header).
+    pub fn entry_boundary(&mut self) -> io::Result<()> {
+        if !self.buf.is_empty() && (self.buf.len() >= FRAME_TARGET || !self.starts_at_entry) {
+            self.emit()?;
+        }
+        if self.buf.is_empty() {
+            self.starts_at_entry = true;
+        }
+        Ok(())
+    }
+
+    /// Hands the buffered bytes over as one frame.
+    fn emit(&mut self) -> io::Result<()> {
+        let data = std::mem::replace(&mut self.buf, Vec::with_capacity(FRAME_MAX));
+        self.starts_at_entry = false;
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        if let Some(c) = &mut self.inline {
+            let frame = c.compress(&data)?;
+            self.ready.insert(seq, frame);
+            return self.write_ready();
+        }
+        let pool = self
+            .pool
+            .as_mut()
+            .expect("a pool without inline compressor");
+        let sent = pool.jobs.as_ref().map(|j| j.send((seq, data)));
+        if !matches!(sent, Some(Ok(()))) {
+            return Err(io::Error::other("zstd worker threads stopped"));
+        }
+        pool.in_flight += 1;
+        while self.pool.as_ref().is_some_and(|p| p.in_flight >= p.limit) {
+            self.collect_one()?;
+        }
+        self.write_ready()
+    }
+
+    fn collect_one(&mut self) -> io::Result<()> {
+        let pool = self.pool.as_mut().expect("pool");
+        let (seq, frame) = pool
+            .results
+            .recv()
+            .map_err(|_| io::Error::other("zstd worker threads stopped"))?;
+        pool.in_flight -= 1;
+        self.ready.insert(seq, frame?);
+        Ok(())
+    }
+
+    fn write_ready(&mut self) -> io::Result<()> {
+        while let Some(frame) = self.ready.remove(&self.written_seq) {
+            self.out.write_all(&frame)?;
+            self.written_seq += 1;
+        }
+        Ok(())
+    }
+
+    pub fn finish(mut self) -> io::Result<W> {
+        if !self.buf.is_empty() {
+            self.emit()?;
+        }
+        while self.pool.as_ref().is_some_and(|p| p.in_flight > 0) {
+            self.collect_one()?;
+        }
+        self.write_ready()?;
+        if let Some(mut p) = self.pool.take() {
+            p.jobs = None;
+            for w in p.workers.drain(..) {
+                let _ = w.join();
+            }
+        }
+        self.out.flush()?;
+        Ok(self.out)
+    }
+}
+
+impl<W: Write> Write for FrameEncoder<W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = data.len().min(FRAME_MAX - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == FRAME_MAX {
+            self.emit()?;
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 const CHUNK: usize = 1 << 20;
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+/// A reader that hashes what it reads while read straight through; a seek
+/// (resynchronisation after damage) makes the hash meaningless.
+struct HashReader<R> {
+    inner: R,
+    hash: Sha256,
+    pos: u64,
+    whole: bool,
+}
+
+impl<R: Read> Read for HashReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hash.update(&buf[..n]);
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl<R: io::Seek> io::Seek for HashReader<R> {
+    fn seek(&mut self, to: io::SeekFrom) -> io::Result<u64> {
+        if to == io::SeekFrom::Current(0) {
+            return Ok(self.pos);
+        }
+        self.whole = false;
+        self.pos = self.inner.seek(to)?;
+        Ok(self.pos)
+    }
+}
+
+/// What the unpacking thread sends.
+enum Msg {
+    Data(Vec<u8>),
+    /// Damage found; what follows (if anything) begins with a tar header.
+    Damage(String),
+    /// A fatal error.
+    Fail(io::Error),
+    /// The end, with the SHA-256 and size of the stored file when it was
+    /// read straight through.
+    End(Option<(String, u64)>),
+}
 
 /// The decompressed bytes of an archive file, unpacked in a thread.
+///
+/// A zstd archive is read frame by frame, each frame checked (content
+/// checksum) before any of it is handed out. After a damaged frame the
+/// reader looks for the next frame magic and resumes at the first frame
+/// whose data begins with a tar header: reads fail with the damage until
+/// [`ArchiveStream::resume`] is called, and a new tar reader starts there.
 pub struct ArchiveStream {
-    rx: Receiver<io::Result<Vec<u8>>>,
+    rx: Receiver<Msg>,
     cur: Vec<u8>,
     pos: usize,
     eof: bool,
     handle: Option<JoinHandle<()>>,
     pub compression: Compression,
+    /// Damage waiting for [`ArchiveStream::resume`].
+    pending: Option<String>,
+    /// Every damage found so far.
+    pub damage: Vec<String>,
+    stored: Option<(String, u64)>,
 }
 
 impl ArchiveStream {
@@ -156,7 +387,9 @@ impl ArchiveStream {
         let mut head = vec![0u8; 512];
         let mut got = 0;
         while got < head.len() {
-            let n = file.read(&mut head[got..])?;
+            let n = file
+                .read(&mut head[got..])
+                .with_context(|| format!("reading {}", path.display()))?;
             if n == 0 {
                 break;
             }
@@ -172,51 +405,20 @@ impl ArchiveStream {
                 path.display()
             );
         };
-        let reader = io::Cursor::new(head).chain(file);
-        let (tx, rx) = sync_channel::<io::Result<Vec<u8>>>(4);
-        let handle = std::thread::spawn(move || {
-            let buffered = BufReader::with_capacity(CHUNK, reader);
-            let mut dec: Box<dyn Read> = match compression {
-                Compression::Zstd => match zstd::stream::read::Decoder::with_buffer(buffered) {
-                    Ok(d) => Box::new(d),
-                    Err(e) => {
-                        let _ = tx.send(Err(e));
-                        return;
-                    }
-                },
-                Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
-                Compression::None => Box::new(buffered),
-            };
-            loop {
-                let mut buf = vec![0u8; CHUNK];
-                let mut filled = 0;
-                let res = loop {
-                    match dec.read(&mut buf[filled..]) {
-                        Ok(0) => break Ok(()),
-                        Ok(n) => {
-                            filled += n;
-                            if filled == buf.len() {
-                                break Ok(());
-                            }
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(e) => break Err(e),
-                    }
-                };
-                buf.truncate(filled);
-                let done = filled == 0;
-                if filled > 0 && tx.send(Ok(buf)).is_err() {
-                    return;
-                }
-                if let Err(e) = res {
-                    let _ = tx.send(Err(e));
-                    return;
-                }
-                if done {
-                    return;
-                }
-            }
-        });
+        use std::io::Seek;
+        file.rewind()
+            .with_context(|| format!("reading {}", path.display()))?;
+        let reader = io::BufReader::with_capacity(
+            CHUNK,
+            HashReader {
+                inner: file,
+                hash: Sha256::new(),
+                pos: 0,
+                whole: true,
+            },
+        );
+        let (tx, rx) = sync_channel::<Msg>(4);
+        let handle = std::thread::spawn(move || unpack(compression, reader, &tx));
         Ok(ArchiveStream {
             rx,
             cur: Vec::new(),
@@ -224,29 +426,177 @@ impl ArchiveStream {
             eof: false,
             handle: Some(handle),
             compression,
+            pending: None,
+            damage: Vec::new(),
+            stored: None,
         })
+    }
+
+    /// The damage that stopped reading, until [`ArchiveStream::resume`].
+    pub fn pending_damage(&self) -> Option<&str> {
+        self.pending.as_deref()
+    }
+
+    /// Goes on after damage: the next bytes begin with a tar header (or
+    /// the stream ends).
+    pub fn resume(&mut self) {
+        self.pending = None;
+    }
+
+    /// SHA-256 and size of the archive file as stored, once read to the
+    /// end without damage.
+    pub fn stored_sha256(&self) -> Option<&(String, u64)> {
+        self.stored.as_ref()
+    }
+}
+
+type Source = io::BufReader<HashReader<File>>;
+
+fn unpack(compression: Compression, mut reader: Source, tx: &SyncSender<Msg>) {
+    let res = match compression {
+        Compression::Zstd => unpack_frames(&mut reader, tx),
+        Compression::Gzip => pump(&mut flate2::bufread::MultiGzDecoder::new(&mut reader), tx),
+        Compression::None => pump(&mut reader, tx),
+    };
+    match res {
+        Ok(true) => {
+            let h = reader.into_inner();
+            let stored = h.whole.then(|| (hex::encode(h.hash.finalize()), h.pos));
+            let _ = tx.send(Msg::End(stored));
+        }
+        Ok(false) => {}
+        Err(e) => {
+            let _ = tx.send(Msg::Fail(e));
+        }
+    }
+}
+
+/// Sends everything `dec` gives in chunks; false when the receiver left.
+fn pump(dec: &mut dyn Read, tx: &SyncSender<Msg>) -> io::Result<bool> {
+    loop {
+        let mut buf = Vec::with_capacity(CHUNK);
+        dec.take(CHUNK as u64).read_to_end(&mut buf)?;
+        if buf.is_empty() {
+            return Ok(true);
+        }
+        if tx.send(Msg::Data(buf)).is_err() {
+            return Ok(false);
+        }
+    }
+}
+
+/// Frame by frame, resynchronising after damage; false when the receiver
+/// left.
+fn unpack_frames(r: &mut Source, tx: &SyncSender<Msg>) -> io::Result<bool> {
+    use std::io::{BufRead, Seek};
+    let mut resyncing = false;
+    loop {
+        let start = r.stream_position()?;
+        if r.fill_buf()?.is_empty() {
+            return Ok(true);
+        }
+        match unpack_frame(r, tx, resyncing) {
+            Ok(Some(sent)) => resyncing &= !sent,
+            Ok(None) => return Ok(false),
+            Err(e) => {
+                if !resyncing
+                    && tx
+                        .send(Msg::Damage(format!(
+                            "damaged zstd frame at byte {start} of the archive: {e}"
+                        )))
+                        .is_err()
+                {
+                    return Ok(false);
+                }
+                resyncing = true;
+                if !seek_magic(r, start + 1)? {
+                    return Ok(true);
+                }
+            }
+        }
+    }
+}
+
+/// Decodes one frame. A frame of at most [`FRAME_MAX`] bytes is checked
+/// whole before it is sent; a larger one (an archive of one frame, as
+/// written before frames were bounded) is streamed. While `resyncing`, a
+/// frame that does not begin with a tar header is dropped. Returns whether
+/// it was sent, None when the receiver left.
+fn unpack_frame(r: &mut Source, tx: &SyncSender<Msg>, resyncing: bool) -> io::Result<Option<bool>> {
+    let mut dec = zstd::stream::read::Decoder::with_buffer(&mut *r)?.single_frame();
+    // Room for a whole frame up front: no copies while it grows.
+    let mut frame = Vec::with_capacity(FRAME_MAX + 1);
+    (&mut dec)
+        .take(FRAME_MAX as u64 + 1)
+        .read_to_end(&mut frame)?;
+    if resyncing && !super::tar::is_header_block(&frame) {
+        if frame.len() > FRAME_MAX {
+            io::copy(&mut dec, &mut io::sink())?;
+        }
+        return Ok(Some(false));
+    }
+    let long = frame.len() > FRAME_MAX;
+    if tx.send(Msg::Data(frame)).is_err() {
+        return Ok(None);
+    }
+    if long && !pump(&mut dec, tx)? {
+        return Ok(None);
+    }
+    Ok(Some(true))
+}
+
+/// Moves `r` to the next zstd frame magic at or after `from`; false when
+/// there is none.
+fn seek_magic(r: &mut Source, mut from: u64) -> io::Result<bool> {
+    use std::io::{Seek, SeekFrom};
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        r.seek(SeekFrom::Start(from))?;
+        let mut got = 0;
+        while got < buf.len() {
+            match r.read(&mut buf[got..])? {
+                0 => break,
+                n => got += n,
+            }
+        }
+        if let Some(i) = buf[..got].windows(4).position(|w| w == ZSTD_MAGIC) {
+            r.seek(SeekFrom::Start(from + i as u64))?;
+            return Ok(true);
+        }
+        if got < buf.len() {
+            return Ok(false);
+        }
+        from += (got - 3) as u64;
     }
 }
 
 impl Read for ArchiveStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.pos == self.cur.len() {
+            if let Some(d) = &self.pending {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, d.clone()));
+            }
             if self.eof {
                 return Ok(0);
             }
             match self.rx.recv() {
-                Ok(Ok(chunk)) => {
+                Ok(Msg::Data(chunk)) => {
                     self.cur = chunk;
                     self.pos = 0;
                 }
-                Ok(Err(e)) => {
+                Ok(Msg::Damage(d)) => {
+                    self.damage.push(d.clone());
+                    self.pending = Some(d);
+                }
+                Ok(Msg::Fail(e)) => {
                     self.eof = true;
                     return Err(e);
                 }
-                Err(_) => {
+                Ok(Msg::End(stored)) => {
+                    self.stored = stored;
                     self.eof = true;
-                    return Ok(0);
                 }
+                Err(_) => self.eof = true,
             }
         }
         let n = buf.len().min(self.cur.len() - self.pos);
@@ -257,8 +607,9 @@ impl Read for ArchiveStream {
 }
 
 impl ArchiveStream {
-    /// Reads to the end and waits for the unpacking thread.
-    pub fn finish(mut self) -> Result<()> {
+    /// Reads to the end and waits for the unpacking thread. Damage in what
+    /// is left is an error.
+    pub fn finish(&mut self) -> Result<()> {
         let mut sink = vec![0u8; CHUNK];
         while self.read(&mut sink)? > 0 {}
         if let Some(h) = self.handle.take() {
@@ -319,6 +670,224 @@ mod tests {
             assert!(back == data, "{c:?}");
             s.finish().unwrap();
         }
+    }
+
+    /// A tar stream of files of `sizes` through `enc`, entry boundaries
+    /// marked; returns the names and contents.
+    fn write_tar<W: Write>(enc: Encoder<W>, sizes: &[usize]) -> (W, Vec<(String, Vec<u8>)>) {
+        use super::super::tar::{EntryKind, Header, TarWriter};
+        let mut tar = TarWriter::new(enc);
+        let mut files = Vec::new();
+        for (i, &size) in sizes.iter().enumerate() {
+            let name = format!("f{i:03}");
+            // Text-like, compressible, different per file.
+            let data: Vec<u8> = (0..size)
+                .map(|k| b"abcdefghij\n"[(k * 7 + i + k / 4096) % 11])
+                .collect();
+            let mut h = Header::new(name.clone().into_bytes(), EntryKind::File);
+            h.size = size as u64;
+            tar.header(&h).unwrap();
+            tar.write_raw(&data).unwrap();
+            tar.pad().unwrap();
+            tar.get_mut().entry_boundary().unwrap();
+            files.push((name, data));
+        }
+        (tar.finish().unwrap().finish().unwrap(), files)
+    }
+
+    /// (offset, compressed size, content size) of each frame.
+    fn frames(data: &[u8]) -> Vec<(usize, usize, u64)> {
+        let mut out = Vec::new();
+        let mut off = 0;
+        while off < data.len() {
+            let n = zstd::zstd_safe::find_frame_compressed_size(&data[off..]).unwrap();
+            let size = zstd::zstd_safe::get_frame_content_size(&data[off..])
+                .unwrap()
+                .unwrap();
+            out.push((off, n, size));
+            off += n;
+        }
+        out
+    }
+
+    /// Every file read back from `path`, resuming after damage; and the
+    /// damage seen.
+    fn read_back(path: &Path) -> (Vec<(String, Vec<u8>)>, Vec<String>) {
+        use super::super::tar::TarReader;
+        let mut tar = TarReader::new(ArchiveStream::open(path).unwrap());
+        let mut got = Vec::new();
+        loop {
+            let h = match tar.next_header() {
+                Ok(Some(h)) => h,
+                Ok(None) => break,
+                Err(_) => {
+                    let mut s = tar.into_inner();
+                    assert!(s.pending_damage().is_some());
+                    s.resume();
+                    tar = TarReader::new(s);
+                    continue;
+                }
+            };
+            let mut data = vec![0u8; h.size as usize];
+            let mut n = 0;
+            let mut ok = true;
+            while n < data.len() {
+                match tar.read_data(&mut data[n..]) {
+                    Ok(k) => n += k,
+                    Err(_) => {
+                        ok = false;
+                        break;
+                    }
+                }
+            }
+            if !ok {
+                let mut s = tar.into_inner();
+                s.resume();
+                tar = TarReader::new(s);
+                continue;
+            }
+            got.push((String::from_utf8(h.path).unwrap(), data));
+        }
+        let mut s = tar.into_inner();
+        s.finish().unwrap();
+        (got, s.damage.clone())
+    }
+
+    const SIZES: &[usize] = &[
+        100,
+        3 << 20,
+        5000,
+        20 << 20,
+        1 << 20,
+        700,
+        6 << 20,
+        2 << 20,
+        2 << 20,
+        9 << 20,
+        10,
+        3 << 20,
+    ];
+
+    #[test]
+    fn frames_are_bounded_and_begin_at_entries_where_they_can() {
+        for threads in [0, 2] {
+            let enc = Encoder::new(Compression::Zstd, Vec::new(), None, threads).unwrap();
+            let (data, files) = write_tar(enc, SIZES);
+            let fr = frames(&data);
+            assert!(fr.len() >= 8, "{fr:?}");
+            // Small files share frames of at least FRAME_TARGET.
+            assert!(fr.iter().filter(|f| f.2 as usize >= FRAME_TARGET).count() >= 5);
+            assert!(fr.iter().all(|f| f.2 as usize <= FRAME_MAX), "{fr:?}");
+            // A frame begins inside an entry only when the one before it
+            // was cut at the size limit (inside a large file).
+            let mut starts = 0;
+            for (i, (off, n, _)) in fr.iter().enumerate() {
+                let plain = zstd::stream::decode_all(&data[*off..off + n]).unwrap();
+                if super::super::tar::is_header_block(&plain) {
+                    starts += 1;
+                } else {
+                    assert!(i > 0 && fr[i - 1].2 as usize == FRAME_MAX, "frame {i}");
+                }
+            }
+            assert!(
+                starts >= 5,
+                "{starts} of {} frames begin with a header",
+                fr.len()
+            );
+            let whole = zstd::stream::decode_all(&data[..]).unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("a.tar.zst");
+            std::fs::write(&path, &data).unwrap();
+            let (got, damage) = read_back(&path);
+            assert!(damage.is_empty());
+            assert!(got == files);
+            assert_eq!(whole.len() % 512, 0);
+        }
+    }
+
+    #[test]
+    fn the_zstd_tool_and_tar_read_concatenated_frames() {
+        if std::process::Command::new("zstd")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            eprintln!("skipped: no zstd tool");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.tar.zst");
+        let f = File::create(&path).unwrap();
+        let enc = Encoder::new(Compression::Zstd, f, None, 2).unwrap();
+        let (_, files) = write_tar(enc, SIZES);
+        let out = std::process::Command::new("zstd")
+            .args(["-t", "-q"])
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(out.success());
+        let x = dir.path().join("x");
+        std::fs::create_dir(&x).unwrap();
+        let st = std::process::Command::new("tar")
+            .args(["--zstd", "-xf"])
+            .arg(&path)
+            .arg("-C")
+            .arg(&x)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        for (name, data) in &files {
+            assert!(std::fs::read(x.join(name)).unwrap() == *data, "{name}");
+        }
+    }
+
+    #[test]
+    fn one_flipped_byte_costs_the_entries_of_one_frame() {
+        let enc = Encoder::new(Compression::Zstd, Vec::new(), None, 2).unwrap();
+        let (mut data, files) = write_tar(enc, SIZES);
+        let fr = frames(&data);
+        // A frame in the middle: flip a byte in the middle of it.
+        let (off, n, _) = fr[fr.len() / 2];
+        data[off + n / 2] ^= 0x55;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.tar.zst");
+        std::fs::write(&path, &data).unwrap();
+        let (got, damage) = read_back(&path);
+        assert_eq!(damage.len(), 1, "{damage:?}");
+        assert!(damage[0].contains(&format!("at byte {off}")), "{damage:?}");
+        // Every file read back is intact, the lost ones are few, and the
+        // last ones (after the damage) are there.
+        for (name, data) in &got {
+            let want = &files.iter().find(|f| &f.0 == name).unwrap().1;
+            assert!(data == want, "{name} differs");
+        }
+        let lost = files.len() - got.len();
+        assert!((1..=2).contains(&lost), "{lost} lost");
+        assert_eq!(got.last().unwrap().0, files.last().unwrap().0);
+        // The stored hash is not claimed for a damaged read.
+        let mut s = ArchiveStream::open(&path).unwrap();
+        let _ = io::copy(&mut s, &mut io::sink());
+        assert!(s.stored_sha256().is_none());
+    }
+
+    #[test]
+    fn an_archive_of_one_large_frame_still_reads() {
+        // As written before frames were bounded: one frame, streamed.
+        let data: Vec<u8> = (0..(FRAME_MAX as u32 + 3_000_000))
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let mut e = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+        e.include_checksum(true).unwrap();
+        e.write_all(&data).unwrap();
+        let c = e.finish().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.tar.zst");
+        std::fs::write(&path, &c).unwrap();
+        let mut s = ArchiveStream::open(&path).unwrap();
+        let mut back = Vec::new();
+        s.read_to_end(&mut back).unwrap();
+        assert!(back == data);
+        assert_eq!(s.stored_sha256().unwrap().1, c.len() as u64);
     }
 
     #[test]

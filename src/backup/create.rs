@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -127,7 +127,30 @@ pub struct CreateOptions {
     pub threads: u32,
     pub excludes: Excludes,
     pub keep: Option<usize>,
+    /// When an incremental chain ends and a full starts.
+    pub full_every: FullEvery,
     pub progress: progress::Mode,
+}
+
+/// A new full every this many generations by default (`backup.full_every`).
+pub const FULL_EVERY: u64 = 7;
+
+/// When an incremental chain ends (`backup.full_every`,
+/// `backup.full_every_age`): the next backup is a full once the chain holds
+/// `count` generations (0: never by count) or its full is `age` seconds old.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FullEvery {
+    pub count: u64,
+    pub age: Option<i64>,
+}
+
+impl Default for FullEvery {
+    fn default() -> FullEvery {
+        FullEvery {
+            count: FULL_EVERY,
+            age: None,
+        }
+    }
 }
 
 pub struct CreateReport {
@@ -135,15 +158,134 @@ pub struct CreateReport {
     pub removed: Vec<String>,
     /// Why a requested incremental became a full backup.
     pub note: Option<String>,
+    /// The first attempt found the backup folder full: old generations were
+    /// removed (`--keep`) and the backup tried once more.
+    pub retried: Option<String>,
 }
 
-/// Writes one generation into `opts.dest`.
+/// The backup folder ran out of space.
+#[derive(Debug, thiserror::Error)]
+#[error("backup folder {0} is full (no space left on device); the incomplete generation was removed and the earlier generations are intact")]
+pub struct DestinationFull(pub String);
+
+/// Writes one generation into `opts.dest`, then applies `--keep`. When
+/// the folder is full, `--keep` runs first and the backup is tried once
+/// more (only when that removed something).
 pub fn create(opts: &CreateOptions) -> Result<CreateReport> {
     if opts.sources.is_empty() {
         bail!("nothing to back up: no file systems given");
     }
     let store = Store::new(&opts.dest);
     let _lock = store.lock()?;
+    // Damage is always reported, even where this backup does not need the
+    // damaged generation (verify and check name it too).
+    for b in store.scan()?.bad {
+        log::warn!("generation {} is damaged: {}", b.id, b.error);
+    }
+    let mut report = match (write_generation(&store, opts), opts.keep) {
+        (Err(e), Some(keep)) if e.is::<DestinationFull>() => {
+            let removed = store.prune(keep)?;
+            if removed.is_empty() {
+                return Err(e.context(format!(
+                    "--keep {keep} has nothing to remove: free space in the backup folder"
+                )));
+            }
+            let full = e.downcast_ref::<DestinationFull>().map(|d| d.to_string());
+            let why = format!(
+                "{}: removed {} old generation(s) (--keep {keep}) and tried once more",
+                full.unwrap_or_default(),
+                removed.len()
+            );
+            log::warn!("{why}");
+            let mut r = write_generation(&store, opts)
+                .with_context(|| format!("after removing old generations: {why}"))?;
+            r.removed = removed;
+            r.retried = Some(why);
+            r
+        }
+        (res, _) => res?,
+    };
+    if let Some(k) = opts.keep {
+        report.removed.extend(store.prune(k)?);
+    }
+    Ok(report)
+}
+
+/// The generation an incremental builds on, with its manifest.
+type Previous = Option<(Generation, Manifest)>;
+
+/// The generation an incremental builds on; none (and why) when the backup
+/// is to be a full.
+fn pick_previous(
+    store: &Store,
+    opts: &CreateOptions,
+    now: i64,
+) -> Result<(Previous, Option<String>)> {
+    if !opts.incremental {
+        return Ok((None, None));
+    }
+    let listing = store.scan()?;
+    let Some(g) = listing.good.last().cloned() else {
+        return Ok((
+            None,
+            Some("no previous generation: writing a full backup".into()),
+        ));
+    };
+    if let Some(b) = listing
+        .bad
+        .iter()
+        .find(|b| b.id > g.id || g.chain.contains(&b.id))
+    {
+        let why = format!(
+            "generation {} is damaged ({}): writing a full backup",
+            b.id, b.error
+        );
+        return Ok((None, Some(why)));
+    }
+    if let Some(why) = chain_ends(store, &g, opts.full_every, now) {
+        return Ok((None, Some(format!("{why}: writing a full backup"))));
+    }
+    let path = store.gen_dir(&g.id).join(MANIFEST_FILE);
+    let m = Manifest::load(&path)
+        .with_context(|| format!("cannot build an incremental on generation {}", g.id))?;
+    let actual = super::compress::hash_file(&path)?.0;
+    if actual != g.manifest_sha256 {
+        bail!(
+            "cannot build an incremental on generation {}: its manifest does not match generation.json (damaged); run a full backup",
+            g.id
+        );
+    }
+    Ok((Some((g, m)), None))
+}
+
+/// Why the chain of `newest` ends here (`backup.full_every`), if it does.
+pub fn chain_ends(
+    store: &Store,
+    newest: &Generation,
+    every: FullEvery,
+    now: i64,
+) -> Option<String> {
+    let len = newest.chain.len() as u64;
+    if every.count > 0 && len >= every.count {
+        return Some(format!(
+            "the chain of generation {} holds {len} generations (backup.full_every = {})",
+            newest.id, every.count
+        ));
+    }
+    let age = every.age?;
+    let full = store.load(newest.chain.first()?).ok()?;
+    let started = i64::try_from(full.started_ns / 1_000_000_000).ok()?;
+    (now.saturating_sub(started) >= age).then(|| {
+        format!(
+            "full generation {} is older than backup.full_every_age = {}",
+            full.id,
+            crate::config::fmt_duration(age)
+        )
+    })
+}
+
+/// Writes one generation (the lock held).
+fn write_generation(store: &Store, opts: &CreateOptions) -> Result<CreateReport> {
     let started = std::time::SystemTime::now();
     let started_ns = started
         .duration_since(std::time::UNIX_EPOCH)
@@ -151,33 +293,7 @@ pub fn create(opts: &CreateOptions) -> Result<CreateReport> {
         .unwrap_or(0);
     let epoch = (started_ns / 1_000_000_000) as i64;
     let id = store.new_id(epoch);
-
-    // The previous generation, for an incremental.
-    let mut note = None;
-    let previous = if opts.incremental {
-        match store.list()?.pop() {
-            Some(g) => {
-                let path = store.gen_dir(&g.id).join(MANIFEST_FILE);
-                let m = Manifest::load(&path).with_context(|| {
-                    format!("cannot build an incremental on generation {}", g.id)
-                })?;
-                let actual = super::compress::hash_file(&path)?.0;
-                if actual != g.manifest_sha256 {
-                    bail!(
-                        "cannot build an incremental on generation {}: its manifest does not match generation.json (damaged); run a full backup",
-                        g.id
-                    );
-                }
-                Some((g, m))
-            }
-            None => {
-                note = Some("no previous generation: writing a full backup".to_string());
-                None
-            }
-        }
-    } else {
-        None
-    };
+    let (previous, note) = pick_previous(store, opts, epoch)?;
 
     let dest_meta = std::fs::metadata(&opts.dest)?;
     let mut excludes = opts.excludes.clone();
@@ -249,7 +365,7 @@ pub fn create(opts: &CreateOptions) -> Result<CreateReport> {
             opts.level,
             opts.threads,
         )?;
-        let mut tar = TarWriter::new(BufWriter::with_capacity(1 << 20, enc));
+        let mut tar = TarWriter::new(enc);
         let mut ctx = ArchiveCtx::new(&src.path);
         let mut records = Vec::with_capacity(entries.len());
         let mut count = 0u64;
@@ -259,10 +375,11 @@ pub fn create(opts: &CreateOptions) -> Result<CreateReport> {
                 progress.add(0, 1);
                 continue;
             }
-            match ctx
+            let stored = ctx
                 .archive(&mut tar, e, &mut progress)
-                .map_err(|err| destination_error(err, &opts.dest))?
-            {
+                .and_then(|s| Ok(tar.get_mut().entry_boundary().map(|()| s)?))
+                .map_err(|err| destination_error(err, &opts.dest))?;
+            match stored {
                 Stored::Yes => {
                     count += 1;
                     if e.rec.kind == Kind::File && e.rec.link.is_none() {
@@ -287,8 +404,7 @@ pub fn create(opts: &CreateOptions) -> Result<CreateReport> {
         }
         stored_files += count;
         let finish = || -> io::Result<(String, u64)> {
-            let buf = tar.finish()?;
-            let enc = buf.into_inner().map_err(|e| e.into_error())?;
+            let enc = tar.finish()?;
             let (file, sum, bytes) = enc.finish()?.finish();
             file.sync_all()?;
             Ok((sum, bytes))
@@ -395,14 +511,11 @@ pub fn create(opts: &CreateOptions) -> Result<CreateReport> {
     partial
         .commit(&gen)
         .map_err(|e| destination_error(e, &opts.dest))?;
-    let removed = match opts.keep {
-        Some(k) => store.prune(k)?,
-        None => Vec::new(),
-    };
     Ok(CreateReport {
         generation: gen,
-        removed,
+        removed: Vec::new(),
         note,
+        retried: None,
     })
 }
 
@@ -413,10 +526,7 @@ fn destination_error(err: anyhow::Error, dest: &Path) -> anyhow::Error {
             .is_some_and(|e| e.raw_os_error() == Some(libc::ENOSPC))
     });
     if full {
-        anyhow::anyhow!(
-            "backup folder {} is full (no space left on device); the incomplete generation was removed and the earlier generations are intact",
-            dest.display()
-        )
+        DestinationFull(dest.display().to_string()).into()
     } else {
         err
     }

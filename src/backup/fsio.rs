@@ -91,13 +91,19 @@ pub fn xattr_digest(xattrs: &[(Vec<u8>, Vec<u8>)]) -> Option<String> {
 }
 
 /// The data segments of a file of `size` bytes, by SEEK_DATA/SEEK_HOLE.
-/// A file system without hole reporting gives one segment.
+/// A file system without hole reporting gives one segment. At most
+/// `tar::MAX_SPARSE_SEGMENTS` (what the reader accepts): past that, the
+/// rest of the file is one segment, its holes stored as zeros.
 pub fn data_segments(file: &File, size: u64) -> io::Result<Vec<(u64, u64)>> {
     let fd = file.as_raw_fd();
     let mut out = Vec::new();
     let mut pos: i64 = 0;
     let end = size as i64;
     while pos < end {
+        if out.len() + 1 == super::tar::MAX_SPARSE_SEGMENTS {
+            out.push((pos as u64, (end - pos) as u64));
+            break;
+        }
         // SAFETY: plain lseek on an open descriptor.
         let data = unsafe { libc::lseek(fd, pos, libc::SEEK_DATA) };
         if data < 0 {

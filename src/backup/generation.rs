@@ -113,6 +113,29 @@ pub struct VerifyRecord {
     /// The first problem found, when not ok.
     pub problem: Option<String>,
     pub files_checked: u64,
+    /// Every problem found (this generation's damage, and damaged data of
+    /// older generations that it needs).
+    #[serde(default)]
+    pub problems: Vec<String>,
+    /// Every damaged file it needs, as on the backed-up system.
+    #[serde(default)]
+    pub damaged_files: Vec<String>,
+}
+
+/// A generation directory whose `generation.json` cannot be used.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BadGeneration {
+    /// The directory's name.
+    pub id: String,
+    pub error: String,
+}
+
+/// The generations of a backup folder, readable and not.
+#[derive(Debug, Default)]
+pub struct Listing {
+    /// Oldest first.
+    pub good: Vec<Generation>,
+    pub bad: Vec<BadGeneration>,
 }
 
 /// A backup folder.
@@ -131,26 +154,43 @@ impl Store {
         self.dir.join(id)
     }
 
-    /// Every complete generation, oldest first. Unreadable ones are an error
-    /// naming the file.
+    /// Every complete generation, oldest first; unreadable ones are left
+    /// out (see [`Store::scan`]).
     pub fn list(&self) -> Result<Vec<Generation>> {
-        let mut out = Vec::new();
+        let listing = self.scan()?;
+        for b in &listing.bad {
+            log::warn!("generation {} is damaged: {}", b.id, b.error);
+        }
+        Ok(listing.good)
+    }
+
+    /// Every generation directory: the readable generations, oldest first,
+    /// and those whose `generation.json` is unreadable or hostile (damaged:
+    /// they stop nothing else).
+    pub fn scan(&self) -> Result<Listing> {
+        let mut out = Listing::default();
         let rd = fs::read_dir(&self.dir)
             .with_context(|| format!("cannot read backup folder {}", self.dir.display()))?;
         for ent in rd {
-            let ent = ent?;
-            let name = ent.file_name();
-            let name = name.to_string_lossy();
-            if name.starts_with('.') {
-                continue;
-            }
+            let ent = ent.with_context(|| format!("reading {}", self.dir.display()))?;
+            let name = ent.file_name().to_string_lossy().into_owned();
             let path = ent.path().join(GENERATION_FILE);
-            if !path.exists() {
+            if name.starts_with('.') || fs::symlink_metadata(&path).is_err() {
                 continue;
             }
-            out.push(load_generation(&path)?);
+            // load_generation also refuses a generation.json that names
+            // another generation than its folder (damaged or planted).
+            match load_generation(&path) {
+                Ok(g) => out.good.push(g),
+                Err(e) => out.bad.push(BadGeneration {
+                    id: name,
+                    error: format!("{e:#}"),
+                }),
+            }
         }
-        out.sort_by(|a, b| (a.started_ns, &a.id).cmp(&(b.started_ns, &b.id)));
+        out.good
+            .sort_by(|a, b| (a.started_ns, &a.id).cmp(&(b.started_ns, &b.id)));
+        out.bad.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(out)
     }
 
@@ -252,24 +292,43 @@ impl Store {
         Ok(())
     }
 
-    /// Keeps the newest `keep` full chains; returns the removed ids.
+    /// Keeps the newest `keep` full chains; returns the removed ids. A
+    /// generation whose `generation.json` is unreadable goes with them when
+    /// it is older than the oldest chain kept (it can be of no chain kept).
     pub fn prune(&self, keep: usize) -> Result<Vec<String>> {
-        let gens = self.list()?;
-        let mut bases: Vec<&str> = Vec::new();
+        let Listing { good: gens, bad } = self.scan()?;
+        let base_of = |g: &Generation| g.chain.first().cloned().unwrap_or_else(|| g.id.clone());
+        let mut bases: Vec<String> = Vec::new();
         for g in &gens {
-            let base = g.chain.first().map(String::as_str).unwrap_or(&g.id);
+            let base = base_of(g);
             if !bases.contains(&base) {
                 bases.push(base);
             }
         }
-        let drop_bases: Vec<&str> = bases[..bases.len().saturating_sub(keep)].to_vec();
+        let split = bases.len().saturating_sub(keep);
+        let (drop_bases, kept) = bases.split_at(split);
+        // Every id a kept chain names (its base may be a damaged one).
+        let oldest_kept = gens
+            .iter()
+            .filter(|g| kept.contains(&base_of(g)))
+            .flat_map(|g| g.chain.iter().map(String::as_str).chain([g.id.as_str()]))
+            .min();
         let mut removed = Vec::new();
         // Newest first, so a chain never loses its base before its tail.
         for g in gens.iter().rev() {
-            let base = g.chain.first().map(String::as_str).unwrap_or(&g.id);
-            if drop_bases.contains(&base) {
+            if drop_bases.contains(&base_of(g)) {
                 self.remove(&g.id)?;
                 removed.push(g.id.clone());
+            }
+        }
+        for b in &bad {
+            if split > 0 && oldest_kept.is_some_and(|k| b.id.as_str() < k) {
+                log::info!(
+                    "removing damaged generation {} (older than every chain kept)",
+                    b.id
+                );
+                self.remove(&b.id)?;
+                removed.push(b.id.clone());
             }
         }
         Ok(removed)
@@ -439,6 +498,8 @@ mod tests {
             ok: true,
             problem: None,
             files_checked: 0,
+            problems: Vec::new(),
+            damaged_files: Vec::new(),
         };
         let e = format!("{:#}", store.write_verify(id, &rec).unwrap_err());
         assert!(e.contains("not a folder, or a symbolic link"), "{e}");
@@ -458,11 +519,16 @@ mod tests {
         let store = Store::new(dir.path());
         std::os::unix::fs::symlink(outside.path(), dir.path().join("20261126T055726Z")).unwrap();
         fs::copy(&victim, outside.path().join(GENERATION_FILE)).unwrap();
-        let e = format!("{:#}", store.list().unwrap_err());
+        // Listed apart as damaged; the others are still listed.
+        let l = store.scan().unwrap();
+        assert!(l.good.is_empty());
+        assert_eq!(l.bad.len(), 1);
+        let e = &l.bad[0].error;
         assert!(
             e.contains("is a symbolic link or not a folder: refused"),
             "{e}"
         );
+        assert!(store.list().unwrap().is_empty());
         fs::remove_file(dir.path().join("20261126T055726Z")).unwrap();
         let gen = dir.path().join("20261126T055727Z");
         fs::create_dir(&gen).unwrap();
@@ -481,5 +547,117 @@ mod tests {
         let e = format!("{:#}", Store::new(dir.path()).lock().err().unwrap());
         assert!(e.contains("is a symbolic link; remove it"), "{e}");
         assert_eq!(tree_state(outside.path()), before);
+    }
+
+    /// A generation directory with a generation.json of `chain`'s last id.
+    fn put(store: &Store, chain: &[&str], n: i128) {
+        let id = chain.last().unwrap().to_string();
+        let g = Generation {
+            format: FORMAT,
+            id: id.clone(),
+            kind: if chain.len() == 1 {
+                GenKind::Full
+            } else {
+                GenKind::Incremental
+            },
+            parent: (chain.len() > 1).then(|| chain[chain.len() - 2].to_string()),
+            parent_manifest_sha256: None,
+            chain: chain.iter().map(|s| s.to_string()).collect(),
+            started_at: String::new(),
+            finished_at: String::new(),
+            started_ns: n,
+            duration_seconds: 0.0,
+            hostname: String::new(),
+            lifeboat_version: String::new(),
+            compression: Compression::Zstd,
+            archives: Vec::new(),
+            manifest_sha256: String::new(),
+            files: 0,
+            bytes: 0,
+            stored_files: 0,
+            stored_content_bytes: 0,
+            archive_bytes: 0,
+            deleted: 0,
+            has_layout: false,
+            result: Outcome::Ok,
+            warnings: Warnings::default(),
+        };
+        fs::create_dir_all(store.gen_dir(&id)).unwrap();
+        let json = serde_json::to_vec(&g).unwrap();
+        fs::write(store.gen_dir(&id).join(GENERATION_FILE), json).unwrap();
+    }
+
+    fn garbage(store: &Store, id: &str, data: &[u8]) {
+        fs::create_dir_all(store.gen_dir(id)).unwrap();
+        fs::write(store.gen_dir(id).join(GENERATION_FILE), data).unwrap();
+    }
+
+    fn ids(store: &Store) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(&store.dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn unreadable_and_planted_generations_are_listed_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        put(&store, &["g1"], 1);
+        put(&store, &["g1", "g2"], 2);
+        garbage(&store, "g3", b"{ not json");
+        // Another generation's file planted in g4's folder.
+        fs::create_dir_all(store.gen_dir("g4")).unwrap();
+        fs::copy(
+            store.gen_dir("g1").join(GENERATION_FILE),
+            store.gen_dir("g4").join(GENERATION_FILE),
+        )
+        .unwrap();
+        let l = store.scan().unwrap();
+        let good: Vec<&str> = l.good.iter().map(|g| g.id.as_str()).collect();
+        assert_eq!(good, ["g1", "g2"]);
+        let bad: Vec<&str> = l.bad.iter().map(|b| b.id.as_str()).collect();
+        assert_eq!(bad, ["g3", "g4"]);
+        assert!(
+            l.bad[1]
+                .error
+                .contains("generation \"g1\", field `id`: does not match its folder \"g4\""),
+            "{:?}",
+            l.bad
+        );
+        assert_eq!(store.list().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn prune_drops_old_chains_and_damaged_generations_older_than_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        put(&store, &["a1"], 1);
+        put(&store, &["a1", "a2"], 2);
+        garbage(&store, "a3", b"garbage");
+        put(&store, &["c1"], 4);
+        put(&store, &["c1", "c2"], 5);
+        garbage(&store, "c3", b"garbage");
+        let mut removed = store.prune(1).unwrap();
+        removed.sort();
+        assert_eq!(removed, ["a1", "a2", "a3"]);
+        // The damaged generation newer than the kept chain's base stays.
+        assert_eq!(ids(&store), ["c1", "c2", "c3"]);
+        assert!(store.prune(1).unwrap().is_empty());
+    }
+
+    #[test]
+    fn prune_keeps_a_damaged_base_of_a_kept_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        put(&store, &["a1"], 1);
+        garbage(&store, "b1", b"garbage");
+        put(&store, &["b1", "b2"], 3);
+        let removed = store.prune(1).unwrap();
+        assert_eq!(removed, ["a1"]);
+        assert_eq!(ids(&store), ["b1", "b2"]);
     }
 }

@@ -27,6 +27,7 @@ pub mod generation;
 pub mod manifest;
 pub mod progress;
 pub mod restore;
+pub mod scan;
 pub mod tar;
 pub mod verify;
 pub mod walk;
@@ -55,17 +56,44 @@ pub fn sha256_hex(data: &[u8]) -> String {
 pub struct Status {
     pub newest: Option<Generation>,
     pub last_verify: Option<VerifyRecord>,
+    /// Damage in the newest chain (the generations a restore of the newest
+    /// needs), other than the newest's own verification: older generations
+    /// verified damaged, unreadable `generation.json` files.
+    pub chain_damage: Vec<String>,
 }
 
 /// For monitoring: the newest generation (its `finished_at`, `result`,
-/// `warnings`) and the result of the last `verify` of it, if any.
+/// `warnings`), the result of the last `verify` of it, if any, and the
+/// damage known in its chain.
 pub fn status(dir: &Path) -> Result<Status> {
     let store = Store::new(dir);
-    let newest = store.list()?.pop();
+    let listing = store.scan()?;
+    let newest = listing.good.last().cloned();
     let last_verify = newest.as_ref().and_then(|g| store.load_verify(&g.id));
+    let mut chain_damage = Vec::new();
+    let chain: &[String] = newest.as_ref().map_or(&[], |g| &g.chain);
+    for b in &listing.bad {
+        // Part of the chain, or newer than the newest readable one.
+        let newer = newest.as_ref().map_or(true, |g| b.id > g.id);
+        if newer || chain.contains(&b.id) {
+            chain_damage.push(format!("generation {} is damaged: {}", b.id, b.error));
+        }
+    }
+    for id in chain
+        .iter()
+        .filter(|id| Some(*id) != newest.as_ref().map(|g| &g.id))
+    {
+        if let Some(v) = store.load_verify(id).filter(|v| !v.ok) {
+            chain_damage.push(format!(
+                "generation {id} of the newest chain is damaged: {}",
+                v.problem.as_deref().unwrap_or("damaged")
+            ));
+        }
+    }
     Ok(Status {
         newest,
         last_verify,
+        chain_damage,
     })
 }
 

@@ -11,12 +11,13 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use super::beneath::{Refused, Tree};
-use super::compress::{hash_file, ArchiveStream};
+use super::compress::hash_file;
 use super::extract::{normalize, Extractor, Policy};
 use super::generation::{Generation, Store, MANIFEST_FILE};
-use super::manifest::{FileRecord, Kind, Manifest, PathBytes};
+use super::manifest::{FileRecord, FsManifest, Kind, Manifest, PathBytes};
 use super::progress::{self, Progress};
-use super::tar::{show, EntryKind, Header, TarReader};
+use super::scan::{check_entry, scan_archive, Scan};
+use super::tar::{show, EntryKind, Header};
 
 pub struct RestoreOptions {
     /// The backup folder.
@@ -56,6 +57,11 @@ pub struct RestoreReport {
     pub seconds: f64,
     /// Metadata the target did not take (not fatal).
     pub warnings: Vec<String>,
+    /// Files lost to damage or found wrong, by path on the backed-up
+    /// system; every other file was restored.
+    pub lost: Vec<LostFile>,
+    /// Every problem found (damaged frames, archive SHA-256...).
+    pub damage: Vec<String>,
     /// Entries not written because they would leave the target (through a
     /// symlink, a hard link to outside...), the first ones by name.
     pub refused: Vec<String>,
@@ -83,7 +89,7 @@ impl RestoreReport {
     }
 
     /// An error naming the refused entries, if any.
-    fn refusals(&self, to: &Path) -> Result<()> {
+    pub fn refusals(&self, to: &Path) -> Result<()> {
         let Some(first) = self.refused.first() else {
             return Ok(());
         };
@@ -176,11 +182,9 @@ pub fn load_chain(
     Ok((gen, manifest, chain))
 }
 
-/// What to take from one archive: tar path (normalized) → record.
-type Wanted<'a> = HashMap<Vec<u8>, &'a FileRecord>;
-
-/// Restores a generation (with its chain) into `opts.to`.
-pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport> {
+/// Restores a generation (with its chain) into `opts.to`, everything the
+/// damage spared; the report names what it did not.
+pub fn restore_report(opts: &RestoreOptions) -> Result<RestoreReport> {
     let store = Store::new(&opts.from);
     let (gen, manifest, chain) = load_chain(&store, opts.generation.as_deref())?;
     let started = std::time::Instant::now();
@@ -234,13 +238,12 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport> {
         generation: gen.id.clone(),
         ..RestoreReport::default()
     };
-    let mut damage: Vec<String> = Vec::new();
     for (fi, recs) in &selected {
         let fs = &manifest.filesystems[*fi];
         let mp = normalize(&fs.mountpoint.0)?;
         let mut ex = Extractor::new(&opts.to, &mp, opts.policy())?;
         for g in &chain {
-            let mut wanted: Wanted = recs
+            let wanted: Wanted = recs
                 .iter()
                 .filter(|r| r.gen == g.id)
                 .map(|r| (r.path.0.clone(), *r))
@@ -248,50 +251,14 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport> {
             if wanted.is_empty() {
                 continue;
             }
-            let Some(info) = g.archives.iter().find(|a| a.mountpoint == fs.mountpoint) else {
-                damage.push(format!(
-                    "generation {}: no archive for {} (manifest does not match)",
-                    g.id, fs.mountpoint
-                ));
-                continue;
+            let mut job = ArchiveJob {
+                fs,
+                gen: g,
+                wanted,
+                lost: Vec::new(),
             };
-            let path = store.gen_dir(&g.id).join(&info.file);
-            // Hard-link leaders that were not asked for, but whose links were.
-            let mut leader_for: HashMap<Vec<u8>, &FileRecord> = HashMap::new();
-            for r in wanted.values() {
-                if let Some(l) = &r.link {
-                    if !wanted.contains_key(&l.0) && !leader_for.contains_key(&l.0) {
-                        leader_for.insert(l.0.clone(), *r);
-                    }
-                }
-            }
-            let mut bad_files = Vec::new();
-            let res = extract_archive(
-                &path,
-                &mut ex,
-                &mut wanted,
-                &leader_for,
-                &mut progress,
-                &mut report,
-                &mut bad_files,
-            );
-            for b in bad_files {
-                damage.push(format!("generation {}: archive {}: {b}", g.id, info.file));
-            }
-            if let Err(e) = res {
-                damage.push(format!("generation {}: archive {}: {e:#}", g.id, info.file));
-            }
-            if !wanted.is_empty() {
-                let mut missing: Vec<&Vec<u8>> = wanted.keys().collect();
-                missing.sort();
-                damage.push(format!(
-                    "generation {}: archive {}: {} file(s) not restored, first {}",
-                    g.id,
-                    info.file,
-                    missing.len(),
-                    show(missing[0])
-                ));
-            }
+            job.run(&store, &mut ex, &mut progress, &mut report)?;
+            report.lost.append(&mut job.lost);
         }
         ex.finish()?;
         report.absorb(&mut ex);
@@ -299,18 +266,136 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport> {
         ex.sync()?;
     }
     progress.done();
+    report.lost.sort_by(|a, b| a.path.cmp(&b.path));
     report.seconds = started.elapsed().as_secs_f64();
-    if let Some(first) = damage.first() {
-        let more = if damage.len() > 1 {
-            format!(" (and {} more problems)", damage.len() - 1)
-        } else {
-            String::new()
-        };
-        return Err(Damaged(format!("restore incomplete: {first}{more}")).into());
+    Ok(report)
+}
+
+/// Restores a generation (with its chain) into `opts.to`; damage is an
+/// error ([`Damaged`]) naming the lost files, after everything else was
+/// restored.
+pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport> {
+    let report = restore_report(opts)?;
+    if let Some(why) = report.damage_summary() {
+        return Err(Damaged(format!("restore incomplete: {why}")).into());
     }
     report.refusals(&opts.to)?;
     Ok(report)
 }
+
+/// A file the restore lost to damage, or wrote but found wrong.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LostFile {
+    /// As on the backed-up system.
+    pub path: String,
+    pub generation: String,
+    pub archive: String,
+    pub why: String,
+}
+
+impl RestoreReport {
+    /// One line on what went wrong, when anything did.
+    pub fn damage_summary(&self) -> Option<String> {
+        let first = self.damage.first()?;
+        let lost = match self.lost.len() {
+            0 => String::new(),
+            n => format!(
+                "; {n} file(s) lost: {}",
+                self.lost
+                    .iter()
+                    .take(10)
+                    .map(|l| l.path.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        Some(format!("{first}{lost}"))
+    }
+}
+
+/// The path of `rel` in the file system mounted at `mp`, as on the
+/// backed-up system.
+pub fn system_path(mp: &PathBytes, rel: &[u8]) -> String {
+    let mut p = mp.0.clone();
+    if rel != b"." {
+        if p.last() != Some(&b'/') {
+            p.push(b'/');
+        }
+        p.extend_from_slice(rel);
+    }
+    show(&p)
+}
+
+/// The records of one file system that one archive of the chain holds,
+/// and what became of them.
+struct ArchiveJob<'a> {
+    fs: &'a FsManifest,
+    gen: &'a Generation,
+    /// Not restored yet: tar path (normalized) → record.
+    wanted: Wanted<'a>,
+    lost: Vec<LostFile>,
+}
+
+impl<'a> ArchiveJob<'a> {
+    fn lose(&mut self, rel: &[u8], why: &str) {
+        let archive = self
+            .gen
+            .archives
+            .iter()
+            .find(|a| a.mountpoint == self.fs.mountpoint)
+            .map(|a| a.file.clone())
+            .unwrap_or_default();
+        self.lost.push(LostFile {
+            path: system_path(&self.fs.mountpoint, rel),
+            generation: self.gen.id.clone(),
+            archive,
+            why: why.to_string(),
+        });
+    }
+
+    fn run(
+        &mut self,
+        store: &Store,
+        ex: &mut Extractor,
+        progress: &mut Progress,
+        report: &mut RestoreReport,
+    ) -> Result<()> {
+        let Some(info) = self
+            .gen
+            .archives
+            .iter()
+            .find(|a| a.mountpoint == self.fs.mountpoint)
+        else {
+            report.damage.push(format!(
+                "generation {}: no archive for {} (manifest does not match)",
+                self.gen.id, self.fs.mountpoint
+            ));
+            for rel in self.wanted.keys().cloned().collect::<Vec<_>>() {
+                self.lose(&rel, "its archive is missing");
+            }
+            return Ok(());
+        };
+        let path = store.gen_dir(&self.gen.id).join(&info.file);
+        let where_ = format!("generation {}: archive {}", self.gen.id, info.file);
+        let mut scan = self.extract(&path, ex, progress, report)?;
+        scan.check_stored(&info.sha256, info.bytes);
+        report
+            .damage
+            .extend(scan.damage_all().map(|d| format!("{where_}: {d}")));
+        let mut rest: Vec<Vec<u8>> = self.wanted.keys().cloned().collect();
+        rest.sort();
+        for rel in rest {
+            self.lose(&rel, "not found in the archive (lost to damage)");
+        }
+        if !self.lost.is_empty() && report.damage.is_empty() {
+            report.damage.push(format!("{where_}: files damaged"));
+        }
+        Ok(())
+    }
+}
+
+/// What to take from one archive: tar path (normalized) → record.
+type Wanted<'a> = HashMap<Vec<u8>, &'a FileRecord>;
 
 /// The path of `p` relative to the file system mounted at `mp`, when `mp`
 /// is the deepest mount point above it.
@@ -426,131 +511,106 @@ fn check_paths(opts: &RestoreOptions) -> Result<()> {
     Ok(())
 }
 
-/// Extracts from one archive the entries in `wanted` (removing them as they
-/// are done), checking kinds, sizes and content hashes against the records.
-fn extract_archive(
-    path: &Path,
-    ex: &mut Extractor,
-    wanted: &mut Wanted,
-    leader_for: &HashMap<Vec<u8>, &FileRecord>,
-    progress: &mut Progress,
-    report: &mut RestoreReport,
-    damaged: &mut Vec<String>,
-) -> Result<()> {
-    // Content hashes come back from the hashing thread by token.
-    let mut expected: HashMap<u64, (String, String)> = HashMap::new();
-    let res = extract_entries(
-        path,
-        ex,
-        wanted,
-        leader_for,
-        progress,
-        report,
-        &mut expected,
-    );
-    let sums = match ex.take_hashes() {
-        Ok(s) => s,
-        // Writing failed (a full or read-only target...): stop here.
-        Err(e) => return res.and(Err(e)),
-    };
-    let mut bad: Vec<&String> = expected
-        .iter()
-        .filter(|(t, (_, want))| sums.get(t).is_some_and(|got| got != want))
-        .map(|(_, (name, _))| name)
-        .collect();
-    bad.sort();
-    for name in bad {
-        // Written all the same; the rest of the archive was read on.
-        damaged.push(format!(
-            "file {name}: content does not match its SHA-256 (damaged)"
-        ));
-    }
-    res
-}
-
-fn extract_entries(
-    path: &Path,
-    ex: &mut Extractor,
-    wanted: &mut Wanted,
-    leader_for: &HashMap<Vec<u8>, &FileRecord>,
-    progress: &mut Progress,
-    report: &mut RestoreReport,
-    expected: &mut HashMap<u64, (String, String)>,
-) -> Result<()> {
-    let stream = ArchiveStream::open(path)?;
-    let mut tar = TarReader::new(stream);
-    let mut last = String::from("(start)");
-    loop {
-        let h = match tar.next_header() {
-            Ok(Some(h)) => h,
-            Ok(None) => break,
-            Err(e) => return Err(e.context(format!("damaged after {last}"))),
-        };
-        let rel = normalize(&h.path)?;
-        last = show(&rel);
-        let (rec, dest_rel) = match wanted.remove(&rel) {
-            Some(r) => (r, rel.clone()),
-            None => match leader_for.get(&rel) {
-                // The leader's content goes to the first link asked for.
-                Some(member) if h.kind == EntryKind::File => {
-                    wanted.remove(&member.path.0);
-                    (*member, member.path.0.clone())
+impl<'a> ArchiveJob<'a> {
+    /// Extracts from the archive the entries in `wanted` (removing them as
+    /// they are done), checking each against its record and its content
+    /// against its SHA-256; a damaged or mismatching file is lost, the rest
+    /// of the archive is read on.
+    fn extract(
+        &mut self,
+        path: &Path,
+        ex: &mut Extractor,
+        progress: &mut Progress,
+        report: &mut RestoreReport,
+    ) -> Result<Scan> {
+        // Hard-link leaders that were not asked for, but whose links were:
+        // leader path → (its own record, the link that gets its content).
+        let mut leader_for: HashMap<Vec<u8>, (&FileRecord, &FileRecord)> = HashMap::new();
+        for r in self.wanted.values() {
+            if let Some(l) = &r.link {
+                if !self.wanted.contains_key(&l.0) && !leader_for.contains_key(&l.0) {
+                    if let Some(own) = self.fs.entries.iter().find(|e| e.path == *l) {
+                        leader_for.insert(l.0.clone(), (own, *r));
+                    }
                 }
-                _ => continue,
-            },
-        };
-        check_header(&h, rec).map_err(|e| Damaged(format!("file {last}: {e}")))?;
-        let token = ex.extract(&mut tar, &h, &dest_rel).map_err(|e| match e
-            .downcast::<super::tar::TarError>()
-        {
-            Ok(t) => anyhow::Error::from(t).context(format!("damaged inside {last}")),
-            Err(e) => e,
-        })?;
-        if dest_rel != rel && h.kind == EntryKind::File {
-            ex.alias_leader(&rel, &dest_rel);
+            }
         }
-        if let (Some(t), Some(want)) = (token, &rec.sha256) {
-            expected.insert(t, (last.clone(), want.clone()));
+        // Content hashes come back from the hashing thread by token.
+        let mut expected: HashMap<u64, (Vec<u8>, String)> = HashMap::new();
+        let mut bad: Vec<(Vec<u8>, String)> = Vec::new();
+        let mut dest_of: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
+        let mut done: std::collections::HashSet<Vec<u8>> = Default::default();
+        let mut sums: HashMap<u64, String> = HashMap::new();
+        let wanted = &mut self.wanted;
+        let scan = scan_archive(path, |tar, h, rel| {
+            let (rec, dest_rel) = match wanted.remove(rel) {
+                Some(r) => (r, rel.to_vec()),
+                None => match leader_for.get(rel) {
+                    // The leader's content goes to the first link asked for.
+                    Some((own, member)) if h.kind == EntryKind::File => {
+                        wanted.remove(&member.path.0);
+                        dest_of.insert(rel.to_vec(), member.path.0.clone());
+                        (*own, member.path.0.clone())
+                    }
+                    _ => return Ok(()),
+                },
+            };
+            if let Err(why) = check_entry(h, rec) {
+                bad.push((dest_rel, why));
+                return Ok(());
+            }
+            let token = match ex.extract(tar, h, &dest_rel) {
+                Ok(t) => t,
+                Err(_) if h.kind == EntryKind::HardLink && !linked_to_done(h, &done) => {
+                    bad.push((dest_rel, "the file it is a hard link to was lost".into()));
+                    return Ok(());
+                }
+                Err(e) => {
+                    if tar.get_ref().pending_damage().is_some() {
+                        // The hashing thread holds part of this file:
+                        // collect what is done and start it afresh.
+                        sums.extend(ex.take_hashes()?);
+                    }
+                    return Err(e);
+                }
+            };
+            done.insert(rel.to_vec());
+            if dest_rel != rel && h.kind == EntryKind::File {
+                ex.alias_leader(rel, &dest_rel);
+            }
+            if let (Some(t), Some(want)) = (token, &rec.sha256) {
+                expected.insert(t, (dest_rel, want.clone()));
+            }
+            report.files += 1;
+            let bytes = if h.kind == EntryKind::File { h.size } else { 0 };
+            report.bytes += bytes;
+            progress.add(bytes, 1);
+            Ok(())
+        });
+        // Written files are hashed whatever the scan said; a failed write
+        // (full or read-only target) stops the restore.
+        sums.extend(ex.take_hashes()?);
+        let scan = scan?;
+        for (t, (rel, want)) in expected {
+            if sums.get(&t).is_some_and(|got| *got != want) {
+                bad.push((rel, "content does not match its SHA-256 (damaged)".into()));
+            }
         }
-        report.files += 1;
-        if h.kind == EntryKind::File {
-            report.bytes += h.size;
+        for rel in &scan.hit {
+            let dest = dest_of.get(rel).unwrap_or(rel);
+            bad.push((dest.clone(), "in a damaged part of the archive".into()));
         }
-        progress.add(if h.kind == EntryKind::File { h.size } else { 0 }, 1);
+        bad.sort();
+        for (rel, why) in bad {
+            self.lose(&rel, &why);
+        }
+        Ok(scan)
     }
-    let inner = tar.into_inner();
-    inner.finish()?;
-    Ok(())
 }
 
-fn check_header(h: &Header, r: &FileRecord) -> Result<(), String> {
-    let kind_ok = matches!(
-        (h.kind, r.kind),
-        (EntryKind::File, Kind::File)
-            | (EntryKind::HardLink, Kind::File)
-            | (EntryKind::Dir, Kind::Dir)
-            | (EntryKind::Symlink, Kind::Symlink)
-            | (EntryKind::Char, Kind::Char)
-            | (EntryKind::Block, Kind::Block)
-            | (EntryKind::Fifo, Kind::Fifo)
-    );
-    if !kind_ok {
-        return Err(format!(
-            "archive has a {:?}, manifest a {:?} (manifest does not match)",
-            h.kind, r.kind
-        ));
-    }
-    if h.kind == EntryKind::File && h.size != r.size {
-        return Err(format!(
-            "archive has {} bytes, manifest {} (manifest does not match)",
-            h.size, r.size
-        ));
-    }
-    let mtime = h.mtime_sec * 1_000_000_000 + i64::from(h.mtime_nsec);
-    if h.mode != r.mode || h.uid != r.uid || h.gid != r.gid || mtime != r.mtime_ns {
-        return Err("metadata differs from the manifest (manifest does not match)".into());
-    }
-    Ok(())
+/// Whether the hard link's target was extracted from this archive.
+fn linked_to_done(h: &Header, done: &std::collections::HashSet<Vec<u8>>) -> bool {
+    normalize(&h.link).is_ok_and(|l| done.contains(&l))
 }
 
 /// Restores a plain tar archive (GNU tar, bsdtar, ReaR's backup.tar.gz)
@@ -577,46 +637,38 @@ pub fn restore_plain(
     }
     let started = std::time::Instant::now();
     let mut progress = Progress::new("restore", mode);
-    let mut tar = TarReader::new(ArchiveStream::open(archive)?);
     let mut ex = Extractor::new(to, b".", policy)?;
     let mut report = RestoreReport {
         generation: archive.display().to_string(),
         ..RestoreReport::default()
     };
-    let mut last = String::from("(start)");
-    loop {
-        let h = match tar.next_header() {
-            Ok(Some(h)) => h,
-            Ok(None) => break,
-            Err(e) => {
-                return Err(Damaged(format!(
-                    "archive {}: damaged after {last}: {e:#}",
-                    archive.display()
-                ))
-                .into())
-            }
-        };
-        let rel = match normalize(&h.path) {
-            Ok(rel) => rel,
-            Err(e) => {
-                ex.refuse(&h.path, &format!("{e:#}"));
-                continue;
-            }
-        };
-        last = show(&rel);
-        ex.extract(&mut tar, &h, &rel)
-            .with_context(|| format!("archive {}: file {last}", archive.display()))?;
+    let scan = scan_archive(archive, |tar, h, rel| {
+        ex.extract(tar, h, rel)
+            .with_context(|| format!("archive {}: file {}", archive.display(), show(rel)))?;
         report.files += 1;
-        if h.kind == EntryKind::File {
-            report.bytes += h.size;
-        }
-        progress.add(if h.kind == EntryKind::File { h.size } else { 0 }, 1);
+        let bytes = if h.kind == EntryKind::File { h.size } else { 0 };
+        report.bytes += bytes;
+        progress.add(bytes, 1);
+        Ok(())
+    })?;
+    // A name that would leave the target is a hostile entry, not damage.
+    for (path, why) in &scan.bad_names {
+        ex.refuse(path, why);
     }
-    tar.into_inner().finish()?;
+    report.damage = scan.damage;
+    report.lost = scan
+        .hit
+        .iter()
+        .map(|rel| LostFile {
+            path: show(rel),
+            generation: String::new(),
+            archive: archive.display().to_string(),
+            why: "in a damaged part of the archive".into(),
+        })
+        .collect();
     ex.finish()?;
     progress.done();
     report.absorb(&mut ex);
     report.seconds = started.elapsed().as_secs_f64();
-    report.refusals(to)?;
     Ok(report)
 }

@@ -14,8 +14,8 @@ use std::io::{self, Write};
 mod foreign_tests;
 mod read;
 pub use read::{
-    parse_pax, parse_time, TarError, TarReader, MAX_EXTENSION_BYTES, MAX_ID, MAX_PAX_RECORDS,
-    MAX_SPARSE_SEGMENTS, MAX_XATTRS,
+    is_header_block, parse_pax, parse_time, TarError, TarReader, MAX_EXTENSION_BYTES, MAX_ID,
+    MAX_PAX_RECORDS, MAX_SPARSE_SEGMENTS, MAX_XATTRS,
 };
 
 pub const BLOCK: usize = 512;
@@ -418,6 +418,11 @@ impl<W: Write> TarWriter<W> {
 
     pub fn position(&self) -> u64 {
         self.pos
+    }
+
+    /// The writer below (to mark entry boundaries in it).
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.out
     }
 }
 

@@ -1,22 +1,26 @@
 //! `backup verify`: every archive against its recorded SHA-256, every file
 //! against the manifest and its content hash, every chain link; `--deep`
 //! restores into a scratch folder and compares the tree with the manifest.
+//!
+//! Verification goes on after damage: it names every damaged file, marks
+//! the generation that holds it and every generation that needs it (an
+//! incremental whose files come from a damaged archive), and records the
+//! result in each generation's `verify.json`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
-use super::compress::{hash_file, ArchiveStream};
-use super::extract::normalize;
 use super::fsio;
 use super::generation::{Generation, Store, VerifyRecord};
 use super::manifest::{FileRecord, FsManifest, Kind, Manifest};
 use super::progress::{self, Progress};
-use super::restore::{self, load_chain, Damaged, RestoreOptions};
-use super::tar::{show, EntryKind, TarReader};
+use super::restore::{self, load_chain, system_path, Damaged, LostFile, RestoreOptions};
+use super::scan::{check_entry, scan_archive, Tar};
+use super::tar::{show, EntryKind, Header};
 use super::walk::{self, Excludes};
 
 pub struct VerifyOptions {
@@ -37,21 +41,45 @@ pub struct VerifyReport {
     pub deep: bool,
     /// The first problem, naming the generation and file; none when sound.
     pub problem: Option<String>,
+    /// Every damaged generation, with why.
+    pub damaged_generations: Vec<DamagedGeneration>,
+    /// Every damaged file, in the generation whose archive holds it.
+    pub damaged_files: Vec<LostFile>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DamagedGeneration {
+    pub id: String,
+    pub problems: Vec<String>,
+}
+
+/// What verification found in one generation.
+#[derive(Debug, Default)]
+struct Found {
+    problems: Vec<String>,
+    /// Damaged files held by this generation: (mount point, path).
+    files: HashSet<(Vec<u8>, Vec<u8>)>,
+    /// Damaged files it needs (its own and older generations'), as shown.
+    needs: Vec<String>,
+    /// Damage that is not one file's (manifest, chain): whatever needs
+    /// this generation is damaged.
+    whole: bool,
 }
 
 pub fn verify(opts: &VerifyOptions) -> Result<VerifyReport> {
     let store = Store::new(&opts.from);
-    let targets: Vec<String> = match &opts.generation {
-        Some(id) => {
-            let g = store.load(id)?;
-            g.chain.clone()
-        }
+    let listing = store.scan()?;
+    let (targets, bad) = match &opts.generation {
+        Some(id) => match listing.bad.iter().find(|b| &b.id == id) {
+            Some(b) => (Vec::new(), vec![b.clone()]),
+            None => (store.load(id)?.chain.clone(), Vec::new()),
+        },
         None => {
-            let all = store.list()?;
-            if all.is_empty() {
+            if listing.good.is_empty() && listing.bad.is_empty() {
                 anyhow::bail!("no backups in {}", opts.from.display());
             }
-            all.into_iter().map(|g| g.id).collect()
+            let ids = listing.good.iter().map(|g| g.id.clone()).collect();
+            (ids, listing.bad.clone())
         }
     };
     let mut report = VerifyReport {
@@ -59,31 +87,23 @@ pub fn verify(opts: &VerifyOptions) -> Result<VerifyReport> {
         ..VerifyReport::default()
     };
     let mut progress = Progress::new("verify", opts.progress);
-    for id in &targets {
-        let res = verify_one(&store, id, &mut report, &mut progress);
-        let problem = match res {
-            Ok(()) => None,
-            Err(e) => match e.downcast::<Damaged>() {
-                Ok(d) => Some(d.0),
-                Err(e) => Some(format!("generation {id}: {e:#}")),
-            },
+    let mut found: HashMap<String, Found> = HashMap::new();
+    for b in &bad {
+        let f = Found {
+            problems: vec![format!("generation {}: {}", b.id, b.error)],
+            whole: true,
+            ..Found::default()
         };
-        report.generations.push(id.clone());
-        record(
-            &store,
-            id,
-            opts.deep && opts.generation.is_none(),
-            &problem,
-            report.files_checked,
-        );
-        if problem.is_some() {
-            report.problem = problem;
-            progress.done();
-            return Ok(report);
-        }
+        conclude(&store, &b.id, false, f, &mut report, &mut found);
+    }
+    for id in &targets {
+        let mut f = verify_one(&store, id, &mut report, &mut progress);
+        f.problems.extend(needs_damaged(&store, id, &found));
+        let deep = opts.deep && opts.generation.is_none();
+        conclude(&store, id, deep, f, &mut report, &mut found);
     }
     progress.done();
-    if opts.deep {
+    if opts.deep && report.problem.is_none() {
         let id = opts
             .generation
             .clone()
@@ -94,24 +114,85 @@ pub fn verify(opts: &VerifyOptions) -> Result<VerifyReport> {
                 Ok(d) => d.0,
                 Err(e) => format!("generation {id}: deep check: {e:#}"),
             });
-        record(&store, &id, true, &problem, report.files_checked);
-        report.problem = problem;
+        let f = Found {
+            problems: problem.into_iter().collect(),
+            ..Found::default()
+        };
+        conclude(&store, &id, true, f, &mut report, &mut found);
     }
     Ok(report)
 }
 
-fn record(store: &Store, id: &str, deep: bool, problem: &Option<String>, files: u64) {
+/// Records what was found in generation `id` (its `verify.json` and the
+/// report).
+fn conclude(
+    store: &Store,
+    id: &str,
+    deep: bool,
+    f: Found,
+    report: &mut VerifyReport,
+    found: &mut HashMap<String, Found>,
+) {
+    if !report.generations.iter().any(|g| g == id) {
+        report.generations.push(id.to_string());
+    }
     let rec = VerifyRecord {
         verified_at: crate::util::rfc3339(crate::util::now_epoch()),
         deep,
-        ok: problem.is_none(),
-        problem: problem.clone(),
-        files_checked: files,
+        ok: f.problems.is_empty(),
+        problem: f.problems.first().cloned(),
+        files_checked: report.files_checked,
+        problems: f.problems.clone(),
+        damaged_files: f.needs.clone(),
     };
     // A read-only backup folder can still be verified.
     if let Err(e) = store.write_verify(id, &rec) {
         log::warn!("could not record the result in generation {id}: {e:#}");
     }
+    if !f.problems.is_empty() {
+        if report.problem.is_none() {
+            report.problem = f.problems.first().cloned();
+        }
+        report.damaged_generations.retain(|d| d.id != id);
+        report.damaged_generations.push(DamagedGeneration {
+            id: id.to_string(),
+            problems: f.problems.clone(),
+        });
+    }
+    found.insert(id.to_string(), f);
+}
+
+/// The damaged data of older generations that generation `id` needs.
+fn needs_damaged(store: &Store, id: &str, found: &HashMap<String, Found>) -> Vec<String> {
+    let Ok((gen, manifest, chain)) = load_chain(store, Some(id)) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for g in &chain[..chain.len() - 1] {
+        let Some(f) = found.get(&g.id) else { continue };
+        if f.whole {
+            out.push(format!(
+                "generation {}: built on generation {}, which is damaged",
+                gen.id, g.id
+            ));
+            continue;
+        }
+        for fs in &manifest.filesystems {
+            for r in fs.entries.iter().filter(|r| r.gen == g.id) {
+                if f.files
+                    .contains(&(fs.mountpoint.0.clone(), r.path.0.clone()))
+                {
+                    out.push(format!(
+                        "generation {}: needs {} from generation {}, which is damaged",
+                        gen.id,
+                        system_path(&fs.mountpoint, &r.path.0),
+                        g.id
+                    ));
+                }
+            }
+        }
+    }
+    out
 }
 
 fn verify_one(
@@ -119,13 +200,58 @@ fn verify_one(
     id: &str,
     report: &mut VerifyReport,
     progress: &mut Progress,
-) -> Result<()> {
-    let (gen, manifest, chain) = load_chain(store, Some(id))?;
-    // Records that point at older generations must agree with those.
+) -> Found {
+    let mut f = Found::default();
+    let (gen, manifest, chain) = match load_chain(store, Some(id)) {
+        Ok(x) => x,
+        Err(e) => {
+            f.problems.push(match e.downcast::<Damaged>() {
+                Ok(d) => d.0,
+                Err(e) => format!("generation {id}: {e:#}"),
+            });
+            f.whole = true;
+            return f;
+        }
+    };
+    if let Err(e) = check_older(store, &gen, &manifest, &chain) {
+        f.problems.push(e);
+        f.whole = true;
+    }
+    for fs in &manifest.filesystems {
+        let (bad, damage) = verify_archive(store, &gen, fs, report, progress);
+        f.problems.extend(damage);
+        let archive = gen
+            .archives
+            .iter()
+            .find(|a| a.mountpoint == fs.mountpoint)
+            .map(|a| a.file.clone())
+            .unwrap_or_default();
+        for (rel, why) in bad {
+            let path = system_path(&fs.mountpoint, &rel);
+            f.needs.push(path.clone());
+            f.files.insert((fs.mountpoint.0.clone(), rel));
+            report.damaged_files.push(LostFile {
+                path,
+                generation: gen.id.clone(),
+                archive: archive.clone(),
+                why,
+            });
+        }
+    }
+    f
+}
+
+/// Records that point at older generations must agree with those.
+fn check_older(
+    store: &Store,
+    gen: &Generation,
+    manifest: &Manifest,
+    chain: &[Generation],
+) -> Result<(), String> {
     let mut older: HashMap<&str, Manifest> = HashMap::new();
     for g in &chain[..chain.len() - 1] {
         let m = Manifest::load(&store.gen_dir(&g.id).join(super::generation::MANIFEST_FILE))
-            .map_err(|e| Damaged(format!("generation {}: {e:#}", g.id)))?;
+            .map_err(|e| format!("generation {}: {e:#}", g.id))?;
         older.insert(g.id.as_str(), m);
     }
     for fs in &manifest.filesystems {
@@ -139,50 +265,38 @@ fn verify_one(
                     o.gen == r.gen && o.sha256 == r.sha256 && o.kind == r.kind && o.size == r.size
                 });
                 if !same {
-                    return Err(Damaged(format!(
+                    return Err(format!(
                         "generation {}: file {} refers to generation {gid}, whose manifest does not list it (manifest does not match)",
                         gen.id, r.path
-                    ))
-                    .into());
+                    ));
                 }
             }
         }
     }
-    for fs in &manifest.filesystems {
-        verify_archive(store, &gen, fs, report, progress)?;
-    }
     Ok(())
 }
 
+/// Checks one archive; returns the damaged files (path in the file
+/// system, why) and every problem.
 fn verify_archive(
     store: &Store,
     gen: &Generation,
     fs: &FsManifest,
     report: &mut VerifyReport,
     progress: &mut Progress,
-) -> Result<()> {
-    let Some(info) = gen.archives.iter().find(|a| a.mountpoint == fs.mountpoint) else {
-        return Err(Damaged(format!(
-            "generation {}: no archive for {} (manifest does not match)",
-            gen.id, fs.mountpoint
-        ))
-        .into());
-    };
-    let path = store.gen_dir(&gen.id).join(&info.file);
-    let name = |what: String| {
-        Damaged(format!(
-            "generation {}: archive {}: {what}",
-            gen.id, info.file
-        ))
-    };
-    let (sum, bytes) = hash_file(&path).map_err(|e| name(format!("{e:#}")))?;
-    let file_ok = sum == info.sha256 && bytes == info.bytes;
+) -> (Vec<(Vec<u8>, String)>, Vec<String>) {
     let mut wanted: HashMap<Vec<u8>, &FileRecord> = fs
         .entries
         .iter()
         .filter(|r| r.gen == gen.id)
         .map(|r| (r.path.0.clone(), r))
         .collect();
+    let info = gen.archives.iter().find(|a| a.mountpoint == fs.mountpoint);
+    let where_ = format!(
+        "generation {}: archive {}",
+        gen.id,
+        info.map_or("(none)", |a| a.file.as_str())
+    );
     progress.expect(
         wanted
             .values()
@@ -191,121 +305,102 @@ fn verify_archive(
             .sum(),
         wanted.len() as u64,
     );
-    let stream = ArchiveStream::open(&path).map_err(|e| name(format!("{e:#}")))?;
-    let mut tar = TarReader::new(stream);
-    let mut last = String::from("(start)");
+    let mut bad: Vec<(Vec<u8>, String)> = Vec::new();
+    let mut damage = Vec::new();
     let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let h = match tar.next_header() {
-            Ok(Some(h)) => h,
-            Ok(None) => break,
-            Err(e) => return Err(name(format!("damaged after file {last}: {e:#}")).into()),
-        };
-        let rel = normalize(&h.path).map_err(|e| name(format!("{e:#}")))?;
-        last = show(&rel);
-        let Some(rec) = wanted.remove(&rel) else {
-            return Err(name(format!(
-                "file {last} is in the archive but not in the manifest (manifest does not match)"
-            ))
-            .into());
-        };
-        let kind_ok = matches!(
-            (h.kind, rec.kind, rec.link.is_some()),
-            (EntryKind::File, Kind::File, false)
-                | (EntryKind::HardLink, Kind::File, true)
-                | (EntryKind::Dir, Kind::Dir, _)
-                | (EntryKind::Symlink, Kind::Symlink, _)
-                | (EntryKind::Char, Kind::Char, _)
-                | (EntryKind::Block, Kind::Block, _)
-                | (EntryKind::Fifo, Kind::Fifo, _)
-        );
-        let mtime = h.mtime_sec * 1_000_000_000 + i64::from(h.mtime_nsec);
-        let meta_ok =
-            h.mode == rec.mode && h.uid == rec.uid && h.gid == rec.gid && mtime == rec.mtime_ns;
-        let digest = fsio::xattr_digest(&with_acl_xattrs(&h));
-        if !kind_ok
-            || !meta_ok
-            || digest != rec.xattrs
-            || (h.kind == EntryKind::File && h.size != rec.size)
-        {
-            return Err(name(format!("file {last}: metadata does not match the manifest")).into());
-        }
-        if h.kind == EntryKind::File {
-            let mut hash = Sha256::new();
-            let mut pos = 0u64;
-            let segments = h
-                .sparse
-                .as_ref()
-                .map(|m| m.segments.clone())
-                .unwrap_or_else(|| vec![(0, h.size)]);
-            for (off, len) in segments {
-                super::create::hash_zeros(&mut hash, off - pos);
-                let mut left = len;
-                while left > 0 {
-                    let k = left.min(buf.len() as u64) as usize;
-                    let n = tar
-                        .read_data(&mut buf[..k])
-                        .map_err(|e| name(format!("damaged inside file {last}: {e:#}")))?;
-                    if n == 0 {
-                        return Err(name(format!("file {last} is cut short")).into());
-                    }
-                    hash.update(&buf[..n]);
-                    left -= n as u64;
-                    progress.add(n as u64, 0);
-                    report.bytes_checked += n as u64;
+    let scan = match info {
+        None => Err(anyhow::anyhow!(
+            "no archive for {} (manifest does not match)",
+            fs.mountpoint
+        )),
+        Some(info) => scan_archive(&store.gen_dir(&gen.id).join(&info.file), |tar, h, rel| {
+            let Some(rec) = wanted.remove(rel) else {
+                damage.push(format!(
+                    "{where_}: file {} is in the archive but not in the manifest (manifest does not match)",
+                    show(rel)
+                ));
+                return Ok(());
+            };
+            let res = check_entry(h, rec).and_then(|()| match h.kind {
+                EntryKind::File => match hash_data(tar, h, &mut buf, progress, report) {
+                    Ok(sum) if Some(&sum) == rec.sha256.as_ref() => Ok(()),
+                    Ok(_) => Err("content does not match its SHA-256 (damaged)".into()),
+                    Err(e) => Err(format!("{e:#}")),
+                },
+                _ => Ok(()),
+            });
+            match res {
+                // The stream's damage: the scan names it and goes on.
+                Err(_) if tar.get_ref().pending_damage().is_some() => {
+                    anyhow::bail!("damaged data")
                 }
-                pos = off + len;
+                Err(why) => bad.push((rel.to_vec(), why)),
+                Ok(()) => report.files_checked += 1,
             }
-            super::create::hash_zeros(&mut hash, h.size - pos);
-            if Some(hex::encode(hash.finalize())) != rec.sha256 {
-                return Err(name(format!(
-                    "file {last}: content does not match its SHA-256 (damaged)"
-                ))
-                .into());
+            progress.add(0, 1);
+            Ok(())
+        })
+        .map(|mut scan| {
+            scan.check_stored(&info.sha256, info.bytes);
+            scan
+        }),
+    };
+    match scan {
+        Ok(scan) => {
+            damage.extend(scan.damage_all().map(|d| format!("{where_}: {d}")));
+            for rel in scan.hit {
+                bad.push((rel, "in a damaged part of the archive".into()));
             }
         }
-        report.files_checked += 1;
-        progress.add(0, 1);
+        Err(e) => damage.push(format!("{where_}: {e:#}")),
     }
-    if let Some(first) = wanted.keys().min() {
-        return Err(name(format!(
-            "{} file(s) of the manifest missing from the archive, first {}",
-            wanted.len(),
-            show(first)
-        ))
-        .into());
+    let mut rest: Vec<Vec<u8>> = wanted.into_keys().collect();
+    rest.sort();
+    bad.extend(
+        rest.into_iter()
+            .map(|r| (r, "not found in the archive (lost to damage)".into())),
+    );
+    bad.sort();
+    if !bad.is_empty() && damage.is_empty() {
+        damage.push(format!("{where_}: {} damaged file(s)", bad.len()));
     }
-    let stream = tar.into_inner();
-    stream
-        .finish()
-        .map_err(|e| name(format!("damaged after the last file: {e:#}")))?;
-    if !file_ok {
-        return Err(name(
-            "file differs from its recorded SHA-256 (damaged outside the file data)".into(),
-        )
-        .into());
-    }
-    Ok(())
+    (bad, damage)
 }
 
-/// The xattrs a header stands for: its SCHILY.xattr records plus ACLs that
-/// came only as text (archives from other tools).
-fn with_acl_xattrs(h: &super::tar::Header) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let mut list = h.xattrs.clone();
-    for (name, text) in [
-        (super::acl::ACCESS, &h.acl_access),
-        (super::acl::DEFAULT, &h.acl_default),
-    ] {
-        if let Some(t) = text {
-            if !list.iter().any(|(k, _)| k == name) {
-                if let Ok(bin) = super::acl::from_text(t) {
-                    list.push((name.to_vec(), bin));
-                }
+/// The SHA-256 of the current entry's content (holes of a sparse file as
+/// zeros).
+fn hash_data(
+    tar: &mut Tar,
+    h: &Header,
+    buf: &mut [u8],
+    progress: &mut Progress,
+    report: &mut VerifyReport,
+) -> Result<String> {
+    let mut hash = Sha256::new();
+    let mut pos = 0u64;
+    let segments = h
+        .sparse
+        .as_ref()
+        .map(|m| m.segments.clone())
+        .unwrap_or_else(|| vec![(0, h.size)]);
+    for (off, len) in segments {
+        super::create::hash_zeros(&mut hash, off - pos);
+        let mut left = len;
+        while left > 0 {
+            let k = left.min(buf.len() as u64) as usize;
+            let n = tar.read_data(&mut buf[..k])?;
+            if n == 0 {
+                anyhow::bail!("cut short");
             }
+            hash.update(&buf[..n]);
+            left -= n as u64;
+            progress.add(n as u64, 0);
+            report.bytes_checked += n as u64;
         }
+        pos = off + len;
     }
-    list.sort();
-    list
+    super::create::hash_zeros(&mut hash, h.size - pos);
+    Ok(hex::encode(hash.finalize()))
 }
 
 /// Restores generation `id` into a scratch folder and compares the tree

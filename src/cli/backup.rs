@@ -212,7 +212,11 @@ pub fn run(cmd: BackupCmd, cfg: &Config) -> Result<u8> {
             }
             a.keep = a.keep.or(b.keep.value.map(|k| k.0 as usize));
             a.mount_options = a.mount_options.or(b.mount_options.value.clone());
-            create(a, &to, &cfg.capture.layout_file.value)
+            let every = backup::create::FullEvery {
+                count: b.full_every.value.0,
+                age: b.full_every_age.value.map(|d| d.0),
+            };
+            create(a, &to, &cfg.capture.layout_file.value, every)
         }
         BackupCmd::List(mut a) => {
             let from = destination(a.from.take(), "--from", cfg)?;
@@ -251,7 +255,12 @@ fn mode(quiet: bool) -> Mode {
     }
 }
 
-fn create(a: CreateArgs, to: &str, default_layout: &Path) -> Result<u8> {
+fn create(
+    a: CreateArgs,
+    to: &str,
+    default_layout: &Path,
+    full_every: backup::create::FullEvery,
+) -> Result<u8> {
     let (sources, layout_file) = if a.source.is_empty() {
         let path = a
             .layout
@@ -323,6 +332,7 @@ fn create(a: CreateArgs, to: &str, default_layout: &Path) -> Result<u8> {
         threads,
         excludes,
         keep: a.keep,
+        full_every,
         progress: mode(a.quiet || a.json),
     })?;
     let g = &rep.generation;
@@ -331,11 +341,15 @@ fn create(a: CreateArgs, to: &str, default_layout: &Path) -> Result<u8> {
             "generation": g,
             "removed": rep.removed,
             "note": rep.note,
+            "retried": rep.retried,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         if let Some(n) = &rep.note {
             println!("note: {n}");
+        }
+        if let Some(r) = &rep.retried {
+            println!("note: {r}");
         }
         let rate = g.stored_content_bytes as f64 / g.duration_seconds.max(0.001);
         println!(
@@ -390,7 +404,10 @@ fn kind_name(k: GenKind) -> &'static str {
 fn list(a: ListArgs, from: &str) -> Result<u8> {
     let dest = Destination::open(from, a.mount_options.as_deref(), false)?;
     let store = Store::new(&dest.path);
-    let gens = store.list()?;
+    let listing = store.scan()?;
+    let gens = &listing.good;
+    // Unreadable generations are listed (damaged) and make the exit 1.
+    let code = u8::from(!listing.bad.is_empty());
     if a.json {
         let v: Vec<serde_json::Value> = gens
             .iter()
@@ -400,11 +417,20 @@ fn list(a: ListArgs, from: &str) -> Result<u8> {
                     "verify": store.load_verify(&g.id),
                 })
             })
+            .chain(
+                listing
+                    .bad
+                    .iter()
+                    .map(|b| serde_json::json!({ "id": b.id, "damaged": b.error })),
+            )
             .collect();
         println!("{}", serde_json::to_string_pretty(&v)?);
-        return Ok(0);
+        return Ok(code);
     }
-    if gens.is_empty() {
+    for b in &listing.bad {
+        eprintln!("lifeboat: generation {} is damaged: {}", b.id, b.error);
+    }
+    if gens.is_empty() && listing.bad.is_empty() {
         println!("no backups in {}", dest.spec);
         return Ok(0);
     }
@@ -412,7 +438,7 @@ fn list(a: ListArgs, from: &str) -> Result<u8> {
         "{:<20} {:<11} {:<20} {:>9} {:>10} {:>10} {:<7} verified",
         "GENERATION", "KIND", "TIME", "FILES", "SIZE", "STORED", "RESULT"
     );
-    for g in &gens {
+    for g in gens {
         let verified = match store.load_verify(&g.id) {
             Some(v) if v.ok => format!("ok {}", v.verified_at),
             Some(v) => format!("DAMAGED {}", v.verified_at),
@@ -433,7 +459,13 @@ fn list(a: ListArgs, from: &str) -> Result<u8> {
             verified
         );
     }
-    Ok(0)
+    for b in &listing.bad {
+        println!(
+            "{:<20} {:<11} {:<20} {:>9} {:>10} {:>10} {:<7} DAMAGED (generation.json unreadable)",
+            b.id, "?", "?", "?", "?", "?", "damaged"
+        );
+    }
+    Ok(code)
 }
 
 fn verify(a: VerifyArgs, from: &str) -> Result<u8> {
@@ -451,6 +483,18 @@ fn verify(a: VerifyArgs, from: &str) -> Result<u8> {
     match &rep.problem {
         Some(p) => {
             eprintln!("lifeboat: backup damaged: {p}");
+            for g in &rep.damaged_generations {
+                eprintln!("  damaged generation {}:", g.id);
+                for why in &g.problems {
+                    eprintln!("    {why}");
+                }
+            }
+            for f in &rep.damaged_files {
+                eprintln!(
+                    "  damaged file {} (generation {}, {}): {}",
+                    f.path, f.generation, f.archive, f.why
+                );
+            }
             Ok(1)
         }
         None => {
@@ -485,7 +529,7 @@ fn restore(a: RestoreArgs, from: &str) -> Result<u8> {
         backup::restore::restore_plain(&local, &a.to, a.overwrite, policy, mode(a.quiet || a.json))?
     } else {
         let dest = Destination::open(from, a.mount_options.as_deref(), false)?;
-        backup::restore(&backup::RestoreOptions {
+        let res = backup::restore::restore_report(&backup::RestoreOptions {
             from: dest.path.clone(),
             to: a.to.clone(),
             generation: a.generation,
@@ -494,7 +538,18 @@ fn restore(a: RestoreArgs, from: &str) -> Result<u8> {
             no_same_owner: a.no_same_owner,
             no_devices: a.no_devices,
             progress: mode(a.quiet || a.json),
-        })?
+        });
+        match res {
+            Ok(rep) => rep,
+            // A damaged chain or manifest: nothing to restore from.
+            Err(e) => match e.downcast::<backup::restore::Damaged>() {
+                Ok(d) => {
+                    eprintln!("lifeboat: restore impossible: {d}");
+                    return Ok(1);
+                }
+                Err(e) => return Err(e),
+            },
+        }
     };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&rep)?);
@@ -517,5 +572,18 @@ fn restore(a: RestoreArgs, from: &str) -> Result<u8> {
             }
         }
     }
-    Ok(0)
+    // Damage: everything else is restored; name every file that is not.
+    let damaged = rep.damage_summary();
+    if let Some(summary) = &damaged {
+        eprintln!("lifeboat: restore incomplete: {summary}");
+        for d in &rep.damage {
+            eprintln!("  damage: {d}");
+        }
+        for l in &rep.lost {
+            eprintln!("  lost: {} ({})", l.path, l.why);
+        }
+    }
+    // Entries that would have left the target: an error (exit 2) naming them.
+    rep.refusals(&a.to)?;
+    Ok(u8::from(damaged.is_some()))
 }

@@ -117,7 +117,11 @@ pub fn render(f: &Facts, v: &Verdict) -> String {
             generation: g,
             finished_epoch,
             verify,
+            chain_damage,
         } => {
+            for d in chain_damage {
+                line("damage", d.clone());
+            }
             line(
                 "backup",
                 format!(

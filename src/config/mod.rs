@@ -175,6 +175,11 @@ pub struct BackupConfig {
     pub threads: Setting<Option<Count<1>>>,
     pub keep: Setting<Option<Count<1>>>,
     pub incremental: Setting<bool>,
+    /// An incremental chain ends (the next backup is a full) once it holds
+    /// this many generations; 0: never by count.
+    pub full_every: Setting<Count<0>>,
+    /// ... or once its full is this old.
+    pub full_every_age: Setting<Option<Duration>>,
 }
 
 /// `[rescue]`: defaults of `mkrescue` and the scheduled rebuild.
@@ -262,6 +267,8 @@ impl Default for Config {
                 threads: Setting::new(None),
                 keep: Setting::new(None),
                 incremental: Setting::new(false),
+                full_every: Setting::new(Count(crate::backup::create::FULL_EVERY)),
+                full_every_age: Setting::new(None),
             },
             rescue: RescueConfig {
                 output: Setting::new(PathBuf::new()),
@@ -327,6 +334,8 @@ impl Config {
         f("backup.threads", &mut b.threads)?;
         f("backup.keep", &mut b.keep)?;
         f("backup.incremental", &mut b.incremental)?;
+        f("backup.full_every", &mut b.full_every)?;
+        f("backup.full_every_age", &mut b.full_every_age)?;
         let r = &mut self.rescue;
         f("rescue.output", &mut r.output)?;
         f("rescue.kernel", &mut r.kernel)?;

@@ -214,8 +214,12 @@ pub fn evaluate(f: &Facts, t: &Thresholds) -> Verdict {
             generation: g,
             finished_epoch,
             verify,
+            chain_damage,
             ..
         } => {
+            for d in chain_damage {
+                push(State::Critical, format!("backup damaged: {d}"));
+            }
             if let Some(v) = verify.as_ref().filter(|v| !v.ok) {
                 push(
                     State::Critical,

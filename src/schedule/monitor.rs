@@ -149,6 +149,8 @@ pub enum BackupFacts {
         #[serde(skip)]
         finished_epoch: Option<i64>,
         verify: Option<VerifyRecord>,
+        /// Damage in the chain the newest generation needs.
+        chain_damage: Vec<String>,
     },
 }
 
@@ -220,6 +222,7 @@ pub fn read_backup(cfg: &Config) -> BackupFacts {
                 finished_epoch: epoch_of(&g.finished_at),
                 generation: Box::new(g),
                 verify: st.last_verify,
+                chain_damage: st.chain_damage,
             },
         },
         Err(e) => BackupFacts::Unreadable {

@@ -200,6 +200,10 @@ fn backup_options(cfg: &Config, layout_path: &Path, dest: &Path) -> Result<backu
             }),
         excludes,
         keep: cfg.backup.keep.value.map(|k| k.0 as usize),
+        full_every: backup::create::FullEvery {
+            count: cfg.backup.full_every.value.0,
+            age: cfg.backup.full_every_age.value.map(|d| d.0),
+        },
         progress: backup::progress::Mode::Quiet,
     })
 }
@@ -344,6 +348,9 @@ fn run_locked(
                 writeln!(out, "  {e}")?;
             }
             report.backup_partial = true;
+        }
+        for n in r.note.iter().chain(&r.retried) {
+            writeln!(out, "note: {n}")?;
         }
         for id in &r.removed {
             writeln!(out, "removed old backup generation {id} (backup.keep)")?;

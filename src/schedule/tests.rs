@@ -300,3 +300,40 @@ fn failed_run_and_unreadable_record() {
         "LIFEBOAT UNKNOWN - bad configuration | rescue_age=U;; backup_age=U;; drift=U"
     );
 }
+
+#[test]
+fn damage_anywhere_in_the_newest_chain_is_critical() {
+    let w = World::new();
+    // The full of the newest chain verified damaged, the incremental on it
+    // not verified yet: a restore of the newest needs the damaged full.
+    let full = "20261126T035000Z";
+    w.write_backup(full, NOW - 2 * H, Some(false));
+    let inc = "20261126T045000Z";
+    w.write_backup(inc, NOW - H, None);
+    let path = w.backup.join(inc).join("generation.json");
+    let mut g: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    g["kind"] = "incremental".into();
+    g["parent"] = full.into();
+    g["chain"] = serde_json::json!([full, inc]);
+    std::fs::write(&path, g.to_string()).unwrap();
+    let (state, line) = w.check(NOW);
+    assert_eq!(state, State::Critical, "{line}");
+    assert!(
+        line.contains(&format!("generation {full} of the newest chain is damaged")),
+        "{line}"
+    );
+    // The damaged generation of an older chain alone is not critical.
+    std::fs::remove_file(w.backup.join(full).join("verify.json")).unwrap();
+    w.write_backup("20261126T015000Z", NOW - 4 * H, Some(false));
+    assert_eq!(w.check(NOW).0, State::Ok, "{}", w.check(NOW).1);
+    // A garbage generation.json newer than the newest readable one.
+    let bad = w.backup.join("20261126T055000Z");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::write(bad.join("generation.json"), b"{ garbage").unwrap();
+    let (state, line) = w.check(NOW);
+    assert_eq!(state, State::Critical, "{line}");
+    assert!(
+        line.contains("generation 20261126T055000Z is damaged"),
+        "{line}"
+    );
+}

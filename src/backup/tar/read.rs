@@ -478,16 +478,7 @@ impl<R: Read> TarReader<R> {
         if b.iter().all(|&x| x == 0) {
             return Ok(None);
         }
-        let stored =
-            get_unsigned(&b[148..156], "checksum").map_err(|_| TarError::BadChecksum(start))?;
-        let mut unsigned: u64 = 0;
-        let mut signed: i64 = 0;
-        for (i, &x) in b.iter().enumerate() {
-            let x = if (148..156).contains(&i) { b' ' } else { x };
-            unsigned += u64::from(x);
-            signed += i64::from(x as i8);
-        }
-        if stored != unsigned && stored as i64 != signed {
+        if !checksum_matches(&b).map_err(|_| TarError::BadChecksum(start))? {
             return Err(TarError::BadChecksum(start).into());
         }
         Ok(Some(b))
@@ -753,6 +744,11 @@ impl<R: Read> TarReader<R> {
     pub fn into_inner(self) -> R {
         self.inner
     }
+
+    /// The stream below (to ask it about damage).
+    pub fn get_ref(&self) -> &R {
+        &self.inner
+    }
 }
 
 /// Appends the used slots of an old GNU sparse map area (24 bytes each: a
@@ -772,4 +768,29 @@ fn old_gnu_slots(area: &[u8], slots: usize, out: &mut Vec<(u64, u64)>) -> Result
         ));
     }
     Ok(true)
+}
+
+/// Whether a header block's stored checksum matches its bytes (as unsigned
+/// or, as some old tars wrote it, signed sums); an error when the field is
+/// not a number.
+fn checksum_matches(b: &[u8; BLOCK]) -> Result<bool, String> {
+    let stored = get_unsigned(&b[148..156], "checksum")?;
+    let mut unsigned: u64 = 0;
+    let mut signed: i64 = 0;
+    for (i, &x) in b.iter().enumerate() {
+        let x = if (148..156).contains(&i) { b' ' } else { x };
+        unsigned += u64::from(x);
+        signed += i64::from(x as i8);
+    }
+    Ok(stored == unsigned || stored as i64 == signed)
+}
+
+/// Whether `b` starts with a tar header block: a ustar or GNU magic and a
+/// header checksum that matches (where a reader may resume after damage).
+pub fn is_header_block(b: &[u8]) -> bool {
+    let Some(block) = b.get(..BLOCK) else {
+        return false;
+    };
+    let block: &[u8; BLOCK] = block.try_into().expect("BLOCK bytes");
+    &block[257..262] == b"ustar" && checksum_matches(block).unwrap_or(false)
 }
