@@ -57,6 +57,16 @@ impl Paths {
     pub fn systemd_running(&self) -> bool {
         self.is_live() && Path::new("/run/systemd/system").is_dir()
     }
+    /// The man page the units name is installed below `root` (by a
+    /// package or by scripts/install.sh).
+    pub fn man_page_installed(&self) -> bool {
+        ["usr/share/man/man8", "usr/local/share/man/man8"]
+            .iter()
+            .flat_map(|d| {
+                ["lifeboat-snapshot.8", "lifeboat-snapshot.8.gz"].map(|f| format!("{d}/{f}"))
+            })
+            .any(|p| self.at(&p).is_file())
+    }
     /// The scheduler of the system below `root`: systemd when it runs it
     /// (or, for another root, has it installed), else cron.
     pub fn detect(&self) -> Init {
@@ -112,8 +122,17 @@ pub fn install(
             }
             let dir = paths.at(UNIT_DIR);
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-            util::write_atomic(&paths.service(), units::service_unit(job).as_bytes(), 0o644)?;
-            util::write_atomic(&paths.timer(), units::timer_unit(job).as_bytes(), 0o644)?;
+            let man = paths.man_page_installed();
+            util::write_atomic(
+                &paths.service(),
+                units::service_unit(job, man).as_bytes(),
+                0o644,
+            )?;
+            util::write_atomic(
+                &paths.timer(),
+                units::timer_unit(job, man).as_bytes(),
+                0o644,
+            )?;
             written.push(paths.service());
             written.push(paths.timer());
             if paths.systemd_running() {
@@ -383,6 +402,28 @@ mod tests {
         let st = state(&paths).unwrap();
         assert_eq!(st.init, None);
         assert!(remove(&paths).unwrap().is_empty());
+    }
+
+    #[test]
+    fn documentation_only_when_the_man_page_is_installed() {
+        let root = tempfile::tempdir().unwrap();
+        let paths = Paths::new(root.path());
+        install(&paths, Init::Systemd, &job(), None).unwrap();
+        for unit in [paths.service(), paths.timer()] {
+            let text = std::fs::read_to_string(&unit).unwrap();
+            assert!(!text.contains("Documentation="), "{text}");
+        }
+        let man8 = root.path().join("usr/local/share/man/man8");
+        std::fs::create_dir_all(&man8).unwrap();
+        std::fs::write(man8.join("lifeboat-snapshot.8"), ".TH x").unwrap();
+        install(&paths, Init::Systemd, &job(), None).unwrap();
+        for unit in [paths.service(), paths.timer()] {
+            let text = std::fs::read_to_string(&unit).unwrap();
+            assert!(
+                text.contains("\nDocumentation=man:lifeboat-snapshot(8)\n"),
+                "{text}"
+            );
+        }
     }
 
     #[test]
