@@ -500,6 +500,34 @@ fn schedule_with_cron_below_a_root() {
     assert_eq!(code, 1, "{out}");
 }
 
+/// `--root` is judged by the tree's init, not by this machine (which runs
+/// no systemd here): a tree booting systemd gets units; `--init` wins.
+#[test]
+fn schedule_into_a_tree_with_systemd_writes_units() {
+    use std::os::unix::fs::symlink;
+    let s = Scratch::new("cli-schedule-systemd");
+    let cfg = s.join("lifeboat.toml");
+    std::fs::write(&cfg, "").unwrap();
+    let st = s.join("state");
+    let root = s.join("root");
+    std::fs::create_dir_all(root.join("usr/lib/systemd")).unwrap();
+    std::fs::create_dir_all(root.join("usr/sbin")).unwrap();
+    std::fs::write(root.join("usr/lib/systemd/systemd"), "").unwrap();
+    symlink("/usr/lib", root.join("lib")).unwrap();
+    symlink("/usr/sbin", root.join("sbin")).unwrap();
+    symlink("/lib/systemd/systemd", root.join("usr/sbin/init")).unwrap();
+    let (code, out, err) = schedule_install(&cfg, &st, &root, &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    let units = root.join("etc/systemd/system");
+    assert!(units.join("lifeboat-snapshot.timer").is_file(), "{out}");
+    assert!(units.join("lifeboat-snapshot.service").is_file(), "{out}");
+    assert!(!root.join("etc/cron.d/lifeboat").exists(), "{out}");
+    let (code, out, err) = schedule_install(&cfg, &st, &root, &["--init", "cron"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(root.join("etc/cron.d/lifeboat").is_file(), "{out}");
+    assert!(!units.join("lifeboat-snapshot.timer").exists(), "{out}");
+}
+
 /// A byte that is not UTF-8, as one command-line argument.
 fn non_utf8(prefix: &str) -> std::ffi::OsString {
     use std::os::unix::ffi::OsStringExt;
