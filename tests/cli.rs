@@ -427,6 +427,61 @@ fn check_reports_every_failure_as_unknown() {
     assert_eq!(code, 0, "{out}");
 }
 
+/// The rescue image folder in the state folder is left out of backups, as
+/// the backup folder is: after the image is rebuilt, an incremental of the
+/// unchanged tree stores only metadata.
+#[test]
+fn backups_leave_out_the_rescue_image_folder() {
+    let s = Scratch::new("cli-own-output");
+    let src = s.join("src");
+    let state = src.join("var/lib/lifeboat");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(src.join("keep.txt"), "keep").unwrap();
+    let cfg = s.join("lifeboat.toml");
+    let c = cfg.to_str().unwrap();
+    std::fs::write(
+        &cfg,
+        format!(
+            "state_dir = \"{}\"\n[backup]\ndestination = \"{}\"\n[rescue]\niso = false\n",
+            state.display(),
+            s.join("backup").display()
+        ),
+    )
+    .unwrap();
+    let src_s = src.to_str().unwrap();
+    let (code, out, err) = run_lifeboat(["--config", c, "mkrescue"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let initrd = state.join("rescue/initrd");
+    let first = std::fs::read(&initrd).unwrap();
+    assert!(first.len() > 1 << 20, "a real image: {} bytes", first.len());
+    let backup = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec![
+            "--config", c, "backup", "create", "--source", src_s, "--json",
+        ];
+        args.extend(extra);
+        let (code, out, err) = run_lifeboat(args);
+        assert_eq!(code, 0, "{out}{err}");
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["generation"].clone()
+    };
+    let full = backup(&["--full"]);
+    assert_eq!(
+        full["files"],
+        1 + 4,
+        "keep.txt and var/lib/lifeboat: {full}"
+    );
+    // Rebuilt with other boot arguments: other bytes.
+    let (code, out, err) = run_lifeboat(["--config", c, "mkrescue", "--append", "quiet"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_ne!(std::fs::read(&initrd).unwrap(), first);
+    let inc = backup(&["--incremental"]);
+    assert_eq!(inc["kind"], "incremental", "{inc}");
+    let stored = inc["archive_bytes"].as_u64().unwrap();
+    assert!(
+        stored < 64 << 10,
+        "an unchanged tree stored {stored} bytes: {inc}"
+    );
+}
+
 /// `lifeboat --config CFG --state-dir STATE schedule install --root ROOT EXTRA...`
 fn schedule_install(
     cfg: &Path,

@@ -202,7 +202,12 @@ pub fn run(cmd: BackupCmd, cfg: &Config) -> Result<u8> {
             }
             a.keep = a.keep.or(b.keep.value.map(|k| k.0 as usize));
             a.mount_options = a.mount_options.or(b.mount_options.value.clone());
-            create(a, &to, &cfg.capture.layout_file.value)
+            create(
+                a,
+                &to,
+                &cfg.capture.layout_file.value,
+                &cfg.rescue.output.value,
+            )
         }
         BackupCmd::List(mut a) => {
             let from = destination(a.from.take(), "--from", cfg)?;
@@ -241,7 +246,9 @@ fn mode(quiet: bool) -> Mode {
     }
 }
 
-fn create(a: CreateArgs, to: &str, default_layout: &Path) -> Result<u8> {
+/// `rescue_output`: the rescue image folder, left out of the backup (in the
+/// tree below `--root` too).
+fn create(a: CreateArgs, to: &str, default_layout: &Path, rescue_output: &Path) -> Result<u8> {
     let (sources, layout_file) = if a.source.is_empty() {
         let path = a
             .layout
@@ -284,6 +291,14 @@ fn create(a: CreateArgs, to: &str, default_layout: &Path) -> Result<u8> {
             .map(|d| root.join(d.trim_start_matches('/')))
             .collect();
     }
+    let in_root = a
+        .root
+        .as_ref()
+        .map(|r| r.join(rescue_output.strip_prefix("/").unwrap_or(rescue_output)));
+    let own: Vec<&Path> = std::iter::once(rescue_output)
+        .chain(in_root.as_deref())
+        .collect();
+    backup::create::exclude_own_output(&mut excludes, &own);
     for p in &a.exclude {
         // Absolute patterns name paths of the backed-up system.
         match (&a.root, p.starts_with('/')) {
