@@ -106,7 +106,10 @@ fn loop_recover_onto_a_larger_disk_resuming_after_a_failure() {
              dd if=/dev/urandom of=srv/www/blob bs=1M count=20 status=none && \
              ln -s ../usr/share/doc/f1 etc/link && ln usr/share/doc/f2 etc/hard && \
              echo scratch > tmp/not-kept && chown 123:456 usr/share/doc/f3 && \
-             printf 'UUID={ROOT_UUID} / ext4 defaults 0 1\\n{dev}p2 /srv xfs defaults 0 2\\n{dev}p3 none swap sw 0 0\\n' > etc/fstab",
+             printf 'UUID={ROOT_UUID} / ext4 defaults 0 1\\n{dev}p2 /srv xfs defaults 0 2\\n{dev}p3 none swap sw 0 0\\n' > etc/fstab && \
+             mkdir -p bin usr/sbin && cp /bin/busybox bin/busybox && ln -s busybox bin/sh && \
+             printf '#!/bin/sh\\ntest -d /proc/self && test -d /dev && test -d /sys\\n' > usr/sbin/update-initramfs && \
+             chmod 755 usr/sbin/update-initramfs",
             root = src_root.display(),
             dev = d.dev
         ));
@@ -210,6 +213,10 @@ fn loop_recover_onto_a_larger_disk_resuming_after_a_failure() {
             mnt.to_str().unwrap(),
             "--report",
             s.join("report.json").to_str().unwrap(),
+            // The initramfs step runs the system's tool in a chroot (a
+            // script of the tree's busybox): /dev, /proc, /sys and /run are
+            // mounted into a root that has none of them.
+            "--regenerate-initramfs",
         ]));
         v.extend(extra.iter().map(|x| x.to_string()));
         v
@@ -311,6 +318,15 @@ fn loop_recover_onto_a_larger_disk_resuming_after_a_failure() {
     let report =
         std::fs::read_to_string(s.join("check/var/log/lifeboat/recovery-report.json")).unwrap();
     assert!(report.contains("\"ok\": true"));
+    assert!(
+        report.contains("initramfs regenerated with update-initramfs (asked to)"),
+        "{report}"
+    );
+    // The mount points recovery made for the chroot are gone again (the
+    // comparison of the whole tree below names any left over).
+    for d in ["dev", "proc", "run", "sys"] {
+        assert!(!s.join("check").join(d).exists(), "/{d} left behind");
+    }
     // The whole tree, but for the fstab that had to change, the content of
     // /tmp, which backups leave out, and /var/log/lifeboat with the report.
     let strip = |t: &str| {
