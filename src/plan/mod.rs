@@ -37,6 +37,10 @@ pub struct PlanInput {
     pub manifest_used: BTreeMap<String, u64>,
     /// The backup to restore (shown in the plan; `None` plans no restore).
     pub backup: Option<String>,
+    /// Mount points of the file systems the backup holds.
+    pub backup_filesystems: Vec<String>,
+    /// `--no-restore`: recreate the disks only, though a backup is given.
+    pub no_restore: bool,
     /// The rescue system booted under UEFI (EFI entries can be written).
     pub uefi: bool,
     /// No one to ask: disks are chosen by size only when all are blank.
@@ -127,6 +131,10 @@ pub struct Plan {
     pub renames: BTreeMap<String, String>,
     pub steps: Vec<Step>,
     pub warnings: Vec<String>,
+    /// What makes the plan wrong as asked (a backup given but not all of
+    /// it restored): `plan` reports them as errors, `recover` refuses.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
 }
 
 /// The device path of partition `n` of `disk` (`/dev/sda` → `/dev/sda1`,
@@ -640,9 +648,16 @@ pub fn build(layout: &Layout, input: &PlanInput) -> Result<Plan> {
             m.mountpoint.clone(),
         )
     });
+    let errors = restore_errors(layout, input, &mounts);
+    let restore_from = input.backup.as_ref().filter(|_| !input.no_restore);
+    if let (Some(backup), true) = (&input.backup, input.no_restore) {
+        b.warnings.push(format!(
+            "--no-restore: the disks are recreated empty; nothing is restored from {backup}, no bootloader"
+        ));
+    }
     if mounts.iter().any(|m| m.mountpoint == "/") {
         steps.push(Step::Mount { mounts });
-        if let Some(backup) = &input.backup {
+        if let Some(backup) = restore_from {
             steps.push(Step::Restore {
                 backup: backup.clone(),
             });
@@ -656,7 +671,7 @@ pub fn build(layout: &Layout, input: &PlanInput) -> Result<Plan> {
         if !replacements.is_empty() {
             steps.push(Step::FixConfig { replacements });
         }
-        if input.backup.is_some() {
+        if restore_from.is_some() {
             steps.push(Step::Initramfs);
             let bios_disks: Vec<String> = layout
                 .boot
@@ -715,7 +730,7 @@ pub fn build(layout: &Layout, input: &PlanInput) -> Result<Plan> {
                     write_nvram: input.uefi,
                 });
             }
-        } else {
+        } else if input.backup.is_none() {
             b.warnings.push(
                 "no backup given: disks are recreated empty, nothing is restored, no bootloader"
                     .into(),
@@ -737,7 +752,64 @@ pub fn build(layout: &Layout, input: &PlanInput) -> Result<Plan> {
         renames: b.renames.into_iter().filter(|(o, n)| o != n).collect(),
         steps,
         warnings: b.warnings,
+        errors,
     })
+}
+
+/// A backup is given but the plan does not restore all of it: nothing (no
+/// file system is mounted at `/`), or not the file systems whose mount
+/// points it leaves out. None with `--no-restore`.
+fn restore_errors(layout: &Layout, input: &PlanInput, mounts: &[PlannedMount]) -> Vec<String> {
+    let Some(backup) = input.backup.as_ref().filter(|_| !input.no_restore) else {
+        return Vec::new();
+    };
+    let fix = "or give --no-restore to recreate the disks without restoring";
+    if !mounts.iter().any(|m| m.mountpoint == "/") {
+        let why = match captured_under(layout) {
+            Some(root) => format!(
+                "the layout's file systems are mounted under {root}, not at /: if that is where \
+                 the system was mounted when the layout was saved, save it again with \
+                 `lifeboat layout save --root {root}`"
+            ),
+            None => "the root file system is not among the recreated ones".into(),
+        };
+        return vec![format!(
+            "the plan restores nothing from the backup {backup}: {why}; {fix}"
+        )];
+    }
+    let left_out: Vec<&str> = input
+        .backup_filesystems
+        .iter()
+        .filter(|mp| !mounts.iter().any(|m| &m.mountpoint == *mp))
+        .map(String::as_str)
+        .collect();
+    if left_out.is_empty() {
+        return Vec::new();
+    }
+    vec![format!(
+        "the plan leaves out file system{} the backup {backup} holds: {} (not among the \
+         recreated and mounted ones; check --map and the layout); {fix}",
+        if left_out.len() == 1 { "" } else { "s" },
+        left_out.join(", ")
+    )]
+}
+
+/// The folder the layout's disk file systems were mounted under when it was
+/// captured without `--root` (their shortest mount point, when none is `/`
+/// and all others are below it).
+fn captured_under(layout: &Layout) -> Option<String> {
+    let mps: Vec<&str> = layout
+        .filesystems
+        .iter()
+        .flat_map(|f| f.mountpoints.iter().map(String::as_str))
+        .filter(|m| m.starts_with('/'))
+        .collect();
+    if mps.contains(&"/") {
+        return None;
+    }
+    let root = *mps.iter().min_by_key(|m| m.len())?;
+    let below = |m: &&str| *m == root || m.starts_with(&format!("{root}/"));
+    mps.iter().all(below).then(|| root.to_string())
 }
 
 /// The size of a device in the layout (a disk or a partition).

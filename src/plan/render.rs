@@ -228,5 +228,11 @@ pub fn render(plan: &Plan) -> String {
             let _ = writeln!(out, "  - {w}");
         }
     }
+    if !plan.errors.is_empty() {
+        let _ = writeln!(out, "\nErrors:");
+        for e in &plan.errors {
+            let _ = writeln!(out, "  - {e}");
+        }
+    }
     out
 }

@@ -427,6 +427,83 @@ fn without_backup_nothing_is_restored_or_booted() {
     assert!(plan.warnings.iter().any(|w| w.contains("no backup given")));
 }
 
+/// The layout of a system that was mounted under /mnt/target when it was
+/// captured without `--root`.
+fn captured_under_mnt() -> Layout {
+    let mut l = uefi_lvm();
+    let under = |mp: &str| format!("/mnt/target{}", mp.trim_end_matches('/'));
+    for f in &mut l.filesystems {
+        f.mountpoints = f.mountpoints.iter().map(|m| under(m)).collect();
+    }
+    for m in &mut l.mounts {
+        m.mountpoint = under(&m.mountpoint);
+    }
+    l
+}
+
+#[test]
+fn a_backup_restored_nowhere_is_an_error_naming_layout_save_root() {
+    let l = captured_under_mnt();
+    let mut i = input(vec![target("/dev/vda", 10 * GIB)]);
+    i.backup_filesystems = vec!["/".into(), "/boot".into(), "/home".into()];
+    let plan = build(&l, &i).unwrap();
+    assert!(!plan.steps.iter().any(|s| matches!(s, Step::Restore { .. })));
+    assert_eq!(plan.errors.len(), 1, "{:?}", plan.errors);
+    let e = &plan.errors[0];
+    assert!(
+        e.starts_with("the plan restores nothing from the backup /backup: the layout's file systems are mounted under /mnt/target, not at /"),
+        "{e}"
+    );
+    assert!(
+        e.contains("`lifeboat layout save --root /mnt/target`"),
+        "{e}"
+    );
+    assert!(e.contains("or give --no-restore"), "{e}");
+    assert!(render::render(&plan).contains("\nErrors:\n  - the plan restores nothing"));
+
+    // --no-restore says it is intended: no error, the disks only.
+    i.no_restore = true;
+    let plan = build(&l, &i).unwrap();
+    assert!(plan.errors.is_empty(), "{:?}", plan.errors);
+    assert!(plan
+        .steps
+        .iter()
+        .any(|s| matches!(s, Step::CreateVg { .. })));
+    assert!(
+        plan.warnings.iter().any(|w| w.starts_with("--no-restore:")),
+        "{:?}",
+        plan.warnings
+    );
+    // Same with a root that is recreated: nothing restored or booted.
+    let plan = build(&uefi_lvm(), &i).unwrap();
+    assert!(plan.errors.is_empty());
+    assert!(!plan
+        .steps
+        .iter()
+        .any(|s| matches!(s, Step::Restore { .. } | Step::Bootloader { .. })));
+}
+
+#[test]
+fn a_backup_file_system_left_out_is_an_error() {
+    let mut i = input(vec![target("/dev/vda", 10 * GIB)]);
+    i.backup_filesystems = vec!["/".into(), "/boot".into(), "/home".into()];
+    let plan = build(&uefi_lvm(), &i).unwrap();
+    assert!(plan.errors.is_empty(), "{:?}", plan.errors);
+    i.backup_filesystems.push("/srv".into());
+    let plan = build(&uefi_lvm(), &i).unwrap();
+    assert_eq!(
+        plan.errors,
+        [
+            "the plan leaves out file system the backup /backup holds: /srv (not among the \
+          recreated and mounted ones; check --map and the layout); or give --no-restore to \
+          recreate the disks without restoring"
+        ]
+    );
+    // No backup, no error.
+    i.backup = None;
+    assert!(build(&uefi_lvm(), &i).unwrap().errors.is_empty());
+}
+
 #[test]
 fn plan_round_trips_as_json() {
     let plan = build(&uefi_lvm(), &input(vec![target("/dev/vda", 10 * GIB)])).unwrap();

@@ -272,6 +272,7 @@ pub(crate) mod tests {
                 Step::Verify,
             ],
             warnings: vec![],
+            errors: vec![],
         }
     }
 

@@ -298,6 +298,7 @@ mod tests {
                 },
             ],
             warnings: vec![],
+            errors: vec![],
         }
     }
 
