@@ -20,6 +20,7 @@ use crate::layout::{
 use crate::util::human_bytes;
 use fit::{Span, Usable, MIB};
 use mapping::DiskPair;
+pub use stack::FsFloor;
 use stack::{Content, Stack};
 pub use targets::TargetDisk;
 
@@ -130,6 +131,10 @@ pub struct Plan {
     /// Old device path → new device path, where they differ.
     pub renames: BTreeMap<String, String>,
     pub steps: Vec<Step>,
+    /// The least size of each recreated file system whose usage the backup
+    /// tells, and the size it gets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub floors: Vec<FsFloor>,
     pub warnings: Vec<String>,
     /// What makes the plan wrong as asked (a backup given but not all of
     /// it restored): `plan` reports them as errors, `recover` refuses.
@@ -649,6 +654,16 @@ pub fn build(layout: &Layout, input: &PlanInput) -> Result<Plan> {
         )
     });
     let errors = restore_errors(layout, input, &mounts);
+    let floors: Vec<FsFloor> = layout
+        .filesystems
+        .iter()
+        .filter(|f| fs_done.contains(&f.device))
+        .filter_map(|f| {
+            let mut floor = b.stack.fs_floor(f)?;
+            floor.new_bytes = b.sizes.get(&f.device).copied();
+            Some(floor)
+        })
+        .collect();
     let restore_from = input.backup.as_ref().filter(|_| !input.no_restore);
     if let (Some(backup), true) = (&input.backup, input.no_restore) {
         b.warnings.push(format!(
@@ -751,6 +766,7 @@ pub fn build(layout: &Layout, input: &PlanInput) -> Result<Plan> {
         sizes: b.changes,
         renames: b.renames.into_iter().filter(|(o, n)| o != n).collect(),
         steps,
+        floors,
         warnings: b.warnings,
         errors,
     })

@@ -174,6 +174,36 @@ pub fn type_name(guid: &str) -> &'static str {
 }
 
 /// The whole plan as text.
+/// The least size of each file system: used bytes + headroom.
+fn render_floors(plan: &Plan, out: &mut String) {
+    if plan.floors.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\nLeast sizes (used bytes + 10%, at least {} more):",
+        human_bytes(super::stack::MIN_HEADROOM)
+    );
+    for f in &plan.floors {
+        let what = format!(
+            "{} ({} on {})",
+            f.mountpoint.as_deref().unwrap_or("-"),
+            f.fstype,
+            f.device
+        );
+        let _ = writeln!(
+            out,
+            "  {what:<40} {} used + {} -> at least {}{}",
+            human_bytes(f.used_bytes),
+            human_bytes(f.headroom_bytes),
+            human_bytes(f.least_bytes),
+            f.new_bytes
+                .map(|n| format!("; gets {}", human_bytes(n)))
+                .unwrap_or_default()
+        );
+    }
+}
+
 pub fn render(plan: &Plan) -> String {
     let mut out = String::new();
     let _ = writeln!(
@@ -217,6 +247,7 @@ pub fn render(plan: &Plan) -> String {
             );
         }
     }
+    render_floors(plan, &mut out);
     let _ = writeln!(out, "\nSteps:");
     for (i, step) in plan.steps.iter().enumerate() {
         let _ = writeln!(out, "  {:>2}. {}", i + 1, step_title(step));

@@ -504,6 +504,77 @@ fn a_backup_file_system_left_out_is_an_error() {
     assert!(build(&uefi_lvm(), &i).unwrap().errors.is_empty());
 }
 
+/// A root holding 97.5 MiB needs 97.5 MiB + 64 MiB (10% would be less)
+/// = 162 MiB, aligned up to the 4 MiB extents of its LV: 164 MiB. The plan
+/// shows the floor of each file system, as docs/recovery.md explains it.
+#[test]
+fn least_sizes_follow_the_documented_rule_and_are_shown() {
+    let l = uefi_lvm();
+    let mut i = input(vec![target("/dev/vda", 10 * GIB)]);
+    let root_used = 97 * MIB + MIB / 2;
+    i.manifest_used = [
+        ("root-uuid".to_string(), root_used),
+        ("home-uuid".to_string(), 2 * GIB),
+    ]
+    .into();
+    let plan = build(&l, &i).unwrap();
+    let root = plan
+        .floors
+        .iter()
+        .find(|f| f.mountpoint.as_deref() == Some("/"))
+        .unwrap();
+    assert_eq!(
+        (root.used_bytes, root.headroom_bytes, root.least_bytes),
+        (root_used, 64 * MIB, 162 * MIB)
+    );
+    assert_eq!(root.new_bytes, Some(4 * GIB), "a same-size disk keeps it");
+    let home = plan
+        .floors
+        .iter()
+        .find(|f| f.device.ends_with("home"))
+        .unwrap();
+    // 10% of 2 GiB is more than 64 MiB.
+    assert_eq!(home.least_bytes, 2 * GIB + 205 * MIB);
+    // The others by their usage in the layout.
+    assert_eq!(plan.floors.len(), 4);
+    let text = render::render(&plan);
+    assert!(
+        text.contains("Least sizes (used bytes + 10%, at least 64.0 MiB more):"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("  / (ext4 on /dev/mapper/vg0-root)")
+                && l.ends_with("97.5 MiB used + 64.0 MiB -> at least 162.0 MiB; gets 4.0 GiB")),
+        "{text}"
+    );
+    // On a disk that makes it shrink, the root gets its floor aligned to
+    // the extent size, and no less.
+    let plan = build(&l, &{
+        let mut i = i.clone();
+        i.targets = vec![target("/dev/sdb", 3 * GIB + 512 * MIB)];
+        i
+    })
+    .unwrap();
+    let root_lv = lv_sizes(&plan)
+        .into_iter()
+        .find(|(n, _)| n == "root")
+        .unwrap()
+        .1;
+    assert!(root_lv >= 164 * MIB, "{root_lv}");
+    // The documentation states the same rule.
+    let doc = include_str!("../../docs/recovery.md")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        doc.contains(
+            "used bytes from the backup manifest plus 10% of them, and at least 64 MiB more"
+        ),
+        "docs/recovery.md does not state the rule"
+    );
+}
+
 #[test]
 fn plan_round_trips_as_json() {
     let plan = build(&uefi_lvm(), &input(vec![target("/dev/vda", 10 * GIB)])).unwrap();

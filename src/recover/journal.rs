@@ -271,6 +271,7 @@ pub(crate) mod tests {
                 },
                 Step::Verify,
             ],
+            floors: vec![],
             warnings: vec![],
             errors: vec![],
         }

@@ -297,6 +297,7 @@ mod tests {
                     internal_uuids: Default::default(),
                 },
             ],
+            floors: vec![],
             warnings: vec![],
             errors: vec![],
         }
