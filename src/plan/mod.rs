@@ -4,6 +4,7 @@
 
 pub mod fit;
 pub mod mapping;
+pub mod placement;
 pub mod render;
 pub mod stack;
 pub mod targets;
@@ -20,6 +21,7 @@ use crate::layout::{
 use crate::util::human_bytes;
 use fit::{Span, Usable, MIB};
 use mapping::DiskPair;
+pub use placement::{Placement, PvRange};
 pub use stack::FsFloor;
 use stack::{Content, Stack};
 pub use targets::TargetDisk;
@@ -71,6 +73,9 @@ pub struct PlannedMount {
 pub struct NewLv {
     pub lv: LogicalVolume,
     pub size_bytes: u64,
+    /// Where on the new PVs (see [`placement`]).
+    #[serde(default, skip_serializing_if = "Placement::is_free")]
+    pub placement: Placement,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -892,6 +897,7 @@ fn plan_vg(
             new_lvs.push(NewLv {
                 lv: (*lv).clone(),
                 size_bytes: lv.size_bytes,
+                placement: Placement::Free,
             });
             devices.push(lv.device.clone());
         }
@@ -956,6 +962,7 @@ fn plan_vg(
             new_lvs.push(NewLv {
                 lv: (*lv).clone(),
                 size_bytes: size,
+                placement: Placement::Free,
             });
             devices.push(lv.device.clone());
         }
@@ -963,6 +970,7 @@ fn plan_vg(
             new_lvs.push(NewLv {
                 lv: (*lv).clone(),
                 size_bytes: lv.size_bytes,
+                placement: Placement::Free,
             });
             devices.push(lv.device.clone());
         }
@@ -976,6 +984,14 @@ fn plan_vg(
     for lv in &visible {
         b.sizes.entry(lv.device.clone()).or_insert(lv.size_bytes);
     }
+    let pe = vg.extent_size_bytes.max(512);
+    let pairs = placement::NewPv::pair(pvs, &new_pvs, pe);
+    let list: Vec<(&LogicalVolume, u64)> = new_lvs.iter().map(|l| (&l.lv, l.size_bytes)).collect();
+    let (placements, notes) = placement::place(&list, &pairs, pe);
+    for (l, p) in new_lvs.iter_mut().zip(placements) {
+        l.placement = p;
+    }
+    b.warnings.extend(notes);
     Ok((
         Step::CreateVg {
             vg: vg.clone(),

@@ -122,13 +122,18 @@ fn step_details(step: &Step, out: &mut String) {
             for l in lvs {
                 let _ = writeln!(
                     out,
-                    "         {:<24} {:>10}  {}",
+                    "         {:<24} {:>10}  {}{}",
                     l.lv.name,
                     human_bytes(l.size_bytes),
                     l.lv.segments
                         .first()
                         .map(|s| s.segtype.as_str())
-                        .unwrap_or("linear")
+                        .unwrap_or("linear"),
+                    if l.placement.is_free() {
+                        String::new()
+                    } else {
+                        format!(" {}", l.placement.describe())
+                    }
                 );
             }
         }

@@ -58,7 +58,7 @@ fn lv(name: &str, size: u64) -> LogicalVolume {
             size_bytes: size,
             stripes: 1,
             stripe_size_bytes: None,
-            devices: vec!["/dev/vda3(0)".into()],
+            devices: vec!["/dev/vda4(0)".into()],
         }],
     }
 }
@@ -161,6 +161,9 @@ fn uefi_lvm() -> Layout {
         lv("home", 3 * GIB),
         lv("swap", 512 * MIB),
     ];
+    // In that order on the PV (4 MiB extents).
+    l.lvm.lvs[1].segments[0].devices = vec!["/dev/vda4(1024)".into()];
+    l.lvm.lvs[2].segments[0].devices = vec!["/dev/vda4(1792)".into()];
     l.filesystems = vec![
         fs(
             "/dev/vda2",
@@ -718,4 +721,165 @@ fn thin_pools_are_created_before_their_volumes_and_scale() {
         (200 * MIB..GIB).contains(&pool),
         "the pool holds its volume's data: {smaller:?}"
     );
+}
+
+/// uefi_lvm with vg0 spread over a second (slow) disk vdb of `slow` bytes:
+/// root on the fast PV, home first on the slow PV then on the fast one,
+/// swap on the slow one.
+fn two_disk_vg(slow: u64) -> Layout {
+    let mut l = uefi_lvm();
+    let mut d = l.disks[0].clone();
+    d.name = "vdb".into();
+    d.path = "/dev/vdb".into();
+    d.size_bytes = slow;
+    d.serial = Some("SLOW".into());
+    d.rotational = true;
+    let last = slow / 512 - 34;
+    let mut g = match d.partition_table.take() {
+        Some(PartitionTable::Gpt(g)) => g,
+        _ => unreachable!(),
+    };
+    g.disk_guid = "11111111-2222-4333-8444-666666666666".into();
+    g.last_usable_lba = last;
+    g.partitions = vec![gpt_part(
+        "/dev/vdb",
+        1,
+        2048,
+        last,
+        "e6d6d379-f507-44c2-a23c-238f2a3df928",
+        "slow",
+    )];
+    g.partitions[0].unique_guid = "00000000-0000-4000-8000-0000000000b1".into();
+    d.partition_table = Some(PartitionTable::Gpt(g));
+    l.disks.push(d);
+    let pv2 = (last - 2048 + 1) * 512;
+    l.lvm.pvs.push(PhysicalVolume {
+        device: "/dev/vdb1".into(),
+        uuid: "pv2-uuid".into(),
+        vg: Some("vg0".into()),
+        size_bytes: pv2,
+        dev_size_bytes: pv2,
+        pe_start_bytes: MIB,
+    });
+    let seg = |start: u64, size: u64, dev: &str| LvSegment {
+        segtype: "linear".into(),
+        start_bytes: start,
+        size_bytes: size,
+        stripes: 1,
+        stripe_size_bytes: None,
+        devices: vec![dev.into()],
+    };
+    let lvs = &mut l.lvm.lvs;
+    lvs[0].segments = vec![seg(0, 4 * GIB, "/dev/vda4(0)")];
+    // Logical order: the slow part first.
+    lvs[1].segments = vec![
+        seg(2 * GIB, GIB, "/dev/vda4(1024)"),
+        seg(0, 2 * GIB, "/dev/vdb1(0)"),
+    ];
+    lvs[2].segments = vec![seg(0, 512 * MIB, "/dev/vdb1(512)")];
+    l
+}
+
+fn two_targets(fast: u64, slow: u64) -> PlanInput {
+    let mut i = input(vec![target("/dev/sda", fast), target("/dev/sdb", slow)]);
+    i.targets[1].serial = Some("NEW2".into());
+    i.maps = vec![
+        ("/dev/vda".into(), "/dev/sda".into()),
+        ("/dev/vdb".into(), "/dev/sdb".into()),
+    ];
+    i
+}
+
+fn placements(plan: &Plan) -> Vec<(String, Placement)> {
+    plan.steps
+        .iter()
+        .find_map(|s| match s {
+            Step::CreateVg { lvs, .. } => Some(
+                lvs.iter()
+                    .map(|l| (l.lv.name.clone(), l.placement.clone()))
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .unwrap()
+}
+
+fn range(pv: &str, first: u64, count: u64) -> PvRange {
+    PvRange {
+        pv: pv.into(),
+        first,
+        count,
+    }
+}
+
+/// Same PVs on the new disks: every LV on the extents it had, in its
+/// logical order, under the new names; the plan shows them.
+#[test]
+fn lvs_keep_their_pvs_and_extents_on_the_same_pvs() {
+    let l = two_disk_vg(20 * GIB);
+    let plan = build(&l, &two_targets(10 * GIB, 20 * GIB)).unwrap();
+    assert_eq!(
+        placements(&plan),
+        [
+            (
+                "root".to_string(),
+                Placement::Extents(vec![range("/dev/sda4", 0, 1024)])
+            ),
+            (
+                "home".to_string(),
+                Placement::Extents(vec![
+                    range("/dev/sdb1", 0, 512),
+                    range("/dev/sda4", 1024, 256)
+                ])
+            ),
+            (
+                "swap".to_string(),
+                Placement::Extents(vec![range("/dev/sdb1", 512, 128)])
+            ),
+        ]
+    );
+    let text = render::render(&plan);
+    assert!(
+        text.contains("home ") && text.contains("on /dev/sdb1:0-511, /dev/sda4:1024-1279"),
+        "{text}"
+    );
+    assert!(
+        plan.warnings.iter().all(|w| !w.contains("logical volume")),
+        "{:?}",
+        plan.warnings
+    );
+}
+
+/// Larger disks in proportion: the LVs grow, each on the PVs it was on
+/// (in order of first use); LVM picks the extents.
+#[test]
+fn growing_lvs_stay_on_their_pvs() {
+    let l = two_disk_vg(20 * GIB);
+    let plan = build(&l, &two_targets(20 * GIB, 40 * GIB)).unwrap();
+    let p = placements(&plan);
+    assert_eq!(p[0].1, Placement::Pvs(vec!["/dev/sda4".into()]));
+    assert_eq!(
+        p[1].1,
+        Placement::Pvs(vec!["/dev/sdb1".into(), "/dev/sda4".into()]),
+        "segments sorted by their logical start: vdb1 first"
+    );
+    assert_eq!(p[2].1, Placement::Pvs(vec!["/dev/sdb1".into()]));
+}
+
+/// Where an LV cannot stay on its PVs, the plan says so.
+#[test]
+fn an_lv_that_outgrows_its_pvs_is_named() {
+    // The slow disk grows a lot, the fast one not: root (fast only) grows
+    // with the VG beyond what the fast PV holds.
+    let l = two_disk_vg(20 * GIB);
+    let plan = build(&l, &two_targets(10 * GIB, 200 * GIB)).unwrap();
+    let p = placements(&plan);
+    assert_eq!(p[0].1, Placement::Free, "{p:?}");
+    assert!(
+        plan.warnings.iter().any(|w| w
+            == "logical volume vg0/root no longer fits on /dev/sda4 (its PVs before): placed where LVM finds room"),
+        "{:?}",
+        plan.warnings
+    );
+    assert!(render::render(&plan).contains("logical volume vg0/root no longer fits"));
 }
