@@ -2,6 +2,7 @@
 //! printed in full before anything is written, tested, then applied by
 //! `recover`.
 
+pub mod esp;
 pub mod fit;
 pub mod mapping;
 pub mod placement;
@@ -702,34 +703,11 @@ pub fn build(layout: &Layout, input: &PlanInput) -> Result<Plan> {
                 .filter(|d| b.renames.contains_key(*d))
                 .map(|d| b.new_path(d))
                 .collect();
-            let esps: Vec<String> = layout
-                .boot
-                .esps
+            let esps: Vec<String> = esp::esps(layout, &created)
                 .iter()
-                .filter(|e| created.contains(*e))
                 .map(|e| b.new_path(e))
                 .collect();
-            let efi_entries: Vec<EfiBootEntry> = layout
-                .boot
-                .efi_entries
-                .iter()
-                .filter(|e| {
-                    e.partition_guid.as_ref().is_some_and(|g| {
-                        layout
-                            .disks
-                            .iter()
-                            .filter(|d| b.renames.contains_key(&d.path))
-                            .any(|d| match &d.partition_table {
-                                Some(PartitionTable::Gpt(t)) => t
-                                    .partitions
-                                    .iter()
-                                    .any(|p| p.unique_guid.eq_ignore_ascii_case(g)),
-                                _ => false,
-                            })
-                    })
-                })
-                .cloned()
-                .collect();
+            let efi_entries = esp::entries(layout, &|d| b.renames.contains_key(d));
             if !efi_entries.is_empty() && !input.uefi {
                 b.warnings.push(
                     "the rescue system did not boot under UEFI: EFI boot entries cannot be written; \

@@ -82,6 +82,35 @@ pub fn step_title(step: &Step) -> String {
     }
 }
 
+/// Each EFI boot entry with the new partition it goes on.
+fn entry_details(plan: &Plan, entries: &[crate::layout::EfiBootEntry], out: &mut String) {
+    for e in entries {
+        let guid = e.partition_guid.as_deref().unwrap_or_default();
+        let on = plan
+            .steps
+            .iter()
+            .find_map(|s| match s {
+                Step::Partition {
+                    disk,
+                    table: PartitionTable::Gpt(t),
+                    ..
+                } => t
+                    .partitions
+                    .iter()
+                    .find(|p| p.unique_guid.eq_ignore_ascii_case(guid))
+                    .map(|p| super::partition_path(disk, p.number)),
+                _ => None,
+            })
+            .unwrap_or_else(|| format!("partition {guid}"));
+        let _ = writeln!(
+            out,
+            "         EFI entry {:?} {} on {on}",
+            e.label,
+            e.loader.as_deref().unwrap_or("?")
+        );
+    }
+}
+
 /// Details printed under a step.
 fn step_details(step: &Step, out: &mut String) {
     match step {
@@ -257,6 +286,14 @@ pub fn render(plan: &Plan) -> String {
     for (i, step) in plan.steps.iter().enumerate() {
         let _ = writeln!(out, "  {:>2}. {}", i + 1, step_title(step));
         step_details(step, &mut out);
+        if let Step::Bootloader {
+            efi_entries,
+            write_nvram: true,
+            ..
+        } = step
+        {
+            entry_details(plan, efi_entries, &mut out);
+        }
     }
     if !plan.warnings.is_empty() {
         let _ = writeln!(out, "\nWarnings:");

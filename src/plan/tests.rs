@@ -883,3 +883,101 @@ fn an_lv_that_outgrows_its_pvs_is_named() {
     );
     assert!(render::render(&plan).contains("logical volume vg0/root no longer fits"));
 }
+
+/// uefi_lvm with its ESP mirrored by md RAID1 (metadata 1.0) onto a
+/// partition of a second disk, the boot entry on the first member only.
+fn mirrored_esp() -> Layout {
+    let mut l = uefi_lvm();
+    let mut d = l.disks[0].clone();
+    d.name = "vdb".into();
+    d.path = "/dev/vdb".into();
+    d.size_bytes = GIB;
+    d.serial = Some("SRC2".into());
+    let mut g = match d.partition_table.take() {
+        Some(PartitionTable::Gpt(g)) => g,
+        _ => unreachable!(),
+    };
+    g.disk_guid = "11111111-2222-4333-8444-777777777777".into();
+    g.last_usable_lba = GIB / 512 - 34;
+    let mut esp = g.partitions[1].clone();
+    esp.number = 1;
+    esp.device = "/dev/vdb1".into();
+    esp.unique_guid = "00000000-0000-4000-8000-0000000000e2".into();
+    g.partitions = vec![esp];
+    d.partition_table = Some(PartitionTable::Gpt(g));
+    l.disks.push(d);
+    l.md_arrays = vec![MdArray {
+        device: "/dev/md/esp".into(),
+        name: Some("h:esp".into()),
+        uuid: "aaaaaaaa:bbbbbbbb:cccccccc:dddddddd".into(),
+        level: "raid1".into(),
+        metadata: "1.0".into(),
+        raid_devices: 2,
+        chunk_size_bytes: None,
+        layout: None,
+        size_bytes: 200 * MIB - 64 * 1024,
+        members: ["/dev/vda2", "/dev/vdb1"]
+            .iter()
+            .enumerate()
+            .map(|(i, m)| MdMember {
+                device: m.to_string(),
+                role: Some(i as u32),
+                spare: false,
+            })
+            .collect(),
+    }];
+    l.filesystems[0].device = "/dev/md/esp".into();
+    l.mounts[2].source = "/dev/md/esp".into();
+    l.boot.esps = vec!["/dev/vda2".into(), "/dev/vdb1".into()];
+    l
+}
+
+/// The array is the ESP (the fallback loader is checked through it), and
+/// the boot entry goes on each member: both disks boot alone.
+#[test]
+fn a_mirrored_esp_is_one_esp_with_an_entry_per_member() {
+    let l = mirrored_esp();
+    let mut i = two_targets(10 * GIB, GIB);
+    i.maps = vec![
+        ("/dev/vda".into(), "/dev/sda".into()),
+        ("/dev/vdb".into(), "/dev/sdb".into()),
+    ];
+    let plan = build(&l, &i).unwrap();
+    let Some(Step::Bootloader {
+        esps, efi_entries, ..
+    }) = plan
+        .steps
+        .iter()
+        .find(|s| matches!(s, Step::Bootloader { .. }))
+    else {
+        panic!("no bootloader step: {plan:#?}");
+    };
+    assert_eq!(esps, &["/dev/md/esp"]);
+    let guids: Vec<&str> = efi_entries
+        .iter()
+        .map(|e| e.partition_guid.as_deref().unwrap())
+        .collect();
+    assert_eq!(
+        guids,
+        [
+            "00000000-0000-4000-8000-000000000002",
+            "00000000-0000-4000-8000-0000000000e2"
+        ]
+    );
+    assert!(efi_entries
+        .iter()
+        .all(|e| e.label == "debian" && e.loader.as_deref() == Some("\\EFI\\debian\\shimx64.efi")));
+    let text = render::render(&plan);
+    for on in ["/dev/sda2", "/dev/sdb1"] {
+        assert!(
+            text.contains(&format!(
+                "EFI entry \"debian\" \\EFI\\debian\\shimx64.efi on {on}\n"
+            )),
+            "{text}"
+        );
+    }
+    assert!(
+        text.contains("EFI fallback loader on /dev/md/esp"),
+        "{text}"
+    );
+}
