@@ -427,6 +427,61 @@ fn check_reports_every_failure_as_unknown() {
     assert_eq!(code, 0, "{out}");
 }
 
+/// The rescue image folder in the state folder is left out of backups, as
+/// the backup folder is: after the image is rebuilt, an incremental of the
+/// unchanged tree stores only metadata.
+#[test]
+fn backups_leave_out_the_rescue_image_folder() {
+    let s = Scratch::new("cli-own-output");
+    let src = s.join("src");
+    let state = src.join("var/lib/lifeboat");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(src.join("keep.txt"), "keep").unwrap();
+    let cfg = s.join("lifeboat.toml");
+    let c = cfg.to_str().unwrap();
+    std::fs::write(
+        &cfg,
+        format!(
+            "state_dir = \"{}\"\n[backup]\ndestination = \"{}\"\n[rescue]\niso = false\n",
+            state.display(),
+            s.join("backup").display()
+        ),
+    )
+    .unwrap();
+    let src_s = src.to_str().unwrap();
+    let (code, out, err) = run_lifeboat(["--config", c, "mkrescue"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let initrd = state.join("rescue/initrd");
+    let first = std::fs::read(&initrd).unwrap();
+    assert!(first.len() > 1 << 20, "a real image: {} bytes", first.len());
+    let backup = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec![
+            "--config", c, "backup", "create", "--source", src_s, "--json",
+        ];
+        args.extend(extra);
+        let (code, out, err) = run_lifeboat(args);
+        assert_eq!(code, 0, "{out}{err}");
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["generation"].clone()
+    };
+    let full = backup(&["--full"]);
+    assert_eq!(
+        full["files"],
+        1 + 4,
+        "keep.txt and var/lib/lifeboat: {full}"
+    );
+    // Rebuilt with other boot arguments: other bytes.
+    let (code, out, err) = run_lifeboat(["--config", c, "mkrescue", "--append", "quiet"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_ne!(std::fs::read(&initrd).unwrap(), first);
+    let inc = backup(&["--incremental"]);
+    assert_eq!(inc["kind"], "incremental", "{inc}");
+    let stored = inc["archive_bytes"].as_u64().unwrap();
+    assert!(
+        stored < 64 << 10,
+        "an unchanged tree stored {stored} bytes: {inc}"
+    );
+}
+
 /// `lifeboat --config CFG --state-dir STATE schedule install --root ROOT EXTRA...`
 fn schedule_install(
     cfg: &Path,
@@ -498,6 +553,34 @@ fn schedule_with_cron_below_a_root() {
     );
     let (code, out, _) = run_lifeboat(["--config", c, "schedule", "status", "--root", r]);
     assert_eq!(code, 1, "{out}");
+}
+
+/// `--root` is judged by the tree's init, not by this machine (which runs
+/// no systemd here): a tree booting systemd gets units; `--init` wins.
+#[test]
+fn schedule_into_a_tree_with_systemd_writes_units() {
+    use std::os::unix::fs::symlink;
+    let s = Scratch::new("cli-schedule-systemd");
+    let cfg = s.join("lifeboat.toml");
+    std::fs::write(&cfg, "").unwrap();
+    let st = s.join("state");
+    let root = s.join("root");
+    std::fs::create_dir_all(root.join("usr/lib/systemd")).unwrap();
+    std::fs::create_dir_all(root.join("usr/sbin")).unwrap();
+    std::fs::write(root.join("usr/lib/systemd/systemd"), "").unwrap();
+    symlink("/usr/lib", root.join("lib")).unwrap();
+    symlink("/usr/sbin", root.join("sbin")).unwrap();
+    symlink("/lib/systemd/systemd", root.join("usr/sbin/init")).unwrap();
+    let (code, out, err) = schedule_install(&cfg, &st, &root, &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    let units = root.join("etc/systemd/system");
+    assert!(units.join("lifeboat-snapshot.timer").is_file(), "{out}");
+    assert!(units.join("lifeboat-snapshot.service").is_file(), "{out}");
+    assert!(!root.join("etc/cron.d/lifeboat").exists(), "{out}");
+    let (code, out, err) = schedule_install(&cfg, &st, &root, &["--init", "cron"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(root.join("etc/cron.d/lifeboat").is_file(), "{out}");
+    assert!(!units.join("lifeboat-snapshot.timer").exists(), "{out}");
 }
 
 /// A byte that is not UTF-8, as one command-line argument.

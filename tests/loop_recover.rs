@@ -106,7 +106,10 @@ fn loop_recover_onto_a_larger_disk_resuming_after_a_failure() {
              dd if=/dev/urandom of=srv/www/blob bs=1M count=20 status=none && \
              ln -s ../usr/share/doc/f1 etc/link && ln usr/share/doc/f2 etc/hard && \
              echo scratch > tmp/not-kept && chown 123:456 usr/share/doc/f3 && \
-             printf 'UUID={ROOT_UUID} / ext4 defaults 0 1\\n{dev}p2 /srv xfs defaults 0 2\\n{dev}p3 none swap sw 0 0\\n' > etc/fstab",
+             printf 'UUID={ROOT_UUID} / ext4 defaults 0 1\\n{dev}p2 /srv xfs defaults 0 2\\n{dev}p3 none swap sw 0 0\\n' > etc/fstab && \
+             mkdir -p bin usr/sbin && cp /bin/busybox bin/busybox && ln -s busybox bin/sh && \
+             printf '#!/bin/sh\\ntest -d /proc/self && test -d /dev && test -d /sys\\n' > usr/sbin/update-initramfs && \
+             chmod 755 usr/sbin/update-initramfs",
             root = src_root.display(),
             dev = d.dev
         ));
@@ -210,6 +213,10 @@ fn loop_recover_onto_a_larger_disk_resuming_after_a_failure() {
             mnt.to_str().unwrap(),
             "--report",
             s.join("report.json").to_str().unwrap(),
+            // The initramfs step runs the system's tool in a chroot (a
+            // script of the tree's busybox): /dev, /proc, /sys and /run are
+            // mounted into a root that has none of them.
+            "--regenerate-initramfs",
         ]));
         v.extend(extra.iter().map(|x| x.to_string()));
         v
@@ -311,6 +318,15 @@ fn loop_recover_onto_a_larger_disk_resuming_after_a_failure() {
     let report =
         std::fs::read_to_string(s.join("check/var/log/lifeboat/recovery-report.json")).unwrap();
     assert!(report.contains("\"ok\": true"));
+    assert!(
+        report.contains("initramfs regenerated with update-initramfs (asked to)"),
+        "{report}"
+    );
+    // The mount points recovery made for the chroot are gone again (the
+    // comparison of the whole tree below names any left over).
+    for d in ["dev", "proc", "run", "sys"] {
+        assert!(!s.join("check").join(d).exists(), "/{d} left behind");
+    }
     // The whole tree, but for the fstab that had to change, the content of
     // /tmp, which backups leave out, and /var/log/lifeboat with the report.
     let strip = |t: &str| {
@@ -325,4 +341,109 @@ fn loop_recover_onto_a_larger_disk_resuming_after_a_failure() {
     assert_same_lines(&strip(&sums(&s.join("check"))), &strip(&source_sums));
     assert!(!s.join("check/tmp/not-kept").exists() && s.join("check/tmp").is_dir());
     check.unmount_all();
+}
+
+/// A layout captured while the system was mounted under another folder,
+/// without `--root`: with a backup, the plan would restore nothing. `plan`
+/// says so as an error naming `layout save --root`, `recover` refuses
+/// before writing, and `--no-restore` recreates the disks all the same.
+#[test]
+fn loop_a_plan_restoring_nothing_from_a_backup_is_refused() {
+    let s = Scratch::new("loop-no-restore");
+    let src_root = s.join("src");
+    let old_dev;
+    let target;
+    {
+        let img = s.join("source.img");
+        blank_disk(&img, 100);
+        sh(&format!(
+            "sgdisk -n 1:1M:0 -t 1:8300 -c 1:root '{}' >/dev/null",
+            img.display()
+        ));
+        let mut d = LoopDisk::attach(&img);
+        old_dev = d.dev.clone();
+        sh(&format!("mkfs.ext4 -q -L root '{}'", d.part(1)));
+        d.mount(&d.part(1), &src_root, "");
+        std::fs::write(src_root.join("hello"), "hello\n").unwrap();
+        // No --root: the file system is recorded at its mount point here.
+        let (code, out, err) = run_lifeboat([
+            "layout",
+            "save",
+            "--only-disk",
+            &d.dev,
+            "-o",
+            s.join("layout.json").to_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "{out}{err}");
+        let (code, out, err) = run_lifeboat([
+            "backup",
+            "create",
+            "--source",
+            src_root.to_str().unwrap(),
+            "--to",
+            s.join("backup").to_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "{out}{err}");
+        target = Blank::new(&s.join("target.img"), 120);
+    }
+    let map = format!("{old_dev}={}", target.dev);
+    let args = |cmd: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = cmd.iter().map(|x| x.to_string()).collect();
+        v.extend(
+            [
+                "--allow-loop",
+                "--layout",
+                s.join("layout.json").to_str().unwrap(),
+                "--backup",
+                s.join("backup").to_str().unwrap(),
+                "--map",
+                &map,
+                "--mount-root",
+                s.join("mnt").to_str().unwrap(),
+            ]
+            .iter()
+            .map(|x| x.to_string()),
+        );
+        v
+    };
+    let want = format!(
+        "the plan restores nothing from the backup {}",
+        s.join("backup").display()
+    );
+    let hint = format!("`lifeboat layout save --root {}`", src_root.display());
+    let (code, out, err) = run_lifeboat(args(&["plan"]));
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains(&want) && err.contains(&hint), "{err}");
+    assert!(out.contains("\nErrors:\n"), "{out}");
+
+    let image_sum = || sh(&format!("sha256sum '{}'", s.join("target.img").display()));
+    let before = image_sum();
+    let state = s.join("state.json");
+    let (code, out, err) = run_lifeboat(args(&[
+        "recover",
+        "--yes",
+        "--state",
+        state.to_str().unwrap(),
+    ]));
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains(&want) && err.contains("--no-restore"), "{err}");
+    assert!(!out.contains("recovery complete"), "{out}");
+    assert_eq!(image_sum(), before, "a refused recovery wrote to the disk");
+
+    let (code, out, err) = run_lifeboat(args(&["plan", "--no-restore"]));
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = run_lifeboat(args(&[
+        "recover",
+        "--yes",
+        "--no-restore",
+        "--state",
+        state.to_str().unwrap(),
+    ]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("--no-restore: the disks are recreated empty"),
+        "{out}"
+    );
+    let fs = sh(&format!("blkid -p -o value -s LABEL '{}p1'", target.dev));
+    assert_eq!(fs.trim(), "root", "the disk is recreated");
 }

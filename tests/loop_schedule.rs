@@ -130,7 +130,7 @@ fn loop_scheduled_snapshot_rebuilds_the_image_only_when_needed() {
     let img = s.join("disk.img");
     blank_disk(&img, 256);
     sh(&format!(
-        "sgdisk -o -n 1:2048:+64M -t 1:8300 -c 1:data '{}' >/dev/null",
+        "sgdisk -o -n 1:2048:+180M -t 1:8300 -c 1:data '{}' >/dev/null",
         img.display()
     ));
     let mut d = LoopDisk::attach(&img);
@@ -139,14 +139,16 @@ fn loop_scheduled_snapshot_rebuilds_the_image_only_when_needed() {
     d.mount(&d.part(1), &mnt);
     std::fs::write(mnt.join("hello.txt"), "hello\n").unwrap();
 
-    let state = s.join("state");
+    // The state folder (and the rescue image in it) on the backed-up file
+    // system, as /var/lib/lifeboat is.
+    let state = mnt.join("var/lib/lifeboat");
     let backup = s.join("backup");
     let config = s.join("lifeboat.toml");
     std::fs::write(
         &config,
         format!(
             "state_dir = \"{}\"\n\n[capture]\nonly_disks = [\"{}\"]\n\n[backup]\n\
-             destination = \"{}\"\n\n[rescue]\niso = false\n\n[snapshot]\nkeep = 10\n",
+             destination = \"{}\"\nincremental = true\n\n[rescue]\niso = false\n\n[snapshot]\nkeep = 10\n",
             state.display(),
             d.dev,
             backup.display()
@@ -329,11 +331,7 @@ fn loop_scheduled_snapshot_rebuilds_the_image_only_when_needed() {
         "{}",
         r.out
     );
-    assert!(
-        r.out.contains("is older than the newest backup"),
-        "{}",
-        r.out
-    );
+    assert!(!r.out.contains("older than the newest backup"), "{}", r.out);
     let s2 = snaps(&state);
     let rebuilt = BuildRecord::load(&output).unwrap();
     assert_eq!(rebuilt.layout.as_deref(), Some(s2[1].to_str().unwrap()));
@@ -349,6 +347,36 @@ fn loop_scheduled_snapshot_rebuilds_the_image_only_when_needed() {
         serde_json::from_slice(&std::fs::read(generation.join("generation.json")).unwrap())
             .unwrap();
     assert!(rebuilt.built_at.as_str() >= g["finished_at"].as_str().unwrap());
+    assert_eq!(rebuilt.backup.as_deref(), g["id"].as_str());
+    assert_eq!(
+        rebuilt.fingerprint,
+        rebuilt.inputs.as_ref().map(|i| i.fingerprint())
+    );
+
+    // 5. Nothing changed: the incremental stores only metadata (the image
+    // rebuilt after the last backup is left out), the image is current (a
+    // newer backup is no reason to rebuild) and records that backup.
+    let r = run_job(&job, &[]);
+    assert_eq!(r.code, 0, "unchanged run with backup:\n{}", r.out);
+    assert!(r.out.contains("is current"), "{}", r.out);
+    assert!(!r.out.contains("rebuilding"), "{}", r.out);
+    let newest = std::fs::read_dir(&backup)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("generation.json").exists())
+        .max()
+        .unwrap();
+    let g2: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(newest.join("generation.json")).unwrap()).unwrap();
+    assert_eq!(g2["kind"], "incremental", "{g2}");
+    let stored = g2["archive_bytes"].as_u64().unwrap();
+    assert!(
+        stored < 64 << 10,
+        "an unchanged system stored {stored} bytes: {g2}"
+    );
+    let current = BuildRecord::load(&output).unwrap();
+    assert_eq!(current.built_at, rebuilt.built_at);
+    assert_eq!(current.backup.as_deref(), g2["id"].as_str());
 
     // Now all is current.
     let (code, out, _) = run_lifeboat(["--config", cfg, "check", "--nagios"]);

@@ -26,8 +26,24 @@ struct Scenario {
 
 fn boot_scenario(sc: &Scenario, driver: &str) -> (Scratch, JobDisk, Finished) {
     let s = Scratch::new(&format!("recover-{}", sc.name));
+    let (job, run) = boot_scenario_in(&s, sc, driver, Firmware::Bios, &[]);
+    (s, job, run)
+}
+
+/// Boots the scenario in `s` under `firmware`, with `files` (name, bytes)
+/// added to the job disk.
+fn boot_scenario_in(
+    s: &Scratch,
+    sc: &Scenario,
+    driver: &str,
+    firmware: Firmware,
+    files: &[(&str, Vec<u8>)],
+) -> (JobDisk, Finished) {
     let job_dir = s.join("job");
     std::fs::create_dir_all(&job_dir).unwrap();
+    for (name, bytes) in files {
+        std::fs::write(job_dir.join(name), bytes).unwrap();
+    }
     std::fs::write(job_dir.join("lib.sh"), LIB).unwrap();
     std::fs::write(job_dir.join("scenario.sh"), sc.script).unwrap();
     std::fs::write(
@@ -46,6 +62,7 @@ fn boot_scenario(sc: &Scenario, driver: &str) -> (Scratch, JobDisk, Finished) {
         &s.join("serial.log"),
     )
     .memory(1536)
+    .firmware(firmware)
     .timeout(1500);
     // The job disk first: the scenario disks keep their names (vda...).
     for (i, (mib, bus, serial)) in sc.disks.iter().enumerate() {
@@ -54,7 +71,7 @@ fn boot_scenario(sc: &Scenario, driver: &str) -> (Scratch, JobDisk, Finished) {
     }
     vm = vm.disk(Disk::virtio(&job.image).serial("JOB"));
     let run = vm.run();
-    (s, job, run)
+    (job, run)
 }
 
 /// Device names in these files follow the disks: compared separately.
@@ -428,4 +445,138 @@ fn unsafe_targets_are_refused_and_an_interrupted_recovery_resumes() {
         &read(&out, "sums-source.txt"),
         "resumed",
     );
+}
+
+/// A GRUB EFI image (built here with grub-mkstandalone) that prints `word`
+/// on the console and powers the machine off.
+fn efi_payload(dir: &Path, word: &str) -> Vec<u8> {
+    let cfg = dir.join(format!("{word}.cfg"));
+    std::fs::write(&cfg, format!("echo {word}\nhalt\n")).unwrap();
+    let out = dir.join(format!("{word}.efi"));
+    sh(&format!(
+        "grub-mkstandalone -O x86_64-efi -o '{}' --install-modules='normal echo halt' \
+         --locales= --fonts= --themes= 'boot/grub/grub.cfg={}'",
+        out.display(),
+        cfg.display()
+    ));
+    std::fs::read(out).unwrap()
+}
+
+const ENTRY_BOOT: &str = "LIFEBOAT-ESP-ENTRY-BOOT";
+const FALLBACK_BOOT: &str = "LIFEBOAT-ESP-FALLBACK-BOOT";
+
+/// An ESP mirrored by md RAID1 (metadata 1.0), recovered under OVMF: the
+/// array is the ESP, a boot entry is written per member disk, and each
+/// disk alone boots the entry's loader (not the fallback) with those
+/// NVRAM variables.
+#[test]
+fn mirrored_esp_gets_an_entry_per_disk_and_boots_from_either() {
+    let sc = Scenario {
+        name: "esp-raid1",
+        script: include_str!("scenarios/esp-raid1.sh"),
+        disks: vec![(256, Bus::Virtio, "SRC-0"), (128, Bus::Virtio, "SRC-1")],
+        variants: vec!["same"],
+        renamed_in_fstab: Default::default(),
+    };
+    let s = Scratch::new("recover-esp-raid1");
+    let payloads = s.join("payloads");
+    std::fs::create_dir_all(&payloads).unwrap();
+    let files = [
+        ("entry.efi", efi_payload(&payloads, ENTRY_BOOT)),
+        ("fallback.efi", efi_payload(&payloads, FALLBACK_BOOT)),
+    ];
+    let vars = fresh_ovmf_vars(&s.join("vars.fd"));
+    let (job, run) = boot_scenario_in(
+        &s,
+        &sc,
+        "run_scenario",
+        Firmware::Uefi {
+            vars: Some(vars.clone()),
+        },
+        &files,
+    );
+    let out = job.read_back(&s.join("out"));
+    assert!(
+        !run.timed_out,
+        "guest did not finish:\n{}",
+        tail(&run.log, 60)
+    );
+    assert_eq!(
+        read(&out, "autorun.rc").trim(),
+        "0",
+        "scenario script failed:\n{}",
+        tail(&read(&out, "autorun.log"), 80)
+    );
+    assert_eq!(
+        read(&out, "recover-same.rc").trim(),
+        "0",
+        "{}",
+        tail(&read(&out, "recover-same.log"), 60)
+    );
+    assert_same_tree(
+        &read(&out, "sums-same.txt"),
+        &read(&out, "sums-source.txt"),
+        "esp-raid1",
+    );
+    assert_eq!(
+        identities(&json(&out, "layout-same.json")),
+        identities(&json(&out, "layout.json"))
+    );
+    let log = read(&out, "recover-same.log");
+    assert!(log.contains("EFI fallback loader on /dev/md0"), "{log}");
+    assert!(!log.contains("is not mounted in the new system"), "{log}");
+    // Deleted before recovery, then one per member.
+    let entries = |f: &str| -> Vec<String> {
+        read(&out, f)
+            .lines()
+            .filter(|l| l.contains("lifeboat-esp"))
+            .map(|l| l.to_lowercase())
+            .collect()
+    };
+    assert_eq!(entries("efibootmgr-source.txt").len(), 1);
+    assert!(entries("efibootmgr-wiped.txt").is_empty());
+    let after = entries("efibootmgr-after.txt");
+    assert_eq!(after.len(), 2, "{}", read(&out, "efibootmgr-after.txt"));
+    for guid in [
+        "e5e5e5e5-0000-4000-8000-000000000001",
+        "e5e5e5e5-0000-4000-8000-000000000002",
+    ] {
+        assert!(
+            after
+                .iter()
+                .any(|l| l.contains(guid) && l.contains("\\efi\\lifeboat\\grubx64.efi")),
+            "no entry on {guid}: {after:#?}"
+        );
+    }
+    let report = json(&out, "report-same.json");
+    assert_eq!(report["ok"], true);
+    let notes = report.to_string();
+    assert_eq!(
+        notes.matches("created for \\\\EFI\\\\lifeboat").count(),
+        2,
+        "{notes}"
+    );
+
+    // Each disk alone boots through its own entry.
+    for (i, disk) in ["disk0.img", "disk1.img"].iter().enumerate() {
+        let v = s.join(format!("vars-{i}.fd"));
+        std::fs::copy(&vars, &v).unwrap();
+        let vm = Vm::new(Boot::Nvram, &s.join(format!("boot-{i}.log")))
+            .firmware(Firmware::Uefi { vars: Some(v) })
+            .disk(Disk::virtio(&s.join(disk)))
+            .timeout(240);
+        let (seen, fin) = vm.run_until(ENTRY_BOOT);
+        assert!(
+            seen,
+            "{disk} alone did not boot its entry's loader{}:\n{}",
+            if fin.log.contains(FALLBACK_BOOT) {
+                " (the fallback booted)"
+            } else {
+                ""
+            },
+            tail(&fin.log, 30)
+        );
+        eprintln!("{disk} alone booted its entry in {:.0}s", fin.seconds);
+    }
+    eprintln!("esp-raid1: recovered in {:.0}s", run.seconds);
 }

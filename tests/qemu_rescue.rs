@@ -16,13 +16,41 @@ fn kernel_boot(append: &str) -> Boot {
     }
 }
 
+/// A shell loop that runs every program the image ships with `--version`,
+/// `-V` and `--help` (no device argument: nothing is touched) and lists in
+/// `$here/missing.txt` each run that could not find a helper program or a
+/// library (shell scripts such as xfs_info call other tools).
+fn every_program_runs() -> String {
+    use lifeboat::rescue::contents::{OPTIONAL_PROGRAMS, REQUIRED_PROGRAMS};
+    let programs: Vec<&str> = REQUIRED_PROGRAMS
+        .iter()
+        .chain(OPTIONAL_PROGRAMS)
+        .copied()
+        .collect();
+    format!(
+        r#": > "$here/missing.txt"
+for p in {}; do
+    command -v "$p" >/dev/null || continue
+    echo "$p" >> "$here/checked.txt"
+    for flag in --version -V --help; do
+        rc=0
+        out=$(timeout 20 "$p" "$flag" </dev/null 2>&1) || rc=$?
+        case "$rc:$out" in
+        127:*|126:*|*": not found"*|*"error while loading shared libraries"*)
+            echo "$p $flag (exit $rc): $out" | head -3 >> "$here/missing.txt" ;;
+        esac
+    done
+done
+"#,
+        programs.join(" ")
+    )
+}
+
 #[test]
 fn job_disk_runs_real_tools_and_results_come_back() {
     let s = Scratch::new("qemu-job");
-    let job = JobDisk::with_script(
-        &s,
-        "job",
-        r#"#!/bin/sh
+    let xfs = blank_disk(&s.join("xfs.img"), 320);
+    let script = r#"#!/bin/sh
 set -e
 here=$(dirname "$0")
 [ "$(pwd)" = "$here" ] || { echo "cwd $(pwd) is not $here"; exit 9; }
@@ -33,12 +61,21 @@ cryptsetup --version > "$here/cryptsetup.txt"
 # the util-linux mkswap, not busybox's applet
 mkswap --version > "$here/mkswap.txt"
 ls /dev/vd* > "$here/disks.txt"
-echo "done in $here"
-"#,
-    );
+# xfs_info of a mounted XFS (it runs xfs_spaceman).
+mkfs.xfs -q -f /dev/vdb
+mkdir -p /mnt/x && mount -t xfs /dev/vdb /mnt/x
+xfs_info /mnt/x > "$here/xfs_info.txt" 2>&1
+umount /mnt/x
+"#
+    .to_string()
+        + &every_program_runs()
+        + r#"echo "done in $here"
+"#;
+    let job = JobDisk::with_script(&s, "job", &script);
     let vm = Vm::new(kernel_boot("lifeboat.poweroff"), &s.join("serial.log"))
         .disk(Disk::virtio(&job.image))
-        .timeout(180);
+        .disk(Disk::virtio(&xfs))
+        .timeout(240);
     let run = vm.run();
     assert!(
         !run.timed_out,
@@ -75,6 +112,17 @@ echo "done in $here"
         read("mkswap.txt")
     );
     assert!(read("disks.txt").contains("/dev/vda"));
+    assert!(
+        read("xfs_info.txt").contains("meta-data=/dev/vdb"),
+        "xfs_info: {}",
+        read("xfs_info.txt")
+    );
+    assert!(
+        read("checked.txt").lines().count() > 40,
+        "{}",
+        read("checked.txt")
+    );
+    assert_eq!(read("missing.txt"), "", "helpers missing in the image");
     assert!(read("autorun.log").contains("done in /run/lifeboat/job"));
     eprintln!("job boot took {:.1}s", run.seconds);
 }

@@ -31,6 +31,20 @@ pub const DISK_FS: &[&str] = &[
 /// Directories whose contents a Layout backup leaves out.
 pub const CONTENTS_EXCLUDED: &[&str] = &["/tmp", "/run", "/var/tmp"];
 
+/// Leaves out the folders lifeboat itself writes (the rescue image
+/// folder, `rescue.output`), by device and inode as the backup folder is:
+/// a rebuilt image would make every incremental store it again. A folder
+/// that does not exist yet has nothing to leave out.
+pub fn exclude_own_output(excludes: &mut Excludes, dirs: &[&Path]) {
+    for d in dirs {
+        if let Ok(m) = std::fs::metadata(d) {
+            if m.is_dir() {
+                excludes.dirs.insert((m.dev(), m.ino()));
+            }
+        }
+    }
+}
+
 /// A tree to archive.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Source {

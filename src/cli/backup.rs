@@ -216,7 +216,13 @@ pub fn run(cmd: BackupCmd, cfg: &Config) -> Result<u8> {
                 count: b.full_every.value.0,
                 age: b.full_every_age.value.map(|d| d.0),
             };
-            create(a, &to, &cfg.capture.layout_file.value, every)
+            create(
+                a,
+                &to,
+                &cfg.capture.layout_file.value,
+                &cfg.rescue.output.value,
+                every,
+            )
         }
         BackupCmd::List(mut a) => {
             let from = destination(a.from.take(), "--from", cfg)?;
@@ -255,10 +261,13 @@ fn mode(quiet: bool) -> Mode {
     }
 }
 
+/// `rescue_output`: the rescue image folder, left out of the backup (in the
+/// tree below `--root` too).
 fn create(
     a: CreateArgs,
     to: &str,
     default_layout: &Path,
+    rescue_output: &Path,
     full_every: backup::create::FullEvery,
 ) -> Result<u8> {
     let (sources, layout_file) = if a.source.is_empty() {
@@ -303,6 +312,14 @@ fn create(
             .map(|d| root.join(d.trim_start_matches('/')))
             .collect();
     }
+    let in_root = a
+        .root
+        .as_ref()
+        .map(|r| r.join(rescue_output.strip_prefix("/").unwrap_or(rescue_output)));
+    let own: Vec<&Path> = std::iter::once(rescue_output)
+        .chain(in_root.as_deref())
+        .collect();
+    backup::create::exclude_own_output(&mut excludes, &own);
     for p in &a.exclude {
         // Absolute patterns name paths of the backed-up system.
         match (&a.root, p.starts_with('/')) {

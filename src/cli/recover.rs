@@ -25,6 +25,12 @@ pub struct Source {
     #[arg(long = "map", value_name = "OLD=NEW")]
     pub map: Vec<String>,
 
+    /// Recreate the disks without restoring the backup: without it, a plan
+    /// that would restore nothing from a given backup (or leave out any of
+    /// its file systems) is an error.
+    #[arg(long)]
+    pub no_restore: bool,
+
     /// Accept loop devices as target disks (for tests on image files).
     #[arg(long, hide = true)]
     pub allow_loop: bool,
@@ -105,6 +111,7 @@ fn options(s: Source) -> recover::Options {
         backup: s.backup,
         maps: s.map,
         allow_loop: s.allow_loop,
+        no_restore: s.no_restore,
         mount_root: s
             .mount_root
             .unwrap_or_else(|| PathBuf::from(crate::plan::MOUNT_ROOT)),

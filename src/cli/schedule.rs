@@ -41,8 +41,8 @@ pub struct InstallArgs {
     #[arg(long, value_name = "SPEC")]
     pub on_calendar: Option<String>,
 
-    /// Rebuild the rescue image when the layout changed or the image is
-    /// older than the newest backup (schedule.rebuild_rescue).
+    /// Rebuild the rescue image when its contents would change: layout,
+    /// kernel, lifeboat or [rescue] (schedule.rebuild_rescue).
     #[arg(long)]
     pub rebuild_rescue: bool,
 

@@ -17,14 +17,15 @@ pub struct SnapshotArgs {
     #[command(subcommand)]
     pub cmd: Option<SnapshotCmd>,
 
-    /// Then rebuild the rescue image when the layout changed since it was
-    /// built, when it is older than the newest backup or than
-    /// schedule.max_image_age, or when there is none.
+    /// Then rebuild the rescue image when its contents would change (the
+    /// layout, kernel, lifeboat or [rescue] differ from what it was built
+    /// from), when it is older than schedule.max_image_age, or when there is
+    /// none; else record the newest backup in its rescue.json.
     #[arg(long)]
     pub rebuild_rescue: bool,
 
-    /// Take a backup (to backup.destination) before the rebuild check, so
-    /// that the image and the backup belong together.
+    /// Take a backup (to backup.destination) before the rebuild check; the
+    /// image records the generation it belongs with.
     #[arg(long)]
     pub backup: bool,
 }

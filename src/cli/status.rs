@@ -88,11 +88,15 @@ pub fn render(f: &Facts, v: &Verdict) -> String {
             line(
                 "rescue",
                 format!(
-                    "built {} ({}), kernel {}, layout {}",
+                    "built {} ({}), kernel {}, layout {}{}",
                     ago(f.now, f.rescue.built_epoch),
                     r.built_at,
                     r.kernel_version,
-                    r.layout.as_deref().unwrap_or("none")
+                    r.layout.as_deref().unwrap_or("none"),
+                    r.backup
+                        .as_deref()
+                        .map(|g| format!(", belongs with backup {g}"))
+                        .unwrap_or_default()
                 ),
             );
             let files: Vec<String> = r

@@ -2,8 +2,10 @@
 //! printed in full before anything is written, tested, then applied by
 //! `recover`.
 
+pub mod esp;
 pub mod fit;
 pub mod mapping;
+pub mod placement;
 pub mod render;
 pub mod stack;
 pub mod targets;
@@ -20,6 +22,8 @@ use crate::layout::{
 use crate::util::human_bytes;
 use fit::{Span, Usable, MIB};
 use mapping::DiskPair;
+pub use placement::{Placement, PvRange};
+pub use stack::FsFloor;
 use stack::{Content, Stack};
 pub use targets::TargetDisk;
 
@@ -37,6 +41,10 @@ pub struct PlanInput {
     pub manifest_used: BTreeMap<String, u64>,
     /// The backup to restore (shown in the plan; `None` plans no restore).
     pub backup: Option<String>,
+    /// Mount points of the file systems the backup holds.
+    pub backup_filesystems: Vec<String>,
+    /// `--no-restore`: recreate the disks only, though a backup is given.
+    pub no_restore: bool,
     /// The rescue system booted under UEFI (EFI entries can be written).
     pub uefi: bool,
     /// No one to ask: disks are chosen by size only when all are blank.
@@ -66,6 +74,9 @@ pub struct PlannedMount {
 pub struct NewLv {
     pub lv: LogicalVolume,
     pub size_bytes: u64,
+    /// Where on the new PVs (see [`placement`]).
+    #[serde(default, skip_serializing_if = "Placement::is_free")]
+    pub placement: Placement,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -126,7 +137,15 @@ pub struct Plan {
     /// Old device path → new device path, where they differ.
     pub renames: BTreeMap<String, String>,
     pub steps: Vec<Step>,
+    /// The least size of each recreated file system whose usage the backup
+    /// tells, and the size it gets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub floors: Vec<FsFloor>,
     pub warnings: Vec<String>,
+    /// What makes the plan wrong as asked (a backup given but not all of
+    /// it restored): `plan` reports them as errors, `recover` refuses.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
 }
 
 /// The device path of partition `n` of `disk` (`/dev/sda` → `/dev/sda1`,
@@ -640,9 +659,26 @@ pub fn build(layout: &Layout, input: &PlanInput) -> Result<Plan> {
             m.mountpoint.clone(),
         )
     });
+    let errors = restore_errors(layout, input, &mounts);
+    let floors: Vec<FsFloor> = layout
+        .filesystems
+        .iter()
+        .filter(|f| fs_done.contains(&f.device))
+        .filter_map(|f| {
+            let mut floor = b.stack.fs_floor(f)?;
+            floor.new_bytes = b.sizes.get(&f.device).copied();
+            Some(floor)
+        })
+        .collect();
+    let restore_from = input.backup.as_ref().filter(|_| !input.no_restore);
+    if let (Some(backup), true) = (&input.backup, input.no_restore) {
+        b.warnings.push(format!(
+            "--no-restore: the disks are recreated empty; nothing is restored from {backup}, no bootloader"
+        ));
+    }
     if mounts.iter().any(|m| m.mountpoint == "/") {
         steps.push(Step::Mount { mounts });
-        if let Some(backup) = &input.backup {
+        if let Some(backup) = restore_from {
             steps.push(Step::Restore {
                 backup: backup.clone(),
             });
@@ -656,7 +692,7 @@ pub fn build(layout: &Layout, input: &PlanInput) -> Result<Plan> {
         if !replacements.is_empty() {
             steps.push(Step::FixConfig { replacements });
         }
-        if input.backup.is_some() {
+        if restore_from.is_some() {
             steps.push(Step::Initramfs);
             let bios_disks: Vec<String> = layout
                 .boot
@@ -667,34 +703,11 @@ pub fn build(layout: &Layout, input: &PlanInput) -> Result<Plan> {
                 .filter(|d| b.renames.contains_key(*d))
                 .map(|d| b.new_path(d))
                 .collect();
-            let esps: Vec<String> = layout
-                .boot
-                .esps
+            let esps: Vec<String> = esp::esps(layout, &created)
                 .iter()
-                .filter(|e| created.contains(*e))
                 .map(|e| b.new_path(e))
                 .collect();
-            let efi_entries: Vec<EfiBootEntry> = layout
-                .boot
-                .efi_entries
-                .iter()
-                .filter(|e| {
-                    e.partition_guid.as_ref().is_some_and(|g| {
-                        layout
-                            .disks
-                            .iter()
-                            .filter(|d| b.renames.contains_key(&d.path))
-                            .any(|d| match &d.partition_table {
-                                Some(PartitionTable::Gpt(t)) => t
-                                    .partitions
-                                    .iter()
-                                    .any(|p| p.unique_guid.eq_ignore_ascii_case(g)),
-                                _ => false,
-                            })
-                    })
-                })
-                .cloned()
-                .collect();
+            let efi_entries = esp::entries(layout, &|d| b.renames.contains_key(d));
             if !efi_entries.is_empty() && !input.uefi {
                 b.warnings.push(
                     "the rescue system did not boot under UEFI: EFI boot entries cannot be written; \
@@ -715,7 +728,7 @@ pub fn build(layout: &Layout, input: &PlanInput) -> Result<Plan> {
                     write_nvram: input.uefi,
                 });
             }
-        } else {
+        } else if input.backup.is_none() {
             b.warnings.push(
                 "no backup given: disks are recreated empty, nothing is restored, no bootloader"
                     .into(),
@@ -736,8 +749,66 @@ pub fn build(layout: &Layout, input: &PlanInput) -> Result<Plan> {
         sizes: b.changes,
         renames: b.renames.into_iter().filter(|(o, n)| o != n).collect(),
         steps,
+        floors,
         warnings: b.warnings,
+        errors,
     })
+}
+
+/// A backup is given but the plan does not restore all of it: nothing (no
+/// file system is mounted at `/`), or not the file systems whose mount
+/// points it leaves out. None with `--no-restore`.
+fn restore_errors(layout: &Layout, input: &PlanInput, mounts: &[PlannedMount]) -> Vec<String> {
+    let Some(backup) = input.backup.as_ref().filter(|_| !input.no_restore) else {
+        return Vec::new();
+    };
+    let fix = "or give --no-restore to recreate the disks without restoring";
+    if !mounts.iter().any(|m| m.mountpoint == "/") {
+        let why = match captured_under(layout) {
+            Some(root) => format!(
+                "the layout's file systems are mounted under {root}, not at /: if that is where \
+                 the system was mounted when the layout was saved, save it again with \
+                 `lifeboat layout save --root {root}`"
+            ),
+            None => "the root file system is not among the recreated ones".into(),
+        };
+        return vec![format!(
+            "the plan restores nothing from the backup {backup}: {why}; {fix}"
+        )];
+    }
+    let left_out: Vec<&str> = input
+        .backup_filesystems
+        .iter()
+        .filter(|mp| !mounts.iter().any(|m| &m.mountpoint == *mp))
+        .map(String::as_str)
+        .collect();
+    if left_out.is_empty() {
+        return Vec::new();
+    }
+    vec![format!(
+        "the plan leaves out file system{} the backup {backup} holds: {} (not among the \
+         recreated and mounted ones; check --map and the layout); {fix}",
+        if left_out.len() == 1 { "" } else { "s" },
+        left_out.join(", ")
+    )]
+}
+
+/// The folder the layout's disk file systems were mounted under when it was
+/// captured without `--root` (their shortest mount point, when none is `/`
+/// and all others are below it).
+fn captured_under(layout: &Layout) -> Option<String> {
+    let mps: Vec<&str> = layout
+        .filesystems
+        .iter()
+        .flat_map(|f| f.mountpoints.iter().map(String::as_str))
+        .filter(|m| m.starts_with('/'))
+        .collect();
+    if mps.contains(&"/") {
+        return None;
+    }
+    let root = *mps.iter().min_by_key(|m| m.len())?;
+    let below = |m: &&str| *m == root || m.starts_with(&format!("{root}/"));
+    mps.iter().all(below).then(|| root.to_string())
 }
 
 /// The size of a device in the layout (a disk or a partition).
@@ -804,6 +875,7 @@ fn plan_vg(
             new_lvs.push(NewLv {
                 lv: (*lv).clone(),
                 size_bytes: lv.size_bytes,
+                placement: Placement::Free,
             });
             devices.push(lv.device.clone());
         }
@@ -868,6 +940,7 @@ fn plan_vg(
             new_lvs.push(NewLv {
                 lv: (*lv).clone(),
                 size_bytes: size,
+                placement: Placement::Free,
             });
             devices.push(lv.device.clone());
         }
@@ -875,6 +948,7 @@ fn plan_vg(
             new_lvs.push(NewLv {
                 lv: (*lv).clone(),
                 size_bytes: lv.size_bytes,
+                placement: Placement::Free,
             });
             devices.push(lv.device.clone());
         }
@@ -888,6 +962,14 @@ fn plan_vg(
     for lv in &visible {
         b.sizes.entry(lv.device.clone()).or_insert(lv.size_bytes);
     }
+    let pe = vg.extent_size_bytes.max(512);
+    let pairs = placement::NewPv::pair(pvs, &new_pvs, pe);
+    let list: Vec<(&LogicalVolume, u64)> = new_lvs.iter().map(|l| (&l.lv, l.size_bytes)).collect();
+    let (placements, notes) = placement::place(&list, &pairs, pe);
+    for (l, p) in new_lvs.iter_mut().zip(placements) {
+        l.placement = p;
+    }
+    b.warnings.extend(notes);
     Ok((
         Step::CreateVg {
             vg: vg.clone(),

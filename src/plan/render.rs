@@ -82,6 +82,35 @@ pub fn step_title(step: &Step) -> String {
     }
 }
 
+/// Each EFI boot entry with the new partition it goes on.
+fn entry_details(plan: &Plan, entries: &[crate::layout::EfiBootEntry], out: &mut String) {
+    for e in entries {
+        let guid = e.partition_guid.as_deref().unwrap_or_default();
+        let on = plan
+            .steps
+            .iter()
+            .find_map(|s| match s {
+                Step::Partition {
+                    disk,
+                    table: PartitionTable::Gpt(t),
+                    ..
+                } => t
+                    .partitions
+                    .iter()
+                    .find(|p| p.unique_guid.eq_ignore_ascii_case(guid))
+                    .map(|p| super::partition_path(disk, p.number)),
+                _ => None,
+            })
+            .unwrap_or_else(|| format!("partition {guid}"));
+        let _ = writeln!(
+            out,
+            "         EFI entry {:?} {} on {on}",
+            e.label,
+            e.loader.as_deref().unwrap_or("?")
+        );
+    }
+}
+
 /// Details printed under a step.
 fn step_details(step: &Step, out: &mut String) {
     match step {
@@ -122,13 +151,18 @@ fn step_details(step: &Step, out: &mut String) {
             for l in lvs {
                 let _ = writeln!(
                     out,
-                    "         {:<24} {:>10}  {}",
+                    "         {:<24} {:>10}  {}{}",
                     l.lv.name,
                     human_bytes(l.size_bytes),
                     l.lv.segments
                         .first()
                         .map(|s| s.segtype.as_str())
-                        .unwrap_or("linear")
+                        .unwrap_or("linear"),
+                    if l.placement.is_free() {
+                        String::new()
+                    } else {
+                        format!(" {}", l.placement.describe())
+                    }
                 );
             }
         }
@@ -174,6 +208,36 @@ pub fn type_name(guid: &str) -> &'static str {
 }
 
 /// The whole plan as text.
+/// The least size of each file system: used bytes + headroom.
+fn render_floors(plan: &Plan, out: &mut String) {
+    if plan.floors.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\nLeast sizes (used bytes + 10%, at least {} more):",
+        human_bytes(super::stack::MIN_HEADROOM)
+    );
+    for f in &plan.floors {
+        let what = format!(
+            "{} ({} on {})",
+            f.mountpoint.as_deref().unwrap_or("-"),
+            f.fstype,
+            f.device
+        );
+        let _ = writeln!(
+            out,
+            "  {what:<40} {} used + {} -> at least {}{}",
+            human_bytes(f.used_bytes),
+            human_bytes(f.headroom_bytes),
+            human_bytes(f.least_bytes),
+            f.new_bytes
+                .map(|n| format!("; gets {}", human_bytes(n)))
+                .unwrap_or_default()
+        );
+    }
+}
+
 pub fn render(plan: &Plan) -> String {
     let mut out = String::new();
     let _ = writeln!(
@@ -217,15 +281,30 @@ pub fn render(plan: &Plan) -> String {
             );
         }
     }
+    render_floors(plan, &mut out);
     let _ = writeln!(out, "\nSteps:");
     for (i, step) in plan.steps.iter().enumerate() {
         let _ = writeln!(out, "  {:>2}. {}", i + 1, step_title(step));
         step_details(step, &mut out);
+        if let Step::Bootloader {
+            efi_entries,
+            write_nvram: true,
+            ..
+        } = step
+        {
+            entry_details(plan, efi_entries, &mut out);
+        }
     }
     if !plan.warnings.is_empty() {
         let _ = writeln!(out, "\nWarnings:");
         for w in &plan.warnings {
             let _ = writeln!(out, "  - {w}");
+        }
+    }
+    if !plan.errors.is_empty() {
+        let _ = writeln!(out, "\nErrors:");
+        for e in &plan.errors {
+            let _ = writeln!(out, "  - {e}");
         }
     }
     out

@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
+
 use crate::layout::{Filesystem, Layout, LogicalVolume, LuksDevice, MdArray, PhysicalVolume, Swap};
 
 use super::fit::{align_up, MIB};
@@ -33,6 +35,25 @@ pub const MBR_ESP: u8 = 0xef;
 
 /// Smallest swap area recovery makes when it must shrink one.
 const MIN_SWAP: u64 = 64 * MIB;
+
+/// The least room a file system gets above its used bytes.
+pub const MIN_HEADROOM: u64 = 64 * MIB;
+
+/// The least size of one file system, as the plan shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FsFloor {
+    pub device: String,
+    pub mountpoint: Option<String>,
+    pub fstype: String,
+    pub used_bytes: u64,
+    /// 10% of the used bytes, at least [`MIN_HEADROOM`].
+    pub headroom_bytes: u64,
+    /// used + headroom, aligned to 1 MiB, at least what mkfs accepts, at
+    /// most the old size.
+    pub least_bytes: u64,
+    /// The size the plan gives it (none when it is not recreated).
+    pub new_bytes: Option<u64>,
+}
 
 impl<'a> Stack<'a> {
     pub fn new(layout: &'a Layout, manifest_used: &BTreeMap<String, u64>) -> Stack<'a> {
@@ -107,14 +128,32 @@ impl<'a> Stack<'a> {
     /// The least size of a file system that holds its data, or `None` when
     /// its usage is unknown (it then keeps its size).
     pub fn fs_min(&self, fs: &Filesystem) -> Option<u64> {
+        self.fs_floor(fs).map(|f| f.least_bytes)
+    }
+
+    /// How the least size of a file system comes about: its used bytes (from
+    /// the backup manifest, else the layout) plus 10% of them, and at least 64 MiB, as room
+    /// for the new file system's own metadata (journal, inode tables, log)
+    /// and what allocates differently on restore; never below the least size
+    /// mkfs accepts for its type, never above its old size (it keeps that).
+    pub fn fs_floor(&self, fs: &Filesystem) -> Option<FsFloor> {
         let used = *self.used.get(&fs_key(fs))?;
-        let headroom = (used / 10).max(64 * MIB);
-        let floor = match fs.fstype.as_str() {
+        let headroom = (used / 10).max(MIN_HEADROOM);
+        let mkfs_min = match fs.fstype.as_str() {
             "xfs" => 16 * MIB,
             "btrfs" => 128 * MIB,
             _ => 8 * MIB,
         };
-        Some(align_up((used + headroom).max(floor), MIB).min(fs.size_bytes.max(floor)))
+        let least = align_up((used + headroom).max(mkfs_min), MIB).min(fs.size_bytes.max(mkfs_min));
+        Some(FsFloor {
+            device: fs.device.clone(),
+            mountpoint: fs.mountpoints.first().cloned(),
+            fstype: fs.fstype.clone(),
+            used_bytes: used,
+            headroom_bytes: headroom,
+            least_bytes: least,
+            new_bytes: None,
+        })
     }
 
     /// The least size `dev` (whose old size is `old`) can have, and whether

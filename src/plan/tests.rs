@@ -58,7 +58,7 @@ fn lv(name: &str, size: u64) -> LogicalVolume {
             size_bytes: size,
             stripes: 1,
             stripe_size_bytes: None,
-            devices: vec!["/dev/vda3(0)".into()],
+            devices: vec!["/dev/vda4(0)".into()],
         }],
     }
 }
@@ -161,6 +161,9 @@ fn uefi_lvm() -> Layout {
         lv("home", 3 * GIB),
         lv("swap", 512 * MIB),
     ];
+    // In that order on the PV (4 MiB extents).
+    l.lvm.lvs[1].segments[0].devices = vec!["/dev/vda4(1024)".into()];
+    l.lvm.lvs[2].segments[0].devices = vec!["/dev/vda4(1792)".into()];
     l.filesystems = vec![
         fs(
             "/dev/vda2",
@@ -427,6 +430,154 @@ fn without_backup_nothing_is_restored_or_booted() {
     assert!(plan.warnings.iter().any(|w| w.contains("no backup given")));
 }
 
+/// The layout of a system that was mounted under /mnt/target when it was
+/// captured without `--root`.
+fn captured_under_mnt() -> Layout {
+    let mut l = uefi_lvm();
+    let under = |mp: &str| format!("/mnt/target{}", mp.trim_end_matches('/'));
+    for f in &mut l.filesystems {
+        f.mountpoints = f.mountpoints.iter().map(|m| under(m)).collect();
+    }
+    for m in &mut l.mounts {
+        m.mountpoint = under(&m.mountpoint);
+    }
+    l
+}
+
+#[test]
+fn a_backup_restored_nowhere_is_an_error_naming_layout_save_root() {
+    let l = captured_under_mnt();
+    let mut i = input(vec![target("/dev/vda", 10 * GIB)]);
+    i.backup_filesystems = vec!["/".into(), "/boot".into(), "/home".into()];
+    let plan = build(&l, &i).unwrap();
+    assert!(!plan.steps.iter().any(|s| matches!(s, Step::Restore { .. })));
+    assert_eq!(plan.errors.len(), 1, "{:?}", plan.errors);
+    let e = &plan.errors[0];
+    assert!(
+        e.starts_with("the plan restores nothing from the backup /backup: the layout's file systems are mounted under /mnt/target, not at /"),
+        "{e}"
+    );
+    assert!(
+        e.contains("`lifeboat layout save --root /mnt/target`"),
+        "{e}"
+    );
+    assert!(e.contains("or give --no-restore"), "{e}");
+    assert!(render::render(&plan).contains("\nErrors:\n  - the plan restores nothing"));
+
+    // --no-restore says it is intended: no error, the disks only.
+    i.no_restore = true;
+    let plan = build(&l, &i).unwrap();
+    assert!(plan.errors.is_empty(), "{:?}", plan.errors);
+    assert!(plan
+        .steps
+        .iter()
+        .any(|s| matches!(s, Step::CreateVg { .. })));
+    assert!(
+        plan.warnings.iter().any(|w| w.starts_with("--no-restore:")),
+        "{:?}",
+        plan.warnings
+    );
+    // Same with a root that is recreated: nothing restored or booted.
+    let plan = build(&uefi_lvm(), &i).unwrap();
+    assert!(plan.errors.is_empty());
+    assert!(!plan
+        .steps
+        .iter()
+        .any(|s| matches!(s, Step::Restore { .. } | Step::Bootloader { .. })));
+}
+
+#[test]
+fn a_backup_file_system_left_out_is_an_error() {
+    let mut i = input(vec![target("/dev/vda", 10 * GIB)]);
+    i.backup_filesystems = vec!["/".into(), "/boot".into(), "/home".into()];
+    let plan = build(&uefi_lvm(), &i).unwrap();
+    assert!(plan.errors.is_empty(), "{:?}", plan.errors);
+    i.backup_filesystems.push("/srv".into());
+    let plan = build(&uefi_lvm(), &i).unwrap();
+    assert_eq!(
+        plan.errors,
+        [
+            "the plan leaves out file system the backup /backup holds: /srv (not among the \
+          recreated and mounted ones; check --map and the layout); or give --no-restore to \
+          recreate the disks without restoring"
+        ]
+    );
+    // No backup, no error.
+    i.backup = None;
+    assert!(build(&uefi_lvm(), &i).unwrap().errors.is_empty());
+}
+
+/// A root holding 97.5 MiB needs 97.5 MiB + 64 MiB (10% would be less)
+/// = 162 MiB, aligned up to the 4 MiB extents of its LV: 164 MiB. The plan
+/// shows the floor of each file system, as docs/recovery.md explains it.
+#[test]
+fn least_sizes_follow_the_documented_rule_and_are_shown() {
+    let l = uefi_lvm();
+    let mut i = input(vec![target("/dev/vda", 10 * GIB)]);
+    let root_used = 97 * MIB + MIB / 2;
+    i.manifest_used = [
+        ("root-uuid".to_string(), root_used),
+        ("home-uuid".to_string(), 2 * GIB),
+    ]
+    .into();
+    let plan = build(&l, &i).unwrap();
+    let root = plan
+        .floors
+        .iter()
+        .find(|f| f.mountpoint.as_deref() == Some("/"))
+        .unwrap();
+    assert_eq!(
+        (root.used_bytes, root.headroom_bytes, root.least_bytes),
+        (root_used, 64 * MIB, 162 * MIB)
+    );
+    assert_eq!(root.new_bytes, Some(4 * GIB), "a same-size disk keeps it");
+    let home = plan
+        .floors
+        .iter()
+        .find(|f| f.device.ends_with("home"))
+        .unwrap();
+    // 10% of 2 GiB is more than 64 MiB.
+    assert_eq!(home.least_bytes, 2 * GIB + 205 * MIB);
+    // The others by their usage in the layout.
+    assert_eq!(plan.floors.len(), 4);
+    let text = render::render(&plan);
+    assert!(
+        text.contains("Least sizes (used bytes + 10%, at least 64.0 MiB more):"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("  / (ext4 on /dev/mapper/vg0-root)")
+                && l.ends_with("97.5 MiB used + 64.0 MiB -> at least 162.0 MiB; gets 4.0 GiB")),
+        "{text}"
+    );
+    // On a disk that makes it shrink, the root gets its floor aligned to
+    // the extent size, and no less.
+    let plan = build(&l, &{
+        let mut i = i.clone();
+        i.targets = vec![target("/dev/sdb", 3 * GIB + 512 * MIB)];
+        i
+    })
+    .unwrap();
+    let root_lv = lv_sizes(&plan)
+        .into_iter()
+        .find(|(n, _)| n == "root")
+        .unwrap()
+        .1;
+    assert!(root_lv >= 164 * MIB, "{root_lv}");
+    // The documentation states the same rule.
+    let doc = include_str!("../../docs/recovery.md")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        doc.contains(
+            "used bytes from the backup manifest plus 10% of them, and at least 64 MiB more"
+        ),
+        "docs/recovery.md does not state the rule"
+    );
+}
+
 #[test]
 fn plan_round_trips_as_json() {
     let plan = build(&uefi_lvm(), &input(vec![target("/dev/vda", 10 * GIB)])).unwrap();
@@ -569,5 +720,264 @@ fn thin_pools_are_created_before_their_volumes_and_scale() {
     assert!(
         (200 * MIB..GIB).contains(&pool),
         "the pool holds its volume's data: {smaller:?}"
+    );
+}
+
+/// uefi_lvm with vg0 spread over a second (slow) disk vdb of `slow` bytes:
+/// root on the fast PV, home first on the slow PV then on the fast one,
+/// swap on the slow one.
+fn two_disk_vg(slow: u64) -> Layout {
+    let mut l = uefi_lvm();
+    let mut d = l.disks[0].clone();
+    d.name = "vdb".into();
+    d.path = "/dev/vdb".into();
+    d.size_bytes = slow;
+    d.serial = Some("SLOW".into());
+    d.rotational = true;
+    let last = slow / 512 - 34;
+    let mut g = match d.partition_table.take() {
+        Some(PartitionTable::Gpt(g)) => g,
+        _ => unreachable!(),
+    };
+    g.disk_guid = "11111111-2222-4333-8444-666666666666".into();
+    g.last_usable_lba = last;
+    g.partitions = vec![gpt_part(
+        "/dev/vdb",
+        1,
+        2048,
+        last,
+        "e6d6d379-f507-44c2-a23c-238f2a3df928",
+        "slow",
+    )];
+    g.partitions[0].unique_guid = "00000000-0000-4000-8000-0000000000b1".into();
+    d.partition_table = Some(PartitionTable::Gpt(g));
+    l.disks.push(d);
+    let pv2 = (last - 2048 + 1) * 512;
+    l.lvm.pvs.push(PhysicalVolume {
+        device: "/dev/vdb1".into(),
+        uuid: "pv2-uuid".into(),
+        vg: Some("vg0".into()),
+        size_bytes: pv2,
+        dev_size_bytes: pv2,
+        pe_start_bytes: MIB,
+    });
+    let seg = |start: u64, size: u64, dev: &str| LvSegment {
+        segtype: "linear".into(),
+        start_bytes: start,
+        size_bytes: size,
+        stripes: 1,
+        stripe_size_bytes: None,
+        devices: vec![dev.into()],
+    };
+    let lvs = &mut l.lvm.lvs;
+    lvs[0].segments = vec![seg(0, 4 * GIB, "/dev/vda4(0)")];
+    // Logical order: the slow part first.
+    lvs[1].segments = vec![
+        seg(2 * GIB, GIB, "/dev/vda4(1024)"),
+        seg(0, 2 * GIB, "/dev/vdb1(0)"),
+    ];
+    lvs[2].segments = vec![seg(0, 512 * MIB, "/dev/vdb1(512)")];
+    l
+}
+
+fn two_targets(fast: u64, slow: u64) -> PlanInput {
+    let mut i = input(vec![target("/dev/sda", fast), target("/dev/sdb", slow)]);
+    i.targets[1].serial = Some("NEW2".into());
+    i.maps = vec![
+        ("/dev/vda".into(), "/dev/sda".into()),
+        ("/dev/vdb".into(), "/dev/sdb".into()),
+    ];
+    i
+}
+
+fn placements(plan: &Plan) -> Vec<(String, Placement)> {
+    plan.steps
+        .iter()
+        .find_map(|s| match s {
+            Step::CreateVg { lvs, .. } => Some(
+                lvs.iter()
+                    .map(|l| (l.lv.name.clone(), l.placement.clone()))
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .unwrap()
+}
+
+fn range(pv: &str, first: u64, count: u64) -> PvRange {
+    PvRange {
+        pv: pv.into(),
+        first,
+        count,
+    }
+}
+
+/// Same PVs on the new disks: every LV on the extents it had, in its
+/// logical order, under the new names; the plan shows them.
+#[test]
+fn lvs_keep_their_pvs_and_extents_on_the_same_pvs() {
+    let l = two_disk_vg(20 * GIB);
+    let plan = build(&l, &two_targets(10 * GIB, 20 * GIB)).unwrap();
+    assert_eq!(
+        placements(&plan),
+        [
+            (
+                "root".to_string(),
+                Placement::Extents(vec![range("/dev/sda4", 0, 1024)])
+            ),
+            (
+                "home".to_string(),
+                Placement::Extents(vec![
+                    range("/dev/sdb1", 0, 512),
+                    range("/dev/sda4", 1024, 256)
+                ])
+            ),
+            (
+                "swap".to_string(),
+                Placement::Extents(vec![range("/dev/sdb1", 512, 128)])
+            ),
+        ]
+    );
+    let text = render::render(&plan);
+    assert!(
+        text.contains("home ") && text.contains("on /dev/sdb1:0-511, /dev/sda4:1024-1279"),
+        "{text}"
+    );
+    assert!(
+        plan.warnings.iter().all(|w| !w.contains("logical volume")),
+        "{:?}",
+        plan.warnings
+    );
+}
+
+/// Larger disks in proportion: the LVs grow, each on the PVs it was on
+/// (in order of first use); LVM picks the extents.
+#[test]
+fn growing_lvs_stay_on_their_pvs() {
+    let l = two_disk_vg(20 * GIB);
+    let plan = build(&l, &two_targets(20 * GIB, 40 * GIB)).unwrap();
+    let p = placements(&plan);
+    assert_eq!(p[0].1, Placement::Pvs(vec!["/dev/sda4".into()]));
+    assert_eq!(
+        p[1].1,
+        Placement::Pvs(vec!["/dev/sdb1".into(), "/dev/sda4".into()]),
+        "segments sorted by their logical start: vdb1 first"
+    );
+    assert_eq!(p[2].1, Placement::Pvs(vec!["/dev/sdb1".into()]));
+}
+
+/// Where an LV cannot stay on its PVs, the plan says so.
+#[test]
+fn an_lv_that_outgrows_its_pvs_is_named() {
+    // The slow disk grows a lot, the fast one not: root (fast only) grows
+    // with the VG beyond what the fast PV holds.
+    let l = two_disk_vg(20 * GIB);
+    let plan = build(&l, &two_targets(10 * GIB, 200 * GIB)).unwrap();
+    let p = placements(&plan);
+    assert_eq!(p[0].1, Placement::Free, "{p:?}");
+    assert!(
+        plan.warnings.iter().any(|w| w
+            == "logical volume vg0/root no longer fits on /dev/sda4 (its PVs before): placed where LVM finds room"),
+        "{:?}",
+        plan.warnings
+    );
+    assert!(render::render(&plan).contains("logical volume vg0/root no longer fits"));
+}
+
+/// uefi_lvm with its ESP mirrored by md RAID1 (metadata 1.0) onto a
+/// partition of a second disk, the boot entry on the first member only.
+fn mirrored_esp() -> Layout {
+    let mut l = uefi_lvm();
+    let mut d = l.disks[0].clone();
+    d.name = "vdb".into();
+    d.path = "/dev/vdb".into();
+    d.size_bytes = GIB;
+    d.serial = Some("SRC2".into());
+    let mut g = match d.partition_table.take() {
+        Some(PartitionTable::Gpt(g)) => g,
+        _ => unreachable!(),
+    };
+    g.disk_guid = "11111111-2222-4333-8444-777777777777".into();
+    g.last_usable_lba = GIB / 512 - 34;
+    let mut esp = g.partitions[1].clone();
+    esp.number = 1;
+    esp.device = "/dev/vdb1".into();
+    esp.unique_guid = "00000000-0000-4000-8000-0000000000e2".into();
+    g.partitions = vec![esp];
+    d.partition_table = Some(PartitionTable::Gpt(g));
+    l.disks.push(d);
+    l.md_arrays = vec![MdArray {
+        device: "/dev/md/esp".into(),
+        name: Some("h:esp".into()),
+        uuid: "aaaaaaaa:bbbbbbbb:cccccccc:dddddddd".into(),
+        level: "raid1".into(),
+        metadata: "1.0".into(),
+        raid_devices: 2,
+        chunk_size_bytes: None,
+        layout: None,
+        size_bytes: 200 * MIB - 64 * 1024,
+        members: ["/dev/vda2", "/dev/vdb1"]
+            .iter()
+            .enumerate()
+            .map(|(i, m)| MdMember {
+                device: m.to_string(),
+                role: Some(i as u32),
+                spare: false,
+            })
+            .collect(),
+    }];
+    l.filesystems[0].device = "/dev/md/esp".into();
+    l.mounts[2].source = "/dev/md/esp".into();
+    l.boot.esps = vec!["/dev/vda2".into(), "/dev/vdb1".into()];
+    l
+}
+
+/// The array is the ESP (the fallback loader is checked through it), and
+/// the boot entry goes on each member: both disks boot alone.
+#[test]
+fn a_mirrored_esp_is_one_esp_with_an_entry_per_member() {
+    let l = mirrored_esp();
+    let mut i = two_targets(10 * GIB, GIB);
+    i.maps = vec![
+        ("/dev/vda".into(), "/dev/sda".into()),
+        ("/dev/vdb".into(), "/dev/sdb".into()),
+    ];
+    let plan = build(&l, &i).unwrap();
+    let Some(Step::Bootloader {
+        esps, efi_entries, ..
+    }) = plan
+        .steps
+        .iter()
+        .find(|s| matches!(s, Step::Bootloader { .. }))
+    else {
+        panic!("no bootloader step: {plan:#?}");
+    };
+    assert_eq!(esps, &["/dev/md/esp"]);
+    let guids: Vec<&str> = efi_entries
+        .iter()
+        .map(|e| e.partition_guid.as_deref().unwrap())
+        .collect();
+    assert_eq!(
+        guids,
+        [
+            "00000000-0000-4000-8000-000000000002",
+            "00000000-0000-4000-8000-0000000000e2"
+        ]
+    );
+    assert!(efi_entries
+        .iter()
+        .all(|e| e.label == "debian" && e.loader.as_deref() == Some("\\EFI\\debian\\shimx64.efi")));
+    let text = render::render(&plan);
+    for on in ["/dev/sda2", "/dev/sdb1"] {
+        assert!(
+            text.contains(&format!(
+                "EFI entry \"debian\" \\EFI\\debian\\shimx64.efi on {on}\n"
+            )),
+            "{text}"
+        );
+    }
+    assert!(
+        text.contains("EFI fallback loader on /dev/md/esp"),
+        "{text}"
     );
 }

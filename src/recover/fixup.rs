@@ -80,10 +80,12 @@ pub fn fix_config(
 }
 
 /// The kernel file systems mounted into the new system for commands run in
-/// a chroot, unmounted (deepest first) on drop.
+/// a chroot, unmounted (deepest first) on drop; the mount points it had to
+/// create are removed then, so the recovered system keeps only its own.
 pub struct Chroot {
     root: PathBuf,
     binds: Vec<PathBuf>,
+    created: Vec<PathBuf>,
 }
 
 impl Chroot {
@@ -91,6 +93,7 @@ impl Chroot {
         let mut c = Chroot {
             root: root.to_path_buf(),
             binds: Vec::new(),
+            created: Vec::new(),
         };
         // grub-probe finds devices through /proc/self/mountinfo and sysfs;
         // efibootmgr needs efivarfs, which a bind of /sys does not carry.
@@ -107,8 +110,7 @@ impl Chroot {
                 continue;
             }
             let dest = root.join(dir.trim_start_matches('/'));
-            std::fs::create_dir_all(&dest)
-                .with_context(|| format!("creating {}", dest.display()))?;
+            c.created.extend(create_dirs(root, &dest)?);
             Cmd::new("mount")
                 .args(how)
                 .arg(&dest)
@@ -164,7 +166,28 @@ impl Drop for Chroot {
                 log::warn!("could not unmount {}: {e:#}", b.display());
             }
         }
+        // Only empty directories go (a failed unmount leaves one busy).
+        for d in self.created.iter().rev() {
+            if let Err(e) = std::fs::remove_dir(d) {
+                log::warn!("could not remove the mount point {}: {e}", d.display());
+            }
+        }
     }
+}
+
+/// Creates `dest` and the missing folders above it, up to `root`; returns
+/// the ones it created, outermost first.
+fn create_dirs(root: &Path, dest: &Path) -> Result<Vec<PathBuf>> {
+    let mut missing: Vec<PathBuf> = dest
+        .ancestors()
+        .take_while(|a| *a != root && std::fs::symlink_metadata(a).is_err())
+        .map(Path::to_path_buf)
+        .collect();
+    missing.reverse();
+    for d in &missing {
+        std::fs::create_dir(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    Ok(missing)
 }
 
 /// The initramfs tool of the system at `root`, with its arguments.

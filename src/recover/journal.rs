@@ -271,7 +271,9 @@ pub(crate) mod tests {
                 },
                 Step::Verify,
             ],
+            floors: vec![],
             warnings: vec![],
+            errors: vec![],
         }
     }
 

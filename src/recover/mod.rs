@@ -58,6 +58,8 @@ pub struct Options {
     pub regenerate_initramfs: bool,
     /// Overwrite target disks that hold data this plan did not write.
     pub wipe: bool,
+    /// Recreate the disks only, though a backup is given.
+    pub no_restore: bool,
 }
 
 impl Default for Options {
@@ -79,6 +81,7 @@ impl Default for Options {
             mount_root: PathBuf::from(MOUNT_ROOT),
             regenerate_initramfs: false,
             wipe: false,
+            no_restore: false,
         }
     }
 }
@@ -102,6 +105,9 @@ pub struct Answers {
     /// Overwrite target disks that hold data (the `--wipe` of the answers).
     #[serde(default)]
     pub wipe: bool,
+    /// Recreate the disks without restoring the backup (`--no-restore`).
+    #[serde(default)]
+    pub no_restore: bool,
 }
 
 impl Answers {
@@ -244,6 +250,8 @@ pub fn prepare(opts: &Options) -> Result<Prepared> {
             .map(|b| b.used_bytes(&layout))
             .unwrap_or_default(),
         backup: backup.as_ref().map(|b| b.display()),
+        backup_filesystems: backup.as_ref().map(|b| b.mountpoints()).unwrap_or_default(),
+        no_restore: opts.no_restore || answers.no_restore,
         uefi: Path::new("/sys/firmware/efi").exists(),
         unattended: opts.unattended,
     };
@@ -338,7 +346,16 @@ pub fn print_plan(opts: &Options, json: bool) -> Result<u8> {
             println!("\n(no --backup given: the plan recreates the disks only)");
         }
     }
+    check_errors(&p.plan)?;
     Ok(0)
+}
+
+/// The plan's errors as one error (recover refuses before any write).
+fn check_errors(plan: &Plan) -> Result<()> {
+    if plan.errors.is_empty() {
+        return Ok(());
+    }
+    bail!("{}", plan.errors.join("; "))
 }
 
 /// What one step did.
@@ -422,6 +439,7 @@ pub fn recover(opts: &Options) -> Result<u8> {
     let p = prepare(opts)?;
     print!("{}", render::render(&p.plan));
     std::io::stdout().flush()?;
+    check_errors(&p.plan)?;
     let state = opts.state.clone().unwrap_or_else(|| {
         if opts.unattended && Path::new(JOB_DIR).is_dir() {
             Path::new(JOB_DIR).join("recover-state.json")

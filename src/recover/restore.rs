@@ -85,6 +85,15 @@ impl Backup {
 
     /// Bytes in use per file system of `layout` at backup time, keyed like
     /// the planner's minimums (UUID, else device).
+    /// The mount points of the file systems the backup holds.
+    pub fn mountpoints(&self) -> Vec<String> {
+        self.manifest
+            .filesystems
+            .iter()
+            .map(|f| f.mountpoint.to_string())
+            .collect()
+    }
+
     pub fn used_bytes(&self, layout: &crate::layout::Layout) -> BTreeMap<String, u64> {
         crate::backup::used_bytes_by_fs(&self.manifest, layout)
     }

@@ -297,7 +297,9 @@ mod tests {
                     internal_uuids: Default::default(),
                 },
             ],
+            floors: vec![],
             warnings: vec![],
+            errors: vec![],
         }
     }
 

@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use super::Ctx;
 use crate::exec::Cmd;
 use crate::layout::{LuksDevice, MdArray, PhysicalVolume, VolumeGroup};
-use crate::plan::{stack, NewLv};
+use crate::plan::{stack, NewLv, Placement};
 
 /// `KEY=value` lines of `mdadm --export` output.
 fn export_vars(text: &str) -> BTreeMap<String, String> {
@@ -244,15 +244,18 @@ pub fn create_vg(
         .run()
         .with_context(|| format!("creating volume group {}", vg.name))?;
 
-    // Pools first, then ordinary LVs, then thin volumes in their pools.
+    // LVs on their old extents first (before anything else takes them),
+    // pools, then ordinary LVs, then thin volumes in their pools.
     let mut order: Vec<&NewLv> = lvs.iter().collect();
     order.sort_by_key(|l| {
-        if stack::is_thin_pool(&l.lv) {
+        if matches!(l.placement, Placement::Extents(_)) {
             0
-        } else if stack::is_thin(&l.lv) {
-            2
-        } else {
+        } else if stack::is_thin_pool(&l.lv) {
             1
+        } else if stack::is_thin(&l.lv) {
+            3
+        } else {
+            2
         }
     });
     let mut has_thin = false;
@@ -268,7 +271,10 @@ pub fn create_vg(
             cmd = cmd.args(["-W", "y"]);
         }
         match segtype {
-            "linear" => cmd = cmd.args(["-L", &size]),
+            "linear" => match &l.placement {
+                Placement::Extents(r) => cmd = cmd.args(["-l", &r[0].count.to_string()]),
+                _ => cmd = cmd.args(["-L", &size]),
+            },
             "striped" => {
                 let s = seg.expect("a striped LV has a segment");
                 cmd = cmd.args(["-L", &size, "-i", &s.stripes.to_string()]);
@@ -307,14 +313,36 @@ pub fn create_vg(
             ),
         }
         cmd.arg(&vg.name)
+            .args(placement_args(&l.placement))
             .mutating(ctx.dry_run)
             .run()
             .with_context(|| format!("creating logical volume {}/{}", vg.name, l.lv.name))?;
+        if let Placement::Extents(ranges) = &l.placement {
+            // The further segments, in their logical order.
+            for r in &ranges[1..] {
+                lvm(&["lvextend", "-y", "-l", &format!("+{}", r.count)])
+                    .arg(format!("{}/{}", vg.name, l.lv.name))
+                    .arg(r.arg())
+                    .mutating(ctx.dry_run)
+                    .run()
+                    .with_context(|| format!("placing {}/{} on {}", vg.name, l.lv.name, r.arg()))?;
+            }
+        }
     }
     if ctx.dry_run {
         return Ok(());
     }
     restore_uuids(ctx, vg, lvs, internal_uuids, has_thin)
+}
+
+/// The PV arguments of lvcreate for a placement (the first extent range:
+/// the others are added by lvextend in order).
+fn placement_args(p: &Placement) -> Vec<String> {
+    match p {
+        Placement::Free => Vec::new(),
+        Placement::Pvs(pvs) => pvs.clone(),
+        Placement::Extents(r) => vec![r[0].arg()],
+    }
 }
 
 /// lvcreate cannot choose UUIDs: write the old VG and LV UUIDs into the new

@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 
 use super::contents::{self, LVM_COMMANDS};
 use super::elf::LibResolver;
+use super::inputs::ImageInputs;
 use super::iso::{self, BootMenu, IsoInputs};
 use super::kernel::{self, Kernel, ModuleIndex};
 use super::tree::{image_path, Tree};
@@ -69,6 +70,8 @@ pub struct Options {
     pub boot_dir: PathBuf,
     pub modules_root: PathBuf,
     pub firmware_dir: PathBuf,
+    /// The backup generation the image belongs with (recorded only).
+    pub backup_generation: Option<String>,
 }
 
 impl Default for Options {
@@ -86,6 +89,7 @@ impl Default for Options {
             boot_dir: PathBuf::from("/boot"),
             modules_root: PathBuf::from("/lib/modules"),
             firmware_dir: PathBuf::from("/lib/firmware"),
+            backup_generation: None,
         }
     }
 }
@@ -108,6 +112,16 @@ pub struct BuildRecord {
     pub programs: usize,
     pub libraries: usize,
     pub build_seconds: f64,
+    /// What the image was built from, and their SHA-256 (none in records
+    /// of older versions).
+    #[serde(default)]
+    pub inputs: Option<ImageInputs>,
+    #[serde(default)]
+    pub fingerprint: Option<String>,
+    /// The backup generation the image belongs with: the newest when it
+    /// was built, updated by scheduled runs that find the image current.
+    #[serde(default)]
+    pub backup: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -124,6 +138,23 @@ impl BuildRecord {
             .with_context(|| format!("reading {}", path.display()))?;
         serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
     }
+
+    /// Writes `rescue.json` into `output` (atomically).
+    pub fn save(&self, output: &Path) -> Result<()> {
+        util::write_atomic(
+            &output.join(BUILD_RECORD),
+            format!("{}\n", serde_json::to_string_pretty(self)?).as_bytes(),
+            0o644,
+        )
+    }
+}
+
+/// The kernel command line of every boot entry: the base and `append`.
+pub(super) fn cmdline(opts: &Options) -> String {
+    std::iter::once(BASE_CMDLINE.to_string())
+        .chain(opts.append.iter().cloned())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Builds the rescue image.
@@ -150,10 +181,7 @@ pub fn mkrescue(opts: &Options) -> Result<BuildRecord> {
         None => Vec::new(),
     };
 
-    let cmdline = std::iter::once(BASE_CMDLINE.to_string())
-        .chain(opts.append.iter().cloned())
-        .collect::<Vec<_>>()
-        .join(" ");
+    let cmdline = cmdline(opts);
     if !opts.no_iso {
         iso::check_grub_args(&cmdline)?;
     }
@@ -164,6 +192,7 @@ pub fn mkrescue(opts: &Options) -> Result<BuildRecord> {
         None => None,
     };
     log::info!("kernel {} from {}", kernel.version, kernel.image.display());
+    let inputs = ImageInputs::with_kernel(opts, &kernel)?;
 
     let staging = tempfile::Builder::new()
         .prefix(".mkrescue-")
@@ -265,19 +294,18 @@ pub fn mkrescue(opts: &Options) -> Result<BuildRecord> {
                 .display()
                 .to_string()
         }),
-        layout_sha256: opts.layout.as_deref().map(sha256_file).transpose()?,
+        layout_sha256: inputs.layout_sha256.clone(),
         files,
         modules: modules.len(),
         firmware_files: firmware,
         programs: programs.len(),
         libraries,
         build_seconds: started.elapsed().as_secs_f64(),
+        fingerprint: Some(inputs.fingerprint()),
+        inputs: Some(inputs),
+        backup: opts.backup_generation.clone(),
     };
-    util::write_atomic(
-        &opts.output.join(BUILD_RECORD),
-        format!("{}\n", serde_json::to_string_pretty(&record)?).as_bytes(),
-        0o644,
-    )?;
+    record.save(&opts.output)?;
     Ok(record)
 }
 

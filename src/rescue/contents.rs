@@ -50,7 +50,11 @@ pub const OPTIONAL_PROGRAMS: &[&str] = &[
     "xfs_db",
     "xfs_repair",
     "xfs_growfs",
+    // xfs_info is a script: xfs_spaceman for a mounted file system, xfs_db
+    // for an unmounted one; xfs_admin calls xfs_db and xfs_repair.
     "xfs_info",
+    "xfs_spaceman",
+    "xfs_io",
     "fsck.vfat",
     "fatlabel",
     "btrfstune",

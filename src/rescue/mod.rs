@@ -6,6 +6,7 @@ pub mod cmdline;
 pub mod contents;
 pub mod cpio;
 pub mod elf;
+pub mod inputs;
 pub mod iso;
 pub mod kernel;
 pub mod tree;
@@ -14,3 +15,4 @@ pub use build::{
     mkrescue, sha256_file, BuildRecord, Compression, Options, BUILD_RECORD, DEFAULT_OUTPUT, INITRD,
     ISO, ISO_BACKUP_DIR, VMLINUZ,
 };
+pub use inputs::ImageInputs;

@@ -57,8 +57,20 @@ impl Paths {
     pub fn systemd_running(&self) -> bool {
         self.is_live() && Path::new("/run/systemd/system").is_dir()
     }
-    /// The scheduler of the system below `root`: systemd when it runs it
-    /// (or, for another root, has it installed), else cron.
+    /// The man page the units name is installed below `root` (by a
+    /// package or by scripts/install.sh).
+    pub fn man_page_installed(&self) -> bool {
+        ["usr/share/man/man8", "usr/local/share/man/man8"]
+            .iter()
+            .flat_map(|d| {
+                ["lifeboat-snapshot.8", "lifeboat-snapshot.8.gz"].map(|f| format!("{d}/{f}"))
+            })
+            .any(|p| self.at(&p).is_file())
+    }
+    /// The scheduler of the system below `root`: for the running system,
+    /// systemd when it runs it; for another root (an image's tree), what
+    /// that tree boots: its `/sbin/init` when it has one, else whether it
+    /// has `/lib/systemd/systemd`, links followed inside the tree.
     pub fn detect(&self) -> Init {
         if self.is_live() {
             return if self.systemd_running() {
@@ -67,14 +79,34 @@ impl Paths {
                 Init::Cron
             };
         }
-        let has = |p: &str| self.root.join(p).exists();
-        if has("run/systemd/system") || has("usr/lib/systemd/systemd") || has("lib/systemd/systemd")
-        {
+        let systemd = match resolve_in_root(&self.root, "sbin/init") {
+            Some(init) => init.file_name() == Some(std::ffi::OsStr::new("systemd")),
+            None => ["lib/systemd/systemd", "usr/lib/systemd/systemd"]
+                .iter()
+                .any(|p| resolve_in_root(&self.root, p).is_some()),
+        };
+        if systemd {
             Init::Systemd
         } else {
             Init::Cron
         }
     }
+}
+
+/// Where `rel` leads below `root`, symbolic links followed as if `root`
+/// were `/` (an absolute target stays inside the tree, never reaching this
+/// machine's files): the regular file's path, or None.
+fn resolve_in_root(root: &Path, rel: &str) -> Option<PathBuf> {
+    use rustix::fs::{openat2, FileType, Mode, OFlags, ResolveFlags};
+    use std::os::fd::AsRawFd;
+    let flags = OFlags::PATH | OFlags::CLOEXEC;
+    let dir = rustix::fs::open(root, flags | OFlags::DIRECTORY, Mode::empty()).ok()?;
+    let fd = openat2(&dir, rel, flags, Mode::empty(), ResolveFlags::IN_ROOT).ok()?;
+    let st = rustix::fs::fstat(&fd).ok()?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+        return None;
+    }
+    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()
 }
 
 /// What `install` did.
@@ -112,8 +144,17 @@ pub fn install(
             }
             let dir = paths.at(UNIT_DIR);
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-            util::write_atomic(&paths.service(), units::service_unit(job).as_bytes(), 0o644)?;
-            util::write_atomic(&paths.timer(), units::timer_unit(job).as_bytes(), 0o644)?;
+            let man = paths.man_page_installed();
+            util::write_atomic(
+                &paths.service(),
+                units::service_unit(job, man).as_bytes(),
+                0o644,
+            )?;
+            util::write_atomic(
+                &paths.timer(),
+                units::timer_unit(job, man).as_bytes(),
+                0o644,
+            )?;
             written.push(paths.service());
             written.push(paths.timer());
             if paths.systemd_running() {
@@ -383,6 +424,54 @@ mod tests {
         let st = state(&paths).unwrap();
         assert_eq!(st.init, None);
         assert!(remove(&paths).unwrap().is_empty());
+    }
+
+    /// A tree is judged by its own files: absolute links resolve inside it,
+    /// whatever this machine has (this host has /lib/systemd/systemd but
+    /// does not run it; a host without systemd judged the same way).
+    #[test]
+    fn detect_by_the_trees_init() {
+        use std::os::unix::fs::symlink;
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        let paths = Paths::new(r);
+        // Merged /usr with absolute links, init pointing at systemd that
+        // is not there (yet): on the host, the same paths may exist.
+        std::fs::create_dir_all(r.join("usr/lib")).unwrap();
+        std::fs::create_dir_all(r.join("usr/sbin")).unwrap();
+        symlink("/usr/lib", r.join("lib")).unwrap();
+        symlink("/usr/sbin", r.join("sbin")).unwrap();
+        symlink("/lib/systemd/systemd", r.join("usr/sbin/init")).unwrap();
+        assert_eq!(paths.detect(), Init::Cron);
+        std::fs::create_dir_all(r.join("usr/lib/systemd")).unwrap();
+        std::fs::write(r.join("usr/lib/systemd/systemd"), "").unwrap();
+        assert_eq!(paths.detect(), Init::Systemd);
+        // systemd installed but another init boots the tree.
+        std::fs::remove_file(r.join("usr/sbin/init")).unwrap();
+        std::fs::write(r.join("usr/sbin/init"), "sysvinit").unwrap();
+        assert_eq!(paths.detect(), Init::Cron);
+    }
+
+    #[test]
+    fn documentation_only_when_the_man_page_is_installed() {
+        let root = tempfile::tempdir().unwrap();
+        let paths = Paths::new(root.path());
+        install(&paths, Init::Systemd, &job(), None).unwrap();
+        for unit in [paths.service(), paths.timer()] {
+            let text = std::fs::read_to_string(&unit).unwrap();
+            assert!(!text.contains("Documentation="), "{text}");
+        }
+        let man8 = root.path().join("usr/local/share/man/man8");
+        std::fs::create_dir_all(&man8).unwrap();
+        std::fs::write(man8.join("lifeboat-snapshot.8"), ".TH x").unwrap();
+        install(&paths, Init::Systemd, &job(), None).unwrap();
+        for unit in [paths.service(), paths.timer()] {
+            let text = std::fs::read_to_string(&unit).unwrap();
+            assert!(
+                text.contains("\nDocumentation=man:lifeboat-snapshot(8)\n"),
+                "{text}"
+            );
+        }
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! One scheduled run (`lifeboat snapshot [--backup] [--rebuild-rescue]`):
 //! under the state folder's lock, take the snapshot; with `--backup`, back
 //! up the file systems of the newest snapshot; with `--rebuild-rescue`,
-//! rebuild the rescue image when its layout drifted from the newest
-//! snapshot, when it is older than the newest backup or than
-//! `schedule.max_image_age`, or when there is none. A failed rebuild keeps
-//! the previous image (mkrescue renames its files into place at the end).
+//! rebuild the rescue image when its contents would change (its layout
+//! drifted from the newest snapshot, or the kernel, lifeboat or the
+//! configuration differ from its recorded inputs), when it is older than
+//! `schedule.max_image_age`, or when there is none; else record the newest
+//! backup generation in its `rescue.json`. A failed rebuild keeps the
+//! previous image (mkrescue renames its files into place at the end).
 
 use std::fs::File;
 use std::io::{Read, Seek, Write};
@@ -18,7 +20,7 @@ use super::snapshot::{Recorded, Snapshot, SnapshotStore};
 use crate::backup::{self, dest::Destination, walk::Excludes};
 use crate::config::{fmt_duration, Config};
 use crate::layout::{Change, Layout};
-use crate::rescue::BuildRecord;
+use crate::rescue::{BuildRecord, ImageInputs};
 use crate::util;
 
 pub const LOCK_FILE: &str = "lifeboat.lock";
@@ -109,12 +111,13 @@ pub struct RunReport {
 
 /// Why the rescue image needs a rebuild; empty when it is current.
 /// `image` is `rescue.json` (none: no image), `drift` compares its layout
-/// with the newest snapshot, `backup_finished` is the newest backup's
-/// finish time.
+/// with the newest snapshot, `wanted` is what a build would use now (or
+/// why that is unknown). A newer backup is no reason: the image does not
+/// hold it; its record names the backup it belongs with instead.
 pub fn rebuild_reasons(
     image: Option<&BuildRecord>,
     drift: &Drift,
-    backup_finished: Option<(&str, i64)>,
+    wanted: Result<&ImageInputs, &str>,
     now: i64,
     max_age: i64,
 ) -> Vec<String> {
@@ -133,18 +136,17 @@ pub fn rebuild_reasons(
             reasons.push(format!("the image's layout is unknown: {reason}"))
         }
     }
+    match (&rec.inputs, wanted) {
+        (_, Err(e)) => reasons.push(format!("cannot tell what a new image would hold: {e}")),
+        (None, Ok(_)) => reasons.push(format!(
+            "the image records no inputs (built by lifeboat {})",
+            rec.lifeboat_version
+        )),
+        (Some(old), Ok(new)) => reasons.extend(old.changes(new)),
+    }
     match util::parse_rfc3339(&rec.built_at) {
         Err(_) => reasons.push(format!("the image has a bad build time {:?}", rec.built_at)),
         Ok(built) => {
-            if let Some((id, finished)) = backup_finished {
-                if built < finished {
-                    reasons.push(format!(
-                        "the image (built {}) is older than the newest backup {id} (finished {})",
-                        rec.built_at,
-                        util::rfc3339(finished)
-                    ));
-                }
-            }
             if max_age > 0 && now - built >= max_age {
                 reasons.push(format!(
                     "the image is {} old (schedule.max_image_age {})",
@@ -176,6 +178,7 @@ fn backup_options(cfg: &Config, layout_path: &Path, dest: &Path) -> Result<backu
             .collect(),
         ..Excludes::default()
     };
+    backup::create::exclude_own_output(&mut excludes, &[&cfg.rescue.output.value]);
     for p in &cfg.backup.excludes.value {
         excludes
             .add_pattern(p)
@@ -360,72 +363,89 @@ fn run_locked(
 
     // 3. The rescue image.
     if opts.rebuild_rescue {
-        let newest_layout = newest.load()?;
-        let drift = match &image.record {
-            Some(r) => monitor::drift(
-                r,
-                &store,
-                &newest_layout,
-                Some(&newest.path),
-                &format!("snapshot {}", newest.id),
-            ),
-            None => Drift::Unknown {
-                reason: "there is no rescue image".into(),
-            },
-        };
-        let backup_facts = monitor::read_backup(cfg);
-        let finished = match &backup_facts {
-            BackupFacts::Found {
-                generation,
-                finished_epoch: Some(t),
-                ..
-            } => Some((generation.id.as_str(), *t)),
-            _ => None,
-        };
-        let reasons = match &image.error {
-            // A new build writes a new record.
-            Some(e) => vec![format!("the image record is unreadable: {e}")],
-            None => rebuild_reasons(
-                image.record.as_ref(),
-                &drift,
-                finished,
-                now(),
-                cfg.schedule.max_image_age.value.0,
-            ),
-        };
-        report.reasons = reasons.clone();
-        if reasons.is_empty() {
-            let built = image
-                .record
-                .as_ref()
-                .map(|r| r.built_at.as_str())
-                .unwrap_or("?");
-            writeln!(
-                out,
-                "rescue image in {} is current (built {built}, layout of snapshot {})",
-                output.display(),
-                newest.id
-            )?;
-        } else {
-            writeln!(out, "rebuilding the rescue image: {}", reasons.join("; "))?;
-            let ro = rescue_options(cfg, Some(&newest.path));
-            let built = crate::rescue::mkrescue(&ro).with_context(|| {
-                format!(
-                    "rebuilding the rescue image failed; the previous image in {} is kept",
-                    output.display()
-                )
-            })?;
-            writeln!(
-                out,
-                "rescue image rebuilt in {} ({:.1} s, kernel {}, layout of snapshot {})",
-                output.display(),
-                built.build_seconds,
-                built.kernel_version,
-                newest.id
-            )?;
-            report.rebuilt = Some(built);
-        }
+        rescue_step(cfg, &image, &store, &newest, now, out, report)?;
     }
+    Ok(())
+}
+
+/// Rebuilds the rescue image when its contents would change; else records
+/// the newest backup generation in its `rescue.json`.
+fn rescue_step(
+    cfg: &Config,
+    image: &monitor::RescueFacts,
+    store: &SnapshotStore,
+    newest: &Snapshot,
+    now: &dyn Fn() -> i64,
+    out: &mut dyn Write,
+    report: &mut RunReport,
+) -> Result<()> {
+    let output = &cfg.rescue.output.value;
+    let newest_layout = newest.load()?;
+    let drift = match &image.record {
+        Some(r) => monitor::drift(
+            r,
+            store,
+            &newest_layout,
+            Some(&newest.path),
+            &format!("snapshot {}", newest.id),
+        ),
+        None => Drift::Unknown {
+            reason: "there is no rescue image".into(),
+        },
+    };
+    let backup_id = report
+        .backup
+        .clone()
+        .or_else(|| match monitor::read_backup(cfg) {
+            BackupFacts::Found { generation, .. } => Some(generation.id),
+            _ => None,
+        });
+    let mut ro = rescue_options(cfg, Some(&newest.path));
+    ro.backup_generation = backup_id.clone();
+    let wanted = ImageInputs::of(&ro).map_err(|e| format!("{e:#}"));
+    let reasons = match &image.error {
+        // A new build writes a new record.
+        Some(e) => vec![format!("the image record is unreadable: {e}")],
+        None => rebuild_reasons(
+            image.record.as_ref(),
+            &drift,
+            wanted.as_ref().map_err(String::as_str),
+            now(),
+            cfg.schedule.max_image_age.value.0,
+        ),
+    };
+    report.reasons = reasons.clone();
+    if let (true, Some(rec)) = (reasons.is_empty(), &image.record) {
+        writeln!(
+            out,
+            "rescue image in {} is current (built {}, layout of snapshot {})",
+            output.display(),
+            rec.built_at,
+            newest.id
+        )?;
+        if backup_id.is_some() && rec.backup != backup_id {
+            let mut rec = rec.clone();
+            rec.backup = backup_id;
+            rec.save(output)?;
+        }
+        return Ok(());
+    }
+    writeln!(out, "rebuilding the rescue image: {}", reasons.join("; "))?;
+    let built = crate::rescue::mkrescue(&ro).with_context(|| {
+        format!(
+            "rebuilding the rescue image failed; the previous image in {} is kept",
+            output.display()
+        )
+    })?;
+    writeln!(
+        out,
+        "rescue image rebuilt in {} ({:.1} s, kernel {}, layout of snapshot {})",
+        output.display(),
+        built.build_seconds,
+        built.kernel_version,
+        newest.id
+    )?;
+    report.rebuilt = Some(built);
     Ok(())
 }
 
@@ -452,20 +472,30 @@ mod tests {
         }
     }
 
+    fn inputs() -> ImageInputs {
+        serde_json::from_value(serde_json::json!({
+            "lifeboat_version": "0.1.0", "lifeboat_sha256": "aa",
+            "kernel_version": "6.1.0-30-amd64", "kernel_sha256": "bb",
+            "layout_sha256": "00", "compression": "zstd", "cmdline": "",
+            "add_programs": [], "iso": true, "luks_headers": false, "include_backup": null
+        }))
+        .unwrap()
+    }
+
     #[test]
     fn rebuild_decisions_with_a_fixed_clock() {
         let hour_ago = util::rfc3339(NOW - 3600);
-        let r = record(&hour_ago);
-        // Current: same layout, no newer backup, young image.
-        assert!(rebuild_reasons(Some(&r), &same(), None, NOW, 7 * 86400).is_empty());
-        assert!(
-            rebuild_reasons(Some(&r), &same(), Some(("G", NOW - 7200)), NOW, 7 * 86400).is_empty()
-        );
-        // Equal times are not "older".
-        assert!(rebuild_reasons(Some(&r), &same(), Some(("G", NOW - 3600)), NOW, 0).is_empty());
+        let mut r = record(&hour_ago);
+        let now_in = inputs();
+        r.inputs = Some(now_in.clone());
+        let same_in = Ok(&now_in);
+        // Current: same layout and inputs, young image; a newer backup
+        // (the image does not hold it) is no reason.
+        assert!(rebuild_reasons(Some(&r), &same(), same_in, NOW, 7 * 86400).is_empty());
+        assert!(rebuild_reasons(Some(&r), &same(), same_in, NOW, 0).is_empty());
 
         assert_eq!(
-            rebuild_reasons(None, &same(), None, NOW, 0),
+            rebuild_reasons(None, &same(), same_in, NOW, 0),
             vec!["there is no rescue image"]
         );
         let drifted = Drift::Drifted {
@@ -480,29 +510,61 @@ mod tests {
             ],
         };
         assert_eq!(
-            rebuild_reasons(Some(&r), &drifted, None, NOW, 0),
+            rebuild_reasons(Some(&r), &drifted, same_in, NOW, 0),
             vec!["the layout changed since the image was built (1 change in snapshot B)"]
         );
         let unknown = Drift::Unknown {
             reason: "gone".into(),
         };
         assert_eq!(
-            rebuild_reasons(Some(&r), &unknown, None, NOW, 0),
+            rebuild_reasons(Some(&r), &unknown, same_in, NOW, 0),
             vec!["the image's layout is unknown: gone"]
         );
+        // Each input that shapes the image.
+        let mut k = now_in.clone();
+        k.kernel_version = "6.1.0-31-amd64".into();
+        k.kernel_sha256 = "cc".into();
         assert_eq!(
-            rebuild_reasons(Some(&r), &same(), Some(("G1", NOW - 60)), NOW, 0),
-            vec![format!(
-                "the image (built {hour_ago}) is older than the newest backup G1 (finished 2026-11-26T05:56:26Z)"
-            )]
+            rebuild_reasons(Some(&r), &same(), Ok(&k), NOW, 0),
+            vec!["the kernel changed (6.1.0-30-amd64 -> 6.1.0-31-amd64)"]
         );
-        let old = record(&util::rfc3339(NOW - 8 * 86400));
+        let mut k = now_in.clone();
+        k.kernel_sha256 = "cc".into();
         assert_eq!(
-            rebuild_reasons(Some(&old), &same(), None, NOW, 7 * 86400),
+            rebuild_reasons(Some(&r), &same(), Ok(&k), NOW, 0),
+            vec!["the kernel image of 6.1.0-30-amd64 changed"]
+        );
+        let mut v = now_in.clone();
+        v.lifeboat_version = "0.2.0".into();
+        v.lifeboat_sha256 = "dd".into();
+        assert_eq!(
+            rebuild_reasons(Some(&r), &same(), Ok(&v), NOW, 0),
+            vec!["lifeboat changed (0.1.0 -> 0.2.0)"]
+        );
+        let mut c = now_in.clone();
+        c.cmdline = "lifeboat.net=dhcp".into();
+        assert_eq!(
+            rebuild_reasons(Some(&r), &same(), Ok(&c), NOW, 0),
+            vec!["the [rescue] configuration changed"]
+        );
+        assert_eq!(
+            rebuild_reasons(Some(&r), &same(), Err("no kernel"), NOW, 0),
+            vec!["cannot tell what a new image would hold: no kernel"]
+        );
+        let mut older = r.clone();
+        older.inputs = None;
+        assert_eq!(
+            rebuild_reasons(Some(&older), &same(), same_in, NOW, 0),
+            vec!["the image records no inputs (built by lifeboat 0.1.0)"]
+        );
+        let mut old = record(&util::rfc3339(NOW - 8 * 86400));
+        old.inputs = Some(now_in.clone());
+        assert_eq!(
+            rebuild_reasons(Some(&old), &same(), same_in, NOW, 7 * 86400),
             vec!["the image is 8d old (schedule.max_image_age 7d)"]
         );
         // 0 turns the age rule off.
-        assert!(rebuild_reasons(Some(&old), &same(), None, NOW, 0).is_empty());
+        assert!(rebuild_reasons(Some(&old), &same(), same_in, NOW, 0).is_empty());
     }
 
     #[test]

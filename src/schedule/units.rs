@@ -63,16 +63,28 @@ pub fn systemd_quote(word: &str) -> String {
     }
 }
 
-/// `lifeboat-snapshot.service`.
-pub fn service_unit(job: &JobSpec) -> String {
+/// The man page the units name in `Documentation=`.
+pub const MAN_PAGE: &str = "lifeboat-snapshot(8)";
+
+/// The `Documentation=` line, only where the man page is installed:
+/// `systemd-analyze verify` fails on a reference to a missing page.
+fn documentation(man: bool) -> String {
+    if man {
+        format!("Documentation=man:{MAN_PAGE}\n")
+    } else {
+        String::new()
+    }
+}
+
+/// `lifeboat-snapshot.service`; `man`: the man page is installed.
+pub fn service_unit(job: &JobSpec, man: bool) -> String {
     let exec: Vec<String> = job.command.iter().map(|w| systemd_quote(w)).collect();
     format!(
         "\
 # Written by `lifeboat schedule install`; `lifeboat schedule remove` deletes it.
 [Unit]
 Description=lifeboat: {what}
-Documentation=man:lifeboat-snapshot(8)
-Wants=network-online.target
+{doc}Wants=network-online.target
 After=local-fs.target remote-fs.target network-online.target
 
 [Service]
@@ -107,18 +119,18 @@ CapabilityBoundingSet=~CAP_SYS_BOOT CAP_SYS_TIME CAP_WAKE_ALARM CAP_SYS_PTRACE C
 ",
         what = job.what(),
         exec = exec.join(" "),
+        doc = documentation(man),
     )
 }
 
-/// `lifeboat-snapshot.timer`.
-pub fn timer_unit(job: &JobSpec) -> String {
+/// `lifeboat-snapshot.timer`; `man`: the man page is installed.
+pub fn timer_unit(job: &JobSpec, man: bool) -> String {
     format!(
         "\
 # Written by `lifeboat schedule install`; `lifeboat schedule remove` deletes it.
 [Unit]
 Description=lifeboat: {what} ({cal})
-Documentation=man:lifeboat-snapshot(8)
-
+{doc}
 [Timer]
 OnCalendar={cal}
 RandomizedDelaySec={delay}
@@ -131,6 +143,7 @@ WantedBy=timers.target
         what = job.what(),
         cal = job.on_calendar,
         delay = job.randomized_delay,
+        doc = documentation(man),
     )
 }
 
@@ -293,7 +306,12 @@ mod tests {
             "snapshot",
             "--rebuild-rescue",
         ]);
-        let s = service_unit(&j);
+        let s = service_unit(&j, true);
+        assert!(
+            s.contains("\nDocumentation=man:lifeboat-snapshot(8)\n"),
+            "{s}"
+        );
+        assert!(!service_unit(&j, false).contains("Documentation="));
         assert!(s.contains(
             "\nExecStart=/usr/local/bin/lifeboat --config \"/etc/lifeboat/my 100%%.toml\" snapshot --rebuild-rescue\n"
         ), "{s}");
@@ -320,7 +338,12 @@ mod tests {
                 "{banned} set:\n{s}"
             );
         }
-        let t = timer_unit(&j);
+        let t = timer_unit(&j, true);
+        assert!(
+            t.contains("\nDocumentation=man:lifeboat-snapshot(8)\n"),
+            "{t}"
+        );
+        assert!(!timer_unit(&j, false).contains("Documentation="));
         for want in [
             "OnCalendar=daily\n",
             "RandomizedDelaySec=1800\n",
@@ -370,8 +393,10 @@ mod tests {
             }
             let sub = dir.path().join(i.to_string());
             std::fs::create_dir(&sub).unwrap();
-            std::fs::write(sub.join(SERVICE), service_unit(&j)).unwrap();
-            std::fs::write(sub.join(TIMER), timer_unit(&j)).unwrap();
+            // Without the man page installed, as on a machine where lifeboat
+            // came without its pages: verified with man page checks on.
+            std::fs::write(sub.join(SERVICE), service_unit(&j, false)).unwrap();
+            std::fs::write(sub.join(TIMER), timer_unit(&j, false)).unwrap();
             verify(&sub);
         }
         // The check can fail: a broken unit is reported.
@@ -379,17 +404,32 @@ mod tests {
         std::fs::create_dir(&bad).unwrap();
         let mut j = job(&[exe, "snapshot"]);
         j.on_calendar = "every other tuesday".into();
-        std::fs::write(bad.join(SERVICE), service_unit(&j)).unwrap();
-        std::fs::write(bad.join(TIMER), timer_unit(&j)).unwrap();
+        std::fs::write(bad.join(SERVICE), service_unit(&j, false)).unwrap();
+        std::fs::write(bad.join(TIMER), timer_unit(&j, false)).unwrap();
         let out = analyze(&bad);
         assert!(!out.is_empty(), "systemd-analyze accepted a bad OnCalendar");
+        // A reference to a page that is not installed fails the check
+        // (what the units wrote before they looked for the page).
+        if crate::exec::Cmd::new("man")
+            .args(["-w", "8", "lifeboat-snapshot"])
+            .output_any()
+            .is_ok_and(|o| o.code != 0)
+        {
+            let missing = dir.path().join("missing");
+            std::fs::create_dir(&missing).unwrap();
+            let j = job(&[exe, "snapshot"]);
+            std::fs::write(missing.join(SERVICE), service_unit(&j, true)).unwrap();
+            std::fs::write(missing.join(TIMER), timer_unit(&j, true)).unwrap();
+            let out = analyze(&missing);
+            assert!(out.contains("lifeboat-snapshot(8)"), "{out}");
+        }
     }
 
     /// Runs `systemd-analyze verify` on the timer and service in `dir` and
     /// returns what it reported.
     fn analyze(dir: &Path) -> String {
         let out = crate::exec::Cmd::new("systemd-analyze")
-            .args(["verify", "--man=no"])
+            .args(["verify", "--man=yes"])
             .arg(dir.join(TIMER))
             .arg(dir.join(SERVICE))
             .env("SYSTEMD_LOG_LEVEL", "warning")

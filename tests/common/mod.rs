@@ -233,6 +233,9 @@ pub enum Boot {
     Cdrom(PathBuf),
     /// The first disk.
     Disk,
+    /// What the firmware's own boot order says (UEFI: the NVRAM entries of
+    /// the vars file), no boot device named.
+    Nvram,
 }
 
 pub struct Vm {
@@ -331,6 +334,7 @@ impl Vm {
             Boot::Disk => {
                 c.args(["-boot", "c"]);
             }
+            Boot::Nvram => {}
         }
         let mut scsi = false;
         for (i, d) in self.disks.iter().enumerate() {

@@ -118,7 +118,8 @@ run_scenario() {
         cp /mnt/check/etc/fstab "$J/fstab-$name.txt"
         lifeboat layout save --root /mnt/check -o "$J/layout-$name.json"
         umount_tree /mnt/check
-        wipe $disks
+        # KEEP_RECOVERED=1: the disks stay as recovered (booted afterwards).
+        [ "${KEEP_RECOVERED:-}" = 1 ] || wipe $disks
     done
     log "done"
 }
