@@ -5,6 +5,7 @@
 pub mod fit;
 pub mod mapping;
 pub mod render;
+pub mod sectors;
 pub mod stack;
 pub mod targets;
 
@@ -126,6 +127,9 @@ pub struct Plan {
     /// Old device path → new device path, where they differ.
     pub renames: BTreeMap<String, String>,
     pub steps: Vec<Step>,
+    /// Parameters changed for the new disks (sector sizes), in words.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adjustments: Vec<String>,
     pub warnings: Vec<String>,
 }
 
@@ -354,8 +358,16 @@ impl Builder<'_> {
 
 /// Places the partitions of `pair.old` on `pair.new`; "short by N bytes"
 /// when they do not fit.
+/// Onto a disk with other sector sizes, every position is translated to the
+/// new sectors and aligned to 1 MiB.
 fn place_on(pair: &DiskPair, spans: &[Span], old: Usable, new: Usable) -> Result<Vec<(u64, u64)>> {
-    fit::place(spans, old, new).map_err(|s| {
+    let new_sector = u64::from(pair.new_sector_size.max(512));
+    let placed = if pair.old_sector_size.max(512) == pair.new_sector_size.max(512) {
+        fit::place(spans, old, new)
+    } else {
+        fit::place_on_sectors(spans, old, new, new_sector)
+    };
+    placed.map_err(|s| {
         anyhow::anyhow!(
             "{} ({}) is too small for the partitions of {}: short by {} bytes ({})",
             pair.new,
@@ -728,6 +740,7 @@ pub fn build(layout: &Layout, input: &PlanInput) -> Result<Plan> {
         );
     }
     steps.push(Step::Verify);
+    let adjustments = sectors::adjust(&disks, &mut steps)?;
 
     Ok(Plan {
         hostname: layout.host.hostname.clone(),
@@ -736,6 +749,7 @@ pub fn build(layout: &Layout, input: &PlanInput) -> Result<Plan> {
         sizes: b.changes,
         renames: b.renames.into_iter().filter(|(o, n)| o != n).collect(),
         steps,
+        adjustments,
         warnings: b.warnings,
     })
 }

@@ -217,6 +217,12 @@ pub fn render(plan: &Plan) -> String {
             );
         }
     }
+    if !plan.adjustments.is_empty() {
+        let _ = writeln!(out, "\nChanged for the new disks:");
+        for a in &plan.adjustments {
+            let _ = writeln!(out, "  {a}");
+        }
+    }
     let _ = writeln!(out, "\nSteps:");
     for (i, step) in plan.steps.iter().enumerate() {
         let _ = writeln!(out, "  {:>2}. {}", i + 1, step_title(step));

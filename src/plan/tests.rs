@@ -571,3 +571,249 @@ fn thin_pools_are_created_before_their_volumes_and_scale() {
         "the pool holds its volume's data: {smaller:?}"
     );
 }
+
+/// The `uefi_lvm` layout with real mkfs parameters: vfat ESP with 512-byte
+/// sectors, ext4 /boot with 1 KiB blocks, XFS /home with 512-byte sectors.
+fn uefi_lvm_params() -> Layout {
+    let mut l = uefi_lvm();
+    for f in &mut l.filesystems {
+        f.params = match f.fstype.as_str() {
+            "vfat" => FsParams::Vfat {
+                serial: "ABCD1234".into(),
+                fat_size: 32,
+                sector_size: 512,
+            },
+            "xfs" => FsParams::Xfs {
+                block_size: 4096,
+                sector_size: 512,
+                crc: true,
+                reflink: true,
+                ftype: true,
+                log_size_bytes: None,
+            },
+            _ => FsParams::Ext {
+                block_size: if f.mountpoints[0] == "/boot" {
+                    1024
+                } else {
+                    4096
+                },
+                inode_size: 256,
+                features: vec!["has_journal".into(), "extent".into()],
+                reserved_blocks_percent: 5.0,
+                inode_count: 32768,
+            },
+        };
+    }
+    l
+}
+
+fn target_4k(path: &str, size: u64) -> TargetDisk {
+    TargetDisk {
+        logical_sector_size: 4096,
+        ..target(path, size)
+    }
+}
+
+fn mkfs_of<'a>(plan: &'a Plan, mp: &str) -> &'a Filesystem {
+    plan.steps
+        .iter()
+        .find_map(|s| match s {
+            Step::Mkfs { fs } if fs.mountpoints.iter().any(|m| m == mp) => Some(fs),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no mkfs of {mp}"))
+}
+
+/// Every partition on whole sectors of `sector` bytes, on 1 MiB boundaries,
+/// inside the usable range and not overlapping.
+fn assert_placed_on(g: &GptTable, sector: u64) {
+    let mut parts = g.partitions.clone();
+    parts.sort_by_key(|p| p.first_lba);
+    let mut prev_end = g.first_usable_lba;
+    for p in &parts {
+        assert_eq!(p.first_lba * sector % MIB, 0, "{p:?} starts on 1 MiB");
+        assert_eq!(
+            (p.last_lba - p.first_lba + 1) * sector,
+            p.size_bytes,
+            "{p:?} size in sectors"
+        );
+        assert!(p.first_lba >= prev_end, "{p:?} overlaps");
+        assert!(p.last_lba <= g.last_usable_lba, "{p:?} past the end");
+        prev_end = p.last_lba + 1;
+    }
+}
+
+#[test]
+fn onto_4k_sectors_positions_are_translated_and_parameters_raised() {
+    let l = uefi_lvm_params();
+    let plan = build(&l, &input(vec![target_4k("/dev/vda", 10 * GIB)])).unwrap();
+    let g = table(&plan);
+    assert_eq!(
+        g.first_usable_lba, 6,
+        "GPT header and entries in 4 KiB sectors"
+    );
+    assert_eq!(g.last_usable_lba, 10 * GIB / 4096 - 6);
+    assert_placed_on(g, 4096);
+    let old = match &l.disks[0].partition_table {
+        Some(PartitionTable::Gpt(g)) => g.clone(),
+        _ => unreachable!(),
+    };
+    for (o, n) in old.partitions.iter().zip(&g.partitions) {
+        assert_eq!(o.unique_guid, n.unique_guid, "PARTUUID kept");
+        if o.number < 4 {
+            // BIOS boot, ESP, /boot: same bytes, same place.
+            assert_eq!(
+                (o.first_lba * 512, o.size_bytes),
+                (n.first_lba * 4096, n.size_bytes)
+            );
+        }
+    }
+    assert!(matches!(
+        mkfs_of(&plan, "/boot").params,
+        FsParams::Ext {
+            block_size: 4096,
+            ..
+        }
+    ));
+    assert!(matches!(
+        mkfs_of(&plan, "/home").params,
+        FsParams::Xfs {
+            sector_size: 4096,
+            block_size: 4096,
+            ..
+        }
+    ));
+    assert!(matches!(
+        mkfs_of(&plan, "/boot/efi").params,
+        FsParams::Vfat {
+            sector_size: 4096,
+            ..
+        }
+    ));
+    assert!(matches!(
+        mkfs_of(&plan, "/").params,
+        FsParams::Ext {
+            block_size: 4096,
+            ..
+        }
+    ));
+    assert_eq!(mkfs_of(&plan, "/boot").uuid.as_deref(), Some("boot-uuid"));
+    assert_eq!(
+        plan.adjustments,
+        [
+            "partitions of /dev/vda on /dev/vda: positions translated from 512-byte to 4096-byte sectors, aligned to 1 MiB",
+            "vfat /boot/efi: logical sector size 512 -> 4096, the new disk has 4096-byte sectors",
+            "ext4 /boot: block size 1024 -> 4096, the new disk has 4096-byte sectors",
+            "xfs /home: sector size and log sector size 512 -> 4096, the new disk has 4096-byte sectors",
+        ]
+    );
+    let text = render::render(&plan);
+    assert!(
+        text.contains(
+            "  ext4 /boot: block size 1024 -> 4096, the new disk has 4096-byte sectors\n"
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn unaligned_old_partitions_land_on_1mib_boundaries_of_4k_sectors() {
+    // An MBR disk from the old days: first partition at sector 63, the
+    // second at an odd sector, sizes not multiples of 4 KiB.
+    let mut l = uefi_lvm_params();
+    let d = &mut l.disks[0];
+    let part = |n: u32, first: u64, sectors: u64, type_byte: u8| MbrPartition {
+        number: n,
+        device: partition_path("/dev/vda", n),
+        kind: MbrKind::Primary,
+        first_lba: first,
+        sectors,
+        size_bytes: sectors * 512,
+        type_byte,
+        bootable: n == 1,
+    };
+    d.partition_table = Some(PartitionTable::Mbr(MbrTable {
+        disk_signature: 0x1234abcd,
+        partitions: vec![
+            part(1, 63, 1_024_001, 0x83),
+            part(
+                2,
+                63 + 1_024_001 + 7,
+                10 * GIB / 512 - 63 - 1_024_001 - 7,
+                0x8e,
+            ),
+        ],
+    }));
+    l.lvm.pvs[0].device = "/dev/vda2".into();
+    l.filesystems.retain(|f| f.fstype != "vfat");
+    l.filesystems[0].device = "/dev/vda1".into();
+    l.mounts.retain(|m| m.fstype != "vfat");
+    l.boot.esps.clear();
+    l.boot.efi_entries.clear();
+    let plan = build(&l, &input(vec![target_4k("/dev/vdb", 10 * GIB)])).unwrap();
+    let m = plan
+        .steps
+        .iter()
+        .find_map(|s| match s {
+            Step::Partition {
+                table: PartitionTable::Mbr(m),
+                ..
+            } => Some(m),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(m.disk_signature, 0x1234abcd);
+    let mut end = 0;
+    for p in &m.partitions {
+        assert_eq!(p.first_lba * 4096 % MIB, 0, "{p:?}");
+        assert_eq!(p.sectors * 4096, p.size_bytes, "{p:?}");
+        assert!(p.first_lba >= end, "{p:?} overlaps");
+        end = p.first_lba + p.sectors;
+    }
+    assert!(end * 4096 <= 10 * GIB);
+    // The fixed /boot keeps at least its bytes, rounded up to whole sectors.
+    assert_eq!(
+        m.partitions[0].size_bytes,
+        (1_024_001u64 * 512).div_ceil(4096) * 4096
+    );
+}
+
+#[test]
+fn from_4k_sectors_onto_512_parameters_are_kept() {
+    let mut l = uefi_lvm_params();
+    l.disks[0].logical_sector_size = 4096;
+    l.disks[0].physical_sector_size = 4096;
+    // The same partitions in 4 KiB sectors.
+    if let Some(PartitionTable::Gpt(g)) = &mut l.disks[0].partition_table {
+        g.first_usable_lba = 6;
+        g.last_usable_lba = 10 * GIB / 4096 - 6;
+        for p in &mut g.partitions {
+            p.first_lba /= 8;
+            p.last_lba = (p.last_lba + 1) / 8 - 1;
+            p.size_bytes = (p.last_lba - p.first_lba + 1) * 4096;
+        }
+    }
+    for f in &mut l.filesystems {
+        match &mut f.params {
+            FsParams::Ext { block_size, .. } => *block_size = 4096,
+            FsParams::Xfs { sector_size, .. } | FsParams::Vfat { sector_size, .. } => {
+                *sector_size = 4096
+            }
+            _ => {}
+        }
+    }
+    let plan = build(&l, &input(vec![target("/dev/vda", 10 * GIB)])).unwrap();
+    assert_placed_on(table(&plan), 512);
+    assert_eq!(
+        plan.adjustments,
+        ["partitions of /dev/vda on /dev/vda: positions translated from 4096-byte to 512-byte sectors, aligned to 1 MiB"]
+    );
+    for f in &l.filesystems {
+        let mp = &f.mountpoints[0];
+        assert_eq!(
+            mkfs_of(&plan, mp).params,
+            f.params,
+            "{mp} keeps its parameters"
+        );
+    }
+}

@@ -271,6 +271,7 @@ pub(crate) mod tests {
                 },
                 Step::Verify,
             ],
+            adjustments: vec![],
             warnings: vec![],
         }
     }

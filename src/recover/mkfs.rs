@@ -41,7 +41,10 @@ pub fn mkfs_command(fs: &Filesystem) -> Cmd {
                 .arg(format!("{reserved_blocks_percent}"));
             if *inode_count > 0 {
                 // Keep the inode density: bytes per inode of the old file system.
-                let ratio = (fs_old_size(fs) / inode_count).clamp(1024, 64 << 20);
+                // Never below the block size, which mke2fs refuses (a block
+                // size raised for a disk with larger sectors).
+                let ratio = (fs_old_size(fs) / inode_count)
+                    .clamp(u64::from(*block_size).max(1024), 64 << 20);
                 c = c.arg("-i").arg(ratio.to_string());
             }
             if let Some(u) = &fs.uuid {

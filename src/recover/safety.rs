@@ -297,6 +297,7 @@ mod tests {
                     internal_uuids: Default::default(),
                 },
             ],
+            adjustments: vec![],
             warnings: vec![],
         }
     }
