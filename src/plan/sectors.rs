@@ -27,12 +27,24 @@ const FAT_MAX_SECTOR: u32 = 4096;
 /// Raises what the new sector sizes require in `steps` (in dependency order,
 /// as `build` makes them). Returns one line per change, for the plan.
 pub fn adjust(disks: &[DiskPair], steps: &mut [Step]) -> Result<Vec<String>> {
-    let mut sector: BTreeMap<String, u32> = BTreeMap::new();
+    Ok(walk(disks, steps)?.0)
+}
+
+/// The logical sector size of every device the plan creates (new paths), as
+/// the new disks give it.
+pub fn device_sectors(plan: &super::Plan) -> Result<BTreeMap<String, u32>> {
+    Ok(walk(&plan.disks, &mut plan.steps.clone())?.1)
+}
+
+type Sectors = BTreeMap<String, u32>;
+
+fn walk(disks: &[DiskPair], steps: &mut [Step]) -> Result<(Vec<String>, Sectors)> {
+    let mut sector: Sectors = BTreeMap::new();
     let mut notes = Vec::new();
     for d in disks {
         sector.insert(d.new.clone(), d.new_sector_size.max(512));
     }
-    let of = |sector: &BTreeMap<String, u32>, dev: &str| sector.get(dev).copied().unwrap_or(512);
+    let of = |sector: &Sectors, dev: &str| sector.get(dev).copied().unwrap_or(512);
     for step in steps.iter_mut() {
         match step {
             Step::Partition {
@@ -96,7 +108,7 @@ pub fn adjust(disks: &[DiskPair], steps: &mut [Step]) -> Result<Vec<String>> {
             _ => {}
         }
     }
-    Ok(notes)
+    Ok((notes, sector))
 }
 
 fn partition_devices(table: &PartitionTable) -> Vec<String> {

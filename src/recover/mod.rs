@@ -9,6 +9,7 @@ pub mod journal;
 pub mod keys;
 pub mod mkfs;
 pub mod mount;
+pub mod prove;
 pub mod restore;
 pub mod safety;
 pub mod storage;
@@ -160,6 +161,8 @@ pub struct Prepared {
     pub layout: Layout,
     pub layout_path: PathBuf,
     pub plan: Plan,
+    /// What the plan's checks proved before any write.
+    pub proof: prove::Proof,
     pub backup: Option<restore::Backup>,
     pub answers_dir: Option<PathBuf>,
     pub answers: Answers,
@@ -248,10 +251,12 @@ pub fn prepare(opts: &Options) -> Result<Prepared> {
         unattended: opts.unattended,
     };
     let plan = plan::build(&layout, &input)?;
+    let proof = prove::prove(&plan, &input.targets)?;
     Ok(Prepared {
         layout,
         layout_path,
         plan,
+        proof,
         backup,
         answers_dir,
         answers,
@@ -334,6 +339,7 @@ pub fn print_plan(opts: &Options, json: bool) -> Result<u8> {
         println!("{}", serde_json::to_string_pretty(&p.plan)?);
     } else {
         print!("{}", render::render(&p.plan));
+        println!("\n{}", p.proof.describe());
         if p.backup.is_none() {
             println!("\n(no --backup given: the plan recreates the disks only)");
         }
@@ -421,6 +427,7 @@ pub fn recover(opts: &Options) -> Result<u8> {
     }
     let p = prepare(opts)?;
     print!("{}", render::render(&p.plan));
+    println!("\n{}", p.proof.describe());
     std::io::stdout().flush()?;
     let state = opts.state.clone().unwrap_or_else(|| {
         if opts.unattended && Path::new(JOB_DIR).is_dir() {
