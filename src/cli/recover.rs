@@ -25,6 +25,13 @@ pub struct Source {
     #[arg(long = "map", value_name = "OLD=NEW")]
     pub map: Vec<String>,
 
+    /// Give the network configuration of the old interface OLD to the
+    /// interface NEW here (names or MAC addresses, repeatable), e.g.
+    /// --map-nic ens3=eth0; without it: same MAC, then same driver in PCI
+    /// order, then PCI order.
+    #[arg(long = "map-nic", value_name = "OLD=NEW")]
+    pub map_nic: Vec<String>,
+
     /// Accept loop devices as target disks (for tests on image files).
     #[arg(long, hide = true)]
     pub allow_loop: bool,
@@ -104,6 +111,7 @@ fn options(s: Source) -> recover::Options {
         layout: s.layout,
         backup: s.backup,
         maps: s.map,
+        nic_maps: s.map_nic,
         allow_loop: s.allow_loop,
         mount_root: s
             .mount_root

@@ -4,6 +4,7 @@
 
 pub mod fit;
 pub mod mapping;
+pub mod nic;
 pub mod render;
 pub mod sectors;
 pub mod stack;
@@ -42,6 +43,10 @@ pub struct PlanInput {
     pub uefi: bool,
     /// No one to ask: disks are chosen by size only when all are blank.
     pub unattended: bool,
+    /// The network interfaces present (the rescue system's sysfs).
+    pub nics: Vec<crate::layout::NetInterface>,
+    /// `--map-nic OLD=NEW`.
+    pub nic_maps: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -103,6 +108,9 @@ pub enum Step {
     Restore { backup: String },
     /// Rewrite device names that changed in fstab, crypttab, mdadm.conf.
     FixConfig { replacements: Vec<(String, String)> },
+    /// Move the network configuration of the old interfaces onto the new
+    /// ones in the restored system.
+    Network { nics: nic::NicPlan },
     /// Regenerate the initramfs in the new system.
     Initramfs,
     /// Install the bootloader: GRUB i386-pc on the BIOS disks, EFI entries.
@@ -669,6 +677,9 @@ pub fn build(layout: &Layout, input: &PlanInput) -> Result<Plan> {
             steps.push(Step::FixConfig { replacements });
         }
         if input.backup.is_some() {
+            if let Some(step) = network_step(layout, input, &mut b.warnings)? {
+                steps.push(step);
+            }
             steps.push(Step::Initramfs);
             let bios_disks: Vec<String> = layout
                 .boot
@@ -752,6 +763,33 @@ pub fn build(layout: &Layout, input: &PlanInput) -> Result<Plan> {
         adjustments,
         warnings: b.warnings,
     })
+}
+
+/// The network step: the old interfaces mapped onto the ones present; what
+/// stays unmatched is a warning. `None` when the layout records none.
+fn network_step(
+    layout: &Layout,
+    input: &PlanInput,
+    warnings: &mut Vec<String>,
+) -> Result<Option<Step>> {
+    if layout.network.is_empty() {
+        return Ok(None);
+    }
+    let nics = nic::map_nics(&layout.network, &input.nics, &input.nic_maps)?;
+    for o in &nics.unmatched {
+        warnings.push(format!(
+            "network interface {} has no counterpart here: its configuration is left as it was              (name one with --map-nic {}=NEW)",
+            nic::describe(o),
+            o.name
+        ));
+    }
+    for n in &nics.unused {
+        warnings.push(format!(
+            "network interface {} here receives no old configuration",
+            nic::describe(n)
+        ));
+    }
+    Ok((!nics.pairs.is_empty()).then_some(Step::Network { nics }))
 }
 
 /// The size of a device in the layout (a disk or a partition).

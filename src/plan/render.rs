@@ -60,6 +60,11 @@ pub fn step_title(step: &Step) -> String {
             "rewrite {} changed device names in fstab, crypttab, mdadm.conf and the boot configuration",
             replacements.len()
         ),
+        Step::Network { nics } => format!(
+            "move the network configuration of {} interface{} onto the new ones",
+            nics.pairs.len(),
+            if nics.pairs.len() == 1 { "" } else { "s" }
+        ),
         Step::Initramfs => "regenerate the initramfs of the restored system".into(),
         Step::Bootloader { bios_disks, efi_entries, esps, write_nvram } => {
             let mut parts = Vec::new();
@@ -144,6 +149,17 @@ fn step_details(step: &Step, out: &mut String) {
                     } else {
                         format!(" ({})", m.options.join(","))
                     }
+                );
+            }
+        }
+        Step::Network { nics } => {
+            for p in &nics.pairs {
+                let _ = writeln!(
+                    out,
+                    "         {} -> {}  [{}]",
+                    super::nic::describe(&p.old),
+                    super::nic::describe(&p.new),
+                    p.reason
                 );
             }
         }

@@ -315,6 +315,7 @@ fn same_size_disk_is_an_exact_copy() {
             Step::Mount { .. } => "mount",
             Step::Restore { .. } => "restore",
             Step::FixConfig { .. } => "fixconfig",
+            Step::Network { .. } => "network",
             Step::Initramfs => "initramfs",
             Step::Bootloader { .. } => "bootloader",
             Step::Verify => "verify",
@@ -816,4 +817,54 @@ fn from_4k_sectors_onto_512_parameters_are_kept() {
             "{mp} keeps its parameters"
         );
     }
+}
+
+#[test]
+fn network_interfaces_are_mapped_and_the_leftovers_warned() {
+    let nic = |name: &str, mac: &str, pci: &str| NetInterface {
+        name: name.into(),
+        mac: mac.into(),
+        driver: Some("virtio_net".into()),
+        pci_path: Some(pci.into()),
+    };
+    let mut l = uefi_lvm();
+    l.network = vec![
+        nic("ens3", "52:54:00:00:00:03", "0000:00:03.0"),
+        nic("ens4", "52:54:00:00:00:04", "0000:00:04.0"),
+    ];
+    let mut i = input(vec![target("/dev/vda", 10 * GIB)]);
+    i.nics = vec![nic("eth0", "52:54:00:aa:00:01", "0000:00:05.0")];
+    i.nic_maps = vec![("ens4".into(), "eth0".into())];
+    let plan = build(&l, &i).unwrap();
+    let pos = |name: &str| {
+        plan.steps
+            .iter()
+            .position(|s| journal_id(s) == name)
+            .unwrap_or_else(|| panic!("no {name} step"))
+    };
+    assert!(pos("network") < pos("initramfs"));
+    let Step::Network { nics } = &plan.steps[pos("network")] else {
+        unreachable!()
+    };
+    assert_eq!(nics.pairs.len(), 1);
+    assert_eq!(
+        (
+            nics.pairs[0].old.name.as_str(),
+            nics.pairs[0].new.name.as_str()
+        ),
+        ("ens4", "eth0")
+    );
+    assert!(plan.warnings.iter().any(|w| w.starts_with(
+        "network interface ens3 (52:54:00:00:00:03, virtio_net, PCI 0000:00:03.0) has no counterpart here"
+    )), "{:#?}", plan.warnings);
+    let text = render::render(&plan);
+    assert!(text.contains("ens4 (52:54:00:00:00:04, virtio_net, PCI 0000:00:04.0) -> eth0 (52:54:00:aa:00:01, virtio_net, PCI 0000:00:05.0)  [--map-nic]"), "{text}");
+    // Without interfaces in the layout (an older layout file): no step.
+    l.network.clear();
+    let plan = build(&l, &i).unwrap();
+    assert!(!plan.steps.iter().any(|s| matches!(s, Step::Network { .. })));
+}
+
+fn journal_id(s: &Step) -> String {
+    crate::recover::journal::step_id(s)
 }

@@ -130,6 +130,7 @@ pub fn step_id(step: &Step) -> String {
         Step::Mount { .. } => "mount".into(),
         Step::Restore { .. } => "restore".into(),
         Step::FixConfig { .. } => "fixconfig".into(),
+        Step::Network { .. } => "network".into(),
         Step::Initramfs => "initramfs".into(),
         Step::Bootloader { .. } => "bootloader".into(),
         Step::Verify => "verify".into(),

@@ -9,6 +9,7 @@ pub mod journal;
 pub mod keys;
 pub mod mkfs;
 pub mod mount;
+pub mod network;
 pub mod prove;
 pub mod restore;
 pub mod safety;
@@ -42,6 +43,8 @@ pub struct Options {
     pub layout: Option<PathBuf>,
     pub backup: Option<String>,
     pub maps: Vec<String>,
+    /// `--map-nic OLD=NEW`.
+    pub nic_maps: Vec<String>,
     pub yes: bool,
     pub dry_run: bool,
     pub key_file: Option<PathBuf>,
@@ -67,6 +70,7 @@ impl Default for Options {
             layout: None,
             backup: None,
             maps: Vec::new(),
+            nic_maps: Vec::new(),
             yes: false,
             dry_run: false,
             key_file: None,
@@ -241,6 +245,8 @@ pub fn prepare(opts: &Options) -> Result<Prepared> {
     let input = PlanInput {
         targets,
         maps,
+        nics: crate::layout::probe::net::interfaces(&opts.sys),
+        nic_maps: plan::nic::parse_nic_maps(&opts.nic_maps)?,
         excluded,
         manifest_used: backup
             .as_ref()
@@ -722,6 +728,14 @@ fn apply(
             } else {
                 notes.push(format!("rewrote {}", changed.join(", ")));
             }
+            state.configs_changed.extend(changed);
+        }
+        Step::Network { nics } => {
+            let (report, changed) = network::rewrite(&ctx.root, nics, ctx.dry_run)?;
+            if report.is_empty() {
+                notes.push("no network configuration named the old interfaces".into());
+            }
+            notes.extend(report);
             state.configs_changed.extend(changed);
         }
         Step::Initramfs => {
