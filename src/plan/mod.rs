@@ -2,6 +2,7 @@
 //! printed in full before anything is written, tested, then applied by
 //! `recover`.
 
+pub mod firmware;
 pub mod fit;
 pub mod mapping;
 pub mod nic;
@@ -16,8 +17,9 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::layout::{
-    EfiBootEntry, Filesystem, FsParams, GptPartition, GptTable, Layout, LogicalVolume, LuksDevice,
-    MbrKind, MbrPartition, MbrTable, MdArray, PartitionTable, PhysicalVolume, Swap, VolumeGroup,
+    EfiBootEntry, Filesystem, Firmware, FsParams, GptPartition, GptTable, Layout, LogicalVolume,
+    LuksDevice, MbrKind, MbrPartition, MbrTable, MdArray, PartitionTable, PhysicalVolume, Swap,
+    VolumeGroup,
 };
 use crate::util::human_bytes;
 use fit::{Span, Usable, MIB};
@@ -43,6 +45,11 @@ pub struct PlanInput {
     pub uefi: bool,
     /// No one to ask: disks are chosen by size only when all are blank.
     pub unattended: bool,
+    /// `--firmware`.
+    pub firmware: firmware::FirmwareChoice,
+    /// GRUB platforms (`x86_64-efi`, `i386-pc`) whose modules the backup
+    /// holds under /usr/lib/grub; `None` when not known.
+    pub backup_grub: Option<Vec<String>>,
     /// The network interfaces present (the rescue system's sysfs).
     pub nics: Vec<crate::layout::NetInterface>,
     /// `--map-nic OLD=NEW`.
@@ -121,6 +128,20 @@ pub enum Step {
         /// kept present on each).
         esps: Vec<String>,
         write_nvram: bool,
+        /// Install GRUB x86_64-efi on the ESPs (a system converted to UEFI).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        grub_efi: bool,
+    },
+    /// Convert the restored system to the other firmware: the new ESP into
+    /// fstab, and check that it holds GRUB for the platform.
+    Migrate {
+        to: crate::layout::Firmware,
+        /// A line for /etc/fstab (the new ESP).
+        fstab: Option<String>,
+        /// Folder of GRUB's modules for the platform (`usr/lib/grub/x86_64-efi`)
+        /// and the package that ships it.
+        grub_dir: String,
+        package: String,
     },
     /// Re-capture the new disks, compare with the plan, write the report.
     Verify,
@@ -158,6 +179,8 @@ struct Builder<'a> {
     sizes: BTreeMap<String, u64>,
     changes: Vec<SizeChange>,
     warnings: Vec<String>,
+    /// The firmware conversion and what it adds.
+    landing: firmware::Landing,
 }
 
 impl Builder<'_> {
@@ -402,7 +425,24 @@ pub fn build(layout: &Layout, input: &PlanInput) -> Result<Plan> {
         sizes: BTreeMap::new(),
         changes: Vec::new(),
         warnings: Vec::new(),
+        landing: firmware::Landing::default(),
     };
+    b.landing.migration = firmware::decide(
+        layout,
+        input.firmware,
+        input.uefi,
+        boot_disk(layout, &disks).as_deref(),
+    )?;
+    let rescue = if input.uefi {
+        Firmware::Uefi
+    } else {
+        Firmware::Bios
+    };
+    if input.firmware == firmware::FirmwareChoice::Same && !firmware::boots_under(layout, rescue) {
+        b.warnings.push(format!(
+            "the rescue system booted under {rescue:?} and the system does not boot under it:              with --firmware same it is not converted (this machine may not boot it)"
+        ));
+    }
     for u in &layout.unsupported {
         b.warnings.push(format!(
             "not recreated: {}{} ({})",
@@ -424,7 +464,9 @@ pub fn build(layout: &Layout, input: &PlanInput) -> Result<Plan> {
         b.sizes.insert(pair.old.clone(), pair.new_size_bytes);
         created.insert(pair.old.clone());
         if let Some(table) = &old.partition_table {
-            let new_table = b.partition(pair, table)?;
+            let table = b.table_for(pair, table);
+            let mut new_table = b.partition(pair, &table)?;
+            b.land(pair, &mut new_table)?;
             created.extend(b.renames.keys().cloned());
             steps.push(Step::Partition {
                 disk: pair.new.clone(),
@@ -603,6 +645,11 @@ pub fn build(layout: &Layout, input: &PlanInput) -> Result<Plan> {
             .unwrap_or(swap.size_bytes);
         steps.push(Step::Mkswap { swap: s });
     }
+    if let Some(esp) = &b.landing.esp {
+        steps.push(Step::Mkfs {
+            fs: firmware::esp_filesystem(esp, b.landing.esp_sector),
+        });
+    }
     // Partitions with nothing lifeboat knows on them come back empty.
     for pair in &disks {
         if let Some(table) = layout
@@ -654,6 +701,16 @@ pub fn build(layout: &Layout, input: &PlanInput) -> Result<Plan> {
             options,
         });
     }
+    if let Some(esp) = &b.landing.esp {
+        if !mounts.iter().any(|m| m.mountpoint == "/boot/efi") {
+            mounts.push(PlannedMount {
+                device: esp.device.clone(),
+                mountpoint: "/boot/efi".into(),
+                fstype: "vfat".into(),
+                options: Vec::new(),
+            });
+        }
+    }
     mounts.sort_by_key(|m| {
         (
             m.mountpoint.matches('/').count() - usize::from(m.mountpoint == "/"),
@@ -680,8 +737,13 @@ pub fn build(layout: &Layout, input: &PlanInput) -> Result<Plan> {
             if let Some(step) = network_step(layout, input, &mut b.warnings)? {
                 steps.push(step);
             }
+            if let Some(step) =
+                firmware::migrate_step(layout, &b.landing, input.backup_grub.as_deref())?
+            {
+                steps.push(step);
+            }
             steps.push(Step::Initramfs);
-            let bios_disks: Vec<String> = layout
+            let mut bios_disks: Vec<String> = layout
                 .boot
                 .grub
                 .iter()
@@ -690,14 +752,14 @@ pub fn build(layout: &Layout, input: &PlanInput) -> Result<Plan> {
                 .filter(|d| b.renames.contains_key(*d))
                 .map(|d| b.new_path(d))
                 .collect();
-            let esps: Vec<String> = layout
+            let mut esps: Vec<String> = layout
                 .boot
                 .esps
                 .iter()
                 .filter(|e| created.contains(*e))
                 .map(|e| b.new_path(e))
                 .collect();
-            let efi_entries: Vec<EfiBootEntry> = layout
+            let mut efi_entries: Vec<EfiBootEntry> = layout
                 .boot
                 .efi_entries
                 .iter()
@@ -718,6 +780,13 @@ pub fn build(layout: &Layout, input: &PlanInput) -> Result<Plan> {
                 })
                 .cloned()
                 .collect();
+            let grub_efi = firmware::add_boot(
+                layout,
+                &b.landing,
+                &mut bios_disks,
+                &mut esps,
+                &mut efi_entries,
+            );
             if !efi_entries.is_empty() && !input.uefi {
                 b.warnings.push(
                     "the rescue system did not boot under UEFI: EFI boot entries cannot be written; \
@@ -736,6 +805,7 @@ pub fn build(layout: &Layout, input: &PlanInput) -> Result<Plan> {
                     efi_entries,
                     esps,
                     write_nvram: input.uefi,
+                    grub_efi,
                 });
             }
         } else {
@@ -751,7 +821,8 @@ pub fn build(layout: &Layout, input: &PlanInput) -> Result<Plan> {
         );
     }
     steps.push(Step::Verify);
-    let adjustments = sectors::adjust(&disks, &mut steps)?;
+    let mut adjustments = firmware::describe(&b.landing);
+    adjustments.extend(sectors::adjust(&disks, &mut steps)?);
 
     Ok(Plan {
         hostname: layout.host.hostname.clone(),
@@ -763,6 +834,29 @@ pub fn build(layout: &Layout, input: &PlanInput) -> Result<Plan> {
         adjustments,
         warnings: b.warnings,
     })
+}
+
+/// The layout disk the boot loader goes on: GRUB i386-pc's first mapped
+/// disk, else the disk of the first mapped ESP, else the first mapped disk.
+fn boot_disk(layout: &Layout, disks: &[DiskPair]) -> Option<String> {
+    let mapped = |d: &str| disks.iter().any(|p| p.old == d);
+    let grub = layout
+        .boot
+        .grub
+        .iter()
+        .filter(|g| g.platform == "i386-pc")
+        .flat_map(|g| g.disks.iter())
+        .find(|d| mapped(d))
+        .cloned();
+    let esp_disk = layout.boot.esps.iter().find_map(|e| {
+        layout
+            .disks
+            .iter()
+            .find(|d| mapped(&d.path) && e.starts_with(&d.path))
+            .map(|d| d.path.clone())
+    });
+    grub.or(esp_disk)
+        .or_else(|| disks.first().map(|p| p.old.clone()))
 }
 
 /// The network step: the old interfaces mapped onto the ones present; what

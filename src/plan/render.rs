@@ -66,8 +66,18 @@ pub fn step_title(step: &Step) -> String {
             if nics.pairs.len() == 1 { "" } else { "s" }
         ),
         Step::Initramfs => "regenerate the initramfs of the restored system".into(),
-        Step::Bootloader { bios_disks, efi_entries, esps, write_nvram } => {
+        Step::Migrate { to, package, .. } => format!(
+            "convert the restored system to {} boot (GRUB from its {package})",
+            match to {
+                crate::layout::Firmware::Uefi => "UEFI",
+                crate::layout::Firmware::Bios => "BIOS",
+            }
+        ),
+        Step::Bootloader { bios_disks, efi_entries, esps, write_nvram, grub_efi } => {
             let mut parts = Vec::new();
+            if *grub_efi {
+                parts.push(format!("GRUB x86_64-efi on {}", esps.join(", ")));
+            }
             if !bios_disks.is_empty() {
                 parts.push(format!("GRUB i386-pc on {}", bios_disks.join(", ")));
             }

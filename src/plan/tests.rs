@@ -316,6 +316,7 @@ fn same_size_disk_is_an_exact_copy() {
             Step::Restore { .. } => "restore",
             Step::FixConfig { .. } => "fixconfig",
             Step::Network { .. } => "network",
+            Step::Migrate { .. } => "migrate",
             Step::Initramfs => "initramfs",
             Step::Bootloader { .. } => "bootloader",
             Step::Verify => "verify",
@@ -751,7 +752,9 @@ fn unaligned_old_partitions_land_on_1mib_boundaries_of_4k_sectors() {
     l.mounts.retain(|m| m.fstype != "vfat");
     l.boot.esps.clear();
     l.boot.efi_entries.clear();
-    let plan = build(&l, &input(vec![target_4k("/dev/vdb", 10 * GIB)])).unwrap();
+    let mut i = input(vec![target_4k("/dev/vdb", 10 * GIB)]);
+    i.uefi = false;
+    let plan = build(&l, &i).unwrap();
     let m = plan
         .steps
         .iter()
@@ -867,4 +870,294 @@ fn network_interfaces_are_mapped_and_the_leftovers_warned() {
 
 fn journal_id(s: &Step) -> String {
     crate::recover::journal::step_id(s)
+}
+
+/// A BIOS-only server: MBR (signature 0x1a2b3c4d) with ext4 / on sda1 and
+/// swap on the logical sda5 reaching the end of a 10 GiB disk, GRUB
+/// i386-pc on sda, no ESP.
+fn bios_mbr() -> Layout {
+    let mut l = minimal();
+    l.host.firmware = Firmware::Bios;
+    l.boot.firmware = Firmware::Bios;
+    let sectors = 10 * GIB / 512;
+    let part = |n: u32, kind, first: u64, count: u64, type_byte: u8| MbrPartition {
+        number: n,
+        device: partition_path("/dev/sda", n),
+        kind,
+        first_lba: first,
+        sectors: count,
+        size_bytes: count * 512,
+        type_byte,
+        bootable: n == 1,
+    };
+    let root_sectors = 9 * GIB / 512;
+    let ext_first = 2048 + root_sectors;
+    l.disks = vec![Disk {
+        name: "sda".into(),
+        path: "/dev/sda".into(),
+        size_bytes: 10 * GIB,
+        logical_sector_size: 512,
+        physical_sector_size: 512,
+        rotational: true,
+        removable: false,
+        transport: Some("sata".into()),
+        model: None,
+        serial: Some("OLD".into()),
+        wwn: None,
+        by_id: vec![],
+        needed: true,
+        needed_reason: "holds /".into(),
+        partition_table: Some(PartitionTable::Mbr(MbrTable {
+            disk_signature: 0x1a2b3c4d,
+            partitions: vec![
+                part(1, MbrKind::Primary, 2048, root_sectors, 0x83),
+                part(2, MbrKind::Extended, ext_first, sectors - ext_first, 0x05),
+                part(
+                    5,
+                    MbrKind::Logical,
+                    ext_first + 2048,
+                    sectors - ext_first - 2048,
+                    0x82,
+                ),
+            ],
+        })),
+    }];
+    l.filesystems = vec![fs("/dev/sda1", "ext4", "root-uuid", 9 * GIB, 2 * GIB, "/")];
+    l.swaps = vec![Swap {
+        device: "/dev/sda5".into(),
+        is_file: false,
+        uuid: Some("swap-uuid".into()),
+        label: None,
+        size_bytes: (sectors - ext_first - 2048) * 512,
+        active: true,
+        priority: None,
+    }];
+    l.mounts = vec![mount("/", "/dev/sda1", "ext4")];
+    l.boot.grub = vec![GrubTarget {
+        platform: "i386-pc".into(),
+        disks: vec!["/dev/sda".into()],
+    }];
+    l
+}
+
+fn step_of<'a>(plan: &'a Plan, id: &str) -> Option<&'a Step> {
+    plan.steps.iter().find(|s| journal_id(s) == id)
+}
+
+#[test]
+fn bios_mbr_onto_a_uefi_machine_becomes_gpt_with_a_new_esp() {
+    let l = bios_mbr();
+    let mut i = input(vec![target("/dev/sda", 10 * GIB)]);
+    i.backup_grub = Some(vec!["x86_64-efi".into(), "i386-pc".into()]);
+    let plan = build(&l, &i).unwrap();
+    assert_eq!(
+        plan,
+        build(&l, &i).unwrap(),
+        "the same plan twice (GUIDs derived)"
+    );
+    let g = table(&plan).clone();
+    let nums: Vec<u32> = g.partitions.iter().map(|p| p.number).collect();
+    assert_eq!(
+        nums,
+        [1, 2, 5],
+        "sda1 and sda5 kept their numbers; the ESP took 2"
+    );
+    let esp = &g.partitions[1];
+    assert_eq!(esp.type_guid, firmware::ESP_GUID);
+    assert_eq!(esp.size_bytes, firmware::ESP_BYTES);
+    assert_eq!(g.partitions[0].first_lba, 2048, "sda1 where it was");
+    // Root (the largest) gave the ESP its room, after the GPT's own sectors.
+    let root = g.partitions[0].size_bytes;
+    assert!(
+        root <= 9 * GIB - firmware::ESP_BYTES && root > 9 * GIB - firmware::ESP_BYTES - 8 * MIB,
+        "{root}"
+    );
+    assert!(
+        plan.sizes.iter().any(|s| s.item == "partition /dev/sda1"
+            && s.new_bytes == root
+            && s.note == "gives 260.0 MiB to the new EFI system partition"),
+        "{:?}",
+        plan.sizes
+    );
+    let mut sorted = g.partitions.clone();
+    sorted.sort_by_key(|p| p.first_lba);
+    assert_eq!(sorted.last().unwrap().number, 2, "the ESP at the end");
+    assert!(sorted.last().unwrap().last_lba <= g.last_usable_lba);
+    for w in sorted.windows(2) {
+        assert!(w[0].last_lba < w[1].first_lba, "{w:?} overlap");
+    }
+    // The ESP is made, mounted, put in fstab, and GRUB EFI goes on it.
+    let Some(Step::Mkfs { fs: esp_fs }) = plan
+        .steps
+        .iter()
+        .find(|s| matches!(s, Step::Mkfs { fs } if fs.fstype == "vfat"))
+    else {
+        panic!("no ESP mkfs")
+    };
+    assert_eq!(esp_fs.device, "/dev/sda2");
+    let Some(Step::Mount { mounts }) = step_of(&plan, "mount") else {
+        panic!()
+    };
+    assert!(mounts
+        .iter()
+        .any(|m| m.mountpoint == "/boot/efi" && m.device == "/dev/sda2"));
+    let Some(Step::Migrate {
+        to,
+        fstab,
+        grub_dir,
+        package,
+    }) = step_of(&plan, "migrate")
+    else {
+        panic!("no migrate step")
+    };
+    assert_eq!(*to, Firmware::Uefi);
+    assert_eq!(
+        fstab.as_deref(),
+        Some(
+            format!(
+                "UUID={} /boot/efi vfat umask=0077 0 1",
+                esp_fs.uuid.as_deref().unwrap()
+            )
+            .as_str()
+        )
+    );
+    assert_eq!(
+        (grub_dir.as_str(), package.as_str()),
+        ("usr/lib/grub/x86_64-efi", "grub-efi-amd64-bin")
+    );
+    let Some(Step::Bootloader {
+        esps,
+        efi_entries,
+        grub_efi,
+        write_nvram,
+        ..
+    }) = step_of(&plan, "bootloader")
+    else {
+        panic!()
+    };
+    assert!(*grub_efi && *write_nvram);
+    assert_eq!(esps, &["/dev/sda2".to_string()]);
+    assert_eq!(
+        efi_entries[0].loader.as_deref(),
+        Some("\\EFI\\debian\\grubx64.efi")
+    );
+    assert_eq!(
+        efi_entries[0].partition_guid.as_deref(),
+        Some(esp.unique_guid.as_str())
+    );
+    // PARTUUIDs of the MBR form are rewritten in the configuration.
+    let Some(Step::FixConfig { replacements }) = step_of(&plan, "fixconfig") else {
+        panic!()
+    };
+    let root_guid = &g.partitions[0].unique_guid;
+    assert!(
+        replacements.contains(&(
+            "PARTUUID=1a2b3c4d-01".into(),
+            format!("PARTUUID={root_guid}")
+        )),
+        "{replacements:?}"
+    );
+    assert!(plan.adjustments[0].starts_with(
+        "firmware: converted to UEFI boot (the rescue system booted under UEFI, the source under BIOS; --firmware same keeps it)"
+    ), "{:?}", plan.adjustments);
+    let text = render::render(&plan);
+    assert!(
+        text.contains("firmware: MBR of /dev/sda converted to GPT with the same partitions"),
+        "{text}"
+    );
+    assert!(
+        text.contains("firmware: new EFI system partition /dev/sda2 (260.0 MiB) on /dev/sda"),
+        "{text}"
+    );
+}
+
+#[test]
+fn conversion_without_grub_efi_in_the_backup_is_refused_before_any_write() {
+    let mut i = input(vec![target("/dev/sda", 10 * GIB)]);
+    i.backup_grub = Some(vec!["i386-pc".into()]);
+    let err = build(&bios_mbr(), &i).unwrap_err().to_string();
+    assert!(
+        err.contains("Debian package grub-efi-amd64-bin), and the backup does not hold it"),
+        "{err}"
+    );
+    assert!(err.contains("--firmware same"), "{err}");
+}
+
+#[test]
+fn firmware_same_keeps_the_mbr_and_says_so() {
+    let mut i = input(vec![target("/dev/sda", 10 * GIB)]);
+    i.firmware = firmware::FirmwareChoice::Same;
+    let l = bios_mbr();
+    let plan = build(&l, &i).unwrap();
+    assert!(step_of(&plan, "migrate").is_none());
+    assert!(plan.steps.iter().any(|s| matches!(
+        s,
+        Step::Partition {
+            table: PartitionTable::Mbr(_),
+            ..
+        }
+    )));
+    assert!(
+        plan.warnings
+            .iter()
+            .any(|w| w.contains("with --firmware same it is not converted")),
+        "{:?}",
+        plan.warnings
+    );
+    // Under a BIOS rescue nothing is converted, nothing is said.
+    let mut i = input(vec![target("/dev/sda", 10 * GIB)]);
+    i.uefi = false;
+    let plan = build(&l, &i).unwrap();
+    assert!(step_of(&plan, "migrate").is_none() && plan.adjustments.is_empty());
+}
+
+#[test]
+fn uefi_only_onto_a_bios_machine_gets_a_bios_boot_partition() {
+    let mut l = uefi_lvm();
+    l.boot.grub.retain(|g| g.platform != "i386-pc");
+    if let Some(PartitionTable::Gpt(g)) = &mut l.disks[0].partition_table {
+        g.partitions.retain(|p| p.number != 1);
+    }
+    let mut i = input(vec![target("/dev/vda", 10 * GIB)]);
+    i.uefi = false;
+    let plan = build(&l, &i).unwrap();
+    let g = table(&plan);
+    let bios: Vec<&GptPartition> = g
+        .partitions
+        .iter()
+        .filter(|p| p.type_guid == firmware::BIOS_BOOT_GUID)
+        .collect();
+    assert_eq!(bios.len(), 1);
+    assert_eq!((bios[0].number, bios[0].size_bytes), (1, MIB));
+    let Some(Step::Bootloader {
+        bios_disks,
+        grub_efi,
+        ..
+    }) = step_of(&plan, "bootloader")
+    else {
+        panic!()
+    };
+    assert_eq!(bios_disks, &["/dev/vda".to_string()]);
+    assert!(!grub_efi);
+    let Some(Step::Migrate {
+        to,
+        fstab,
+        grub_dir,
+        ..
+    }) = step_of(&plan, "migrate")
+    else {
+        panic!()
+    };
+    assert_eq!(
+        (*to, fstab.clone(), grub_dir.as_str()),
+        (Firmware::Bios, None, "usr/lib/grub/i386-pc")
+    );
+    // The LVM PV (the largest partition) gave the MiB.
+    assert!(
+        plan.sizes
+            .iter()
+            .any(|s| s.item == "partition /dev/vda4" && s.note.contains("BIOS boot")),
+        "{:?}",
+        plan.sizes
+    );
 }

@@ -131,6 +131,7 @@ pub fn step_id(step: &Step) -> String {
         Step::Restore { .. } => "restore".into(),
         Step::FixConfig { .. } => "fixconfig".into(),
         Step::Network { .. } => "network".into(),
+        Step::Migrate { .. } => "migrate".into(),
         Step::Initramfs => "initramfs".into(),
         Step::Bootloader { .. } => "bootloader".into(),
         Step::Verify => "verify".into(),

@@ -45,6 +45,8 @@ pub struct Options {
     pub maps: Vec<String>,
     /// `--map-nic OLD=NEW`.
     pub nic_maps: Vec<String>,
+    /// `--firmware`.
+    pub firmware: plan::firmware::FirmwareChoice,
     pub yes: bool,
     pub dry_run: bool,
     pub key_file: Option<PathBuf>,
@@ -71,6 +73,7 @@ impl Default for Options {
             backup: None,
             maps: Vec::new(),
             nic_maps: Vec::new(),
+            firmware: Default::default(),
             yes: false,
             dry_run: false,
             key_file: None,
@@ -247,6 +250,14 @@ pub fn prepare(opts: &Options) -> Result<Prepared> {
         maps,
         nics: crate::layout::probe::net::interfaces(&opts.sys),
         nic_maps: plan::nic::parse_nic_maps(&opts.nic_maps)?,
+        firmware: opts.firmware,
+        backup_grub: backup.as_ref().map(|b| {
+            ["x86_64-efi", "i386-pc"]
+                .iter()
+                .filter(|p| b.has_path(&format!("/usr/lib/grub/{p}")))
+                .map(|p| p.to_string())
+                .collect()
+        }),
         excluded,
         manifest_used: backup
             .as_ref()
@@ -730,6 +741,19 @@ fn apply(
             }
             state.configs_changed.extend(changed);
         }
+        Step::Migrate {
+            to,
+            fstab,
+            grub_dir,
+            package,
+        } => notes.extend(boot::migrate(
+            &ctx.root,
+            *to,
+            fstab.as_deref(),
+            grub_dir,
+            package,
+            ctx.dry_run,
+        )?),
         Step::Network { nics } => {
             let (report, changed) = network::rewrite(&ctx.root, nics, ctx.dry_run)?;
             if report.is_empty() {
@@ -759,11 +783,15 @@ fn apply(
             efi_entries,
             esps,
             write_nvram,
+            grub_efi,
         } => {
             if !ctx.dry_run {
                 let chroot = fixup::Chroot::enter(&ctx.root)?;
                 if !bios_disks.is_empty() {
                     notes.extend(boot::grub_bios(&chroot, bios_disks)?);
+                }
+                if *grub_efi {
+                    notes.extend(boot::grub_efi(&chroot, efi_entries)?);
                 }
                 if let Some(n) = boot::grub_config(&chroot)? {
                     notes.push(n);
