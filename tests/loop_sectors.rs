@@ -3,7 +3,9 @@
 //! 4K-native loop device (`losetup --sector-size 4096`) of the same size:
 //! partitions on 1 MiB in 4 KiB sectors, /boot's block size and the XFS
 //! sector size raised, identities and files kept. Then an impossible plan is
-//! refused by `plan` and by `recover` before anything is written.
+//! refused by `plan` and by `recover` before anything is written. And a BIOS
+//! MBR source planned to UEFI (`--firmware uefi`), refused when the backup
+//! lacks GRUB x86_64-efi.
 //! Run single-threaded: `cargo test --test loop_sectors -- --test-threads=1`.
 
 mod common;
@@ -335,4 +337,147 @@ fn loop_an_impossible_plan_is_refused_before_any_write() {
         before,
         "the refused plan wrote to the disk"
     );
+}
+
+/// An MBR source (ext4 / and swap) with GRUB's BIOS files, saved and backed
+/// up; `with_grub_efi` adds GRUB's x86_64-efi modules to the tree.
+fn mbr_source(s: &Scratch, with_grub_efi: bool) -> String {
+    let img = s.join("source.img");
+    blank_disk(&img, 1000);
+    sh(&format!(
+        "printf 'label: dos\\nlabel-id: 0x1a2b3c4d\\nstart=2048, size=1500000, type=83, bootable\\n\
+         type=82\\n' | sfdisk -q '{}'",
+        img.display()
+    ));
+    let mut d = LoopDisk::attach(&img);
+    sh(&format!(
+        "mkfs.ext4 -q -U {ROOT_UUID} -L root '{}'",
+        d.part(1)
+    ));
+    sh(&format!("mkswap -U {SWAP_UUID} '{}' >/dev/null", d.part(2)));
+    let root = s.join("src");
+    d.mount(&d.part(1), &root, "");
+    let efi = if with_grub_efi {
+        "mkdir -p usr/lib/grub/x86_64-efi && echo mod > usr/lib/grub/x86_64-efi/normal.mod && "
+    } else {
+        ""
+    };
+    sh(&format!(
+        "cd '{}' && mkdir -p etc boot/grub/i386-pc usr/lib/grub/i386-pc && \
+         echo mod > usr/lib/grub/i386-pc/normal.mod && {efi}\
+         printf 'PARTUUID=1a2b3c4d-01 / ext4 defaults 0 1\\n' > etc/fstab",
+        root.display()
+    ));
+    for (args, what) in [
+        (
+            vec![
+                "layout",
+                "save",
+                "--root",
+                root.to_str().unwrap(),
+                "--only-disk",
+                &d.dev,
+                "-o",
+                s.join("layout.json").to_str().unwrap(),
+            ],
+            "layout save",
+        ),
+        (
+            vec![
+                "backup",
+                "create",
+                "--root",
+                root.to_str().unwrap(),
+                "--layout",
+                s.join("layout.json").to_str().unwrap(),
+                "--to",
+                s.join("backup").to_str().unwrap(),
+            ],
+            "backup",
+        ),
+    ] {
+        let (code, out, err) = run_lifeboat(&args);
+        assert_eq!(code, 0, "{what}: {out}{err}");
+    }
+    d.dev.clone()
+}
+
+#[test]
+fn loop_bios_to_uefi_needs_grub_efi_in_the_backup_and_is_refused_before_any_write() {
+    require_root!();
+    let s = Scratch::new("loop-firmware-refused");
+    let old_dev = mbr_source(&s, false);
+    let target = Blank4k::new(&s.join("target.img"), 1000);
+    let map = format!("{old_dev}={}", target.dev);
+    let before = image_sum(&s.join("target.img"));
+    for cmd in ["plan", "recover"] {
+        let state = s.join("state.json");
+        let (code, out, err) = run_lifeboat(args(
+            &s,
+            cmd,
+            "layout.json",
+            &map,
+            &["--firmware", "uefi", "--state", state.to_str().unwrap()]
+                [..if cmd == "plan" { 2 } else { 4 }],
+        ));
+        assert_ne!(code, 0, "{cmd}: {out}{err}");
+        assert!(
+            err.contains("(/usr/lib/grub/x86_64-efi, Debian package grub-efi-amd64-bin), and the backup does not hold it"),
+            "{cmd}: {err}"
+        );
+    }
+    assert_eq!(
+        image_sum(&s.join("target.img")),
+        before,
+        "the refused plan wrote to the disk"
+    );
+}
+
+#[test]
+fn loop_bios_mbr_planned_to_uefi_onto_a_4k_disk() {
+    require_root!();
+    let s = Scratch::new("loop-firmware-plan");
+    let old_dev = mbr_source(&s, true);
+    let target = Blank4k::new(&s.join("target.img"), 1000);
+    let map = format!("{old_dev}={}", target.dev);
+    let (code, out, err) = run_lifeboat(args(
+        &s,
+        "plan",
+        "layout.json",
+        &map,
+        &["--firmware", "uefi"],
+    ));
+    assert_eq!(code, 0, "{out}{err}");
+    for line in [
+        "firmware: converted to UEFI boot (--firmware uefi): GRUB x86_64-efi with an EFI boot entry and the fallback loader EFI/BOOT/BOOTX64.EFI".to_string(),
+        format!("firmware: MBR of {old_dev} converted to GPT with the same partitions (PARTUUIDs rewritten)"),
+        format!("firmware: new EFI system partition {}p3 (260.0 MiB) on {}", target.dev, target.dev),
+        format!("write GPT on {}", target.dev),
+        "PARTUUID=1a2b3c4d-01 -> PARTUUID=".to_string(),
+        "convert the restored system to UEFI boot (GRUB from its grub-efi-amd64-bin)".to_string(),
+        "3 mkfs/mkswap commands".to_string(),
+    ] {
+        assert!(out.contains(&line), "plan lacks {line:?}:\n{out}");
+    }
+    let (code, out, err) = run_lifeboat(args(
+        &s,
+        "plan",
+        "layout.json",
+        &map,
+        &["--firmware", "same"],
+    ));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        !out.contains("firmware:") && out.contains("write MBR on"),
+        "{out}"
+    );
+    let (code, _, err) = run_lifeboat(args(
+        &s,
+        "plan",
+        "layout.json",
+        &map,
+        &["--firmware", "efi"],
+    ));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("expected uefi, bios or same"), "{err}");
 }

@@ -110,6 +110,15 @@ pub fn decide(
     if boots_under(layout, to) {
         return Ok(None);
     }
+    // By default only a system that boots (under the other firmware) is
+    // converted: one without a boot loader stays without.
+    let other = match to {
+        Firmware::Uefi => Firmware::Bios,
+        Firmware::Bios => Firmware::Uefi,
+    };
+    if choice == FirmwareChoice::Rescue && !boots_under(layout, other) {
+        return Ok(None);
+    }
     let Some(disk) = boot_disk else {
         bail!(
             "cannot convert the system to {} boot: none of its disks is recreated",

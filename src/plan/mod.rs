@@ -883,7 +883,12 @@ fn network_step(
             nic::describe(n)
         ));
     }
-    Ok((!nics.pairs.is_empty()).then_some(Step::Network { nics }))
+    // The same cards (same MACs): their configuration already fits.
+    let moved = nics
+        .pairs
+        .iter()
+        .any(|p| !p.old.mac.eq_ignore_ascii_case(&p.new.mac));
+    Ok(moved.then_some(Step::Network { nics }))
 }
 
 /// The size of a device in the layout (a disk or a partition).

@@ -862,6 +862,12 @@ fn network_interfaces_are_mapped_and_the_leftovers_warned() {
     )), "{:#?}", plan.warnings);
     let text = render::render(&plan);
     assert!(text.contains("ens4 (52:54:00:00:00:04, virtio_net, PCI 0000:00:04.0) -> eth0 (52:54:00:aa:00:01, virtio_net, PCI 0000:00:05.0)  [--map-nic]"), "{text}");
+    // The same card here (same MAC, another kernel name): nothing to move.
+    let mut same = i.clone();
+    same.nic_maps.clear();
+    same.nics = vec![nic("eth0", "52:54:00:00:00:03", "0000:00:03.0")];
+    let plan = build(&l, &same).unwrap();
+    assert!(!plan.steps.iter().any(|s| matches!(s, Step::Network { .. })));
     // Without interfaces in the layout (an older layout file): no step.
     l.network.clear();
     let plan = build(&l, &i).unwrap();
@@ -1104,6 +1110,11 @@ fn firmware_same_keeps_the_mbr_and_says_so() {
         "{:?}",
         plan.warnings
     );
+    // A system without a boot loader is not converted by default.
+    let mut no_loader = l.clone();
+    no_loader.boot.grub.clear();
+    let plan = build(&no_loader, &input(vec![target("/dev/sda", 10 * GIB)])).unwrap();
+    assert!(step_of(&plan, "migrate").is_none() && plan.adjustments.is_empty());
     // Under a BIOS rescue nothing is converted, nothing is said.
     let mut i = input(vec![target("/dev/sda", 10 * GIB)]);
     i.uefi = false;
