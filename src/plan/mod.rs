@@ -440,7 +440,7 @@ pub fn build(layout: &Layout, input: &PlanInput) -> Result<Plan> {
     };
     if input.firmware == firmware::FirmwareChoice::Same && !firmware::boots_under(layout, rescue) {
         b.warnings.push(format!(
-            "the rescue system booted under {rescue:?} and the system does not boot under it:              with --firmware same it is not converted (this machine may not boot it)"
+            "the rescue system booted under {rescue:?} and the system does not boot under it: with --firmware same it is not converted (this machine may not boot it)"
         ));
     }
     for u in &layout.unsupported {
@@ -787,6 +787,17 @@ pub fn build(layout: &Layout, input: &PlanInput) -> Result<Plan> {
                 &mut esps,
                 &mut efi_entries,
             );
+            for d in &bios_disks {
+                if let Some(p) = disks
+                    .iter()
+                    .find(|p| &p.new == d && p.new_sector_size > 512)
+                {
+                    b.warnings.push(format!(
+                        "{d} has {}-byte sectors: BIOS firmware and GRUB i386-pc rarely boot such disks; boot this machine under UEFI (--firmware uefi when the system has no ESP)",
+                        p.new_sector_size
+                    ));
+                }
+            }
             if !efi_entries.is_empty() && !input.uefi {
                 b.warnings.push(
                     "the rescue system did not boot under UEFI: EFI boot entries cannot be written; \
@@ -872,7 +883,7 @@ fn network_step(
     let nics = nic::map_nics(&layout.network, &input.nics, &input.nic_maps)?;
     for o in &nics.unmatched {
         warnings.push(format!(
-            "network interface {} has no counterpart here: its configuration is left as it was              (name one with --map-nic {}=NEW)",
+            "network interface {} has no counterpart here: its configuration is left as it was (name one with --map-nic {}=NEW)",
             nic::describe(o),
             o.name
         ));

@@ -716,6 +716,13 @@ fn onto_4k_sectors_positions_are_translated_and_parameters_raised() {
         ),
         "{text}"
     );
+    assert!(
+        plan.warnings.iter().any(|w| w.starts_with(
+            "/dev/vda has 4096-byte sectors: BIOS firmware and GRUB i386-pc rarely boot"
+        )),
+        "{:?}",
+        plan.warnings
+    );
 }
 
 #[test]

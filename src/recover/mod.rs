@@ -101,6 +101,11 @@ pub struct Answers {
     pub backup: Option<String>,
     #[serde(default)]
     pub map: Vec<String>,
+    /// `--map-nic` of the answers.
+    #[serde(default)]
+    pub map_nic: Vec<String>,
+    /// `--firmware` of the answers (`uefi`, `bios`, `same`).
+    pub firmware: Option<plan::firmware::FirmwareChoice>,
     /// Passphrase file for every LUKS container.
     pub key_file: Option<String>,
     /// Passphrase files per LUKS UUID or mapping name.
@@ -249,8 +254,18 @@ pub fn prepare(opts: &Options) -> Result<Prepared> {
         targets,
         maps,
         nics: crate::layout::probe::net::interfaces(&opts.sys),
-        nic_maps: plan::nic::parse_nic_maps(&opts.nic_maps)?,
-        firmware: opts.firmware,
+        nic_maps: plan::nic::parse_nic_maps(
+            &answers
+                .map_nic
+                .iter()
+                .chain(&opts.nic_maps)
+                .cloned()
+                .collect::<Vec<_>>(),
+        )?,
+        firmware: match opts.firmware {
+            plan::firmware::FirmwareChoice::Rescue => answers.firmware.unwrap_or_default(),
+            chosen => chosen,
+        },
         backup_grub: backup.as_ref().map(|b| {
             ["x86_64-efi", "i386-pc"]
                 .iter()
