@@ -28,40 +28,6 @@ macro_rules! require_root {
     };
 }
 
-/// A blank 4K-native loop device, detached (with its partitions) on drop.
-struct Blank4k {
-    dev: String,
-}
-
-impl Blank4k {
-    fn new(image: &std::path::Path, mib: u64) -> Blank4k {
-        blank_disk(image, mib);
-        let dev = sh(&format!(
-            "losetup -f --show --sector-size 4096 '{}'",
-            image.display()
-        ))
-        .trim()
-        .to_string();
-        let name = dev.trim_start_matches("/dev/");
-        assert_eq!(
-            sh(&format!("cat /sys/block/{name}/queue/logical_block_size")).trim(),
-            "4096"
-        );
-        Blank4k { dev }
-    }
-}
-
-impl Drop for Blank4k {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("partx")
-            .args(["-d", &self.dev])
-            .status();
-        let _ = std::process::Command::new("losetup")
-            .args(["-d", &self.dev])
-            .status();
-    }
-}
-
 /// File contents, modes and owners below `root` (one file system).
 fn sums(root: &std::path::Path) -> String {
     let mut v: Vec<String> = sh(&format!(
@@ -75,18 +41,6 @@ fn sums(root: &std::path::Path) -> String {
     .collect();
     v.sort();
     v.join("\n")
-}
-
-/// Compares two listings, naming the lines that differ.
-fn assert_same(got: &str, want: &str) {
-    let g: std::collections::BTreeSet<&str> = got.lines().collect();
-    let w: std::collections::BTreeSet<&str> = want.lines().collect();
-    let missing: Vec<&&str> = w.difference(&g).take(10).collect();
-    let extra: Vec<&&str> = g.difference(&w).take(10).collect();
-    assert!(
-        missing.is_empty() && extra.is_empty(),
-        "trees differ:\n missing {missing:#?}\n extra {extra:#?}"
-    );
 }
 
 fn image_sum(p: &std::path::Path) -> String {
@@ -137,30 +91,36 @@ UUID={SRV_UUID} /srv xfs defaults 0 2\\nUUID={SWAP_UUID} none swap sw 0 0\\n' > 
         sums(&root.join("boot")),
         sums(&root.join("srv")),
     ];
+    save_and_back_up(s, &root, &d.dev);
+    (d.dev.clone(), all)
+}
+
+/// `layout save` of disk `dev` with the system at `root`, then a backup.
+fn save_and_back_up(s: &Scratch, root: &std::path::Path, dev: &str) {
     let layout = s.join("layout.json");
-    let (code, out, err) = run_lifeboat([
+    let backup = s.join("backup");
+    let (root, layout, backup) = (
+        root.to_str().unwrap(),
+        layout.to_str().unwrap(),
+        backup.to_str().unwrap(),
+    );
+    let save = [
         "layout",
         "save",
         "--root",
-        root.to_str().unwrap(),
+        root,
         "--only-disk",
-        &d.dev,
+        dev,
         "-o",
-        layout.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{out}{err}");
-    let (code, out, err) = run_lifeboat([
-        "backup",
-        "create",
-        "--root",
-        root.to_str().unwrap(),
-        "--layout",
-        layout.to_str().unwrap(),
-        "--to",
-        s.join("backup").to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{out}{err}");
-    (d.dev.clone(), all)
+        layout,
+    ];
+    let back_up = [
+        "backup", "create", "--root", root, "--layout", layout, "--to", backup,
+    ];
+    for args in [save, back_up] {
+        let (code, out, err) = run_lifeboat(args);
+        assert_eq!(code, 0, "{}: {out}{err}", args[..2].join(" "));
+    }
 }
 
 fn args(s: &Scratch, cmd: &str, layout: &str, map: &str, extra: &[&str]) -> Vec<String> {
@@ -188,7 +148,7 @@ fn loop_512_source_recovered_onto_a_4k_native_disk() {
     require_root!();
     let s = Scratch::new("loop-sectors");
     let (old_dev, [root_sums, boot_sums, srv_sums]) = source(&s);
-    let target = Blank4k::new(&s.join("target.img"), 800);
+    let target = LoopDisk::blank(&s.join("target.img"), 800, 4096);
     let map = format!("{old_dev}={}", target.dev);
 
     let (code, out, err) = run_lifeboat(args(&s, "plan", "layout.json", &map, &[]));
@@ -270,20 +230,15 @@ fn loop_512_source_recovered_onto_a_4k_native_disk() {
     assert_eq!(fs(ROOT_UUID).label.as_deref(), Some("root"));
     assert_eq!(after.swaps[0].uuid.as_deref(), Some(SWAP_UUID));
 
-    let mut check = LoopDisk {
-        dev: target.dev.clone(),
-        mounts: Vec::new(),
-    };
+    let mut target = target;
     let c = s.join("check");
-    check.mount(&format!("{}p2", target.dev), &c, "");
-    check.mount(&format!("{}p1", target.dev), &c.join("boot"), "");
-    check.mount(&format!("{}p3", target.dev), &c.join("srv"), "");
-    assert_same(&sums(&c.join("boot")), &boot_sums);
-    assert_same(&sums(&c.join("srv")), &srv_sums);
-    assert_same(&sums(&c), &root_sums);
-    check.unmount_all();
-    // The target's loop device is detached by `target`; `check` must not.
-    std::mem::forget(check);
+    target.mount(&target.part(2), &c, "");
+    target.mount(&target.part(1), &c.join("boot"), "");
+    target.mount(&target.part(3), &c.join("srv"), "");
+    assert_same_lines(&sums(&c.join("boot")), &boot_sums);
+    assert_same_lines(&sums(&c.join("srv")), &srv_sums);
+    assert_same_lines(&sums(&c), &root_sums);
+    target.unmount_all();
 }
 
 #[test]
@@ -302,7 +257,7 @@ fn loop_an_impossible_plan_is_refused_before_any_write() {
         }
     }
     std::fs::write(s.join("bad.json"), layout.to_string()).unwrap();
-    let target = Blank4k::new(&s.join("target.img"), 800);
+    let target = LoopDisk::blank(&s.join("target.img"), 800, 4096);
     let map = format!("{old_dev}={}", target.dev);
     let before = image_sum(&s.join("target.img"));
 
@@ -368,37 +323,7 @@ fn mbr_source(s: &Scratch, with_grub_efi: bool) -> String {
          printf 'PARTUUID=1a2b3c4d-01 / ext4 defaults 0 1\\n' > etc/fstab",
         root.display()
     ));
-    for (args, what) in [
-        (
-            vec![
-                "layout",
-                "save",
-                "--root",
-                root.to_str().unwrap(),
-                "--only-disk",
-                &d.dev,
-                "-o",
-                s.join("layout.json").to_str().unwrap(),
-            ],
-            "layout save",
-        ),
-        (
-            vec![
-                "backup",
-                "create",
-                "--root",
-                root.to_str().unwrap(),
-                "--layout",
-                s.join("layout.json").to_str().unwrap(),
-                "--to",
-                s.join("backup").to_str().unwrap(),
-            ],
-            "backup",
-        ),
-    ] {
-        let (code, out, err) = run_lifeboat(&args);
-        assert_eq!(code, 0, "{what}: {out}{err}");
-    }
+    save_and_back_up(s, &root, &d.dev);
     d.dev.clone()
 }
 
@@ -407,7 +332,7 @@ fn loop_bios_to_uefi_needs_grub_efi_in_the_backup_and_is_refused_before_any_writ
     require_root!();
     let s = Scratch::new("loop-firmware-refused");
     let old_dev = mbr_source(&s, false);
-    let target = Blank4k::new(&s.join("target.img"), 1000);
+    let target = LoopDisk::blank(&s.join("target.img"), 1000, 4096);
     let map = format!("{old_dev}={}", target.dev);
     let before = image_sum(&s.join("target.img"));
     for cmd in ["plan", "recover"] {
@@ -438,7 +363,7 @@ fn loop_bios_mbr_planned_to_uefi_onto_a_4k_disk() {
     require_root!();
     let s = Scratch::new("loop-firmware-plan");
     let old_dev = mbr_source(&s, true);
-    let target = Blank4k::new(&s.join("target.img"), 1000);
+    let target = LoopDisk::blank(&s.join("target.img"), 1000, 4096);
     let map = format!("{old_dev}={}", target.dev);
     let (code, out, err) = run_lifeboat(args(
         &s,

@@ -402,54 +402,30 @@ Boot0003* debian\tHD(2,GPT,4C3A1E2B-0000-4000-8000-000000000002,0x1000,0x64000)/
         std::fs::create_dir_all(root.join("etc")).unwrap();
         std::fs::write(root.join("etc/fstab"), "UUID=r / ext4 defaults 0 1").unwrap();
         let line = "UUID=ABCD-1234 /boot/efi vfat umask=0077 0 1";
-        let err = migrate(
-            root,
-            crate::layout::Firmware::Uefi,
-            Some(line),
-            "usr/lib/grub/x86_64-efi",
-            "grub-efi-amd64-bin",
-            false,
-        )
-        .unwrap_err()
-        .to_string();
+        let run = || {
+            let uefi = crate::layout::Firmware::Uefi;
+            migrate(
+                root,
+                uefi,
+                Some(line),
+                "usr/lib/grub/x86_64-efi",
+                "grub-efi-amd64-bin",
+                false,
+            )
+        };
+        let fstab = || std::fs::read_to_string(root.join("etc/fstab")).unwrap();
+        let err = run().unwrap_err().to_string();
         assert!(
             err.contains("no /usr/lib/grub/x86_64-efi: install the package grub-efi-amd64-bin"),
             "{err}"
         );
-        assert_eq!(
-            std::fs::read_to_string(root.join("etc/fstab")).unwrap(),
-            "UUID=r / ext4 defaults 0 1"
-        );
+        assert_eq!(fstab(), "UUID=r / ext4 defaults 0 1");
         std::fs::create_dir_all(root.join("usr/lib/grub/x86_64-efi")).unwrap();
-        let notes = migrate(
-            root,
-            crate::layout::Firmware::Uefi,
-            Some(line),
-            "usr/lib/grub/x86_64-efi",
-            "grub-efi-amd64-bin",
-            false,
-        )
-        .unwrap();
-        assert_eq!(notes, [format!("/etc/fstab: added {line}")]);
+        assert_eq!(run().unwrap(), [format!("/etc/fstab: added {line}")]);
         let want = format!("UUID=r / ext4 defaults 0 1\n{line}\n");
-        assert_eq!(
-            std::fs::read_to_string(root.join("etc/fstab")).unwrap(),
-            want
-        );
+        assert_eq!(fstab(), want);
         // A second run (a resumed recovery) adds nothing.
-        assert!(migrate(
-            root,
-            crate::layout::Firmware::Uefi,
-            Some(line),
-            "usr/lib/grub/x86_64-efi",
-            "grub-efi-amd64-bin",
-            false
-        )
-        .unwrap()
-        .is_empty());
-        assert_eq!(
-            std::fs::read_to_string(root.join("etc/fstab")).unwrap(),
-            want
-        );
+        assert!(run().unwrap().is_empty());
+        assert_eq!(fstab(), want);
     }
 }

@@ -449,6 +449,18 @@ pub fn tail(log: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
+/// Compares two listings (one line per file), naming the lines that differ.
+pub fn assert_same_lines(got: &str, want: &str) {
+    let g: std::collections::BTreeSet<&str> = got.lines().collect();
+    let w: std::collections::BTreeSet<&str> = want.lines().collect();
+    let missing: Vec<&&str> = w.difference(&g).take(10).collect();
+    let extra: Vec<&&str> = g.difference(&w).take(10).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "trees differ:\n missing {missing:#?}\n extra {extra:#?}"
+    );
+}
+
 /// A loop device with its partitions (partx) and mounts, all undone on drop,
 /// even when the test fails.
 pub struct LoopDisk {
@@ -468,6 +480,27 @@ impl LoopDisk {
         // The host kernel does not parse partition tables of loop devices.
         sh(&format!("partx -a '{}'", d.dev));
         d
+    }
+
+    /// A blank image of `mib` MiB on a loop device with `sector`-byte
+    /// logical sectors (`losetup --sector-size`: 4096 for a 4K-native disk).
+    pub fn blank(image: &Path, mib: u64, sector: u32) -> LoopDisk {
+        blank_disk(image, mib);
+        let dev = sh(&format!(
+            "losetup -f --show --sector-size {sector} '{}'",
+            image.display()
+        ))
+        .trim()
+        .to_string();
+        let name = dev.trim_start_matches("/dev/");
+        assert_eq!(
+            sh(&format!("cat /sys/block/{name}/queue/logical_block_size")).trim(),
+            sector.to_string()
+        );
+        LoopDisk {
+            dev,
+            mounts: Vec::new(),
+        }
     }
 
     pub fn part(&self, n: u32) -> String {
