@@ -787,17 +787,7 @@ pub fn build(layout: &Layout, input: &PlanInput) -> Result<Plan> {
                 &mut esps,
                 &mut efi_entries,
             );
-            for d in &bios_disks {
-                if let Some(p) = disks
-                    .iter()
-                    .find(|p| &p.new == d && p.new_sector_size > 512)
-                {
-                    b.warnings.push(format!(
-                        "{d} has {}-byte sectors: BIOS firmware and GRUB i386-pc rarely boot such disks; boot this machine under UEFI (--firmware uefi when the system has no ESP)",
-                        p.new_sector_size
-                    ));
-                }
-            }
+            bios_disks_on_large_sectors(&disks, &esps, &mut bios_disks, &mut b.warnings);
             if !efi_entries.is_empty() && !input.uefi {
                 b.warnings.push(
                     "the rescue system did not boot under UEFI: EFI boot entries cannot be written; \
@@ -845,6 +835,39 @@ pub fn build(layout: &Layout, input: &PlanInput) -> Result<Plan> {
         adjustments,
         warnings: b.warnings,
     })
+}
+
+/// BIOS firmware does not boot disks with sectors larger than 512 bytes:
+/// GRUB i386-pc is left off such a disk when the system boots from an ESP
+/// too, and a warning says so either way.
+fn bios_disks_on_large_sectors(
+    disks: &[DiskPair],
+    esps: &[String],
+    bios_disks: &mut Vec<String>,
+    warnings: &mut Vec<String>,
+) {
+    bios_disks.retain(|d| {
+        let Some(p) = disks
+            .iter()
+            .find(|p| &p.new == d && p.new_sector_size > 512)
+        else {
+            return true;
+        };
+        let sector = p.new_sector_size;
+        if esps.is_empty() {
+            warnings.push(format!(
+                "{d} has {sector}-byte sectors: BIOS firmware and GRUB i386-pc rarely boot such \
+                 disks; boot this machine under UEFI (--firmware uefi)"
+            ));
+            true
+        } else {
+            warnings.push(format!(
+                "GRUB i386-pc is not installed on {d}: it has {sector}-byte sectors, which BIOS \
+                 firmware does not boot; the system boots under UEFI from its ESP"
+            ));
+            false
+        }
+    });
 }
 
 /// The layout disk the boot loader goes on: GRUB i386-pc's first mapped

@@ -717,12 +717,22 @@ fn onto_4k_sectors_positions_are_translated_and_parameters_raised() {
         "{text}"
     );
     assert!(
-        plan.warnings.iter().any(|w| w.starts_with(
-            "/dev/vda has 4096-byte sectors: BIOS firmware and GRUB i386-pc rarely boot"
-        )),
+        plan.warnings.iter().any(|w| w
+            == "GRUB i386-pc is not installed on /dev/vda: it has 4096-byte sectors, which BIOS \
+                firmware does not boot; the system boots under UEFI from its ESP"),
         "{:?}",
         plan.warnings
     );
+    let Some(Step::Bootloader {
+        bios_disks, esps, ..
+    }) = plan
+        .steps
+        .iter()
+        .find(|s| matches!(s, Step::Bootloader { .. }))
+    else {
+        panic!("no bootloader step")
+    };
+    assert!(bios_disks.is_empty() && esps == &["/dev/vda2".to_string()]);
 }
 
 #[test]
