@@ -23,6 +23,8 @@ use crate::layout::{Filesystem, FsParams, LuksDevice, PartitionTable};
 const PAGE: u32 = 4096;
 const XFS_MAX_SECTOR: u32 = 32768;
 const FAT_MAX_SECTOR: u32 = 4096;
+/// Fewer clusters make a FAT16 (the FAT type is its cluster count).
+const FAT32_MIN_CLUSTERS: u64 = 65525;
 
 /// Raises what the new sector sizes require in `steps` (in dependency order,
 /// as `build` makes them). Returns one line per change, for the plan.
@@ -186,11 +188,27 @@ pub fn raise_fs(fs: &mut Filesystem, sector: u32) -> Result<Vec<String>> {
             raise("sector size and log sector size", sector_size);
             raise("block size", block_size);
         }
-        FsParams::Vfat { sector_size, .. } => {
+        FsParams::Vfat {
+            sector_size,
+            fat_size,
+            ..
+        } => {
             if sector > FAT_MAX_SECTOR {
                 return Err(cannot("logical sector size", FAT_MAX_SECTOR));
             }
+            let before = *sector_size;
             raise("logical sector size", sector_size);
+            // The FAT type is its cluster count: with clusters of at least
+            // one larger sector, a small FAT32 has too few and firmware
+            // would read it as FAT16.
+            let clusters = fs.size_bytes / u64::from(sector);
+            if *sector_size != before && *fat_size == 32 && clusters < FAT32_MIN_CLUSTERS {
+                notes.push(format!(
+                    "{name}: FAT32 -> FAT16, at most {clusters} clusters of {sector} bytes are too few \
+                     for FAT32"
+                ));
+                *fat_size = 16;
+            }
         }
         FsParams::Btrfs { .. } if sector > PAGE => return Err(cannot("sector size", PAGE)),
         FsParams::Btrfs { .. } | FsParams::Other {} => {}
@@ -290,6 +308,40 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn a_small_fat32_on_larger_sectors_becomes_fat16() {
+        let mut esp = ext(4096);
+        esp.fstype = "vfat".into();
+        esp.size_bytes = 200 << 20;
+        esp.mountpoints = vec!["/boot/efi".into()];
+        esp.params = FsParams::Vfat {
+            serial: "ABCD1234".into(),
+            fat_size: 32,
+            sector_size: 512,
+        };
+        let notes = raise_fs(&mut esp, 4096).unwrap();
+        assert_eq!(
+            notes[1],
+            "vfat /boot/efi: FAT32 -> FAT16, at most 51200 clusters of 4096 bytes are too few for FAT32"
+        );
+        assert!(matches!(
+            esp.params,
+            FsParams::Vfat {
+                fat_size: 16,
+                sector_size: 4096,
+                ..
+            }
+        ));
+        // On 512-byte sectors the same FAT32 stays.
+        let mut esp512 = esp.clone();
+        esp512.params = FsParams::Vfat {
+            serial: "ABCD1234".into(),
+            fat_size: 32,
+            sector_size: 512,
+        };
+        assert!(raise_fs(&mut esp512, 512).unwrap().is_empty());
     }
 
     #[test]

@@ -705,6 +705,7 @@ fn onto_4k_sectors_positions_are_translated_and_parameters_raised() {
         [
             "partitions of /dev/vda on /dev/vda: positions translated from 512-byte to 4096-byte sectors, aligned to 1 MiB",
             "vfat /boot/efi: logical sector size 512 -> 4096, the new disk has 4096-byte sectors",
+            "vfat /boot/efi: FAT32 -> FAT16, at most 51200 clusters of 4096 bytes are too few for FAT32",
             "ext4 /boot: block size 1024 -> 4096, the new disk has 4096-byte sectors",
             "xfs /home: sector size and log sector size 512 -> 4096, the new disk has 4096-byte sectors",
         ]
