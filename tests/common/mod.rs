@@ -185,6 +185,8 @@ pub struct Disk {
     pub bus: Bus,
     pub serial: Option<String>,
     pub format: &'static str,
+    /// Logical and physical sector size (4096: a 4K-native disk).
+    pub sector: Option<u32>,
 }
 
 impl Disk {
@@ -194,7 +196,12 @@ impl Disk {
             bus: Bus::Virtio,
             serial: None,
             format: "raw",
+            sector: None,
         }
+    }
+    pub fn sector(mut self, bytes: u32) -> Disk {
+        self.sector = Some(bytes);
+        self
     }
     pub fn on(mut self, bus: Bus) -> Disk {
         self.bus = bus;
@@ -340,10 +347,14 @@ impl Vm {
                 d.format
             ));
             let serial = d.serial.clone().unwrap_or_else(|| format!("LBTEST{i:02}"));
-            let bootindex = if i == 0 && matches!(self.boot, Boot::Disk) {
+            let boot = if i == 0 && matches!(self.boot, Boot::Disk) {
                 ",bootindex=0"
             } else {
                 ""
+            };
+            let bootindex = match d.sector {
+                Some(n) => format!("{boot},logical_block_size={n},physical_block_size={n}"),
+                None => boot.to_string(),
             };
             let dev = match d.bus {
                 Bus::Virtio => format!("virtio-blk-pci,drive=d{i},serial={serial}{bootindex}"),
