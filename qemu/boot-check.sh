@@ -23,7 +23,8 @@
 # Environment: BOOT_CHECK_JOB_ROOM_MIB (free space on the job disk for what
 # the job writes, default 0 + 64 MiB), BOOT_CHECK_TIMEOUT (seconds, default
 # 600), BOOT_CHECK_SMP
-# (vCPUs, default 2), BOOT_CHECK_MEMORY (MiB, default 1024).
+# (vCPUs, default 2), BOOT_CHECK_MEMORY (MiB, default 1024), BOOT_CHECK_SECTOR
+# (logical and physical sector size of the system disk: 4096 for 4K-native).
 #
 # Exit codes: 0 the job ran and job.rc is 0; 1 the job ran and failed;
 # 3 no result: the system did not boot, run the job or power off in time
@@ -103,7 +104,7 @@ else
     bootindex=",bootindex=0"
 fi
 args+=(-drive "file=$image,format=$format,if=none,id=sys,cache=unsafe"
-    -device "virtio-blk-pci,drive=sys,serial=lifeboat-sys$bootindex"
+    -device "virtio-blk-pci,drive=sys,serial=lifeboat-sys$bootindex${BOOT_CHECK_SECTOR:+,logical_block_size=$BOOT_CHECK_SECTOR,physical_block_size=$BOOT_CHECK_SECTOR}"
     -drive "file=$out/job.img,format=raw,if=none,id=job,cache=unsafe"
     -device "virtio-blk-pci,drive=job,serial=lifeboat-job")
 

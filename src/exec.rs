@@ -159,6 +159,12 @@ impl Cmd {
         }
     }
 
+    /// `arg` as the first argument (a tool's no-write flag before the rest).
+    pub fn first_arg(mut self, arg: impl AsRef<OsStr>) -> Cmd {
+        self.args.insert(0, arg.as_ref().to_owned());
+        self
+    }
+
     pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Cmd {
         self.args.push(arg.as_ref().to_owned());
         self

@@ -60,18 +60,6 @@ fn sums(root: &std::path::Path) -> String {
     .join("\n")
 }
 
-/// Compares two listings and names the lines that differ.
-fn assert_same_lines(got: &str, want: &str) {
-    let g: std::collections::BTreeSet<&str> = got.lines().collect();
-    let w: std::collections::BTreeSet<&str> = want.lines().collect();
-    let missing: Vec<&&str> = w.difference(&g).take(10).collect();
-    let extra: Vec<&&str> = g.difference(&w).take(10).collect();
-    assert!(
-        missing.is_empty() && extra.is_empty(),
-        "trees differ:\n missing {missing:#?}\n extra {extra:#?}"
-    );
-}
-
 #[test]
 fn loop_recover_onto_a_larger_disk_resuming_after_a_failure() {
     let s = Scratch::new("loop-recover");

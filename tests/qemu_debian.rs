@@ -80,8 +80,25 @@ fn boot_check(
     room_mib: u64,
     out: &Path,
 ) -> Check {
+    boot_check_on(image, vars, firmware, job, room_mib, out, None)
+}
+
+/// [`boot_check`] with the system disk's sector size (`Some(4096)`: 4K-native).
+fn boot_check_on(
+    image: &Path,
+    vars: Option<&Path>,
+    firmware: &str,
+    job: &Path,
+    room_mib: u64,
+    out: &Path,
+    sector: Option<u32>,
+) -> Check {
     let start = Instant::now();
-    let res = Command::new(repo().join("qemu/boot-check.sh"))
+    let mut cmd = Command::new(repo().join("qemu/boot-check.sh"));
+    if let Some(n) = sector {
+        cmd.env("BOOT_CHECK_SECTOR", n.to_string());
+    }
+    let res = cmd
         .arg(image)
         .arg(vars.map_or_else(|| "none".into(), |v| v.as_os_str().to_owned()))
         .arg(firmware)
@@ -290,24 +307,15 @@ fn identities(l: &lifeboat::layout::Layout) -> Vec<String> {
     out
 }
 
-/// The end-to-end recovery of a real Debian 12 system: inside the running
-/// system, `layout save`, `backup create` and `mkrescue` (an ISO that
-/// recovers unattended); the ISO boots under OVMF on a blank, larger disk and
-/// recovers it with the backup on a job disk; the recovered disk then boots
-/// under SeaBIOS and under OVMF (through the EFI entry recovery wrote), with
-/// the same files and identities.
-#[test]
-fn debian_full_recovery() {
-    assert!(
-        nix_is_root(),
-        "this test builds and boots a Debian disk: run it as root (scripts/test.sh qemu)"
-    );
-    let s = Scratch::new("qemu-debian");
-    let built = build_debian(&s.join("image"));
-    let mut times: Vec<(&str, f64)> = Vec::new();
+/// What the source system's job produced.
+struct SourceRun {
+    layout: lifeboat::layout::Layout,
+    iso: PathBuf,
+}
 
-    // 1. The source system under UEFI: checks, capture, backup, rescue image.
-    let t = Instant::now();
+/// The source system under UEFI: checks, capture, backup, rescue image (an
+/// ISO that recovers unattended), and the sums of its files.
+fn source_job(s: &Scratch, built: &Built) -> SourceRun {
     let job = job_dir(
         &s.join("job1"),
         "job_disk=$(findmnt -no SOURCE \"$here\")\n\
@@ -327,10 +335,6 @@ fn debian_full_recovery() {
         2500,
         &s.join("source"),
     );
-    times.push((
-        "source: capture, backup, mkrescue (TCG)",
-        t.elapsed().as_secs_f64(),
-    ));
     let problems = check_uefi(&source);
     assert!(
         problems.is_empty() && source.job_log.contains("== lifeboat job done"),
@@ -349,6 +353,35 @@ fn debian_full_recovery() {
     let source_layout = lifeboat::layout::Layout::load(&s.join("source/job/layout.json")).unwrap();
     let iso = s.join("source/job/rescue/lifeboat-rescue.iso");
     assert!(iso.is_file(), "mkrescue wrote no ISO in the guest");
+    SourceRun {
+        layout: source_layout,
+        iso,
+    }
+}
+
+/// The end-to-end recovery of a real Debian 12 system: inside the running
+/// system, `layout save`, `backup create` and `mkrescue` (an ISO that
+/// recovers unattended); the ISO boots under OVMF on a blank, larger disk and
+/// recovers it with the backup on a job disk; the recovered disk then boots
+/// under SeaBIOS and under OVMF (through the EFI entry recovery wrote), with
+/// the same files and identities.
+#[test]
+fn debian_full_recovery() {
+    assert!(
+        nix_is_root(),
+        "this test builds and boots a Debian disk: run it as root (scripts/test.sh qemu)"
+    );
+    let s = Scratch::new("qemu-debian");
+    let built = build_debian(&s.join("image"));
+    let mut times: Vec<(&str, f64)> = Vec::new();
+
+    let t = Instant::now();
+    let src = source_job(&s, &built);
+    times.push((
+        "source: capture, backup, mkrescue (TCG)",
+        t.elapsed().as_secs_f64(),
+    ));
+    let (source_layout, iso) = (src.layout, src.iso);
 
     // 2. The rescue ISO on a blank 8 GiB disk (the source had 6 GiB), the job
     // disk (relabelled for the rescue) holding the backup: unattended.
@@ -494,6 +527,112 @@ fn debian_full_recovery() {
             step["id"].as_str().unwrap_or("")
         );
     }
+}
+
+/// The same Debian system (512-byte sectors, ext4 /boot with 1 KiB blocks,
+/// XFS /home with 512-byte sectors, a FAT32 ESP of 200 MiB) recovered by
+/// the unattended rescue onto a blank 4K-native disk
+/// (`logical_block_size=4096`), then booted under OVMF from that disk:
+/// partitions translated, parameters raised, identities and files kept.
+#[test]
+fn debian_recovery_onto_a_4k_native_disk() {
+    assert!(
+        nix_is_root(),
+        "this test builds and boots a Debian disk: run it as root (scripts/test.sh qemu)"
+    );
+    let s = Scratch::new("qemu-debian-4k");
+    let built = build_debian(&s.join("image"));
+    let src = source_job(&s, &built);
+    let job_img = s.join("source/job.img");
+    sh(&format!("e2label '{}' LIFEBOAT-AUTO", job_img.display()));
+    let target = blank_disk(&s.join("target.img"), 8192);
+    let vars = fresh_ovmf_vars(&s.join("rescue-vars.fd"));
+    let run = Vm::new(Boot::Cdrom(src.iso.clone()), &s.join("rescue-serial.log"))
+        .firmware(Firmware::Uefi {
+            vars: Some(vars.clone()),
+        })
+        .disk(Disk::virtio(&target).serial("NEW-DISK").sector(4096))
+        .disk(Disk::virtio(&job_img).serial("JOB"))
+        .memory(1536)
+        .timeout(2400)
+        .run();
+    let job = JobDisk {
+        image: job_img.clone(),
+    };
+    let log = job.file("recover.log").unwrap_or_default();
+    assert!(
+        !run.timed_out,
+        "the rescue did not power off:\n{}",
+        tail(&run.log, 60)
+    );
+    assert_eq!(
+        job.file("recover.rc").as_deref().map(str::trim),
+        Some("0"),
+        "unattended recovery failed:\n{}",
+        tail(&log, 80)
+    );
+    for line in [
+        "positions translated from 512-byte to 4096-byte sectors, aligned to 1 MiB",
+        "ext4 /boot: block size 1024 -> 4096, the new disk has 4096-byte sectors",
+        "xfs /home: sector size and log sector size 512 -> 4096",
+        "vfat /boot/efi: logical sector size 512 -> 4096",
+        "GRUB i386-pc is not installed on /dev/vda: it has 4096-byte sectors",
+        "recovery complete",
+    ] {
+        assert!(
+            log.contains(line),
+            "recover.log lacks {line:?}:\n{}",
+            tail(&log, 80)
+        );
+    }
+
+    std::fs::copy(s.join("source/job/sums.txt"), s.join("sums.txt")).unwrap();
+    let d = job_dir(
+        &s.join("job-uefi"),
+        "sha256sum --quiet -c \"$here/sums.txt\" > \"$here/sums-check.txt\" 2>&1\n\
+         lifeboat layout save -o \"$here/after.json\" --exclude-disk \"$(findmnt -no SOURCE \"$here\")\"",
+    );
+    std::fs::copy(s.join("sums.txt"), d.join("sums.txt")).unwrap();
+    let uefi = boot_check_on(
+        &target,
+        Some(&vars),
+        "uefi",
+        &d,
+        64,
+        &s.join("uefi"),
+        Some(4096),
+    );
+    let mut problems = check_uefi(&uefi);
+    if !uefi.job_log.contains("== lifeboat job done") {
+        problems.push("uefi: the checks after recovery failed".into());
+    }
+    assert!(
+        problems.is_empty(),
+        "{}\n--- job.log:\n{}\n--- serial (tail):\n{}",
+        problems.join("\n"),
+        uefi.job_log,
+        tail(&uefi.serial, 40)
+    );
+    let after = lifeboat::layout::Layout::load(&s.join("uefi/job/after.json")).unwrap();
+    assert_eq!(identities(&after), identities(&src.layout));
+    let sys = after.disks.iter().find(|d| d.needed).unwrap();
+    assert_eq!(sys.logical_sector_size, 4096);
+    let boot = after
+        .filesystems
+        .iter()
+        .find(|f| f.mountpoints.contains(&"/boot".to_string()))
+        .unwrap();
+    assert!(
+        matches!(
+            boot.params,
+            lifeboat::layout::FsParams::Ext {
+                block_size: 4096,
+                ..
+            }
+        ),
+        "{:?}",
+        boot.params
+    );
 }
 
 fn nix_is_root() -> bool {

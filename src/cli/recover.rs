@@ -31,6 +31,21 @@ pub struct Source {
     #[arg(long)]
     pub no_restore: bool,
 
+    /// Give the network configuration of the old interface OLD to the
+    /// interface NEW here (names or MAC addresses, repeatable), e.g.
+    /// --map-nic ens3=eth0; without it: same MAC, then same driver in PCI
+    /// order, then PCI order.
+    #[arg(long = "map-nic", value_name = "OLD=NEW")]
+    pub map_nic: Vec<String>,
+
+    /// Boot firmware of the recovered system: uefi, bios, or same (never
+    /// convert) [default: the firmware the rescue booted under, when the
+    /// source cannot boot under it]. Converting to UEFI turns an MBR boot
+    /// disk into GPT, adds an EFI system partition and installs GRUB
+    /// x86_64-efi; to BIOS adds a BIOS boot partition and GRUB i386-pc.
+    #[arg(long, value_name = "uefi|bios|same")]
+    pub firmware: Option<crate::plan::firmware::FirmwareChoice>,
+
     /// Accept loop devices as target disks (for tests on image files).
     #[arg(long, hide = true)]
     pub allow_loop: bool,
@@ -110,6 +125,8 @@ fn options(s: Source) -> recover::Options {
         layout: s.layout,
         backup: s.backup,
         maps: s.map,
+        nic_maps: s.map_nic,
+        firmware: s.firmware.unwrap_or_default(),
         allow_loop: s.allow_loop,
         no_restore: s.no_restore,
         mount_root: s

@@ -200,6 +200,7 @@ pub(crate) mod tests {
                 systemd_boot: false,
                 kernel_cmdline: String::new(),
             },
+            network: vec![],
             unsupported: vec![],
         }
     }

@@ -39,9 +39,25 @@ pub struct Layout {
     #[serde(default)]
     pub config_files: ConfigFiles,
     pub boot: Boot,
+    /// Network interfaces with hardware behind them (not lo, bridges,
+    /// bonds, VLANs or tunnels): matched to the new machine's after restore.
+    #[serde(default)]
+    pub network: Vec<NetInterface>,
     /// What was found but cannot be recreated by this version of lifeboat.
     #[serde(default)]
     pub unsupported: Vec<Unsupported>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct NetInterface {
+    /// Kernel name at capture time (`ens3`, `eth0`, `enp1s0f0`).
+    pub name: String,
+    /// Permanent MAC address, lower case (`52:54:00:12:34:56`).
+    pub mac: String,
+    /// Kernel driver (`virtio_net`, `e1000e`, `ixgbe`), when known.
+    pub driver: Option<String>,
+    /// PCI address of the device (`0000:00:03.0`), when on PCI.
+    pub pci_path: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -117,7 +117,29 @@ pub struct Usable {
 /// end of the old disk scales with the rest, and a partition that reached the
 /// end of the old disk reaches the end of the new one.
 pub fn place(old: &[Span], old_usable: Usable, new: Usable) -> Result<Vec<(u64, u64)>, Short> {
-    if old_usable == new || old.is_empty() {
+    place_inner(old, old_usable, new, None)
+}
+
+/// [`place`] onto a disk whose logical sectors are `new_sector` bytes, larger
+/// or smaller than the old disk's: every partition starts on a 1 MiB boundary
+/// (whatever its old start), and every size is a whole number of new sectors
+/// (a fixed size is rounded up to one).
+pub fn place_on_sectors(
+    old: &[Span],
+    old_usable: Usable,
+    new: Usable,
+    new_sector: u64,
+) -> Result<Vec<(u64, u64)>, Short> {
+    place_inner(old, old_usable, new, Some(new_sector))
+}
+
+fn place_inner(
+    old: &[Span],
+    old_usable: Usable,
+    new: Usable,
+    realign: Option<u64>,
+) -> Result<Vec<(u64, u64)>, Short> {
+    if realign.is_none() && old_usable == new || old.is_empty() {
         return Ok(old.iter().map(|s| (s.start, s.size)).collect());
     }
     let last_end = old
@@ -127,7 +149,11 @@ pub fn place(old: &[Span], old_usable: Usable, new: Usable) -> Result<Vec<(u64, 
         .unwrap_or(old_usable.start);
     let trailing = old_usable.end.saturating_sub(last_end);
     let to_end = trailing <= 2 * MIB;
-    let lead = old[0].start.saturating_sub(old_usable.start);
+    let lead = match realign {
+        // The first partition keeps its byte offset, on a 1 MiB boundary.
+        Some(_) => align_up(old[0].start.max(new.start), MIB) - new.start,
+        None => old[0].start.saturating_sub(old_usable.start),
+    };
     let gaps: Vec<u64> = old
         .iter()
         .enumerate()
@@ -145,7 +171,10 @@ pub fn place(old: &[Span], old_usable: Usable, new: Usable) -> Result<Vec<(u64, 
     let mut items: Vec<Item> = old
         .iter()
         .map(|s| Item {
-            old: s.size,
+            old: match realign {
+                Some(sector) if s.fixed => align_up(s.size, sector),
+                _ => s.size,
+            },
             fixed: s.fixed,
             min: s.min,
         })
@@ -169,7 +198,7 @@ pub fn place(old: &[Span], old_usable: Usable, new: Usable) -> Result<Vec<(u64, 
     let mut pos = new.start + lead;
     for (i, span) in old.iter().enumerate() {
         pos += gaps[i];
-        let start = if span.start % MIB == 0 || pos % MIB != 0 && i > 0 {
+        let start = if realign.is_some() || span.start % MIB == 0 || pos % MIB != 0 && i > 0 {
             align_up(pos, MIB)
         } else {
             pos

@@ -3,10 +3,13 @@
 //! `recover`.
 
 pub mod esp;
+pub mod firmware;
 pub mod fit;
 pub mod mapping;
+pub mod nic;
 pub mod placement;
 pub mod render;
+pub mod sectors;
 pub mod stack;
 pub mod targets;
 
@@ -16,8 +19,9 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::layout::{
-    EfiBootEntry, Filesystem, FsParams, GptPartition, GptTable, Layout, LogicalVolume, LuksDevice,
-    MbrKind, MbrPartition, MbrTable, MdArray, PartitionTable, PhysicalVolume, Swap, VolumeGroup,
+    EfiBootEntry, Filesystem, Firmware, FsParams, GptPartition, GptTable, Layout, LogicalVolume,
+    LuksDevice, MbrKind, MbrPartition, MbrTable, MdArray, PartitionTable, PhysicalVolume, Swap,
+    VolumeGroup,
 };
 use crate::util::human_bytes;
 use fit::{Span, Usable, MIB};
@@ -49,6 +53,15 @@ pub struct PlanInput {
     pub uefi: bool,
     /// No one to ask: disks are chosen by size only when all are blank.
     pub unattended: bool,
+    /// `--firmware`.
+    pub firmware: firmware::FirmwareChoice,
+    /// GRUB platforms (`x86_64-efi`, `i386-pc`) whose modules the backup
+    /// holds under /usr/lib/grub; `None` when not known.
+    pub backup_grub: Option<Vec<String>>,
+    /// The network interfaces present (the rescue system's sysfs).
+    pub nics: Vec<crate::layout::NetInterface>,
+    /// `--map-nic OLD=NEW`.
+    pub nic_maps: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -113,6 +126,9 @@ pub enum Step {
     Restore { backup: String },
     /// Rewrite device names that changed in fstab, crypttab, mdadm.conf.
     FixConfig { replacements: Vec<(String, String)> },
+    /// Move the network configuration of the old interfaces onto the new
+    /// ones in the restored system.
+    Network { nics: nic::NicPlan },
     /// Regenerate the initramfs in the new system.
     Initramfs,
     /// Install the bootloader: GRUB i386-pc on the BIOS disks, EFI entries.
@@ -123,6 +139,20 @@ pub enum Step {
         /// kept present on each).
         esps: Vec<String>,
         write_nvram: bool,
+        /// Install GRUB x86_64-efi on the ESPs (a system converted to UEFI).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        grub_efi: bool,
+    },
+    /// Convert the restored system to the other firmware: the new ESP into
+    /// fstab, and check that it holds GRUB for the platform.
+    Migrate {
+        to: crate::layout::Firmware,
+        /// A line for /etc/fstab (the new ESP).
+        fstab: Option<String>,
+        /// Folder of GRUB's modules for the platform (`usr/lib/grub/x86_64-efi`)
+        /// and the package that ships it.
+        grub_dir: String,
+        package: String,
     },
     /// Re-capture the new disks, compare with the plan, write the report.
     Verify,
@@ -141,6 +171,9 @@ pub struct Plan {
     /// tells, and the size it gets.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub floors: Vec<FsFloor>,
+    /// Parameters changed for the new disks (sector sizes), in words.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adjustments: Vec<String>,
     pub warnings: Vec<String>,
     /// What makes the plan wrong as asked (a backup given but not all of
     /// it restored): `plan` reports them as errors, `recover` refuses.
@@ -165,6 +198,8 @@ struct Builder<'a> {
     sizes: BTreeMap<String, u64>,
     changes: Vec<SizeChange>,
     warnings: Vec<String>,
+    /// The firmware conversion and what it adds.
+    landing: firmware::Landing,
 }
 
 impl Builder<'_> {
@@ -373,8 +408,16 @@ impl Builder<'_> {
 
 /// Places the partitions of `pair.old` on `pair.new`; "short by N bytes"
 /// when they do not fit.
+/// Onto a disk with other sector sizes, every position is translated to the
+/// new sectors and aligned to 1 MiB.
 fn place_on(pair: &DiskPair, spans: &[Span], old: Usable, new: Usable) -> Result<Vec<(u64, u64)>> {
-    fit::place(spans, old, new).map_err(|s| {
+    let new_sector = u64::from(pair.new_sector_size.max(512));
+    let placed = if pair.old_sector_size.max(512) == pair.new_sector_size.max(512) {
+        fit::place(spans, old, new)
+    } else {
+        fit::place_on_sectors(spans, old, new, new_sector)
+    };
+    placed.map_err(|s| {
         anyhow::anyhow!(
             "{} ({}) is too small for the partitions of {}: short by {} bytes ({})",
             pair.new,
@@ -401,7 +444,24 @@ pub fn build(layout: &Layout, input: &PlanInput) -> Result<Plan> {
         sizes: BTreeMap::new(),
         changes: Vec::new(),
         warnings: Vec::new(),
+        landing: firmware::Landing::default(),
     };
+    b.landing.migration = firmware::decide(
+        layout,
+        input.firmware,
+        input.uefi,
+        boot_disk(layout, &disks).as_deref(),
+    )?;
+    let rescue = if input.uefi {
+        Firmware::Uefi
+    } else {
+        Firmware::Bios
+    };
+    if input.firmware == firmware::FirmwareChoice::Same && !firmware::boots_under(layout, rescue) {
+        b.warnings.push(format!(
+            "the rescue system booted under {rescue:?} and the system does not boot under it: with --firmware same it is not converted (this machine may not boot it)"
+        ));
+    }
     for u in &layout.unsupported {
         b.warnings.push(format!(
             "not recreated: {}{} ({})",
@@ -423,7 +483,9 @@ pub fn build(layout: &Layout, input: &PlanInput) -> Result<Plan> {
         b.sizes.insert(pair.old.clone(), pair.new_size_bytes);
         created.insert(pair.old.clone());
         if let Some(table) = &old.partition_table {
-            let new_table = b.partition(pair, table)?;
+            let table = b.table_for(pair, table);
+            let mut new_table = b.partition(pair, &table)?;
+            b.land(pair, &mut new_table)?;
             created.extend(b.renames.keys().cloned());
             steps.push(Step::Partition {
                 disk: pair.new.clone(),
@@ -602,6 +664,11 @@ pub fn build(layout: &Layout, input: &PlanInput) -> Result<Plan> {
             .unwrap_or(swap.size_bytes);
         steps.push(Step::Mkswap { swap: s });
     }
+    if let Some(esp) = &b.landing.esp {
+        steps.push(Step::Mkfs {
+            fs: firmware::esp_filesystem(esp, b.landing.esp_sector),
+        });
+    }
     // Partitions with nothing lifeboat knows on them come back empty.
     for pair in &disks {
         if let Some(table) = layout
@@ -653,6 +720,16 @@ pub fn build(layout: &Layout, input: &PlanInput) -> Result<Plan> {
             options,
         });
     }
+    if let Some(esp) = &b.landing.esp {
+        if !mounts.iter().any(|m| m.mountpoint == "/boot/efi") {
+            mounts.push(PlannedMount {
+                device: esp.device.clone(),
+                mountpoint: "/boot/efi".into(),
+                fstype: "vfat".into(),
+                options: Vec::new(),
+            });
+        }
+    }
     mounts.sort_by_key(|m| {
         (
             m.mountpoint.matches('/').count() - usize::from(m.mountpoint == "/"),
@@ -693,8 +770,16 @@ pub fn build(layout: &Layout, input: &PlanInput) -> Result<Plan> {
             steps.push(Step::FixConfig { replacements });
         }
         if restore_from.is_some() {
+            if let Some(step) = network_step(layout, input, &mut b.warnings)? {
+                steps.push(step);
+            }
+            if let Some(step) =
+                firmware::migrate_step(layout, &b.landing, input.backup_grub.as_deref())?
+            {
+                steps.push(step);
+            }
             steps.push(Step::Initramfs);
-            let bios_disks: Vec<String> = layout
+            let mut bios_disks: Vec<String> = layout
                 .boot
                 .grub
                 .iter()
@@ -703,11 +788,19 @@ pub fn build(layout: &Layout, input: &PlanInput) -> Result<Plan> {
                 .filter(|d| b.renames.contains_key(*d))
                 .map(|d| b.new_path(d))
                 .collect();
-            let esps: Vec<String> = esp::esps(layout, &created)
+            let mut esps: Vec<String> = esp::esps(layout, &created)
                 .iter()
                 .map(|e| b.new_path(e))
                 .collect();
-            let efi_entries = esp::entries(layout, &|d| b.renames.contains_key(d));
+            let mut efi_entries = esp::entries(layout, &|d| b.renames.contains_key(d));
+            let grub_efi = firmware::add_boot(
+                layout,
+                &b.landing,
+                &mut bios_disks,
+                &mut esps,
+                &mut efi_entries,
+            );
+            bios_disks_on_large_sectors(&disks, &esps, &mut bios_disks, &mut b.warnings);
             if !efi_entries.is_empty() && !input.uefi {
                 b.warnings.push(
                     "the rescue system did not boot under UEFI: EFI boot entries cannot be written; \
@@ -726,6 +819,7 @@ pub fn build(layout: &Layout, input: &PlanInput) -> Result<Plan> {
                     efi_entries,
                     esps,
                     write_nvram: input.uefi,
+                    grub_efi,
                 });
             }
         } else if input.backup.is_none() {
@@ -741,6 +835,8 @@ pub fn build(layout: &Layout, input: &PlanInput) -> Result<Plan> {
         );
     }
     steps.push(Step::Verify);
+    let mut adjustments = firmware::describe(&b.landing);
+    adjustments.extend(sectors::adjust(&disks, &mut steps)?);
 
     Ok(Plan {
         hostname: layout.host.hostname.clone(),
@@ -750,6 +846,7 @@ pub fn build(layout: &Layout, input: &PlanInput) -> Result<Plan> {
         renames: b.renames.into_iter().filter(|(o, n)| o != n).collect(),
         steps,
         floors,
+        adjustments,
         warnings: b.warnings,
         errors,
     })
@@ -809,6 +906,94 @@ fn captured_under(layout: &Layout) -> Option<String> {
     let root = *mps.iter().min_by_key(|m| m.len())?;
     let below = |m: &&str| *m == root || m.starts_with(&format!("{root}/"));
     mps.iter().all(below).then(|| root.to_string())
+}
+
+/// BIOS firmware does not boot disks with sectors larger than 512 bytes:
+/// GRUB i386-pc is left off such a disk when the system boots from an ESP
+/// too, and a warning says so either way.
+fn bios_disks_on_large_sectors(
+    disks: &[DiskPair],
+    esps: &[String],
+    bios_disks: &mut Vec<String>,
+    warnings: &mut Vec<String>,
+) {
+    bios_disks.retain(|d| {
+        let Some(p) = disks
+            .iter()
+            .find(|p| &p.new == d && p.new_sector_size > 512)
+        else {
+            return true;
+        };
+        let sector = p.new_sector_size;
+        if esps.is_empty() {
+            warnings.push(format!(
+                "{d} has {sector}-byte sectors: BIOS firmware and GRUB i386-pc rarely boot such \
+                 disks; boot this machine under UEFI (--firmware uefi)"
+            ));
+            true
+        } else {
+            warnings.push(format!(
+                "GRUB i386-pc is not installed on {d}: it has {sector}-byte sectors, which BIOS \
+                 firmware does not boot; the system boots under UEFI from its ESP"
+            ));
+            false
+        }
+    });
+}
+
+/// The layout disk the boot loader goes on: GRUB i386-pc's first mapped
+/// disk, else the disk of the first mapped ESP, else the first mapped disk.
+fn boot_disk(layout: &Layout, disks: &[DiskPair]) -> Option<String> {
+    let mapped = |d: &str| disks.iter().any(|p| p.old == d);
+    let grub = layout
+        .boot
+        .grub
+        .iter()
+        .filter(|g| g.platform == "i386-pc")
+        .flat_map(|g| g.disks.iter())
+        .find(|d| mapped(d))
+        .cloned();
+    let esp_disk = layout.boot.esps.iter().find_map(|e| {
+        layout
+            .disks
+            .iter()
+            .find(|d| mapped(&d.path) && e.starts_with(&d.path))
+            .map(|d| d.path.clone())
+    });
+    grub.or(esp_disk)
+        .or_else(|| disks.first().map(|p| p.old.clone()))
+}
+
+/// The network step: the old interfaces mapped onto the ones present; what
+/// stays unmatched is a warning. `None` when the layout records none.
+fn network_step(
+    layout: &Layout,
+    input: &PlanInput,
+    warnings: &mut Vec<String>,
+) -> Result<Option<Step>> {
+    if layout.network.is_empty() {
+        return Ok(None);
+    }
+    let nics = nic::map_nics(&layout.network, &input.nics, &input.nic_maps)?;
+    for o in &nics.unmatched {
+        warnings.push(format!(
+            "network interface {} has no counterpart here: its configuration is left as it was (name one with --map-nic {}=NEW)",
+            nic::describe(o),
+            o.name
+        ));
+    }
+    for n in &nics.unused {
+        warnings.push(format!(
+            "network interface {} here receives no old configuration",
+            nic::describe(n)
+        ));
+    }
+    // The same cards (same MACs): their configuration already fits.
+    let moved = nics
+        .pairs
+        .iter()
+        .any(|p| !p.old.mac.eq_ignore_ascii_case(&p.new.mac));
+    Ok(moved.then_some(Step::Network { nics }))
 }
 
 /// The size of a device in the layout (a disk or a partition).

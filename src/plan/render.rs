@@ -60,9 +60,24 @@ pub fn step_title(step: &Step) -> String {
             "rewrite {} changed device names in fstab, crypttab, mdadm.conf and the boot configuration",
             replacements.len()
         ),
+        Step::Network { nics } => format!(
+            "move the network configuration of {} interface{} onto the new ones",
+            nics.pairs.len(),
+            if nics.pairs.len() == 1 { "" } else { "s" }
+        ),
         Step::Initramfs => "regenerate the initramfs of the restored system".into(),
-        Step::Bootloader { bios_disks, efi_entries, esps, write_nvram } => {
+        Step::Migrate { to, package, .. } => format!(
+            "convert the restored system to {} boot (GRUB from its {package})",
+            match to {
+                crate::layout::Firmware::Uefi => "UEFI",
+                crate::layout::Firmware::Bios => "BIOS",
+            }
+        ),
+        Step::Bootloader { bios_disks, efi_entries, esps, write_nvram, grub_efi } => {
             let mut parts = Vec::new();
+            if *grub_efi {
+                parts.push(format!("GRUB x86_64-efi on {}", esps.join(", ")));
+            }
             if !bios_disks.is_empty() {
                 parts.push(format!("GRUB i386-pc on {}", bios_disks.join(", ")));
             }
@@ -181,6 +196,17 @@ fn step_details(step: &Step, out: &mut String) {
                 );
             }
         }
+        Step::Network { nics } => {
+            for p in &nics.pairs {
+                let _ = writeln!(
+                    out,
+                    "         {} -> {}  [{}]",
+                    super::nic::describe(&p.old),
+                    super::nic::describe(&p.new),
+                    p.reason
+                );
+            }
+        }
         Step::FixConfig { replacements } => {
             for (o, n) in replacements {
                 let _ = writeln!(out, "         {o} -> {n}");
@@ -282,6 +308,12 @@ pub fn render(plan: &Plan) -> String {
         }
     }
     render_floors(plan, &mut out);
+    if !plan.adjustments.is_empty() {
+        let _ = writeln!(out, "\nChanged for the new disks:");
+        for a in &plan.adjustments {
+            let _ = writeln!(out, "  {a}");
+        }
+    }
     let _ = writeln!(out, "\nSteps:");
     for (i, step) in plan.steps.iter().enumerate() {
         let _ = writeln!(out, "  {:>2}. {}", i + 1, step_title(step));

@@ -318,6 +318,8 @@ fn same_size_disk_is_an_exact_copy() {
             Step::Mount { .. } => "mount",
             Step::Restore { .. } => "restore",
             Step::FixConfig { .. } => "fixconfig",
+            Step::Network { .. } => "network",
+            Step::Migrate { .. } => "migrate",
             Step::Initramfs => "initramfs",
             Step::Bootloader { .. } => "bootloader",
             Step::Verify => "verify",
@@ -979,5 +981,622 @@ fn a_mirrored_esp_is_one_esp_with_an_entry_per_member() {
     assert!(
         text.contains("EFI fallback loader on /dev/md/esp"),
         "{text}"
+    );
+}
+
+/// The `uefi_lvm` layout with real mkfs parameters: vfat ESP with 512-byte
+/// sectors, ext4 /boot with 1 KiB blocks, XFS /home with 512-byte sectors.
+fn uefi_lvm_params() -> Layout {
+    let mut l = uefi_lvm();
+    for f in &mut l.filesystems {
+        f.params = match f.fstype.as_str() {
+            "vfat" => FsParams::Vfat {
+                serial: "ABCD1234".into(),
+                fat_size: 32,
+                sector_size: 512,
+            },
+            "xfs" => FsParams::Xfs {
+                block_size: 4096,
+                sector_size: 512,
+                crc: true,
+                reflink: true,
+                ftype: true,
+                log_size_bytes: None,
+            },
+            _ => FsParams::Ext {
+                block_size: if f.mountpoints[0] == "/boot" {
+                    1024
+                } else {
+                    4096
+                },
+                inode_size: 256,
+                features: vec!["has_journal".into(), "extent".into()],
+                reserved_blocks_percent: 5.0,
+                inode_count: 32768,
+            },
+        };
+    }
+    l
+}
+
+fn target_4k(path: &str, size: u64) -> TargetDisk {
+    TargetDisk {
+        logical_sector_size: 4096,
+        ..target(path, size)
+    }
+}
+
+fn mkfs_of<'a>(plan: &'a Plan, mp: &str) -> &'a Filesystem {
+    plan.steps
+        .iter()
+        .find_map(|s| match s {
+            Step::Mkfs { fs } if fs.mountpoints.iter().any(|m| m == mp) => Some(fs),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no mkfs of {mp}"))
+}
+
+/// Every partition on whole sectors of `sector` bytes, on 1 MiB boundaries,
+/// inside the usable range and not overlapping.
+fn assert_placed_on(g: &GptTable, sector: u64) {
+    let mut parts = g.partitions.clone();
+    parts.sort_by_key(|p| p.first_lba);
+    let mut prev_end = g.first_usable_lba;
+    for p in &parts {
+        assert_eq!(p.first_lba * sector % MIB, 0, "{p:?} starts on 1 MiB");
+        assert_eq!(
+            (p.last_lba - p.first_lba + 1) * sector,
+            p.size_bytes,
+            "{p:?} size in sectors"
+        );
+        assert!(p.first_lba >= prev_end, "{p:?} overlaps");
+        assert!(p.last_lba <= g.last_usable_lba, "{p:?} past the end");
+        prev_end = p.last_lba + 1;
+    }
+}
+
+#[test]
+fn onto_4k_sectors_positions_are_translated_and_parameters_raised() {
+    let l = uefi_lvm_params();
+    let plan = build(&l, &input(vec![target_4k("/dev/vda", 10 * GIB)])).unwrap();
+    let g = table(&plan);
+    assert_eq!(
+        g.first_usable_lba, 6,
+        "GPT header and entries in 4 KiB sectors"
+    );
+    assert_eq!(g.last_usable_lba, 10 * GIB / 4096 - 6);
+    assert_placed_on(g, 4096);
+    let old = match &l.disks[0].partition_table {
+        Some(PartitionTable::Gpt(g)) => g.clone(),
+        _ => unreachable!(),
+    };
+    for (o, n) in old.partitions.iter().zip(&g.partitions) {
+        assert_eq!(o.unique_guid, n.unique_guid, "PARTUUID kept");
+        if o.number < 4 {
+            // BIOS boot, ESP, /boot: same bytes, same place.
+            assert_eq!(
+                (o.first_lba * 512, o.size_bytes),
+                (n.first_lba * 4096, n.size_bytes)
+            );
+        }
+    }
+    assert!(matches!(
+        mkfs_of(&plan, "/boot").params,
+        FsParams::Ext {
+            block_size: 4096,
+            ..
+        }
+    ));
+    assert!(matches!(
+        mkfs_of(&plan, "/home").params,
+        FsParams::Xfs {
+            sector_size: 4096,
+            block_size: 4096,
+            ..
+        }
+    ));
+    assert!(matches!(
+        mkfs_of(&plan, "/boot/efi").params,
+        FsParams::Vfat {
+            sector_size: 4096,
+            ..
+        }
+    ));
+    assert!(matches!(
+        mkfs_of(&plan, "/").params,
+        FsParams::Ext {
+            block_size: 4096,
+            ..
+        }
+    ));
+    assert_eq!(mkfs_of(&plan, "/boot").uuid.as_deref(), Some("boot-uuid"));
+    assert_eq!(
+        plan.adjustments,
+        [
+            "partitions of /dev/vda on /dev/vda: positions translated from 512-byte to 4096-byte sectors, aligned to 1 MiB",
+            "vfat /boot/efi: logical sector size 512 -> 4096, the new disk has 4096-byte sectors",
+            "vfat /boot/efi: FAT32 -> FAT16, at most 51200 clusters of 4096 bytes are too few for FAT32",
+            "ext4 /boot: block size 1024 -> 4096, the new disk has 4096-byte sectors",
+            "xfs /home: sector size and log sector size 512 -> 4096, the new disk has 4096-byte sectors",
+        ]
+    );
+    let text = render::render(&plan);
+    assert!(
+        text.contains(
+            "  ext4 /boot: block size 1024 -> 4096, the new disk has 4096-byte sectors\n"
+        ),
+        "{text}"
+    );
+    assert!(
+        plan.warnings.iter().any(|w| w
+            == "GRUB i386-pc is not installed on /dev/vda: it has 4096-byte sectors, which BIOS \
+                firmware does not boot; the system boots under UEFI from its ESP"),
+        "{:?}",
+        plan.warnings
+    );
+    let Some(Step::Bootloader {
+        bios_disks, esps, ..
+    }) = plan
+        .steps
+        .iter()
+        .find(|s| matches!(s, Step::Bootloader { .. }))
+    else {
+        panic!("no bootloader step")
+    };
+    assert!(bios_disks.is_empty() && esps == &["/dev/vda2".to_string()]);
+}
+
+#[test]
+fn unaligned_old_partitions_land_on_1mib_boundaries_of_4k_sectors() {
+    // An MBR disk from the old days: first partition at sector 63, the
+    // second at an odd sector, sizes not multiples of 4 KiB.
+    let mut l = uefi_lvm_params();
+    let d = &mut l.disks[0];
+    let part = |n: u32, first: u64, sectors: u64, type_byte: u8| MbrPartition {
+        number: n,
+        device: partition_path("/dev/vda", n),
+        kind: MbrKind::Primary,
+        first_lba: first,
+        sectors,
+        size_bytes: sectors * 512,
+        type_byte,
+        bootable: n == 1,
+    };
+    d.partition_table = Some(PartitionTable::Mbr(MbrTable {
+        disk_signature: 0x1234abcd,
+        partitions: vec![
+            part(1, 63, 1_024_001, 0x83),
+            part(
+                2,
+                63 + 1_024_001 + 7,
+                10 * GIB / 512 - 63 - 1_024_001 - 7,
+                0x8e,
+            ),
+        ],
+    }));
+    l.lvm.pvs[0].device = "/dev/vda2".into();
+    l.filesystems.retain(|f| f.fstype != "vfat");
+    l.filesystems[0].device = "/dev/vda1".into();
+    l.mounts.retain(|m| m.fstype != "vfat");
+    l.boot.esps.clear();
+    l.boot.efi_entries.clear();
+    let mut i = input(vec![target_4k("/dev/vdb", 10 * GIB)]);
+    i.uefi = false;
+    let plan = build(&l, &i).unwrap();
+    let m = plan
+        .steps
+        .iter()
+        .find_map(|s| match s {
+            Step::Partition {
+                table: PartitionTable::Mbr(m),
+                ..
+            } => Some(m),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(m.disk_signature, 0x1234abcd);
+    let mut end = 0;
+    for p in &m.partitions {
+        assert_eq!(p.first_lba * 4096 % MIB, 0, "{p:?}");
+        assert_eq!(p.sectors * 4096, p.size_bytes, "{p:?}");
+        assert!(p.first_lba >= end, "{p:?} overlaps");
+        end = p.first_lba + p.sectors;
+    }
+    assert!(end * 4096 <= 10 * GIB);
+    // The fixed /boot keeps at least its bytes, rounded up to whole sectors.
+    assert_eq!(
+        m.partitions[0].size_bytes,
+        (1_024_001u64 * 512).div_ceil(4096) * 4096
+    );
+}
+
+#[test]
+fn from_4k_sectors_onto_512_parameters_are_kept() {
+    let mut l = uefi_lvm_params();
+    l.disks[0].logical_sector_size = 4096;
+    l.disks[0].physical_sector_size = 4096;
+    // The same partitions in 4 KiB sectors.
+    if let Some(PartitionTable::Gpt(g)) = &mut l.disks[0].partition_table {
+        g.first_usable_lba = 6;
+        g.last_usable_lba = 10 * GIB / 4096 - 6;
+        for p in &mut g.partitions {
+            p.first_lba /= 8;
+            p.last_lba = (p.last_lba + 1) / 8 - 1;
+            p.size_bytes = (p.last_lba - p.first_lba + 1) * 4096;
+        }
+    }
+    for f in &mut l.filesystems {
+        match &mut f.params {
+            FsParams::Ext { block_size, .. } => *block_size = 4096,
+            FsParams::Xfs { sector_size, .. } | FsParams::Vfat { sector_size, .. } => {
+                *sector_size = 4096
+            }
+            _ => {}
+        }
+    }
+    let plan = build(&l, &input(vec![target("/dev/vda", 10 * GIB)])).unwrap();
+    assert_placed_on(table(&plan), 512);
+    assert_eq!(
+        plan.adjustments,
+        ["partitions of /dev/vda on /dev/vda: positions translated from 4096-byte to 512-byte sectors, aligned to 1 MiB"]
+    );
+    for f in &l.filesystems {
+        let mp = &f.mountpoints[0];
+        assert_eq!(
+            mkfs_of(&plan, mp).params,
+            f.params,
+            "{mp} keeps its parameters"
+        );
+    }
+}
+
+#[test]
+fn network_interfaces_are_mapped_and_the_leftovers_warned() {
+    let nic = |name: &str, mac: &str, pci: &str| NetInterface {
+        name: name.into(),
+        mac: mac.into(),
+        driver: Some("virtio_net".into()),
+        pci_path: Some(pci.into()),
+    };
+    let mut l = uefi_lvm();
+    l.network = vec![
+        nic("ens3", "52:54:00:00:00:03", "0000:00:03.0"),
+        nic("ens4", "52:54:00:00:00:04", "0000:00:04.0"),
+    ];
+    let mut i = input(vec![target("/dev/vda", 10 * GIB)]);
+    i.nics = vec![nic("eth0", "52:54:00:aa:00:01", "0000:00:05.0")];
+    i.nic_maps = vec![("ens4".into(), "eth0".into())];
+    let plan = build(&l, &i).unwrap();
+    let pos = |name: &str| {
+        plan.steps
+            .iter()
+            .position(|s| journal_id(s) == name)
+            .unwrap_or_else(|| panic!("no {name} step"))
+    };
+    assert!(pos("network") < pos("initramfs"));
+    let Step::Network { nics } = &plan.steps[pos("network")] else {
+        unreachable!()
+    };
+    assert_eq!(nics.pairs.len(), 1);
+    assert_eq!(
+        (
+            nics.pairs[0].old.name.as_str(),
+            nics.pairs[0].new.name.as_str()
+        ),
+        ("ens4", "eth0")
+    );
+    assert!(plan.warnings.iter().any(|w| w.starts_with(
+        "network interface ens3 (52:54:00:00:00:03, virtio_net, PCI 0000:00:03.0) has no counterpart here"
+    )), "{:#?}", plan.warnings);
+    let text = render::render(&plan);
+    assert!(text.contains("ens4 (52:54:00:00:00:04, virtio_net, PCI 0000:00:04.0) -> eth0 (52:54:00:aa:00:01, virtio_net, PCI 0000:00:05.0)  [--map-nic]"), "{text}");
+    // The same card here (same MAC, another kernel name): nothing to move.
+    let mut same = i.clone();
+    same.nic_maps.clear();
+    same.nics = vec![nic("eth0", "52:54:00:00:00:03", "0000:00:03.0")];
+    let plan = build(&l, &same).unwrap();
+    assert!(!plan.steps.iter().any(|s| matches!(s, Step::Network { .. })));
+    // Without interfaces in the layout (an older layout file): no step.
+    l.network.clear();
+    let plan = build(&l, &i).unwrap();
+    assert!(!plan.steps.iter().any(|s| matches!(s, Step::Network { .. })));
+}
+
+fn journal_id(s: &Step) -> String {
+    crate::recover::journal::step_id(s)
+}
+
+/// A BIOS-only server: MBR (signature 0x1a2b3c4d) with ext4 / on sda1 and
+/// swap on the logical sda5 reaching the end of a 10 GiB disk, GRUB
+/// i386-pc on sda, no ESP.
+fn bios_mbr() -> Layout {
+    let mut l = minimal();
+    l.host.firmware = Firmware::Bios;
+    l.boot.firmware = Firmware::Bios;
+    let sectors = 10 * GIB / 512;
+    let part = |n: u32, kind, first: u64, count: u64, type_byte: u8| MbrPartition {
+        number: n,
+        device: partition_path("/dev/sda", n),
+        kind,
+        first_lba: first,
+        sectors: count,
+        size_bytes: count * 512,
+        type_byte,
+        bootable: n == 1,
+    };
+    let root_sectors = 9 * GIB / 512;
+    let ext_first = 2048 + root_sectors;
+    l.disks = vec![Disk {
+        name: "sda".into(),
+        path: "/dev/sda".into(),
+        size_bytes: 10 * GIB,
+        logical_sector_size: 512,
+        physical_sector_size: 512,
+        rotational: true,
+        removable: false,
+        transport: Some("sata".into()),
+        model: None,
+        serial: Some("OLD".into()),
+        wwn: None,
+        by_id: vec![],
+        needed: true,
+        needed_reason: "holds /".into(),
+        partition_table: Some(PartitionTable::Mbr(MbrTable {
+            disk_signature: 0x1a2b3c4d,
+            partitions: vec![
+                part(1, MbrKind::Primary, 2048, root_sectors, 0x83),
+                part(2, MbrKind::Extended, ext_first, sectors - ext_first, 0x05),
+                part(
+                    5,
+                    MbrKind::Logical,
+                    ext_first + 2048,
+                    sectors - ext_first - 2048,
+                    0x82,
+                ),
+            ],
+        })),
+    }];
+    l.filesystems = vec![fs("/dev/sda1", "ext4", "root-uuid", 9 * GIB, 2 * GIB, "/")];
+    l.swaps = vec![Swap {
+        device: "/dev/sda5".into(),
+        is_file: false,
+        uuid: Some("swap-uuid".into()),
+        label: None,
+        size_bytes: (sectors - ext_first - 2048) * 512,
+        active: true,
+        priority: None,
+    }];
+    l.mounts = vec![mount("/", "/dev/sda1", "ext4")];
+    l.boot.grub = vec![GrubTarget {
+        platform: "i386-pc".into(),
+        disks: vec!["/dev/sda".into()],
+    }];
+    l
+}
+
+fn step_of<'a>(plan: &'a Plan, id: &str) -> Option<&'a Step> {
+    plan.steps.iter().find(|s| journal_id(s) == id)
+}
+
+#[test]
+fn bios_mbr_onto_a_uefi_machine_becomes_gpt_with_a_new_esp() {
+    let l = bios_mbr();
+    let mut i = input(vec![target("/dev/sda", 10 * GIB)]);
+    i.backup_grub = Some(vec!["x86_64-efi".into(), "i386-pc".into()]);
+    let plan = build(&l, &i).unwrap();
+    assert_eq!(
+        plan,
+        build(&l, &i).unwrap(),
+        "the same plan twice (GUIDs derived)"
+    );
+    let g = table(&plan).clone();
+    let nums: Vec<u32> = g.partitions.iter().map(|p| p.number).collect();
+    assert_eq!(
+        nums,
+        [1, 2, 5],
+        "sda1 and sda5 kept their numbers; the ESP took 2"
+    );
+    let esp = &g.partitions[1];
+    assert_eq!(esp.type_guid, firmware::ESP_GUID);
+    assert_eq!(esp.size_bytes, firmware::ESP_BYTES);
+    assert_eq!(g.partitions[0].first_lba, 2048, "sda1 where it was");
+    // Root (the largest) gave the ESP its room, after the GPT's own sectors.
+    let root = g.partitions[0].size_bytes;
+    assert!(
+        root <= 9 * GIB - firmware::ESP_BYTES && root > 9 * GIB - firmware::ESP_BYTES - 8 * MIB,
+        "{root}"
+    );
+    assert!(
+        plan.sizes.iter().any(|s| s.item == "partition /dev/sda1"
+            && s.new_bytes == root
+            && s.note == "gives 260.0 MiB to the new EFI system partition"),
+        "{:?}",
+        plan.sizes
+    );
+    let mut sorted = g.partitions.clone();
+    sorted.sort_by_key(|p| p.first_lba);
+    assert_eq!(sorted.last().unwrap().number, 2, "the ESP at the end");
+    assert!(sorted.last().unwrap().last_lba <= g.last_usable_lba);
+    for w in sorted.windows(2) {
+        assert!(w[0].last_lba < w[1].first_lba, "{w:?} overlap");
+    }
+    // The ESP is made, mounted, put in fstab, and GRUB EFI goes on it.
+    let Some(Step::Mkfs { fs: esp_fs }) = plan
+        .steps
+        .iter()
+        .find(|s| matches!(s, Step::Mkfs { fs } if fs.fstype == "vfat"))
+    else {
+        panic!("no ESP mkfs")
+    };
+    assert_eq!(esp_fs.device, "/dev/sda2");
+    let Some(Step::Mount { mounts }) = step_of(&plan, "mount") else {
+        panic!()
+    };
+    assert!(mounts
+        .iter()
+        .any(|m| m.mountpoint == "/boot/efi" && m.device == "/dev/sda2"));
+    let Some(Step::Migrate {
+        to,
+        fstab,
+        grub_dir,
+        package,
+    }) = step_of(&plan, "migrate")
+    else {
+        panic!("no migrate step")
+    };
+    assert_eq!(*to, Firmware::Uefi);
+    assert_eq!(
+        fstab.as_deref(),
+        Some(
+            format!(
+                "UUID={} /boot/efi vfat umask=0077 0 1",
+                esp_fs.uuid.as_deref().unwrap()
+            )
+            .as_str()
+        )
+    );
+    assert_eq!(
+        (grub_dir.as_str(), package.as_str()),
+        ("usr/lib/grub/x86_64-efi", "grub-efi-amd64-bin")
+    );
+    let Some(Step::Bootloader {
+        esps,
+        efi_entries,
+        grub_efi,
+        write_nvram,
+        ..
+    }) = step_of(&plan, "bootloader")
+    else {
+        panic!()
+    };
+    assert!(*grub_efi && *write_nvram);
+    assert_eq!(esps, &["/dev/sda2".to_string()]);
+    assert_eq!(
+        efi_entries[0].loader.as_deref(),
+        Some("\\EFI\\debian\\grubx64.efi")
+    );
+    assert_eq!(
+        efi_entries[0].partition_guid.as_deref(),
+        Some(esp.unique_guid.as_str())
+    );
+    // PARTUUIDs of the MBR form are rewritten in the configuration.
+    let Some(Step::FixConfig { replacements }) = step_of(&plan, "fixconfig") else {
+        panic!()
+    };
+    let root_guid = &g.partitions[0].unique_guid;
+    assert!(
+        replacements.contains(&(
+            "PARTUUID=1a2b3c4d-01".into(),
+            format!("PARTUUID={root_guid}")
+        )),
+        "{replacements:?}"
+    );
+    assert!(plan.adjustments[0].starts_with(
+        "firmware: converted to UEFI boot (the rescue system booted under UEFI, the source under BIOS; --firmware same keeps it)"
+    ), "{:?}", plan.adjustments);
+    let text = render::render(&plan);
+    assert!(
+        text.contains("firmware: MBR of /dev/sda converted to GPT with the same partitions"),
+        "{text}"
+    );
+    assert!(
+        text.contains("firmware: new EFI system partition /dev/sda2 (260.0 MiB) on /dev/sda"),
+        "{text}"
+    );
+}
+
+#[test]
+fn conversion_without_grub_efi_in_the_backup_is_refused_before_any_write() {
+    let mut i = input(vec![target("/dev/sda", 10 * GIB)]);
+    i.backup_grub = Some(vec!["i386-pc".into()]);
+    let err = build(&bios_mbr(), &i).unwrap_err().to_string();
+    assert!(
+        err.contains("Debian package grub-efi-amd64-bin), and the backup does not hold it"),
+        "{err}"
+    );
+    assert!(err.contains("--firmware same"), "{err}");
+}
+
+#[test]
+fn firmware_same_keeps_the_mbr_and_says_so() {
+    let mut i = input(vec![target("/dev/sda", 10 * GIB)]);
+    i.firmware = firmware::FirmwareChoice::Same;
+    let l = bios_mbr();
+    let plan = build(&l, &i).unwrap();
+    assert!(step_of(&plan, "migrate").is_none());
+    assert!(plan.steps.iter().any(|s| matches!(
+        s,
+        Step::Partition {
+            table: PartitionTable::Mbr(_),
+            ..
+        }
+    )));
+    assert!(
+        plan.warnings
+            .iter()
+            .any(|w| w.contains("with --firmware same it is not converted")),
+        "{:?}",
+        plan.warnings
+    );
+    // A system without a boot loader is not converted by default.
+    let mut no_loader = l.clone();
+    no_loader.boot.grub.clear();
+    let plan = build(&no_loader, &input(vec![target("/dev/sda", 10 * GIB)])).unwrap();
+    assert!(step_of(&plan, "migrate").is_none() && plan.adjustments.is_empty());
+    // Under a BIOS rescue nothing is converted, nothing is said.
+    let mut i = input(vec![target("/dev/sda", 10 * GIB)]);
+    i.uefi = false;
+    let plan = build(&l, &i).unwrap();
+    assert!(step_of(&plan, "migrate").is_none() && plan.adjustments.is_empty());
+}
+
+#[test]
+fn uefi_only_onto_a_bios_machine_gets_a_bios_boot_partition() {
+    let mut l = uefi_lvm();
+    l.boot.grub.retain(|g| g.platform != "i386-pc");
+    if let Some(PartitionTable::Gpt(g)) = &mut l.disks[0].partition_table {
+        g.partitions.retain(|p| p.number != 1);
+    }
+    let mut i = input(vec![target("/dev/vda", 10 * GIB)]);
+    i.uefi = false;
+    let plan = build(&l, &i).unwrap();
+    let g = table(&plan);
+    let bios: Vec<&GptPartition> = g
+        .partitions
+        .iter()
+        .filter(|p| p.type_guid == firmware::BIOS_BOOT_GUID)
+        .collect();
+    assert_eq!(bios.len(), 1);
+    assert_eq!((bios[0].number, bios[0].size_bytes), (1, MIB));
+    let Some(Step::Bootloader {
+        bios_disks,
+        grub_efi,
+        ..
+    }) = step_of(&plan, "bootloader")
+    else {
+        panic!()
+    };
+    assert_eq!(bios_disks, &["/dev/vda".to_string()]);
+    assert!(!grub_efi);
+    let Some(Step::Migrate {
+        to,
+        fstab,
+        grub_dir,
+        ..
+    }) = step_of(&plan, "migrate")
+    else {
+        panic!()
+    };
+    assert_eq!(
+        (*to, fstab.clone(), grub_dir.as_str()),
+        (Firmware::Bios, None, "usr/lib/grub/i386-pc")
+    );
+    // The LVM PV (the largest partition) gave the MiB.
+    assert!(
+        plan.sizes
+            .iter()
+            .any(|s| s.item == "partition /dev/vda4" && s.note.contains("BIOS boot")),
+        "{:?}",
+        plan.sizes
     );
 }

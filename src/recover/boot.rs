@@ -257,6 +257,84 @@ pub fn efi_entries(
     Ok(done)
 }
 
+/// Installs GRUB x86_64-efi into the ESP mounted at /boot/efi (a system
+/// converted to UEFI), under the loader path of the plan's EFI entry, and
+/// again as the removable fallback loader. The NVRAM entry is written with
+/// the other entries.
+pub fn grub_efi(chroot: &Chroot, entries: &[EfiBootEntry]) -> Result<Vec<String>> {
+    let tool = chroot
+        .has("grub-install")
+        .or_else(|| chroot.has("grub2-install"))
+        .context("the restored system has no grub-install: it cannot boot under UEFI")?;
+    let id = entries
+        .iter()
+        .find_map(|e| e.loader.as_deref())
+        .and_then(|l| l.trim_start_matches('\\').split('\\').nth(1))
+        .unwrap_or("debian")
+        .to_string();
+    let base = [
+        "--target=x86_64-efi",
+        "--efi-directory=/boot/efi",
+        "--no-nvram",
+    ];
+    let mut args: Vec<&str> = base.to_vec();
+    let id_arg = format!("--bootloader-id={id}");
+    args.push(&id_arg);
+    chroot
+        .run(&tool, &args)
+        .context("installing GRUB (x86_64-efi) into /boot/efi")?;
+    let mut removable = base.to_vec();
+    removable.push("--removable");
+    chroot
+        .run(&tool, &removable)
+        .context("installing GRUB (x86_64-efi) as the fallback loader EFI/BOOT/BOOTX64.EFI")?;
+    Ok(vec![format!(
+        "GRUB x86_64-efi installed as EFI/{id}/grubx64.efi and EFI/BOOT/BOOTX64.EFI"
+    )])
+}
+
+/// The firmware conversion in the restored system: GRUB's modules for the
+/// new platform must be there (else the error names the package), and the
+/// new ESP goes into fstab.
+pub fn migrate(
+    root: &Path,
+    to: crate::layout::Firmware,
+    fstab: Option<&str>,
+    grub_dir: &str,
+    package: &str,
+    dry_run: bool,
+) -> Result<Vec<String>> {
+    if !dry_run && !root.join(grub_dir).is_dir() {
+        bail!(
+            "the restored system has no /{grub_dir}: install the package {package} in it (or on \
+             the source, then back up again) to boot it under {to:?}, or recover with --firmware same"
+        );
+    }
+    let mut notes = Vec::new();
+    if let Some(line) = fstab {
+        let path = root.join("etc/fstab");
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let has_esp = text.lines().any(|l| {
+            let mut f = l.split_whitespace();
+            !l.trim_start().starts_with('#') && f.nth(1) == Some("/boot/efi")
+        });
+        if !has_esp {
+            if !dry_run {
+                let mut new = text.clone();
+                if !new.is_empty() && !new.ends_with('\n') {
+                    new.push('\n');
+                }
+                new.push_str(line);
+                new.push('\n');
+                crate::util::write_atomic(&path, new.as_bytes(), 0o644)
+                    .with_context(|| format!("adding the new ESP to {}", path.display()))?;
+            }
+            notes.push(format!("/etc/fstab: added {line}"));
+        }
+    }
+    Ok(notes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -315,5 +393,39 @@ Boot0003* debian\tHD(2,GPT,4C3A1E2B-0000-4000-8000-000000000002,0x1000,0x64000)/
             None,
             "present: nothing to do"
         );
+    }
+
+    #[test]
+    fn migration_adds_the_esp_to_fstab_once_and_names_a_missing_package() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path();
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::fs::write(root.join("etc/fstab"), "UUID=r / ext4 defaults 0 1").unwrap();
+        let line = "UUID=ABCD-1234 /boot/efi vfat umask=0077 0 1";
+        let run = || {
+            let uefi = crate::layout::Firmware::Uefi;
+            migrate(
+                root,
+                uefi,
+                Some(line),
+                "usr/lib/grub/x86_64-efi",
+                "grub-efi-amd64-bin",
+                false,
+            )
+        };
+        let fstab = || std::fs::read_to_string(root.join("etc/fstab")).unwrap();
+        let err = run().unwrap_err().to_string();
+        assert!(
+            err.contains("no /usr/lib/grub/x86_64-efi: install the package grub-efi-amd64-bin"),
+            "{err}"
+        );
+        assert_eq!(fstab(), "UUID=r / ext4 defaults 0 1");
+        std::fs::create_dir_all(root.join("usr/lib/grub/x86_64-efi")).unwrap();
+        assert_eq!(run().unwrap(), [format!("/etc/fstab: added {line}")]);
+        let want = format!("UUID=r / ext4 defaults 0 1\n{line}\n");
+        assert_eq!(fstab(), want);
+        // A second run (a resumed recovery) adds nothing.
+        assert!(run().unwrap().is_empty());
+        assert_eq!(fstab(), want);
     }
 }

@@ -37,7 +37,8 @@ pub fn open_exclusive(disk: &str) -> Result<File> {
         })
 }
 
-fn sector_size(disk: &File) -> u64 {
+/// The kernel's logical sector size of an open disk (BLKSSZGET).
+pub fn sector_size(disk: &File) -> u64 {
     // BLKSSZGET: logical sector size; 512 for image files.
     let mut size: libc::c_int = 0;
     // SAFETY: BLKSSZGET writes one int through the pointer.

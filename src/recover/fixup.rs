@@ -283,6 +283,8 @@ pub fn initramfs_outdated(
                 || f.contains("mdadm")
                 || f.contains("fstab")
                 || f.contains("resume")
+                || f.contains("systemd/network/")
+                || f.contains("udev/rules.d/")
         })
         .collect();
     if !embedded.is_empty() {

@@ -130,6 +130,8 @@ pub fn step_id(step: &Step) -> String {
         Step::Mount { .. } => "mount".into(),
         Step::Restore { .. } => "restore".into(),
         Step::FixConfig { .. } => "fixconfig".into(),
+        Step::Network { .. } => "network".into(),
+        Step::Migrate { .. } => "migrate".into(),
         Step::Initramfs => "initramfs".into(),
         Step::Bootloader { .. } => "bootloader".into(),
         Step::Verify => "verify".into(),
@@ -272,6 +274,7 @@ pub(crate) mod tests {
                 Step::Verify,
             ],
             floors: vec![],
+            adjustments: vec![],
             warnings: vec![],
             errors: vec![],
         }

@@ -41,7 +41,10 @@ pub fn mkfs_command(fs: &Filesystem) -> Cmd {
                 .arg(format!("{reserved_blocks_percent}"));
             if *inode_count > 0 {
                 // Keep the inode density: bytes per inode of the old file system.
-                let ratio = (fs_old_size(fs) / inode_count).clamp(1024, 64 << 20);
+                // Never below the block size, which mke2fs refuses (a block
+                // size raised for a disk with larger sectors).
+                let ratio = (fs_old_size(fs) / inode_count)
+                    .clamp(u64::from(*block_size).max(1024), 64 << 20);
                 c = c.arg("-i").arg(ratio.to_string());
             }
             if let Some(u) = &fs.uuid {
@@ -226,7 +229,8 @@ fn create_subvolumes(fs: &Filesystem, subvols: &[BtrfsSubvolume], default_id: u6
     top.unmount()
 }
 
-pub fn mkswap(ctx: &Ctx, swap: &Swap) -> Result<()> {
+/// The mkswap command line for `swap`.
+pub fn mkswap_command(swap: &Swap) -> Cmd {
     let mut c = Cmd::new("mkswap").arg("-f");
     if let Some(u) = &swap.uuid {
         c = c.args(["-U", u]);
@@ -235,6 +239,44 @@ pub fn mkswap(ctx: &Ctx, swap: &Swap) -> Result<()> {
         c = c.args(["-L", l]);
     }
     c.arg(&swap.device)
+}
+
+/// The same mkfs as [`mkfs_command`], run by `plan` against `files` (sparse
+/// files of the planned size standing for the device, one per btrfs
+/// device) on a device with `sector`-byte logical sectors, written nowhere
+/// else: `mke2fs -n` (sector size through `MKE2FS_DEVICE_SECTSIZE`),
+/// `mkfs.xfs -N`; mkfs.vfat and mkfs.btrfs have no such mode and write the
+/// file itself, with the sector size given explicitly.
+pub fn mkfs_check_command(fs: &Filesystem, sector: u32, files: &[String]) -> Cmd {
+    let mut f = fs.clone();
+    f.device = files.first().cloned().unwrap_or_default();
+    if let FsParams::Btrfs { devices, .. } = &mut f.params {
+        if !devices.is_empty() {
+            *devices = files.to_vec();
+        }
+    }
+    let sector_s = sector.to_string();
+    let other = matches!(fs.params, FsParams::Other {});
+    match fs.fstype.as_str() {
+        "ext2" | "ext3" | "ext4" => mkfs_command(&f)
+            .first_arg("-n")
+            .env("MKE2FS_DEVICE_SECTSIZE", &sector_s)
+            .env("MKE2FS_DEVICE_PHYS_SECTSIZE", &sector_s),
+        "xfs" if other => mkfs_command(&f)
+            .first_arg(format!("size={sector}"))
+            .first_arg("-s")
+            .first_arg("-N"),
+        "xfs" => mkfs_command(&f).first_arg("-N"),
+        "vfat" if other => mkfs_command(&f).first_arg(&sector_s).first_arg("-S"),
+        // btrfs uses the page size (4096) whatever the device's sectors
+        // (larger ones are refused by the plan).
+        "btrfs" => mkfs_command(&f).first_arg("--nodiscard"),
+        _ => mkfs_command(&f),
+    }
+}
+
+pub fn mkswap(ctx: &Ctx, swap: &Swap) -> Result<()> {
+    mkswap_command(swap)
         .mutating(ctx.dry_run)
         .run()
         .with_context(|| format!("making swap on {}", swap.device))?;

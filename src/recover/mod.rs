@@ -9,6 +9,8 @@ pub mod journal;
 pub mod keys;
 pub mod mkfs;
 pub mod mount;
+pub mod network;
+pub mod prove;
 pub mod restore;
 pub mod safety;
 pub mod storage;
@@ -41,6 +43,10 @@ pub struct Options {
     pub layout: Option<PathBuf>,
     pub backup: Option<String>,
     pub maps: Vec<String>,
+    /// `--map-nic OLD=NEW`.
+    pub nic_maps: Vec<String>,
+    /// `--firmware`.
+    pub firmware: plan::firmware::FirmwareChoice,
     pub yes: bool,
     pub dry_run: bool,
     pub key_file: Option<PathBuf>,
@@ -68,6 +74,8 @@ impl Default for Options {
             layout: None,
             backup: None,
             maps: Vec::new(),
+            nic_maps: Vec::new(),
+            firmware: Default::default(),
             yes: false,
             dry_run: false,
             key_file: None,
@@ -96,6 +104,11 @@ pub struct Answers {
     pub backup: Option<String>,
     #[serde(default)]
     pub map: Vec<String>,
+    /// `--map-nic` of the answers.
+    #[serde(default)]
+    pub map_nic: Vec<String>,
+    /// `--firmware` of the answers (`uefi`, `bios`, `same`).
+    pub firmware: Option<plan::firmware::FirmwareChoice>,
     /// Passphrase file for every LUKS container.
     pub key_file: Option<String>,
     /// Passphrase files per LUKS UUID or mapping name.
@@ -166,6 +179,8 @@ pub struct Prepared {
     pub layout: Layout,
     pub layout_path: PathBuf,
     pub plan: Plan,
+    /// What the plan's checks proved before any write.
+    pub proof: prove::Proof,
     pub backup: Option<restore::Backup>,
     pub answers_dir: Option<PathBuf>,
     pub answers: Answers,
@@ -244,6 +259,26 @@ pub fn prepare(opts: &Options) -> Result<Prepared> {
     let input = PlanInput {
         targets,
         maps,
+        nics: crate::layout::probe::net::interfaces(&opts.sys),
+        nic_maps: plan::nic::parse_nic_maps(
+            &answers
+                .map_nic
+                .iter()
+                .chain(&opts.nic_maps)
+                .cloned()
+                .collect::<Vec<_>>(),
+        )?,
+        firmware: match opts.firmware {
+            plan::firmware::FirmwareChoice::Rescue => answers.firmware.unwrap_or_default(),
+            chosen => chosen,
+        },
+        backup_grub: backup.as_ref().map(|b| {
+            ["x86_64-efi", "i386-pc"]
+                .iter()
+                .filter(|p| b.has_path(&format!("/usr/lib/grub/{p}")))
+                .map(|p| p.to_string())
+                .collect()
+        }),
         excluded,
         manifest_used: backup
             .as_ref()
@@ -256,10 +291,12 @@ pub fn prepare(opts: &Options) -> Result<Prepared> {
         unattended: opts.unattended,
     };
     let plan = plan::build(&layout, &input)?;
+    let proof = prove::prove(&plan, &input.targets)?;
     Ok(Prepared {
         layout,
         layout_path,
         plan,
+        proof,
         backup,
         answers_dir,
         answers,
@@ -342,6 +379,7 @@ pub fn print_plan(opts: &Options, json: bool) -> Result<u8> {
         println!("{}", serde_json::to_string_pretty(&p.plan)?);
     } else {
         print!("{}", render::render(&p.plan));
+        println!("\n{}", p.proof.describe());
         if p.backup.is_none() {
             println!("\n(no --backup given: the plan recreates the disks only)");
         }
@@ -438,6 +476,7 @@ pub fn recover(opts: &Options) -> Result<u8> {
     }
     let p = prepare(opts)?;
     print!("{}", render::render(&p.plan));
+    println!("\n{}", p.proof.describe());
     std::io::stdout().flush()?;
     check_errors(&p.plan)?;
     let state = opts.state.clone().unwrap_or_else(|| {
@@ -735,6 +774,27 @@ fn apply(
             }
             state.configs_changed.extend(changed);
         }
+        Step::Migrate {
+            to,
+            fstab,
+            grub_dir,
+            package,
+        } => notes.extend(boot::migrate(
+            &ctx.root,
+            *to,
+            fstab.as_deref(),
+            grub_dir,
+            package,
+            ctx.dry_run,
+        )?),
+        Step::Network { nics } => {
+            let (report, changed) = network::rewrite(&ctx.root, nics, ctx.dry_run)?;
+            if report.is_empty() {
+                notes.push("no network configuration named the old interfaces".into());
+            }
+            notes.extend(report);
+            state.configs_changed.extend(changed);
+        }
         Step::Initramfs => {
             if !ctx.dry_run {
                 let disks: Vec<String> = plan
@@ -756,11 +816,15 @@ fn apply(
             efi_entries,
             esps,
             write_nvram,
+            grub_efi,
         } => {
             if !ctx.dry_run {
                 let chroot = fixup::Chroot::enter(&ctx.root)?;
                 if !bios_disks.is_empty() {
                     notes.extend(boot::grub_bios(&chroot, bios_disks)?);
+                }
+                if *grub_efi {
+                    notes.extend(boot::grub_efi(&chroot, efi_entries)?);
                 }
                 if let Some(n) = boot::grub_config(&chroot)? {
                     notes.push(n);

@@ -98,6 +98,23 @@ impl Backup {
         crate::backup::used_bytes_by_fs(&self.manifest, layout)
     }
 
+    /// Whether the backup holds `abs` (an absolute path in the backed-up
+    /// system), as a file or a folder with something in it.
+    pub fn has_path(&self, abs: &str) -> bool {
+        let abs = abs.as_bytes();
+        self.manifest.filesystems.iter().any(|fs| {
+            let mp = fs.mountpoint.as_bytes();
+            let mp = if mp == b"/" { &b""[..] } else { mp };
+            let Some(rel) = abs.strip_prefix(mp).and_then(|r| r.strip_prefix(b"/")) else {
+                return false;
+            };
+            fs.entries.iter().any(|e| {
+                let p = e.path.as_bytes();
+                p == rel || (p.starts_with(rel) && p.get(rel.len()) == Some(&b'/'))
+            })
+        })
+    }
+
     /// The kernel name of the block device holding the backup (`sdb1`), if
     /// it is on a local block device.
     pub fn device_kname(&self) -> Option<String> {

@@ -298,6 +298,7 @@ mod tests {
                 },
             ],
             floors: vec![],
+            adjustments: vec![],
             warnings: vec![],
             errors: vec![],
         }

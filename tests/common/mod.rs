@@ -185,6 +185,8 @@ pub struct Disk {
     pub bus: Bus,
     pub serial: Option<String>,
     pub format: &'static str,
+    /// Logical and physical sector size (4096: a 4K-native disk).
+    pub sector: Option<u32>,
 }
 
 impl Disk {
@@ -194,7 +196,12 @@ impl Disk {
             bus: Bus::Virtio,
             serial: None,
             format: "raw",
+            sector: None,
         }
+    }
+    pub fn sector(mut self, bytes: u32) -> Disk {
+        self.sector = Some(bytes);
+        self
     }
     pub fn on(mut self, bus: Bus) -> Disk {
         self.bus = bus;
@@ -344,10 +351,14 @@ impl Vm {
                 d.format
             ));
             let serial = d.serial.clone().unwrap_or_else(|| format!("LBTEST{i:02}"));
-            let bootindex = if i == 0 && matches!(self.boot, Boot::Disk) {
+            let boot = if i == 0 && matches!(self.boot, Boot::Disk) {
                 ",bootindex=0"
             } else {
                 ""
+            };
+            let bootindex = match d.sector {
+                Some(n) => format!("{boot},logical_block_size={n},physical_block_size={n}"),
+                None => boot.to_string(),
             };
             let dev = match d.bus {
                 Bus::Virtio => format!("virtio-blk-pci,drive=d{i},serial={serial}{bootindex}"),
@@ -453,6 +464,18 @@ pub fn tail(log: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
+/// Compares two listings (one line per file), naming the lines that differ.
+pub fn assert_same_lines(got: &str, want: &str) {
+    let g: std::collections::BTreeSet<&str> = got.lines().collect();
+    let w: std::collections::BTreeSet<&str> = want.lines().collect();
+    let missing: Vec<&&str> = w.difference(&g).take(10).collect();
+    let extra: Vec<&&str> = g.difference(&w).take(10).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "trees differ:\n missing {missing:#?}\n extra {extra:#?}"
+    );
+}
+
 /// A loop device with its partitions (partx) and mounts, all undone on drop,
 /// even when the test fails.
 pub struct LoopDisk {
@@ -472,6 +495,27 @@ impl LoopDisk {
         // The host kernel does not parse partition tables of loop devices.
         sh(&format!("partx -a '{}'", d.dev));
         d
+    }
+
+    /// A blank image of `mib` MiB on a loop device with `sector`-byte
+    /// logical sectors (`losetup --sector-size`: 4096 for a 4K-native disk).
+    pub fn blank(image: &Path, mib: u64, sector: u32) -> LoopDisk {
+        blank_disk(image, mib);
+        let dev = sh(&format!(
+            "losetup -f --show --sector-size {sector} '{}'",
+            image.display()
+        ))
+        .trim()
+        .to_string();
+        let name = dev.trim_start_matches("/dev/");
+        assert_eq!(
+            sh(&format!("cat /sys/block/{name}/queue/logical_block_size")).trim(),
+            sector.to_string()
+        );
+        LoopDisk {
+            dev,
+            mounts: Vec::new(),
+        }
     }
 
     pub fn part(&self, n: u32) -> String {

@@ -16,6 +16,7 @@ pub mod luks;
 pub mod lvm;
 pub mod md;
 pub mod mounts;
+pub mod net;
 pub mod ptable;
 pub mod sysfs;
 
@@ -412,6 +413,7 @@ pub fn capture(opts: &CaptureOptions) -> Result<Layout> {
         mounts,
         config_files,
         boot,
+        network: net::interfaces(&ctx.sys),
         unsupported: ctx.unsupported,
     })
 }
