@@ -56,6 +56,8 @@ pub struct Options {
     pub mount_root: PathBuf,
     /// Regenerate the initramfs even when it already fits the new disks.
     pub regenerate_initramfs: bool,
+    /// A drill: place the boot-report unit into the recovered system.
+    pub drill: bool,
 }
 
 impl Default for Options {
@@ -76,6 +78,7 @@ impl Default for Options {
             sys: PathBuf::from("/sys"),
             mount_root: PathBuf::from(MOUNT_ROOT),
             regenerate_initramfs: false,
+            drill: false,
         }
     }
 }
@@ -96,6 +99,8 @@ pub struct Answers {
     #[serde(default)]
     pub keys: BTreeMap<String, String>,
     pub luks_iter_time_ms: Option<u32>,
+    /// Generation to restore [default: the newest].
+    pub generation: Option<String>,
 }
 
 impl Answers {
@@ -197,7 +202,10 @@ pub fn prepare(opts: &Options) -> Result<Prepared> {
             p.is_dir().then(|| p.display().to_string())
         });
     let backup = match &backup_spec {
-        Some(spec) => Some(restore::Backup::open(spec)?),
+        Some(spec) => Some(restore::Backup::open_at(
+            spec,
+            answers.generation.as_deref(),
+        )?),
         None => None,
     };
 
@@ -569,6 +577,9 @@ pub fn recover(opts: &Options) -> Result<u8> {
         }
         if let Some(r) = &opts.report {
             util::write_atomic(r, json.as_bytes(), 0o644)?;
+        }
+        if opts.drill && ok {
+            println!("{}", crate::drill::unit::plant(&ctx.root)?);
         }
         finish(&p.plan, &ctx.root)?;
     }
