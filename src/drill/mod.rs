@@ -372,10 +372,9 @@ impl Drill<'_> {
         };
         let args = qemu::args(&self.guest(fw, Some(&vars), media, &log))?;
         progress(&name, "booting the rescue image");
-        let started = self.started;
         let fin = qemu::run(&args, self.opts.timeout, &log, &mut |line| {
             if let Some(step) = recovery_line(line) {
-                progress(&name, &format!("{step} ({})", elapsed(started)));
+                progress(&name, step);
             }
         })?;
         self.phase(format!("{name}: boot and recovery"), fin.seconds);
@@ -479,11 +478,6 @@ fn qemu_failed(fin: &qemu::Finished) -> Result<()> {
         Some(c) if c != 0 => bail!("QEMU failed (exit {c}): {}", fin.stderr),
         _ => Ok(()),
     }
-}
-
-fn elapsed(since: Instant) -> String {
-    let s = since.elapsed().as_secs();
-    format!("{}m{:02}s", s / 60, s % 60)
 }
 
 /// A recovery step line of `lifeboat recover` on the console (`[3/12] make
@@ -618,4 +612,4 @@ pub fn exit_code(r: &Report) -> u8 {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

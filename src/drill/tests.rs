@@ -492,7 +492,7 @@ fn boots_judged_from_the_report() {
     );
 }
 
-fn sample_report(verdict: Verdict, started_at: &str) -> report::Report {
+pub(crate) fn sample_report(verdict: Verdict, started_at: &str) -> report::Report {
     let run = report::Run {
         firmware: "uefi".into(),
         recovered: verdict == Verdict::Passed,
