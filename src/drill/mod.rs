@@ -393,7 +393,7 @@ impl Drill<'_> {
             for bfw in self.p.boot_firmwares.clone() {
                 let b = self.boot(i, fw, bfw, &vars, progress)?;
                 let failed = !b.passed;
-                if failed && run.failed_step.is_none() {
+                if failed {
                     run.failed_step = Some(Step::RecoveredBoot);
                     run.detail = b
                         .detail
@@ -401,6 +401,10 @@ impl Drill<'_> {
                         .map(|d| format!("under {}: {d}", b.firmware));
                 }
                 run.boots.push(b);
+                // Each further boot would wait out its timeout as well.
+                if failed {
+                    break;
+                }
             }
         }
         Ok(run)
