@@ -83,7 +83,7 @@ pub fn autorun_text(access: &BackupAccess) -> String {
     format!(
         "# lifeboat drill: recovery as on the day, then power off.\n\
          job=$(pwd)\n\
-         finish() {{ sync; cd /; umount {SHARE_DIR} 2>/dev/null; umount \"$job\"; poweroff -f; }}\n\
+         finish() {{ sync; cd /; umount {SHARE_DIR} 2>/dev/null; poweroff -f; }}\n\
          echo '{STARTED}'\n\
          {mount}\
          lifeboat plan --json --layout \"$job/layout.json\" --backup {backup} \
@@ -157,7 +157,18 @@ pub struct JobFiles {
 }
 
 impl JobFiles {
+    /// Reads the job disk after the guest stopped. The guest powers off
+    /// with the disk still mounted (the console logger holds it): e2fsck
+    /// replays the journal first, which debugfs would not.
     pub fn read(image: &Path) -> JobFiles {
+        if let Err(e) = Cmd::new("e2fsck")
+            .args(["-fy"])
+            .arg(image)
+            .ok_codes(&[1, 2])
+            .run()
+        {
+            log::warn!("checking the job disk {}: {e:#}", image.display());
+        }
         let rc = |n: &str| read_file(image, n).and_then(|t| t.trim().parse().ok());
         let log = read_file(image, "autorun.log");
         JobFiles {

@@ -157,7 +157,7 @@ pub fn prepare(opts: &Options) -> Result<Prepared> {
         }
         None => None,
     };
-    crate::exec::require(&[qemu::QEMU, "mkfs.ext4", "debugfs"])?;
+    crate::exec::require(&[qemu::QEMU, "mkfs.ext4", "debugfs", "e2fsck"])?;
     if rescue_firmwares.contains(&Firmware::Uefi) || boot_firmwares.contains(&Firmware::Uefi) {
         for f in [qemu::OVMF_CODE, qemu::OVMF_VARS] {
             if !Path::new(f).is_file() {
