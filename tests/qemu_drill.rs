@@ -203,7 +203,7 @@ fn drill_of_the_debian_system_passes_and_a_broken_backup_fails() {
     // 3. The generation without kernels: the recovery works, the recovered
     // disks never reach their boot target; the drill names that step and
     // monitoring goes critical. --keep prints the command line.
-    let (code, text, report) = drill(&base, &["--timeout", "8m", "--keep"], &state);
+    let (code, text, report) = drill(&base, &["--timeout", "5m", "--keep"], &state);
     phases(&report);
     assert_eq!(code, 1, "{text}\n{report:#}");
     assert_eq!(report["verdict"], "failed");

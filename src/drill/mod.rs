@@ -24,7 +24,7 @@ use crate::util;
 use job::{BackupAccess, JobFiles};
 use machine::{firmware_name, FirmwareChoice, ScratchDisk, SizeRequest};
 use qemu::{Accel, AccelChoice, Guest, Media};
-use report::{Boot, Inputs, Phase, Report, Run, Step};
+use report::{Boot, Inputs, Phase, Report, Run, Step, Verdict};
 
 /// Default parent of the work folders.
 pub const DEFAULT_WORK: &str = "/var/tmp/lifeboat-drill";
@@ -223,7 +223,9 @@ pub struct Drill<'a> {
     phases: Vec<Phase>,
 }
 
-/// Runs a prepared drill; returns its report (saved by the caller).
+/// Runs a prepared drill; returns its report (saved by the caller). A
+/// failure of QEMU or of the host is a report with the verdict `error`
+/// (exit 2); only cleaning up can fail the call itself.
 pub fn run(opts: &Options, p: Prepared, progress: Progress) -> Result<Report> {
     let started_at = util::rfc3339(util::now_epoch());
     let started = Instant::now();
@@ -242,30 +244,35 @@ pub fn run(opts: &Options, p: Prepared, progress: Progress) -> Result<Report> {
         }],
     };
     let mut runs = Vec::new();
-    let mut kept = None;
+    let mut error = None;
     let firmwares = d.p.rescue_firmwares.clone();
     for (i, fw) in firmwares.iter().enumerate() {
-        let run = match d.recovery(i, *fw, progress) {
-            Ok(r) => r,
-            Err(e) if opts.keep => return Err(e),
-            Err(e) => {
-                let _ = std::fs::remove_dir_all(&d.p.dir);
-                return Err(e);
+        match d.recovery(i, *fw, progress) {
+            Ok(run) => {
+                let failed = run.failed_step.is_some();
+                runs.push(run);
+                if failed {
+                    break;
+                }
             }
-        };
-        let failed = run.failed_step.is_some();
-        runs.push(run);
-        if failed {
-            break;
+            // QEMU or the host failed: the drill could not run.
+            Err(e) => {
+                error = Some(format!("{e:#}"));
+                break;
+            }
         }
     }
-    if opts.keep {
-        kept = Some(d.kept_line()?);
+    let kept = if opts.keep {
+        Some(d.kept_line()?)
     } else {
         std::fs::remove_dir_all(&d.p.dir)
             .with_context(|| format!("removing {}", d.p.dir.display()))?;
-    }
-    let (verdict, failed_step, problem) = Report::judge(&runs);
+        None
+    };
+    let (verdict, failed_step, problem) = match error {
+        Some(e) => (Verdict::Error, None, Some(e)),
+        None => Report::judge(&runs),
+    };
     Ok(Report {
         lifeboat_version: crate::VERSION.into(),
         started_at,

@@ -286,6 +286,9 @@ impl Store {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct DrillFacts {
     pub last: Option<LastDrill>,
+    /// The newest drill that ran to a verdict, when it failed: a later
+    /// drill that could not run does not hide it.
+    pub last_failed: Option<LastDrill>,
     pub last_passed_at: Option<String>,
     #[serde(skip)]
     pub last_passed_epoch: Option<i64>,
@@ -325,15 +328,19 @@ impl DrillFacts {
                 }
                 Err(_) => continue,
             };
+            let this = LastDrill {
+                path: path.clone(),
+                started_at: r.started_at.clone(),
+                verdict: r.verdict,
+                failed_step: r.failed_step,
+                problem: r.problem.clone(),
+                seconds: r.seconds,
+            };
             if facts.last.is_none() {
-                facts.last = Some(LastDrill {
-                    path: path.clone(),
-                    started_at: r.started_at.clone(),
-                    verdict: r.verdict,
-                    failed_step: r.failed_step,
-                    problem: r.problem.clone(),
-                    seconds: r.seconds,
-                });
+                facts.last = Some(this.clone());
+            }
+            if r.verdict == Verdict::Failed && facts.last_passed_at.is_none() {
+                facts.last_failed.get_or_insert(this);
             }
             if r.verdict == Verdict::Passed {
                 facts.last_passed_epoch = util::parse_rfc3339(&r.finished_at).ok();

@@ -502,7 +502,14 @@ pub(crate) fn sample_report(verdict: Verdict, started_at: &str) -> report::Repor
         failed_step: (verdict == Verdict::Failed).then_some(Step::RecoveredBoot),
         detail: Some("no boot report".into()),
     };
-    let (v, failed_step, problem) = report::Report::judge(std::slice::from_ref(&run));
+    let (v, failed_step, problem) = match verdict {
+        Verdict::Error => (
+            Verdict::Error,
+            None,
+            Some("QEMU failed (exit 1): no KVM".into()),
+        ),
+        _ => report::Report::judge(std::slice::from_ref(&run)),
+    };
     assert_eq!(v, verdict);
     report::Report {
         lifeboat_version: "0.1.0".into(),
@@ -659,4 +666,82 @@ fn bad_input_refused_before_anything_starts() {
     assert!(e.contains("backup"), "{e}");
     // Nothing was created in the work folder by any of these.
     assert!(!opts.work.exists());
+}
+
+/// A host failure during the drill (here: the scratch disk cannot be
+/// created) is a report with the verdict `error` and exit 2, and the
+/// drill's folder is removed.
+#[test]
+fn a_host_failure_is_a_drill_that_could_not_run() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("drill-x");
+    std::fs::create_dir(&dir).unwrap();
+    let record: crate::rescue::BuildRecord = serde_json::from_value(serde_json::json!({
+        "lifeboat_version": "0.1.0", "built_at": "2026-12-01T00:00:00Z",
+        "kernel_version": "6.1.0-30-amd64", "kernel_image": "/boot/vmlinuz",
+        "compression": "zstd", "cmdline": "", "layout": null, "layout_sha256": null,
+        "files": [], "modules": 1, "firmware_files": 0, "programs": 1, "libraries": 1,
+        "build_seconds": 1.0
+    }))
+    .unwrap();
+    let p = Prepared {
+        layout: fixture(),
+        layout_path: t.path().join("layout.json"),
+        record,
+        iso: t.path().join("x.iso"),
+        vmlinuz: t.path().join("vmlinuz"),
+        access: BackupAccess::Share,
+        share: Some(t.path().to_path_buf()),
+        generation: "G".into(),
+        key: None,
+        disks: vec![disk(
+            t.path().join("missing/d.img").to_str().unwrap(),
+            Bus::Virtio,
+            None,
+        )],
+        rescue_firmwares: vec![Firmware::Bios],
+        boot_firmwares: vec![Firmware::Bios],
+        dir: dir.clone(),
+        _lock: std::fs::File::open(t.path()).unwrap(),
+    };
+    let opts = Options {
+        rescue_dir: t.path().to_path_buf(),
+        backup: t.path().display().to_string(),
+        layout: None,
+        generation: None,
+        disk_sizes: vec![],
+        firmware: FirmwareChoice::Auto,
+        accel: qemu::AccelChoice::Tcg,
+        memory_mib: 1024,
+        cpus: 1,
+        work: t.path().to_path_buf(),
+        key_file: None,
+        timeout: std::time::Duration::from_secs(60),
+        keep: false,
+        state_dir: t.path().join("state"),
+    };
+    let mut lines = Vec::new();
+    let r = run(&opts, p, &mut |phase, step| {
+        lines.push(format!("{phase}: {step}"))
+    })
+    .unwrap();
+    assert_eq!(r.verdict, Verdict::Error);
+    assert_eq!(exit_code(&r), 2);
+    assert!(
+        r.problem
+            .as_deref()
+            .unwrap()
+            .contains("creating the scratch disk"),
+        "{:?}",
+        r.problem
+    );
+    assert!(r.runs.is_empty() && r.failed_step.is_none());
+    assert_eq!(lines[1], "prepare: using tcg: --accel tcg");
+    assert!(!dir.exists());
+    assert!(
+        r.summary()
+            .contains("lifeboat drill: could not run: creating the scratch disk"),
+        "{}",
+        r.summary()
+    );
 }

@@ -335,19 +335,21 @@ fn judge_drills(
         return None;
     }
     let passed_age = age(f.now, d.last_passed_epoch);
-    match &d.last {
-        None => push(
-            State::Warning,
-            "no recovery drill has run (run lifeboat drill, or set monitor.require_drill = false)"
-                .into(),
-        ),
-        Some(l) if l.verdict == Drill::Failed => push(
+    if let Some(l) = &d.last_failed {
+        push(
             State::Critical,
             format!(
                 "the last recovery drill ({}) failed: {}",
                 l.started_at,
                 l.problem.as_deref().unwrap_or("see its report")
             ),
+        );
+    }
+    match &d.last {
+        None => push(
+            State::Warning,
+            "no recovery drill has run (run lifeboat drill, or set monitor.require_drill = false)"
+                .into(),
         ),
         Some(l) if l.verdict == Drill::Error => push(
             State::Warning,

@@ -367,6 +367,26 @@ fn drills_judged_once_one_ran_or_required() {
         "{line}"
     );
     assert!(line.ends_with(" drill_age=3196800s;3024000;"), "{line}");
+    // A drill that could not run says nothing about the backup: a warning,
+    // and the failed drill before it stays critical.
+    crate::drill::save(
+        &sample_report(Verdict::Error, &rfc3339(NOW + 35 * D - 30 * 60)),
+        &state,
+    )
+    .unwrap();
+    let (s, line) = w.check(NOW + 35 * D);
+    assert_eq!(s, State::Critical);
+    assert!(
+        line.contains(&format!(
+            "; also: the last recovery drill ({}) could not run: QEMU failed (exit 1): no KVM",
+            rfc3339(NOW + 35 * D - 30 * 60)
+        )),
+        "{line}"
+    );
+    assert!(
+        line.starts_with("LIFEBOAT CRITICAL - the last recovery drill ("),
+        "{line}"
+    );
     // A new passed drill clears it.
     crate::drill::save(
         &sample_report(Verdict::Passed, &rfc3339(NOW + 35 * D - 60)),
