@@ -3,9 +3,10 @@
 //! save`, a full backup, `mkrescue` (an ordinary image: no unattended
 //! arguments built in), and a second full generation without the kernels.
 //! On the host, with the state folder's configuration as an admin would
-//! have it: a drill of the first generation passes (recovered under OVMF,
-//! booted under SeaBIOS and OVMF to the boot target), a drill of the second
-//! fails naming the recovered boot, and `check --nagios` follows each.
+//! have it: a drill of the first generation onto a smaller disk passes
+//! (recovered under OVMF, booted under SeaBIOS and OVMF to the boot
+//! target), a drill of the second fails naming the recovered boot, and
+//! `check --nagios` follows each.
 
 mod common;
 
@@ -147,11 +148,19 @@ fn drill_of_the_debian_system_passes_and_a_broken_backup_fails() {
     assert_eq!(code, 0, "{line}");
     assert!(!line.contains("drill"), "{line}");
 
-    // 2. The good generation: passes, recovered under OVMF (the source's
-    // firmware), booted under SeaBIOS and OVMF.
+    // 2. The good generation onto a smaller disk (5 GiB for the 6 GiB
+    // one): passes, recovered under OVMF (the source's firmware), booted
+    // under SeaBIOS and OVMF.
     let (code, text, report) = drill(
         &base,
-        &["--generation", &gens[0], "--timeout", "20m"],
+        &[
+            "--generation",
+            &gens[0],
+            "--disk-size",
+            "vda=5G",
+            "--timeout",
+            "20m",
+        ],
         &state,
     );
     phases(&report);
@@ -159,6 +168,8 @@ fn drill_of_the_debian_system_passes_and_a_broken_backup_fails() {
     assert_eq!(report["verdict"], "passed");
     assert_eq!(report["inputs"]["generation"], gens[0].as_str());
     assert_eq!(report["inputs"]["accel"], "tcg");
+    assert_eq!(report["disks"][0]["size_bytes"], 5u64 << 30);
+    assert_eq!(report["disks"][0]["serial"], "lifeboat-sys");
     let run = &report["runs"][0];
     assert_eq!(run["firmware"], "uefi");
     assert_eq!(run["recovery_report"]["ok"], true, "{run:#}");

@@ -502,8 +502,46 @@ pub fn recovery_line(line: &str) -> Option<&str> {
 
 /// The last lines of a serial log, for a failure's detail.
 fn console_tail(log: &Path, n: usize) -> String {
-    let data = std::fs::read(log).unwrap_or_default();
-    crate::exec::tail(&data, n)
+    plain_tail(&std::fs::read(log).unwrap_or_default(), n)
+}
+
+/// The last `n` lines of console output as plain text: terminal escape
+/// sequences (a boot menu's drawing) and control characters removed,
+/// blanks collapsed, at most 300 characters.
+pub fn plain_tail(data: &[u8], n: usize) -> String {
+    let text = String::from_utf8_lossy(data);
+    let mut plain = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\u{1b}' => {
+                // CSI: ESC [ parameters, then one final letter; a cursor
+                // move separates words.
+                plain.push(' ');
+                if chars.peek() == Some(&'[') {
+                    chars.next();
+                    while let Some(p) = chars.next() {
+                        if p.is_ascii_alphabetic() || p == '@' || p == '~' {
+                            break;
+                        }
+                    }
+                } else {
+                    chars.next();
+                }
+            }
+            '\n' => plain.push('\n'),
+            c if c.is_control() => plain.push(' '),
+            c => plain.push(c),
+        }
+    }
+    let lines: Vec<String> = plain
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|l| !l.is_empty())
+        .collect();
+    let tail = lines[lines.len().saturating_sub(n)..].join(" | ");
+    let skip = tail.chars().count().saturating_sub(300);
+    tail.chars().skip(skip).collect()
 }
 
 /// What the job disk and QEMU say about one recovery.

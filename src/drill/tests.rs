@@ -593,6 +593,19 @@ fn reports_stored_and_read_back() {
 }
 
 #[test]
+fn console_tail_is_plain_text() {
+    let grub = "\u{1b}[m\u{1b}[4;2H+-----+\u{1b}[5;2H|\u{1b}[5;79H|\r\n\u{1b}[7m\u{1b}[5;3H*UEFI Firmware Settings   \u{1b}[m\u{1b}[5;78H\r\n";
+    assert_eq!(
+        plain_tail(grub.as_bytes(), 3),
+        "+-----+ | | | *UEFI Firmware Settings"
+    );
+    let boot = "a\nb\n[  1.0] kernel: x\n\nlogin:\n";
+    assert_eq!(plain_tail(boot.as_bytes(), 2), "[ 1.0] kernel: x | login:");
+    let long = "x".repeat(1000);
+    assert_eq!(plain_tail(long.as_bytes(), 3).len(), 300);
+}
+
+#[test]
 fn recovery_lines_on_the_console() {
     assert_eq!(
         recovery_line("[3/12] make ext4 on /dev/vda3"),
