@@ -188,14 +188,11 @@ fn debian_full_recovery() {
     let t = Instant::now();
     let job = job_dir(
         &s.join("job1"),
-        "job_disk=$(findmnt -no SOURCE \"$here\")\n\
-         lifeboat layout save --exclude-disk \"$job_disk\"\n\
-         cp /var/lib/lifeboat/layout.json \"$here/layout.json\"\n\
-         lifeboat backup create --to \"$here/backup\"\n\
-         lifeboat mkrescue --layout /var/lib/lifeboat/layout.json --output \"$here/rescue\" \\\n\
-             --append lifeboat.recover=auto --append lifeboat.poweroff\n\
-         find /etc /home /usr/bin /boot /boot/efi -xdev -type f ! -path '/boot/grub/*' -print0 \\\n\
+        &source_job_script(
+            "--append lifeboat.recover=auto --append lifeboat.poweroff",
+            "find /etc /home /usr/bin /boot /boot/efi -xdev -type f ! -path '/boot/grub/*' -print0 \\\n\
              | sort -z | xargs -0 sha256sum > \"$here/sums.txt\"",
+        ),
     );
     let source = boot_check(
         &built.image,

@@ -84,14 +84,12 @@ fn drill_of_the_debian_system_passes_and_a_broken_backup_fails() {
     let t = Instant::now();
     let job = job_dir(
         &s.join("job1"),
-        "job_disk=$(findmnt -no SOURCE \"$here\")\n\
-         lifeboat layout save --exclude-disk \"$job_disk\"\n\
-         cp /var/lib/lifeboat/layout.json \"$here/layout.json\"\n\
-         lifeboat backup create --to \"$here/backup\"\n\
-         lifeboat mkrescue --layout /var/lib/lifeboat/layout.json --output \"$here/rescue\"\n\
-         sleep 1\n\
-         lifeboat backup create --to \"$here/backup\" --exclude '/boot/vmlinuz-*' \\\n\
-             --exclude '/boot/initrd.img-*'",
+        &source_job_script(
+            "",
+            "sleep 1\n\
+             lifeboat backup create --to \"$here/backup\" --exclude '/boot/vmlinuz-*' \\\n\
+                 --exclude '/boot/initrd.img-*'",
+        ),
     );
     let source = boot_check(
         &built.image,

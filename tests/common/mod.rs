@@ -602,6 +602,20 @@ pub fn boot_check(
     }
 }
 
+/// The source system's job: `layout save` (without the job disk), the
+/// layout copied out, a backup into the job folder, `mkrescue` with
+/// `mkrescue_args`, then `after` (shell lines).
+pub fn source_job_script(mkrescue_args: &str, after: &str) -> String {
+    format!(
+        "job_disk=$(findmnt -no SOURCE \"$here\")\n\
+         lifeboat layout save --exclude-disk \"$job_disk\"\n\
+         cp /var/lib/lifeboat/layout.json \"$here/layout.json\"\n\
+         lifeboat backup create --to \"$here/backup\"\n\
+         lifeboat mkrescue --layout /var/lib/lifeboat/layout.json --output \"$here/rescue\" \
+         {mkrescue_args}\n{after}"
+    )
+}
+
 /// A job folder: the default checks, then `extra` (bash, run in the job
 /// folder with lifeboat copied in), failing when either fails.
 pub fn job_dir(dir: &Path, extra: &str) -> PathBuf {
