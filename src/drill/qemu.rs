@@ -82,13 +82,17 @@ pub struct Guest<'a> {
 
 /// A path inside a QEMU option value (commas are doubled).
 fn opt(p: &Path) -> Result<String> {
-    let s = p.to_str().with_context(|| {
+    Ok(utf8(p)?.replace(',', ",,"))
+}
+
+/// A path as QEMU takes it: UTF-8.
+fn utf8(p: &Path) -> Result<&str> {
+    p.to_str().with_context(|| {
         format!(
             "{} is not UTF-8; QEMU options need UTF-8 paths",
             p.display()
         )
-    })?;
-    Ok(s.replace(',', ",,"))
+    })
 }
 
 /// The `-device` of a scratch disk `i` on its bus.
@@ -232,27 +236,29 @@ pub fn shell_line(args: &[String]) -> String {
 /// The arguments of the KVM probe: the rescue kernel without an initrd
 /// panics at once and, with `panic=-1` and `-no-reboot`, QEMU exits.
 pub fn probe_args(vmlinuz: &Path) -> Result<Vec<String>> {
-    Ok(vec![
-        "-accel".into(),
-        "kvm".into(),
-        "-machine".into(),
-        "q35".into(),
-        "-m".into(),
-        "256".into(),
-        "-display".into(),
-        "none".into(),
-        "-monitor".into(),
-        "none".into(),
-        "-serial".into(),
-        "none".into(),
-        "-nic".into(),
-        "none".into(),
-        "-no-reboot".into(),
-        "-kernel".into(),
-        opt(vmlinuz)?.replace(",,", ","),
-        "-append".into(),
-        "panic=-1 quiet".into(),
-    ])
+    let mut a: Vec<String> = [
+        "-accel",
+        "kvm",
+        "-machine",
+        "q35",
+        "-m",
+        "256",
+        "-display",
+        "none",
+        "-monitor",
+        "none",
+        "-serial",
+        "none",
+        "-nic",
+        "none",
+        "-no-reboot",
+        "-kernel",
+    ]
+    .map(String::from)
+    .to_vec();
+    a.push(utf8(vmlinuz)?.to_string());
+    a.extend(["-append".to_string(), "panic=-1 quiet".to_string()]);
+    Ok(a)
 }
 
 /// What became of a guest.

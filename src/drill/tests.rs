@@ -278,6 +278,22 @@ fn recovered_boot_command_lines() {
 }
 
 #[test]
+fn kvm_probe_command_line() {
+    let args = qemu::probe_args(Path::new("/r/a,b/vmlinuz")).unwrap();
+    assert_eq!(
+        args.join(" "),
+        "-accel kvm -machine q35 -m 256 -display none -monitor none -serial none -nic none \
+         -no-reboot -kernel /r/a,b/vmlinuz -append panic=-1 quiet"
+    );
+    use std::os::unix::ffi::OsStrExt;
+    let bad = Path::new(std::ffi::OsStr::from_bytes(b"/r/\xff/vmlinuz"));
+    assert!(qemu::probe_args(bad)
+        .unwrap_err()
+        .to_string()
+        .contains("not UTF-8"));
+}
+
+#[test]
 fn network_for_urls() {
     let disks = [disk("/w/d0.img", Bus::Virtio, None)];
     let g = Guest {
