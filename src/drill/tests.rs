@@ -774,3 +774,23 @@ fn a_host_failure_is_a_drill_that_could_not_run() {
         r.summary()
     );
 }
+
+/// A second drill in the same work folder is refused while the first holds
+/// its lock; each drill gets a folder of its own below the work folder.
+#[test]
+fn busy_work_folder_refused() {
+    let t = tempfile::tempdir().unwrap();
+    let base = t.path().join("work");
+    let (dir, lock) = work_dir(&base, 0).unwrap();
+    assert!(dir.starts_with(&base) && dir.is_dir());
+    let e = work_dir(&base, 0).unwrap_err().to_string();
+    assert!(
+        e.starts_with("the work folder ") && e.contains("is busy"),
+        "{e}"
+    );
+    drop(lock);
+    std::fs::remove_dir(&dir).unwrap();
+    assert!(work_dir(&base, 0).is_ok());
+    let e = work_dir(&base, u64::MAX).unwrap_err().to_string();
+    assert!(e.starts_with("too little space in "), "{e}");
+}
