@@ -506,7 +506,7 @@ fn console_tail(log: &Path, n: usize) -> String {
 }
 
 /// The last `n` lines of console output as plain text: terminal escape
-/// sequences (a boot menu's drawing) and control characters removed,
+/// sequences and the frame of a boot menu removed, control characters and
 /// blanks collapsed, at most 300 characters.
 pub fn plain_tail(data: &[u8], n: usize) -> String {
     let text = String::from_utf8_lossy(data);
@@ -520,7 +520,7 @@ pub fn plain_tail(data: &[u8], n: usize) -> String {
                 plain.push(' ');
                 if chars.peek() == Some(&'[') {
                     chars.next();
-                    while let Some(p) = chars.next() {
+                    for p in chars.by_ref() {
                         if p.is_ascii_alphabetic() || p == '@' || p == '~' {
                             break;
                         }
@@ -537,7 +537,8 @@ pub fn plain_tail(data: &[u8], n: usize) -> String {
     let lines: Vec<String> = plain
         .lines()
         .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
-        .filter(|l| !l.is_empty())
+        // Lines without a letter or digit are a menu's frame.
+        .filter(|l| l.chars().any(char::is_alphanumeric))
         .collect();
     let tail = lines[lines.len().saturating_sub(n)..].join(" | ");
     let skip = tail.chars().count().saturating_sub(300);

@@ -611,10 +611,7 @@ fn reports_stored_and_read_back() {
 #[test]
 fn console_tail_is_plain_text() {
     let grub = "\u{1b}[m\u{1b}[4;2H+-----+\u{1b}[5;2H|\u{1b}[5;79H|\r\n\u{1b}[7m\u{1b}[5;3H*UEFI Firmware Settings   \u{1b}[m\u{1b}[5;78H\r\n";
-    assert_eq!(
-        plain_tail(grub.as_bytes(), 3),
-        "+-----+ | | | *UEFI Firmware Settings"
-    );
+    assert_eq!(plain_tail(grub.as_bytes(), 3), "*UEFI Firmware Settings");
     let boot = "a\nb\n[  1.0] kernel: x\n\nlogin:\n";
     assert_eq!(plain_tail(boot.as_bytes(), 2), "[ 1.0] kernel: x | login:");
     let long = "x".repeat(1000);
