@@ -947,3 +947,33 @@ fn luks_header_backups_go_into_the_image_only_when_asked() {
         "{err}"
     );
 }
+
+/// `lifeboat drill` refuses bad input with one line and exit 2 before
+/// anything starts: no backup configured, no rescue image, a bad
+/// --disk-size, an unreadable key file; the work folder stays untouched.
+#[test]
+fn drill_bad_input_gives_one_line_errors() {
+    let (s, base) = scratch_with_config("cli-drill");
+    let work = s.join("work");
+    let run = |extra: &[&str]| {
+        let mut args = base.clone();
+        args.push("drill".into());
+        args.extend(["--work".into(), work.clone().into_os_string()]);
+        args.extend(extra.iter().map(|a| std::ffi::OsString::from(*a)));
+        run_lifeboat(&args)
+    };
+    let (code, _, err) = run(&[]);
+    assert_one_line_error(code, &err, "no backup: give --backup DEST");
+    let backup = s.join("backup");
+    std::fs::create_dir_all(&backup).unwrap();
+    let b = backup.to_str().unwrap();
+    let (code, _, err) = run(&["--backup", b]);
+    assert_one_line_error(code, &err, "no rescue image in ");
+    let (code, _, err) = run(&["--backup", b, "--disk-size", "vda"]);
+    assert_one_line_error(code, &err, "write DISK=SIZE");
+    let (code, _, err) = run(&["--backup", b, "--timeout", "soon"]);
+    assert_one_line_error(code, &err, "--timeout");
+    let (code, _, err) = run(&["--backup", b, "--memory", "64"]);
+    assert_one_line_error(code, &err, "--memory must be");
+    assert!(!work.exists(), "the work folder was created");
+}

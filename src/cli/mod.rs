@@ -5,6 +5,7 @@
 
 mod backup;
 mod config;
+mod drill;
 mod layout;
 mod recover;
 mod rescue;
@@ -21,6 +22,7 @@ use crate::config::{Config, LoadOptions};
 pub use backup::BackupCmd;
 pub use layout::{LayoutCmd, SaveArgs};
 pub use rescue::{InternalCmd, MkrescueArgs};
+pub use status::render as render_status;
 
 /// Exit code of a command that failed.
 pub const EXIT_ERROR: u8 = 2;
@@ -79,6 +81,11 @@ pub enum Command {
     /// and make it boot.
     Recover(recover::RecoverArgs),
 
+    /// Recovery drill: the rescue image recovers the backup onto scratch
+    /// disks in a QEMU guest, which must then boot. Exit 0: passed, 1: failed
+    /// (the step is named), 2: could not run.
+    Drill(drill::DrillArgs),
+
     /// Capture the layout and store it when it changed. Exit 0: unchanged,
     /// 1: changed and stored, 2: error.
     Snapshot(snapshot::SnapshotArgs),
@@ -129,6 +136,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 Command::Mkrescue(args) => rescue::mkrescue(args, &cfg),
                 Command::Plan(args) => recover::plan(args),
                 Command::Recover(args) => recover::recover(args),
+                Command::Drill(args) => drill::run(args, &cfg),
                 Command::Layout { cmd } => layout::run(cmd, &cfg),
                 Command::Backup { cmd } => backup::run(cmd, &cfg),
                 Command::Snapshot(args) => snapshot::run(args, &cfg),

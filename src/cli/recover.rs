@@ -118,6 +118,11 @@ pub struct RecoverArgs {
     /// --iter-time).
     #[arg(long, value_name = "MS")]
     pub luks_iter_time: Option<u32>,
+
+    /// A drill's recovery: place the boot-report unit of `lifeboat drill`
+    /// into the recovered system (a scratch copy).
+    #[arg(long, hide = true)]
+    pub drill: bool,
 }
 
 fn options(s: Source) -> recover::Options {
@@ -152,6 +157,7 @@ pub fn recover(args: RecoverArgs) -> Result<u8> {
         luks_iter_time_ms: args.luks_iter_time,
         regenerate_initramfs: args.regenerate_initramfs,
         wipe: args.wipe,
+        drill: args.drill,
         ..options(args.source)
     };
     recover::recover(&opts)

@@ -9,7 +9,7 @@ use crate::config::{fmt_duration, Config, Source};
 use crate::exec::shell_quote;
 use crate::schedule::install::{self, Init, Paths};
 use crate::schedule::run::LastRun;
-use crate::schedule::units::{self, JobSpec, SERVICE, SYSLOG_IDENTIFIER, TIMER};
+use crate::schedule::units::{self, Job, JobSpec, SYSLOG_IDENTIFIER};
 
 #[derive(Debug, Subcommand)]
 pub enum ScheduleCmd {
@@ -65,6 +65,16 @@ pub struct InstallArgs {
     /// from the OnCalendar spec].
     #[arg(long, value_name = "FIELDS")]
     pub cron: Option<String>,
+
+    /// Also install lifeboat-drill.timer running `lifeboat drill` (needs
+    /// QEMU on this host).
+    #[arg(long)]
+    pub drill: bool,
+
+    /// When drills run, as systemd OnCalendar [default: drill.on_calendar,
+    /// else monthly].
+    #[arg(long, value_name = "SPEC", requires = "drill")]
+    pub drill_calendar: Option<String>,
 }
 
 pub fn run(cmd: ScheduleCmd, cfg: &Config) -> Result<u8> {
@@ -72,7 +82,8 @@ pub fn run(cmd: ScheduleCmd, cfg: &Config) -> Result<u8> {
         ScheduleCmd::Install(a) => install_cmd(a, cfg),
         ScheduleCmd::Status { root, json } => status(&root, json, cfg),
         ScheduleCmd::Remove { root } => {
-            let removed = install::remove(&Paths::new(&root))?;
+            let mut removed = install::remove(&Paths::new(&root))?;
+            removed.extend(install::remove(&Paths::for_job(&root, Job::Drill))?);
             if removed.is_empty() {
                 println!("no lifeboat schedule installed below {}", root.display());
             }
@@ -86,7 +97,7 @@ pub fn run(cmd: ScheduleCmd, cfg: &Config) -> Result<u8> {
 
 /// The command line the schedule runs: this binary, the configuration
 /// and state folder when they are not the defaults, and the job's flags.
-fn job_command(cfg: &Config, rebuild: bool, backup: bool) -> Result<Vec<String>> {
+fn job_command(cfg: &Config, job: &[&str]) -> Result<Vec<String>> {
     // A unit or cron file is text: a path that is not UTF-8 cannot be
     // written into it faithfully.
     fn text(what: &str, p: &std::path::Path) -> Result<String> {
@@ -110,13 +121,7 @@ fn job_command(cfg: &Config, rebuild: bool, backup: bool) -> Result<Vec<String>>
         let dir = std::path::absolute(&cfg.state_dir.value).unwrap_or(cfg.state_dir.value.clone());
         cmd.extend(["--state-dir".into(), text("the state folder", &dir)?]);
     }
-    cmd.push("snapshot".into());
-    if backup {
-        cmd.push("--backup".into());
-    }
-    if rebuild {
-        cmd.push("--rebuild-rescue".into());
-    }
+    cmd.extend(job.iter().map(|w| w.to_string()));
     Ok(cmd)
 }
 
@@ -136,12 +141,24 @@ fn install_cmd(a: InstallArgs, cfg: &Config) -> Result<u8> {
     }
     let paths = Paths::new(&a.root);
     let init = a.init.unwrap_or_else(|| paths.detect());
+    let mut words = vec!["snapshot"];
+    if c.schedule.backup.value {
+        words.push("--backup");
+    }
+    if c.schedule.rebuild_rescue.value {
+        words.push("--rebuild-rescue");
+    }
     let job = JobSpec {
-        command: job_command(&c, c.schedule.rebuild_rescue.value, c.schedule.backup.value)?,
+        command: job_command(&c, &words)?,
         on_calendar: c.schedule.on_calendar.value.clone(),
         randomized_delay: c.schedule.randomized_delay.value.0,
+        kind: Job::Snapshot,
     };
     job.check_lines()?;
+    let drill = match a.drill {
+        true => Some(drill_job(&mut c, a.drill_calendar)?),
+        false => None,
+    };
     let cron_time = match (init, &c.schedule.cron.value) {
         (Init::Cron, Some(t)) => Some(t.clone()),
         (Init::Cron, None) => Some(units::calendar_to_cron(&job.on_calendar)?),
@@ -167,6 +184,52 @@ fn install_cmd(a: InstallArgs, cfg: &Config) -> Result<u8> {
         );
     }
     let done = install::install(&paths, init, &job, cron_time.as_deref())?;
+    report_install(
+        &done,
+        &job,
+        init,
+        &c,
+        &c.schedule.on_calendar.source.to_string(),
+    );
+    if let Some(d) = drill {
+        let cron_time = match init {
+            Init::Cron => Some(units::calendar_to_cron(&d.on_calendar)?),
+            Init::Systemd => None,
+        };
+        let paths = Paths::for_job(&a.root, Job::Drill);
+        let done = install::install(&paths, init, &d, cron_time.as_deref())?;
+        report_install(&done, &d, init, &c, &c.drill.on_calendar.source.to_string());
+    }
+    Ok(0)
+}
+
+/// The drill's job: `lifeboat drill` on its own calendar.
+fn drill_job(c: &mut Config, calendar: Option<String>) -> Result<JobSpec> {
+    if crate::exec::which(crate::drill::qemu::QEMU).is_none() {
+        bail!(
+            "--drill needs QEMU on this host: install package {}",
+            crate::exec::package_of(crate::drill::qemu::QEMU)
+        );
+    }
+    c.drill.on_calendar.flag(calendar, "--drill-calendar");
+    let job = JobSpec {
+        command: job_command(c, &["drill"])?,
+        on_calendar: c.drill.on_calendar.value.clone(),
+        randomized_delay: c.schedule.randomized_delay.value.0,
+        kind: Job::Drill,
+    };
+    job.check_lines()?;
+    Ok(job)
+}
+
+/// What `install` wrote and when the job runs.
+fn report_install(
+    done: &install::Installed,
+    job: &JobSpec,
+    init: Init,
+    c: &Config,
+    when_from: &str,
+) {
     for p in &done.removed {
         println!("removed {}", p.display());
     }
@@ -177,9 +240,9 @@ fn install_cmd(a: InstallArgs, cfg: &Config) -> Result<u8> {
     match init {
         Init::Systemd => {
             println!(
-                "{TIMER}: {} ({}, spread over {}), {}",
+                "{}: {} ({when_from}, spread over {}), {}",
+                job.kind.timer(),
                 job.on_calendar,
-                c.schedule.on_calendar.source,
                 fmt_duration(job.randomized_delay),
                 if done.started {
                     "enabled and started"
@@ -188,13 +251,16 @@ fn install_cmd(a: InstallArgs, cfg: &Config) -> Result<u8> {
                 }
             );
             println!("runs: {}", cmdline.join(" "));
-            println!("logs: journalctl -t {SYSLOG_IDENTIFIER} (or -u {SERVICE})");
+            println!(
+                "logs: journalctl -t {SYSLOG_IDENTIFIER} (or -u {})",
+                job.kind.service()
+            );
         }
         Init::Cron => {
             println!(
                 "cron: {} (from {})",
                 done.cron_time.as_deref().unwrap_or("?"),
-                if c.schedule.cron.value.is_some() {
+                if c.schedule.cron.value.is_some() && job.kind == Job::Snapshot {
                     c.schedule.cron.source.to_string()
                 } else {
                     format!("OnCalendar {}", job.on_calendar)
@@ -204,7 +270,6 @@ fn install_cmd(a: InstallArgs, cfg: &Config) -> Result<u8> {
             println!("logs: syslog, tagged {SYSLOG_IDENTIFIER}");
         }
     }
-    Ok(0)
 }
 
 fn status(root: &std::path::Path, json: bool, cfg: &Config) -> Result<u8> {
@@ -256,6 +321,14 @@ fn status(root: &std::path::Path, json: bool, cfg: &Config) -> Result<u8> {
             "last run:  none recorded in {}",
             cfg.state_dir.value.display()
         ),
+    }
+    let drill = install::state(&Paths::for_job(root, Job::Drill))?;
+    if drill.init.is_some() {
+        println!(
+            "drill:     {} ({})",
+            drill.when.as_deref().unwrap_or("?"),
+            drill.enabled.as_deref().unwrap_or("?")
+        );
     }
     Ok(0)
 }

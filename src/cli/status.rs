@@ -188,6 +188,28 @@ pub fn render(f: &Facts, v: &Verdict) -> String {
             ),
         );
     }
+    if let Some(d) = &f.drill.last {
+        line(
+            "drill",
+            format!(
+                "{} {}{}, {}",
+                d.started_at,
+                match d.verdict {
+                    crate::drill::report::Verdict::Passed => "passed",
+                    crate::drill::report::Verdict::Failed => "FAILED",
+                    crate::drill::report::Verdict::Error => "could not run",
+                },
+                d.problem
+                    .as_ref()
+                    .map(|p| format!(": {p}"))
+                    .unwrap_or_default(),
+                d.path.display()
+            ),
+        );
+    }
+    if let Some(e) = &f.drill.error {
+        line("drill", format!("unreadable: {e}"));
+    }
     line("verdict", v.line());
     out
 }

@@ -219,6 +219,21 @@ pub struct MonitorConfig {
     pub drift: Setting<Choice<AlertLevel>>,
     pub require_backup: Setting<bool>,
     pub live: Setting<bool>,
+    pub drill_warn_age: Setting<Duration>,
+    pub require_drill: Setting<bool>,
+}
+
+/// `[drill]`: defaults of `lifeboat drill`.
+#[derive(Debug, Clone)]
+pub struct DrillConfig {
+    pub work: Setting<PathBuf>,
+    pub firmware: Setting<Choice<crate::drill::machine::FirmwareChoice>>,
+    pub accel: Setting<Choice<crate::drill::qemu::AccelChoice>>,
+    pub memory: Setting<Count<256>>,
+    pub cpus: Setting<Count<1>>,
+    pub timeout: Setting<Duration>,
+    pub key_file: Setting<Option<PathBuf>>,
+    pub on_calendar: Setting<String>,
 }
 
 /// The effective configuration.
@@ -236,11 +251,12 @@ pub struct Config {
     pub snapshot: SnapshotConfig,
     pub schedule: ScheduleConfig,
     pub monitor: MonitorConfig,
+    pub drill: DrillConfig,
 }
 
 /// The sections of the file, in the order `config show` prints them.
 pub const SECTIONS: &[&str] = &[
-    "capture", "backup", "rescue", "snapshot", "schedule", "monitor",
+    "capture", "backup", "rescue", "snapshot", "schedule", "monitor", "drill",
 ];
 
 impl Default for Config {
@@ -296,6 +312,18 @@ impl Default for Config {
                 drift: Setting::new(Choice(AlertLevel::Warning)),
                 require_backup: Setting::new(true),
                 live: Setting::new(false),
+                drill_warn_age: Setting::new(Duration(35 * 86400)),
+                require_drill: Setting::new(false),
+            },
+            drill: DrillConfig {
+                work: Setting::new(PathBuf::from(crate::drill::DEFAULT_WORK)),
+                firmware: Setting::new(Choice(crate::drill::machine::FirmwareChoice::Auto)),
+                accel: Setting::new(Choice(crate::drill::qemu::AccelChoice::Auto)),
+                memory: Setting::new(Count(2048)),
+                cpus: Setting::new(Count(2)),
+                timeout: Setting::new(Duration(30 * 60)),
+                key_file: Setting::new(None),
+                on_calendar: Setting::new("monthly".into()),
             },
         };
         c.derive_paths();
@@ -358,6 +386,17 @@ impl Config {
         f("monitor.drift", &mut m.drift)?;
         f("monitor.require_backup", &mut m.require_backup)?;
         f("monitor.live", &mut m.live)?;
+        f("monitor.drill_warn_age", &mut m.drill_warn_age)?;
+        f("monitor.require_drill", &mut m.require_drill)?;
+        let d = &mut self.drill;
+        f("drill.work", &mut d.work)?;
+        f("drill.firmware", &mut d.firmware)?;
+        f("drill.accel", &mut d.accel)?;
+        f("drill.memory", &mut d.memory)?;
+        f("drill.cpus", &mut d.cpus)?;
+        f("drill.timeout", &mut d.timeout)?;
+        f("drill.key_file", &mut d.key_file)?;
+        f("drill.on_calendar", &mut d.on_calendar)?;
         Ok(())
     }
 

@@ -66,6 +66,8 @@ pub struct Options {
     pub wipe: bool,
     /// Recreate the disks only, though a backup is given.
     pub no_restore: bool,
+    /// A drill: place the boot-report unit into the recovered system.
+    pub drill: bool,
 }
 
 impl Default for Options {
@@ -90,6 +92,7 @@ impl Default for Options {
             regenerate_initramfs: false,
             wipe: false,
             no_restore: false,
+            drill: false,
         }
     }
 }
@@ -121,6 +124,8 @@ pub struct Answers {
     /// Recreate the disks without restoring the backup (`--no-restore`).
     #[serde(default)]
     pub no_restore: bool,
+    /// Generation to restore [default: the newest].
+    pub generation: Option<String>,
 }
 
 impl Answers {
@@ -224,7 +229,10 @@ pub fn prepare(opts: &Options) -> Result<Prepared> {
             p.is_dir().then(|| p.display().to_string())
         });
     let backup = match &backup_spec {
-        Some(spec) => Some(restore::Backup::open(spec)?),
+        Some(spec) => Some(restore::Backup::open_at(
+            spec,
+            answers.generation.as_deref(),
+        )?),
         None => None,
     };
 
@@ -650,6 +658,9 @@ pub fn recover(opts: &Options) -> Result<u8> {
         }
         if let Some(r) = &opts.report {
             util::write_atomic(r, json.as_bytes(), 0o644)?;
+        }
+        if opts.drill && ok {
+            println!("{}", crate::drill::unit::plant(&ctx.root)?);
         }
         finish(&p.plan, &ctx.root)?;
     }

@@ -61,9 +61,14 @@ impl Backup {
     /// Opens a backup folder or URL (mounting it) and checks its newest
     /// generation's chain.
     pub fn open(spec: &str) -> Result<Backup> {
+        Backup::open_at(spec, None)
+    }
+
+    /// Opens generation `id` (the newest when `None`) of a backup.
+    pub fn open_at(spec: &str, id: Option<&str>) -> Result<Backup> {
         let dest = Destination::open(spec, None, false)?;
         let store = Store::new(&dest.path);
-        let (generation, manifest, _) = restore::load_chain(&store, None)
+        let (generation, manifest, _) = restore::load_chain(&store, id)
             .with_context(|| format!("reading the backup in {spec}"))?;
         Ok(Backup {
             dest,
@@ -71,6 +76,10 @@ impl Backup {
             generation,
             manifest,
         })
+    }
+
+    pub fn generation_id(&self) -> &str {
+        &self.generation.id
     }
 
     pub fn display(&self) -> String {

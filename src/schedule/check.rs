@@ -52,6 +52,10 @@ pub struct Thresholds {
     #[serde(skip)]
     pub drift: AlertLevel,
     pub require_backup: bool,
+    /// The last passed drill older than this warns.
+    pub drill_warn_age: i64,
+    /// Judge drills before the first one ran.
+    pub require_drill: bool,
 }
 
 impl Thresholds {
@@ -61,6 +65,8 @@ impl Thresholds {
             crit_age: cfg.monitor.crit_age.value.0,
             drift: cfg.monitor.drift.value.0,
             require_backup: cfg.monitor.require_backup.value,
+            drill_warn_age: cfg.monitor.drill_warn_age.value.0,
+            require_drill: cfg.monitor.require_drill.value,
         }
     }
 
@@ -282,6 +288,7 @@ pub fn evaluate(f: &Facts, t: &Thresholds) -> Verdict {
     if let Some(e) = &f.snapshot_error {
         push(State::Unknown, format!("snapshots unreadable: {e}"));
     }
+    let drill_age = judge_drills(f, t, &mut push, &mut fine);
 
     // Worst first; a stable sort keeps the order of the checks among equals.
     problems.sort_by_key(|p| std::cmp::Reverse(p.state));
@@ -294,18 +301,84 @@ pub fn evaluate(f: &Facts, t: &Thresholds) -> Verdict {
             t.crit_age
         )
     };
-    let perfdata = format!(
+    let mut perfdata = format!(
         "{} {} drift={}",
         perf_age("rescue_age", rescue_age),
         perf_age("backup_age", backup_age),
         f.drift.perf()
     );
+    if let Some(a) = drill_age {
+        let age = a.map(|a| format!("{a}s")).unwrap_or_else(|| "U".into());
+        perfdata.push_str(&format!(" drill_age={age};{};", t.drill_warn_age));
+    }
     Verdict {
         state,
         problems,
         summary: fine.join(", "),
         perfdata,
     }
+}
+
+/// The drill checks, on once a drill ran or with `monitor.require_drill`:
+/// CRITICAL when the last drill failed, WARNING when the last passed one is
+/// older than `drill_warn_age` (or there is none). Returns the age of the
+/// last passed drill for the performance data (`None`: checks off).
+fn judge_drills(
+    f: &Facts,
+    t: &Thresholds,
+    push: &mut dyn FnMut(State, String),
+    fine: &mut Vec<String>,
+) -> Option<Option<i64>> {
+    use crate::drill::report::Verdict as Drill;
+    let d = &f.drill;
+    if let Some(e) = &d.error {
+        push(State::Unknown, format!("drill reports unreadable: {e}"));
+        return Some(None);
+    }
+    if d.last.is_none() && !t.require_drill {
+        return None;
+    }
+    let passed_age = age(f.now, d.last_passed_epoch);
+    if let Some(l) = &d.last_failed {
+        push(
+            State::Critical,
+            format!(
+                "the last recovery drill ({}) failed: {}",
+                l.started_at,
+                l.problem.as_deref().unwrap_or("see its report")
+            ),
+        );
+    }
+    match &d.last {
+        None => push(
+            State::Warning,
+            "no recovery drill has run (run lifeboat drill, or set monitor.require_drill = false)"
+                .into(),
+        ),
+        Some(l) if l.verdict == Drill::Error => push(
+            State::Warning,
+            format!(
+                "the last recovery drill ({}) could not run: {}",
+                l.started_at,
+                l.problem.as_deref().unwrap_or("see its report")
+            ),
+        ),
+        Some(_) => {}
+    }
+    match passed_age {
+        Some(a) if a >= t.drill_warn_age => push(
+            State::Warning,
+            format!(
+                "the last passed recovery drill is {} old (warning at {})",
+                human_duration(a),
+                fmt_duration(t.drill_warn_age)
+            ),
+        ),
+        Some(a) => fine.push(format!("drill passed {} ago", human_duration(a))),
+        None if d.last.is_some() => push(State::Warning, "no recovery drill has passed yet".into()),
+        None => {}
+    }
+    Some(passed_age)
 }
 
 /// A verdict for a check that could not run at all.

@@ -7,12 +7,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
-use super::units::{self, JobSpec, SERVICE, TIMER};
+use super::units::{self, Job, JobSpec};
 use crate::exec::Cmd;
 use crate::util;
 
 pub const UNIT_DIR: &str = "etc/systemd/system";
-pub const CRON_FILE: &str = "etc/cron.d/lifeboat";
 
 /// Which scheduler runs the job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -25,29 +24,37 @@ pub enum Init {
 /// Where the files of a schedule live below `root`.
 pub struct Paths {
     pub root: PathBuf,
+    pub job: Job,
 }
 
 impl Paths {
+    /// The snapshot job's files.
     pub fn new(root: &Path) -> Paths {
+        Paths::for_job(root, Job::Snapshot)
+    }
+    pub fn for_job(root: &Path, job: Job) -> Paths {
         Paths {
             root: root.to_path_buf(),
+            job,
         }
     }
     fn at(&self, rel: &str) -> PathBuf {
         self.root.join(rel)
     }
     pub fn service(&self) -> PathBuf {
-        self.at(UNIT_DIR).join(SERVICE)
+        self.at(UNIT_DIR).join(self.job.service())
     }
     pub fn timer(&self) -> PathBuf {
-        self.at(UNIT_DIR).join(TIMER)
+        self.at(UNIT_DIR).join(self.job.timer())
     }
     /// The link `systemctl enable` makes.
     pub fn wants_link(&self) -> PathBuf {
-        self.at(UNIT_DIR).join("timers.target.wants").join(TIMER)
+        self.at(UNIT_DIR)
+            .join("timers.target.wants")
+            .join(self.job.timer())
     }
     pub fn cron(&self) -> PathBuf {
-        self.at(CRON_FILE)
+        self.at(self.job.cron_file())
     }
     /// Installing into the running system (not an image's tree).
     pub fn is_live(&self) -> bool {
@@ -59,12 +66,12 @@ impl Paths {
     }
     /// The man page the units name is installed below `root` (by a
     /// package or by scripts/install.sh).
+    /// Whether the man page of this job's units is installed below the root.
     pub fn man_page_installed(&self) -> bool {
+        let page = self.job.man_page();
         ["usr/share/man/man8", "usr/local/share/man/man8"]
             .iter()
-            .flat_map(|d| {
-                ["lifeboat-snapshot.8", "lifeboat-snapshot.8.gz"].map(|f| format!("{d}/{f}"))
-            })
+            .flat_map(|d| ["8", "8.gz"].map(|ext| format!("{d}/{page}.{ext}")))
             .any(|p| self.at(&p).is_file())
     }
     /// The scheduler of the system below `root`: for the running system,
@@ -160,14 +167,14 @@ pub fn install(
             if paths.systemd_running() {
                 Cmd::new("systemctl").arg("daemon-reload").run()?;
                 Cmd::new("systemctl")
-                    .args(["enable", "--now", TIMER])
+                    .args(["enable", "--now", paths.job.timer()])
                     .run()?;
                 started = true;
             } else {
                 // What `systemctl enable` does, without a running manager.
                 let link = paths.wants_link();
                 std::fs::create_dir_all(link.parent().expect("link has a parent"))?;
-                let target = Path::new("/").join(UNIT_DIR).join(TIMER);
+                let target = Path::new("/").join(UNIT_DIR).join(paths.job.timer());
                 match std::fs::read_link(&link) {
                     Ok(t) if t == target => {}
                     _ => {
@@ -240,7 +247,7 @@ fn remove_units(paths: &Paths) -> Result<Vec<PathBuf>> {
     let present = paths.timer().exists() || paths.service().exists();
     if present && paths.systemd_running() {
         Cmd::new("systemctl")
-            .args(["disable", "--now", TIMER])
+            .args(["disable", "--now", paths.job.timer()])
             .ok_codes(&[1, 5])
             .run()?;
     }
@@ -327,7 +334,7 @@ pub fn state(paths: &Paths) -> Result<State> {
                     .collect())
             };
             for (k, v) in show(
-                TIMER,
+                paths.job.timer(),
                 "UnitFileState,NextElapseUSecRealtime,LastTriggerUSec",
             )? {
                 let v = (!v.is_empty() && v != "n/a").then_some(v);
@@ -338,7 +345,7 @@ pub fn state(paths: &Paths) -> Result<State> {
                     _ => {}
                 }
             }
-            for (k, v) in show(SERVICE, "Result")? {
+            for (k, v) in show(paths.job.service(), "Result")? {
                 if k == "Result" {
                     st.last_result = Some(v);
                 }
@@ -382,6 +389,7 @@ mod tests {
             command: vec!["/usr/bin/lifeboat".into(), "snapshot".into()],
             on_calendar: "daily".into(),
             randomized_delay: 60,
+            kind: Job::Snapshot,
         }
     }
 
@@ -472,6 +480,47 @@ mod tests {
                 "{text}"
             );
         }
+    }
+
+    /// The drill job has its own units beside the snapshot's, not
+    /// replacing them, and its service is not the snapshot's (no
+    /// MemoryDenyWriteExecute: QEMU's TCG needs it).
+    #[test]
+    fn drill_units_beside_the_snapshot_units() {
+        let root = tempfile::tempdir().unwrap();
+        let snap = Paths::new(root.path());
+        let drill = Paths::for_job(root.path(), Job::Drill);
+        install(&snap, Init::Systemd, &job(), None).unwrap();
+        let d = JobSpec {
+            command: vec!["/usr/bin/lifeboat".into(), "drill".into()],
+            on_calendar: "monthly".into(),
+            randomized_delay: 60,
+            kind: Job::Drill,
+        };
+        let done = install(&drill, Init::Systemd, &d, None).unwrap();
+        assert_eq!(done.written.len(), 3, "{:?}", done.written);
+        assert_eq!(
+            std::fs::read_link(drill.wants_link()).unwrap(),
+            Path::new("/etc/systemd/system/lifeboat-drill.timer")
+        );
+        let service = std::fs::read_to_string(drill.service()).unwrap();
+        assert!(
+            service.contains("\nExecStart=/usr/bin/lifeboat drill\n"),
+            "{service}"
+        );
+        assert!(
+            !service.contains("MemoryDenyWriteExecute") && !service.contains("SuccessExitStatus")
+        );
+        let st = state(&drill).unwrap();
+        assert_eq!(st.when.as_deref(), Some("monthly"));
+        assert_eq!(state(&snap).unwrap().when.as_deref(), Some("daily"));
+        // Cron: a file of its own.
+        install(&drill, Init::Cron, &d, Some("0 3 1 * *")).unwrap();
+        assert!(root.path().join("etc/cron.d/lifeboat-drill").is_file());
+        assert!(!root.path().join("etc/cron.d/lifeboat").exists());
+        assert!(snap.timer().is_file());
+        assert_eq!(remove(&drill).unwrap(), vec![drill.cron()]);
+        assert!(snap.timer().is_file());
     }
 
     #[test]

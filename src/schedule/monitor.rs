@@ -167,6 +167,8 @@ pub struct Facts {
     pub backup: BackupFacts,
     pub drift: Drift,
     pub last_run: Option<LastRun>,
+    /// The recovery drills (`STATE/drills`).
+    pub drill: crate::drill::report::DrillFacts,
 }
 
 fn epoch_of(t: &str) -> Option<i64> {
@@ -287,5 +289,6 @@ pub fn gather(cfg: &Config, live: bool, now: i64) -> Facts {
         backup,
         drift,
         last_run: LastRun::load(&cfg.state_dir.value),
+        drill: crate::drill::report::DrillFacts::gather(&cfg.state_dir.value),
     }
 }

@@ -337,3 +337,108 @@ fn damage_anywhere_in_the_newest_chain_is_critical() {
         "{line}"
     );
 }
+
+#[test]
+fn drills_judged_once_one_ran_or_required() {
+    use crate::drill::report::Verdict;
+    use crate::drill::tests::sample_report;
+    let mut w = World::new();
+    let state = w.cfg.state_dir.value.clone();
+    // No drill and none required: no drill check, no drill_age.
+    let (s, line) = w.check(NOW);
+    assert_eq!(s, State::Ok);
+    assert!(!line.contains("drill"), "{line}");
+    // Required but none ran: a warning, drill_age unknown.
+    w.cfg.monitor.require_drill.value = true;
+    let (s, line) = w.check(NOW);
+    assert_eq!(s, State::Warning);
+    assert!(
+        line.starts_with("LIFEBOAT WARNING - no recovery drill has run"),
+        "{line}"
+    );
+    assert!(line.ends_with(" drill_age=U;3024000;"), "{line}");
+    w.cfg.monitor.require_drill.value = false;
+
+    // A drill passed 2 days ago: OK with its age.
+    crate::drill::save(
+        &sample_report(Verdict::Passed, &rfc3339(NOW - 2 * D)),
+        &state,
+    )
+    .unwrap();
+    let (s, line) = w.check(NOW);
+    assert_eq!(s, State::Ok);
+    assert_eq!(
+        line,
+        "LIFEBOAT OK - rescue image 2h old, layout unchanged, backup 3h old, verified, \
+         drill passed 2d ago | rescue_age=7200s;691200;1296000 backup_age=10800s;691200;1296000 \
+         drift=0 drill_age=172800s;3024000;"
+    );
+    // 35 days later: the drill is stale (the image and backup are fresh).
+    w.build_image(&w.store.resolve("latest").unwrap().path, NOW + 35 * D);
+    w.write_backup("20261231T000000Z", NOW + 35 * D, Some(true));
+    let (s, line) = w.check(NOW + 32 * D);
+    assert_eq!(s, State::Ok, "{line}");
+    let (s, line) = w.check(NOW + 35 * D);
+    assert_eq!(s, State::Warning);
+    assert!(
+        line.starts_with(
+            "LIFEBOAT WARNING - the last passed recovery drill is 37d old (warning at 35d) |"
+        ),
+        "{line}"
+    );
+    // The newest drill failed: critical, naming the step; the age is
+    // still that of the last passed one.
+    crate::drill::save(
+        &sample_report(Verdict::Failed, &rfc3339(NOW + 35 * D - H)),
+        &state,
+    )
+    .unwrap();
+    let (s, line) = w.check(NOW + 35 * D);
+    assert_eq!(s, State::Critical);
+    assert!(
+        line.starts_with(&format!(
+            "LIFEBOAT CRITICAL - the last recovery drill ({}) failed: recovered boot failed \
+             (rescue under uefi): no boot report; also: the last passed recovery drill is 37d old",
+            rfc3339(NOW + 35 * D - H)
+        )),
+        "{line}"
+    );
+    assert!(line.ends_with(" drill_age=3196800s;3024000;"), "{line}");
+    // A drill that could not run says nothing about the backup: a warning,
+    // and the failed drill before it stays critical.
+    crate::drill::save(
+        &sample_report(Verdict::Error, &rfc3339(NOW + 35 * D - 30 * 60)),
+        &state,
+    )
+    .unwrap();
+    let (s, line) = w.check(NOW + 35 * D);
+    assert_eq!(s, State::Critical);
+    assert!(
+        line.contains(&format!(
+            "; also: the last recovery drill ({}) could not run: QEMU failed (exit 1): no KVM",
+            rfc3339(NOW + 35 * D - 30 * 60)
+        )),
+        "{line}"
+    );
+    assert!(
+        line.starts_with("LIFEBOAT CRITICAL - the last recovery drill ("),
+        "{line}"
+    );
+    // A new passed drill clears it.
+    crate::drill::save(
+        &sample_report(Verdict::Passed, &rfc3339(NOW + 35 * D - 60)),
+        &state,
+    )
+    .unwrap();
+    assert_eq!(w.check(NOW + 35 * D).0, State::Ok);
+    // The status page shows the last drill.
+    let f = gather(&w.cfg, false, NOW + 35 * D);
+    let text = crate::cli::render_status(&f, &evaluate(&f, &Thresholds::from_config(&w.cfg)));
+    assert!(
+        text.contains(&format!(
+            "drill     {} passed, ",
+            rfc3339(NOW + 35 * D - 60)
+        )),
+        "{text}"
+    );
+}

@@ -7,6 +7,47 @@ use crate::exec::shell_quote;
 
 pub const SERVICE: &str = "lifeboat-snapshot.service";
 pub const TIMER: &str = "lifeboat-snapshot.timer";
+pub const DRILL_SERVICE: &str = "lifeboat-drill.service";
+pub const DRILL_TIMER: &str = "lifeboat-drill.timer";
+
+/// The scheduled jobs: each has its own service, timer and cron file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Job {
+    /// `lifeboat snapshot` (with backup and rebuild as configured).
+    Snapshot,
+    /// `lifeboat drill`.
+    Drill,
+}
+
+impl Job {
+    /// The man page the job's units name in `Documentation=`, without its
+    /// section.
+    pub fn man_page(self) -> &'static str {
+        match self {
+            Job::Snapshot => "lifeboat-snapshot",
+            Job::Drill => "lifeboat-drill",
+        }
+    }
+    pub fn service(self) -> &'static str {
+        match self {
+            Job::Snapshot => SERVICE,
+            Job::Drill => DRILL_SERVICE,
+        }
+    }
+    pub fn timer(self) -> &'static str {
+        match self {
+            Job::Snapshot => TIMER,
+            Job::Drill => DRILL_TIMER,
+        }
+    }
+    /// Below the root.
+    pub fn cron_file(self) -> &'static str {
+        match self {
+            Job::Snapshot => "etc/cron.d/lifeboat",
+            Job::Drill => "etc/cron.d/lifeboat-drill",
+        }
+    }
+}
 /// The journal's name for the job's output (`journalctl -t lifeboat`).
 pub const SYSLOG_IDENTIFIER: &str = "lifeboat";
 
@@ -19,6 +60,7 @@ pub struct JobSpec {
     pub on_calendar: String,
     /// RandomizedDelaySec, in seconds.
     pub randomized_delay: i64,
+    pub kind: Job,
 }
 
 impl JobSpec {
@@ -37,6 +79,9 @@ impl JobSpec {
     }
 
     fn what(&self) -> &'static str {
+        if self.kind == Job::Drill {
+            return "recovery drill";
+        }
         let has = |f: &str| self.command.iter().any(|a| a == f);
         match (has("--rebuild-rescue"), has("--backup")) {
             (true, true) => "layout snapshot, backup and rescue image rebuild",
@@ -63,21 +108,55 @@ pub fn systemd_quote(word: &str) -> String {
     }
 }
 
-/// The man page the units name in `Documentation=`.
-pub const MAN_PAGE: &str = "lifeboat-snapshot(8)";
-
-/// The `Documentation=` line, only where the man page is installed:
+/// The `Documentation=` line, only where the job's man page is installed:
 /// `systemd-analyze verify` fails on a reference to a missing page.
-fn documentation(man: bool) -> String {
+fn documentation(job: &JobSpec, man: bool) -> String {
     if man {
-        format!("Documentation=man:{MAN_PAGE}\n")
+        format!("Documentation=man:{}(8)\n", job.kind.man_page())
     } else {
         String::new()
     }
 }
 
-/// `lifeboat-snapshot.service`; `man`: the man page is installed.
+/// `lifeboat-drill.service`: QEMU needs writable and executable memory
+/// (TCG), /dev/kvm and room in /var/tmp, so the snapshot job's hardening
+/// does not fit; exit 1 (the drill failed) is a failure.
+fn drill_service_unit(job: &JobSpec, man: bool) -> String {
+    let exec: Vec<String> = job.command.iter().map(|w| systemd_quote(w)).collect();
+    format!(
+        "\
+# Written by `lifeboat schedule install --drill`; `lifeboat schedule remove` deletes it.
+[Unit]
+Description=lifeboat: recovery drill
+{doc}Wants=network-online.target
+After=local-fs.target remote-fs.target network-online.target
+
+[Service]
+Type=oneshot
+ExecStart={exec}
+StandardOutput=journal
+StandardError=journal
+SyslogIdentifier={SYSLOG_IDENTIFIER}
+Nice=10
+IOSchedulingClass=idle
+UMask=0077
+NoNewPrivileges=yes
+ProtectHostname=yes
+ProtectControlGroups=yes
+RestrictRealtime=yes
+LockPersonality=yes
+",
+        exec = exec.join(" "),
+        doc = documentation(job, man),
+    )
+}
+
+/// The service of `job`: `lifeboat-snapshot.service` or
+/// `lifeboat-drill.service`; `man`: the job's man page is installed.
 pub fn service_unit(job: &JobSpec, man: bool) -> String {
+    if job.kind == Job::Drill {
+        return drill_service_unit(job, man);
+    }
     let exec: Vec<String> = job.command.iter().map(|w| systemd_quote(w)).collect();
     format!(
         "\
@@ -119,7 +198,7 @@ CapabilityBoundingSet=~CAP_SYS_BOOT CAP_SYS_TIME CAP_WAKE_ALARM CAP_SYS_PTRACE C
 ",
         what = job.what(),
         exec = exec.join(" "),
-        doc = documentation(man),
+        doc = documentation(job, man),
     )
 }
 
@@ -143,7 +222,7 @@ WantedBy=timers.target
         what = job.what(),
         cal = job.on_calendar,
         delay = job.randomized_delay,
-        doc = documentation(man),
+        doc = documentation(job, man),
     )
 }
 
@@ -160,13 +239,17 @@ pub fn cron_file(job: &JobSpec, cron_time: &str) -> String {
         "\
 # Written by `lifeboat schedule install` (this machine has no systemd);
 # `lifeboat schedule remove` deletes it. {what}.
-# Output goes to syslog tagged {SYSLOG_IDENTIFIER}; exit 1 means the layout changed.
+# Output goes to syslog tagged {SYSLOG_IDENTIFIER}; exit 1 means {exit1}.
 SHELL=/bin/sh
 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 {cron_time} root {cmd} 2>&1 | logger -t {SYSLOG_IDENTIFIER}
 ",
         what = capitalize(job.what()),
         cmd = cmd.join(" "),
+        exit1 = match job.kind {
+            Job::Snapshot => "the layout changed",
+            Job::Drill => "the drill failed",
+        },
     )
 }
 
@@ -294,6 +377,7 @@ mod tests {
             command: cmd.iter().map(|s| s.to_string()).collect(),
             on_calendar: "daily".into(),
             randomized_delay: 1800,
+            kind: Job::Snapshot,
         }
     }
 

@@ -549,3 +549,156 @@ impl Drop for LoopDisk {
             .status();
     }
 }
+
+// --- The real Debian system of the end-to-end tests (qemu/) -------------
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub struct Built {
+    pub image: PathBuf,
+    pub vars: PathBuf,
+}
+
+/// Runs build-debian.sh with a qcow2 overlay on the cached image in `out`.
+pub fn build_debian(out: &Path) -> Built {
+    let start = Instant::now();
+    let res = Command::new(repo().join("qemu/build-debian.sh"))
+        .arg("--lifeboat")
+        .arg(lifeboat())
+        .arg("--output")
+        .arg(out)
+        .arg("--overlay")
+        .output()
+        .expect("running qemu/build-debian.sh");
+    let stdout = String::from_utf8_lossy(&res.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&res.stderr).into_owned();
+    assert!(
+        res.status.success(),
+        "build-debian.sh failed ({}):\n{stdout}\n{}",
+        res.status,
+        tail(&stderr, 60)
+    );
+    eprintln!(
+        "{stderr}build-debian.sh: {:.0} s",
+        start.elapsed().as_secs_f64()
+    );
+    let value = |key: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .map(PathBuf::from)
+            .unwrap_or_else(|| panic!("no {key}= in the output of build-debian.sh:\n{stdout}"))
+    };
+    let built = Built {
+        image: value("image"),
+        vars: value("vars"),
+    };
+    assert!(
+        built.image.starts_with(out) && built.vars.starts_with(out),
+        "build-debian.sh handed out files outside {}: {stdout}",
+        out.display()
+    );
+    assert!(built.image.is_file() && built.vars.is_file(), "{stdout}");
+    built
+}
+
+pub struct Check {
+    pub code: i32,
+    pub job_log: String,
+    pub serial: String,
+}
+
+/// Runs boot-check.sh with `job` (a folder with job.sh, or `default`);
+/// `room_mib` is free space on the job disk for what the job writes.
+pub fn boot_check(
+    image: &Path,
+    vars: Option<&Path>,
+    firmware: &str,
+    job: &Path,
+    room_mib: u64,
+    out: &Path,
+) -> Check {
+    boot_check_on(image, vars, firmware, job, room_mib, out, None)
+}
+
+/// [`boot_check`] with the system disk's sector size (`Some(4096)`: 4K-native).
+pub fn boot_check_on(
+    image: &Path,
+    vars: Option<&Path>,
+    firmware: &str,
+    job: &Path,
+    room_mib: u64,
+    out: &Path,
+    sector: Option<u32>,
+) -> Check {
+    let start = Instant::now();
+    let mut cmd = Command::new(repo().join("qemu/boot-check.sh"));
+    if let Some(n) = sector {
+        cmd.env("BOOT_CHECK_SECTOR", n.to_string());
+    }
+    let res = cmd
+        .arg(image)
+        .arg(vars.map_or_else(|| "none".into(), |v| v.as_os_str().to_owned()))
+        .arg(firmware)
+        .arg(job)
+        .arg(out)
+        .env("BOOT_CHECK_JOB_ROOM_MIB", room_mib.to_string())
+        .env("BOOT_CHECK_MEMORY", "1536")
+        .env("BOOT_CHECK_TIMEOUT", "1500")
+        .output()
+        .expect("running qemu/boot-check.sh");
+    eprintln!(
+        "{}boot-check.sh {firmware}: {:.0} s ({})",
+        String::from_utf8_lossy(&res.stderr),
+        start.elapsed().as_secs_f64(),
+        res.status
+    );
+    let read = |p: PathBuf| {
+        std::fs::read(p)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    };
+    Check {
+        code: res.status.code().unwrap_or(-1),
+        job_log: read(out.join("job/job.log")),
+        serial: read(out.join("serial.log")),
+    }
+}
+
+/// The source system's job: `layout save` (without the job disk), the
+/// layout copied out, a backup into the job folder, `mkrescue` with
+/// `mkrescue_args`, then `after` (shell lines).
+pub fn source_job_script(mkrescue_args: &str, after: &str) -> String {
+    format!(
+        "job_disk=$(findmnt -no SOURCE \"$here\")\n\
+         lifeboat layout save --exclude-disk \"$job_disk\"\n\
+         cp /var/lib/lifeboat/layout.json \"$here/layout.json\"\n\
+         lifeboat backup create --to \"$here/backup\"\n\
+         lifeboat mkrescue --layout /var/lib/lifeboat/layout.json --output \"$here/rescue\" \
+         {mkrescue_args}\n{after}"
+    )
+}
+
+/// A job folder: the default checks, then `extra` (bash, run in the job
+/// folder with lifeboat copied in), failing when either fails.
+pub fn job_dir(dir: &Path, extra: &str) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::copy(
+        repo().join("qemu/boot-check-job.sh"),
+        dir.join("boot-check-job.sh"),
+    )
+    .unwrap();
+    std::fs::copy(lifeboat(), dir.join("lifeboat")).unwrap();
+    std::fs::write(
+        dir.join("job.sh"),
+        format!(
+            "#!/bin/bash\nset -u\nhere=$LIFEBOAT_JOB_DIR\nbash \"$here/boot-check-job.sh\"\nchecks=$?\n\
+             install -m 0755 \"$here/lifeboat\" /usr/local/sbin/lifeboat\nset -e\n{extra}\n\
+             echo \"== lifeboat job done\"\nexit $checks\n"
+        ),
+    )
+    .unwrap();
+    dir.to_path_buf()
+}
