@@ -69,10 +69,19 @@ fn name(f: Firmware) -> &'static str {
     }
 }
 
-/// Whether the source boots under `f` as it is.
+/// Whether the source boots under `f` as it is: under UEFI, an ESP with a
+/// loader the layout knows of (an EFI boot entry, GRUB x86_64-efi, shim or
+/// systemd-boot); an ESP alone may hold nothing that boots.
 pub fn boots_under(layout: &Layout, f: Firmware) -> bool {
+    let b = &layout.boot;
     match f {
-        Firmware::Uefi => !layout.boot.esps.is_empty(),
+        Firmware::Uefi => {
+            !b.esps.is_empty()
+                && (!b.efi_entries.is_empty()
+                    || b.shim
+                    || b.systemd_boot
+                    || b.grub.iter().any(|g| g.platform == "x86_64-efi"))
+        }
         Firmware::Bios => layout
             .boot
             .grub
@@ -453,7 +462,11 @@ pub(super) fn migrate_step(
             "converting {} to {} boot needs GRUB for {platform} in the restored system \
              (/usr/lib/grub/{platform}, Debian package {package}), and the backup does not hold \
              it: install {package} on the source and back up again, or recover with --firmware same",
-            layout.host.hostname,
+            if layout.host.hostname.is_empty() {
+                "the system"
+            } else {
+                layout.host.hostname.as_str()
+            },
             name(m.to)
         );
     }

@@ -1600,3 +1600,33 @@ fn uefi_only_onto_a_bios_machine_gets_a_bios_boot_partition() {
         plan.sizes
     );
 }
+
+/// An ESP that holds no loader the layout knows of (no EFI entry, no GRUB
+/// x86_64-efi, no shim or systemd-boot) does not make the system a UEFI
+/// one: under a BIOS rescue nothing is converted (no GRUB i386-pc needed).
+#[test]
+fn an_esp_without_a_loader_is_not_converted() {
+    let mut l = uefi_lvm();
+    l.boot.firmware = Firmware::Bios;
+    l.boot.grub.clear();
+    l.boot.efi_entries.clear();
+    l.boot.shim = false;
+    l.boot.systemd_boot = false;
+    let mut i = input(vec![target("/dev/vda", 10 * GIB)]);
+    i.uefi = false;
+    i.backup_grub = Some(vec![]);
+    let plan = build(&l, &i).unwrap();
+    assert!(
+        step_of(&plan, "migrate").is_none(),
+        "{:?}",
+        plan.adjustments
+    );
+    // With a loader on the ESP it is a UEFI system, converted to BIOS.
+    l.boot.grub.push(GrubTarget {
+        platform: "x86_64-efi".into(),
+        disks: vec![],
+    });
+    i.backup_grub = Some(vec!["i386-pc".into()]);
+    let plan = build(&l, &i).unwrap();
+    assert!(step_of(&plan, "migrate").is_some());
+}
