@@ -39,6 +39,9 @@ packages=(
     tar gzip bsdextrautils libarchive-tools pigz hyperfine
     # backup tests and benchmark: setcap, getfattr/setfacl, bc, python3
     libcap2-bin bc python3
+    # unit tier: systemd-analyze verify of the generated units, and man to
+    # see whether the page a unit names is installed
+    systemd man-db
     # building lifeboat (zstd links the system libzstd)
     pkg-config libzstd-dev
 )
