@@ -39,9 +39,10 @@ for tier in "${tiers[@]}"; do
             fi
             ;;
         qemu)
-            # Each test boots its own guest; two at a time on two cores.
-            # shellcheck disable=SC2086
-            cargo test --locked $(targets qemu) -- --test-threads=2
+            # Each test boots its own guest; two at a time on two cores,
+            # pooled across the test files (scripts/qemu-pool.sh).
+            # shellcheck disable=SC2046
+            bash scripts/qemu-pool.sh 2 $(targets qemu | sed 's/--test //g')
             ;;
         *)
             echo "unknown tier $tier (use unit, loop or qemu)" >&2
