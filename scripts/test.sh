@@ -2,7 +2,7 @@
 # Runs lifeboat's test tiers. As root (loop devices and QEMU need it).
 #
 #   scripts/test.sh            all tiers: unit, loop, qemu
-#   scripts/test.sh unit       pure code, no root needed
+#   scripts/test.sh unit       lints (fmt, clippy) and pure code, no root needed
 #   scripts/test.sh loop       image files on loop devices (root)
 #   scripts/test.sh qemu       the rescue image booted in QEMU (TCG)
 #
@@ -28,6 +28,10 @@ for tier in "${tiers[@]}"; do
     echo "=== tier: $tier"
     case "$tier" in
         unit)
+            # The lints CI holds the code to (rustfmt and clippy come with
+            # the toolchain's default rustup profile).
+            cargo fmt --check
+            cargo clippy --locked --all-targets -- -D warnings
             cargo test --locked --lib --bins --test cli --test fuzz_parsers
             ;;
         loop)
