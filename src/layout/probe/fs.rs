@@ -357,19 +357,39 @@ pub fn parse_get_default(text: &str) -> Option<u64> {
 
 /// The three commands that describe the subvolumes of the btrfs mounted
 /// at `mnt`: list (with parents and UUIDs), list read-only, get-default.
-pub fn btrfs_cmds(mnt: &Path) -> [Cmd; 3] {
-    [
-        Cmd::new("btrfs")
-            .args(["subvolume", "list", "-p", "-u"])
-            .arg(mnt),
-        Cmd::new("btrfs").args(["subvolume", "list", "-r"]).arg(mnt),
-        Cmd::new("btrfs")
-            .args(["subvolume", "get-default"])
-            .arg(mnt),
-    ]
+/// The three btrfs calls that describe a mounted btrfs's subvolumes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum BtrfsQuery {
+    /// `btrfs subvolume list -p -u`
+    Subvolumes,
+    /// `btrfs subvolume list -r`: the read-only ones
+    Readonly,
+    /// `btrfs subvolume get-default`
+    Default,
 }
 
-/// Subvolumes and the default subvolume from the outputs of [`btrfs_cmds`].
+impl BtrfsQuery {
+    /// In the order [`btrfs_subvolumes`] takes their outputs.
+    pub const ALL: [BtrfsQuery; 3] = [
+        BtrfsQuery::Subvolumes,
+        BtrfsQuery::Readonly,
+        BtrfsQuery::Default,
+    ];
+}
+
+/// The command of `query` on the btrfs mounted at `mnt`.
+pub fn btrfs_cmd(mnt: &Path, query: BtrfsQuery) -> Cmd {
+    let cmd = Cmd::new("btrfs").arg("subvolume");
+    match query {
+        BtrfsQuery::Subvolumes => cmd.args(["list", "-p", "-u"]),
+        BtrfsQuery::Readonly => cmd.args(["list", "-r"]),
+        BtrfsQuery::Default => cmd.arg("get-default"),
+    }
+    .arg(mnt)
+}
+
+/// Subvolumes and the default subvolume from the outputs of the
+/// [`BtrfsQuery::ALL`] calls.
 pub fn btrfs_subvolumes(
     mnt: &Path,
     list: String,
