@@ -438,6 +438,46 @@ pub fn build(layout: &Layout, input: &PlanInput) -> Result<Plan> {
         &input.excluded,
         input.unattended,
     )?;
+    let mut b = start(layout, input, &disks)?;
+    let mut steps = Vec::new();
+    let mut created = partition_disks(&mut b, layout, &disks, &mut steps)?;
+    stack_devices(&mut b, layout, &mut created, &mut steps)?;
+    let fs_done = filesystems(&mut b, layout, &created, &mut steps)?;
+    warn_empty_partitions(&mut b, layout, &disks);
+    let mounts = planned_mounts(&b, layout, &fs_done);
+    let errors = restore_errors(layout, input, &mounts);
+    let floors: Vec<FsFloor> = layout
+        .filesystems
+        .iter()
+        .filter(|f| fs_done.contains(&f.device))
+        .filter_map(|f| {
+            let mut floor = b.stack.fs_floor(f)?;
+            floor.new_bytes = b.sizes.get(&f.device).copied();
+            Some(floor)
+        })
+        .collect();
+    restore_and_boot(&mut b, layout, input, &disks, &created, mounts, &mut steps)?;
+    steps.push(Step::Verify);
+    let mut adjustments = firmware::describe(&b.landing);
+    adjustments.extend(sectors::adjust(&disks, &mut steps)?);
+    Ok(Plan {
+        hostname: layout.host.hostname.clone(),
+        layout_captured_at: layout.captured_at.clone(),
+        disks,
+        sizes: b.changes,
+        renames: b.renames.into_iter().filter(|(o, n)| o != n).collect(),
+        steps,
+        floors,
+        adjustments,
+        warnings: b.warnings,
+        errors,
+    })
+}
+
+/// The builder with the firmware decision made, and the warnings that do
+/// not depend on the disks: a firmware the system does not boot under,
+/// storage lifeboat does not recreate.
+fn start<'a>(layout: &'a Layout, input: &'a PlanInput, disks: &[DiskPair]) -> Result<Builder<'a>> {
     let mut b = Builder {
         stack: Stack::new(layout, &input.manifest_used),
         renames: BTreeMap::new(),
@@ -450,7 +490,7 @@ pub fn build(layout: &Layout, input: &PlanInput) -> Result<Plan> {
         layout,
         input.firmware,
         input.uefi,
-        boot_disk(layout, &disks).as_deref(),
+        boot_disk(layout, disks).as_deref(),
     )?;
     let rescue = if input.uefi {
         Firmware::Uefi
@@ -473,9 +513,19 @@ pub fn build(layout: &Layout, input: &PlanInput) -> Result<Plan> {
             u.reason
         ));
     }
-    let mut steps = Vec::new();
+    Ok(b)
+}
+
+/// One partitioning step per mapped disk with a table; returns the old
+/// paths of everything created so far (disks and partitions).
+fn partition_disks(
+    b: &mut Builder,
+    layout: &Layout,
+    disks: &[DiskPair],
+    steps: &mut Vec<Step>,
+) -> Result<BTreeSet<String>> {
     let mut created: BTreeSet<String> = BTreeSet::new();
-    for pair in &disks {
+    for pair in disks {
         let old = layout
             .disk(&pair.old)
             .context("mapped disk is in the layout")?;
@@ -501,9 +551,18 @@ pub fn build(layout: &Layout, input: &PlanInput) -> Result<Plan> {
             );
         }
     }
+    Ok(created)
+}
 
-    // Devices above the partitions, in dependency order: an item is created
-    // once every device it stands on exists.
+/// Devices above the partitions, in dependency order: an item is created
+/// once every device it stands on exists. What never gets its devices is a
+/// warning.
+fn stack_devices(
+    b: &mut Builder,
+    layout: &Layout,
+    created: &mut BTreeSet<String>,
+    steps: &mut Vec<Step>,
+) -> Result<()> {
     let mut pending_md: Vec<&MdArray> = layout.md_arrays.iter().collect();
     let mut pending_luks: Vec<&LuksDevice> = layout.luks.iter().collect();
     let mut pending_vg: Vec<&VolumeGroup> = layout.lvm.vgs.iter().collect();
@@ -572,7 +631,7 @@ pub fn build(layout: &Layout, input: &PlanInput) -> Result<Plan> {
             if !pvs.iter().all(|p| created.contains(&p.device)) {
                 return true;
             }
-            match plan_vg(&mut b, vg, &pvs) {
+            match plan_vg(b, vg, &pvs) {
                 Ok((step, lv_devices)) => {
                     vg_steps.push(step);
                     created.extend(lv_devices);
@@ -608,8 +667,17 @@ pub fn build(layout: &Layout, input: &PlanInput) -> Result<Plan> {
             vg.name
         ));
     }
+    Ok(())
+}
 
-    // File systems and swap.
+/// Mkfs and mkswap steps (and the ESP a firmware conversion adds); returns
+/// the old devices of the file systems made.
+fn filesystems(
+    b: &mut Builder,
+    layout: &Layout,
+    created: &BTreeSet<String>,
+    steps: &mut Vec<Step>,
+) -> Result<BTreeSet<String>> {
     let mut fs_done: BTreeSet<String> = BTreeSet::new();
     for fs in &layout.filesystems {
         if !created.contains(&fs.device) {
@@ -669,8 +737,12 @@ pub fn build(layout: &Layout, input: &PlanInput) -> Result<Plan> {
             fs: firmware::esp_filesystem(esp, b.landing.esp_sector),
         });
     }
-    // Partitions with nothing lifeboat knows on them come back empty.
-    for pair in &disks {
+    Ok(fs_done)
+}
+
+/// Partitions with nothing lifeboat knows on them come back empty: say so.
+fn warn_empty_partitions(b: &mut Builder, layout: &Layout, disks: &[DiskPair]) {
+    for pair in disks {
         if let Some(table) = layout
             .disk(&pair.old)
             .and_then(|d| d.partition_table.as_ref())
@@ -697,8 +769,10 @@ pub fn build(layout: &Layout, input: &PlanInput) -> Result<Plan> {
             }
         }
     }
+}
 
-    // Mounts of the recreated file systems, parents first.
+/// Mounts of the recreated file systems (and a new ESP), parents first.
+fn planned_mounts(b: &Builder, layout: &Layout, fs_done: &BTreeSet<String>) -> Vec<PlannedMount> {
     let mut mounts: Vec<PlannedMount> = Vec::new();
     for m in &layout.mounts {
         let Some(fs) = layout.filesystems.iter().find(|f| {
@@ -736,17 +810,21 @@ pub fn build(layout: &Layout, input: &PlanInput) -> Result<Plan> {
             m.mountpoint.clone(),
         )
     });
-    let errors = restore_errors(layout, input, &mounts);
-    let floors: Vec<FsFloor> = layout
-        .filesystems
-        .iter()
-        .filter(|f| fs_done.contains(&f.device))
-        .filter_map(|f| {
-            let mut floor = b.stack.fs_floor(f)?;
-            floor.new_bytes = b.sizes.get(&f.device).copied();
-            Some(floor)
-        })
-        .collect();
+    mounts
+}
+
+/// Mount, restore, configuration fixes, network, firmware conversion,
+/// initramfs and bootloader: what follows the storage when the root file
+/// system is recreated and a backup is restored.
+fn restore_and_boot(
+    b: &mut Builder,
+    layout: &Layout,
+    input: &PlanInput,
+    disks: &[DiskPair],
+    created: &BTreeSet<String>,
+    mounts: Vec<PlannedMount>,
+    steps: &mut Vec<Step>,
+) -> Result<()> {
     let restore_from = input.backup.as_ref().filter(|_| !input.no_restore);
     if let (Some(backup), true) = (&input.backup, input.no_restore) {
         b.warnings.push(format!(
@@ -788,7 +866,7 @@ pub fn build(layout: &Layout, input: &PlanInput) -> Result<Plan> {
                 .filter(|d| b.renames.contains_key(*d))
                 .map(|d| b.new_path(d))
                 .collect();
-            let mut esps: Vec<String> = esp::esps(layout, &created)
+            let mut esps: Vec<String> = esp::esps(layout, created)
                 .iter()
                 .map(|e| b.new_path(e))
                 .collect();
@@ -800,7 +878,7 @@ pub fn build(layout: &Layout, input: &PlanInput) -> Result<Plan> {
                 &mut esps,
                 &mut efi_entries,
             );
-            bios_disks_on_large_sectors(&disks, &esps, &mut bios_disks, &mut b.warnings);
+            bios_disks_on_large_sectors(disks, &esps, &mut bios_disks, &mut b.warnings);
             if !efi_entries.is_empty() && !input.uefi {
                 b.warnings.push(
                     "the rescue system did not boot under UEFI: EFI boot entries cannot be written; \
@@ -834,22 +912,7 @@ pub fn build(layout: &Layout, input: &PlanInput) -> Result<Plan> {
                 .into(),
         );
     }
-    steps.push(Step::Verify);
-    let mut adjustments = firmware::describe(&b.landing);
-    adjustments.extend(sectors::adjust(&disks, &mut steps)?);
-
-    Ok(Plan {
-        hostname: layout.host.hostname.clone(),
-        layout_captured_at: layout.captured_at.clone(),
-        disks,
-        sizes: b.changes,
-        renames: b.renames.into_iter().filter(|(o, n)| o != n).collect(),
-        steps,
-        floors,
-        adjustments,
-        warnings: b.warnings,
-        errors,
-    })
+    Ok(())
 }
 
 /// A backup is given but the plan does not restore all of it: nothing (no
