@@ -10,6 +10,7 @@ pub mod drill;
 pub mod exec;
 pub mod layout;
 pub mod logging;
+pub mod mounts;
 pub mod names;
 pub mod plan;
 pub mod recover;

@@ -359,6 +359,33 @@ pub fn parse_duration(text: &str) -> Result<i64> {
     }
 }
 
+/// SHA-256 (hex) and size of a file, read in 1 MiB blocks: the one file
+/// hash of the crate (manifests, rescue images, snapshots).
+pub fn hash_file(path: &Path) -> Result<(String, u64)> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = f
+            .read(&mut buf)
+            .with_context(|| format!("reading {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        total += n as u64;
+    }
+    Ok((hex::encode(h.finalize()), total))
+}
+
+/// SHA-256 (hex) of a file.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    hash_file(path).map(|(sum, _)| sum)
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

@@ -619,24 +619,7 @@ impl ArchiveStream {
     }
 }
 
-/// SHA-256 and size of a file, read in large blocks.
-pub fn hash_file(path: &Path) -> Result<(String, u64)> {
-    let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; CHUNK];
-    let mut total = 0u64;
-    loop {
-        let n = f
-            .read(&mut buf)
-            .with_context(|| format!("reading {}", path.display()))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-        total += n as u64;
-    }
-    Ok((hex::encode(h.finalize()), total))
-}
+pub use crate::util::hash_file;
 
 #[cfg(test)]
 mod tests {

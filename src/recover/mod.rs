@@ -360,10 +360,10 @@ fn excluded_disks(
             "it holds the backup".into(),
         );
     }
-    let swaps = std::fs::read_to_string("/proc/swaps").unwrap_or_default();
-    let mounts: Vec<mount::MountEntry> = mount::mounts()?
+    let swaps = crate::mounts::active_swaps();
+    let mounts: Vec<crate::mounts::MountInfo> = crate::mounts::mountinfo()?
         .into_iter()
-        .filter(|m| !m.mountpoint.starts_with(mount_root))
+        .filter(|m| !m.path().starts_with(mount_root))
         .collect();
     for t in targets {
         if out.contains_key(&t.path) {
@@ -504,8 +504,8 @@ pub fn recover(opts: &Options) -> Result<u8> {
 
     // Prove that the disks are free (or held only by this plan's devices).
     let allowed = safety::Allowed::of_plan(&p.plan);
-    let mounts = mount::mounts()?;
-    let swaps = std::fs::read_to_string("/proc/swaps").unwrap_or_default();
+    let mounts = crate::mounts::mountinfo()?;
+    let swaps = crate::mounts::active_swaps();
     for d in &p.plan.disks {
         let reasons = safety::busy_reasons(&opts.sys, &d.new, &mounts, &swaps, &allowed)?;
         if !reasons.is_empty() {
@@ -864,13 +864,13 @@ fn apply(
 
 /// Where the ESP `esp` (a new device path) is mounted under the root.
 fn esp_mountpoint(esp: &str, ctx: &Ctx) -> Option<PathBuf> {
-    let mounts = mount::mounts().ok()?;
+    let mounts = crate::mounts::mountinfo().ok()?;
     let want = std::fs::canonicalize(esp).ok()?;
     mounts
         .into_iter()
-        .filter(|m| m.mountpoint.starts_with(&ctx.root))
+        .filter(|m| m.path().starts_with(&ctx.root))
         .find(|m| std::fs::canonicalize(&m.source).ok().as_ref() == Some(&want))
-        .map(|m| m.mountpoint)
+        .map(|m| PathBuf::from(m.mountpoint))
 }
 
 /// Leaves the disks in a clean state: unmounted, VGs deactivated, LUKS

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
-use super::mount::MountEntry;
 use crate::layout::probe::luks;
+use crate::mounts::{ActiveSwap, MountInfo};
 use crate::plan::{Plan, Step};
 
 fn read_dir_names(dir: &Path) -> Vec<String> {
@@ -176,8 +176,8 @@ fn describe_holder(sys: &Path, kname: &str) -> String {
 pub fn busy_reasons(
     sys: &Path,
     disk: &str,
-    mounts: &[MountEntry],
-    swaps: &str,
+    mounts: &[MountInfo],
+    swaps: &[ActiveSwap],
     allowed: &Allowed,
 ) -> Result<Vec<String>> {
     let own = disk_and_partitions(sys, disk);
@@ -191,18 +191,12 @@ pub fn busy_reasons(
         }
         if let Some(k) = kernel_name(&m.source) {
             if all.contains(&k) {
-                reasons.push(format!(
-                    "{} is mounted on {}",
-                    m.source,
-                    m.mountpoint.display()
-                ));
+                reasons.push(format!("{} is mounted on {}", m.source, m.mountpoint));
             }
         }
     }
-    for line in swaps.lines().skip(1) {
-        let Some(dev) = line.split_whitespace().next() else {
-            continue;
-        };
+    for swap in swaps {
+        let dev = &swap.filename;
         if let Some(k) = kernel_name(dev) {
             if all.contains(&k) {
                 reasons.push(format!("{dev} is active as swap"));
@@ -311,7 +305,7 @@ mod tests {
         assert_eq!(disk_and_partitions(s, "/dev/vda").len(), 4);
 
         let none = Allowed::default();
-        let r = busy_reasons(s, "/dev/vda", &[], "Filename Type\n", &none).unwrap();
+        let r = busy_reasons(s, "/dev/vda", &[], &[], &none).unwrap();
         assert_eq!(r.len(), 3, "{r:?}");
         assert!(r
             .iter()
@@ -321,7 +315,7 @@ mod tests {
             .any(|x| x.contains("md array md0 (UUID 11111111-2222")));
 
         let ours = Allowed::of_plan(&plan(MD_UUID, VG_UUID, LUKS_UUID));
-        let r = busy_reasons(s, "/dev/vda", &[], "", &ours).unwrap();
+        let r = busy_reasons(s, "/dev/vda", &[], &[], &ours).unwrap();
         assert!(r.is_empty(), "{r:?}");
     }
 
@@ -346,11 +340,11 @@ mod tests {
             "LBvg02-0000-0000-0000-0000-0000-000001",
             "33333333-0000-4000-8000-000000000002",
         ));
-        let r = busy_reasons(sys.path(), "/dev/vda", &[], "", &other).unwrap();
+        let r = busy_reasons(sys.path(), "/dev/vda", &[], &[], &other).unwrap();
         assert_eq!(r.len(), 3, "{r:?}");
         // Only the md array is ours: the dm devices still hold the disk.
         let md_only = Allowed::of_plan(&plan(MD_UUID, "x", "y"));
-        let r = busy_reasons(sys.path(), "/dev/vda", &[], "", &md_only).unwrap();
+        let r = busy_reasons(sys.path(), "/dev/vda", &[], &[], &md_only).unwrap();
         assert_eq!(r.len(), 2, "{r:?}");
         assert!(r.iter().all(|x| x.contains("device-mapper")), "{r:?}");
     }

@@ -8,7 +8,6 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::contents::{self, LVM_COMMANDS};
 use super::elf::LibResolver;
@@ -337,12 +336,7 @@ fn built_file(name: &str, path: &Path) -> Result<BuiltFile> {
     })
 }
 
-pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut h = Sha256::new();
-    std::io::copy(&mut f, &mut h).with_context(|| format!("reading {}", path.display()))?;
-    Ok(hex::encode(h.finalize()))
-}
+pub use crate::util::sha256_file;
 
 /// The archive's mtime: `SOURCE_DATE_EPOCH` when set, else 0, so that two
 /// builds from the same inputs give the same bytes.
