@@ -161,76 +161,21 @@ fn item<T: Serialize>(names: &Names, key: String, words: String, obj: &T) -> Ite
 }
 
 /// Every comparable object of a layout, grouped by kind.
+/// One item per element of `list`, keyed and worded by the closures.
+fn each<T: Serialize>(
+    n: &Names,
+    list: &[T],
+    key: impl Fn(&T) -> String,
+    words: impl Fn(&T) -> String,
+) -> Vec<Item> {
+    list.iter().map(|x| item(n, key(x), words(x), x)).collect()
+}
+
+/// Everything the diff compares, by kind, in the order of the report.
 fn items(l: &Layout) -> Vec<(&'static str, Vec<Item>)> {
     let n = Names::new(l);
-    let mut disks = Vec::new();
-    let mut parts = Vec::new();
-    for d in &l.disks {
-        let dk = disk_key(d);
-        let mut bare = d.clone();
-        bare.name.clear();
-        match &mut bare.partition_table {
-            Some(PartitionTable::Gpt(g)) => g.partitions.clear(),
-            Some(PartitionTable::Mbr(m)) => m.partitions.clear(),
-            None => {}
-        }
-        disks.push(item(&n, dk.clone(), format!("{dk} ({})", d.path), &bare));
-        match &d.partition_table {
-            Some(PartitionTable::Gpt(g)) => {
-                // The table's own fields are compared with the disk.
-                for p in &g.partitions {
-                    parts.push(item(
-                        &n,
-                        p.unique_guid.clone(),
-                        format!(
-                            "partition {} ({}, PARTUUID {})",
-                            p.number, p.device, p.unique_guid
-                        ),
-                        p,
-                    ));
-                }
-            }
-            Some(PartitionTable::Mbr(m)) => {
-                for p in &m.partitions {
-                    parts.push(item(
-                        &n,
-                        format!("{dk} #{}", p.number),
-                        format!("partition {} of {dk} ({})", p.number, p.device),
-                        p,
-                    ));
-                }
-            }
-            None => {}
-        }
-    }
-    let mut subvols = Vec::new();
-    let fss = l
-        .filesystems
-        .iter()
-        .map(|f| {
-            let key = f.uuid.clone().unwrap_or_else(|| n.name(&f.device));
-            if let FsParams::Btrfs { subvolumes, .. } = &f.params {
-                for s in subvolumes {
-                    subvols.push(item(
-                        &n,
-                        format!("{key} {}", s.path),
-                        format!("btrfs subvolume {} (id {}) of {key}", s.path, s.id),
-                        s,
-                    ));
-                }
-            }
-            let mut bare = f.clone();
-            if let FsParams::Btrfs { subvolumes, .. } = &mut bare.params {
-                subvolumes.clear();
-            }
-            item(
-                &n,
-                key.clone(),
-                format!("{} file system {key} ({})", f.fstype, f.device),
-                &bare,
-            )
-        })
-        .collect();
+    let (disks, parts) = disk_items(&n, l);
+    let (fss, subvols) = fs_items(&n, l);
     let host = {
         let mut h = l.host.clone();
         h.kernel.clear();
@@ -242,175 +187,213 @@ fn items(l: &Layout) -> Vec<(&'static str, Vec<Item>)> {
         b.efi_entries.clear();
         item(&n, "boot".into(), "boot setup".into(), &b)
     };
-    vec![
+    let mut out = vec![
         ("host", vec![host]),
         ("boot", vec![boot]),
         ("disk", disks),
         ("partition", parts),
+    ];
+    out.extend(stack_items(&n, l));
+    out.push(("file system", fss));
+    out.push(("btrfs subvolume", subvols));
+    out.extend(config_items(&n, l));
+    out
+}
+
+/// Disks (without their partitions) and partitions.
+fn disk_items(n: &Names, l: &Layout) -> (Vec<Item>, Vec<Item>) {
+    let mut disks = Vec::new();
+    let mut parts = Vec::new();
+    for d in &l.disks {
+        let dk = disk_key(d);
+        let mut bare = d.clone();
+        bare.name.clear();
+        match &mut bare.partition_table {
+            Some(PartitionTable::Gpt(g)) => g.partitions.clear(),
+            Some(PartitionTable::Mbr(m)) => m.partitions.clear(),
+            None => {}
+        }
+        disks.push(item(n, dk.clone(), format!("{dk} ({})", d.path), &bare));
+        match &d.partition_table {
+            // The table's own fields are compared with the disk.
+            Some(PartitionTable::Gpt(g)) => parts.extend(each(
+                n,
+                &g.partitions,
+                |p| p.unique_guid.clone(),
+                |p| {
+                    format!(
+                        "partition {} ({}, PARTUUID {})",
+                        p.number, p.device, p.unique_guid
+                    )
+                },
+            )),
+            Some(PartitionTable::Mbr(m)) => parts.extend(each(
+                n,
+                &m.partitions,
+                |p| format!("{dk} #{}", p.number),
+                |p| format!("partition {} of {dk} ({})", p.number, p.device),
+            )),
+            None => {}
+        }
+    }
+    (disks, parts)
+}
+
+/// File systems (without their subvolumes) and btrfs subvolumes.
+fn fs_items(n: &Names, l: &Layout) -> (Vec<Item>, Vec<Item>) {
+    let mut subvols = Vec::new();
+    let mut fss = Vec::new();
+    for f in &l.filesystems {
+        let key = f.uuid.clone().unwrap_or_else(|| n.name(&f.device));
+        let mut bare = f.clone();
+        if let FsParams::Btrfs { subvolumes, .. } = &mut bare.params {
+            subvols.extend(each(
+                n,
+                subvolumes,
+                |s| format!("{key} {}", s.path),
+                |s| format!("btrfs subvolume {} (id {}) of {key}", s.path, s.id),
+            ));
+            subvolumes.clear();
+        }
+        fss.push(item(
+            n,
+            key.clone(),
+            format!("{} file system {key} ({})", f.fstype, f.device),
+            &bare,
+        ));
+    }
+    (fss, subvols)
+}
+
+/// md arrays, LUKS devices and LVM.
+fn stack_items(n: &Names, l: &Layout) -> Vec<(&'static str, Vec<Item>)> {
+    let vgs: Vec<VolumeGroup> = l
+        .lvm
+        .vgs
+        .iter()
+        .map(|v| {
+            let mut bare = v.clone();
+            bare.metadata.clear();
+            bare
+        })
+        .collect();
+    vec![
         (
             "md array",
-            l.md_arrays
-                .iter()
-                .map(|m| {
-                    item(
-                        &n,
-                        m.uuid.clone(),
-                        format!("md array {} ({})", m.uuid, m.device),
-                        m,
-                    )
-                })
-                .collect(),
+            each(
+                n,
+                &l.md_arrays,
+                |m| m.uuid.clone(),
+                |m| format!("md array {} ({})", m.uuid, m.device),
+            ),
         ),
         (
             "LUKS device",
-            l.luks
-                .iter()
-                .map(|x| {
-                    item(
-                        &n,
-                        x.uuid.clone(),
-                        format!("LUKS{} device {} ({})", x.version, x.uuid, x.device),
-                        x,
-                    )
-                })
-                .collect(),
+            each(
+                n,
+                &l.luks,
+                |x| x.uuid.clone(),
+                |x| format!("LUKS{} device {} ({})", x.version, x.uuid, x.device),
+            ),
         ),
         (
             "physical volume",
-            l.lvm
-                .pvs
-                .iter()
-                .map(|p| {
-                    item(
-                        &n,
-                        p.uuid.clone(),
-                        format!("physical volume {} ({})", p.uuid, p.device),
-                        p,
-                    )
-                })
-                .collect(),
+            each(
+                n,
+                &l.lvm.pvs,
+                |p| p.uuid.clone(),
+                |p| format!("physical volume {} ({})", p.uuid, p.device),
+            ),
         ),
         (
             "volume group",
-            l.lvm
-                .vgs
-                .iter()
-                .map(|v| {
-                    let mut bare = v.clone();
-                    bare.metadata.clear();
-                    item(
-                        &n,
-                        v.uuid.clone(),
-                        format!("volume group {} ({})", v.name, v.uuid),
-                        &bare,
-                    )
-                })
-                .collect(),
+            each(
+                n,
+                &vgs,
+                |v| v.uuid.clone(),
+                |v| format!("volume group {} ({})", v.name, v.uuid),
+            ),
         ),
         (
             "logical volume",
-            l.lvm
-                .lvs
-                .iter()
-                .map(|v| {
-                    let key = if v.uuid.is_empty() {
+            each(
+                n,
+                &l.lvm.lvs,
+                |v| {
+                    if v.uuid.is_empty() {
                         format!("{}/{}", v.vg, v.name)
                     } else {
                         v.uuid.clone()
-                    };
-                    item(&n, key, format!("logical volume {}/{}", v.vg, v.name), v)
-                })
-                .collect(),
+                    }
+                },
+                |v| format!("logical volume {}/{}", v.vg, v.name),
+            ),
         ),
-        ("file system", fss),
-        ("btrfs subvolume", subvols),
+    ]
+}
+
+/// Swap, mounts, configuration files, EFI entries and what is unsupported.
+fn config_items(n: &Names, l: &Layout) -> Vec<(&'static str, Vec<Item>)> {
+    let swap_key = |s: &Swap| s.uuid.clone().unwrap_or_else(|| n.name(&s.device));
+    let conf_key = |a: &MdadmConfArray| a.uuid.clone().unwrap_or_else(|| a.line.clone());
+    let dev = |u: &Unsupported| u.device.as_deref().map(|d| n.name(d)).unwrap_or_default();
+    vec![
         (
             "swap",
-            l.swaps
-                .iter()
-                .map(|s| {
-                    let key = s.uuid.clone().unwrap_or_else(|| n.name(&s.device));
-                    item(&n, key.clone(), format!("swap {key} ({})", s.device), s)
-                })
-                .collect(),
+            each(n, &l.swaps, swap_key, |s| {
+                format!("swap {} ({})", swap_key(s), s.device)
+            }),
         ),
         (
             "mount",
-            l.mounts
-                .iter()
-                .map(|m| {
-                    item(
-                        &n,
-                        m.mountpoint.clone(),
-                        format!("mount {}", m.mountpoint),
-                        m,
-                    )
-                })
-                .collect(),
+            each(
+                n,
+                &l.mounts,
+                |m| m.mountpoint.clone(),
+                |m| format!("mount {}", m.mountpoint),
+            ),
         ),
         (
             "fstab entry",
-            l.config_files
-                .fstab
-                .iter()
-                .map(|e| {
-                    item(
-                        &n,
-                        format!("{} {}", e.file, e.spec),
-                        format!("fstab entry {} {}", e.spec, e.file),
-                        e,
-                    )
-                })
-                .collect(),
+            each(
+                n,
+                &l.config_files.fstab,
+                |e| format!("{} {}", e.file, e.spec),
+                |e| format!("fstab entry {} {}", e.spec, e.file),
+            ),
         ),
         (
             "crypttab entry",
-            l.config_files
-                .crypttab
-                .iter()
-                .map(|e| item(&n, e.name.clone(), format!("crypttab entry {}", e.name), e))
-                .collect(),
+            each(
+                n,
+                &l.config_files.crypttab,
+                |e| e.name.clone(),
+                |e| format!("crypttab entry {}", e.name),
+            ),
         ),
         (
             "mdadm.conf array",
-            l.config_files
-                .mdadm_conf
-                .iter()
-                .map(|a| {
-                    let key = a.uuid.clone().unwrap_or_else(|| a.line.clone());
-                    item(&n, key.clone(), format!("mdadm.conf array {key}"), a)
-                })
-                .collect(),
+            each(n, &l.config_files.mdadm_conf, conf_key, |a| {
+                format!("mdadm.conf array {}", conf_key(a))
+            }),
         ),
         (
             "EFI boot entry",
-            l.boot
-                .efi_entries
-                .iter()
-                .map(|e| {
-                    item(
-                        &n,
-                        e.number.clone(),
-                        format!("EFI boot entry Boot{} ({})", e.number, e.label),
-                        e,
-                    )
-                })
-                .collect(),
+            each(
+                n,
+                &l.boot.efi_entries,
+                |e| e.number.clone(),
+                |e| format!("EFI boot entry Boot{} ({})", e.number, e.label),
+            ),
         ),
         (
             "unsupported",
-            l.unsupported
-                .iter()
-                .map(|u| {
-                    let dev = u.device.as_deref().map(|d| n.name(d)).unwrap_or_default();
-                    item(
-                        &n,
-                        format!("{} {dev}", u.kind),
-                        format!("unsupported {} {dev}", u.kind),
-                        u,
-                    )
-                })
-                .collect(),
+            each(
+                n,
+                &l.unsupported,
+                |u| format!("{} {}", u.kind, dev(u)),
+                |u| format!("unsupported {} {}", u.kind, dev(u)),
+            ),
         ),
     ]
 }
