@@ -221,184 +221,147 @@ impl Builder<'_> {
 
     /// Places the partitions of one disk on its new disk.
     fn partition(&mut self, pair: &DiskPair, table: &PartitionTable) -> Result<PartitionTable> {
+        match table {
+            PartitionTable::Gpt(gpt) => self.partition_gpt(pair, gpt).map(PartitionTable::Gpt),
+            PartitionTable::Mbr(mbr) => self.partition_mbr(pair, mbr).map(PartitionTable::Mbr),
+        }
+    }
+
+    /// What the placement needs of one old partition: where it is, its
+    /// size, whether it may move or grow (`fixed_type`: a BIOS boot
+    /// partition or an ESP) and the least size its contents need.
+    fn span(&self, device: &str, start: u64, size: u64, fixed_type: bool) -> Span {
+        let (min, fixed) = self.stack.device_min(device, size);
+        Span {
+            start,
+            size,
+            fixed: fixed || fixed_type || self.is_boot_fs(device),
+            min,
+        }
+    }
+
+    /// Records where an old partition went: its new name and size.
+    fn placed(&mut self, old: &str, old_size: u64, new: &str, size: u64) {
+        self.renames.insert(old.to_string(), new.to_string());
+        self.sizes.insert(old.to_string(), size);
+        if size != old_size {
+            self.note_size(format!("partition {old}"), old_size, size, "");
+        }
+    }
+
+    fn partition_gpt(&mut self, pair: &DiskPair, gpt: &GptTable) -> Result<GptTable> {
         let old_sector = pair.old_sector_size.max(512) as u64;
         let new_sector = pair.new_sector_size.max(512) as u64;
-        match table {
-            PartitionTable::Gpt(gpt) => {
-                let entry_sectors = |sector: u64| {
-                    (gpt.num_partition_entries as u64 * gpt.partition_entry_size as u64)
-                        .div_ceil(sector)
-                };
-                let old_usable = Usable {
-                    start: gpt.first_usable_lba * old_sector,
-                    end: (gpt.last_usable_lba + 1) * old_sector,
-                };
-                let new_total = pair.new_size_bytes / new_sector;
-                let (first, last) = if new_sector == old_sector {
-                    (
-                        gpt.first_usable_lba,
-                        new_total - 2 - entry_sectors(new_sector),
-                    )
-                } else {
-                    (
-                        2 + entry_sectors(new_sector),
-                        new_total - 2 - entry_sectors(new_sector),
-                    )
-                };
-                let new_usable = Usable {
-                    start: first * new_sector,
-                    end: (last + 1) * new_sector,
-                };
-                let mut parts = gpt.partitions.clone();
-                parts.sort_by_key(|p| p.first_lba);
-                let spans: Vec<Span> = parts
-                    .iter()
-                    .map(|p| {
-                        let size = (p.last_lba - p.first_lba + 1) * old_sector;
-                        let fixed_type =
-                            p.type_guid == stack::BIOS_BOOT_GUID || p.type_guid == stack::ESP_GUID;
-                        let (min, fixed) = self.stack.device_min(&p.device, size);
-                        Span {
-                            start: p.first_lba * old_sector,
-                            size,
-                            fixed: fixed || fixed_type || self.is_boot_fs(&p.device),
-                            min,
-                        }
-                    })
-                    .collect();
-                let placed = place_on(pair, &spans, old_usable, new_usable)?;
-                let mut new_parts = Vec::new();
-                for (p, (start, size)) in parts.iter().zip(placed) {
-                    let np = GptPartition {
-                        device: partition_path(&pair.new, p.number),
-                        first_lba: start / new_sector,
-                        last_lba: (start + size) / new_sector - 1,
-                        size_bytes: size,
-                        ..p.clone()
-                    };
-                    self.renames.insert(p.device.clone(), np.device.clone());
-                    self.sizes.insert(p.device.clone(), size);
-                    if size != p.size_bytes {
-                        self.note_size(format!("partition {}", p.device), p.size_bytes, size, "");
-                    }
-                    new_parts.push(np);
-                }
-                new_parts.sort_by_key(|p| p.number);
-                Ok(PartitionTable::Gpt(GptTable {
-                    first_usable_lba: first,
-                    last_usable_lba: last,
-                    partition_entry_lba: 2,
-                    partitions: new_parts,
-                    problems: Vec::new(),
-                    ..gpt.clone()
-                }))
-            }
-            PartitionTable::Mbr(mbr) => {
-                let limit = (u32::MAX as u64) * new_sector;
-                let new_bytes = pair.new_size_bytes.min(limit);
-                if pair.new_size_bytes > limit {
-                    self.warnings.push(format!(
-                        "{}: an MBR partition table addresses only the first {} of {}",
-                        pair.new,
-                        human_bytes(limit),
-                        human_bytes(pair.new_size_bytes)
-                    ));
-                }
-                let old_limit = pair.old_size_bytes.min((u32::MAX as u64) * old_sector);
-                let old_usable = Usable {
-                    start: old_sector,
-                    end: old_limit,
-                };
-                let new_usable = Usable {
-                    start: new_sector,
-                    end: new_bytes,
-                };
-                let mut parts: Vec<&MbrPartition> = mbr
-                    .partitions
-                    .iter()
-                    .filter(|p| p.kind != MbrKind::Extended)
-                    .collect();
-                parts.sort_by_key(|p| p.first_lba);
-                let spans: Vec<Span> = parts
-                    .iter()
-                    .map(|p| {
-                        let size = p.sectors * old_sector;
-                        let (min, fixed) = self.stack.device_min(&p.device, size);
-                        Span {
-                            start: p.first_lba * old_sector,
-                            size,
-                            fixed: fixed
-                                || p.type_byte == stack::MBR_ESP
-                                || self.is_boot_fs(&p.device),
-                            min,
-                        }
-                    })
-                    .collect();
-                let placed = place_on(pair, &spans, old_usable, new_usable)?;
-                let mut new_parts: Vec<MbrPartition> = Vec::new();
-                for (p, (start, size)) in parts.iter().zip(placed) {
-                    let np = MbrPartition {
-                        device: partition_path(&pair.new, p.number),
-                        first_lba: start / new_sector,
-                        sectors: size / new_sector,
-                        size_bytes: size,
-                        ..(*p).clone()
-                    };
-                    self.renames.insert(p.device.clone(), np.device.clone());
-                    self.sizes.insert(p.device.clone(), size);
-                    if size != p.size_bytes {
-                        self.note_size(format!("partition {}", p.device), p.size_bytes, size, "");
-                    }
-                    new_parts.push(np);
-                }
-                // The extended partition spans its logical partitions, with
-                // the same room before the first one as before.
-                if let Some(ext) = mbr.partitions.iter().find(|p| p.kind == MbrKind::Extended) {
-                    let logicals: Vec<&MbrPartition> = new_parts
-                        .iter()
-                        .filter(|p| p.kind == MbrKind::Logical)
-                        .collect();
-                    let old_first_logical = mbr
-                        .partitions
-                        .iter()
-                        .filter(|p| p.kind == MbrKind::Logical)
-                        .map(|p| p.first_lba)
-                        .min();
-                    let (start, end) = match (
-                        logicals.iter().map(|p| p.first_lba).min(),
-                        old_first_logical,
-                    ) {
-                        (Some(first), Some(old_first)) => {
-                            let lead = (old_first - ext.first_lba) * old_sector / new_sector;
-                            let end = logicals
-                                .iter()
-                                .map(|p| p.first_lba + p.sectors)
-                                .max()
-                                .unwrap_or(first);
-                            (first - lead, end)
-                        }
-                        _ => (
-                            ext.first_lba * old_sector / new_sector,
-                            (ext.first_lba + ext.sectors) * old_sector / new_sector,
-                        ),
-                    };
-                    new_parts.push(MbrPartition {
-                        device: partition_path(&pair.new, ext.number),
-                        first_lba: start,
-                        sectors: end - start,
-                        size_bytes: (end - start) * new_sector,
-                        ..ext.clone()
-                    });
-                    self.renames
-                        .insert(ext.device.clone(), partition_path(&pair.new, ext.number));
-                }
-                new_parts.sort_by_key(|p| p.number);
-                Ok(PartitionTable::Mbr(MbrTable {
-                    disk_signature: mbr.disk_signature,
-                    partitions: new_parts,
-                }))
-            }
+        let entry_sectors = |sector: u64| {
+            (gpt.num_partition_entries as u64 * gpt.partition_entry_size as u64).div_ceil(sector)
+        };
+        let old_usable = Usable {
+            start: gpt.first_usable_lba * old_sector,
+            end: (gpt.last_usable_lba + 1) * old_sector,
+        };
+        let new_total = pair.new_size_bytes / new_sector;
+        let first = if new_sector == old_sector {
+            gpt.first_usable_lba
+        } else {
+            2 + entry_sectors(new_sector)
+        };
+        let last = new_total - 2 - entry_sectors(new_sector);
+        let new_usable = Usable {
+            start: first * new_sector,
+            end: (last + 1) * new_sector,
+        };
+        let mut parts = gpt.partitions.clone();
+        parts.sort_by_key(|p| p.first_lba);
+        let spans: Vec<Span> = parts
+            .iter()
+            .map(|p| {
+                let fixed_type =
+                    p.type_guid == stack::BIOS_BOOT_GUID || p.type_guid == stack::ESP_GUID;
+                let size = (p.last_lba - p.first_lba + 1) * old_sector;
+                self.span(&p.device, p.first_lba * old_sector, size, fixed_type)
+            })
+            .collect();
+        let placed = place_on(pair, &spans, old_usable, new_usable)?;
+        let mut new_parts = Vec::new();
+        for (p, (start, size)) in parts.iter().zip(placed) {
+            let np = GptPartition {
+                device: partition_path(&pair.new, p.number),
+                first_lba: start / new_sector,
+                last_lba: (start + size) / new_sector - 1,
+                size_bytes: size,
+                ..p.clone()
+            };
+            self.placed(&p.device, p.size_bytes, &np.device, size);
+            new_parts.push(np);
         }
+        new_parts.sort_by_key(|p| p.number);
+        Ok(GptTable {
+            first_usable_lba: first,
+            last_usable_lba: last,
+            partition_entry_lba: 2,
+            partitions: new_parts,
+            problems: Vec::new(),
+            ..gpt.clone()
+        })
+    }
+
+    fn partition_mbr(&mut self, pair: &DiskPair, mbr: &MbrTable) -> Result<MbrTable> {
+        let old_sector = pair.old_sector_size.max(512) as u64;
+        let new_sector = pair.new_sector_size.max(512) as u64;
+        let limit = (u32::MAX as u64) * new_sector;
+        if pair.new_size_bytes > limit {
+            self.warnings.push(format!(
+                "{}: an MBR partition table addresses only the first {} of {}",
+                pair.new,
+                human_bytes(limit),
+                human_bytes(pair.new_size_bytes)
+            ));
+        }
+        let old_usable = Usable {
+            start: old_sector,
+            end: pair.old_size_bytes.min((u32::MAX as u64) * old_sector),
+        };
+        let new_usable = Usable {
+            start: new_sector,
+            end: pair.new_size_bytes.min(limit),
+        };
+        let mut parts: Vec<&MbrPartition> = mbr
+            .partitions
+            .iter()
+            .filter(|p| p.kind != MbrKind::Extended)
+            .collect();
+        parts.sort_by_key(|p| p.first_lba);
+        let spans: Vec<Span> = parts
+            .iter()
+            .map(|p| {
+                let size = p.sectors * old_sector;
+                let esp = p.type_byte == stack::MBR_ESP;
+                self.span(&p.device, p.first_lba * old_sector, size, esp)
+            })
+            .collect();
+        let placed = place_on(pair, &spans, old_usable, new_usable)?;
+        let mut new_parts: Vec<MbrPartition> = Vec::new();
+        for (p, (start, size)) in parts.iter().zip(placed) {
+            let np = MbrPartition {
+                device: partition_path(&pair.new, p.number),
+                first_lba: start / new_sector,
+                sectors: size / new_sector,
+                size_bytes: size,
+                ..(*p).clone()
+            };
+            self.placed(&p.device, p.size_bytes, &np.device, size);
+            new_parts.push(np);
+        }
+        if let Some(ext) = mbr.partitions.iter().find(|p| p.kind == MbrKind::Extended) {
+            let np = extended_partition(pair, mbr, ext, &new_parts);
+            self.renames.insert(ext.device.clone(), np.device.clone());
+            new_parts.push(np);
+        }
+        new_parts.sort_by_key(|p| p.number);
+        Ok(MbrTable {
+            disk_signature: mbr.disk_signature,
+            partitions: new_parts,
+        })
     }
 
     fn is_boot_fs(&self, dev: &str) -> bool {
@@ -969,6 +932,53 @@ fn captured_under(layout: &Layout) -> Option<String> {
     let root = *mps.iter().min_by_key(|m| m.len())?;
     let below = |m: &&str| *m == root || m.starts_with(&format!("{root}/"));
     mps.iter().all(below).then(|| root.to_string())
+}
+
+/// The extended partition of a new MBR table: it spans the placed logical
+/// partitions, with the same room before the first one as before.
+fn extended_partition(
+    pair: &DiskPair,
+    mbr: &MbrTable,
+    ext: &MbrPartition,
+    placed: &[MbrPartition],
+) -> MbrPartition {
+    let old_sector = pair.old_sector_size.max(512) as u64;
+    let new_sector = pair.new_sector_size.max(512) as u64;
+    let logicals: Vec<&MbrPartition> = placed
+        .iter()
+        .filter(|p| p.kind == MbrKind::Logical)
+        .collect();
+    let old_first_logical = mbr
+        .partitions
+        .iter()
+        .filter(|p| p.kind == MbrKind::Logical)
+        .map(|p| p.first_lba)
+        .min();
+    let (start, end) = match (
+        logicals.iter().map(|p| p.first_lba).min(),
+        old_first_logical,
+    ) {
+        (Some(first), Some(old_first)) => {
+            let lead = (old_first - ext.first_lba) * old_sector / new_sector;
+            let end = logicals
+                .iter()
+                .map(|p| p.first_lba + p.sectors)
+                .max()
+                .unwrap_or(first);
+            (first - lead, end)
+        }
+        _ => (
+            ext.first_lba * old_sector / new_sector,
+            (ext.first_lba + ext.sectors) * old_sector / new_sector,
+        ),
+    };
+    MbrPartition {
+        device: partition_path(&pair.new, ext.number),
+        first_lba: start,
+        sectors: end - start,
+        size_bytes: (end - start) * new_sector,
+        ..ext.clone()
+    }
 }
 
 /// BIOS firmware does not boot disks with sectors larger than 512 bytes:
