@@ -136,8 +136,30 @@ pub fn evaluate(f: &Facts, t: &Thresholds) -> Verdict {
     let mut problems: Vec<Problem> = Vec::new();
     let mut fine: Vec<String> = Vec::new();
     let mut push = |state: State, text: String| problems.push(Problem { state, text });
+    let rescue_age = judge_rescue(f, t, &mut push, &mut fine);
+    judge_drift(f, t, &mut push, &mut fine);
+    let backup_age = judge_backup(f, t, &mut push, &mut fine);
+    judge_runs(f, &mut push);
+    let drill_age = judge_drills(f, t, &mut push, &mut fine);
 
-    // The rescue image.
+    // Worst first; a stable sort keeps the order of the checks among equals.
+    problems.sort_by_key(|p| std::cmp::Reverse(p.state));
+    let state = problems.first().map(|p| p.state).unwrap_or(State::Ok);
+    Verdict {
+        state,
+        problems,
+        summary: fine.join(", "),
+        perfdata: perfdata(f, t, rescue_age, backup_age, drill_age),
+    }
+}
+
+/// The rescue image: present, readable, fresh. Returns its age.
+fn judge_rescue(
+    f: &Facts,
+    t: &Thresholds,
+    push: &mut dyn FnMut(State, String),
+    fine: &mut Vec<String>,
+) -> Option<i64> {
     let rescue_age = age(f.now, f.rescue.built_epoch);
     match (&f.rescue.record, &f.rescue.error, rescue_age) {
         (_, Some(e), _) => push(
@@ -167,8 +189,16 @@ pub fn evaluate(f: &Facts, t: &Thresholds) -> Verdict {
             ),
         },
     }
+    rescue_age
+}
 
-    // Drift.
+/// Layout drift since the rescue image was built.
+fn judge_drift(
+    f: &Facts,
+    t: &Thresholds,
+    push: &mut dyn FnMut(State, String),
+    fine: &mut Vec<String>,
+) {
     match &f.drift {
         Drift::Same { .. } => fine.push("layout unchanged".into()),
         Drift::Drifted { against, changes } => push(
@@ -197,8 +227,15 @@ pub fn evaluate(f: &Facts, t: &Thresholds) -> Verdict {
             Some(_) => push(State::Unknown, format!("drift unknown: {reason}")),
         },
     }
+}
 
-    // The backup and its verification.
+/// The newest backup and its verification. Returns its age.
+fn judge_backup(
+    f: &Facts,
+    t: &Thresholds,
+    push: &mut dyn FnMut(State, String),
+    fine: &mut Vec<String>,
+) -> Option<i64> {
     let mut backup_age = None;
     match &f.backup {
         BackupFacts::NotConfigured if t.require_backup => push(
@@ -271,8 +308,11 @@ pub fn evaluate(f: &Facts, t: &Thresholds) -> Verdict {
             }
         }
     }
+    backup_age
+}
 
-    // The last scheduled run.
+/// The last scheduled run and the snapshot records.
+fn judge_runs(f: &Facts, push: &mut dyn FnMut(State, String)) {
     if let Some(r) = &f.last_run {
         if !r.ok {
             push(
@@ -288,11 +328,16 @@ pub fn evaluate(f: &Facts, t: &Thresholds) -> Verdict {
     if let Some(e) = &f.snapshot_error {
         push(State::Unknown, format!("snapshots unreadable: {e}"));
     }
-    let drill_age = judge_drills(f, t, &mut push, &mut fine);
+}
 
-    // Worst first; a stable sort keeps the order of the checks among equals.
-    problems.sort_by_key(|p| std::cmp::Reverse(p.state));
-    let state = problems.first().map(|p| p.state).unwrap_or(State::Ok);
+/// The plugin's performance data.
+fn perfdata(
+    f: &Facts,
+    t: &Thresholds,
+    rescue_age: Option<i64>,
+    backup_age: Option<i64>,
+    drill_age: Option<Option<i64>>,
+) -> String {
     let perf_age = |name: &str, a: Option<i64>| {
         format!(
             "{name}={};{};{}",
@@ -311,12 +356,7 @@ pub fn evaluate(f: &Facts, t: &Thresholds) -> Verdict {
         let age = a.map(|a| format!("{a}s")).unwrap_or_else(|| "U".into());
         perfdata.push_str(&format!(" drill_age={age};{};", t.drill_warn_age));
     }
-    Verdict {
-        state,
-        problems,
-        summary: fine.join(", "),
-        perfdata,
-    }
+    perfdata
 }
 
 /// The drill checks, on once a drill ran or with `monitor.require_drill`:
