@@ -23,38 +23,15 @@ pub fn mkfs_command(fs: &Filesystem) -> Cmd {
                 inode_count,
             },
             t,
-        ) => {
-            let feats: Vec<&str> = features
-                .iter()
-                .map(String::as_str)
-                .filter(|f| !EXT_STATE_FEATURES.contains(f))
-                .collect();
-            let mut c = Cmd::new("mke2fs")
-                .args(["-F", "-q", "-t", t])
-                .arg("-b")
-                .arg(block_size.to_string())
-                .arg("-I")
-                .arg(inode_size.to_string())
-                .arg("-O")
-                .arg(format!("none,{}", feats.join(",")))
-                .arg("-m")
-                .arg(format!("{reserved_blocks_percent}"));
-            if *inode_count > 0 {
-                // Keep the inode density: bytes per inode of the old file system.
-                // Never below the block size, which mke2fs refuses (a block
-                // size raised for a disk with larger sectors).
-                let ratio = (fs_old_size(fs) / inode_count)
-                    .clamp(u64::from(*block_size).max(1024), 64 << 20);
-                c = c.arg("-i").arg(ratio.to_string());
-            }
-            if let Some(u) = &fs.uuid {
-                c = c.args(["-U", u]);
-            }
-            if let Some(l) = &fs.label {
-                c = c.args(["-L", l]);
-            }
-            c.arg(dev)
-        }
+        ) => mke2fs(
+            fs,
+            t,
+            *block_size,
+            *inode_size,
+            features,
+            *reserved_blocks_percent,
+            *inode_count,
+        ),
         (
             FsParams::Xfs {
                 block_size,
@@ -73,7 +50,7 @@ pub fn mkfs_command(fs: &Filesystem) -> Cmd {
             if let Some(u) = &fs.uuid {
                 m.push_str(&format!(",uuid={u}"));
             }
-            let mut c = Cmd::new("mkfs.xfs")
+            let mut c = xfs_test_env(Cmd::new("mkfs.xfs"))
                 .args(["-f", "-q", "-m", &m])
                 .arg("-b")
                 .arg(format!("size={block_size}"))
@@ -82,15 +59,7 @@ pub fn mkfs_command(fs: &Filesystem) -> Cmd {
             if !*crc {
                 c = c.arg("-n").arg(format!("ftype={}", u8::from(*ftype)));
             }
-            if let Some(l) = &fs.label {
-                c = c.args(["-L", l]);
-            }
-            // xfsprogs refuses file systems under 300 MB unless told that
-            // this is a test setup; recovery recreates what existed.
-            c.env("TEST_DIR", "1")
-                .env("TEST_DEV", "1")
-                .env("QA_CHECK_FS", "1")
-                .arg(dev)
+            with_label(c, fs, "-L").arg(dev)
         }
         (
             FsParams::Vfat {
@@ -100,16 +69,13 @@ pub fn mkfs_command(fs: &Filesystem) -> Cmd {
             },
             _,
         ) => {
-            let mut c = Cmd::new("mkfs.vfat")
+            let c = Cmd::new("mkfs.vfat")
                 .args(["-i", &serial.replace('-', "")])
                 .arg("-F")
                 .arg(fat_size.to_string())
                 .arg("-S")
                 .arg(sector_size.to_string());
-            if let Some(l) = &fs.label {
-                c = c.args(["-n", l]);
-            }
-            c.arg(dev)
+            with_label(c, fs, "-n").arg(dev)
         }
         (
             FsParams::Btrfs {
@@ -124,9 +90,7 @@ pub fn mkfs_command(fs: &Filesystem) -> Cmd {
             if let Some(u) = &fs.uuid {
                 c = c.args(["-U", u]);
             }
-            if let Some(l) = &fs.label {
-                c = c.args(["-L", l]);
-            }
+            c = with_label(c, fs, "-L");
             if let Some(d) = data_profile {
                 c = c.args(["-d", &d.to_lowercase()]);
             }
@@ -139,44 +103,93 @@ pub fn mkfs_command(fs: &Filesystem) -> Cmd {
                 c.args(devices)
             }
         }
-        (FsParams::Other {}, t) => {
-            // Defaults of the file system's own mkfs, with the identity.
-            let mut c = Cmd::new(format!("mkfs.{t}"));
-            match t {
-                "xfs" => {
-                    if let Some(u) = &fs.uuid {
-                        c = c.args(["-m", &format!("uuid={u}")]);
-                    }
-                    c = c
-                        .arg("-f")
-                        .env("TEST_DIR", "1")
-                        .env("TEST_DEV", "1")
-                        .env("QA_CHECK_FS", "1");
-                }
-                "vfat" => {
-                    if let Some(u) = &fs.uuid {
-                        c = c.args(["-i", &u.replace('-', "")]);
-                    }
-                }
-                "btrfs" => {
-                    c = c.arg("-f");
-                    if let Some(u) = &fs.uuid {
-                        c = c.args(["-U", u]);
-                    }
-                }
-                _ => {
-                    c = c.args(["-F", "-q"]);
-                    if let Some(u) = &fs.uuid {
-                        c = c.args(["-U", u]);
-                    }
-                }
+        (FsParams::Other {}, t) => mkfs_defaults(fs, t),
+    }
+}
+
+/// `-L LABEL` (or the file system's own flag) when the file system has one.
+fn with_label(c: Cmd, fs: &Filesystem, flag: &str) -> Cmd {
+    match &fs.label {
+        Some(l) => c.args([flag, l]),
+        None => c,
+    }
+}
+
+/// xfsprogs refuses file systems under 300 MB unless told that this is a
+/// test setup; recovery recreates what existed.
+fn xfs_test_env(c: Cmd) -> Cmd {
+    c.env("TEST_DIR", "1")
+        .env("TEST_DEV", "1")
+        .env("QA_CHECK_FS", "1")
+}
+
+/// mke2fs with the old file system's parameters.
+fn mke2fs(
+    fs: &Filesystem,
+    fstype: &str,
+    block_size: u32,
+    inode_size: u32,
+    features: &[String],
+    reserved_blocks_percent: impl std::fmt::Display,
+    inode_count: u64,
+) -> Cmd {
+    let feats: Vec<&str> = features
+        .iter()
+        .map(String::as_str)
+        .filter(|f| !EXT_STATE_FEATURES.contains(f))
+        .collect();
+    let mut c = Cmd::new("mke2fs")
+        .args(["-F", "-q", "-t", fstype])
+        .arg("-b")
+        .arg(block_size.to_string())
+        .arg("-I")
+        .arg(inode_size.to_string())
+        .arg("-O")
+        .arg(format!("none,{}", feats.join(",")))
+        .arg("-m")
+        .arg(format!("{reserved_blocks_percent}"));
+    // Keep the inode density: bytes per inode of the old file system. Never
+    // below the block size, which mke2fs refuses (a block size raised for a
+    // disk with larger sectors).
+    if let Some(ratio) = fs_old_size(fs).checked_div(inode_count) {
+        let ratio = ratio.clamp(u64::from(block_size).max(1024), 64 << 20);
+        c = c.arg("-i").arg(ratio.to_string());
+    }
+    if let Some(u) = &fs.uuid {
+        c = c.args(["-U", u]);
+    }
+    with_label(c, fs, "-L").arg(&fs.device)
+}
+
+/// Defaults of the file system's own mkfs, with the identity.
+fn mkfs_defaults(fs: &Filesystem, fstype: &str) -> Cmd {
+    let mut c = Cmd::new(format!("mkfs.{fstype}"));
+    match fstype {
+        "xfs" => {
+            if let Some(u) = &fs.uuid {
+                c = c.args(["-m", &format!("uuid={u}")]);
             }
-            if let Some(l) = &fs.label {
-                c = c.args([if t == "vfat" { "-n" } else { "-L" }, l]);
+            c = xfs_test_env(c.arg("-f"));
+        }
+        "vfat" => {
+            if let Some(u) = &fs.uuid {
+                c = c.args(["-i", &u.replace('-', "")]);
             }
-            c.arg(dev)
+        }
+        "btrfs" => {
+            c = c.arg("-f");
+            if let Some(u) = &fs.uuid {
+                c = c.args(["-U", u]);
+            }
+        }
+        _ => {
+            c = c.args(["-F", "-q"]);
+            if let Some(u) = &fs.uuid {
+                c = c.args(["-U", u]);
+            }
         }
     }
+    with_label(c, fs, if fstype == "vfat" { "-n" } else { "-L" }).arg(&fs.device)
 }
 
 fn fs_old_size(fs: &Filesystem) -> u64 {
