@@ -101,7 +101,7 @@ const INSTALLED: [&str; 2] = ["usr/local/sbin/lifeboat", "usr/sbin/lifeboat"];
 
 /// The lifeboat the schedule runs, as the system below `root` sees it:
 /// this binary when it is an installed one, else the installed copy below
-/// the root, else (a build tree: warned about) this binary.
+/// the root, else (a build tree: see [`warn_not_installed`]) this binary.
 fn program(root: &std::path::Path, exe: &std::path::Path) -> std::path::PathBuf {
     let live = std::fs::canonicalize(root).is_ok_and(|p| p == std::path::Path::new("/"));
     let installed = |rel: &str| {
@@ -119,14 +119,26 @@ fn program(root: &std::path::Path, exe: &std::path::Path) -> std::path::PathBuf 
     if let Some(rel) = INSTALLED.iter().find(|rel| installed(rel).is_some()) {
         return std::path::Path::new("/").join(rel);
     }
-    eprintln!(
-        "lifeboat: warning: lifeboat is not installed below {} (/usr/sbin or /usr/local/sbin): the schedule \
-         runs {}, which must stay there; install it with `apt install ./lifeboat_*.deb` \
-         or scripts/install.sh, then run `schedule install` again",
-        root.display(),
-        exe.display()
-    );
     exe.to_path_buf()
+}
+
+/// Warns when the schedule runs a lifeboat that is not installed (a build
+/// tree), which must then stay where it is.
+fn warn_not_installed(root: &std::path::Path, job: &JobSpec) {
+    let program = std::path::Path::new(&job.command[0]);
+    if INSTALLED
+        .iter()
+        .any(|rel| std::path::Path::new("/").join(rel) == program)
+    {
+        return;
+    }
+    eprintln!(
+        "lifeboat: warning: lifeboat is not installed below {} (/usr/sbin or /usr/local/sbin): \
+         the schedule runs {}, which must stay there; install it with \
+         `apt install ./lifeboat_*.deb` or scripts/install.sh, then run `schedule install` again",
+        root.display(),
+        program.display()
+    );
 }
 
 /// The command line the schedule runs: the installed lifeboat (see
@@ -219,6 +231,7 @@ fn install_cmd(a: InstallArgs, cfg: &Config) -> Result<u8> {
         );
     }
     let done = install::install(&paths, init, &job, cron_time.as_deref())?;
+    warn_not_installed(&a.root, &job);
     report_install(
         &done,
         &job,

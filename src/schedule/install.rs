@@ -223,8 +223,8 @@ fn write_units(paths: &Paths, job: &JobSpec, written: &mut Vec<PathBuf>) -> Resu
     // An admin's own template is left alone.
     let template = paths.notify_template();
     if read_opt(&template)?.is_none_or(|t| units::written_by_schedule(&t)) {
-        let man = paths.man_page_installed("lifeboat-notify");
-        let text = units::notify_unit(&job.command[0], man, units::Origin::Schedule);
+        let page = units::notify_page(|p| paths.man_page_installed(p));
+        let text = units::notify_unit(&job.command[0], page, units::Origin::Schedule);
         files.push((template, text));
     }
     for (path, text) in files {

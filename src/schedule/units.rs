@@ -274,10 +274,10 @@ CapabilityBoundingSet=~CAP_SYS_BOOT CAP_SYS_TIME CAP_WAKE_ALARM CAP_SYS_PTRACE C
 }
 
 /// `lifeboat-notify@.service`: started by `OnFailure=` of the services
-/// with the failed unit as its instance (`%i`); `man`: the page
-/// lifeboat-notify(8) is installed. No `OnFailure=` of its own: a failed
-/// notification must not notify again.
-pub fn notify_unit(program: &str, man: bool, origin: Origin) -> String {
+/// with the failed unit as its instance (`%i`); `page`: the installed man
+/// page it names (lifeboat-notify, else lifeboat). No `OnFailure=` of its
+/// own: a failed notification must not notify again.
+pub fn notify_unit(program: &str, page: Option<&str>, origin: Origin) -> String {
     format!(
         "\
 {header}
@@ -297,12 +297,16 @@ NoNewPrivileges=yes
 ",
         header = origin.header(),
         program = systemd_quote(program),
-        doc = if man {
-            "Documentation=man:lifeboat-notify(8)\n"
-        } else {
-            ""
-        },
+        doc = page.map_or(String::new(), |p| format!("Documentation=man:{p}(8)\n")),
     )
+}
+
+/// The page the notification template names: `lifeboat-notify`(8) where
+/// installed, else `lifeboat`(8), else none.
+pub fn notify_page(installed: impl Fn(&str) -> bool) -> Option<&'static str> {
+    ["lifeboat-notify", "lifeboat"]
+        .into_iter()
+        .find(|p| installed(p))
 }
 
 /// `lifeboat-snapshot.timer`; `man`: the man page is installed.
@@ -415,8 +419,8 @@ pub fn write_shipped(
         files.push((kind.timer(), timer_unit_from(&job, man, Origin::Package)));
     }
     crate::names::single_line("the program", program)?;
-    let man = has_page("lifeboat-notify");
-    files.push((NOTIFY_TEMPLATE, notify_unit(program, man, Origin::Package)));
+    let page = notify_page(&has_page);
+    files.push((NOTIFY_TEMPLATE, notify_unit(program, page, Origin::Package)));
     let mut written = Vec::new();
     for (name, text) in files {
         let path = dir.join(name);
@@ -806,6 +810,16 @@ mod tests {
             "{template}"
         );
         assert!(!template.contains("OnFailure"), "{template}");
+        // The template verifies as the instance OnFailure= starts.
+        let instance = dir
+            .path()
+            .join("lifeboat-notify@lifeboat-snapshot.service.service");
+        std::fs::copy(units.join(NOTIFY_TEMPLATE), &instance).unwrap();
+        let out = analyze_units(&[instance], &man);
+        assert!(
+            out.is_empty(),
+            "systemd-analyze verify of the template:\n{out}"
+        );
         let all: Vec<_> = [SERVICE, TIMER, DRILL_SERVICE, DRILL_TIMER]
             .iter()
             .map(|u| units.join(u))
@@ -850,16 +864,17 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("\nDescription=lifeboat: layout snapshot and rescue image rebuild when needed (Sun 04:00)\n"));
-        assert!(!written_by_schedule(&notify_unit(
-            "/x",
-            false,
-            Origin::Package
-        )));
-        assert!(written_by_schedule(&notify_unit(
-            "/x",
-            false,
-            Origin::Schedule
-        )));
+        let page = notify_page(|p| p == "lifeboat");
+        assert_eq!(page, Some("lifeboat"));
+        let shipped = notify_unit("/x", page, Origin::Package);
+        assert!(!written_by_schedule(&shipped));
+        assert!(
+            shipped.contains("\nDocumentation=man:lifeboat(8)\n"),
+            "{shipped}"
+        );
+        let written = notify_unit("/x", None, Origin::Schedule);
+        assert!(written_by_schedule(&written));
+        assert!(!written.contains("Documentation="), "{written}");
     }
 
     fn verify(dir: &Path) {
