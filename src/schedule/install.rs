@@ -222,7 +222,11 @@ fn write_units(paths: &Paths, job: &JobSpec, written: &mut Vec<PathBuf>) -> Resu
     ];
     // An admin's own template is left alone.
     let template = paths.notify_template();
-    if read_opt(&template)?.is_none_or(|t| units::written_by_schedule(&t)) {
+    let ours = match read_opt(&template)? {
+        Some(t) => units::written_by_schedule(&t),
+        None => true,
+    };
+    if ours {
         let page = units::notify_page(|p| paths.man_page_installed(p));
         let text = units::notify_unit(&job.command[0], page, units::Origin::Schedule);
         files.push((template, text));
