@@ -126,7 +126,10 @@ fn debian_package_installs_offline_and_purges() {
         "apt remove keeps the state folder and the configuration",
         "apt purge removes the configuration and the schedule, keeps the state folder",
     ] {
-        assert!(log.contains(&format!("\nok: {step}\n")), "no `ok: {step}`:\n{log}");
+        assert!(
+            log.contains(&format!("\nok: {step}\n")),
+            "no `ok: {step}`:\n{log}"
+        );
     }
     assert!(log.contains("\nok: man "), "no man check:\n{log}");
 }
