@@ -23,7 +23,7 @@ const JOB: &str = r#"#!/bin/bash
 set -euo pipefail
 here=$LIFEBOAT_JOB_DIR
 cd "$here"
-ok() { echo "ok: $*"; }
+ok() { echo "ok: $*"; echo "time: ${SECONDS} s into the job"; }
 echo "== apt install"
 apt install -y ./lifeboat_*.deb
 ok "apt install"
@@ -106,6 +106,11 @@ fn debian_package_installs_offline_and_purges() {
     let check = boot_check(&built.image, None, "bios", &job, 64, &s.join("out"));
     eprintln!("one boot: {:.0} s", t.elapsed().as_secs_f64());
     let log = &check.job_log;
+    for line in log.lines() {
+        if line.starts_with("ok: ") || line.starts_with("time: ") {
+            eprintln!("{line}");
+        }
+    }
     assert!(
         check.code == 0 && log.contains("== lifeboat job done"),
         "the job failed:\n{}\n{}",

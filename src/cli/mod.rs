@@ -205,7 +205,7 @@ pub fn has_page(name: &str) -> bool {
     true
 }
 
-/// Writes the shell completions into `dir`: `bash/lifeboat`,
+/// Writes the shell completions into `dir`: `bash/lifeboat.bash`,
 /// `zsh/_lifeboat` and `fish/lifeboat.fish`; returns the files written.
 pub fn completions(dir: &std::path::Path) -> anyhow::Result<Vec<PathBuf>> {
     use anyhow::Context;

@@ -70,7 +70,7 @@ pub enum InternalCmd {
         #[arg(value_name = "DIR")]
         dir: PathBuf,
     },
-    /// Write the bash, zsh and fish completions into DIR (bash/lifeboat,
+    /// Write the bash, zsh and fish completions into DIR (bash/lifeboat.bash,
     /// zsh/_lifeboat, fish/lifeboat.fish).
     Completions {
         #[arg(value_name = "DIR")]
