@@ -731,44 +731,26 @@ mod tests {
     /// Runs `systemd-analyze verify` on the timer and service in `dir` and
     /// returns what it reported.
     fn analyze(dir: &Path) -> String {
-        let out = crate::exec::Cmd::new("systemd-analyze")
+        analyze_units(&[dir.join(TIMER), dir.join(SERVICE)], None)
+    }
+
+    /// `systemd-analyze verify --man=yes` of `units`, with the man pages
+    /// of `man` (a MANPATH folder) if given: what it reported about ours.
+    fn analyze_units(units: &[std::path::PathBuf], man: Option<&Path>) -> String {
+        let mut cmd = crate::exec::Cmd::new("systemd-analyze")
             .args(["verify", "--man=yes"])
-            .arg(dir.join(TIMER))
-            .arg(dir.join(SERVICE))
-            .env("SYSTEMD_LOG_LEVEL", "warning")
-            .output_any()
-            .unwrap();
+            .args(units)
+            .env("SYSTEMD_LOG_LEVEL", "warning");
+        if let Some(m) = man {
+            cmd = cmd.env("MANPATH", m);
+        }
+        let out = cmd.output_any().unwrap();
         let text = format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
         // Complaints about other units of the host are not ours.
-        let ours: Vec<&str> = text
-            .lines()
-            .filter(|l| l.contains("lifeboat-") || l.contains(dir.to_str().unwrap()))
-            .collect();
-        if out.code != 0 && ours.is_empty() {
-            return format!("exit {}: {text}", out.code);
-        }
-        ours.join("\n")
-    }
-
-    /// `systemd-analyze verify --man=yes` of `units` with the man pages
-    /// of `man` (a MANPATH folder) found: what it reported.
-    fn analyze_units(units: &[std::path::PathBuf], man: &Path) -> String {
-        let out = crate::exec::Cmd::new("systemd-analyze")
-            .args(["verify", "--man=yes"])
-            .args(units)
-            .env("SYSTEMD_LOG_LEVEL", "warning")
-            .env("MANPATH", man)
-            .output_any()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
         let ours: Vec<&str> = text.lines().filter(|l| l.contains("lifeboat")).collect();
         if out.code != 0 && ours.is_empty() {
             return format!("exit {}: {text}", out.code);
@@ -815,7 +797,7 @@ mod tests {
             .path()
             .join("lifeboat-notify@lifeboat-snapshot.service.service");
         std::fs::copy(units.join(NOTIFY_TEMPLATE), &instance).unwrap();
-        let out = analyze_units(&[instance], &man);
+        let out = analyze_units(&[instance], Some(&man));
         assert!(
             out.is_empty(),
             "systemd-analyze verify of the template:\n{out}"
@@ -824,7 +806,7 @@ mod tests {
             .iter()
             .map(|u| units.join(u))
             .collect();
-        let out = analyze_units(&all, &man);
+        let out = analyze_units(&all, Some(&man));
         assert!(out.is_empty(), "systemd-analyze verify:\n{out}");
 
         let mut j = job(&[exe, "--config", "/etc/x y.toml", "snapshot", "--backup"]);
@@ -834,7 +816,7 @@ mod tests {
             std::fs::create_dir(&d).unwrap();
             std::fs::write(d.join(DROP_IN), text).unwrap();
         }
-        let out = analyze_units(&all, &man);
+        let out = analyze_units(&all, Some(&man));
         assert!(
             out.is_empty(),
             "systemd-analyze verify with drop-ins:\n{out}"
@@ -842,7 +824,7 @@ mod tests {
         j.on_calendar = "every other tuesday".into();
         let bad = units.join(format!("{TIMER}.d")).join(DROP_IN);
         std::fs::write(&bad, timer_drop_in(&j)).unwrap();
-        let out = analyze_units(&all, &man);
+        let out = analyze_units(&all, Some(&man));
         assert!(out.contains("every other tuesday"), "{out}");
     }
 
