@@ -42,6 +42,8 @@ packages=(
     # unit tier: systemd-analyze verify of the generated units, and man to
     # see whether the page a unit names is installed
     systemd man-db
+    # unit tier: scripts/build-deb.sh (dpkg-shlibdeps, strip) and lintian
+    dpkg-dev binutils lintian
     # building lifeboat (zstd links the system libzstd)
     pkg-config libzstd-dev
 )

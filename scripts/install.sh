@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs lifeboat: the binary, its man pages, and the commented example
-# configuration as /etc/lifeboat/lifeboat.toml (an existing one is never
-# overwritten; the example also goes to the doc folder).
+# Installs lifeboat: the binary, its man pages, the bash, zsh and fish
+# completions, and the commented example configuration as
+# /etc/lifeboat/lifeboat.toml (an existing one is never overwritten; the
+# example also goes to the doc folder).
 #
 #   scripts/install.sh [--prefix DIR] [--destdir DIR] [--binary PATH]
 #
@@ -20,7 +21,7 @@ while [ $# -gt 0 ]; do
         --prefix) prefix=$2; shift 2 ;;
         --destdir) destdir=$2; shift 2 ;;
         --binary) binary=$2; shift 2 ;;
-        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
         *) echo "install.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -43,6 +44,15 @@ echo "installed $sbin/lifeboat"
 mkdir -p "$man8"
 "$sbin/lifeboat" internal man-pages "$man8" >/dev/null
 echo "installed $(ls "$man8"/lifeboat*.8 | wc -l) man pages in $man8"
+
+# Completions where bash-completion, zsh and fish look below the prefix.
+comp=$(mktemp -d)
+"$sbin/lifeboat" internal completions "$comp" >/dev/null
+install -D -m 0644 "$comp/bash/lifeboat.bash" "$destdir$prefix/share/bash-completion/completions/lifeboat"
+install -D -m 0644 "$comp/zsh/_lifeboat" "$destdir$prefix/share/zsh/site-functions/_lifeboat"
+install -D -m 0644 "$comp/fish/lifeboat.fish" "$destdir$prefix/share/fish/vendor_completions.d/lifeboat.fish"
+rm -rf "$comp"
+echo "installed bash, zsh and fish completions below $destdir$prefix/share"
 
 install -D -m 0644 docs/lifeboat.toml.example "$doc/lifeboat.toml.example"
 install -D -m 0644 README.md "$doc/README.md"

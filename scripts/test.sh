@@ -9,6 +9,8 @@
 # LIFEBOAT_KEEP_TEST_FILES=1 keeps disk images and logs of failed tests.
 # The unit tier checks the systemd units with systemd-analyze (package
 # systemd) and fails without it unless LIFEBOAT_SKIP_SYSTEMD_ANALYZE=1.
+# It also builds the Debian package (scripts/build-deb.sh) and runs lintian
+# on it, failing without lintian unless LIFEBOAT_SKIP_LINTIAN=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

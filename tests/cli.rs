@@ -529,7 +529,7 @@ fn schedule_with_cron_below_a_root() {
     let exe = lifeboat().canonicalize().unwrap();
     assert!(
         cron.contains(&format!(
-            "\n30 3 * * 1-5 root {} --config {c} --state-dir {st_s} snapshot --rebuild-rescue 2>&1 | logger -t lifeboat\n",
+            "\n30 3 * * 1-5 root sleep $(shuf -i 0-1800 -n 1); {} --config {c} --state-dir {st_s} snapshot --rebuild-rescue 2>&1 | logger -t lifeboat\n",
             exe.display()
         )),
         "{cron}"
@@ -976,4 +976,196 @@ fn drill_bad_input_gives_one_line_errors() {
     let (code, _, err) = run(&["--backup", b, "--memory", "64"]);
     assert_one_line_error(code, &err, "--memory must be");
     assert!(!work.exists(), "the work folder was created");
+}
+
+/// The schedule runs the lifeboat installed in the system (the package's
+/// /usr/sbin/lifeboat), not the binary that happened to install it; with
+/// the package's units there, it writes drop-ins instead of units.
+#[test]
+fn schedule_runs_the_installed_lifeboat_through_the_packages_units() {
+    let s = Scratch::new("cli-schedule-pkg");
+    let cfg = s.join("lifeboat.toml");
+    std::fs::write(&cfg, "").unwrap();
+    let root = s.join("root");
+    let st = s.join("state");
+    // A tree booting systemd; no lifeboat installed yet: this binary, with
+    // a warning.
+    std::fs::create_dir_all(root.join("lib/systemd")).unwrap();
+    std::fs::write(root.join("lib/systemd/systemd"), "").unwrap();
+    let (code, out, err) = schedule_install(&cfg, &st, &root, &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(err.contains("lifeboat is not installed below"), "{err}");
+    let units = root.join("etc/systemd/system");
+    let service = std::fs::read_to_string(units.join("lifeboat-snapshot.service")).unwrap();
+    let exe = lifeboat().canonicalize().unwrap();
+    assert!(
+        service.contains(&format!("\nExecStart={} ", exe.display())),
+        "{service}"
+    );
+
+    // The package: /usr/sbin/lifeboat and its units.
+    std::fs::create_dir_all(root.join("usr/sbin")).unwrap();
+    std::fs::copy(lifeboat(), root.join("usr/sbin/lifeboat")).unwrap();
+    let shipped = root.join("lib/systemd/system");
+    let (code, _, err) = run_lifeboat(["internal", "systemd-units", shipped.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = schedule_install(&cfg, &st, &root, &["--on-calendar", "Sun 04:00"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!err.contains("not installed"), "{err}");
+    assert!(!units.join("lifeboat-snapshot.service").exists(), "{out}");
+    let drop_in =
+        std::fs::read_to_string(units.join("lifeboat-snapshot.service.d/schedule.conf")).unwrap();
+    assert!(
+        drop_in.contains(&format!(
+            "\nExecStart=\nExecStart=/usr/sbin/lifeboat --config {} --state-dir {} snapshot\n",
+            cfg.display(),
+            st.display()
+        )),
+        "{drop_in}"
+    );
+    let timer =
+        std::fs::read_to_string(units.join("lifeboat-snapshot.timer.d/schedule.conf")).unwrap();
+    assert!(
+        timer.contains("\nOnCalendar=\nOnCalendar=Sun 04:00\n"),
+        "{timer}"
+    );
+    assert_eq!(
+        std::fs::read_link(units.join("timers.target.wants/lifeboat-snapshot.timer")).unwrap(),
+        Path::new("/lib/systemd/system/lifeboat-snapshot.timer")
+    );
+    assert!(out.contains("runs: /usr/sbin/lifeboat --config"), "{out}");
+}
+
+/// scripts/build-deb.sh builds the package of this binary and lintian
+/// passes it: the binary in /usr/sbin, a man page per command (long help
+/// included), completions where bash, zsh and fish look, the units
+/// running /usr/sbin/lifeboat, the example configuration as the only
+/// conffile, Depends from the libraries the binary links. Without lintian
+/// (package lintian) this fails unless LIFEBOAT_SKIP_LINTIAN=1.
+#[test]
+fn debian_package_builds_and_passes_lintian() {
+    let lintian = which("lintian");
+    if !lintian {
+        assert!(
+            std::env::var("LIFEBOAT_SKIP_LINTIAN").as_deref() == Ok("1"),
+            "lintian is not installed (scripts/install-deps.sh installs it); set \
+             LIFEBOAT_SKIP_LINTIAN=1 to skip this check"
+        );
+    }
+    let s = Scratch::new("cli-deb");
+    let mut cmd = std::process::Command::new(repo().join("scripts/build-deb.sh"));
+    cmd.arg("--binary")
+        .arg(lifeboat())
+        .arg("--output")
+        .arg(s.join("out"));
+    if lintian {
+        cmd.arg("--lintian");
+    }
+    let res = cmd.output().expect("running scripts/build-deb.sh");
+    let stdout = String::from_utf8_lossy(&res.stdout);
+    let stderr = String::from_utf8_lossy(&res.stderr);
+    assert!(
+        res.status.success(),
+        "build-deb.sh failed:\n{stdout}\n{stderr}"
+    );
+    let deb = s.join(format!(
+        "out/lifeboat_{}-1_amd64.deb",
+        env!("CARGO_PKG_VERSION")
+    ));
+    assert_eq!(stdout.trim(), deb.to_str().unwrap());
+    // Lintian printed no tag (the overridden one aside).
+    let tags: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("E: ") || l.starts_with("W: "))
+        .collect();
+    assert!(tags.is_empty(), "lintian: {tags:?}");
+
+    let field = |f: &str| sh(&format!("dpkg-deb -f {} {f}", deb.display()));
+    assert_eq!(field("Package").trim(), "lifeboat");
+    let depends = field("Depends");
+    for lib in ["libc6", "libzstd1"] {
+        assert!(depends.contains(lib), "Depends: {depends}");
+    }
+    for tool in ["mdadm", "lvm2", "xorriso", "qemu-system-x86"] {
+        assert!(!depends.contains(tool), "{tool} in Depends: {depends}");
+    }
+    let tree = s.join("tree");
+    let control = s.join("control");
+    sh(&format!(
+        "dpkg-deb -x {0} {1} && dpkg-deb -e {0} {2}",
+        deb.display(),
+        tree.display(),
+        control.display()
+    ));
+    assert_eq!(
+        std::fs::read_to_string(control.join("conffiles")).unwrap(),
+        "/etc/lifeboat/lifeboat.toml\n"
+    );
+    assert_eq!(
+        std::fs::read(tree.join("etc/lifeboat/lifeboat.toml")).unwrap(),
+        std::fs::read(repo().join("docs/lifeboat.toml.example")).unwrap()
+    );
+    let version = sh(&format!("{}/usr/sbin/lifeboat --version", tree.display()));
+    assert_eq!(
+        version.trim(),
+        format!("lifeboat {}", env!("CARGO_PKG_VERSION"))
+    );
+
+    // One page per command: as many as the binary writes, among them the
+    // subcommands' with their long help.
+    let pages = s.join("pages");
+    let (code, listed, _) = run_lifeboat(["internal", "man-pages", pages.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    let man8 = tree.join("usr/share/man/man8");
+    for page in listed.lines() {
+        let name = Path::new(page).file_name().unwrap().to_str().unwrap();
+        assert!(man8.join(format!("{name}.gz")).is_file(), "{name} missing");
+    }
+    assert!(listed.lines().count() > 20, "{listed}");
+    let create = sh(&format!(
+        "zcat {}/lifeboat-backup-create.8.gz",
+        man8.display()
+    ));
+    assert!(create.contains("lifeboat\\-backup\\-create"), "{create}");
+    // Completions: bash registers the command when its file is sourced.
+    let completions = tree.join("usr/share");
+    let bash = sh(&format!(
+        "bash -c '. {}/bash-completion/completions/lifeboat && complete -p lifeboat'",
+        completions.display()
+    ));
+    assert!(bash.contains("lifeboat"), "{bash}");
+    assert!(completions
+        .join("zsh/vendor-completions/_lifeboat")
+        .is_file());
+    assert!(completions
+        .join("fish/vendor_completions.d/lifeboat.fish")
+        .is_file());
+    let units = tree.join("lib/systemd/system");
+    let service = std::fs::read_to_string(units.join("lifeboat-snapshot.service")).unwrap();
+    assert!(
+        service.contains("\nExecStart=/usr/sbin/lifeboat snapshot\n"),
+        "{service}"
+    );
+    for unit in [
+        "lifeboat-snapshot.timer",
+        "lifeboat-drill.service",
+        "lifeboat-drill.timer",
+        "lifeboat-notify@.service",
+    ] {
+        assert!(units.join(unit).is_file(), "{unit} missing");
+    }
+    for doc in ["copyright", "changelog.Debian.gz"] {
+        assert!(
+            tree.join("usr/share/doc/lifeboat").join(doc).is_file(),
+            "{doc}"
+        );
+    }
+}
+
+/// Whether `tool` is on PATH.
+fn which(tool: &str) -> bool {
+    std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
 }

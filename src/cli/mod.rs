@@ -185,6 +185,48 @@ pub fn man_pages(dir: &std::path::Path) -> anyhow::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// Whether [`man_pages`] writes the page `name` (`lifeboat-snapshot`):
+/// the units name only pages that exist.
+pub fn has_page(name: &str) -> bool {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    cmd.build();
+    let mut words = name.split('-');
+    if words.next() != Some("lifeboat") {
+        return false;
+    }
+    let mut at = &cmd;
+    for w in words {
+        match at.find_subcommand(w) {
+            Some(sub) if !sub.is_hide_set() => at = sub,
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// Writes the shell completions into `dir`: `bash/lifeboat.bash`,
+/// `zsh/_lifeboat` and `fish/lifeboat.fish`; returns the files written.
+pub fn completions(dir: &std::path::Path) -> anyhow::Result<Vec<PathBuf>> {
+    use anyhow::Context;
+    use clap::CommandFactory;
+    use clap_complete::Shell;
+    let mut out = Vec::new();
+    for (shell, sub) in [
+        (Shell::Bash, "bash"),
+        (Shell::Zsh, "zsh"),
+        (Shell::Fish, "fish"),
+    ] {
+        let sub = dir.join(sub);
+        std::fs::create_dir_all(&sub).with_context(|| format!("creating {}", sub.display()))?;
+        let mut cmd = Cli::command();
+        let path = clap_complete::generate_to(shell, &mut cmd, "lifeboat", &sub)
+            .with_context(|| format!("writing the {shell} completion into {}", sub.display()))?;
+        out.push(path);
+    }
+    Ok(out)
+}
+
 /// The subcommand word of a command line (skipping global options and
 /// their values), to treat `check`'s usage errors as UNKNOWN.
 pub fn subcommand_word(args: &[std::ffi::OsString]) -> Option<&str> {

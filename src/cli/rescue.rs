@@ -70,6 +70,21 @@ pub enum InternalCmd {
         #[arg(value_name = "DIR")]
         dir: PathBuf,
     },
+    /// Write the bash, zsh and fish completions into DIR (bash/lifeboat.bash,
+    /// zsh/_lifeboat, fish/lifeboat.fish).
+    Completions {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// Write the systemd units the package ships (snapshot and drill
+    /// service and timer, the notification template) into DIR, running
+    /// the lifeboat at PATH.
+    SystemdUnits {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+        #[arg(long, value_name = "PATH", default_value = "/usr/sbin/lifeboat")]
+        program: String,
+    },
 }
 
 pub fn mkrescue(args: MkrescueArgs, cfg: &Config) -> Result<u8> {
@@ -120,6 +135,18 @@ pub fn internal(cmd: InternalCmd) -> Result<u8> {
         }
         InternalCmd::ManPages { dir } => {
             for p in super::man_pages(&dir)? {
+                println!("{}", p.display());
+            }
+            Ok(0)
+        }
+        InternalCmd::Completions { dir } => {
+            for p in super::completions(&dir)? {
+                println!("{}", p.display());
+            }
+            Ok(0)
+        }
+        InternalCmd::SystemdUnits { dir, program } => {
+            for p in crate::schedule::units::write_shipped(&dir, &program, super::has_page)? {
                 println!("{}", p.display());
             }
             Ok(0)

@@ -95,9 +95,56 @@ pub fn run(cmd: ScheduleCmd, cfg: &Config) -> Result<u8> {
     }
 }
 
-/// The command line the schedule runs: this binary, the configuration
-/// and state folder when they are not the defaults, and the job's flags.
-fn job_command(cfg: &Config, job: &[&str]) -> Result<Vec<String>> {
+/// Where an installed lifeboat lives, below the root, in PATH order: the
+/// one `scripts/install.sh` puts in /usr/local, then the package's.
+const INSTALLED: [&str; 2] = ["usr/local/sbin/lifeboat", "usr/sbin/lifeboat"];
+
+/// The lifeboat the schedule runs, as the system below `root` sees it:
+/// this binary when it is an installed one, else the installed copy below
+/// the root, else (a build tree: see [`warn_not_installed`]) this binary.
+fn program(root: &std::path::Path, exe: &std::path::Path) -> std::path::PathBuf {
+    let live = std::fs::canonicalize(root).is_ok_and(|p| p == std::path::Path::new("/"));
+    let installed = |rel: &str| {
+        let p = root.join(rel);
+        crate::exec::is_executable(&p).then_some(p)
+    };
+    if live
+        && INSTALLED
+            .iter()
+            .filter_map(|rel| installed(rel)?.canonicalize().ok())
+            .any(|p| p == exe)
+    {
+        return exe.to_path_buf();
+    }
+    if let Some(rel) = INSTALLED.iter().find(|rel| installed(rel).is_some()) {
+        return std::path::Path::new("/").join(rel);
+    }
+    exe.to_path_buf()
+}
+
+/// Warns when the schedule runs a lifeboat that is not installed (a build
+/// tree), which must then stay where it is.
+fn warn_not_installed(root: &std::path::Path, job: &JobSpec) {
+    let program = std::path::Path::new(&job.command[0]);
+    if INSTALLED
+        .iter()
+        .any(|rel| std::path::Path::new("/").join(rel) == program)
+    {
+        return;
+    }
+    eprintln!(
+        "lifeboat: warning: lifeboat is not installed below {} (/usr/sbin or /usr/local/sbin): \
+         the schedule runs {}, which must stay there; install it with \
+         `apt install ./lifeboat_*.deb` or scripts/install.sh, then run `schedule install` again",
+        root.display(),
+        program.display()
+    );
+}
+
+/// The command line the schedule runs: the installed lifeboat (see
+/// [`program`]), the configuration and state folder when they are not the
+/// defaults, and the job's flags.
+fn job_command(cfg: &Config, root: &std::path::Path, job: &[&str]) -> Result<Vec<String>> {
     // A unit or cron file is text: a path that is not UTF-8 cannot be
     // written into it faithfully.
     fn text(what: &str, p: &std::path::Path) -> Result<String> {
@@ -109,7 +156,7 @@ fn job_command(cfg: &Config, job: &[&str]) -> Result<Vec<String>> {
         })
     }
     let exe = std::env::current_exe().context("finding lifeboat's own executable")?;
-    let mut cmd = vec![text("lifeboat's executable", &exe)?];
+    let mut cmd = vec![text("lifeboat's executable", &program(root, &exe))?];
     if cfg.path_source != Source::Default {
         let path = std::path::absolute(&cfg.path).unwrap_or(cfg.path.clone());
         cmd.extend(["--config".into(), text("the configuration file", &path)?]);
@@ -149,14 +196,14 @@ fn install_cmd(a: InstallArgs, cfg: &Config) -> Result<u8> {
         words.push("--rebuild-rescue");
     }
     let job = JobSpec {
-        command: job_command(&c, &words)?,
+        command: job_command(&c, &a.root, &words)?,
         on_calendar: c.schedule.on_calendar.value.clone(),
         randomized_delay: c.schedule.randomized_delay.value.0,
         kind: Job::Snapshot,
     };
     job.check_lines()?;
     let drill = match a.drill {
-        true => Some(drill_job(&mut c, a.drill_calendar)?),
+        true => Some(drill_job(&mut c, &a.root, a.drill_calendar)?),
         false => None,
     };
     let cron_time = match (init, &c.schedule.cron.value) {
@@ -184,6 +231,7 @@ fn install_cmd(a: InstallArgs, cfg: &Config) -> Result<u8> {
         );
     }
     let done = install::install(&paths, init, &job, cron_time.as_deref())?;
+    warn_not_installed(&a.root, &job);
     report_install(
         &done,
         &job,
@@ -204,7 +252,7 @@ fn install_cmd(a: InstallArgs, cfg: &Config) -> Result<u8> {
 }
 
 /// The drill's job: `lifeboat drill` on its own calendar.
-fn drill_job(c: &mut Config, calendar: Option<String>) -> Result<JobSpec> {
+fn drill_job(c: &mut Config, root: &std::path::Path, calendar: Option<String>) -> Result<JobSpec> {
     if crate::exec::which(crate::drill::qemu::QEMU).is_none() {
         bail!(
             "--drill needs QEMU on this host: install package {}",
@@ -213,7 +261,7 @@ fn drill_job(c: &mut Config, calendar: Option<String>) -> Result<JobSpec> {
     }
     c.drill.on_calendar.flag(calendar, "--drill-calendar");
     let job = JobSpec {
-        command: job_command(c, &["drill"])?,
+        command: job_command(c, root, &["drill"])?,
         on_calendar: c.drill.on_calendar.value.clone(),
         randomized_delay: c.schedule.randomized_delay.value.0,
         kind: Job::Drill,

@@ -56,6 +56,35 @@ impl Paths {
     pub fn cron(&self) -> PathBuf {
         self.at(self.job.cron_file())
     }
+    pub fn service_drop_in(&self) -> PathBuf {
+        self.drop_in(self.job.service())
+    }
+    pub fn timer_drop_in(&self) -> PathBuf {
+        self.drop_in(self.job.timer())
+    }
+    fn drop_in(&self, unit: &str) -> PathBuf {
+        self.at(UNIT_DIR)
+            .join(format!("{unit}.d"))
+            .join(units::DROP_IN)
+    }
+    /// The notification template a non-packaged install writes.
+    pub fn notify_template(&self) -> PathBuf {
+        self.at(UNIT_DIR).join(units::NOTIFY_TEMPLATE)
+    }
+    /// The package's unit folder holding this job's timer (below the
+    /// root, links followed inside it), if the package is installed.
+    pub fn shipped_dir(&self) -> Option<&'static str> {
+        let timer = self.job.timer();
+        units::SHIPPED_UNIT_DIRS
+            .into_iter()
+            .find(|d| resolve_in_root(&self.root, &format!("{d}/{timer}")).is_some())
+    }
+    /// Where the enable link points, as seen from inside the system:
+    /// the package's timer, else the one in /etc/systemd/system.
+    pub fn timer_target(&self) -> PathBuf {
+        let dir = self.shipped_dir().unwrap_or(UNIT_DIR);
+        Path::new("/").join(dir).join(self.job.timer())
+    }
     /// Installing into the running system (not an image's tree).
     pub fn is_live(&self) -> bool {
         std::fs::canonicalize(&self.root).is_ok_and(|p| p == Path::new("/"))
@@ -64,11 +93,9 @@ impl Paths {
     pub fn systemd_running(&self) -> bool {
         self.is_live() && Path::new("/run/systemd/system").is_dir()
     }
-    /// The man page the units name is installed below `root` (by a
-    /// package or by scripts/install.sh).
-    /// Whether the man page of this job's units is installed below the root.
-    pub fn man_page_installed(&self) -> bool {
-        let page = self.job.man_page();
+    /// Whether the man page `page`(8) is installed below the root (by the
+    /// package or by scripts/install.sh): the units name only those.
+    pub fn man_page_installed(&self, page: &str) -> bool {
         ["usr/share/man/man8", "usr/local/share/man/man8"]
             .iter()
             .flat_map(|d| ["8", "8.gz"].map(|ext| format!("{d}/{page}.{ext}")))
@@ -149,42 +176,11 @@ pub fn install(
             if paths.systemd_running() {
                 check_calendar(&job.on_calendar)?;
             }
-            let dir = paths.at(UNIT_DIR);
-            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-            let man = paths.man_page_installed();
-            util::write_atomic(
-                &paths.service(),
-                units::service_unit(job, man).as_bytes(),
-                0o644,
-            )?;
-            util::write_atomic(
-                &paths.timer(),
-                units::timer_unit(job, man).as_bytes(),
-                0o644,
-            )?;
-            written.push(paths.service());
-            written.push(paths.timer());
-            if paths.systemd_running() {
-                Cmd::new("systemctl").arg("daemon-reload").run()?;
-                Cmd::new("systemctl")
-                    .args(["enable", "--now", paths.job.timer()])
-                    .run()?;
-                started = true;
-            } else {
-                // What `systemctl enable` does, without a running manager.
-                let link = paths.wants_link();
-                std::fs::create_dir_all(link.parent().expect("link has a parent"))?;
-                let target = Path::new("/").join(UNIT_DIR).join(paths.job.timer());
-                match std::fs::read_link(&link) {
-                    Ok(t) if t == target => {}
-                    _ => {
-                        let _ = std::fs::remove_file(&link);
-                        std::os::unix::fs::symlink(&target, &link)
-                            .with_context(|| format!("creating {}", link.display()))?;
-                    }
-                }
-                written.push(link);
+            match paths.shipped_dir() {
+                Some(_) => write_drop_ins(paths, job, &mut written, &mut removed)?,
+                None => write_units(paths, job, &mut written)?,
             }
+            started = enable(paths, &mut written)?;
             if paths.cron().exists() {
                 remove_file(&paths.cron(), &mut removed)?;
             }
@@ -212,6 +208,97 @@ pub fn install(
         started,
         cron_time: cron_time.map(String::from),
     })
+}
+
+/// A non-packaged install: the whole service and timer, and the
+/// notification template, in /etc/systemd/system.
+fn write_units(paths: &Paths, job: &JobSpec, written: &mut Vec<PathBuf>) -> Result<()> {
+    let dir = paths.at(UNIT_DIR);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let man = paths.man_page_installed(paths.job.man_page());
+    let mut files = vec![
+        (paths.service(), units::service_unit(job, man)),
+        (paths.timer(), units::timer_unit(job, man)),
+    ];
+    // An admin's own template is left alone.
+    let template = paths.notify_template();
+    let ours = match read_opt(&template)? {
+        Some(t) => units::written_by_schedule(&t),
+        None => true,
+    };
+    if ours {
+        let page = units::notify_page(|p| paths.man_page_installed(p));
+        let text = units::notify_unit(&job.command[0], page, units::Origin::Schedule);
+        files.push((template, text));
+    }
+    for (path, text) in files {
+        util::write_atomic(&path, text.as_bytes(), 0o644)?;
+        written.push(path);
+    }
+    Ok(())
+}
+
+/// The package ships the units: drop-ins carry the calendar and command
+/// line; whole units an earlier non-packaged `schedule install` wrote in
+/// /etc would hide the package's, so they go.
+fn write_drop_ins(
+    paths: &Paths,
+    job: &JobSpec,
+    written: &mut Vec<PathBuf>,
+    removed: &mut Vec<PathBuf>,
+) -> Result<()> {
+    for unit in [paths.service(), paths.timer(), paths.notify_template()] {
+        if read_opt(&unit)?.is_some_and(|t| units::written_by_schedule(&t)) {
+            remove_file(&unit, removed)?;
+        }
+    }
+    for (path, text) in [
+        (paths.service_drop_in(), units::service_drop_in(job)),
+        (paths.timer_drop_in(), units::timer_drop_in(job)),
+    ] {
+        let dir = path.parent().expect("a drop-in has a folder");
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        util::write_atomic(&path, text.as_bytes(), 0o644)?;
+        written.push(path);
+    }
+    Ok(())
+}
+
+/// Enables the timer: `systemctl enable --now` when systemd runs the
+/// system, else the link it would make. A link to another place (the
+/// unit moved between /etc and the package's folder) is replaced.
+/// Returns whether the timer was started.
+fn enable(paths: &Paths, written: &mut Vec<PathBuf>) -> Result<bool> {
+    let link = paths.wants_link();
+    let target = paths.timer_target();
+    let current = std::fs::read_link(&link).ok();
+    if current.as_ref().is_some_and(|t| *t != target) {
+        std::fs::remove_file(&link).with_context(|| format!("removing {}", link.display()))?;
+    }
+    if paths.systemd_running() {
+        Cmd::new("systemctl").arg("daemon-reload").run()?;
+        Cmd::new("systemctl")
+            .args(["enable", "--now", paths.job.timer()])
+            .run()?;
+        return Ok(true);
+    }
+    if current.as_ref() != Some(&target) {
+        std::fs::create_dir_all(link.parent().expect("link has a parent"))
+            .with_context(|| format!("creating the folder of {}", link.display()))?;
+        std::os::unix::fs::symlink(&target, &link)
+            .with_context(|| format!("creating {}", link.display()))?;
+    }
+    written.push(link);
+    Ok(false)
+}
+
+/// A file's text, or None when it does not exist.
+fn read_opt(p: &Path) -> Result<Option<String>> {
+    match std::fs::read_to_string(p) {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", p.display())),
+    }
 }
 
 /// Asks systemd whether it understands the calendar expression.
@@ -244,7 +331,12 @@ fn remove_file(p: &Path, removed: &mut Vec<PathBuf>) -> Result<()> {
 
 fn remove_units(paths: &Paths) -> Result<Vec<PathBuf>> {
     let mut removed = Vec::new();
-    let present = paths.timer().exists() || paths.service().exists();
+    let drop_ins = [paths.service_drop_in(), paths.timer_drop_in()];
+    let present = [paths.timer(), paths.service()]
+        .iter()
+        .chain(&drop_ins)
+        .any(|p| p.exists())
+        || std::fs::symlink_metadata(paths.wants_link()).is_ok();
     if present && paths.systemd_running() {
         Cmd::new("systemctl")
             .args(["disable", "--now", paths.job.timer()])
@@ -257,6 +349,19 @@ fn remove_units(paths: &Paths) -> Result<Vec<PathBuf>> {
     }
     remove_file(&paths.timer(), &mut removed)?;
     remove_file(&paths.service(), &mut removed)?;
+    for d in &drop_ins {
+        remove_file(d, &mut removed)?;
+        // The folder goes when it held only ours (an admin's own
+        // drop-ins beside it stay).
+        let _ = std::fs::remove_dir(d.parent().expect("a drop-in has a folder"));
+    }
+    // The template serves both jobs: it goes with the last of them.
+    let other = Paths::for_job(&paths.root, paths.job.other());
+    if !other.service().exists()
+        && read_opt(&paths.notify_template())?.is_some_and(|t| units::written_by_schedule(&t))
+    {
+        remove_file(&paths.notify_template(), &mut removed)?;
+    }
     if present && paths.systemd_running() {
         Cmd::new("systemctl").arg("daemon-reload").run()?;
     }
@@ -305,19 +410,48 @@ pub fn state(paths: &Paths) -> Result<State> {
         last_trigger: None,
         last_result: None,
     };
-    let service = read(&paths.service())?;
-    let timer = read(&paths.timer())?;
-    if service.is_some() || timer.is_some() {
+    // systemd's view: a unit in /etc hides the package's, drop-ins
+    // add to whichever is used.
+    let unit = |etc: PathBuf, name: &str, drop_in: PathBuf| -> Result<(Option<String>, bool)> {
+        let base = match read(&etc)? {
+            Some(t) => Some(t),
+            None => match paths.shipped_dir() {
+                Some(d) => read(&paths.root.join(d).join(name))?,
+                None => None,
+            },
+        };
+        let extra = read(&drop_in)?;
+        let ours = std::fs::symlink_metadata(&etc).is_ok() || extra.is_some();
+        let text = [base, extra].into_iter().flatten().collect::<Vec<_>>();
+        Ok(((!text.is_empty()).then(|| text.join("\n")), ours))
+    };
+    let (service, service_ours) = unit(
+        paths.service(),
+        paths.job.service(),
+        paths.service_drop_in(),
+    )?;
+    let (timer, timer_ours) = unit(paths.timer(), paths.job.timer(), paths.timer_drop_in())?;
+    let linked = std::fs::symlink_metadata(paths.wants_link()).is_ok();
+    if service_ours || timer_ours || linked {
         st.init = Some(Init::Systemd);
+        // The last value wins (a drop-in empties a list, then sets it).
         let value = |text: &Option<String>, key: &str| -> Option<String> {
             text.as_deref()?
                 .lines()
-                .find_map(|l| l.strip_prefix(&format!("{key}=")))
+                .filter_map(|l| l.strip_prefix(&format!("{key}=")))
+                .next_back()
+                .filter(|v| !v.is_empty())
                 .map(String::from)
         };
         st.command = value(&service, "ExecStart");
         st.when = value(&timer, "OnCalendar");
-        for p in [paths.service(), paths.timer(), paths.wants_link()] {
+        for p in [
+            paths.service(),
+            paths.timer(),
+            paths.service_drop_in(),
+            paths.timer_drop_in(),
+            paths.wants_link(),
+        ] {
             if std::fs::symlink_metadata(&p).is_ok() {
                 st.files.push(p);
             }
@@ -369,6 +503,11 @@ pub fn state(paths: &Paths) -> Result<State> {
         {
             let (when, cmd) = line.split_once(" root ").expect("checked above");
             st.when = Some(when.to_string());
+            // Without the random delay before it (units::cron_delay).
+            let cmd = match cmd.strip_prefix("sleep $(shuf ") {
+                Some(rest) => rest.split_once("); ").map_or(cmd, |(_, c)| c),
+                None => cmd,
+            };
             st.command = Some(
                 cmd.strip_suffix(&format!(" 2>&1 | logger -t {}", units::SYSLOG_IDENTIFIER))
                     .unwrap_or(cmd)
@@ -427,7 +566,9 @@ mod tests {
         assert_eq!(st.files.len(), 3);
 
         let removed = remove(&paths).unwrap();
-        assert_eq!(removed.len(), 3, "{removed:?}");
+        // The link, timer, service and the notification template.
+        assert_eq!(removed.len(), 4, "{removed:?}");
+        assert!(!paths.notify_template().exists());
         assert!(std::fs::symlink_metadata(paths.wants_link()).is_err());
         let st = state(&paths).unwrap();
         assert_eq!(st.init, None);
@@ -498,7 +639,7 @@ mod tests {
             kind: Job::Drill,
         };
         let done = install(&drill, Init::Systemd, &d, None).unwrap();
-        assert_eq!(done.written.len(), 3, "{:?}", done.written);
+        assert_eq!(done.written.len(), 4, "{:?}", done.written);
         assert_eq!(
             std::fs::read_link(drill.wants_link()).unwrap(),
             Path::new("/etc/systemd/system/lifeboat-drill.timer")
@@ -521,6 +662,8 @@ mod tests {
         assert!(snap.timer().is_file());
         assert_eq!(remove(&drill).unwrap(), vec![drill.cron()]);
         assert!(snap.timer().is_file());
+        // The template serves the snapshot job still.
+        assert!(snap.notify_template().is_file());
     }
 
     #[test]
@@ -533,5 +676,105 @@ mod tests {
             .to_string();
         assert!(e.contains("bad cron time"), "{e}");
         assert!(!paths.cron().exists());
+    }
+
+    /// With the package's units below the root, `install` writes drop-ins
+    /// (the calendar, the command line) and links the package's timer;
+    /// whole units an earlier non-packaged install wrote go, an admin's
+    /// own files stay; `remove` leaves the package's units and the
+    /// admin's drop-in alone.
+    #[test]
+    fn packaged_units_are_enabled_through_drop_ins() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        let paths = Paths::new(r);
+        // First a non-packaged install: whole units in /etc.
+        install(&paths, Init::Systemd, &job(), None).unwrap();
+        assert!(paths.service().is_file() && paths.notify_template().is_file());
+        assert_eq!(
+            paths.timer_target(),
+            Path::new("/etc/systemd/system/lifeboat-snapshot.timer")
+        );
+        // Then the package arrives (Debian 12: /lib/systemd/system).
+        let shipped = r.join("lib/systemd/system");
+        units::write_shipped(&shipped, "/usr/sbin/lifeboat", |_| false).unwrap();
+        let shipped_before = util_tree(&shipped);
+        assert_eq!(paths.shipped_dir(), Some("lib/systemd/system"));
+        let mut j = job();
+        j.command = vec![
+            "/usr/sbin/lifeboat".into(),
+            "snapshot".into(),
+            "--backup".into(),
+        ];
+        j.on_calendar = "Sun 04:00".into();
+        let done = install(&paths, Init::Systemd, &j, None).unwrap();
+        assert!(!done.started);
+        assert_eq!(
+            done.removed,
+            vec![paths.service(), paths.timer(), paths.notify_template()]
+        );
+        assert_eq!(
+            done.written,
+            vec![
+                paths.service_drop_in(),
+                paths.timer_drop_in(),
+                paths.wants_link()
+            ]
+        );
+        assert_eq!(
+            std::fs::read_link(paths.wants_link()).unwrap(),
+            Path::new("/lib/systemd/system/lifeboat-snapshot.timer")
+        );
+        let st = state(&paths).unwrap();
+        assert_eq!(st.init, Some(Init::Systemd));
+        assert_eq!(
+            st.command.as_deref(),
+            Some("/usr/sbin/lifeboat snapshot --backup")
+        );
+        assert_eq!(st.when.as_deref(), Some("Sun 04:00"));
+        assert_eq!(st.enabled.as_deref(), Some("enabled"));
+        assert_eq!(st.files.len(), 3, "{:?}", st.files);
+
+        // An admin's own drop-in beside ours, and an admin's own full copy
+        // of the service (`systemctl edit --full`): both stay.
+        let own = paths.service_drop_in().with_file_name("local.conf");
+        std::fs::write(&own, "[Service]\nNice=5\n").unwrap();
+        std::fs::write(paths.service(), "[Service]\nExecStart=/bin/true\n").unwrap();
+        let again = install(&paths, Init::Systemd, &j, None).unwrap();
+        assert!(again.removed.is_empty(), "{:?}", again.removed);
+        assert!(paths.service().is_file());
+        std::fs::remove_file(paths.service()).unwrap();
+
+        let removed = remove(&paths).unwrap();
+        assert_eq!(
+            removed,
+            vec![
+                paths.wants_link(),
+                paths.service_drop_in(),
+                paths.timer_drop_in()
+            ]
+        );
+        assert!(own.is_file(), "the admin's drop-in was removed");
+        assert!(!paths.timer_drop_in().parent().unwrap().exists());
+        assert_eq!(
+            util_tree(&shipped),
+            shipped_before,
+            "the package's units changed"
+        );
+        assert_eq!(state(&paths).unwrap().init, None);
+    }
+
+    /// Every file below `dir` with its contents.
+    fn util_tree(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+        let mut out: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| {
+                let p = e.unwrap().path();
+                let data = std::fs::read(&p).unwrap();
+                (p, data)
+            })
+            .collect();
+        out.sort();
+        out
     }
 }

@@ -9,6 +9,49 @@ pub const SERVICE: &str = "lifeboat-snapshot.service";
 pub const TIMER: &str = "lifeboat-snapshot.timer";
 pub const DRILL_SERVICE: &str = "lifeboat-drill.service";
 pub const DRILL_TIMER: &str = "lifeboat-drill.timer";
+/// The template started by `OnFailure=` of both services: it runs
+/// `lifeboat notify --failed-unit UNIT` (the `[notify]` configuration).
+pub const NOTIFY_TEMPLATE: &str = "lifeboat-notify@.service";
+/// Where the package ships its units, below the root (Debian 12; the
+/// second for systems that ship them below /usr).
+pub const SHIPPED_UNIT_DIRS: [&str; 2] = ["lib/systemd/system", "usr/lib/systemd/system"];
+/// The drop-in `schedule install` writes beside a shipped unit
+/// (`/etc/systemd/system/UNIT.d/schedule.conf`).
+pub const DROP_IN: &str = "schedule.conf";
+/// A hang guard: a run still going after a day is stopped and reported as
+/// failed (`OnFailure=`), so that the next one can start. A first full
+/// backup of several terabytes fits in it.
+pub const TIMEOUT_START: &str = "1d";
+
+/// Who writes a unit: its first comment line says so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// `lifeboat schedule install` (a non-packaged install).
+    Schedule,
+    /// The package (scripts/build-deb.sh); `schedule install` adds drop-ins.
+    Package,
+}
+
+impl Origin {
+    fn header(self) -> &'static str {
+        match self {
+            Origin::Schedule => {
+                "# Written by `lifeboat schedule install`; `lifeboat schedule remove` deletes it."
+            }
+            Origin::Package => {
+                "# Shipped by the lifeboat package. Do not edit: `lifeboat schedule install`\n\
+                 # enables it with the chosen calendar and command through a drop-in in\n\
+                 # /etc/systemd/system/UNIT.d/schedule.conf."
+            }
+        }
+    }
+}
+
+/// The first line of every unit `schedule install` writes: a unit that
+/// starts with it may be replaced or deleted.
+pub fn written_by_schedule(text: &str) -> bool {
+    text.starts_with(Origin::Schedule.header())
+}
 
 /// The scheduled jobs: each has its own service, timer and cron file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +69,13 @@ impl Job {
         match self {
             Job::Snapshot => "lifeboat-snapshot",
             Job::Drill => "lifeboat-drill",
+        }
+    }
+    /// The other job (they share the notification template).
+    pub fn other(self) -> Job {
+        match self {
+            Job::Snapshot => Job::Drill,
+            Job::Drill => Job::Snapshot,
         }
     }
     pub fn service(self) -> &'static str {
@@ -121,19 +171,20 @@ fn documentation(job: &JobSpec, man: bool) -> String {
 /// `lifeboat-drill.service`: QEMU needs writable and executable memory
 /// (TCG), /dev/kvm and room in /var/tmp, so the snapshot job's hardening
 /// does not fit; exit 1 (the drill failed) is a failure.
-fn drill_service_unit(job: &JobSpec, man: bool) -> String {
-    let exec: Vec<String> = job.command.iter().map(|w| systemd_quote(w)).collect();
+fn drill_service_unit(job: &JobSpec, man: bool, origin: Origin) -> String {
     format!(
         "\
-# Written by `lifeboat schedule install --drill`; `lifeboat schedule remove` deletes it.
+{header}
 [Unit]
 Description=lifeboat: recovery drill
 {doc}Wants=network-online.target
 After=local-fs.target remote-fs.target network-online.target
+OnFailure={on_failure}
 
 [Service]
 Type=oneshot
 ExecStart={exec}
+TimeoutStartSec={TIMEOUT_START}
 StandardOutput=journal
 StandardError=journal
 SyslogIdentifier={SYSLOG_IDENTIFIER}
@@ -146,29 +197,47 @@ ProtectControlGroups=yes
 RestrictRealtime=yes
 LockPersonality=yes
 ",
-        exec = exec.join(" "),
+        header = origin.header(),
+        exec = exec_line(job),
         doc = documentation(job, man),
+        on_failure = ON_FAILURE,
     )
 }
+
+/// The ExecStart value: the job's command line, quoted for systemd.
+fn exec_line(job: &JobSpec) -> String {
+    let exec: Vec<String> = job.command.iter().map(|w| systemd_quote(w)).collect();
+    exec.join(" ")
+}
+
+/// `OnFailure=` of both services: [`NOTIFY_TEMPLATE`] with the failed
+/// unit's full name as its instance.
+pub const ON_FAILURE: &str = "lifeboat-notify@%n.service";
 
 /// The service of `job`: `lifeboat-snapshot.service` or
 /// `lifeboat-drill.service`; `man`: the job's man page is installed.
 pub fn service_unit(job: &JobSpec, man: bool) -> String {
+    service_unit_from(job, man, Origin::Schedule)
+}
+
+/// [`service_unit`] with the header of `origin`.
+pub fn service_unit_from(job: &JobSpec, man: bool, origin: Origin) -> String {
     if job.kind == Job::Drill {
-        return drill_service_unit(job, man);
+        return drill_service_unit(job, man, origin);
     }
-    let exec: Vec<String> = job.command.iter().map(|w| systemd_quote(w)).collect();
     format!(
         "\
-# Written by `lifeboat schedule install`; `lifeboat schedule remove` deletes it.
+{header}
 [Unit]
 Description=lifeboat: {what}
 {doc}Wants=network-online.target
 After=local-fs.target remote-fs.target network-online.target
+OnFailure={on_failure}
 
 [Service]
 Type=oneshot
 ExecStart={exec}
+TimeoutStartSec={TIMEOUT_START}
 # Exit 1 means \"the layout changed and a snapshot was stored\": no failure.
 SuccessExitStatus=1
 StandardOutput=journal
@@ -196,17 +265,60 @@ SystemCallArchitectures=native
 RestrictAddressFamilies=AF_UNIX AF_NETLINK AF_INET AF_INET6
 CapabilityBoundingSet=~CAP_SYS_BOOT CAP_SYS_TIME CAP_WAKE_ALARM CAP_SYS_PTRACE CAP_SYS_MODULE CAP_NET_ADMIN CAP_MAC_ADMIN CAP_MAC_OVERRIDE CAP_AUDIT_CONTROL CAP_SYSLOG CAP_SYS_PACCT CAP_LEASE CAP_BPF CAP_PERFMON
 ",
+        header = origin.header(),
         what = job.what(),
-        exec = exec.join(" "),
+        exec = exec_line(job),
         doc = documentation(job, man),
+        on_failure = ON_FAILURE,
     )
+}
+
+/// `lifeboat-notify@.service`: started by `OnFailure=` of the services
+/// with the failed unit as its instance (`%i`); `page`: the installed man
+/// page it names (lifeboat-notify, else lifeboat). No `OnFailure=` of its
+/// own: a failed notification must not notify again.
+pub fn notify_unit(program: &str, page: Option<&str>, origin: Origin) -> String {
+    format!(
+        "\
+{header}
+[Unit]
+Description=lifeboat: notification about the failure of %i
+{doc}After=network-online.target
+
+[Service]
+Type=oneshot
+ExecStart={program} notify --failed-unit %i
+TimeoutStartSec=5min
+StandardOutput=journal
+StandardError=journal
+SyslogIdentifier={SYSLOG_IDENTIFIER}
+UMask=0077
+NoNewPrivileges=yes
+",
+        header = origin.header(),
+        program = systemd_quote(program),
+        doc = page.map_or(String::new(), |p| format!("Documentation=man:{p}(8)\n")),
+    )
+}
+
+/// The page the notification template names: `lifeboat-notify`(8) where
+/// installed, else `lifeboat`(8), else none.
+pub fn notify_page(installed: impl Fn(&str) -> bool) -> Option<&'static str> {
+    ["lifeboat-notify", "lifeboat"]
+        .into_iter()
+        .find(|p| installed(p))
 }
 
 /// `lifeboat-snapshot.timer`; `man`: the man page is installed.
 pub fn timer_unit(job: &JobSpec, man: bool) -> String {
+    timer_unit_from(job, man, Origin::Schedule)
+}
+
+/// [`timer_unit`] with the header of `origin`.
+pub fn timer_unit_from(job: &JobSpec, man: bool, origin: Origin) -> String {
     format!(
         "\
-# Written by `lifeboat schedule install`; `lifeboat schedule remove` deletes it.
+{header}
 [Unit]
 Description=lifeboat: {what} ({cal})
 {doc}
@@ -219,11 +331,103 @@ Persistent=true
 [Install]
 WantedBy=timers.target
 ",
+        header = origin.header(),
         what = job.what(),
         cal = job.on_calendar,
         delay = job.randomized_delay,
         doc = documentation(job, man),
     )
+}
+
+/// The drop-in for the package's service of `job`: the command line chosen
+/// at install time (`ExecStart=` empty first: it is a list).
+pub fn service_drop_in(job: &JobSpec) -> String {
+    format!(
+        "\
+{header}
+# It adapts the package's {unit} to this machine.
+[Unit]
+Description=lifeboat: {what}
+
+[Service]
+ExecStart=
+ExecStart={exec}
+",
+        header = Origin::Schedule.header(),
+        unit = job.kind.service(),
+        what = job.what(),
+        exec = exec_line(job),
+    )
+}
+
+/// The drop-in for the package's timer of `job`: the calendar and the
+/// random delay chosen at install time.
+pub fn timer_drop_in(job: &JobSpec) -> String {
+    format!(
+        "\
+{header}
+# It adapts the package's {unit} to this machine.
+[Unit]
+Description=lifeboat: {what} ({cal})
+
+[Timer]
+OnCalendar=
+OnCalendar={cal}
+RandomizedDelaySec={delay}
+",
+        header = Origin::Schedule.header(),
+        unit = job.kind.timer(),
+        what = job.what(),
+        cal = job.on_calendar,
+        delay = job.randomized_delay,
+    )
+}
+
+/// Writes the units the package ships into `dir`, running `program`:
+/// both jobs' service and timer with the built-in calendar (the timers
+/// are not enabled: `schedule install` does that), and the notification
+/// template. `has_page(name)`: the man page `name`(8) is shipped too.
+pub fn write_shipped(
+    dir: &std::path::Path,
+    program: &str,
+    has_page: impl Fn(&str) -> bool,
+) -> Result<Vec<std::path::PathBuf>> {
+    use anyhow::Context;
+    let defaults = crate::config::Config::default();
+    let mut files = Vec::new();
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    for (kind, word, cal) in [
+        (
+            Job::Snapshot,
+            "snapshot",
+            &defaults.schedule.on_calendar.value,
+        ),
+        (Job::Drill, "drill", &defaults.drill.on_calendar.value),
+    ] {
+        let job = JobSpec {
+            command: vec![program.to_string(), word.to_string()],
+            on_calendar: cal.clone(),
+            randomized_delay: defaults.schedule.randomized_delay.value.0,
+            kind,
+        };
+        job.check_lines()?;
+        let man = has_page(kind.man_page());
+        files.push((
+            kind.service(),
+            service_unit_from(&job, man, Origin::Package),
+        ));
+        files.push((kind.timer(), timer_unit_from(&job, man, Origin::Package)));
+    }
+    crate::names::single_line("the program", program)?;
+    let page = notify_page(&has_page);
+    files.push((NOTIFY_TEMPLATE, notify_unit(program, page, Origin::Package)));
+    let mut written = Vec::new();
+    for (name, text) in files {
+        let path = dir.join(name);
+        crate::util::write_atomic(&path, text.as_bytes(), 0o644)?;
+        written.push(path);
+    }
+    Ok(written)
 }
 
 /// `/etc/cron.d/lifeboat`, for machines without systemd. The output goes to
@@ -240,17 +444,30 @@ pub fn cron_file(job: &JobSpec, cron_time: &str) -> String {
 # Written by `lifeboat schedule install` (this machine has no systemd);
 # `lifeboat schedule remove` deletes it. {what}.
 # Output goes to syslog tagged {SYSLOG_IDENTIFIER}; exit 1 means {exit1}.
+# It starts at a random moment up to {spread} s after the time below.
 SHELL=/bin/sh
 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-{cron_time} root {cmd} 2>&1 | logger -t {SYSLOG_IDENTIFIER}
+{cron_time} root {delay}{cmd} 2>&1 | logger -t {SYSLOG_IDENTIFIER}
 ",
         what = capitalize(job.what()),
+        delay = cron_delay(job.randomized_delay),
+        spread = job.randomized_delay.max(0),
         cmd = cmd.join(" "),
         exit1 = match job.kind {
             Job::Snapshot => "the layout changed",
             Job::Drill => "the drill failed",
         },
     )
+}
+
+/// The start of a cron line that waits a random time first, as
+/// `RandomizedDelaySec=` does, so that hosts do not all start at the same
+/// minute (no `%`: cron would cut the line there).
+pub fn cron_delay(seconds: i64) -> String {
+    if seconds <= 0 {
+        return String::new();
+    }
+    format!("sleep $(shuf -i 0-{seconds} -n 1); ")
 }
 
 fn capitalize(s: &str) -> String {
@@ -404,6 +621,8 @@ mod tests {
             "SuccessExitStatus=1\n",
             "SyslogIdentifier=lifeboat\n",
             "Description=lifeboat: layout snapshot and rescue image rebuild when needed\n",
+            "OnFailure=lifeboat-notify@%n.service\n",
+            "TimeoutStartSec=1d\n",
         ] {
             assert!(s.contains(want), "{want:?} missing:\n{s}");
         }
@@ -512,32 +731,154 @@ mod tests {
     /// Runs `systemd-analyze verify` on the timer and service in `dir` and
     /// returns what it reported.
     fn analyze(dir: &Path) -> String {
-        let out = crate::exec::Cmd::new("systemd-analyze")
+        analyze_units(&[dir.join(TIMER), dir.join(SERVICE)], None)
+    }
+
+    /// `systemd-analyze verify --man=yes` of `units`, with the man pages
+    /// of `man` (a MANPATH folder) if given: what it reported about ours.
+    fn analyze_units(units: &[std::path::PathBuf], man: Option<&Path>) -> String {
+        let mut cmd = crate::exec::Cmd::new("systemd-analyze")
             .args(["verify", "--man=yes"])
-            .arg(dir.join(TIMER))
-            .arg(dir.join(SERVICE))
-            .env("SYSTEMD_LOG_LEVEL", "warning")
-            .output_any()
-            .unwrap();
+            .args(units)
+            .env("SYSTEMD_LOG_LEVEL", "warning");
+        if let Some(m) = man {
+            cmd = cmd.env("MANPATH", m);
+        }
+        let out = cmd.output_any().unwrap();
         let text = format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
         // Complaints about other units of the host are not ours.
-        let ours: Vec<&str> = text
-            .lines()
-            .filter(|l| l.contains("lifeboat-snapshot") || l.contains(dir.to_str().unwrap()))
-            .collect();
+        let ours: Vec<&str> = text.lines().filter(|l| l.contains("lifeboat")).collect();
         if out.code != 0 && ours.is_empty() {
             return format!("exit {}: {text}", out.code);
         }
         ours.join("\n")
     }
 
+    /// The units the package ships pass `systemd-analyze verify` with
+    /// their man pages (generated as the package does) and the
+    /// notification template they name; so do they with the drop-ins
+    /// `schedule install` writes, and a bad calendar in a drop-in is
+    /// caught (the drop-ins are read).
+    #[test]
+    fn shipped_units_and_drop_ins_pass_systemd_analyze_verify() {
+        if crate::exec::which("systemd-analyze").is_none() {
+            assert!(
+                std::env::var("LIFEBOAT_SKIP_SYSTEMD_ANALYZE").as_deref() == Ok("1"),
+                "systemd-analyze is not installed (package systemd)"
+            );
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let units = dir.path().join("system");
+        let man = dir.path().join("man");
+        crate::cli::man_pages(&man.join("man8")).unwrap();
+        let exe = std::env::current_exe().unwrap();
+        let exe = exe.to_str().unwrap();
+        let files = write_shipped(&units, exe, crate::cli::has_page).unwrap();
+        assert_eq!(files.len(), 5, "{files:?}");
+        let text = std::fs::read_to_string(units.join(SERVICE)).unwrap();
+        assert!(
+            text.contains(&format!("\nExecStart={exe} snapshot\n")),
+            "{text}"
+        );
+        assert!(text.starts_with("# Shipped by the lifeboat package."));
+        let template = std::fs::read_to_string(units.join(NOTIFY_TEMPLATE)).unwrap();
+        assert!(
+            template.contains(&format!("\nExecStart={exe} notify --failed-unit %i\n")),
+            "{template}"
+        );
+        assert!(!template.contains("OnFailure"), "{template}");
+        // The template verifies as the instance OnFailure= starts.
+        let instance = dir
+            .path()
+            .join("lifeboat-notify@lifeboat-snapshot.service.service");
+        std::fs::copy(units.join(NOTIFY_TEMPLATE), &instance).unwrap();
+        let out = analyze_units(&[instance], Some(&man));
+        assert!(
+            out.is_empty(),
+            "systemd-analyze verify of the template:\n{out}"
+        );
+        let all: Vec<_> = [SERVICE, TIMER, DRILL_SERVICE, DRILL_TIMER]
+            .iter()
+            .map(|u| units.join(u))
+            .collect();
+        let out = analyze_units(&all, Some(&man));
+        assert!(out.is_empty(), "systemd-analyze verify:\n{out}");
+
+        let mut j = job(&[exe, "--config", "/etc/x y.toml", "snapshot", "--backup"]);
+        j.on_calendar = "Mon..Fri *-*-* 03:30:00".into();
+        for (unit, text) in [(SERVICE, service_drop_in(&j)), (TIMER, timer_drop_in(&j))] {
+            let d = units.join(format!("{unit}.d"));
+            std::fs::create_dir(&d).unwrap();
+            std::fs::write(d.join(DROP_IN), text).unwrap();
+        }
+        let out = analyze_units(&all, Some(&man));
+        assert!(
+            out.is_empty(),
+            "systemd-analyze verify with drop-ins:\n{out}"
+        );
+        j.on_calendar = "every other tuesday".into();
+        let bad = units.join(format!("{TIMER}.d")).join(DROP_IN);
+        std::fs::write(&bad, timer_drop_in(&j)).unwrap();
+        let out = analyze_units(&all, Some(&man));
+        assert!(out.contains("every other tuesday"), "{out}");
+    }
+
+    #[test]
+    fn drop_ins_replace_the_lists() {
+        let mut j = job(&["/usr/sbin/lifeboat", "snapshot", "--rebuild-rescue"]);
+        j.on_calendar = "Sun 04:00".into();
+        let s = service_drop_in(&j);
+        assert!(
+            s.contains(
+                "\n[Service]\nExecStart=\nExecStart=/usr/sbin/lifeboat snapshot --rebuild-rescue\n"
+            ),
+            "{s}"
+        );
+        assert!(written_by_schedule(&s));
+        let t = timer_drop_in(&j);
+        assert!(
+            t.contains("\n[Timer]\nOnCalendar=\nOnCalendar=Sun 04:00\nRandomizedDelaySec=1800\n"),
+            "{t}"
+        );
+        assert!(t.contains("\nDescription=lifeboat: layout snapshot and rescue image rebuild when needed (Sun 04:00)\n"));
+        let page = notify_page(|p| p == "lifeboat");
+        assert_eq!(page, Some("lifeboat"));
+        let shipped = notify_unit("/x", page, Origin::Package);
+        assert!(!written_by_schedule(&shipped));
+        assert!(
+            shipped.contains("\nDocumentation=man:lifeboat(8)\n"),
+            "{shipped}"
+        );
+        let written = notify_unit("/x", None, Origin::Schedule);
+        assert!(written_by_schedule(&written));
+        assert!(!written.contains("Documentation="), "{written}");
+    }
+
     fn verify(dir: &Path) {
         let out = analyze(dir);
         assert!(out.is_empty(), "systemd-analyze verify:\n{out}");
+    }
+
+    /// The delay is valid sh that cron keeps whole (no `%`) and waits at
+    /// most the spread.
+    #[test]
+    fn cron_delay_runs_in_sh() {
+        let d = cron_delay(1);
+        assert!(!d.contains('%'));
+        let start = std::time::Instant::now();
+        let out = crate::exec::Cmd::new("/bin/sh")
+            .arg("-c")
+            .arg(format!("{d}echo done"))
+            .read()
+            .unwrap();
+        assert_eq!(out.trim(), "done");
+        assert!(start.elapsed().as_secs_f64() < 5.0);
+        assert_eq!(cron_delay(0), "");
     }
 
     #[test]
@@ -552,12 +893,16 @@ mod tests {
         ]);
         let c = cron_file(&j, &calendar_to_cron("*-*-* 03:30:00").unwrap());
         assert!(c.contains(
-            "\n30 3 * * * root /usr/local/bin/lifeboat --state-dir '/srv/life boat' snapshot --backup --rebuild-rescue 2>&1 | logger -t lifeboat\n"
+            "\n30 3 * * * root sleep $(shuf -i 0-1800 -n 1); /usr/local/bin/lifeboat --state-dir '/srv/life boat' snapshot --backup --rebuild-rescue 2>&1 | logger -t lifeboat\n"
         ), "{c}");
         assert!(c.contains("\nSHELL=/bin/sh\n"));
+        assert!(c.contains("random moment up to 1800 s after"), "{c}");
         assert!(c.ends_with('\n'));
         let j = job(&["/x/lifeboat", "--config", "/etc/50%.toml", "snapshot"]);
         assert!(cron_file(&j, "0 0 * * *").contains("--config /etc/50\\%.toml snapshot 2>&1"));
+        let mut j = j;
+        j.randomized_delay = 0;
+        assert!(cron_file(&j, "0 0 * * *").contains(" root /x/lifeboat --config"));
 
         for (cal, cron) in [
             ("daily", "0 0 * * *"),
