@@ -96,6 +96,11 @@ impl LoopFs {
                 .env("QA_CHECK_FS", "1")
                 .run()
                 .unwrap(),
+            "btrfs" => Cmd::new("mkfs.btrfs")
+                .args(["-q", "-f"])
+                .arg(&image)
+                .run()
+                .unwrap(),
             other => panic!("no mkfs for {other}"),
         };
         let dev = Cmd::new("losetup")
@@ -1185,6 +1190,256 @@ fn loop_prune_a_simulated_year_keeps_whole_chains() {
             assert!(bk.join(c.as_str().unwrap()).is_dir(), "{id} lost {c}");
         }
     }
+}
+
+/// `lifeboat -v --config CONFIG backup create --to BK --source SRC EXTRA...`.
+fn create_with(config: &Path, bk: &Path, src: &Path, extra: &[&str]) -> Out {
+    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![
+        &"-v",
+        &"--config",
+        &config,
+        &"backup",
+        &"create",
+        &"--to",
+        &bk,
+        &"--source",
+        &src,
+    ];
+    for e in extra {
+        args.push(e);
+    }
+    lifeboat(&args)
+}
+
+/// The lifeboat snapshots on a btrfs file system.
+fn btrfs_snapshots(mnt: &Path) -> Vec<String> {
+    let out = Cmd::new("btrfs")
+        .args(["subvolume", "list"])
+        .arg(mnt)
+        .read()
+        .unwrap();
+    out.lines()
+        .filter(|l| l.contains(".lifeboat-snapshot-"))
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn loop_snapshot_btrfs_and_hooks_around_it() {
+    require_root!();
+    let s = Scratch::new("snap");
+    let src = LoopFs::new(s.path(), "src", "btrfs", 400);
+    populate(&src.mnt);
+    // The backup folder inside the tree: left out of the snapshot too, as
+    // is an absolute --exclude of the live tree.
+    let bk = src.mnt.join("backups");
+    let journal = s.path().join("journal");
+    let config = s.path().join("lifeboat.toml");
+    let set_hooks = |pre: &str, post: &str, extra: &str| {
+        let j = journal.display();
+        let text = format!(
+            "[hooks]\npre_backup = \"echo pre >> {j}; {pre}\"\n\
+             post_backup = \"echo post $LIFEBOAT_BACKUP_RESULT $LIFEBOAT_GENERATION >> {j}; {post}\"\n\
+             timeout = \"5s\"\n{extra}"
+        );
+        write(&config, text.as_bytes());
+        let _ = fs::remove_file(&journal);
+    };
+    let journal_lines = || -> Vec<String> {
+        fs::read_to_string(&journal)
+            .unwrap_or_default()
+            .lines()
+            .map(String::from)
+            .collect()
+    };
+    // pre_backup writes the "dump" the snapshot must hold.
+    let dump = src.mnt.join("etc/db.sql");
+    set_hooks(&format!("echo dumped > {}", dump.display()), "true", "");
+    let shared = src.mnt.join("srv/shared");
+    let excl = format!("{}", shared.display());
+    let o = create_with(
+        &config,
+        &bk,
+        &src.mnt,
+        &["--snapshot", "--exclude", &excl, "--json"],
+    );
+    assert_eq!(o.code, 0, "{}\n{}", o.stdout, o.stderr);
+    let g: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    let id = g["generation"]["id"].as_str().unwrap().to_string();
+    assert!(
+        o.stderr.contains(&format!(
+            "btrfs snapshot {}/.lifeboat-snapshot-",
+            src.mnt.display()
+        )),
+        "{}",
+        o.stderr
+    );
+    assert!(o.stderr.contains("removed snapshot"), "{}", o.stderr);
+    assert_eq!(
+        journal_lines(),
+        ["pre".to_string(), format!("post ok {id}")]
+    );
+    assert!(btrfs_snapshots(&src.mnt).is_empty());
+    let mut want = describe(&src.mnt);
+    want.retain(|k, _| !k.starts_with(b"backups") && !k.starts_with(b"srv/shared"));
+    assert!(want.contains_key(&b"etc/db.sql"[..]));
+    let target = s.path().join("restored");
+    fs::create_dir(&target).unwrap();
+    ok(lifeboat(&[
+        &"backup", &"restore", &"--from", &bk, &"--to", &target,
+    ]));
+    // The tree's root changed after the snapshot: lifeboat put the snapshot
+    // in it and removed it again. The snapshot holds the time before.
+    let root =
+        |m: &BTreeMap<Vec<u8>, String>| m[&b"."[..]].split(" mtime=").next().unwrap().to_string();
+    let got = describe(&landed(&target, &src.mnt));
+    assert_eq!(root(&got), root(&want));
+    want.insert(b".".to_vec(), got[&b"."[..]].clone());
+    assert_same_tree(&want, &landed(&target, &src.mnt), "from the snapshot");
+    assert_eq!(fs::read(landed(&target, &dump)).unwrap(), b"dumped\n");
+
+    // A failing pre_backup stops the backup (no snapshot, no generation);
+    // post_backup still runs and is told.
+    set_hooks("echo cannot dump; exit 7", "true", "");
+    let o = create_with(&config, &bk, &src.mnt, &["--snapshot"]);
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(
+        o.stderr
+            .contains("hook pre_backup failed (exit status: 7): cannot dump"),
+        "{}",
+        o.stderr
+    );
+    assert!(o.stderr.contains("the backup was not run"), "{}", o.stderr);
+    assert_eq!(journal_lines(), ["pre", "post failed"]);
+    let gens = || {
+        fs::read_dir(&bk)
+            .unwrap()
+            .filter(|e| {
+                !e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with('.')
+            })
+            .count()
+    };
+    assert_eq!(gens(), 1);
+    // ... unless on_failure = "continue".
+    set_hooks("exit 7", "true", "on_failure = \"continue\"\n");
+    let o = create_with(&config, &bk, &src.mnt, &["--snapshot", "--incremental"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.stderr.contains("going on"), "{}", o.stderr);
+    assert_eq!(gens(), 2);
+    // A hook over its timeout is killed and stops the backup.
+    set_hooks("sleep 60", "true", "");
+    let started = std::time::Instant::now();
+    let o = create_with(&config, &bk, &src.mnt, &[]);
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(started.elapsed() < std::time::Duration::from_secs(40));
+    assert!(
+        o.stderr.contains("ran over its timeout of 5s"),
+        "{}",
+        o.stderr
+    );
+    assert_eq!(gens(), 2);
+
+    // The backup fails after the snapshot (the folder refuses new
+    // generations): the snapshot goes, post_backup is told.
+    set_hooks("true", "true", "");
+    run("chattr", &[&"+i", &bk]);
+    let o = create_with(&config, &bk, &src.mnt, &["--snapshot"]);
+    run("chattr", &[&"-i", &bk]);
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(o.stderr.contains("btrfs snapshot"), "{}", o.stderr);
+    assert!(btrfs_snapshots(&src.mnt).is_empty(), "{}", o.stderr);
+    assert_eq!(journal_lines()[1], "post failed");
+
+    // Interrupted (SIGTERM) while reading the snapshot: removed, exit 143.
+    let mut big = fs::File::create(src.mnt.join("var/noise")).unwrap();
+    std::io::copy(
+        &mut fs::File::open("/dev/urandom").unwrap().take(96 << 20),
+        &mut big,
+    )
+    .unwrap();
+    drop(big);
+    let child = Command::new(env!("CARGO_BIN_EXE_lifeboat"))
+        .args(["--config"])
+        .arg(&config)
+        .args(["backup", "create", "--to"])
+        .arg(&bk)
+        .arg("--source")
+        .arg(&src.mnt)
+        .args([
+            "--snapshot",
+            "--compression",
+            "gzip",
+            "--level",
+            "9",
+            "--quiet",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while btrfs_snapshots(&src.mnt).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no snapshot appeared");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(143),
+        "finished before the signal? {err}"
+    );
+    assert!(err.contains("SIGTERM: removing the snapshots"), "{err}");
+    assert!(btrfs_snapshots(&src.mnt).is_empty(), "{err}");
+    let leftover: Vec<_> = fs::read_dir(&src.mnt)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".lifeboat-snapshot-"))
+        .collect();
+    assert!(leftover.is_empty(), "{leftover:?}");
+}
+
+#[test]
+fn loop_snapshot_is_refused_where_the_file_system_has_none() {
+    require_root!();
+    let s = Scratch::new("nosnap");
+    let src = LoopFs::new(s.path(), "src", "ext4", 64);
+    write(&src.mnt.join("f"), b"x");
+    let bk = s.path().join("backup");
+    let o = lifeboat(&[
+        &"backup",
+        &"create",
+        &"--to",
+        &bk,
+        &"--source",
+        &src.mnt,
+        &"--snapshot",
+    ]);
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(
+        o.stderr
+            .contains(&format!("--snapshot of {}", src.mnt.display()))
+            && o.stderr
+                .contains("neither btrfs nor an LVM logical volume: no snapshot possible"),
+        "{}",
+        o.stderr
+    );
+    // Nothing was written.
+    let entries: Vec<_> = fs::read_dir(&bk)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| !n.to_string_lossy().starts_with(".lifeboat-backup.lock"))
+        .collect();
+    assert!(entries.is_empty(), "{entries:?}");
 }
 
 fn copy_dir(from: &Path, to: &Path) {

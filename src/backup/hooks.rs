@@ -123,7 +123,7 @@ impl Hooks {
 }
 
 /// Runs one hook by `/bin/sh -c`, its output (stdout and stderr, in order)
-/// logged line by line; an error when it fails, cannot start or runs over
+/// logged line by line (as warnings when it failed); an error when it fails, cannot start or runs over
 /// `timeout` (then its process group is killed).
 pub fn run_hook(name: &str, cmd: &str, env: &[(&str, String)], timeout: Duration) -> Result<()> {
     log::info!("running hook {name}: {cmd}");
@@ -156,8 +156,13 @@ pub fn run_hook(name: &str, cmd: &str, env: &[(&str, String)], timeout: Duration
     let mut text = String::new();
     out.rewind()?;
     out.take(1 << 20).read_to_string(&mut text).ok();
+    // A failing hook's output is shown at the default log level.
+    let failed = !status.is_some_and(|s| s.success());
     for line in text.lines() {
-        log::info!("hook {name}: {line}");
+        match failed {
+            true => log::warn!("hook {name}: {line}"),
+            false => log::info!("hook {name}: {line}"),
+        }
     }
     match status {
         None => bail!(
