@@ -1010,7 +1010,7 @@ fn loop_differential_chain_restores_each_moment_and_at_picks_by_time() {
         "{}",
         o.stderr
     );
-    let o = at(&"next tuesday");
+    let o = at("next tuesday");
     assert!(
         o.stderr.contains("bad time \"next tuesday\""),
         "{}",

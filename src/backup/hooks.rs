@@ -195,10 +195,10 @@ mod tests {
         }
     }
 
-    fn ok_outcome(id: &String) -> Outcome {
+    fn ok_outcome<S: AsRef<str>>(id: &S) -> Outcome {
         Outcome {
             result: "ok",
-            generation: Some(id.clone()),
+            generation: Some(id.as_ref().to_string()),
             error: None,
         }
     }
