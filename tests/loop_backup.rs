@@ -852,8 +852,8 @@ fn create_json(bk: &Path, src: &Path, extra: &[&str]) -> serde_json::Value {
     serde_json::from_str(&ok(lifeboat(&args)).stdout).unwrap()
 }
 
-/// Waits until the clock is in a later second than `g`'s id, so that each
-/// generation has its own start second (for `--at`).
+/// Waits past the current second, so that each generation has its own
+/// start second (for `--at`).
 fn next_second() {
     std::thread::sleep(std::time::Duration::from_millis(1100));
 }

@@ -70,17 +70,24 @@ pub struct Snapshots {
     sources: Vec<Source>,
     /// (live device, snapshot device, live path, snapshot path) per tree.
     moved: Vec<(u64, u64, PathBuf, PathBuf)>,
+    /// Each subvolume or volume snapshotted and where its snapshot is
+    /// read: two trees on one file system share one snapshot.
+    roots: Vec<(String, PathBuf)>,
+    /// The signal mask before, put back when the snapshots are gone.
+    mask: nix::sys::signal::SigSet,
 }
 
 impl Snapshots {
     /// Snapshots every tree; on an error the ones taken are removed.
     pub fn take(sources: &[Source]) -> Result<Snapshots> {
         let taken = Arc::new(Mutex::new(Vec::new()));
-        watch_signals(taken.clone())?;
+        let mask = watch_signals(taken.clone())?;
         let mut s = Snapshots {
             taken,
             sources: Vec::new(),
             moved: Vec::new(),
+            roots: Vec::new(),
+            mask,
         };
         for src in sources {
             let at = s
@@ -151,6 +158,21 @@ impl Snapshots {
             }
         }
         first.map_or(Ok(()), Err)
+        // (drop puts the signal mask back)
+    }
+
+    /// The snapshot of `key` taken already, else `take()`'s, remembered.
+    fn root_of(
+        &mut self,
+        key: String,
+        take: impl FnOnce(&mut Self) -> Result<PathBuf>,
+    ) -> Result<PathBuf> {
+        if let Some((_, root)) = self.roots.iter().find(|(k, _)| *k == key) {
+            return Ok(root.clone());
+        }
+        let root = take(self)?;
+        self.roots.push((key, root.clone()));
+        Ok(root)
     }
 
     /// Takes one snapshot; returns where the tree `path` is read in it.
@@ -164,17 +186,20 @@ impl Snapshots {
 
     fn btrfs(&mut self, path: &Path) -> Result<PathBuf> {
         let root = subvolume_root(path)?;
-        remove_stale_btrfs(&root);
-        let snap = root.join(format!("{BTRFS_PREFIX}{}", std::process::id()));
-        Cmd::new("btrfs")
-            .args(["subvolume", "snapshot", "-r"])
-            .arg(&root)
-            .arg(&snap)
-            .run()?;
-        log::info!("btrfs snapshot {} of {}", snap.display(), root.display());
-        lock(&self.taken).push(Taken::Btrfs {
-            subvolume: snap.clone(),
-        });
+        let snap = self.root_of(root.display().to_string(), |me| {
+            remove_stale_btrfs(&root);
+            let snap = root.join(format!("{BTRFS_PREFIX}{}", std::process::id()));
+            Cmd::new("btrfs")
+                .args(["subvolume", "snapshot", "-r"])
+                .arg(&root)
+                .arg(&snap)
+                .run()?;
+            log::info!("btrfs snapshot {} of {}", snap.display(), root.display());
+            lock(&me.taken).push(Taken::Btrfs {
+                subvolume: snap.clone(),
+            });
+            Ok(snap)
+        })?;
         Ok(snap.join(path.strip_prefix(&root).unwrap_or(Path::new(""))))
     }
 
@@ -207,6 +232,16 @@ impl Snapshots {
             f.get(1).copied().unwrap_or(""),
             f.get(2).copied().unwrap_or(""),
         );
+        let fstype = m.fstype.clone();
+        let mount = self.root_of(format!("{vg}/{lv}"), |me| {
+            me.lvm_snapshot(vg, lv, seg, &fstype)
+        })?;
+        let rel = path.strip_prefix(&m.mountpoint).unwrap_or(Path::new(""));
+        Ok(mount.join(m.root.trim_start_matches('/')).join(rel))
+    }
+
+    /// Takes and mounts a snapshot of `vg/lv`; returns its mount point.
+    fn lvm_snapshot(&mut self, vg: &str, lv: &str, seg: &str, fstype: &str) -> Result<PathBuf> {
         let name = format!("{LV_PREFIX}{lv}");
         remove_stale_lv(vg, &name);
         let mut c = Cmd::new("lvcreate").args(["-s", "-n", &name]);
@@ -222,13 +257,13 @@ impl Snapshots {
         });
         std::fs::create_dir_all(&mount).with_context(|| format!("creating {}", mount.display()))?;
         // Written only by the journal replay; noatime: reading changes nothing.
-        let opts = if m.fstype == "xfs" {
+        let opts = if fstype == "xfs" {
             "noatime,nouuid"
         } else {
             "noatime"
         };
         Cmd::new("mount")
-            .args(["-t", &m.fstype, "-o", opts])
+            .args(["-t", fstype, "-o", opts])
             .arg(format!("/dev/{vg}/{name}"))
             .arg(&mount)
             .run()?;
@@ -236,8 +271,7 @@ impl Snapshots {
             "LVM snapshot {full} of {vg}/{lv} mounted on {}",
             mount.display()
         );
-        let rel = path.strip_prefix(&m.mountpoint).unwrap_or(Path::new(""));
-        Ok(mount.join(m.root.trim_start_matches('/')).join(rel))
+        Ok(mount)
     }
 }
 
@@ -248,6 +282,8 @@ impl Drop for Snapshots {
                 log::error!("cannot remove snapshot {}: {e:#}", t.name());
             }
         }
+        let how = nix::sys::signal::SigmaskHow::SIG_SETMASK;
+        let _ = nix::sys::signal::pthread_sigmask(how, Some(&self.mask), None);
     }
 }
 
@@ -333,14 +369,15 @@ fn mount_of(path: &Path) -> Result<crate::layout::probe::mounts::MountInfo> {
 
 /// Blocks SIGINT, SIGTERM and SIGHUP in this thread (and the threads it
 /// starts) and removes the snapshots when one arrives, then exits as the
-/// signal would have.
-fn watch_signals(taken: Arc<Mutex<Vec<Taken>>>) -> Result<()> {
+/// signal would have. Returns the mask before.
+fn watch_signals(taken: Arc<Mutex<Vec<Taken>>>) -> Result<nix::sys::signal::SigSet> {
     use nix::sys::signal::{SigSet, SigmaskHow, Signal};
     let mut set = SigSet::empty();
     for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
         set.add(s);
     }
-    nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None)
+    let mut before = SigSet::empty();
+    nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), Some(&mut before))
         .context("blocking signals while snapshots exist")?;
     std::thread::Builder::new()
         .name("snapshot-watch".into())
@@ -355,5 +392,5 @@ fn watch_signals(taken: Arc<Mutex<Vec<Taken>>>) -> Result<()> {
             std::process::exit(128 + sig as i32);
         })
         .context("starting the signal watcher")?;
-    Ok(())
+    Ok(before)
 }
