@@ -113,35 +113,7 @@ impl Snapshots {
     /// snapshots too (the backup folder, `/tmp`, `--exclude /PATH`).
     pub fn translate(&self, ex: &mut Excludes) -> Result<()> {
         for (live_dev, snap_dev, live, snap) in &self.moved {
-            let same: Vec<(u64, u64)> = ex
-                .dirs
-                .iter()
-                .filter(|d| d.0 == *live_dev)
-                .copied()
-                .collect();
-            ex.dirs
-                .extend(same.into_iter().map(|(_, ino)| (*snap_dev, ino)));
-            let moved: Vec<PathBuf> = ex
-                .contents_of
-                .iter()
-                .filter_map(|d| d.strip_prefix(live).ok().map(|rel| snap.join(rel)))
-                .collect();
-            ex.contents_of.extend(moved);
-            let prefix = live.to_string_lossy().trim_end_matches('/').to_string();
-            let mut added = Vec::new();
-            for p in &ex.patterns {
-                if let Some(rest) = p
-                    .as_str()
-                    .strip_prefix(&prefix)
-                    .filter(|r| r.starts_with('/'))
-                {
-                    let base = glob::Pattern::escape(snap.to_string_lossy().trim_end_matches('/'));
-                    added.push(format!("{base}{rest}"));
-                }
-            }
-            for a in added {
-                ex.add_pattern(&a)?;
-            }
+            move_excludes(ex, (*live_dev, *snap_dev), live, snap)?;
         }
         Ok(())
     }
@@ -297,6 +269,37 @@ fn dev_of(p: &Path) -> Result<u64> {
         .dev())
 }
 
+/// Adds to `ex` what leaves out the same things in a tree read at `snap`
+/// (device `devs.1`) that it leaves out of `live` (device `devs.0`):
+/// folders by inode, folders whose contents go, absolute patterns.
+fn move_excludes(ex: &mut Excludes, devs: (u64, u64), live: &Path, snap: &Path) -> Result<()> {
+    let same: Vec<(u64, u64)> = ex.dirs.iter().filter(|d| d.0 == devs.0).copied().collect();
+    ex.dirs
+        .extend(same.into_iter().map(|(_, ino)| (devs.1, ino)));
+    let moved: Vec<PathBuf> = ex
+        .contents_of
+        .iter()
+        .filter_map(|d| d.strip_prefix(live).ok().map(|rel| snap.join(rel)))
+        .collect();
+    ex.contents_of.extend(moved);
+    let prefix = live.to_string_lossy().trim_end_matches('/').to_string();
+    let base = glob::Pattern::escape(snap.to_string_lossy().trim_end_matches('/'));
+    let added: Vec<String> = ex
+        .patterns
+        .iter()
+        .filter_map(|p| {
+            p.as_str()
+                .strip_prefix(&prefix)
+                .filter(|r| r.starts_with('/'))
+                .map(|rest| format!("{base}{rest}"))
+        })
+        .collect();
+    for a in added {
+        ex.add_pattern(&a)?;
+    }
+    Ok(())
+}
+
 /// The btrfs subvolume holding `path`: the nearest folder up whose inode is
 /// a subvolume root, on the same device.
 fn subvolume_root(path: &Path) -> Result<PathBuf> {
@@ -393,4 +396,53 @@ fn watch_signals(taken: Arc<Mutex<Vec<Taken>>>) -> Result<nix::sys::signal::SigS
         })
         .context("starting the signal watcher")?;
     Ok(before)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn excludes_follow_the_tree_into_its_snapshot() {
+        let mut ex = Excludes::default();
+        ex.dirs.insert((7, 100)); // the backup folder, on the live tree
+        ex.dirs.insert((8, 200)); // on another file system
+        ex.contents_of = vec![PathBuf::from("/tmp"), PathBuf::from("/srv/x/cache")];
+        for p in ["/var/cache/*", "*.swp", "/srv/x/[a]*"] {
+            ex.add_pattern(p).unwrap();
+        }
+        let snap = Path::new("/run/lifeboat/snapshots/lifeboat-snap-root");
+        move_excludes(&mut ex, (7, 9), Path::new("/"), snap).unwrap();
+        assert!(ex.dirs.contains(&(9, 100)) && !ex.dirs.contains(&(9, 200)));
+        assert_eq!(ex.dirs.len(), 3);
+        assert!(ex.contents_of.contains(&snap.join("tmp")));
+        assert!(ex.contents_of.contains(&snap.join("srv/x/cache")));
+        let pats: Vec<&str> = ex.patterns.iter().map(|p| p.as_str()).collect();
+        assert!(
+            pats.contains(&"/run/lifeboat/snapshots/lifeboat-snap-root/var/cache/*"),
+            "{pats:?}"
+        );
+        assert_eq!(pats.iter().filter(|p| p.contains("swp")).count(), 1);
+        // A tree below / : only what is below it moves; glob characters in
+        // the snapshot's name are taken literally.
+        let mut ex2 = Excludes::default();
+        ex2.add_pattern("/srv/x/[a]*").unwrap();
+        ex2.add_pattern("/srv/xy/*").unwrap();
+        ex2.contents_of = vec![PathBuf::from("/tmp")];
+        move_excludes(
+            &mut ex2,
+            (1, 2),
+            Path::new("/srv/x"),
+            Path::new("/b/.snap[1]"),
+        )
+        .unwrap();
+        let pats: Vec<&str> = ex2.patterns.iter().map(|p| p.as_str()).collect();
+        assert_eq!(pats, ["/srv/x/[a]*", "/srv/xy/*", "/b/.snap[[]1[]]/[a]*"]);
+        assert_eq!(ex2.contents_of, [PathBuf::from("/tmp")]);
+        let opts = glob::MatchOptions {
+            require_literal_separator: true,
+            ..Default::default()
+        };
+        assert!(ex2.patterns[2].matches_with("/b/.snap[1]/abc", opts));
+    }
 }
