@@ -10,6 +10,9 @@
 # Every run starts from a warm page cache (the tree is read once first), so
 # the figures compare CPU and write paths, not the first read from disk.
 # LIFEBOAT_BENCH_KEEP=1 keeps the tree for the next run.
+# Then a chain on the same tree: a full, an incremental and a differential,
+# each after changing a few percent of it (time, size, and the restore of the
+# differential).
 # LIFEBOAT_BENCH_BASELINE=/path/to/lifeboat also measures another lifeboat
 # binary (an older build) in the same run and prints the ratio: a change's
 # cost shown before and after on the same tree, page cache and load.
@@ -169,6 +172,59 @@ if [ -n "$baseline" ]; then
         "$(ratio "${secs[lifeboat-restore]}" "${secs[baseline-restore]}")" \
         "$(ratio "${size[lifeboat]}" "${size[baseline]}")" "$("$baseline" --version)"
 fi
+
+echo
+echo "== a chain after a few percent of changes: full, incremental, differential (lifeboat)"
+# Each change: 2% of the small files replaced by a longer version and 4 MB
+# appended to the log (an in-place change of a big file: stored whole).
+mkdir -p "$out/orig"
+log_size=$(stat -c %s "$tree/data/app.log")
+churn() { # round
+    local i=0 f
+    for f in "$tree"/data/small/*/f*.conf; do
+        i=$((i + 1))
+        [ $(((i + $1) % 50)) -eq 0 ] || continue
+        [ -e "$out/orig/$i" ] || cp -p "$f" "$out/orig/$i"
+        cp -p "$f" "$f.new"
+        echo "changed_in_round = $1" >>"$f.new"
+        mv "$f.new" "$f"
+    done
+    head -c $((4 << 20)) "$tree/data/app.log" >>"$tree/data/app.log"
+}
+unchurn() {
+    local i=0 f
+    for f in "$tree"/data/small/*/f*.conf; do
+        i=$((i + 1))
+        if [ -e "$out/orig/$i" ]; then mv "$out/orig/$i" "$f"; fi
+    done
+    truncate -s "$log_size" "$tree/data/app.log"
+}
+chain=$out/chain
+run_chain() { # name, flags...
+    local name=$1
+    shift
+    measure "$name" sh -c 'exec "$@" >/dev/null' sh "$lifeboat" backup create --quiet --to "$chain" --source "$tree" "$@"
+    local g
+    g=$(ls "$chain" | grep -v '^\.' | tail -n1)
+    size[$name]=$(du -sb "$chain/$g" | awk '{print $1}')
+}
+run_chain chain-full
+churn 1
+changed=$(find "$tree" -newer "$chain" -type f | wc -l)
+run_chain chain-incremental --incremental
+churn 2
+run_chain chain-differential --differential
+fresh_fs
+measure chain-diff-restore sh -c 'exec "$@" >/dev/null' sh "$lifeboat" backup restore --quiet --from "$chain" --to "$out/r"
+cleanup
+unchurn
+printf '%-20s %9s %8s %12s\n' generation "seconds" "CPU s" "stored MB"
+for t in chain-full chain-incremental chain-differential; do
+    printf '%-20s %9.1f %8.1f %12.1f\n' "${t#chain-}" "${secs[$t]}" "${cpu[$t]}" "$(echo "${size[$t]} / 1000000" | bc -l)"
+done
+printf 'each change: %s files of %s changed or added, 4 MB appended to a 200 MB log\n' "$changed" "$files"
+printf 'restore of the differential (its full and itself): %.1f s wall, %.1f s CPU\n' \
+    "${secs[chain-diff-restore]}" "${cpu[chain-diff-restore]}"
 echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine slows every contender)"
 echo "(2 cores: $(nproc); $(tar --version | head -n1); $(zstd --version); lifeboat $("$lifeboat" --version))"
 

@@ -294,8 +294,170 @@ pub fn parse_rfc3339(text: &str) -> Result<i64> {
     Ok(days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + s)
 }
 
+/// A moment broken down in some time zone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CivilTime {
+    pub year: i64,
+    pub month: i64,
+    pub day: i64,
+    pub hour: i64,
+    pub minute: i64,
+    pub second: i64,
+}
+
+impl CivilTime {
+    /// Days since 1970-01-01 of its date.
+    pub fn days(&self) -> i64 {
+        days_from_civil(self.year, self.month, self.day)
+    }
+
+    /// ISO 8601 week-based year and week number (weeks start on Monday;
+    /// week 1 holds the year's first Thursday).
+    pub fn iso_week(&self) -> (i64, i64) {
+        let days = self.days();
+        let weekday = (days + 3).rem_euclid(7); // Monday = 0
+        let thursday = days - weekday + 3;
+        let year = civil(thursday * 86400).0;
+        (year, (thursday - days_from_civil(year, 1, 1)) / 7 + 1)
+    }
+}
+
+impl std::fmt::Display for CivilTime {
+    /// `2026-11-20 14:00:00`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+            self.year, self.month, self.day, self.hour, self.minute, self.second
+        )
+    }
+}
+
+/// Epoch seconds broken down in UTC.
+pub fn utc_time(epoch: i64) -> CivilTime {
+    let (year, month, day, hour, minute, second) = civil(epoch);
+    CivilTime {
+        year,
+        month,
+        day,
+        hour,
+        minute,
+        second,
+    }
+}
+
+/// Epoch seconds broken down in the local time zone (`TZ`, else
+/// /etc/localtime); UTC when the C library cannot say.
+pub fn local_time(epoch: i64) -> CivilTime {
+    let t = epoch as libc::time_t;
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers are valid for the call; localtime_r is the
+    // thread-safe form.
+    if unsafe { libc::localtime_r(&t, &mut tm) }.is_null() {
+        return utc_time(epoch);
+    }
+    CivilTime {
+        year: i64::from(tm.tm_year) + 1900,
+        month: i64::from(tm.tm_mon) + 1,
+        day: i64::from(tm.tm_mday),
+        hour: i64::from(tm.tm_hour),
+        minute: i64::from(tm.tm_min),
+        second: i64::from(tm.tm_sec),
+    }
+}
+
+/// Epoch seconds of a local wall-clock time (the earlier one when a clock
+/// change makes it ambiguous).
+pub fn from_local(c: &CivilTime) -> Result<i64> {
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    tm.tm_year = (c.year - 1900) as libc::c_int;
+    tm.tm_mon = (c.month - 1) as libc::c_int;
+    tm.tm_mday = c.day as libc::c_int;
+    tm.tm_hour = c.hour as libc::c_int;
+    tm.tm_min = c.minute as libc::c_int;
+    tm.tm_sec = c.second as libc::c_int;
+    tm.tm_isdst = -1;
+    // SAFETY: tm is a valid, initialised struct tm.
+    let t = unsafe { libc::mktime(&mut tm) };
+    if t == -1 {
+        bail!("cannot convert {c:?} from local time");
+    }
+    Ok(t as i64)
+}
+
+/// A moment as an admin types it: `2026-11-20 14:00[:SS]` or
+/// `2026-11-20T14:00[:SS]` in local time, RFC 3339 with `Z` or an offset
+/// (`2026-11-20T14:00:00+01:00`), or a date alone (`2026-11-20`: the end
+/// of that day, local time). Returns epoch seconds.
+pub fn parse_moment(text: &str) -> Result<i64> {
+    let bad = || {
+        anyhow::anyhow!(
+            "bad time {text:?}: expected YYYY-MM-DD, \"YYYY-MM-DD HH:MM[:SS]\" (local time) or RFC 3339 (2026-11-20T14:00:00+01:00)"
+        )
+    };
+    let t = text.trim();
+    if !t.is_ascii() {
+        return Err(bad());
+    }
+    let (date, rest) = t.split_at(t.len().min(10));
+    let d: Vec<&str> = date.split('-').collect();
+    let num = |s: &str, len: usize| -> Result<i64> {
+        if s.len() != len || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        s.parse().map_err(|_| bad())
+    };
+    if d.len() != 3 {
+        return Err(bad());
+    }
+    let (year, month, day) = (num(d[0], 4)?, num(d[1], 2)?, num(d[2], 2)?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+        return Err(bad());
+    }
+    let mut c = CivilTime {
+        year,
+        month,
+        day,
+        hour: 23,
+        minute: 59,
+        second: 59,
+    };
+    if rest.is_empty() {
+        return from_local(&c);
+    }
+    let rest = rest.strip_prefix([' ', 'T', 't']).ok_or_else(bad)?;
+    // The zone: Z, +HH:MM or -HH:MM after the clock time.
+    let (clock, zone) = match rest.find(['Z', 'z', '+', '-']) {
+        Some(i) => (&rest[..i], Some(&rest[i..])),
+        None => (rest, None),
+    };
+    let hms: Vec<&str> = clock.split(':').collect();
+    if !(2..=3).contains(&hms.len()) {
+        return Err(bad());
+    }
+    c.hour = num(hms[0], 2)?;
+    c.minute = num(hms[1], 2)?;
+    c.second = match hms.get(2) {
+        Some(s) => num(s, 2)?,
+        None => 0,
+    };
+    if c.hour > 23 || c.minute > 59 || c.second > 60 {
+        return Err(bad());
+    }
+    let utc = c.days() * 86400 + c.hour * 3600 + c.minute * 60 + c.second;
+    match zone {
+        None => from_local(&c),
+        Some("Z" | "z") => Ok(utc),
+        Some(z) => {
+            let sign = if z.starts_with('-') { -1 } else { 1 };
+            let (h, m) = z[1..].split_once(':').ok_or_else(bad)?;
+            Ok(utc - sign * (num(h, 2)? * 3600 + num(m, 2)? * 60))
+        }
+    }
+}
+
 /// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
     let yoe = y - era * 400;
@@ -389,6 +551,66 @@ pub fn sha256_file(path: &Path) -> Result<String> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn moments_as_admins_type_them() {
+        let utc = |t: &str| parse_rfc3339(t).unwrap();
+        assert_eq!(
+            parse_moment("2026-11-20T14:00:00Z").unwrap(),
+            utc("2026-11-20T14:00:00Z")
+        );
+        assert_eq!(
+            parse_moment("2026-11-20T14:00+01:00").unwrap(),
+            utc("2026-11-20T13:00:00Z")
+        );
+        assert_eq!(
+            parse_moment("2026-11-20T14:00:30-02:30").unwrap(),
+            utc("2026-11-20T16:30:30Z")
+        );
+        let local = |h, mi, se| {
+            from_local(&CivilTime {
+                year: 2026,
+                month: 11,
+                day: 20,
+                hour: h,
+                minute: mi,
+                second: se,
+            })
+            .unwrap()
+        };
+        assert_eq!(parse_moment("2026-11-20 14:00").unwrap(), local(14, 0, 0));
+        assert_eq!(
+            parse_moment(" 2026-11-20T14:00:07 ").unwrap(),
+            local(14, 0, 7)
+        );
+        // A date alone: the end of that day.
+        assert_eq!(parse_moment("2026-11-20").unwrap(), local(23, 59, 59));
+        for bad in [
+            "",
+            "yesterday",
+            "2026-11",
+            "2026-13-01",
+            "2026-11-20 25:00",
+            "2026-11-20 14",
+            "2026-11-20x14:00",
+            "2026-11-20 14:00+0100",
+            "20261120",
+            "2026-11-2é",
+        ] {
+            let e = parse_moment(bad).unwrap_err().to_string();
+            assert!(e.contains("expected YYYY-MM-DD"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn iso_weeks() {
+        let week = |t: &str| utc_time(parse_rfc3339(t).unwrap()).iso_week();
+        assert_eq!(week("2026-01-01T00:00:00Z"), (2026, 1)); // a Thursday
+        assert_eq!(week("2027-01-01T00:00:00Z"), (2026, 53)); // a Friday
+        assert_eq!(week("2024-12-30T00:00:00Z"), (2025, 1)); // a Monday
+        assert_eq!(week("2026-11-22T23:59:59Z"), (2026, 47)); // a Sunday
+        assert_eq!(week("2026-11-23T00:00:00Z"), (2026, 48));
+    }
 
     #[test]
     fn time_formats_round_trip() {

@@ -1168,4 +1168,82 @@ fn which(tool: &str) -> bool {
         .args(["-c", &format!("command -v {tool}")])
         .output()
         .is_ok_and(|o| o.status.success())
+
+#[test]
+fn prune_at_and_differential_bad_input_gives_one_line_errors() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = d.path().join("lifeboat.toml");
+    std::fs::write(&cfg, "").unwrap();
+    let bk = d.path().join("bk");
+    std::fs::create_dir(&bk).unwrap();
+    let lb = |args: &[&str]| {
+        let mut all = vec!["--config", cfg.to_str().unwrap()];
+        all.extend_from_slice(args);
+        run_lifeboat(all)
+    };
+    let from = bk.to_str().unwrap();
+    let (code, _, err) = lb(&["backup", "prune", "--from", from]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("no retention rule: give --keep N or --keep-last"),
+        "{err}"
+    );
+    let (code, _, err) = lb(&["backup", "prune", "--from", from, "--keep-daily", "x"]);
+    assert_eq!(code, 2, "{err}");
+    let target = d.path().join("t");
+    let to = target.to_str().unwrap();
+    let (code, _, err) = lb(&[
+        "backup",
+        "restore",
+        "--from",
+        from,
+        "--to",
+        to,
+        "--at",
+        "yesterday",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("bad time \"yesterday\": expected YYYY-MM-DD"),
+        "{err}"
+    );
+    let (code, _, err) = lb(&[
+        "backup",
+        "restore",
+        "--from",
+        from,
+        "--to",
+        to,
+        "--at",
+        "2026-11-20",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no generation in"), "{err}");
+    let (code, _, err) = lb(&[
+        "backup",
+        "restore",
+        "--from",
+        from,
+        "--to",
+        to,
+        "--at",
+        "2026-11-20",
+        "--generation",
+        "x",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("cannot be used with"), "{err}");
+    let (code, _, err) = lb(&[
+        "backup",
+        "create",
+        "--to",
+        from,
+        "--source",
+        from,
+        "--differential",
+        "--incremental",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("cannot be used with"), "{err}");
+    assert!(!target.exists());
 }

@@ -96,6 +96,11 @@ impl LoopFs {
                 .env("QA_CHECK_FS", "1")
                 .run()
                 .unwrap(),
+            "btrfs" => Cmd::new("mkfs.btrfs")
+                .args(["-q", "-f"])
+                .arg(&image)
+                .run()
+                .unwrap(),
             other => panic!("no mkfs for {other}"),
         };
         let dev = Cmd::new("losetup")
@@ -828,6 +833,613 @@ fn loop_incremental_chain_restores_each_moment() {
         );
     }
     assert_eq!(list.stdout.lines().count(), 3, "{}", list.stdout);
+}
+
+/// `backup create` of `src` into `bk` with extra flags; the JSON summary.
+fn create_json(bk: &Path, src: &Path, extra: &[&str]) -> serde_json::Value {
+    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![
+        &"backup",
+        &"create",
+        &"--to",
+        &bk,
+        &"--source",
+        &src,
+        &"--json",
+    ];
+    for e in extra {
+        args.push(e);
+    }
+    serde_json::from_str(&ok(lifeboat(&args)).stdout).unwrap()
+}
+
+/// Waits past the current second, so that each generation has its own
+/// start second (for `--at`).
+fn next_second() {
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+}
+
+#[test]
+fn loop_differential_chain_restores_each_moment_and_at_picks_by_time() {
+    require_root!();
+    let s = Scratch::new("diff");
+    let src = LoopFs::new(s.path(), "src", "ext4", 320);
+    populate(&src.mnt);
+    let p = |x: &str| src.mnt.join(x);
+    let bk = s.path().join("backup");
+    // (id, kind, parent, started_at, tree)
+    type Moment = (
+        String,
+        String,
+        Option<String>,
+        String,
+        BTreeMap<Vec<u8>, String>,
+    );
+    let mut moments: Vec<Moment> = Vec::new();
+    let step = |flags: &[&str], moments: &mut Vec<Moment>| {
+        let g = create_json(&bk, &src.mnt, flags)["generation"].clone();
+        let s = |k: &str| g[k].as_str().map(String::from);
+        moments.push((
+            s("id").unwrap(),
+            s("kind").unwrap(),
+            s("parent"),
+            s("started_at").unwrap(),
+            describe(&src.mnt),
+        ));
+        next_second();
+        g
+    };
+    step(&[], &mut moments);
+    // Moment 2: an incremental (a change, a deletion).
+    write(&p("etc/hostname"), b"moment two\n");
+    fs::remove_file(p("etc/empty")).unwrap();
+    step(&["--incremental"], &mut moments);
+    // Moment 3: a differential holds the changes of moments 2 and 3.
+    write(&p("srv/new-in-3"), &data(3, 200_000));
+    fs::rename(p("home/alice"), p("home/alice3")).unwrap();
+    let g3 = step(&["--differential"], &mut moments);
+    assert!(
+        g3["deleted"].as_u64().unwrap() >= 1,
+        "the deletion of moment 2 is recorded against the full: {g3}"
+    );
+    // The differential stores moment 2's change again (it does not need
+    // the incremental) but not the unchanged big file.
+    let content = g3["stored_content_bytes"].as_u64().unwrap();
+    assert!(content >= 200_000 + 11, "{g3}");
+    assert!(content * 4 < g3["bytes"].as_u64().unwrap(), "{g3}");
+    // Moment 4: an incremental on the differential.
+    write(&p("var/after-diff"), b"four\n");
+    std::os::unix::fs::chown(p("srv/tool"), Some(999), None).unwrap();
+    step(&["--incremental"], &mut moments);
+
+    let kinds: Vec<(&str, Option<&str>)> = moments
+        .iter()
+        .map(|m| (m.1.as_str(), m.2.as_deref()))
+        .collect();
+    let id = |i: usize| moments[i].0.as_str();
+    assert_eq!(
+        kinds,
+        [
+            ("full", None),
+            ("incremental", Some(id(0))),
+            ("differential", Some(id(0))),
+            ("incremental", Some(id(2))),
+        ]
+    );
+    // `list` names each kind and what it depends on.
+    let list = ok(lifeboat(&[&"backup", &"list", &"--from", &bk])).stdout;
+    assert!(
+        list.lines().next().unwrap().contains("DEPENDS ON"),
+        "{list}"
+    );
+    for (i, (gid, kind, parent, _, _)) in moments.iter().enumerate() {
+        let line = list.lines().find(|l| l.starts_with(gid.as_str())).unwrap();
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(cols[1], kind, "{i}: {line}");
+        assert_eq!(cols[2], parent.as_deref().unwrap_or("-"), "{i}: {line}");
+    }
+
+    // Every moment restored, by id; then by --at (its start time, and a
+    // moment between two generations) in RFC 3339 and local time.
+    let dst = LoopFs::new(s.path(), "dst", "xfs", 640);
+    for (i, (gid, _, _, started, want)) in moments.iter().enumerate() {
+        for (how, sel) in [("id", "--generation"), ("at", "--at")] {
+            let target = dst.mnt.join(format!("m{i}-{how}"));
+            fs::create_dir(&target).unwrap();
+            let value = if how == "id" {
+                gid.clone()
+            } else {
+                started.clone()
+            };
+            let o = ok(lifeboat(&[
+                &"backup", &"restore", &"--from", &bk, &"--to", &target, &sel, &value,
+            ]));
+            if how == "at" {
+                assert!(
+                    o.stdout
+                        .contains(&format!("--at {started}: generation {gid} (")),
+                    "{}",
+                    o.stdout
+                );
+            }
+            assert_same_tree(
+                want,
+                &landed(&target, &src.mnt),
+                &format!("moment {i} by {how}"),
+            );
+        }
+    }
+    let epoch = |t: &str| lifeboat::util::parse_rfc3339(t).unwrap();
+    let local = |e: i64| lifeboat::util::local_time(e).to_string();
+    // A --path that no generation holds: the pick is said, then the
+    // restore stops before writing anything.
+    let unused = s.path().join("unused");
+    fs::create_dir(&unused).unwrap();
+    let at = |when: &str| -> Out {
+        lifeboat(&[
+            &"backup",
+            &"restore",
+            &"--from",
+            &bk,
+            &"--to",
+            &unused,
+            &"--path",
+            &"/no/such",
+            &"--at",
+            &when,
+        ])
+    };
+    for i in 0..moments.len() {
+        // Just before the next generation started: still this one.
+        let next = moments
+            .get(i + 1)
+            .map_or(epoch(&moments[i].3) + 3600, |m| epoch(&m.3));
+        let o = at(&local(next - 1));
+        assert!(
+            o.stdout
+                .contains(&format!(": generation {} (", moments[i].0)),
+            "{i}: {}{}",
+            o.stdout,
+            o.stderr
+        );
+    }
+    let o = at(&local(epoch(&moments[0].3) - 1));
+    assert_eq!(o.code, 2, "{}", o.stdout);
+    assert!(
+        o.stderr.contains("no generation in")
+            && o.stderr.contains(&format!("the oldest, {}", id(0))),
+        "{}",
+        o.stderr
+    );
+    let o = at("next tuesday");
+    assert!(
+        o.stderr.contains("bad time \"next tuesday\""),
+        "{}",
+        o.stderr
+    );
+    ok(lifeboat(&[&"backup", &"verify", &"--from", &bk]));
+
+    // Retention on the real chain: keeping the newest keeps its full and
+    // differential, not the incremental before the differential.
+    let o = ok(lifeboat(&[
+        &"backup",
+        &"prune",
+        &"--from",
+        &bk,
+        &"--keep-last",
+        &"1",
+        &"--dry-run",
+    ]));
+    // By the id column: "needed by ID" names others.
+    let line = |gid: &str| -> String {
+        let is = |l: &&str| {
+            l.split_whitespace().nth(1) == Some(gid) || l.split_whitespace().nth(2) == Some(gid)
+        };
+        o.stdout.lines().find(is).unwrap().to_string()
+    };
+    assert!(
+        line(id(3)).starts_with("keep") && line(id(3)).contains("last #1"),
+        "{}",
+        o.stdout
+    );
+    for k in [0, 2] {
+        assert!(
+            line(id(k)).contains(&format!("needed by {}", id(3))),
+            "{}",
+            o.stdout
+        );
+    }
+    assert!(line(id(1)).starts_with("would remove"), "{}", o.stdout);
+    assert!(
+        o.stdout
+            .contains("dry run: 1 generation(s) would be removed, 3 kept"),
+        "{}",
+        o.stdout
+    );
+    assert!(bk.join(id(1)).is_dir());
+    let o = ok(lifeboat(&[
+        &"backup",
+        &"prune",
+        &"--from",
+        &bk,
+        &"--keep-last",
+        &"1",
+    ]));
+    assert!(
+        o.stdout.contains("removed 1 generation(s), kept 3"),
+        "{}",
+        o.stdout
+    );
+    assert!(!bk.join(id(1)).exists());
+    ok(lifeboat(&[&"backup", &"verify", &"--from", &bk]));
+    let target = dst.mnt.join("after-prune");
+    fs::create_dir(&target).unwrap();
+    ok(lifeboat(&[
+        &"backup", &"restore", &"--from", &bk, &"--to", &target,
+    ]));
+    assert_same_tree(&moments[3].4, &landed(&target, &src.mnt), "after prune");
+}
+
+/// Generation folders with only `generation.json` (taken from a real one),
+/// for retention: a day's generation at 02:00 UTC through 2026, a full on
+/// the 1st of each month, a differential on the 15th, incrementals between.
+#[test]
+fn loop_prune_a_simulated_year_keeps_whole_chains() {
+    require_root!();
+    let s = Scratch::new("year");
+    let src = s.path().join("src");
+    fs::create_dir(&src).unwrap();
+    write(&src.join("f"), b"x");
+    let bk = s.path().join("backup");
+    let real = create_json(&bk, &src, &[])["generation"].clone();
+    fs::remove_dir_all(bk.join(real["id"].as_str().unwrap())).unwrap();
+    let start = lifeboat::util::parse_rfc3339("2026-01-01T02:00:00Z").unwrap();
+    let (mut full, mut prev): (Vec<String>, Vec<String>) = (Vec::new(), Vec::new());
+    let mut all = Vec::new();
+    for d in 0..365 {
+        let t = start + d * 86400;
+        let id = lifeboat::util::stamp(t);
+        let day = lifeboat::util::utc_time(t).day;
+        let (kind, mut chain) = match day {
+            1 => ("full", Vec::new()),
+            15 => ("differential", full.clone()),
+            _ => ("incremental", prev.clone()),
+        };
+        chain.push(id.clone());
+        if day == 1 {
+            full = chain.clone();
+        }
+        let mut g = real.clone();
+        g["id"] = id.clone().into();
+        g["kind"] = kind.into();
+        g["parent"] = chain.iter().rev().nth(1).cloned().into();
+        g["chain"] = chain.clone().into();
+        g["started_ns"] = serde_json::json!(t as u64 * 1_000_000_000);
+        fs::create_dir(bk.join(&id)).unwrap();
+        write(
+            &bk.join(&id).join("generation.json"),
+            g.to_string().as_bytes(),
+        );
+        all.push((id, t));
+        prev = chain;
+    }
+    let prune = |extra: &[&str]| -> Out {
+        let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> =
+            vec![&"backup", &"prune", &"--from", &bk, &"--keep-monthly", &"6"];
+        for e in extra {
+            args.push(e);
+        }
+        let out = Command::new(env!("CARGO_BIN_EXE_lifeboat"))
+            .args(args.iter().map(|a| a.as_ref()))
+            .env("TZ", "UTC")
+            .output()
+            .unwrap();
+        ok(Out {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into(),
+            stderr: String::from_utf8_lossy(&out.stderr).into(),
+        })
+    };
+    let dry = prune(&["--dry-run"]);
+    let on_disk = || -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(&bk)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(on_disk().len(), 365, "--dry-run removed something");
+    // The newest of each of the last six months, with its full and
+    // differential and the incrementals from the 15th on.
+    let want: Vec<String> = all
+        .iter()
+        .filter(|(_, t)| {
+            let c = lifeboat::util::utc_time(*t);
+            c.month >= 7 && (c.day == 1 || c.day >= 15)
+        })
+        .map(|(id, _)| id.clone())
+        .collect();
+    let dec = all
+        .iter()
+        .find(|(_, t)| lifeboat::util::utc_time(*t).month == 12)
+        .unwrap();
+    assert!(dry.stdout.contains("monthly 2026-12"), "{}", dry.stdout);
+    let dec_line = dry.stdout.lines().find(|l| l.contains(&dec.0)).unwrap();
+    assert!(
+        dec_line.starts_with("keep ") && dec_line.contains(" full "),
+        "{dec_line}"
+    );
+    assert!(
+        dry.stdout.contains(&format!(
+            "dry run: {} generation(s) would be removed, {} kept",
+            365 - want.len(),
+            want.len()
+        )),
+        "{}",
+        dry.stdout
+    );
+    prune(&[]);
+    assert_eq!(on_disk(), want);
+    // Nothing kept lost a parent: every chain is whole.
+    for id in &want {
+        let g: serde_json::Value =
+            serde_json::from_slice(&fs::read(bk.join(id).join("generation.json")).unwrap())
+                .unwrap();
+        for c in g["chain"].as_array().unwrap() {
+            assert!(bk.join(c.as_str().unwrap()).is_dir(), "{id} lost {c}");
+        }
+    }
+}
+
+/// `lifeboat -v --config CONFIG backup create --to BK --source SRC EXTRA...`.
+fn create_with(config: &Path, bk: &Path, src: &Path, extra: &[&str]) -> Out {
+    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![
+        &"-v",
+        &"--config",
+        &config,
+        &"backup",
+        &"create",
+        &"--to",
+        &bk,
+        &"--source",
+        &src,
+    ];
+    for e in extra {
+        args.push(e);
+    }
+    lifeboat(&args)
+}
+
+/// The lifeboat snapshots on a btrfs file system.
+fn btrfs_snapshots(mnt: &Path) -> Vec<String> {
+    let out = Cmd::new("btrfs")
+        .args(["subvolume", "list"])
+        .arg(mnt)
+        .read()
+        .unwrap();
+    out.lines()
+        .filter(|l| l.contains(".lifeboat-snapshot-"))
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn loop_snapshot_btrfs_and_hooks_around_it() {
+    require_root!();
+    let s = Scratch::new("snap");
+    let src = LoopFs::new(s.path(), "src", "btrfs", 400);
+    populate(&src.mnt);
+    // The backup folder inside the tree: left out of the snapshot too, as
+    // is an absolute --exclude of the live tree.
+    let bk = src.mnt.join("backups");
+    let journal = s.path().join("journal");
+    let config = s.path().join("lifeboat.toml");
+    let set_hooks = |pre: &str, post: &str, extra: &str| {
+        let j = journal.display();
+        let text = format!(
+            "[hooks]\npre_backup = \"echo pre >> {j}; {pre}\"\n\
+             post_backup = \"echo post $LIFEBOAT_BACKUP_RESULT $LIFEBOAT_GENERATION >> {j}; {post}\"\n\
+             timeout = \"5s\"\n{extra}"
+        );
+        write(&config, text.as_bytes());
+        let _ = fs::remove_file(&journal);
+    };
+    let journal_lines = || -> Vec<String> {
+        fs::read_to_string(&journal)
+            .unwrap_or_default()
+            .lines()
+            .map(String::from)
+            .collect()
+    };
+    // pre_backup writes the "dump" the snapshot must hold.
+    let dump = src.mnt.join("etc/db.sql");
+    set_hooks(&format!("echo dumped > {}", dump.display()), "true", "");
+    let shared = src.mnt.join("srv/shared");
+    let excl = format!("{}", shared.display());
+    let o = create_with(
+        &config,
+        &bk,
+        &src.mnt,
+        &["--snapshot", "--exclude", &excl, "--json"],
+    );
+    assert_eq!(o.code, 0, "{}\n{}", o.stdout, o.stderr);
+    let g: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    let id = g["generation"]["id"].as_str().unwrap().to_string();
+    assert!(
+        o.stderr.contains(&format!(
+            "btrfs snapshot {}/.lifeboat-snapshot-",
+            src.mnt.display()
+        )),
+        "{}",
+        o.stderr
+    );
+    assert!(o.stderr.contains("removed snapshot"), "{}", o.stderr);
+    assert_eq!(
+        journal_lines(),
+        ["pre".to_string(), format!("post ok {id}")]
+    );
+    assert!(btrfs_snapshots(&src.mnt).is_empty());
+    let mut want = describe(&src.mnt);
+    want.retain(|k, _| !k.starts_with(b"backups") && !k.starts_with(b"srv/shared"));
+    assert!(want.contains_key(&b"etc/db.sql"[..]));
+    let target = s.path().join("restored");
+    fs::create_dir(&target).unwrap();
+    ok(lifeboat(&[
+        &"backup", &"restore", &"--from", &bk, &"--to", &target,
+    ]));
+    // The tree's root changed after the snapshot: lifeboat put the snapshot
+    // in it and removed it again. The snapshot holds the time before.
+    let root =
+        |m: &BTreeMap<Vec<u8>, String>| m[&b"."[..]].split(" mtime=").next().unwrap().to_string();
+    let got = describe(&landed(&target, &src.mnt));
+    assert_eq!(root(&got), root(&want));
+    want.insert(b".".to_vec(), got[&b"."[..]].clone());
+    assert_same_tree(&want, &landed(&target, &src.mnt), "from the snapshot");
+    assert_eq!(fs::read(landed(&target, &dump)).unwrap(), b"dumped\n");
+
+    // A failing pre_backup stops the backup (no snapshot, no generation);
+    // post_backup still runs and is told.
+    set_hooks("echo cannot dump; exit 7", "true", "");
+    let o = create_with(&config, &bk, &src.mnt, &["--snapshot"]);
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(
+        o.stderr
+            .contains("hook pre_backup failed (exit status: 7): cannot dump"),
+        "{}",
+        o.stderr
+    );
+    assert!(o.stderr.contains("the backup was not run"), "{}", o.stderr);
+    assert_eq!(journal_lines(), ["pre", "post failed"]);
+    let gens = || {
+        fs::read_dir(&bk)
+            .unwrap()
+            .filter(|e| {
+                !e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with('.')
+            })
+            .count()
+    };
+    assert_eq!(gens(), 1);
+    // ... unless on_failure = "continue".
+    set_hooks("exit 7", "true", "on_failure = \"continue\"\n");
+    let o = create_with(&config, &bk, &src.mnt, &["--snapshot", "--incremental"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.stderr.contains("going on"), "{}", o.stderr);
+    assert_eq!(gens(), 2);
+    // A hook over its timeout is killed and stops the backup.
+    set_hooks("sleep 60", "true", "");
+    let started = std::time::Instant::now();
+    let o = create_with(&config, &bk, &src.mnt, &[]);
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(started.elapsed() < std::time::Duration::from_secs(40));
+    assert!(
+        o.stderr.contains("ran over its timeout of 5s"),
+        "{}",
+        o.stderr
+    );
+    assert_eq!(gens(), 2);
+
+    // The backup fails after the snapshot (the folder refuses new
+    // generations): the snapshot goes, post_backup is told.
+    set_hooks("true", "true", "");
+    run("chattr", &[&"+i", &bk]);
+    let o = create_with(&config, &bk, &src.mnt, &["--snapshot"]);
+    run("chattr", &[&"-i", &bk]);
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(o.stderr.contains("btrfs snapshot"), "{}", o.stderr);
+    assert!(btrfs_snapshots(&src.mnt).is_empty(), "{}", o.stderr);
+    assert_eq!(journal_lines()[1], "post failed");
+
+    // Interrupted (SIGTERM) while reading the snapshot: removed, exit 143.
+    let mut big = fs::File::create(src.mnt.join("var/noise")).unwrap();
+    std::io::copy(
+        &mut fs::File::open("/dev/urandom").unwrap().take(96 << 20),
+        &mut big,
+    )
+    .unwrap();
+    drop(big);
+    let child = Command::new(env!("CARGO_BIN_EXE_lifeboat"))
+        .args(["--config"])
+        .arg(&config)
+        .args(["backup", "create", "--to"])
+        .arg(&bk)
+        .arg("--source")
+        .arg(&src.mnt)
+        .args([
+            "--snapshot",
+            "--compression",
+            "gzip",
+            "--level",
+            "9",
+            "--quiet",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while btrfs_snapshots(&src.mnt).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no snapshot appeared");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(143),
+        "finished before the signal? {err}"
+    );
+    assert!(err.contains("SIGTERM: removing the snapshots"), "{err}");
+    assert!(btrfs_snapshots(&src.mnt).is_empty(), "{err}");
+    let leftover: Vec<_> = fs::read_dir(&src.mnt)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".lifeboat-snapshot-"))
+        .collect();
+    assert!(leftover.is_empty(), "{leftover:?}");
+}
+
+#[test]
+fn loop_snapshot_is_refused_where_the_file_system_has_none() {
+    require_root!();
+    let s = Scratch::new("nosnap");
+    let src = LoopFs::new(s.path(), "src", "ext4", 64);
+    write(&src.mnt.join("f"), b"x");
+    let bk = s.path().join("backup");
+    let o = lifeboat(&[
+        &"backup",
+        &"create",
+        &"--to",
+        &bk,
+        &"--source",
+        &src.mnt,
+        &"--snapshot",
+    ]);
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(
+        o.stderr
+            .contains(&format!("--snapshot of {}", src.mnt.display()))
+            && o.stderr
+                .contains("neither btrfs nor an LVM logical volume: no snapshot possible"),
+        "{}",
+        o.stderr
+    );
+    // Nothing was written.
+    let entries: Vec<_> = fs::read_dir(&bk)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| !n.to_string_lossy().starts_with(".lifeboat-backup.lock"))
+        .collect();
+    assert!(entries.is_empty(), "{entries:?}");
 }
 
 fn copy_dir(from: &Path, to: &Path) {

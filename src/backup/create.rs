@@ -17,6 +17,7 @@ use super::generation::{
 };
 use super::manifest::{self, FileRecord, FsManifest, Kind, Manifest, PathBytes};
 use super::progress::{self, Progress};
+use super::retention::Policy;
 use super::tar::{EntryKind, Header, SparseMap, TarWriter};
 use super::walk::{self, Excludes, WalkEntry};
 use crate::layout::Layout;
@@ -135,14 +136,23 @@ pub struct CreateOptions {
     /// Layout file stored with the generation.
     pub layout_file: Option<PathBuf>,
     pub incremental: bool,
+    /// Store what changed since the newest full (wins over `incremental`).
+    pub differential: bool,
     pub compression: Compression,
     pub level: Option<i32>,
     /// zstd worker threads.
     pub threads: u32,
     pub excludes: Excludes,
     pub keep: Option<usize>,
+    /// Calendar retention applied after the backup, with `keep` as its
+    /// `chains` rule (`--keep-daily N`...).
+    pub retention: Policy,
     /// When an incremental chain ends and a full starts.
     pub full_every: FullEvery,
+    /// Commands run before and after (`[hooks]`).
+    pub hooks: super::hooks::Hooks,
+    /// Read each tree from an LVM or btrfs snapshot (`--snapshot`).
+    pub snapshot: bool,
     pub progress: progress::Mode,
 }
 
@@ -196,31 +206,70 @@ pub fn create(opts: &CreateOptions) -> Result<CreateReport> {
     for b in store.scan()?.bad {
         log::warn!("generation {} is damaged: {}", b.id, b.error);
     }
-    let mut report = match (write_generation(&store, opts), opts.keep) {
-        (Err(e), Some(keep)) if e.is::<DestinationFull>() => {
-            let removed = store.prune(keep)?;
+    opts.hooks.around(
+        &opts.dest,
+        || backup_and_prune(&store, opts),
+        |r| super::hooks::Outcome {
+            result: match r.generation.result {
+                Outcome::Ok => "ok",
+                Outcome::Partial => "partial",
+            },
+            generation: Some(r.generation.id.clone()),
+            error: None,
+        },
+    )
+}
+
+/// The backup (from snapshots with `--snapshot`), then retention (the lock
+/// held).
+fn backup_and_prune(store: &Store, opts: &CreateOptions) -> Result<CreateReport> {
+    let snaps = match opts.snapshot {
+        true => Some(super::snapshot::Snapshots::take(&opts.sources)?),
+        false => None,
+    };
+    let sources = snaps.as_ref().map_or(&opts.sources[..], |s| s.sources());
+    // The backup folder is left out, by device and inode (from snapshots
+    // too).
+    let mut excludes = opts.excludes.clone();
+    let dest_meta = std::fs::metadata(&opts.dest)
+        .with_context(|| format!("reading {}", opts.dest.display()))?;
+    excludes.dirs.insert((dest_meta.dev(), dest_meta.ino()));
+    if let Some(s) = &snaps {
+        s.translate(&mut excludes)?;
+    }
+    let policy = Policy {
+        chains: opts.keep,
+        ..opts.retention
+    };
+    let mut report = match write_generation(store, opts, sources, &excludes) {
+        Err(e) if e.is::<DestinationFull>() && !policy.is_empty() => {
+            let rules = policy.describe();
+            let removed = store.prune(&policy)?;
             if removed.is_empty() {
                 return Err(e.context(format!(
-                    "--keep {keep} has nothing to remove: free space in the backup folder"
+                    "{rules} has nothing to remove: free space in the backup folder"
                 )));
             }
             let full = e.downcast_ref::<DestinationFull>().map(|d| d.to_string());
             let why = format!(
-                "{}: removed {} old generation(s) (--keep {keep}) and tried once more",
+                "{}: removed {} old generation(s) ({rules}) and tried once more",
                 full.unwrap_or_default(),
                 removed.len()
             );
             log::warn!("{why}");
-            let mut r = write_generation(&store, opts)
+            let mut r = write_generation(store, opts, sources, &excludes)
                 .with_context(|| format!("after removing old generations: {why}"))?;
             r.removed = removed;
             r.retried = Some(why);
             r
         }
-        (res, _) => res?,
+        res => res?,
     };
-    if let Some(k) = opts.keep {
-        report.removed.extend(store.prune(k)?);
+    if !policy.is_empty() {
+        report.removed.extend(store.prune(&policy)?);
+    }
+    if let Some(s) = snaps {
+        s.remove()?;
     }
     Ok(report)
 }
@@ -228,27 +277,40 @@ pub fn create(opts: &CreateOptions) -> Result<CreateReport> {
 /// The generation an incremental builds on, with its manifest.
 type Previous = Option<(Generation, Manifest)>;
 
-/// The generation an incremental builds on; none (and why) when the backup
-/// is to be a full.
+/// The generation an incremental or differential builds on; none (and
+/// why) when the backup is to be a full.
 fn pick_previous(
     store: &Store,
     opts: &CreateOptions,
     now: i64,
 ) -> Result<(Previous, Option<String>)> {
-    if !opts.incremental {
+    if !opts.incremental && !opts.differential {
         return Ok((None, None));
     }
     let listing = store.scan()?;
-    let Some(g) = listing.good.last().cloned() else {
+    let Some(newest) = listing.good.last().cloned() else {
         return Ok((
             None,
             Some("no previous generation: writing a full backup".into()),
         ));
     };
+    let base = if opts.differential {
+        match listing.good.iter().rev().find(|g| g.kind == GenKind::Full) {
+            Some(f) => f.clone(),
+            None => {
+                let why = "no full generation to build a differential on: writing a full backup";
+                return Ok((None, Some(why.into())));
+            }
+        }
+    } else {
+        newest.clone()
+    };
+    // An incremental needs everything newer than its chain's full intact;
+    // a differential only its full.
     if let Some(b) = listing
         .bad
         .iter()
-        .find(|b| b.id > g.id || g.chain.contains(&b.id))
+        .find(|b| base.chain.contains(&b.id) || (!opts.differential && b.id > base.id))
     {
         let why = format!(
             "generation {} is damaged ({}): writing a full backup",
@@ -256,20 +318,25 @@ fn pick_previous(
         );
         return Ok((None, Some(why)));
     }
-    if let Some(why) = chain_ends(store, &g, opts.full_every, now) {
+    if let Some(why) = chain_ends(store, &base, opts.full_every, now) {
         return Ok((None, Some(format!("{why}: writing a full backup"))));
     }
-    let path = store.gen_dir(&g.id).join(MANIFEST_FILE);
+    let what = if opts.differential {
+        "a differential"
+    } else {
+        "an incremental"
+    };
+    let path = store.gen_dir(&base.id).join(MANIFEST_FILE);
     let m = Manifest::load(&path)
-        .with_context(|| format!("cannot build an incremental on generation {}", g.id))?;
+        .with_context(|| format!("cannot build {what} on generation {}", base.id))?;
     let actual = super::compress::hash_file(&path)?.0;
-    if actual != g.manifest_sha256 {
+    if actual != base.manifest_sha256 {
         bail!(
-            "cannot build an incremental on generation {}: its manifest does not match generation.json (damaged); run a full backup",
-            g.id
+            "cannot build {what} on generation {}: its manifest does not match generation.json (damaged); run a full backup",
+            base.id
         );
     }
-    Ok((Some((g, m)), None))
+    Ok((Some((base, m)), None))
 }
 
 /// Why the chain of `newest` ends here (`backup.full_every`), if it does.
@@ -299,7 +366,12 @@ pub fn chain_ends(
 }
 
 /// Writes one generation (the lock held).
-fn write_generation(store: &Store, opts: &CreateOptions) -> Result<CreateReport> {
+fn write_generation(
+    store: &Store,
+    opts: &CreateOptions,
+    sources: &[Source],
+    excludes: &Excludes,
+) -> Result<CreateReport> {
     let started = std::time::SystemTime::now();
     let started_ns = started
         .duration_since(std::time::UNIX_EPOCH)
@@ -308,10 +380,6 @@ fn write_generation(store: &Store, opts: &CreateOptions) -> Result<CreateReport>
     let epoch = (started_ns / 1_000_000_000) as i64;
     let id = store.new_id(epoch);
     let (previous, note) = pick_previous(store, opts, epoch)?;
-
-    let dest_meta = std::fs::metadata(&opts.dest)?;
-    let mut excludes = opts.excludes.clone();
-    excludes.dirs.insert((dest_meta.dev(), dest_meta.ino()));
 
     let partial = store.begin(&id)?;
     let mut manifest = Manifest {
@@ -329,8 +397,8 @@ fn write_generation(store: &Store, opts: &CreateOptions) -> Result<CreateReport>
     // Walk everything first: totals for the progress line, and the
     // incremental decisions need whole hard-link groups.
     let mut walked = Vec::new();
-    for src in &opts.sources {
-        let (entries, stats) = walk::walk(&src.path, &id, &excludes)
+    for src in sources {
+        let (entries, stats) = walk::walk(&src.path, &id, excludes)
             .with_context(|| format!("reading {}", src.path.display()))?;
         warnings.sockets += stats.sockets;
         warnings.vanished += stats.vanished;
@@ -471,8 +539,13 @@ fn write_generation(store: &Store, opts: &CreateOptions) -> Result<CreateReport>
         Some((g, _)) => {
             let mut chain = g.chain.clone();
             chain.push(id.clone());
+            let kind = if opts.differential {
+                GenKind::Differential
+            } else {
+                GenKind::Incremental
+            };
             (
-                GenKind::Incremental,
+                kind,
                 Some(g.id.clone()),
                 Some(g.manifest_sha256.clone()),
                 chain,

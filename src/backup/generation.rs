@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::compress::Compression;
 use super::manifest::PathBytes;
+use super::retention::{self, Policy};
 use crate::names;
 use crate::util::{self, AtomicFile};
 
@@ -29,7 +30,21 @@ pub const FORMAT: u32 = 1;
 #[serde(rename_all = "lowercase")]
 pub enum GenKind {
     Full,
+    /// What changed since its parent, the newest generation then.
     Incremental,
+    /// What changed since its parent, the newest full then: a restore
+    /// needs that full and this one.
+    Differential,
+}
+
+impl GenKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            GenKind::Full => "full",
+            GenKind::Incremental => "incremental",
+            GenKind::Differential => "differential",
+        }
+    }
 }
 
 /// How the backup went.
@@ -138,6 +153,16 @@ pub struct Listing {
     pub bad: Vec<BadGeneration>,
 }
 
+/// What a retention policy does to a backup folder.
+#[derive(Debug, Serialize)]
+pub struct PrunePlan {
+    /// The readable generations, oldest first, and the decision for each.
+    pub generations: Vec<Generation>,
+    pub decisions: Vec<retention::Decision>,
+    /// Damaged generations that go too.
+    pub damaged: Vec<BadGeneration>,
+}
+
 /// A backup folder.
 pub struct Store {
     pub dir: PathBuf,
@@ -217,6 +242,45 @@ impl Store {
         }
     }
 
+    /// The newest readable generation started at or before `when` (epoch
+    /// seconds), for `--at`.
+    pub fn at(&self, when: i64) -> Result<Generation> {
+        let gens = self.list()?;
+        let oldest = gens.first().map(|g| {
+            format!(
+                "; the oldest, {}, started {}",
+                g.id,
+                util::local_time(retention::epoch_of(g))
+            )
+        });
+        gens.iter()
+            .rev()
+            .find(|g| retention::epoch_of(g) <= when)
+            .cloned()
+            .with_context(|| {
+                format!(
+                    "no generation in {} started at or before {}{}",
+                    self.dir.display(),
+                    util::local_time(when),
+                    oldest.unwrap_or_default()
+                )
+            })
+    }
+
+    /// The generation `--at TEXT` names, and a line saying which it is.
+    pub fn pick_at(&self, text: &str) -> Result<(Generation, String)> {
+        let when = util::parse_moment(text)?;
+        let g = self.at(when)?;
+        let line = format!(
+            "--at {text}: generation {} ({}, started {}), the newest at or before {}",
+            g.id,
+            g.kind.name(),
+            util::local_time(retention::epoch_of(&g)),
+            util::local_time(when)
+        );
+        Ok((g, line))
+    }
+
     /// A new generation id: the UTC time stamp, made unique.
     pub fn new_id(&self, epoch: i64) -> String {
         let base = util::stamp(epoch);
@@ -292,44 +356,49 @@ impl Store {
         Ok(())
     }
 
-    /// Keeps the newest `keep` full chains; returns the removed ids. A
-    /// generation whose `generation.json` is unreadable goes with them when
-    /// it is older than the oldest chain kept (it can be of no chain kept).
-    pub fn prune(&self, keep: usize) -> Result<Vec<String>> {
-        let Listing { good: gens, bad } = self.scan()?;
-        let base_of = |g: &Generation| g.chain.first().cloned().unwrap_or_else(|| g.id.clone());
-        let mut bases: Vec<String> = Vec::new();
-        for g in &gens {
-            let base = base_of(g);
-            if !bases.contains(&base) {
-                bases.push(base);
-            }
-        }
-        let split = bases.len().saturating_sub(keep);
-        let (drop_bases, kept) = bases.split_at(split);
-        // Every id a kept chain names (its base may be a damaged one).
-        let oldest_kept = gens
+    /// What `policy` keeps and removes ([`super::retention::plan`], periods
+    /// in local time), and the damaged generations that go with them: those
+    /// older than every generation kept, when anything goes (they can be of
+    /// no chain kept).
+    pub fn prune_plan(&self, policy: &Policy) -> Result<PrunePlan> {
+        let Listing { good, bad } = self.scan()?;
+        let decisions = retention::plan(&good, policy, &util::local_time);
+        let any_removed = decisions.iter().any(|d| !d.keep);
+        // Every id a kept generation names (its base may be a damaged one).
+        let oldest_kept = good
             .iter()
-            .filter(|g| kept.contains(&base_of(g)))
-            .flat_map(|g| g.chain.iter().map(String::as_str).chain([g.id.as_str()]))
-            .min();
+            .zip(&decisions)
+            .filter(|(_, d)| d.keep)
+            .flat_map(|(g, _)| g.chain.iter().map(String::as_str).chain([g.id.as_str()]))
+            .min()
+            .map(str::to_string);
+        let damaged = bad
+            .into_iter()
+            .filter(|b| any_removed && oldest_kept.as_deref().is_some_and(|k| b.id.as_str() < k))
+            .collect();
+        Ok(PrunePlan {
+            generations: good,
+            decisions,
+            damaged,
+        })
+    }
+
+    /// Applies `policy`; returns the removed ids.
+    pub fn prune(&self, policy: &Policy) -> Result<Vec<String>> {
+        let plan = self.prune_plan(policy)?;
         let mut removed = Vec::new();
         // Newest first, so a chain never loses its base before its tail.
-        for g in gens.iter().rev() {
-            if drop_bases.contains(&base_of(g)) {
-                self.remove(&g.id)?;
-                removed.push(g.id.clone());
-            }
+        for d in plan.decisions.iter().rev().filter(|d| !d.keep) {
+            self.remove(&d.id)?;
+            removed.push(d.id.clone());
         }
-        for b in &bad {
-            if split > 0 && oldest_kept.is_some_and(|k| b.id.as_str() < k) {
-                log::info!(
-                    "removing damaged generation {} (older than every chain kept)",
-                    b.id
-                );
-                self.remove(&b.id)?;
-                removed.push(b.id.clone());
-            }
+        for b in &plan.damaged {
+            log::info!(
+                "removing damaged generation {} (older than every generation kept)",
+                b.id
+            );
+            self.remove(&b.id)?;
+            removed.push(b.id.clone());
         }
         Ok(removed)
     }
@@ -413,6 +482,38 @@ impl Generation {
                 .map_err(field(format!("archives[{i}].mountpoint")))?;
         }
         Ok(())
+    }
+}
+
+/// A generation of `kind` whose chain (its own id last) is `chain`, started
+/// at `started_ns`, for tests.
+#[cfg(test)]
+pub(crate) fn sample(kind: GenKind, chain: &[String], started_ns: i128) -> Generation {
+    Generation {
+        format: FORMAT,
+        id: chain.last().expect("a chain names its generation").clone(),
+        kind,
+        parent: (chain.len() > 1).then(|| chain[chain.len() - 2].clone()),
+        parent_manifest_sha256: None,
+        chain: chain.to_vec(),
+        started_at: String::new(),
+        finished_at: String::new(),
+        started_ns,
+        duration_seconds: 0.0,
+        hostname: String::new(),
+        lifeboat_version: String::new(),
+        compression: Compression::Zstd,
+        archives: Vec::new(),
+        manifest_sha256: String::new(),
+        files: 0,
+        bytes: 0,
+        stored_files: 0,
+        stored_content_bytes: 0,
+        archive_bytes: 0,
+        deleted: 0,
+        has_layout: false,
+        result: Outcome::Ok,
+        warnings: Warnings::default(),
     }
 }
 
@@ -551,40 +652,16 @@ mod tests {
 
     /// A generation directory with a generation.json of `chain`'s last id.
     fn put(store: &Store, chain: &[&str], n: i128) {
-        let id = chain.last().unwrap().to_string();
-        let g = Generation {
-            format: FORMAT,
-            id: id.clone(),
-            kind: if chain.len() == 1 {
-                GenKind::Full
-            } else {
-                GenKind::Incremental
-            },
-            parent: (chain.len() > 1).then(|| chain[chain.len() - 2].to_string()),
-            parent_manifest_sha256: None,
-            chain: chain.iter().map(|s| s.to_string()).collect(),
-            started_at: String::new(),
-            finished_at: String::new(),
-            started_ns: n,
-            duration_seconds: 0.0,
-            hostname: String::new(),
-            lifeboat_version: String::new(),
-            compression: Compression::Zstd,
-            archives: Vec::new(),
-            manifest_sha256: String::new(),
-            files: 0,
-            bytes: 0,
-            stored_files: 0,
-            stored_content_bytes: 0,
-            archive_bytes: 0,
-            deleted: 0,
-            has_layout: false,
-            result: Outcome::Ok,
-            warnings: Warnings::default(),
+        let kind = if chain.len() == 1 {
+            GenKind::Full
+        } else {
+            GenKind::Incremental
         };
-        fs::create_dir_all(store.gen_dir(&id)).unwrap();
+        let chain: Vec<String> = chain.iter().map(|s| s.to_string()).collect();
+        let g = sample(kind, &chain, n);
+        fs::create_dir_all(store.gen_dir(&g.id)).unwrap();
         let json = serde_json::to_vec(&g).unwrap();
-        fs::write(store.gen_dir(&id).join(GENERATION_FILE), json).unwrap();
+        fs::write(store.gen_dir(&g.id).join(GENERATION_FILE), json).unwrap();
     }
 
     fn garbage(store: &Store, id: &str, data: &[u8]) {
@@ -641,12 +718,12 @@ mod tests {
         put(&store, &["c1"], 4);
         put(&store, &["c1", "c2"], 5);
         garbage(&store, "c3", b"garbage");
-        let mut removed = store.prune(1).unwrap();
+        let mut removed = store.prune(&Policy::chains(1)).unwrap();
         removed.sort();
         assert_eq!(removed, ["a1", "a2", "a3"]);
         // The damaged generation newer than the kept chain's base stays.
         assert_eq!(ids(&store), ["c1", "c2", "c3"]);
-        assert!(store.prune(1).unwrap().is_empty());
+        assert!(store.prune(&Policy::chains(1)).unwrap().is_empty());
     }
 
     #[test]
@@ -656,7 +733,7 @@ mod tests {
         put(&store, &["a1"], 1);
         garbage(&store, "b1", b"garbage");
         put(&store, &["b1", "b2"], 3);
-        let removed = store.prune(1).unwrap();
+        let removed = store.prune(&Policy::chains(1)).unwrap();
         assert_eq!(removed, ["a1"]);
         assert_eq!(ids(&store), ["b1", "b2"]);
     }

@@ -6,8 +6,9 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 
 use crate::backup::dest::Destination;
-use crate::backup::generation::{GenKind, Outcome};
+use crate::backup::generation::Outcome;
 use crate::backup::progress::Mode;
+use crate::backup::retention::Policy;
 use crate::backup::walk::Excludes;
 use crate::backup::{self, Compression, Store};
 use crate::config::Config;
@@ -24,6 +25,78 @@ pub enum BackupCmd {
     Verify(VerifyArgs),
     /// Restore a generation (or some paths of it) into a mounted tree.
     Restore(RestoreArgs),
+    /// Remove the generations the retention rules do not keep (whole
+    /// chains: no kept generation loses a parent).
+    Prune(PruneArgs),
+}
+
+/// Calendar retention (restic's `forget` rules), for `create` and `prune`.
+#[derive(Debug, Args, Default)]
+pub struct KeepArgs {
+    /// Keep the newest N generations (backup.keep_last).
+    #[arg(long, value_name = "N")]
+    pub keep_last: Option<usize>,
+    /// Keep the newest generation of each of the last N hours that have one
+    /// (backup.keep_hourly).
+    #[arg(long, value_name = "N")]
+    pub keep_hourly: Option<usize>,
+    /// ... of each of the last N days (backup.keep_daily).
+    #[arg(long, value_name = "N")]
+    pub keep_daily: Option<usize>,
+    /// ... of each of the last N ISO weeks (backup.keep_weekly).
+    #[arg(long, value_name = "N")]
+    pub keep_weekly: Option<usize>,
+    /// ... of each of the last N months (backup.keep_monthly).
+    #[arg(long, value_name = "N")]
+    pub keep_monthly: Option<usize>,
+    /// ... of each of the last N years (backup.keep_yearly).
+    #[arg(long, value_name = "N")]
+    pub keep_yearly: Option<usize>,
+}
+
+impl KeepArgs {
+    /// The flags over the configured policy (`keep` as its chains rule).
+    fn policy(&self, keep: Option<usize>, cfg: &Config) -> Policy {
+        let c = cfg.backup.retention();
+        Policy {
+            chains: keep.or(c.chains),
+            last: self.keep_last.unwrap_or(c.last),
+            hourly: self.keep_hourly.unwrap_or(c.hourly),
+            daily: self.keep_daily.unwrap_or(c.daily),
+            weekly: self.keep_weekly.unwrap_or(c.weekly),
+            monthly: self.keep_monthly.unwrap_or(c.monthly),
+            yearly: self.keep_yearly.unwrap_or(c.yearly),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Backup folder (directory, nfs:// or cifs://) [default:
+    /// backup.destination].
+    #[arg(long, value_name = "DEST")]
+    pub from: Option<String>,
+
+    /// Keep the newest N full chains (backup.keep).
+    #[arg(long, value_name = "N")]
+    pub keep: Option<usize>,
+
+    #[command(flatten)]
+    pub rules: KeepArgs,
+
+    /// Show what would be removed, and why each kept generation stays;
+    /// remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Options for mounting an NFS or CIFS folder [default:
+    /// backup.mount_options].
+    #[arg(long, value_name = "OPTS")]
+    pub mount_options: Option<String>,
+
+    /// Print JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -60,6 +133,12 @@ pub struct CreateArgs {
     #[arg(long, conflicts_with = "incremental")]
     pub full: bool,
 
+    /// Store everything changed since the newest full generation (a
+    /// restore needs that full and this one; a full backup when there is
+    /// none).
+    #[arg(long, conflicts_with_all = ["incremental", "full"])]
+    pub differential: bool,
+
     /// Compression of the archives [default: backup.compression, else
     /// zstd].
     #[arg(long, value_enum)]
@@ -83,6 +162,15 @@ pub struct CreateArgs {
     /// After the backup, keep only the newest N full chains (backup.keep).
     #[arg(long, value_name = "N")]
     pub keep: Option<usize>,
+
+    /// After the backup, apply these calendar rules too (whole chains).
+    #[command(flatten)]
+    pub rules: KeepArgs,
+
+    /// Read each tree from an LVM or btrfs snapshot that lifeboat takes
+    /// (after the pre_backup hook) and removes.
+    #[arg(long)]
+    pub snapshot: bool,
 
     /// Options for mounting an NFS or CIFS destination (mount -o)
     /// [default: backup.mount_options].
@@ -161,8 +249,14 @@ pub struct RestoreArgs {
     pub to: PathBuf,
 
     /// Generation to restore, with its chain [default: the newest].
-    #[arg(long, value_name = "ID")]
+    #[arg(long, value_name = "ID", conflicts_with = "at")]
     pub generation: Option<String>,
+
+    /// Restore the newest complete generation started at or before this
+    /// time: "2026-11-20 14:00" (local time), 2026-11-20 (the end of that
+    /// day) or RFC 3339.
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
 
     /// Restore only this path (absolute, as on the backed-up system) and
     /// what is below it (repeatable).
@@ -203,26 +297,20 @@ pub fn run(cmd: BackupCmd, cfg: &Config) -> Result<u8> {
         BackupCmd::Create(mut a) => {
             let b = &cfg.backup;
             let to = destination(a.to.take(), "--to", cfg)?;
-            a.incremental = a.incremental || (b.incremental.value && !a.full);
+            a.incremental = a.incremental || (b.incremental.value && !a.full && !a.differential);
             a.compression = a.compression.or(Some(b.compression.value.0));
             a.level = a.level.or(b.level.value.map(|l| l.0));
             a.threads = a.threads.or(b.threads.value.map(|t| t.0 as u32));
             if a.exclude.is_empty() {
                 a.exclude = b.excludes.value.clone();
             }
-            a.keep = a.keep.or(b.keep.value.map(|k| k.0 as usize));
+            let policy = a.rules.policy(a.keep, cfg);
             a.mount_options = a.mount_options.or(b.mount_options.value.clone());
             let every = backup::create::FullEvery {
                 count: b.full_every.value.0,
                 age: b.full_every_age.value.map(|d| d.0),
             };
-            create(
-                a,
-                &to,
-                &cfg.capture.layout_file.value,
-                &cfg.rescue.output.value,
-                every,
-            )
+            create(a, &to, cfg, policy, every)
         }
         BackupCmd::List(mut a) => {
             let from = destination(a.from.take(), "--from", cfg)?;
@@ -238,6 +326,12 @@ pub fn run(cmd: BackupCmd, cfg: &Config) -> Result<u8> {
             let from = destination(a.from.take(), "--from", cfg)?;
             a.mount_options = a.mount_options.or(cfg.backup.mount_options.value.clone());
             restore(a, &from)
+        }
+        BackupCmd::Prune(mut a) => {
+            let from = destination(a.from.take(), "--from", cfg)?;
+            a.mount_options = a.mount_options.or(cfg.backup.mount_options.value.clone());
+            let policy = a.rules.policy(a.keep, cfg);
+            prune(a, &from, &policy)
         }
     }
 }
@@ -266,10 +360,12 @@ fn mode(quiet: bool) -> Mode {
 fn create(
     a: CreateArgs,
     to: &str,
-    default_layout: &Path,
-    rescue_output: &Path,
+    cfg: &Config,
+    policy: Policy,
     full_every: backup::create::FullEvery,
 ) -> Result<u8> {
+    let default_layout: &Path = &cfg.capture.layout_file.value;
+    let rescue_output: &Path = &cfg.rescue.output.value;
     let (sources, layout_file) = if a.source.is_empty() {
         let path = a
             .layout
@@ -330,7 +426,7 @@ fn create(
             _ => excludes.add_pattern(p)?,
         }
     }
-    if a.keep == Some(0) {
+    if policy.chains == Some(0) {
         bail!("--keep must be at least 1");
     }
     let dest = Destination::open(to, a.mount_options.as_deref(), true)?;
@@ -344,12 +440,19 @@ fn create(
         sources,
         layout_file,
         incremental: a.incremental,
+        differential: a.differential,
         compression: a.compression.unwrap_or(Compression::Zstd),
         level: a.level,
         threads,
         excludes,
-        keep: a.keep,
+        keep: policy.chains,
+        retention: Policy {
+            chains: None,
+            ..policy
+        },
         full_every,
+        hooks: cfg.hooks.hooks(),
+        snapshot: a.snapshot,
         progress: mode(a.quiet || a.json),
     })?;
     let g = &rep.generation;
@@ -372,7 +475,7 @@ fn create(
         println!(
             "generation {} ({}) written to {}: {} files stored of {}, {} of content in {} ({:?}), {:.1} s, {}/s",
             g.id,
-            kind_name(g.kind),
+            g.kind.name(),
             dest.spec,
             g.stored_files,
             g.files,
@@ -405,17 +508,10 @@ fn create(
             }
         }
         for r in &rep.removed {
-            println!("removed old generation {r} (--keep)");
+            println!("removed old generation {r} ({})", policy.describe());
         }
     }
     Ok(if g.result == Outcome::Partial { 1 } else { 0 })
-}
-
-fn kind_name(k: GenKind) -> &'static str {
-    match k {
-        GenKind::Full => "full",
-        GenKind::Incremental => "incremental",
-    }
 }
 
 fn list(a: ListArgs, from: &str) -> Result<u8> {
@@ -452,8 +548,8 @@ fn list(a: ListArgs, from: &str) -> Result<u8> {
         return Ok(0);
     }
     println!(
-        "{:<20} {:<11} {:<20} {:>9} {:>10} {:>10} {:<7} verified",
-        "GENERATION", "KIND", "TIME", "FILES", "SIZE", "STORED", "RESULT"
+        "{:<20} {:<12} {:<20} {:<20} {:>9} {:>10} {:>10} {:<7} verified",
+        "GENERATION", "KIND", "DEPENDS ON", "TIME", "FILES", "SIZE", "STORED", "RESULT"
     );
     for g in gens {
         let verified = match store.load_verify(&g.id) {
@@ -462,9 +558,10 @@ fn list(a: ListArgs, from: &str) -> Result<u8> {
             None => "-".into(),
         };
         println!(
-            "{:<20} {:<11} {:<20} {:>9} {:>10} {:>10} {:<7} {}",
+            "{:<20} {:<12} {:<20} {:<20} {:>9} {:>10} {:>10} {:<7} {}",
             g.id,
-            kind_name(g.kind),
+            g.kind.name(),
+            g.parent.as_deref().unwrap_or("-"),
             g.started_at,
             g.files,
             human_bytes(g.bytes),
@@ -478,8 +575,8 @@ fn list(a: ListArgs, from: &str) -> Result<u8> {
     }
     for b in &listing.bad {
         println!(
-            "{:<20} {:<11} {:<20} {:>9} {:>10} {:>10} {:<7} DAMAGED (generation.json unreadable)",
-            b.id, "?", "?", "?", "?", "?", "damaged"
+            "{:<20} {:<12} {:<20} {:<20} {:>9} {:>10} {:>10} {:<7} DAMAGED (generation.json unreadable)",
+            b.id, "?", "?", "?", "?", "?", "?", "damaged"
         );
     }
     Ok(code)
@@ -536,8 +633,8 @@ fn verify(a: VerifyArgs, from: &str) -> Result<u8> {
 fn restore(a: RestoreArgs, from: &str) -> Result<u8> {
     let local = PathBuf::from(from);
     let rep = if !from.contains("://") && local.is_file() {
-        if !a.path.is_empty() || a.generation.is_some() {
-            bail!("--path and --generation need a backup folder, not a single archive");
+        if !a.path.is_empty() || a.generation.is_some() || a.at.is_some() {
+            bail!("--path, --generation and --at need a backup folder, not a single archive");
         }
         let policy = backup::extract::Policy {
             same_owner: !a.no_same_owner,
@@ -546,10 +643,20 @@ fn restore(a: RestoreArgs, from: &str) -> Result<u8> {
         backup::restore::restore_plain(&local, &a.to, a.overwrite, policy, mode(a.quiet || a.json))?
     } else {
         let dest = Destination::open(from, a.mount_options.as_deref(), false)?;
+        let mut generation = a.generation;
+        if let Some(at) = &a.at {
+            let (g, line) = Store::new(&dest.path).pick_at(at)?;
+            if a.json {
+                eprintln!("lifeboat: {line}");
+            } else {
+                println!("{line}");
+            }
+            generation = Some(g.id);
+        }
         let res = backup::restore::restore_report(&backup::RestoreOptions {
             from: dest.path.clone(),
             to: a.to.clone(),
-            generation: a.generation,
+            generation,
             paths: a.path,
             overwrite: a.overwrite,
             no_same_owner: a.no_same_owner,
@@ -603,4 +710,67 @@ fn restore(a: RestoreArgs, from: &str) -> Result<u8> {
     // Entries that would have left the target: an error (exit 2) naming them.
     rep.refusals(&a.to)?;
     Ok(u8::from(damaged.is_some()))
+}
+
+/// `backup prune`: the retention rules applied (or shown, `--dry-run`).
+fn prune(a: PruneArgs, from: &str, policy: &Policy) -> Result<u8> {
+    if policy.is_empty() {
+        bail!("no retention rule: give --keep N or --keep-last/-hourly/-daily/-weekly/-monthly/-yearly N, or set backup.keep or backup.keep_* in the configuration");
+    }
+    if policy.chains == Some(0) {
+        bail!("--keep must be at least 1");
+    }
+    let dest = Destination::open(from, a.mount_options.as_deref(), false)?;
+    let store = Store::new(&dest.path);
+    let _lock = (!a.dry_run).then(|| store.lock()).transpose()?;
+    let plan = store.prune_plan(policy)?;
+    let removed = if a.dry_run {
+        Vec::new()
+    } else {
+        store.prune(policy)?
+    };
+    if a.json {
+        let v = serde_json::json!({
+            "dry_run": a.dry_run,
+            "policy": policy,
+            "decisions": plan.decisions,
+            "damaged_removed": plan.damaged,
+            "removed": removed,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(0);
+    }
+    let verb = if a.dry_run { "would remove" } else { "remove" };
+    for (g, d) in plan.generations.iter().zip(&plan.decisions) {
+        let (what, why) = match d.keep {
+            true => ("keep", d.reasons.join(", ")),
+            false => (verb, "no rule keeps it".to_string()),
+        };
+        println!(
+            "{what:<12} {:<20} {:<12} {}  {why}",
+            g.id,
+            g.kind.name(),
+            crate::util::local_time(backup::retention::epoch_of(g)),
+        );
+    }
+    for b in &plan.damaged {
+        println!(
+            "{verb:<12} {:<20} damaged, older than every generation kept",
+            b.id
+        );
+    }
+    let gone = plan.decisions.iter().filter(|d| !d.keep).count() + plan.damaged.len();
+    let kept = plan.decisions.len() - plan.decisions.iter().filter(|d| !d.keep).count();
+    match a.dry_run {
+        true => println!(
+            "dry run: {gone} generation(s) would be removed, {kept} kept ({})",
+            policy.describe()
+        ),
+        false => println!(
+            "removed {} generation(s), kept {kept} ({})",
+            removed.len(),
+            policy.describe()
+        ),
+    }
+    Ok(0)
 }

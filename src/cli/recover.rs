@@ -20,6 +20,12 @@ pub struct Source {
     #[arg(long, value_name = "DIR|URL")]
     pub backup: Option<String>,
 
+    /// Restore the newest backup generation started at or before this time:
+    /// "2026-11-20 14:00" (local time), 2026-11-20 (the end of that day) or
+    /// RFC 3339 [default: the newest].
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
+
     /// Put the old disk OLD (path, name, serial or WWN) on the new disk NEW
     /// (repeatable), e.g. --map /dev/sda=/dev/nvme0n1.
     #[arg(long = "map", value_name = "OLD=NEW")]
@@ -134,6 +140,7 @@ fn options(s: Source) -> recover::Options {
         firmware: s.firmware.unwrap_or_default(),
         allow_loop: s.allow_loop,
         no_restore: s.no_restore,
+        at: s.at,
         mount_root: s
             .mount_root
             .unwrap_or_else(|| PathBuf::from(crate::plan::MOUNT_ROOT)),

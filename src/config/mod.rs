@@ -180,6 +180,48 @@ pub struct BackupConfig {
     pub full_every: Setting<Count<0>>,
     /// ... or once its full is this old.
     pub full_every_age: Setting<Option<Duration>>,
+    /// Calendar retention (`--keep-last N`...); 0: the rule is off.
+    pub keep_last: Setting<Count<0>>,
+    pub keep_hourly: Setting<Count<0>>,
+    pub keep_daily: Setting<Count<0>>,
+    pub keep_weekly: Setting<Count<0>>,
+    pub keep_monthly: Setting<Count<0>>,
+    pub keep_yearly: Setting<Count<0>>,
+}
+
+impl BackupConfig {
+    /// The retention policy the configuration sets (`keep`, `keep_*`).
+    pub fn retention(&self) -> crate::backup::retention::Policy {
+        crate::backup::retention::Policy {
+            chains: self.keep.value.map(|k| k.0 as usize),
+            last: self.keep_last.value.0 as usize,
+            hourly: self.keep_hourly.value.0 as usize,
+            daily: self.keep_daily.value.0 as usize,
+            weekly: self.keep_weekly.value.0 as usize,
+            monthly: self.keep_monthly.value.0 as usize,
+            yearly: self.keep_yearly.value.0 as usize,
+        }
+    }
+}
+
+/// `[hooks]`: commands run around every backup.
+#[derive(Debug, Clone)]
+pub struct HooksConfig {
+    pub pre_backup: Setting<Option<String>>,
+    pub post_backup: Setting<Option<String>>,
+    pub timeout: Setting<Duration>,
+    pub on_failure: Setting<Choice<crate::backup::hooks::OnFailure>>,
+}
+
+impl HooksConfig {
+    pub fn hooks(&self) -> crate::backup::hooks::Hooks {
+        crate::backup::hooks::Hooks {
+            pre_backup: self.pre_backup.value.clone(),
+            post_backup: self.post_backup.value.clone(),
+            timeout: std::time::Duration::from_secs(self.timeout.value.0.max(1) as u64),
+            on_failure: self.on_failure.value.0,
+        }
+    }
 }
 
 /// `[rescue]`: defaults of `mkrescue` and the scheduled rebuild.
@@ -247,6 +289,7 @@ pub struct Config {
     pub state_dir: Setting<PathBuf>,
     pub capture: CaptureConfig,
     pub backup: BackupConfig,
+    pub hooks: HooksConfig,
     pub rescue: RescueConfig,
     pub snapshot: SnapshotConfig,
     pub schedule: ScheduleConfig,
@@ -256,7 +299,7 @@ pub struct Config {
 
 /// The sections of the file, in the order `config show` prints them.
 pub const SECTIONS: &[&str] = &[
-    "capture", "backup", "rescue", "snapshot", "schedule", "monitor", "drill",
+    "capture", "backup", "hooks", "rescue", "snapshot", "schedule", "monitor", "drill",
 ];
 
 impl Default for Config {
@@ -285,6 +328,18 @@ impl Default for Config {
                 incremental: Setting::new(false),
                 full_every: Setting::new(Count(crate::backup::create::FULL_EVERY)),
                 full_every_age: Setting::new(None),
+                keep_last: Setting::new(Count(0)),
+                keep_hourly: Setting::new(Count(0)),
+                keep_daily: Setting::new(Count(0)),
+                keep_weekly: Setting::new(Count(0)),
+                keep_monthly: Setting::new(Count(0)),
+                keep_yearly: Setting::new(Count(0)),
+            },
+            hooks: HooksConfig {
+                pre_backup: Setting::new(None),
+                post_backup: Setting::new(None),
+                timeout: Setting::new(Duration(crate::backup::hooks::DEFAULT_TIMEOUT)),
+                on_failure: Setting::new(Choice(crate::backup::hooks::OnFailure::Stop)),
             },
             rescue: RescueConfig {
                 output: Setting::new(PathBuf::new()),
@@ -364,6 +419,17 @@ impl Config {
         f("backup.incremental", &mut b.incremental)?;
         f("backup.full_every", &mut b.full_every)?;
         f("backup.full_every_age", &mut b.full_every_age)?;
+        f("backup.keep_last", &mut b.keep_last)?;
+        f("backup.keep_hourly", &mut b.keep_hourly)?;
+        f("backup.keep_daily", &mut b.keep_daily)?;
+        f("backup.keep_weekly", &mut b.keep_weekly)?;
+        f("backup.keep_monthly", &mut b.keep_monthly)?;
+        f("backup.keep_yearly", &mut b.keep_yearly)?;
+        let h = &mut self.hooks;
+        f("hooks.pre_backup", &mut h.pre_backup)?;
+        f("hooks.post_backup", &mut h.post_backup)?;
+        f("hooks.timeout", &mut h.timeout)?;
+        f("hooks.on_failure", &mut h.on_failure)?;
         let r = &mut self.rescue;
         f("rescue.output", &mut r.output)?;
         f("rescue.kernel", &mut r.kernel)?;

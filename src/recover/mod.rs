@@ -68,6 +68,8 @@ pub struct Options {
     pub no_restore: bool,
     /// A drill: place the boot-report unit into the recovered system.
     pub drill: bool,
+    /// `--at TIME`: the newest generation started at or before it.
+    pub at: Option<String>,
 }
 
 impl Default for Options {
@@ -93,6 +95,7 @@ impl Default for Options {
             wipe: false,
             no_restore: false,
             drill: false,
+            at: None,
         }
     }
 }
@@ -229,9 +232,10 @@ pub fn prepare(opts: &Options) -> Result<Prepared> {
             p.is_dir().then(|| p.display().to_string())
         });
     let backup = match &backup_spec {
-        Some(spec) => Some(restore::Backup::open_at(
+        Some(spec) => Some(restore::Backup::open_pick(
             spec,
             answers.generation.as_deref(),
+            opts.at.as_deref(),
         )?),
         None => None,
     };

@@ -66,9 +66,23 @@ impl Backup {
 
     /// Opens generation `id` (the newest when `None`) of a backup.
     pub fn open_at(spec: &str, id: Option<&str>) -> Result<Backup> {
+        Backup::open_pick(spec, id, None)
+    }
+
+    /// Opens generation `id`, else the newest started at or before `at`
+    /// (`--at`, saying which on stdout), else the newest.
+    pub fn open_pick(spec: &str, id: Option<&str>, at: Option<&str>) -> Result<Backup> {
         let dest = Destination::open(spec, None, false)?;
         let store = Store::new(&dest.path);
-        let (generation, manifest, _) = restore::load_chain(&store, id)
+        let picked = match (id, at) {
+            (None, Some(at)) => {
+                let (g, line) = store.pick_at(at)?;
+                println!("{line}");
+                Some(g.id)
+            }
+            _ => id.map(String::from),
+        };
+        let (generation, manifest, _) = restore::load_chain(&store, picked.as_deref())
             .with_context(|| format!("reading the backup in {spec}"))?;
         Ok(Backup {
             dest,

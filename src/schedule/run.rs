@@ -189,6 +189,7 @@ fn backup_options(cfg: &Config, layout_path: &Path, dest: &Path) -> Result<backu
         sources,
         layout_file: Some(layout_path.to_path_buf()),
         incremental: cfg.backup.incremental.value,
+        differential: false,
         compression: cfg.backup.compression.value.0,
         level: cfg.backup.level.value.map(|l| l.0),
         threads: cfg
@@ -203,6 +204,12 @@ fn backup_options(cfg: &Config, layout_path: &Path, dest: &Path) -> Result<backu
             }),
         excludes,
         keep: cfg.backup.keep.value.map(|k| k.0 as usize),
+        retention: backup::retention::Policy {
+            chains: None,
+            ..cfg.backup.retention()
+        },
+        hooks: cfg.hooks.hooks(),
+        snapshot: false,
         full_every: backup::create::FullEvery {
             count: cfg.backup.full_every.value.0,
             age: cfg.backup.full_every_age.value.map(|d| d.0),
