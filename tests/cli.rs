@@ -1168,6 +1168,7 @@ fn which(tool: &str) -> bool {
         .args(["-c", &format!("command -v {tool}")])
         .output()
         .is_ok_and(|o| o.status.success())
+}
 
 #[test]
 fn prune_at_and_differential_bad_input_gives_one_line_errors() {
