@@ -25,6 +25,15 @@ impl Tree<'_> {
 
     /// Everything stacked on the block device `dev`.
     fn children(&mut self, dev: &str, depth: usize) {
+        self.md_on(dev, depth);
+        self.luks_on(dev, depth);
+        self.lvm_on(dev, depth);
+        self.filesystems_on(dev, depth);
+        self.swaps_on(dev, depth);
+    }
+
+    /// md arrays with a member on `dev`, and what they carry.
+    fn md_on(&mut self, dev: &str, depth: usize) {
         let l = self.l;
         for md in l
             .md_arrays
@@ -57,6 +66,11 @@ impl Tree<'_> {
             );
             self.children(&md.device, depth + 1);
         }
+    }
+
+    /// LUKS containers on `dev`, and what their mappings carry.
+    fn luks_on(&mut self, dev: &str, depth: usize) {
+        let l = self.l;
         for x in l.luks.iter().filter(|x| x.device == dev) {
             let mapped = x.mapped_device.clone();
             self.line(
@@ -81,6 +95,11 @@ impl Tree<'_> {
                 self.children(&m, depth + 1);
             }
         }
+    }
+
+    /// A PV on `dev`: its VG (once) and the VG's visible LVs.
+    fn lvm_on(&mut self, dev: &str, depth: usize) {
+        let l = self.l;
         for pv in l.lvm.pvs.iter().filter(|p| p.device == dev) {
             self.line(
                 depth,
@@ -134,6 +153,11 @@ impl Tree<'_> {
                 self.children(&lv.device, depth + 3);
             }
         }
+    }
+
+    /// File systems on `dev`, with btrfs subvolumes.
+    fn filesystems_on(&mut self, dev: &str, depth: usize) {
+        let l = self.l;
         for f in l.filesystems.iter().filter(|f| f.device == dev) {
             let mut s = format!("{} {}", f.fstype, human_bytes(f.size_bytes));
             if let Some(u) = &f.uuid {
@@ -169,6 +193,11 @@ impl Tree<'_> {
                 }
             }
         }
+    }
+
+    /// Swap areas on `dev`.
+    fn swaps_on(&mut self, dev: &str, depth: usize) {
+        let l = self.l;
         for s in l.swaps.iter().filter(|s| s.device == dev) {
             self.line(
                 depth,

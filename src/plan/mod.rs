@@ -1126,97 +1126,28 @@ fn plan_vg(
     }
     let lvs = b.stack.lvs_of(&vg.name);
     let visible: Vec<&LogicalVolume> = lvs.iter().copied().filter(|lv| !lv.is_hidden()).collect();
-    let mut new_lvs = Vec::new();
-    let mut devices = Vec::new();
-    if new_cap == old_cap {
-        for lv in &visible {
-            new_lvs.push(NewLv {
-                lv: (*lv).clone(),
-                size_bytes: lv.size_bytes,
-                placement: Placement::Free,
-            });
-            devices.push(lv.device.clone());
-        }
+    let new_lv = |lv: &LogicalVolume, size_bytes: u64| NewLv {
+        lv: lv.clone(),
+        size_bytes,
+        placement: Placement::Free,
+    };
+    let mut new_lvs: Vec<NewLv> = if new_cap == old_cap {
+        visible.iter().map(|lv| new_lv(lv, lv.size_bytes)).collect()
     } else {
-        // Space taken by what keeps its size: hidden metadata LVs (except
-        // raid images, which follow their LV) and thin volumes (virtual).
-        let hidden_fixed: u64 = lvs
-            .iter()
-            .filter(|lv| {
-                lv.is_hidden()
-                    && !lv.name.contains("_rimage_")
-                    && !lv.name.contains("_tdata")
-                    && !lv.name.contains("_mimage_")
-            })
-            .map(|lv| lv.size_bytes)
-            .sum();
-        let mut items = Vec::new();
-        let sized: Vec<&LogicalVolume> = visible
-            .iter()
-            .copied()
-            .filter(|lv| !stack::is_thin(lv))
-            .collect();
-        for lv in &sized {
-            let copies = stack::lv_copies(lv);
-            let (min, fixed) = if stack::is_thin_pool(lv) {
-                (b.stack.thin_pool_min(&lv.vg, lv), false)
-            } else {
-                b.stack.device_min(&lv.device, lv.size_bytes)
-            };
-            items.push(fit::Item {
-                old: lv.size_bytes * copies,
-                fixed: fixed || !stack::resizable_segments(lv),
-                min: min * copies,
-            });
-        }
-        let used_old: u64 = items.iter().map(|i| i.old).sum::<u64>() + hidden_fixed;
-        // Free space in the VG scales too.
-        items.push(fit::Item {
-            old: old_cap.saturating_sub(used_old),
-            fixed: false,
-            min: 0,
-        });
-        let sizes = fit::scale(&items, new_cap.saturating_sub(hidden_fixed), extent).map_err(|s| {
-            anyhow::anyhow!(
-                "volume group {} on the new disks is short by {} bytes ({}) for its logical volumes",
-                vg.name,
-                s.short,
-                human_bytes(s.short)
-            )
-        })?;
-        for (lv, footprint) in sized.iter().zip(&sizes) {
-            let size = fit::align_down(footprint / stack::lv_copies(lv), extent);
-            if size != lv.size_bytes {
-                b.note_size(
-                    format!("logical volume {}/{}", lv.vg, lv.name),
-                    lv.size_bytes,
-                    size,
-                    "in proportion to its VG",
-                );
-            }
-            b.sizes.insert(lv.device.clone(), size);
-            new_lvs.push(NewLv {
-                lv: (*lv).clone(),
-                size_bytes: size,
-                placement: Placement::Free,
-            });
-            devices.push(lv.device.clone());
-        }
-        for lv in visible.iter().filter(|lv| stack::is_thin(lv)) {
-            new_lvs.push(NewLv {
-                lv: (*lv).clone(),
-                size_bytes: lv.size_bytes,
-                placement: Placement::Free,
-            });
-            devices.push(lv.device.clone());
-        }
+        let sized = scale_lvs(b, vg, &lvs, &visible, (old_cap, new_cap), extent)?;
         b.note_size(
             format!("volume group {}", vg.name),
             old_cap,
             new_cap,
             "sum of its PVs",
         );
-    }
+        let thin = visible.iter().filter(|lv| stack::is_thin(lv));
+        sized
+            .into_iter()
+            .map(|(lv, size)| new_lv(lv, size))
+            .chain(thin.map(|lv| new_lv(lv, lv.size_bytes)))
+            .collect()
+    };
     for lv in &visible {
         b.sizes.entry(lv.device.clone()).or_insert(lv.size_bytes);
     }
@@ -1228,24 +1159,100 @@ fn plan_vg(
         l.placement = p;
     }
     b.warnings.extend(notes);
-    Ok((
-        Step::CreateVg {
-            vg: vg.clone(),
-            pvs: new_pvs,
-            lvs: new_lvs,
-            internal_uuids: lvs
-                .iter()
-                .filter(|lv| lv.is_hidden())
-                .map(|lv| {
-                    (
-                        lv.name.trim_matches(['[', ']']).to_string(),
-                        lv.uuid.clone(),
-                    )
-                })
-                .collect(),
-        },
-        devices,
-    ))
+    let devices = new_lvs.iter().map(|l| l.lv.device.clone()).collect();
+    let internal_uuids = lvs
+        .iter()
+        .filter(|lv| lv.is_hidden())
+        .map(|lv| {
+            (
+                lv.name.trim_matches(['[', ']']).to_string(),
+                lv.uuid.clone(),
+            )
+        })
+        .collect();
+    let step = Step::CreateVg {
+        vg: vg.clone(),
+        pvs: new_pvs,
+        lvs: new_lvs,
+        internal_uuids,
+    };
+    Ok((step, devices))
+}
+
+/// New sizes of a VG's sized (not thin) visible LVs when its capacity
+/// changes from `caps.0` to `caps.1`: in proportion, with the VG's free
+/// space, within what their contents need.
+fn scale_lvs<'l>(
+    b: &mut Builder,
+    vg: &VolumeGroup,
+    lvs: &[&'l LogicalVolume],
+    visible: &[&'l LogicalVolume],
+    (old_cap, new_cap): (u64, u64),
+    extent: u64,
+) -> Result<Vec<(&'l LogicalVolume, u64)>> {
+    // Space taken by what keeps its size: hidden metadata LVs (except raid
+    // images, which follow their LV) and thin volumes (virtual).
+    let hidden_fixed: u64 = lvs
+        .iter()
+        .filter(|lv| {
+            lv.is_hidden()
+                && !lv.name.contains("_rimage_")
+                && !lv.name.contains("_tdata")
+                && !lv.name.contains("_mimage_")
+        })
+        .map(|lv| lv.size_bytes)
+        .sum();
+    let sized: Vec<&LogicalVolume> = visible
+        .iter()
+        .copied()
+        .filter(|lv| !stack::is_thin(lv))
+        .collect();
+    let mut items: Vec<fit::Item> = sized
+        .iter()
+        .map(|lv| {
+            let copies = stack::lv_copies(lv);
+            let (min, fixed) = if stack::is_thin_pool(lv) {
+                (b.stack.thin_pool_min(&lv.vg, lv), false)
+            } else {
+                b.stack.device_min(&lv.device, lv.size_bytes)
+            };
+            fit::Item {
+                old: lv.size_bytes * copies,
+                fixed: fixed || !stack::resizable_segments(lv),
+                min: min * copies,
+            }
+        })
+        .collect();
+    let used_old: u64 = items.iter().map(|i| i.old).sum::<u64>() + hidden_fixed;
+    // Free space in the VG scales too.
+    items.push(fit::Item {
+        old: old_cap.saturating_sub(used_old),
+        fixed: false,
+        min: 0,
+    });
+    let sizes = fit::scale(&items, new_cap.saturating_sub(hidden_fixed), extent).map_err(|s| {
+        anyhow::anyhow!(
+            "volume group {} on the new disks is short by {} bytes ({}) for its logical volumes",
+            vg.name,
+            s.short,
+            human_bytes(s.short)
+        )
+    })?;
+    let mut out = Vec::new();
+    for (lv, footprint) in sized.iter().zip(&sizes) {
+        let size = fit::align_down(footprint / stack::lv_copies(lv), extent);
+        if size != lv.size_bytes {
+            b.note_size(
+                format!("logical volume {}/{}", lv.vg, lv.name),
+                lv.size_bytes,
+                size,
+                "in proportion to its VG",
+            );
+        }
+        b.sizes.insert(lv.device.clone(), size);
+        out.push((*lv, size));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -258,81 +258,99 @@ pub fn create_vg(
             2
         }
     });
-    let mut has_thin = false;
-    for l in order {
-        let size = format!("{}b", l.size_bytes);
-        let seg = l.lv.segments.first();
-        let segtype = seg.map(|s| s.segtype.as_str()).unwrap_or("linear");
-        let mut cmd = lvm(&["lvcreate", "-y", "-n", &l.lv.name]);
-        // Old signatures on the new extents are wiped; a thin pool's data
-        // starts unprovisioned (lvcreate refuses -W there), and a thin
-        // volume reads zeros where nothing was written.
-        if !matches!(segtype, "thin-pool" | "thin") {
-            cmd = cmd.args(["-W", "y"]);
-        }
-        match segtype {
-            "linear" => match &l.placement {
-                Placement::Extents(r) => cmd = cmd.args(["-l", &r[0].count.to_string()]),
-                _ => cmd = cmd.args(["-L", &size]),
-            },
-            "striped" => {
-                let s = seg.expect("a striped LV has a segment");
-                cmd = cmd.args(["-L", &size, "-i", &s.stripes.to_string()]);
-                if let Some(ss) = s.stripe_size_bytes {
-                    cmd = cmd.args(["-I", &format!("{}b", ss)]);
-                }
-            }
-            "raid1" | "mirror" => {
-                let copies = stack::lv_copies(&l.lv);
-                cmd = cmd.args([
-                    "--type",
-                    "raid1",
-                    "-m",
-                    &(copies - 1).to_string(),
-                    "--nosync",
-                    "-L",
-                    &size,
-                ]);
-            }
-            "thin-pool" => {
-                has_thin = true;
-                cmd = cmd.args(["--type", "thin-pool", "-L", &size]);
-            }
-            "thin" => {
-                has_thin = true;
-                let pool =
-                    l.lv.pool
-                        .as_deref()
-                        .with_context(|| format!("thin LV {} has no pool", l.lv.name))?;
-                cmd = cmd.args(["--type", "thin", "-V", &size, "--thinpool", pool]);
-            }
-            other => bail!(
-                "logical volume {}/{} has segment type {other}, which lifeboat cannot recreate",
-                vg.name,
-                l.lv.name
-            ),
-        }
-        cmd.arg(&vg.name)
-            .args(placement_args(&l.placement))
-            .mutating(ctx.dry_run)
-            .run()
-            .with_context(|| format!("creating logical volume {}/{}", vg.name, l.lv.name))?;
-        if let Placement::Extents(ranges) = &l.placement {
-            // The further segments, in their logical order.
-            for r in &ranges[1..] {
-                lvm(&["lvextend", "-y", "-l", &format!("+{}", r.count)])
-                    .arg(format!("{}/{}", vg.name, l.lv.name))
-                    .arg(r.arg())
-                    .mutating(ctx.dry_run)
-                    .run()
-                    .with_context(|| format!("placing {}/{} on {}", vg.name, l.lv.name, r.arg()))?;
-            }
-        }
+    for l in &order {
+        create_lv(ctx, vg, l)?;
     }
     if ctx.dry_run {
         return Ok(());
     }
+    let has_thin = order
+        .iter()
+        .any(|l| stack::is_thin_pool(&l.lv) || stack::is_thin(&l.lv));
     restore_uuids(ctx, vg, lvs, internal_uuids, has_thin)
+}
+
+/// lvcreate (and lvextend for further extent ranges) of one LV.
+fn create_lv(ctx: &Ctx, vg: &VolumeGroup, l: &NewLv) -> Result<()> {
+    let segtype =
+        l.lv.segments
+            .first()
+            .map(|s| s.segtype.as_str())
+            .unwrap_or("linear");
+    let mut cmd = lvm(&["lvcreate", "-y", "-n", &l.lv.name]);
+    // Old signatures on the new extents are wiped; a thin pool's data
+    // starts unprovisioned (lvcreate refuses -W there), and a thin volume
+    // reads zeros where nothing was written.
+    if !matches!(segtype, "thin-pool" | "thin") {
+        cmd = cmd.args(["-W", "y"]);
+    }
+    cmd.args(lv_shape_args(vg, l, segtype)?)
+        .arg(&vg.name)
+        .args(placement_args(&l.placement))
+        .mutating(ctx.dry_run)
+        .run()
+        .with_context(|| format!("creating logical volume {}/{}", vg.name, l.lv.name))?;
+    if let Placement::Extents(ranges) = &l.placement {
+        // The further segments, in their logical order.
+        for r in &ranges[1..] {
+            lvm(&["lvextend", "-y", "-l", &format!("+{}", r.count)])
+                .arg(format!("{}/{}", vg.name, l.lv.name))
+                .arg(r.arg())
+                .mutating(ctx.dry_run)
+                .run()
+                .with_context(|| format!("placing {}/{} on {}", vg.name, l.lv.name, r.arg()))?;
+        }
+    }
+    Ok(())
+}
+
+/// The lvcreate arguments of an LV's type and size.
+fn lv_shape_args(vg: &VolumeGroup, l: &NewLv, segtype: &str) -> Result<Vec<String>> {
+    let size = format!("{}b", l.size_bytes);
+    let args: Vec<String> = match segtype {
+        "linear" => match &l.placement {
+            Placement::Extents(r) => vec!["-l".into(), r[0].count.to_string()],
+            _ => vec!["-L".into(), size],
+        },
+        "striped" => {
+            let s = l.lv.segments.first().expect("a striped LV has a segment");
+            let mut v = vec!["-L".into(), size, "-i".into(), s.stripes.to_string()];
+            if let Some(ss) = s.stripe_size_bytes {
+                v.extend(["-I".into(), format!("{ss}b")]);
+            }
+            v
+        }
+        "raid1" | "mirror" => {
+            let copies = stack::lv_copies(&l.lv);
+            [
+                "--type",
+                "raid1",
+                "-m",
+                &(copies - 1).to_string(),
+                "--nosync",
+                "-L",
+                &size,
+            ]
+            .map(String::from)
+            .to_vec()
+        }
+        "thin-pool" => vec!["--type".into(), "thin-pool".into(), "-L".into(), size],
+        "thin" => {
+            let pool =
+                l.lv.pool
+                    .as_deref()
+                    .with_context(|| format!("thin LV {} has no pool", l.lv.name))?;
+            ["--type", "thin", "-V", &size, "--thinpool", pool]
+                .map(String::from)
+                .to_vec()
+        }
+        other => bail!(
+            "logical volume {}/{} has segment type {other}, which lifeboat cannot recreate",
+            vg.name,
+            l.lv.name
+        ),
+    };
+    Ok(args)
 }
 
 /// The PV arguments of lvcreate for a placement (the first extent range:
