@@ -150,7 +150,7 @@ impl ConfValue for Level {
     }
 }
 
-/// A duration in seconds, written `90s`, `30m`, `12h`, `7d`, `2w` (or a
+/// A duration in seconds, written `90s`, `30m`, `12h`, `7d`, `2w`, `1d12h` (or a
 /// bare number of seconds).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Duration(pub i64);
