@@ -977,3 +977,36 @@ fn drill_bad_input_gives_one_line_errors() {
     assert_one_line_error(code, &err, "--memory must be");
     assert!(!work.exists(), "the work folder was created");
 }
+
+/// With stderr connected to the stream `JOURNAL_STREAM` names, the error
+/// line carries the err priority (`<3>`); with the variable naming another
+/// file (inherited from a service, stderr redirected), it does not.
+#[test]
+fn errors_carry_syslog_priority_when_stderr_is_the_journal() {
+    use std::os::unix::fs::MetadataExt;
+    let s = Scratch::new("cli-journal");
+    let run = |stream_of: &Path, stderr_to: &Path| {
+        let err = std::fs::File::create(stderr_to).unwrap();
+        let m = std::fs::metadata(stream_of).unwrap();
+        let out = std::process::Command::new(lifeboat())
+            .args(["mkrescue", "--kernel", "/nonexistent/vmlinuz", "-o"])
+            .arg(s.join("out"))
+            .env("JOURNAL_STREAM", format!("{}:{}", m.dev(), m.ino()))
+            .env_remove("LIFEBOAT_LOG")
+            .stderr(err)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        std::fs::read_to_string(stderr_to).unwrap()
+    };
+    let journal = s.join("journal");
+    let text = run(&journal, &journal);
+    assert!(
+        text.starts_with("<3>lifeboat: error: kernel image /nonexistent/vmlinuz"),
+        "{text:?}"
+    );
+    let other = s.join("other");
+    std::fs::write(&other, b"").unwrap();
+    let text = run(&other, &s.join("plain"));
+    assert!(text.starts_with("lifeboat: error: kernel image"), "{text:?}");
+}

@@ -445,7 +445,7 @@ fn list(a: ListArgs, from: &str) -> Result<u8> {
         return Ok(code);
     }
     for b in &listing.bad {
-        eprintln!("lifeboat: generation {} is damaged: {}", b.id, b.error);
+        log::error!("generation {} is damaged: {}", b.id, b.error);
     }
     if gens.is_empty() && listing.bad.is_empty() {
         println!("no backups in {}", dest.spec);
@@ -499,7 +499,7 @@ fn verify(a: VerifyArgs, from: &str) -> Result<u8> {
     }
     match &rep.problem {
         Some(p) => {
-            eprintln!("lifeboat: backup damaged: {p}");
+            log::error!("backup damaged: {p}");
             for g in &rep.damaged_generations {
                 eprintln!("  damaged generation {}:", g.id);
                 for why in &g.problems {
@@ -561,7 +561,7 @@ fn restore(a: RestoreArgs, from: &str) -> Result<u8> {
             // A damaged chain or manifest: nothing to restore from.
             Err(e) => match e.downcast::<backup::restore::Damaged>() {
                 Ok(d) => {
-                    eprintln!("lifeboat: restore impossible: {d}");
+                    log::error!("restore impossible: {d}");
                     return Ok(1);
                 }
                 Err(e) => return Err(e),
@@ -592,7 +592,7 @@ fn restore(a: RestoreArgs, from: &str) -> Result<u8> {
     // Damage: everything else is restored; name every file that is not.
     let damaged = rep.damage_summary();
     if let Some(summary) = &damaged {
-        eprintln!("lifeboat: restore incomplete: {summary}");
+        log::error!("restore incomplete: {summary}");
         for d in &rep.damage {
             eprintln!("  damage: {d}");
         }

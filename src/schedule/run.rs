@@ -342,11 +342,11 @@ fn run_locked(
             g.duration_seconds
         )?;
         if g.result == backup::generation::Outcome::Partial {
-            writeln!(
-                out,
-                "warning: backup {} is partial: {} files could not be read",
-                g.id, g.warnings.unreadable
-            )?;
+            log::warn!(
+                "backup {} is partial: {} files could not be read",
+                g.id,
+                g.warnings.unreadable
+            );
             for e in &g.warnings.examples {
                 writeln!(out, "  {e}")?;
             }
