@@ -11,6 +11,7 @@ pub mod exec;
 pub mod layout;
 pub mod logging;
 pub mod names;
+pub mod notify;
 pub mod plan;
 pub mod recover;
 pub mod rescue;

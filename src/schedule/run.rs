@@ -270,6 +270,13 @@ pub fn run(
     if let Err(e) = last.save(state) {
         log::warn!("cannot record the run: {e:#}");
     }
+    let changes = match rec {
+        Some(r) if r.previous.is_some() && r.stored.is_some() => r.changes.as_slice(),
+        _ => &[],
+    };
+    if let Some(n) = crate::notify::of_run(&last, changes, report.backup_partial) {
+        crate::notify::send(cfg, &n);
+    }
     result.map(|()| report)
 }
 

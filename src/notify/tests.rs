@@ -1,0 +1,178 @@
+//! Notifications through real programs: a shell script as the command and
+//! a fake `sendmail` script that keeps its arguments and stdin.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use super::*;
+
+fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p
+}
+
+/// A configuration with a state folder in `dir`, a command that keeps its
+/// environment and stdin, and a sendmail that keeps its arguments and mail.
+fn setup(dir: &Path) -> Config {
+    let mut cfg = Config::default();
+    cfg.state_dir.value = dir.join("state");
+    std::fs::create_dir_all(&cfg.state_dir.value).unwrap();
+    let out = dir.display();
+    let cmd = script(
+        dir,
+        "on-event",
+        &format!("env | grep ^LIFEBOAT_ | sort > {out}/cmd.env\ncat > {out}/cmd.json"),
+    );
+    let sendmail = script(
+        dir,
+        "sendmail",
+        &format!("echo \"$@\" > {out}/mail.args\ncat > {out}/mail.txt"),
+    );
+    cfg.notify.command.value = Some(format!("{} --flag", cmd.display()));
+    cfg.notify.mail_to.value = vec!["root".into(), "ops@example.com".into()];
+    cfg.notify.sendmail.value = sendmail;
+    cfg
+}
+
+fn read(dir: &Path, name: &str) -> String {
+    std::fs::read_to_string(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+#[test]
+fn command_gets_environment_and_json_and_sendmail_gets_the_mail() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = setup(dir.path());
+    let mut n = Notice::new(
+        Event::RunFailed,
+        "scheduled run failed: disk\ngone",
+        "error: disk gone\nline two\n",
+    );
+    n.host = "web1".into();
+    let d = send(&cfg, &n);
+    assert_eq!(d.len(), 2, "{d:?}");
+    assert!(d.iter().all(|d| d.error.is_none()), "{d:?}");
+
+    let env = read(dir.path(), "cmd.env");
+    for want in [
+        "LIFEBOAT_EVENT=run-failed",
+        "LIFEBOAT_STATUS=failed",
+        "LIFEBOAT_HOST=web1",
+        "LIFEBOAT_SUMMARY=scheduled run failed: disk gone",
+    ] {
+        assert!(env.lines().any(|l| l == want), "{want} not in {env}");
+    }
+    let json: Notice = serde_json::from_str(&read(dir.path(), "cmd.json")).unwrap();
+    assert_eq!(json, n);
+
+    assert_eq!(read(dir.path(), "mail.args").trim(), "-t -oi");
+    let mail = read(dir.path(), "mail.txt");
+    let (head, body) = mail.split_once("\n\n").unwrap();
+    assert!(head.lines().any(|l| l == "To: root, ops@example.com"), "{head}");
+    // The summary's line break does not start a new header.
+    assert!(
+        head.lines()
+            .any(|l| l == "Subject: lifeboat on web1: failed: scheduled run failed: disk gone"),
+        "{head}"
+    );
+    assert_eq!(head.lines().count(), 7, "{head}");
+    assert!(body.contains("error: disk gone\nline two\n"), "{body}");
+
+    let last = last_notice(&cfg.state_dir.value).unwrap();
+    assert_eq!(last.pid, std::process::id());
+    assert_eq!(last.notice, n);
+}
+
+#[test]
+fn a_failing_notifier_is_reported_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = setup(dir.path());
+    cfg.notify.command.value = Some("echo pager down >&2; exit 7".into());
+    cfg.notify.sendmail.value = dir.path().join("no-such-sendmail");
+    let d = send(&cfg, &Notice::new(Event::Test, "test", ""));
+    assert_eq!(d.len(), 2);
+    let mail = d[0].error.as_deref().unwrap();
+    assert!(mail.contains("no-such-sendmail"), "{mail}");
+    let cmd = d[1].error.as_deref().unwrap();
+    assert!(cmd.contains("pager down") && cmd.contains('7'), "{cmd}");
+}
+
+#[test]
+fn nothing_configured_sends_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = Config::default();
+    cfg.state_dir.value = dir.path().to_path_buf();
+    assert!(!configured(&cfg));
+    assert!(send(&cfg, &Notice::new(Event::Test, "t", "")).is_empty());
+    assert!(last_notice(dir.path()).is_none());
+}
+
+fn last_run(error: Option<&str>) -> LastRun {
+    LastRun {
+        started_at: "2026-12-07T10:00:00Z".into(),
+        finished_at: "2026-12-07T10:05:00Z".into(),
+        ok: error.is_none(),
+        exit_code: if error.is_some() { 2 } else { 0 },
+        stored: None,
+        newest: Some("20261207T100000Z".into()),
+        changes: 0,
+        backup: Some("G1".into()),
+        rebuilt: false,
+        reasons: vec![],
+        error: error.map(String::from),
+    }
+}
+
+#[test]
+fn run_outcomes_become_the_right_events() {
+    assert_eq!(of_run(&last_run(None), &[], false), None);
+    let n = of_run(&last_run(Some("backing up: disk full")), &[], true).unwrap();
+    assert_eq!((n.event, n.status), (Event::RunFailed, Status::Failed));
+    assert!(n.summary.contains("disk full"), "{}", n.summary);
+    let n = of_run(&last_run(None), &[], true).unwrap();
+    assert_eq!((n.event, n.status), (Event::RunWarning, Status::Warning));
+    assert!(n.detail.contains("backup G1 is partial"), "{}", n.detail);
+}
+
+#[test]
+fn addresses_and_unit_names_are_checked() {
+    for ok in ["root", "ops@example.com", "a.b+c@d-e.org"] {
+        assert!(valid_address(ok), "{ok}");
+    }
+    for bad in ["", "-oQ/tmp", "a b", "a,b", "a\nBcc: x", "<a>", "a\"b"] {
+        assert!(!valid_address(bad), "{bad:?}");
+    }
+    check_unit_name("lifeboat-snapshot.service").unwrap();
+    check_unit_name("lifeboat-drill@x\\x2dy.service").unwrap();
+    for bad in ["", "--help", "a b", "a/b", "a\n"] {
+        assert!(check_unit_name(bad).is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn a_failure_already_reported_by_its_process_is_not_repeated() {
+    let last = LastNotice {
+        pid: 4242,
+        notice: Notice::new(Event::RunFailed, "x", ""),
+    };
+    assert!(already_reported(Some(&last), Some(4242)));
+    assert!(!already_reported(Some(&last), Some(4243)));
+    assert!(!already_reported(Some(&last), None));
+    assert!(!already_reported(None, Some(4242)));
+    let test = LastNotice {
+        pid: 4242,
+        notice: Notice::new(Event::Test, "x", ""),
+    };
+    assert!(!already_reported(Some(&test), Some(4242)));
+}
+
+#[test]
+fn non_ascii_subjects_are_encoded() {
+    let mut n = Notice::new(Event::Drift, "disque changé", "");
+    n.host = "h".into();
+    let mail = n.mail(&["root".into()]);
+    let subject = mail.lines().find(|l| l.starts_with("Subject: ")).unwrap();
+    assert!(subject.is_ascii(), "{subject}");
+    assert!(subject.contains("=?UTF-8?Q?") && subject.contains("chang=C3=A9"), "{subject}");
+}
