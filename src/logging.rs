@@ -24,7 +24,10 @@ impl Log for StderrLogger {
         if !self.enabled(record.metadata()) {
             return;
         }
-        eprint!("{}", format_lines(record.level(), &record.args().to_string(), journal()));
+        eprint!(
+            "{}",
+            format_lines(record.level(), &record.args().to_string(), journal())
+        );
     }
 
     fn flush(&self) {}
@@ -141,9 +144,18 @@ mod tests {
             format_lines(Level::Warn, "backup partial\nfile a\nfile b", true),
             "<4>lifeboat: warning: backup partial\n<4>  file a\n<4>  file b\n"
         );
-        assert_eq!(format_lines(Level::Info, "x", true), "<6>lifeboat: info: x\n");
-        assert_eq!(format_lines(Level::Debug, "x", true), "<7>lifeboat: debug: x\n");
-        assert_eq!(format_lines(Level::Trace, "x", true), "<7>lifeboat: trace: x\n");
+        assert_eq!(
+            format_lines(Level::Info, "x", true),
+            "<6>lifeboat: info: x\n"
+        );
+        assert_eq!(
+            format_lines(Level::Debug, "x", true),
+            "<7>lifeboat: debug: x\n"
+        );
+        assert_eq!(
+            format_lines(Level::Trace, "x", true),
+            "<7>lifeboat: trace: x\n"
+        );
         assert_eq!(
             format_lines(Level::Warn, "plain", false),
             "lifeboat: warning: plain\n"
@@ -163,7 +175,12 @@ mod tests {
         // may have its stderr redirected elsewhere).
         assert!(!fd_is_journal(b.as_fd(), Some(&var)));
         assert!(!fd_is_journal(a.as_fd(), None));
-        for bad in ["", "garbage", &format!("{}", m.dev()), &format!("{}:x", m.dev())] {
+        for bad in [
+            "",
+            "garbage",
+            &format!("{}", m.dev()),
+            &format!("{}:x", m.dev()),
+        ] {
             assert!(!fd_is_journal(a.as_fd(), Some(bad)), "{bad:?}");
         }
         assert!(stream_matches(" 8:12\n", 8, 12));

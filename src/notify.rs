@@ -314,8 +314,8 @@ fn record(state_dir: &Path, notice: &Notice) {
 
 /// The last notice sent from `state_dir`, if readable.
 pub fn last_notice(state_dir: &Path) -> Option<LastNotice> {
-    let data = util::read_regular(&state_dir.join(LAST_NOTICE_FILE), "notice record", 1 << 20)
-        .ok()?;
+    let data =
+        util::read_regular(&state_dir.join(LAST_NOTICE_FILE), "notice record", 1 << 20).ok()?;
     serde_json::from_slice(&data).ok()
 }
 
@@ -329,7 +329,9 @@ pub fn of_run(last: &LastRun, changes: &[Change], partial_backup: bool) -> Optio
     }
     if partial_backup {
         if let Some(b) = &last.backup {
-            detail.push_str(&format!("backup {b} is partial: some files could not be read\n"));
+            detail.push_str(&format!(
+                "backup {b} is partial: some files could not be read\n"
+            ));
         }
     }
     if !changes.is_empty() {
@@ -342,13 +344,26 @@ pub fn of_run(last: &LastRun, changes: &[Change], partial_backup: bool) -> Optio
         }
     }
     if !last.reasons.is_empty() {
-        let done = if last.rebuilt { "rebuilt" } else { "to rebuild" };
-        detail.push_str(&format!("rescue image {done}: {}\n", last.reasons.join("; ")));
+        let done = if last.rebuilt {
+            "rebuilt"
+        } else {
+            "to rebuild"
+        };
+        detail.push_str(&format!(
+            "rescue image {done}: {}\n",
+            last.reasons.join("; ")
+        ));
     }
-    detail.push_str(&format!("run {} .. {}\n", last.started_at, last.finished_at));
+    detail.push_str(&format!(
+        "run {} .. {}\n",
+        last.started_at, last.finished_at
+    ));
     let (event, summary) = match (&last.error, partial_backup, changes.len()) {
         (Some(e), _, _) => (Event::RunFailed, format!("scheduled run failed: {e}")),
-        (None, true, _) => (Event::RunWarning, "scheduled run: the backup is partial".into()),
+        (None, true, _) => (
+            Event::RunWarning,
+            "scheduled run: the backup is partial".into(),
+        ),
         (None, false, 0) => return None,
         (None, false, n) => (
             Event::Drift,
@@ -380,7 +395,10 @@ pub fn of_drill(report: Result<&Report, &anyhow::Error>, path: Option<&Path>) ->
                 DrillVerdict::Error => "drill could not run",
                 _ => "drill failed",
             };
-            let summary = format!("{what}: {}", r.problem.as_deref().unwrap_or("see the report"));
+            let summary = format!(
+                "{what}: {}",
+                r.problem.as_deref().unwrap_or("see the report")
+            );
             Some(Notice::new(Event::DrillFailed, summary, detail))
         }
     }

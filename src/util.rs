@@ -348,9 +348,13 @@ pub fn parse_duration(text: &str) -> Result<i64> {
     let mut parts = Vec::new();
     let mut rest = t;
     while !rest.is_empty() {
-        let split = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let split = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let (num, tail) = rest.split_at(split);
-        let end = tail.find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(tail.len());
+        let end = tail
+            .find(|c: char| !c.is_ascii_alphabetic())
+            .unwrap_or(tail.len());
         let (unit, tail) = tail.split_at(end);
         if num.is_empty() || unit.is_empty() {
             bail!("bad duration {text:?}: expected e.g. 90s, 30m, 12h, 7d, 2w or 1d12h");

@@ -1008,5 +1008,92 @@ fn errors_carry_syslog_priority_when_stderr_is_the_journal() {
     let other = s.join("other");
     std::fs::write(&other, b"").unwrap();
     let text = run(&other, &s.join("plain"));
-    assert!(text.starts_with("lifeboat: error: kernel image"), "{text:?}");
+    assert!(
+        text.starts_with("lifeboat: error: kernel image"),
+        "{text:?}"
+    );
+}
+
+/// `notify --test` and `notify --failed-unit` through a real command and a
+/// fake sendmail script that keeps the mail; a channel that fails is named
+/// and gives exit 1; nothing configured is an error for `--test` only.
+#[test]
+fn notify_test_and_failed_unit_reach_command_and_sendmail() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Scratch::new("cli-notify");
+    let exe = |name: &str, body: &str| {
+        let p = s.join(name);
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p
+    };
+    let d = s.join("").display().to_string();
+    let sendmail = exe("sendmail", &format!("cat > {d}/mail.txt"));
+    let cmd = exe(
+        "hook",
+        &format!(
+            "echo \"$LIFEBOAT_EVENT $LIFEBOAT_STATUS $LIFEBOAT_UNIT\" > {d}/env; cat > {d}/in.json"
+        ),
+    );
+    let cfg = s.join("lifeboat.toml");
+    let write_cfg = |command: &str| {
+        std::fs::write(
+            &cfg,
+            format!(
+                "state_dir = \"{d}/state\"\n[notify]\nmail_to = [\"root\"]\n\
+                 command = \"{command}\"\nsendmail = \"{}\"\n",
+                sendmail.display()
+            ),
+        )
+        .unwrap();
+    };
+    write_cfg(&cmd.display().to_string());
+    let c = cfg.to_str().unwrap();
+    let (code, out, err) = run_lifeboat(["--config", c, "notify", "--test"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("sent: mail to root") && out.contains("sent: command "),
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(s.join("env")).unwrap(),
+        "test test \n"
+    );
+    let mail = std::fs::read_to_string(s.join("mail.txt")).unwrap();
+    assert!(
+        mail.starts_with("To: root\nSubject: lifeboat on "),
+        "{mail}"
+    );
+
+    let (code, out, err) = run_lifeboat([
+        "--config",
+        c,
+        "notify",
+        "--failed-unit",
+        "lifeboat-snapshot.service",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        std::fs::read_to_string(s.join("env")).unwrap(),
+        "unit-failed failed lifeboat-snapshot.service\n"
+    );
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(s.join("in.json")).unwrap()).unwrap();
+    assert_eq!(j["summary"], "unit lifeboat-snapshot.service failed");
+
+    let (code, _, err) = run_lifeboat(["--config", c, "notify", "--failed-unit=a b/c"]);
+    assert_one_line_error(code, &err, "is not a systemd unit name");
+
+    write_cfg("exit 9");
+    let (code, out, _) = run_lifeboat(["--config", c, "notify", "--test"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("FAILED: command exit 9:"), "{out}");
+
+    std::fs::write(&cfg, format!("state_dir = \"{d}/state\"\n")).unwrap();
+    let (code, _, err) = run_lifeboat(["--config", c, "notify", "--test"]);
+    assert_one_line_error(
+        code,
+        &err,
+        "no notification is configured: set notify.mail_to",
+    );
 }

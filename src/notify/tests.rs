@@ -69,7 +69,10 @@ fn command_gets_environment_and_json_and_sendmail_gets_the_mail() {
     assert_eq!(read(dir.path(), "mail.args").trim(), "-t -oi");
     let mail = read(dir.path(), "mail.txt");
     let (head, body) = mail.split_once("\n\n").unwrap();
-    assert!(head.lines().any(|l| l == "To: root, ops@example.com"), "{head}");
+    assert!(
+        head.lines().any(|l| l == "To: root, ops@example.com"),
+        "{head}"
+    );
     // The summary's line break does not start a new header.
     assert!(
         head.lines()
@@ -174,5 +177,58 @@ fn non_ascii_subjects_are_encoded() {
     let mail = n.mail(&["root".into()]);
     let subject = mail.lines().find(|l| l.starts_with("Subject: ")).unwrap();
     assert!(subject.is_ascii(), "{subject}");
-    assert!(subject.contains("=?UTF-8?Q?") && subject.contains("chang=C3=A9"), "{subject}");
+    assert!(
+        subject.contains("=?UTF-8?Q?") && subject.contains("chang=C3=A9"),
+        "{subject}"
+    );
+}
+
+/// The scheduled run itself sends: nothing on a first or unchanged
+/// snapshot, `drift` with the changes when the layout changed, `run-failed`
+/// when the run failed (and the run's own result is unchanged by it).
+#[test]
+fn scheduled_runs_notify_drift_and_failure_once() {
+    use crate::layout::diff::tests::machine;
+    use crate::schedule::run::{run, RunOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = setup(dir.path());
+    cfg.notify.mail_to.value.clear();
+    let json = dir.path().join("cmd.json");
+    let clock = std::cell::Cell::new(1_795_672_646i64);
+    let now = || {
+        clock.set(clock.get() + 60);
+        clock.get()
+    };
+    let mut out = Vec::new();
+    let go = |cfg: &Config, l: Option<crate::layout::Layout>, out: &mut Vec<u8>| {
+        let capture = move || l.clone().ok_or_else(|| anyhow::anyhow!("lsblk vanished"));
+        run(cfg, RunOptions::default(), &capture, &now, out)
+    };
+    go(&cfg, Some(machine()), &mut out).unwrap();
+    go(&cfg, Some(machine()), &mut out).unwrap();
+    assert!(
+        !json.exists(),
+        "a first or unchanged snapshot sent a notice"
+    );
+
+    let mut changed = machine();
+    changed.disks.pop();
+    go(&cfg, Some(changed), &mut out).unwrap();
+    let n: Notice = serde_json::from_str(&read(dir.path(), "cmd.json")).unwrap();
+    assert_eq!((n.event, n.status), (Event::Drift, Status::Warning));
+    assert!(
+        n.summary.starts_with("the layout changed (2 changes)"),
+        "{}",
+        n.summary
+    );
+    assert!(n.detail.contains("removed disk"), "{}", n.detail);
+
+    // The notifier fails: logged, the run's outcome is its own.
+    std::fs::remove_file(&json).unwrap();
+    cfg.notify.command.value = Some(format!("cat > {}; exit 3", json.display()));
+    let e = go(&cfg, None, &mut out).unwrap_err();
+    assert!(format!("{e:#}").contains("lsblk vanished"));
+    let n: Notice = serde_json::from_str(&read(dir.path(), "cmd.json")).unwrap();
+    assert_eq!((n.event, n.status), (Event::RunFailed, Status::Failed));
+    assert!(n.summary.contains("lsblk vanished"), "{}", n.summary);
 }
