@@ -222,6 +222,7 @@ pub fn rescue_options(cfg: &Config, layout: Option<&Path>) -> crate::rescue::Opt
         append: r.append.value.clone(),
         add_programs: r.add_programs.value.clone(),
         no_iso: !r.iso.value,
+        capture: Some(cfg.capture_options()),
         ..crate::rescue::Options::default()
     }
 }
