@@ -11,7 +11,8 @@ use crate::util::{self, human_bytes, human_duration};
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// Print JSON: the facts and the verdict.
+    /// Print JSON: the facts, the verdict and the metrics of --prometheus
+    /// (ages in seconds, 0/1 flags).
     #[arg(long)]
     pub json: bool,
     /// Write node_exporter textfile metrics (lifeboat_rescue_age_seconds,
@@ -57,7 +58,8 @@ pub fn status(args: StatusArgs, cfg: &Config) -> Result<u8> {
             None => print!("{text}"),
         }
     } else if args.json {
-        let j = serde_json::json!({ "facts": f, "verdict": v });
+        let metrics = prometheus::values(&f, &v);
+        let j = serde_json::json!({ "facts": f, "verdict": v, "metrics": metrics });
         println!("{}", serde_json::to_string_pretty(&j)?);
     } else {
         print!("{}", render(&f, &v));

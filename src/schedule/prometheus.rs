@@ -124,6 +124,24 @@ fn gauges(f: &Facts, v: &Verdict) -> Vec<Gauge> {
     ]
 }
 
+/// The known values by name, for `status --json` (`metrics`), which the
+/// Zabbix template reads.
+pub fn values(f: &Facts, v: &Verdict) -> serde_json::Map<String, serde_json::Value> {
+    gauges(f, v)
+        .into_iter()
+        .filter_map(|g| {
+            let x = g.value?;
+            // Whole numbers as integers: 7200, not 7200.0.
+            let j = if x.fract() == 0.0 && x.abs() < 9e15 {
+                serde_json::json!(x as i64)
+            } else {
+                serde_json::json!(x)
+            };
+            Some((g.name.to_string(), j))
+        })
+        .collect()
+}
+
 /// The textfile: `# HELP`, `# TYPE` and a sample for each known gauge.
 pub fn render(f: &Facts, v: &Verdict) -> String {
     let mut out = String::new();
