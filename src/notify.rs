@@ -17,10 +17,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 use crate::drill::report::{Report, Verdict as DrillVerdict};
-use crate::exec::Cmd;
+use crate::exec::{Cmd, CommandError};
 use crate::layout::Change;
 use crate::schedule::run::LastRun;
 use crate::util;
+use std::ffi::OsStr;
 
 pub const LAST_NOTICE_FILE: &str = "last-notice.json";
 
@@ -236,13 +237,14 @@ pub fn configured(cfg: &Config) -> bool {
 /// goes on.
 pub fn send(cfg: &Config, notice: &Notice) -> Vec<Delivery> {
     let mut out = Vec::new();
+    let timeout = cfg.notify.timeout.value.0;
     let to = &cfg.notify.mail_to.value;
     if !to.is_empty() {
-        let r = send_mail(&cfg.notify.sendmail.value, to, notice);
+        let r = send_mail(&cfg.notify.sendmail.value, to, notice, timeout);
         out.push(delivery(format!("mail to {}", to.join(", ")), r));
     }
     if let Some(c) = &cfg.notify.command.value {
-        let r = run_command(c, notice);
+        let r = run_command(c, notice, timeout);
         out.push(delivery(format!("command {c}"), r));
     }
     if !out.is_empty() {
@@ -271,25 +273,49 @@ fn delivery(channel: String, r: Result<()>) -> Delivery {
     }
 }
 
-fn send_mail(sendmail: &Path, to: &[String], notice: &Notice) -> Result<()> {
-    Cmd::new(sendmail.to_string_lossy())
-        .args(["-t", "-oi"])
-        .stdin(notice.mail(to))
-        .run()
-        .with_context(|| format!("sending mail through {}", sendmail.display()))?;
-    Ok(())
+/// `program args...` under coreutils `timeout`, so that a notifier that
+/// hangs (a mail server that never answers) cannot hold up the job.
+fn limited(timeout: i64, program: &OsStr, args: &[&str]) -> Cmd {
+    Cmd::new("timeout")
+        .args(["--kill-after=5", &format!("{}s", timeout.max(1))])
+        .arg(program)
+        .args(args)
 }
 
-fn run_command(command: &str, notice: &Notice) -> Result<()> {
+/// Runs `cmd`; the exit code 124 of `timeout` is said in words.
+fn run_limited(cmd: Cmd, timeout: i64) -> Result<()> {
+    match cmd.run() {
+        Err(e)
+            if e.downcast_ref::<CommandError>()
+                .is_some_and(|c| c.code == 124) =>
+        {
+            bail!("no answer after {timeout} s (notify.timeout); stopped")
+        }
+        other => other.map(drop),
+    }
+}
+
+fn send_mail(sendmail: &Path, to: &[String], notice: &Notice, timeout: i64) -> Result<()> {
+    let Some(program) = crate::exec::which(&sendmail.to_string_lossy()) else {
+        bail!(
+            "{} is not installed; install a mail transfer agent (exim4, postfix, \
+             msmtp-mta, nullmailer) or set notify.sendmail",
+            sendmail.display()
+        );
+    };
+    let cmd = limited(timeout, program.as_os_str(), &["-t", "-oi"]).stdin(notice.mail(to));
+    run_limited(cmd, timeout)
+        .with_context(|| format!("sending mail through {}", sendmail.display()))
+}
+
+fn run_command(command: &str, notice: &Notice, timeout: i64) -> Result<()> {
     let mut json = serde_json::to_string_pretty(notice)?;
     json.push('\n');
-    let mut cmd = Cmd::new("/bin/sh").args(["-c", command]).stdin(json);
+    let mut cmd = limited(timeout, OsStr::new("/bin/sh"), &["-c", command]).stdin(json);
     for (k, v) in notice.env() {
         cmd = cmd.env(k, v);
     }
-    cmd.run()
-        .with_context(|| format!("running the notify command {command:?}"))?;
-    Ok(())
+    run_limited(cmd, timeout).with_context(|| format!("running the notify command {command:?}"))
 }
 
 /// `STATE/last-notice.json`: the last notice and the process that sent it.

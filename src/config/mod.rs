@@ -236,6 +236,8 @@ pub struct NotifyConfig {
     pub command: Setting<Option<String>>,
     /// The sendmail program.
     pub sendmail: Setting<PathBuf>,
+    /// How long one channel may take before it is stopped.
+    pub timeout: Setting<Duration>,
 }
 
 /// `[drill]`: defaults of `lifeboat drill`.
@@ -336,6 +338,7 @@ impl Default for Config {
                 mail_to: Setting::new(Vec::new()),
                 command: Setting::new(None),
                 sendmail: Setting::new(PathBuf::from("/usr/sbin/sendmail")),
+                timeout: Setting::new(Duration(120)),
             },
             drill: DrillConfig {
                 work: Setting::new(PathBuf::from(crate::drill::DEFAULT_WORK)),
@@ -415,6 +418,7 @@ impl Config {
         f("notify.mail_to", &mut n.mail_to)?;
         f("notify.command", &mut n.command)?;
         f("notify.sendmail", &mut n.sendmail)?;
+        f("notify.timeout", &mut n.timeout)?;
         let d = &mut self.drill;
         f("drill.work", &mut d.work)?;
         f("drill.firmware", &mut d.firmware)?;

@@ -96,9 +96,30 @@ fn a_failing_notifier_is_reported_not_fatal() {
     let d = send(&cfg, &Notice::new(Event::Test, "test", ""));
     assert_eq!(d.len(), 2);
     let mail = d[0].error.as_deref().unwrap();
-    assert!(mail.contains("no-such-sendmail"), "{mail}");
+    assert!(
+        mail.contains("no-such-sendmail is not installed; install a mail transfer agent"),
+        "{mail}"
+    );
     let cmd = d[1].error.as_deref().unwrap();
-    assert!(cmd.contains("pager down") && cmd.contains('7'), "{cmd}");
+    assert!(
+        cmd.contains("pager down") && cmd.contains("exit code 7"),
+        "{cmd}"
+    );
+}
+
+/// A notifier that hangs is stopped after notify.timeout; the caller goes on.
+#[test]
+fn a_hanging_notifier_is_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = setup(dir.path());
+    cfg.notify.mail_to.value.clear();
+    cfg.notify.command.value = Some("sleep 60".into());
+    cfg.notify.timeout.value = crate::config::Duration(1);
+    let started = std::time::Instant::now();
+    let d = send(&cfg, &Notice::new(Event::Test, "test", ""));
+    assert!(started.elapsed().as_secs() < 20, "{:?}", started.elapsed());
+    let e = d[0].error.as_deref().unwrap();
+    assert!(e.contains("no answer after 1 s (notify.timeout)"), "{e}");
 }
 
 #[test]
