@@ -361,7 +361,7 @@ pub fn of_run(last: &LastRun, changes: &[Change], partial_backup: bool) -> Optio
         }
     }
     if !changes.is_empty() {
-        detail.push_str(&format!("layout changes since the previous snapshot:\n"));
+        detail.push_str("layout changes since the previous snapshot:\n");
         for c in changes {
             detail.push_str(&format!("  {c}\n"));
         }
