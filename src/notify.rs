@@ -126,7 +126,7 @@ impl Notice {
             ("LIFEBOAT_HOST", self.host.clone()),
             ("LIFEBOAT_TIME", self.time.clone()),
             ("LIFEBOAT_SUMMARY", self.summary.clone()),
-            ("LIFEBOAT_DETAIL", self.detail.clone()),
+            ("LIFEBOAT_DETAIL", truncate(&self.detail, DETAIL_ENV_MAX)),
             ("LIFEBOAT_UNIT", self.unit.clone().unwrap_or_default()),
         ]
     }
@@ -164,6 +164,22 @@ impl Notice {
         }
         m
     }
+}
+
+/// The most of the detail that goes into the environment (the kernel
+/// refuses one string over 128 KiB); stdin has all of it.
+const DETAIL_ENV_MAX: usize = 32 * 1024;
+
+/// `text` cut to at most `max` bytes on a character boundary.
+fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}\n[cut; the whole text is on stdin]\n", &text[..end])
 }
 
 /// The host's name (`/proc/sys/kernel/hostname`).
@@ -326,6 +342,11 @@ pub struct LastNotice {
 }
 
 fn record(state_dir: &Path, notice: &Notice) {
+    if !state_dir.is_dir() {
+        // Nothing ran here yet (a first `notify --test`): no failure to
+        // tell apart later.
+        return;
+    }
     let last = LastNotice {
         pid: std::process::id(),
         notice: notice.clone(),

@@ -134,17 +134,8 @@ fn nothing_configured_sends_nothing() {
 
 fn last_run(error: Option<&str>) -> LastRun {
     LastRun {
-        started_at: "2026-12-07T10:00:00Z".into(),
-        finished_at: "2026-12-07T10:05:00Z".into(),
-        ok: error.is_none(),
-        exit_code: if error.is_some() { 2 } else { 0 },
-        stored: None,
-        newest: Some("20261207T100000Z".into()),
-        changes: 0,
         backup: Some("G1".into()),
-        rebuilt: false,
-        reasons: vec![],
-        error: error.map(String::from),
+        ..crate::schedule::tests::last_run(1_795_672_646, error)
     }
 }
 
@@ -189,6 +180,21 @@ fn a_failure_already_reported_by_its_process_is_not_repeated() {
         notice: Notice::new(Event::Test, "x", ""),
     };
     assert!(!already_reported(Some(&test), Some(4242)));
+}
+
+#[test]
+fn a_huge_detail_is_cut_in_the_environment_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = setup(dir.path());
+    let detail = "é".repeat(100_000);
+    let n = Notice::new(Event::VerifyFailed, "damaged", detail.clone());
+    let env = n.env();
+    let d = &env.iter().find(|(k, _)| *k == "LIFEBOAT_DETAIL").unwrap().1;
+    assert!(d.len() < 33 * 1024 && d.ends_with("[cut; the whole text is on stdin]\n"));
+    let sent = send(&cfg, &n);
+    assert!(sent.iter().all(|d| d.error.is_none()), "{sent:?}");
+    let json: Notice = serde_json::from_str(&read(dir.path(), "cmd.json")).unwrap();
+    assert_eq!(json.detail, detail);
 }
 
 #[test]

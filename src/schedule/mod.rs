@@ -22,4 +22,4 @@ pub mod snapshot;
 pub mod units;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -16,6 +16,24 @@ const NOW: i64 = 1_795_672_646; // 2026-11-26T05:57:26Z
 const H: i64 = 3600;
 const D: i64 = 86400;
 
+/// A run record that finished at `finished` (10 s long), failed with
+/// `error` or succeeded.
+pub(crate) fn last_run(finished: i64, error: Option<&str>) -> LastRun {
+    LastRun {
+        started_at: rfc3339(finished - 10),
+        finished_at: rfc3339(finished),
+        ok: error.is_none(),
+        exit_code: if error.is_some() { 2 } else { 0 },
+        stored: None,
+        newest: None,
+        changes: 0,
+        backup: None,
+        rebuilt: false,
+        reasons: vec![],
+        error: error.map(String::from),
+    }
+}
+
 struct World {
     _dir: tempfile::TempDir,
     cfg: Config,
@@ -243,19 +261,10 @@ fn drift_follows_the_image_layout_by_sha256() {
 #[test]
 fn failed_run_and_unreadable_record() {
     let w = World::new();
-    LastRun {
-        started_at: rfc3339(NOW - 600),
-        finished_at: rfc3339(NOW - 590),
-        ok: false,
-        exit_code: 2,
-        stored: None,
-        newest: None,
-        changes: 0,
-        backup: None,
-        rebuilt: false,
-        reasons: vec![],
-        error: Some("rebuilding the rescue image failed | the previous image is kept".into()),
-    }
+    last_run(
+        NOW - 590,
+        Some("rebuilding the rescue image failed | the previous image is kept"),
+    )
     .save(&w.cfg.state_dir.value)
     .unwrap();
     let (state, line) = w.check(NOW);
@@ -491,19 +500,7 @@ fn prometheus_metrics_follow_the_facts() {
     changed.disks.pop();
     w.store.record(&changed, NOW - H, 10, &[]).unwrap();
     w.write_backup("20261126T045000Z", NOW - H, Some(false));
-    let run = LastRun {
-        started_at: rfc3339(NOW - 120),
-        finished_at: rfc3339(NOW - 60),
-        ok: false,
-        exit_code: 2,
-        stored: None,
-        newest: None,
-        changes: 0,
-        backup: None,
-        rebuilt: false,
-        reasons: vec![],
-        error: Some("disk full".into()),
-    };
+    let run = last_run(NOW - 60, Some("disk full"));
     run.save(&w.cfg.state_dir.value).unwrap();
     let m = metrics(&w, NOW);
     assert_eq!(m["lifeboat_layout_drift"], 1.0);
