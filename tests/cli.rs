@@ -1299,3 +1299,56 @@ fn icinga_check_command_runs() {
         "{out}"
     );
 }
+
+/// A program that exits without reading its stdin (a notify command that
+/// ignores the JSON) does not kill lifeboat with SIGPIPE: the notice (a
+/// failed unit whose `systemctl status`, from a stand-in systemctl, is
+/// 200 KB) is more than a pipe holds, so the write meets a closed pipe.
+#[test]
+fn a_command_that_ignores_its_stdin_does_not_kill_lifeboat() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Scratch::new("cli-sigpipe");
+    let bin = s.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let systemctl = bin.join("systemctl");
+    std::fs::write(
+        &systemctl,
+        "#!/bin/sh\n[ \"$1\" = show ] && { echo 0; exit 0; }\nhead -c 200000 /dev/zero | tr '\\0' x\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&systemctl, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cfg = s.join("lifeboat.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "state_dir = \"{}\"\n[notify]\ncommand = \"exit 0\"\n",
+            s.join("state").display()
+        ),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = std::process::Command::new(lifeboat())
+        .args([
+            "--config",
+            cfg.to_str().unwrap(),
+            "notify",
+            "--failed-unit",
+            "x.service",
+        ])
+        .env("PATH", path)
+        .env_remove("LIFEBOAT_LOG")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("sent: command exit 0"), "{text}");
+}
