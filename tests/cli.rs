@@ -1352,3 +1352,54 @@ fn a_command_that_ignores_its_stdin_does_not_kill_lifeboat() {
     );
     assert!(text.contains("sent: command exit 0"), "{text}");
 }
+
+/// `status --prometheus` on a fixture state folder: to stdout without
+/// monitor.textfile_dir, into DIR/lifeboat.prom with it (and nothing on
+/// stdout); both parse with a real Prometheus text parser.
+#[test]
+fn status_prometheus_to_stdout_and_textfile() {
+    let s = Scratch::new("cli-prometheus");
+    let cfg = healthy_state(&s);
+    let c = cfg.to_str().unwrap();
+    let parse = |text: &str| {
+        let lines = text.lines().map(|l| Ok(l.to_string()));
+        let scrape = prometheus_parse::Scrape::parse(lines).unwrap();
+        scrape
+            .samples
+            .into_iter()
+            .map(|x| match x.value {
+                prometheus_parse::Value::Gauge(v) => (x.metric, v),
+                other => panic!("{}: {other:?}", x.metric),
+            })
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let (code, out, err) = run_lifeboat(["--config", c, "status", "--prometheus"]);
+    assert_eq!(code, 0, "{err}");
+    let m = parse(&out);
+    assert_eq!(m["lifeboat_check_state"], 0.0);
+    assert_eq!(m["lifeboat_layout_drift"], 0.0);
+    assert_eq!(m["lifeboat_backup_verified"], 1.0);
+    assert!(
+        (7200.0..7300.0).contains(&m["lifeboat_rescue_age_seconds"]),
+        "{m:?}"
+    );
+
+    let dir = s.join("textfile");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text = text.replacen(
+        "[backup]",
+        &format!("[monitor]\ntextfile_dir = \"{}\"\n[backup]", dir.display()),
+        1,
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let (code, out, err) = run_lifeboat(["--config", c, "status", "--prometheus"]);
+    assert_eq!((code, out.as_str(), err.as_str()), (0, "", ""));
+    let names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["lifeboat.prom"]);
+    let m2 = parse(&std::fs::read_to_string(dir.join("lifeboat.prom")).unwrap());
+    assert_eq!(m2.keys().collect::<Vec<_>>(), m.keys().collect::<Vec<_>>());
+}
