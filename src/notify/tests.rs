@@ -260,3 +260,42 @@ fn scheduled_runs_notify_drift_and_failure_once() {
     assert_eq!((n.event, n.status), (Event::RunFailed, Status::Failed));
     assert!(n.summary.contains("lsblk vanished"), "{}", n.summary);
 }
+
+#[test]
+fn drill_and_verify_outcomes_become_notices() {
+    use crate::drill::report::Verdict;
+    use crate::drill::tests::sample_report;
+    let at = "2026-12-07T10:00:00Z";
+    assert_eq!(
+        of_drill(Ok(&sample_report(Verdict::Passed, at)), None),
+        None
+    );
+    let failed = sample_report(Verdict::Failed, at);
+    let n = of_drill(Ok(&failed), Some(Path::new("/state/drills/x.json"))).unwrap();
+    assert_eq!((n.event, n.status), (Event::DrillFailed, Status::Failed));
+    assert!(n.summary.starts_with("drill failed: "), "{}", n.summary);
+    assert!(
+        n.detail.contains("report: /state/drills/x.json"),
+        "{}",
+        n.detail
+    );
+    let e = anyhow::anyhow!("qemu-system-x86_64 is not installed");
+    let n = of_drill(Err(&e), None).unwrap();
+    assert_eq!(
+        n.summary,
+        "drill could not run: qemu-system-x86_64 is not installed"
+    );
+
+    let n = of_verify(
+        "/srv/b",
+        Ok(("1 damaged file", "damaged file etc/passwd\n")),
+    );
+    assert_eq!((n.event, n.status), (Event::VerifyFailed, Status::Failed));
+    assert_eq!(n.summary, "backup in /srv/b is damaged: 1 damaged file");
+    assert_eq!(n.detail, "damaged file etc/passwd\n");
+    let n = of_verify("/srv/b", Err(&anyhow::anyhow!("no such folder")));
+    assert_eq!(
+        n.summary,
+        "backup verify of /srv/b could not run: no such folder"
+    );
+}
