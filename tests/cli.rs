@@ -1403,3 +1403,48 @@ fn status_prometheus_to_stdout_and_textfile() {
     let m2 = parse(&std::fs::read_to_string(dir.join("lifeboat.prom")).unwrap());
     assert_eq!(m2.keys().collect::<Vec<_>>(), m.keys().collect::<Vec<_>>());
 }
+
+/// A `backup verify` that finds damage tells `[notify] command`, and
+/// keeps its own exit code (1) and message.
+#[test]
+fn verify_damage_is_notified() {
+    let s = Scratch::new("cli-verify-notify");
+    let b = s.join("backup");
+    std::fs::create_dir_all(b.join("20261126T025000Z")).unwrap();
+    std::fs::write(b.join("20261126T025000Z/generation.json"), b"{bad").unwrap();
+    let cfg = s.join("lifeboat.toml");
+    let d = s.join("").display().to_string();
+    std::fs::write(
+        &cfg,
+        format!(
+            "state_dir = \"{d}/state\"\n[backup]\ndestination = \"{}\"\n[notify]\n\
+             command = \"echo $LIFEBOAT_EVENT > {d}/event; cat > {d}/in.json\"\n",
+            b.display()
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = run_lifeboat(["--config", cfg.to_str().unwrap(), "backup", "verify"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.starts_with("lifeboat: error: backup damaged: generation 20261126T025000Z"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(s.join("event")).unwrap(),
+        "verify-failed\n"
+    );
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(s.join("in.json")).unwrap()).unwrap();
+    let summary = j["summary"].as_str().unwrap();
+    assert!(
+        summary.starts_with(&format!("backup in {} is damaged: generation", b.display())),
+        "{summary}"
+    );
+    assert!(
+        j["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("damaged generation 20261126T025000Z:\n"),
+        "{j}"
+    );
+}
