@@ -255,7 +255,14 @@ impl Cmd {
         let writer = match (self.stdin.clone(), child.stdin.take()) {
             (Some(data), Some(mut pipe)) => Some(std::thread::spawn(move || {
                 // A tool may exit without reading all of its input; that
-                // shows in its exit status, not here.
+                // shows in its exit status, not here. The binary restores
+                // SIGPIPE's default (death) for `| head`: blocked in this
+                // thread, the write fails with EPIPE instead, and the
+                // pending signal goes with the thread.
+                use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow, Signal};
+                let mut pipe_sig = SigSet::empty();
+                pipe_sig.add(Signal::SIGPIPE);
+                let _ = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&pipe_sig), None);
                 let _ = pipe.write_all(&data);
             })),
             _ => None,

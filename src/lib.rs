@@ -12,6 +12,7 @@ pub mod layout;
 pub mod logging;
 pub mod mounts;
 pub mod names;
+pub mod notify;
 pub mod plan;
 pub mod recover;
 pub mod rescue;

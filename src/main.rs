@@ -29,7 +29,7 @@ fn main() -> ExitCode {
     match cli::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
-            eprintln!("lifeboat: error: {err:#}");
+            lifeboat::logging::print_error(&format!("{err:#}"));
             ExitCode::from(cli::EXIT_ERROR)
         }
     }

@@ -496,26 +496,53 @@ pub fn human_duration(secs: i64) -> String {
 /// ages and times computed from it never overflow.
 pub const MAX_DURATION: i64 = 100 * 365 * 86400;
 
-/// Parses durations like `90s`, `30m`, `12h`, `7d`, `2w` (a bare number is
-/// seconds), up to [`MAX_DURATION`].
+/// Parses durations like `90s`, `30m`, `12h`, `7d`, `2w` and compound
+/// forms like `1d12h` or `1h 30m` (a bare number is seconds), up to
+/// [`MAX_DURATION`].
 pub fn parse_duration(text: &str) -> Result<i64> {
     let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    if num.is_empty() {
-        bail!("bad duration {text:?}: expected e.g. 90s, 30m, 12h, 7d, 2w");
+    if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+        return duration_total(text, [t.parse::<i64>().ok()]);
     }
-    // Only digits are left: a number that does not parse is too long.
-    let n: Option<i64> = num.parse().ok();
-    let mult = match unit {
-        "" | "s" => 1,
-        "m" | "min" => 60,
-        "h" => 3600,
-        "d" => 86400,
-        "w" => 7 * 86400,
-        other => bail!("bad duration {text:?}: unknown unit {other:?} (use s, m, h, d or w)"),
-    };
-    match n.and_then(|n| n.checked_mul(mult)) {
+    if t.is_empty() {
+        bail!("bad duration {text:?}: expected e.g. 90s, 30m, 12h, 7d, 2w or 1d12h");
+    }
+    let mut parts = Vec::new();
+    let mut rest = t;
+    while !rest.is_empty() {
+        let split = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let (num, tail) = rest.split_at(split);
+        let end = tail
+            .find(|c: char| !c.is_ascii_alphabetic())
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(end);
+        if num.is_empty() || unit.is_empty() {
+            bail!("bad duration {text:?}: expected e.g. 90s, 30m, 12h, 7d, 2w or 1d12h");
+        }
+        let mult: i64 = match unit {
+            "s" => 1,
+            "m" | "min" => 60,
+            "h" => 3600,
+            "d" => 86400,
+            "w" => 7 * 86400,
+            other => bail!("bad duration {text:?}: unknown unit {other:?} (use s, m, h, d or w)"),
+        };
+        // Only digits: a number that does not parse is too long.
+        parts.push(num.parse::<i64>().ok().and_then(|n| n.checked_mul(mult)));
+        rest = tail.trim_start();
+    }
+    duration_total(text, parts)
+}
+
+/// The sum of a duration's parts (`None`: one overflowed), at most
+/// [`MAX_DURATION`].
+fn duration_total(text: &str, parts: impl IntoIterator<Item = Option<i64>>) -> Result<i64> {
+    let sum = parts
+        .into_iter()
+        .try_fold(0i64, |acc, p| p.and_then(|p| acc.checked_add(p)));
+    match sum {
         Some(secs) if secs <= MAX_DURATION => Ok(secs),
         _ => bail!("bad duration {text:?}: too long (at most 36500d)"),
     }
@@ -638,6 +665,17 @@ pub(crate) mod tests {
         assert_eq!(parse_duration("90s").unwrap(), 90);
         assert_eq!(parse_duration("2w").unwrap(), 14 * 86400);
         assert!(parse_duration("1y").is_err());
+        assert_eq!(parse_duration("1d12h").unwrap(), 36 * 3600);
+        assert_eq!(parse_duration("90m").unwrap(), 5400);
+        assert_eq!(parse_duration("1h 30m").unwrap(), 5400);
+        assert_eq!(parse_duration("2w1d").unwrap(), 15 * 86400);
+        assert_eq!(parse_duration("1m30s").unwrap(), 90);
+        assert_eq!(parse_duration(" 45 ").unwrap(), 45);
+        for bad in ["", "d", "1d12", "12 h", "1.5h", "-1h", "1d-2h", "h1"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
+        }
+        let e = format!("{:#}", parse_duration("36500d1s").unwrap_err());
+        assert!(e.contains("too long"), "{e}");
         assert_eq!(human_duration(3 * 86400 + 5), "3d");
     }
 

@@ -1248,3 +1248,474 @@ fn prune_at_and_differential_bad_input_gives_one_line_errors() {
     assert!(err.contains("cannot be used with"), "{err}");
     assert!(!target.exists());
 }
+
+/// With stderr connected to the stream `JOURNAL_STREAM` names, the error
+/// line carries the err priority (`<3>`); with the variable naming another
+/// file (inherited from a service, stderr redirected), it does not.
+#[test]
+fn errors_carry_syslog_priority_when_stderr_is_the_journal() {
+    use std::os::unix::fs::MetadataExt;
+    let s = Scratch::new("cli-journal");
+    let run = |stream_of: &Path, stderr_to: &Path| {
+        let err = std::fs::File::create(stderr_to).unwrap();
+        let m = std::fs::metadata(stream_of).unwrap();
+        let out = std::process::Command::new(lifeboat())
+            .args(["mkrescue", "--kernel", "/nonexistent/vmlinuz", "-o"])
+            .arg(s.join("out"))
+            .env("JOURNAL_STREAM", format!("{}:{}", m.dev(), m.ino()))
+            .env_remove("LIFEBOAT_LOG")
+            .stderr(err)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        std::fs::read_to_string(stderr_to).unwrap()
+    };
+    let journal = s.join("journal");
+    let text = run(&journal, &journal);
+    assert!(
+        text.starts_with("<3>lifeboat: error: kernel image /nonexistent/vmlinuz"),
+        "{text:?}"
+    );
+    let other = s.join("other");
+    std::fs::write(&other, b"").unwrap();
+    let text = run(&other, &s.join("plain"));
+    assert!(
+        text.starts_with("lifeboat: error: kernel image"),
+        "{text:?}"
+    );
+}
+
+/// `notify --test` and `notify --failed-unit` through a real command and a
+/// fake sendmail script that keeps the mail; a channel that fails is named
+/// and gives exit 1; nothing configured is an error for `--test` only.
+#[test]
+fn notify_test_and_failed_unit_reach_command_and_sendmail() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Scratch::new("cli-notify");
+    let exe = |name: &str, body: &str| {
+        let p = s.join(name);
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p
+    };
+    let d = s.join("").display().to_string();
+    let sendmail = exe("sendmail", &format!("cat > {d}/mail.txt"));
+    let cmd = exe(
+        "hook",
+        &format!(
+            "echo \"$LIFEBOAT_EVENT $LIFEBOAT_STATUS $LIFEBOAT_UNIT\" > {d}/env; cat > {d}/in.json"
+        ),
+    );
+    let cfg = s.join("lifeboat.toml");
+    let write_cfg = |command: &str| {
+        std::fs::write(
+            &cfg,
+            format!(
+                "state_dir = \"{d}/state\"\n[notify]\nmail_to = [\"root\"]\n\
+                 command = \"{command}\"\nsendmail = \"{}\"\n",
+                sendmail.display()
+            ),
+        )
+        .unwrap();
+    };
+    write_cfg(&cmd.display().to_string());
+    let c = cfg.to_str().unwrap();
+    let (code, out, err) = run_lifeboat(["--config", c, "notify", "--test"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("sent: mail to root") && out.contains("sent: command "),
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(s.join("env")).unwrap(),
+        "test test \n"
+    );
+    let mail = std::fs::read_to_string(s.join("mail.txt")).unwrap();
+    assert!(
+        mail.starts_with("To: root\nSubject: lifeboat on "),
+        "{mail}"
+    );
+
+    let (code, out, err) = run_lifeboat([
+        "--config",
+        c,
+        "notify",
+        "--failed-unit",
+        "lifeboat-snapshot.service",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        std::fs::read_to_string(s.join("env")).unwrap(),
+        "unit-failed failed lifeboat-snapshot.service\n"
+    );
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(s.join("in.json")).unwrap()).unwrap();
+    assert_eq!(j["summary"], "unit lifeboat-snapshot.service failed");
+
+    let (code, _, err) = run_lifeboat(["--config", c, "notify", "--failed-unit=a b/c"]);
+    assert_one_line_error(code, &err, "is not a systemd unit name");
+
+    write_cfg("exit 9");
+    let (code, out, _) = run_lifeboat(["--config", c, "notify", "--test"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("FAILED: command exit 9:"), "{out}");
+
+    std::fs::write(&cfg, format!("state_dir = \"{d}/state\"\n")).unwrap();
+    let (code, _, err) = run_lifeboat(["--config", c, "notify", "--test"]);
+    assert_one_line_error(
+        code,
+        &err,
+        "no notification is configured: set notify.mail_to",
+    );
+}
+
+/// A state folder as a healthy host has it: a snapshot (the layout captured
+/// from the Debian test guest) taken 5 h ago, a rescue image built from it
+/// 2 h ago, a backup finished 3 h ago and verified. Returns the config.
+fn healthy_state(s: &Scratch) -> std::path::PathBuf {
+    use lifeboat::util::{now_epoch, rfc3339, stamp};
+    let now = now_epoch();
+    let state = s.join("state");
+    let snaps = state.join("snapshots");
+    std::fs::create_dir_all(&snaps).unwrap();
+    let snap = snaps.join(format!("{}.json", stamp(now - 5 * 3600)));
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/debian12-layout.json");
+    std::fs::copy(fixture, &snap).unwrap();
+    std::fs::create_dir_all(state.join("rescue")).unwrap();
+    let rec = serde_json::json!({
+        "lifeboat_version": "0.1.0", "built_at": rfc3339(now - 2 * 3600),
+        "kernel_version": "6.1.0-30-amd64", "kernel_image": "/boot/vmlinuz-6.1.0-30-amd64",
+        "compression": "zstd", "cmdline": "console=ttyS0",
+        "layout": snap.display().to_string(),
+        "layout_sha256": lifeboat::rescue::sha256_file(&snap).unwrap(),
+        "files": [{"name": "initrd", "bytes": 1, "sha256": "ab"}],
+        "modules": 1, "firmware_files": 0, "programs": 1, "libraries": 1,
+        "build_seconds": 12.0
+    });
+    std::fs::write(state.join("rescue/rescue.json"), rec.to_string()).unwrap();
+    let finished = now - 3 * 3600;
+    let id = stamp(finished);
+    let gen = s.join("backup").join(&id);
+    std::fs::create_dir_all(&gen).unwrap();
+    let g = serde_json::json!({
+        "format": 1, "id": id, "kind": "full", "parent": null,
+        "parent_manifest_sha256": null, "chain": [id],
+        "started_at": rfc3339(finished - 600), "finished_at": rfc3339(finished),
+        "started_ns": ((finished - 600) as i128) * 1_000_000_000,
+        "duration_seconds": 600.0, "hostname": "debian", "lifeboat_version": "0.1.0",
+        "compression": "zstd", "archives": [], "manifest_sha256": "00",
+        "files": 10, "bytes": 100, "stored_files": 10, "stored_content_bytes": 100,
+        "archive_bytes": 50, "deleted": 0, "has_layout": true, "result": "ok",
+        "warnings": {"vanished": 0, "changed": 0, "sockets": 0, "unreadable": 0, "examples": []}
+    });
+    std::fs::write(gen.join("generation.json"), g.to_string()).unwrap();
+    let v = serde_json::json!({
+        "verified_at": rfc3339(finished + 60), "deep": false, "ok": true,
+        "problem": null, "files_checked": 10
+    });
+    std::fs::write(gen.join("verify.json"), v.to_string()).unwrap();
+    let cfg = s.join("lifeboat.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "state_dir = \"{}\"\n[backup]\ndestination = \"{}\"\n",
+            state.display(),
+            s.join("backup").display()
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+/// Runs a command line from the docs through /bin/sh with our binary in
+/// place of /usr/sbin/lifeboat and the fixture configuration.
+fn run_doc_command(command: &str, cfg: &Path) -> (i32, String) {
+    let line = command.replace("/usr/sbin/lifeboat", lifeboat().to_str().unwrap());
+    let out = std::process::Command::new("/bin/sh")
+        .args(["-c", &line])
+        .env("LIFEBOAT_CONFIG", cfg)
+        .env_remove("LIFEBOAT_LOG")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.is_empty(), "{line}: {err}");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// docs/zabbix: every UserParameter command runs against a fixture state
+/// folder, and every item of the template finds its value in their output
+/// (JSONPath on `lifeboat status --json`); triggers name existing items.
+#[test]
+fn zabbix_user_parameters_feed_every_template_item() {
+    let s = Scratch::new("cli-zabbix");
+    let cfg = healthy_state(&s);
+    let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/zabbix");
+    let conf = std::fs::read_to_string(docs.join("userparameter_lifeboat.conf")).unwrap();
+    let mut outputs = std::collections::BTreeMap::new();
+    for line in conf
+        .lines()
+        .filter_map(|l| l.strip_prefix("UserParameter="))
+    {
+        let (key, command) = line.split_once(',').unwrap();
+        let (_, out) = run_doc_command(command, &cfg);
+        assert!(!out.trim().is_empty(), "{key}: no output");
+        outputs.insert(key.to_string(), out);
+    }
+    assert!(
+        outputs["lifeboat.check"].starts_with("LIFEBOAT OK - "),
+        "{outputs:?}"
+    );
+    let status: serde_json::Value = serde_json::from_str(&outputs["lifeboat.status"]).unwrap();
+
+    let t: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(docs.join("template_lifeboat.json")).unwrap(),
+    )
+    .unwrap();
+    let tpl = &t["zabbix_export"]["templates"][0];
+    let name = tpl["template"].as_str().unwrap();
+    let items = tpl["items"].as_array().unwrap();
+    let keys: Vec<&str> = items.iter().map(|i| i["key"].as_str().unwrap()).collect();
+    let mut checked = 0;
+    for item in items {
+        let key = item["key"].as_str().unwrap();
+        let value = match item["master_item"]["key"].as_str() {
+            None => {
+                assert!(outputs.contains_key(key), "{key} has no UserParameter");
+                continue;
+            }
+            Some(master) => {
+                let path = item["preprocessing"][0]["parameters"][0].as_str().unwrap();
+                let doc: serde_json::Value = serde_json::from_str(&outputs[master]).unwrap();
+                let mut v = &doc;
+                for part in path.strip_prefix("$.").unwrap().split('.') {
+                    v = &v[part];
+                }
+                v.clone()
+            }
+        };
+        let drill_or_run = key.contains("drill") || key.contains("last_run");
+        match item["value_type"].as_str().unwrap() {
+            // No run and no drill in the fixture: those values are absent.
+            _ if drill_or_run => assert!(value.is_null(), "{key}: {value}"),
+            "FLOAT" | "UNSIGNED" => {
+                assert!(value.is_number(), "{key}: {value} in {status}");
+                checked += 1;
+            }
+            other => panic!("{key}: unexpected value type {other}"),
+        }
+        for tr in item["triggers"].as_array().into_iter().flatten() {
+            let e = tr["expression"].as_str().unwrap();
+            let k = e
+                .split(&format!("/{name}/"))
+                .nth(1)
+                .unwrap()
+                .split(')')
+                .next()
+                .unwrap();
+            assert!(keys.contains(&k), "trigger {e} names no item");
+        }
+    }
+    assert_eq!(checked, 6);
+    assert_eq!(status["metrics"]["lifeboat_check_state"], 0);
+    assert_eq!(status["metrics"]["lifeboat_layout_drift"], 0);
+    assert_eq!(status["metrics"]["lifeboat_backup_verified"], 1);
+    let age = status["metrics"]["lifeboat_rescue_age_seconds"]
+        .as_i64()
+        .unwrap();
+    assert!((7200..7300).contains(&age), "{age}");
+}
+
+/// docs/icinga2: the CheckCommand's command and arguments, as Icinga would
+/// build them, give the plugin line; compound durations pass through.
+#[test]
+fn icinga_check_command_runs() {
+    let s = Scratch::new("cli-icinga");
+    let cfg = healthy_state(&s);
+    let conf = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/icinga2/lifeboat.conf"),
+    )
+    .unwrap();
+    let quoted =
+        |l: &str| -> Vec<String> { l.split('"').skip(1).step_by(2).map(String::from).collect() };
+    let command = conf
+        .lines()
+        .find(|l| l.trim_start().starts_with("command = ["))
+        .unwrap();
+    let mut argv = quoted(command);
+    let flags: Vec<String> = conf
+        .lines()
+        .filter(|l| l.trim_start().starts_with("\"--") && l.contains("= {"))
+        .map(|l| quoted(l)[0].clone())
+        .collect();
+    assert_eq!(flags, ["--warn-age", "--crit-age", "--config", "--live"]);
+    let values = [("--warn-age", "1h"), ("--crit-age", "1d12h")];
+    for (f, v) in values {
+        argv.extend([f.to_string(), v.to_string()]);
+    }
+    argv.extend(["--config".to_string(), cfg.display().to_string()]);
+    let line = argv
+        .iter()
+        .map(|a| format!("'{a}'"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let (code, out) = run_doc_command(&line, &cfg);
+    // The image (2 h) and the backup (3 h) are older than 1h: WARNING.
+    assert_eq!(code, 1, "{out}");
+    assert!(out.starts_with("LIFEBOAT WARNING - "), "{out}");
+    assert!(
+        out.contains("rescue_age=") && out.contains(";3600;129600"),
+        "{out}"
+    );
+}
+
+/// A program that exits without reading its stdin (a notify command that
+/// ignores the JSON) does not kill lifeboat with SIGPIPE: the notice (a
+/// failed unit whose `systemctl status`, from a stand-in systemctl, is
+/// 200 KB) is more than a pipe holds, so the write meets a closed pipe.
+#[test]
+fn a_command_that_ignores_its_stdin_does_not_kill_lifeboat() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Scratch::new("cli-sigpipe");
+    let bin = s.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let systemctl = bin.join("systemctl");
+    std::fs::write(
+        &systemctl,
+        "#!/bin/sh\n[ \"$1\" = show ] && { echo 0; exit 0; }\nhead -c 200000 /dev/zero | tr '\\0' x\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&systemctl, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cfg = s.join("lifeboat.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "state_dir = \"{}\"\n[notify]\ncommand = \"exit 0\"\n",
+            s.join("state").display()
+        ),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = std::process::Command::new(lifeboat())
+        .args([
+            "--config",
+            cfg.to_str().unwrap(),
+            "notify",
+            "--failed-unit",
+            "x.service",
+        ])
+        .env("PATH", path)
+        .env_remove("LIFEBOAT_LOG")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("sent: command exit 0"), "{text}");
+}
+
+/// `status --prometheus` on a fixture state folder: to stdout without
+/// monitor.textfile_dir, into DIR/lifeboat.prom with it (and nothing on
+/// stdout); both parse with a real Prometheus text parser.
+#[test]
+fn status_prometheus_to_stdout_and_textfile() {
+    let s = Scratch::new("cli-prometheus");
+    let cfg = healthy_state(&s);
+    let c = cfg.to_str().unwrap();
+    let parse = |text: &str| {
+        let lines = text.lines().map(|l| Ok(l.to_string()));
+        let scrape = prometheus_parse::Scrape::parse(lines).unwrap();
+        scrape
+            .samples
+            .into_iter()
+            .map(|x| match x.value {
+                prometheus_parse::Value::Gauge(v) => (x.metric, v),
+                other => panic!("{}: {other:?}", x.metric),
+            })
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let (code, out, err) = run_lifeboat(["--config", c, "status", "--prometheus"]);
+    assert_eq!(code, 0, "{err}");
+    let m = parse(&out);
+    assert_eq!(m["lifeboat_check_state"], 0.0);
+    assert_eq!(m["lifeboat_layout_drift"], 0.0);
+    assert_eq!(m["lifeboat_backup_verified"], 1.0);
+    assert!(
+        (7200.0..7300.0).contains(&m["lifeboat_rescue_age_seconds"]),
+        "{m:?}"
+    );
+
+    let dir = s.join("textfile");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text = text.replacen(
+        "[backup]",
+        &format!("[monitor]\ntextfile_dir = \"{}\"\n[backup]", dir.display()),
+        1,
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let (code, out, err) = run_lifeboat(["--config", c, "status", "--prometheus"]);
+    assert_eq!((code, out.as_str(), err.as_str()), (0, "", ""));
+    let names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["lifeboat.prom"]);
+    let m2 = parse(&std::fs::read_to_string(dir.join("lifeboat.prom")).unwrap());
+    assert_eq!(m2.keys().collect::<Vec<_>>(), m.keys().collect::<Vec<_>>());
+}
+
+/// A `backup verify` that finds damage tells `[notify] command`, and
+/// keeps its own exit code (1) and message.
+#[test]
+fn verify_damage_is_notified() {
+    let s = Scratch::new("cli-verify-notify");
+    let b = s.join("backup");
+    std::fs::create_dir_all(b.join("20261126T025000Z")).unwrap();
+    std::fs::write(b.join("20261126T025000Z/generation.json"), b"{bad").unwrap();
+    let cfg = s.join("lifeboat.toml");
+    let d = s.join("").display().to_string();
+    std::fs::write(
+        &cfg,
+        format!(
+            "state_dir = \"{d}/state\"\n[backup]\ndestination = \"{}\"\n[notify]\n\
+             command = \"echo $LIFEBOAT_EVENT > {d}/event; cat > {d}/in.json\"\n",
+            b.display()
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = run_lifeboat(["--config", cfg.to_str().unwrap(), "backup", "verify"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.starts_with("lifeboat: error: backup damaged: generation 20261126T025000Z"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(s.join("event")).unwrap(),
+        "verify-failed\n"
+    );
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(s.join("in.json")).unwrap()).unwrap();
+    let summary = j["summary"].as_str().unwrap();
+    assert!(
+        summary.starts_with(&format!("backup in {} is damaged: generation", b.display())),
+        "{summary}"
+    );
+    assert!(
+        j["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("damaged generation 20261126T025000Z:\n"),
+        "{j}"
+    );
+}

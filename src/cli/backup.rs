@@ -320,7 +320,7 @@ pub fn run(cmd: BackupCmd, cfg: &Config) -> Result<u8> {
         BackupCmd::Verify(mut a) => {
             let from = destination(a.from.take(), "--from", cfg)?;
             a.mount_options = a.mount_options.or(cfg.backup.mount_options.value.clone());
-            verify(a, &from)
+            verify(a, &from, cfg)
         }
         BackupCmd::Restore(mut a) => {
             let from = destination(a.from.take(), "--from", cfg)?;
@@ -541,7 +541,7 @@ fn list(a: ListArgs, from: &str) -> Result<u8> {
         return Ok(code);
     }
     for b in &listing.bad {
-        eprintln!("lifeboat: generation {} is damaged: {}", b.id, b.error);
+        log::error!("generation {} is damaged: {}", b.id, b.error);
     }
     if gens.is_empty() && listing.bad.is_empty() {
         println!("no backups in {}", dest.spec);
@@ -582,37 +582,31 @@ fn list(a: ListArgs, from: &str) -> Result<u8> {
     Ok(code)
 }
 
-fn verify(a: VerifyArgs, from: &str) -> Result<u8> {
-    let dest = Destination::open(from, a.mount_options.as_deref(), false)?;
-    let rep = backup::verify(&backup::VerifyOptions {
-        from: dest.path.clone(),
-        generation: a.generation,
-        deep: a.deep,
-        scratch: a.scratch,
-        progress: mode(a.quiet || a.json),
-    })?;
-    if a.json {
+/// `backup verify`; a failure (damage, or a verify that could not run) is
+/// also sent through `[notify]`.
+fn verify(a: VerifyArgs, from: &str, cfg: &Config) -> Result<u8> {
+    let json = a.json;
+    let rep = match verify_report(a, from) {
+        Ok(r) => r,
+        Err(e) => {
+            crate::notify::send(cfg, &crate::notify::of_verify(from, Err(&e)));
+            return Err(e);
+        }
+    };
+    if json {
         println!("{}", serde_json::to_string_pretty(&rep)?);
     }
     match &rep.problem {
         Some(p) => {
-            eprintln!("lifeboat: backup damaged: {p}");
-            for g in &rep.damaged_generations {
-                eprintln!("  damaged generation {}:", g.id);
-                for why in &g.problems {
-                    eprintln!("    {why}");
-                }
-            }
-            for f in &rep.damaged_files {
-                eprintln!(
-                    "  damaged file {} (generation {}, {}): {}",
-                    f.path, f.generation, f.archive, f.why
-                );
-            }
+            let lines = damage_lines(&rep);
+            log::error!("backup damaged: {p}\n{}", lines.join("\n"));
+            let detail: Vec<&str> = lines.iter().take(100).map(|l| l.trim_start()).collect();
+            let detail = format!("{}\n", detail.join("\n"));
+            crate::notify::send(cfg, &crate::notify::of_verify(from, Ok((p, &detail))));
             Ok(1)
         }
         None => {
-            if !a.json {
+            if !json {
                 println!(
                     "backup sound: {} generation(s), {} files, {} checked{}",
                     rep.generations.len(),
@@ -628,6 +622,35 @@ fn verify(a: VerifyArgs, from: &str) -> Result<u8> {
             Ok(0)
         }
     }
+}
+
+fn verify_report(a: VerifyArgs, from: &str) -> Result<backup::VerifyReport> {
+    let dest = Destination::open(from, a.mount_options.as_deref(), false)?;
+    backup::verify(&backup::VerifyOptions {
+        from: dest.path.clone(),
+        generation: a.generation,
+        deep: a.deep,
+        scratch: a.scratch,
+        progress: mode(a.quiet || a.json),
+    })
+}
+
+/// Every damaged generation and file of a verify, one per line.
+fn damage_lines(rep: &backup::VerifyReport) -> Vec<String> {
+    let mut out = Vec::new();
+    for g in &rep.damaged_generations {
+        out.push(format!("damaged generation {}:", g.id));
+        for why in &g.problems {
+            out.push(format!("  {why}"));
+        }
+    }
+    for f in &rep.damaged_files {
+        out.push(format!(
+            "damaged file {} (generation {}, {}): {}",
+            f.path, f.generation, f.archive, f.why
+        ));
+    }
+    out
 }
 
 fn restore(a: RestoreArgs, from: &str) -> Result<u8> {
@@ -668,7 +691,7 @@ fn restore(a: RestoreArgs, from: &str) -> Result<u8> {
             // A damaged chain or manifest: nothing to restore from.
             Err(e) => match e.downcast::<backup::restore::Damaged>() {
                 Ok(d) => {
-                    eprintln!("lifeboat: restore impossible: {d}");
+                    log::error!("restore impossible: {d}");
                     return Ok(1);
                 }
                 Err(e) => return Err(e),
@@ -699,7 +722,7 @@ fn restore(a: RestoreArgs, from: &str) -> Result<u8> {
     // Damage: everything else is restored; name every file that is not.
     let damaged = rep.damage_summary();
     if let Some(summary) = &damaged {
-        eprintln!("lifeboat: restore incomplete: {summary}");
+        log::error!("restore incomplete: {summary}");
         for d in &rep.damage {
             eprintln!("  damage: {d}");
         }

@@ -129,8 +129,19 @@ pub fn run(args: DrillArgs, cfg: &Config) -> Result<u8> {
         let s = start.elapsed().as_secs();
         eprintln!("drill {:>3}m{:02}s  {phase}: {step}", s / 60, s % 60);
     };
-    let report = drill::run(&opts, prepared, &mut progress)?;
+    let report = match drill::run(&opts, prepared, &mut progress) {
+        Ok(r) => r,
+        Err(e) => {
+            if let Some(n) = crate::notify::of_drill(Err(&e), None) {
+                crate::notify::send(cfg, &n);
+            }
+            return Err(e);
+        }
+    };
     let path = drill::save(&report, &opts.state_dir)?;
+    if let Some(n) = crate::notify::of_drill(Ok(&report), Some(&path)) {
+        crate::notify::send(cfg, &n);
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

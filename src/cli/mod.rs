@@ -7,6 +7,7 @@ mod backup;
 mod config;
 mod drill;
 mod layout;
+mod notify;
 mod recover;
 mod rescue;
 mod schedule;
@@ -105,6 +106,10 @@ pub enum Command {
     /// 2 CRITICAL, 3 UNKNOWN.
     Check(status::CheckArgs),
 
+    /// Send a notice through notify.mail_to and notify.command: a test,
+    /// or a failed unit (from the units' OnFailure=).
+    Notify(notify::NotifyArgs),
+
     /// Show the effective configuration.
     Config {
         #[command(subcommand)]
@@ -142,6 +147,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 Command::Snapshot(args) => snapshot::run(args, &cfg),
                 Command::Schedule { cmd } => schedule::run(cmd, &cfg),
                 Command::Status(args) => status::status(args, &cfg),
+                Command::Notify(args) => notify::run(args, &cfg),
                 Command::Config { cmd } => config::run(cmd, &cfg),
                 Command::Internal { .. } | Command::Check(_) => unreachable!("handled above"),
             }

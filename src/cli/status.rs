@@ -6,13 +6,20 @@ use clap::Args;
 use crate::config::{fmt_duration, Config, LoadOptions};
 use crate::schedule::check::{self, Thresholds, Verdict};
 use crate::schedule::monitor::{self, BackupFacts, Drift, Facts};
+use crate::schedule::prometheus;
 use crate::util::{self, human_bytes, human_duration};
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// Print JSON: the facts and the verdict.
+    /// Print JSON: the facts, the verdict and the metrics of --prometheus
+    /// (ages in seconds, 0/1 flags).
     #[arg(long)]
     pub json: bool,
+    /// Write node_exporter textfile metrics (lifeboat_rescue_age_seconds,
+    /// lifeboat_backup_age_seconds, lifeboat_layout_drift, ...) atomically
+    /// to lifeboat.prom in monitor.textfile_dir, or to stdout without it.
+    #[arg(long, conflicts_with = "json")]
+    pub prometheus: bool,
     /// Measure drift against a capture of the running system, not the
     /// newest snapshot (monitor.live).
     #[arg(long)]
@@ -41,8 +48,18 @@ pub fn status(args: StatusArgs, cfg: &Config) -> Result<u8> {
     let now = util::now_epoch();
     let f = monitor::gather(cfg, args.live || cfg.monitor.live.value, now);
     let v = check::evaluate(&f, &Thresholds::from_config(cfg));
-    if args.json {
-        let j = serde_json::json!({ "facts": f, "verdict": v });
+    if args.prometheus {
+        let text = prometheus::render(&f, &v);
+        match &cfg.monitor.textfile_dir.value {
+            Some(dir) => {
+                let path = prometheus::write(dir, &text)?;
+                log::info!("metrics written to {}", path.display());
+            }
+            None => print!("{text}"),
+        }
+    } else if args.json {
+        let metrics = prometheus::values(&f, &v);
+        let j = serde_json::json!({ "facts": f, "verdict": v, "metrics": metrics });
         println!("{}", serde_json::to_string_pretty(&j)?);
     } else {
         print!("{}", render(&f, &v));

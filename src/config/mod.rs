@@ -263,6 +263,23 @@ pub struct MonitorConfig {
     pub live: Setting<bool>,
     pub drill_warn_age: Setting<Duration>,
     pub require_drill: Setting<bool>,
+    /// node_exporter's textfile collector folder for `status --prometheus`.
+    pub textfile_dir: Setting<Option<PathBuf>>,
+}
+
+/// `[notify]`: who hears of a failed or warning scheduled run, a drifted
+/// layout, a failed verify or drill.
+#[derive(Debug, Clone)]
+pub struct NotifyConfig {
+    /// Mail recipients, through the local `sendmail -t`.
+    pub mail_to: Setting<Vec<String>>,
+    /// A program run through `/bin/sh -c` with the outcome in its
+    /// environment and as JSON on stdin.
+    pub command: Setting<Option<String>>,
+    /// The sendmail program.
+    pub sendmail: Setting<PathBuf>,
+    /// How long one channel may take before it is stopped.
+    pub timeout: Setting<Duration>,
 }
 
 /// `[drill]`: defaults of `lifeboat drill`.
@@ -294,12 +311,13 @@ pub struct Config {
     pub snapshot: SnapshotConfig,
     pub schedule: ScheduleConfig,
     pub monitor: MonitorConfig,
+    pub notify: NotifyConfig,
     pub drill: DrillConfig,
 }
 
 /// The sections of the file, in the order `config show` prints them.
 pub const SECTIONS: &[&str] = &[
-    "capture", "backup", "hooks", "rescue", "snapshot", "schedule", "monitor", "drill",
+    "capture", "backup", "hooks", "rescue", "snapshot", "schedule", "monitor", "notify", "drill",
 ];
 
 impl Default for Config {
@@ -369,6 +387,13 @@ impl Default for Config {
                 live: Setting::new(false),
                 drill_warn_age: Setting::new(Duration(35 * 86400)),
                 require_drill: Setting::new(false),
+                textfile_dir: Setting::new(None),
+            },
+            notify: NotifyConfig {
+                mail_to: Setting::new(Vec::new()),
+                command: Setting::new(None),
+                sendmail: Setting::new(PathBuf::from("/usr/sbin/sendmail")),
+                timeout: Setting::new(Duration(120)),
             },
             drill: DrillConfig {
                 work: Setting::new(PathBuf::from(crate::drill::DEFAULT_WORK)),
@@ -454,6 +479,12 @@ impl Config {
         f("monitor.live", &mut m.live)?;
         f("monitor.drill_warn_age", &mut m.drill_warn_age)?;
         f("monitor.require_drill", &mut m.require_drill)?;
+        f("monitor.textfile_dir", &mut m.textfile_dir)?;
+        let n = &mut self.notify;
+        f("notify.mail_to", &mut n.mail_to)?;
+        f("notify.command", &mut n.command)?;
+        f("notify.sendmail", &mut n.sendmail)?;
+        f("notify.timeout", &mut n.timeout)?;
         let d = &mut self.drill;
         f("drill.work", &mut d.work)?;
         f("drill.firmware", &mut d.firmware)?;
@@ -652,6 +683,15 @@ impl Config {
                 fmt_duration(c.value.0),
                 c.source
             );
+        }
+        for a in &self.notify.mail_to.value {
+            if !crate::notify::valid_address(a) {
+                bail!(
+                    "notify.mail_to ({}): {a:?} is not a mail address; give addresses like \"root\" \
+                     or \"admin@example.com\" (no spaces, commas or line breaks)",
+                    self.notify.mail_to.source
+                );
+            }
         }
         if self.schedule.on_calendar.value.trim().is_empty() {
             bail!(

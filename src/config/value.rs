@@ -150,7 +150,7 @@ impl ConfValue for Level {
     }
 }
 
-/// A duration in seconds, written `90s`, `30m`, `12h`, `7d`, `2w` (or a
+/// A duration in seconds, written `90s`, `30m`, `12h`, `7d`, `2w`, `1d12h` (or a
 /// bare number of seconds).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Duration(pub i64);
@@ -302,6 +302,15 @@ mod tests {
             Duration(8 * 86400)
         );
         assert_eq!(Duration::from_toml(&t("90")).unwrap(), Duration(90));
+        // Compound forms, in the file and from the environment.
+        assert_eq!(
+            Duration::from_toml(&t("\"1d12h\"")).unwrap(),
+            Duration(36 * 3600)
+        );
+        assert_eq!(Duration::from_env("2w1d").unwrap(), Duration(15 * 86400));
+        // Shown back in a form that parses to the same value.
+        let shown = fmt_duration(36 * 3600);
+        assert_eq!(crate::util::parse_duration(&shown).unwrap(), 36 * 3600);
         assert!(Duration::from_toml(&t("\"8 days\""))
             .unwrap_err()
             .contains("bad duration"));

@@ -71,6 +71,9 @@ pub struct Options {
     pub firmware_dir: PathBuf,
     /// The backup generation the image belongs with (recorded only).
     pub backup_generation: Option<String>,
+    /// Without `layout`, capture the running system to learn which storage
+    /// tools it needs; `None` (or a failed capture): require all of them.
+    pub capture: Option<crate::layout::CaptureOptions>,
 }
 
 impl Default for Options {
@@ -89,6 +92,7 @@ impl Default for Options {
             modules_root: PathBuf::from("/lib/modules"),
             firmware_dir: PathBuf::from("/lib/firmware"),
             backup_generation: None,
+            capture: None,
         }
     }
 }
@@ -161,12 +165,20 @@ pub fn mkrescue(opts: &Options) -> Result<BuildRecord> {
     let started = Instant::now();
     util::ensure_writable_dir(&opts.output)?;
 
+    let layout = match &opts.layout {
+        Some(p) => Some(Layout::load(p)?),
+        None => None,
+    };
+    let (needs, needs_from) = tools_layout(layout.as_ref(), opts);
+    let (mut required, optional) = contents::program_lists(needs.as_ref());
     let mut tools = vec!["busybox", "depmod", "modinfo"];
     if !opts.no_iso {
         tools.extend(iso::TOOLS);
     }
-    tools.extend(contents::REQUIRED_PROGRAMS);
-    exec::require(&tools)?;
+    tools.extend(required.iter().map(String::as_str));
+    exec::require(&tools).with_context(|| format!("building a rescue image for {needs_from}"))?;
+    // --add-program: anything, checked when it is added.
+    required.extend(opts.add_programs.iter().cloned());
     let iso_inputs = if opts.no_iso {
         None
     } else {
@@ -186,10 +198,6 @@ pub fn mkrescue(opts: &Options) -> Result<BuildRecord> {
     }
 
     let kernel = kernel::find_kernel(opts.kernel.as_deref(), &opts.boot_dir, &opts.modules_root)?;
-    let layout = match &opts.layout {
-        Some(p) => Some(Layout::load(p)?),
-        None => None,
-    };
     log::info!("kernel {} from {}", kernel.version, kernel.image.display());
     let inputs = ImageInputs::with_kernel(opts, &kernel)?;
 
@@ -201,7 +209,7 @@ pub fn mkrescue(opts: &Options) -> Result<BuildRecord> {
     let mut tree = Tree::new();
     let (modules, firmware) =
         add_modules(&mut tree, &kernel, layout.as_ref(), opts, staging.path())?;
-    let (programs, libraries) = add_programs(&mut tree, opts)?;
+    let (programs, libraries) = add_programs(&mut tree, &required, &optional)?;
     add_system_files(&mut tree, layout.as_ref(), opts)?;
 
     let record_in_image = serde_json::json!({
@@ -504,22 +512,45 @@ fn add_dir_recursive(tree: &mut Tree, host: &Path, dest: &str) -> Result<()> {
     Ok(())
 }
 
-/// Adds busybox with its applets, the recovery tools, lifeboat itself and
-/// their libraries. Returns the program names and the library count.
-fn add_programs(tree: &mut Tree, opts: &Options) -> Result<(Vec<String>, usize)> {
+/// The layout that decides which tools are required, and what it is for
+/// messages: the one built in, else a capture of the running system (when
+/// `opts.capture` allows), else none (every storage tool is required).
+fn tools_layout(built_in: Option<&Layout>, opts: &Options) -> (Option<Layout>, String) {
+    if let (Some(l), Some(p)) = (built_in, &opts.layout) {
+        return (Some(l.clone()), format!("the layout {}", p.display()));
+    }
+    let Some(capture) = &opts.capture else {
+        return (None, "an unknown layout (every storage tool)".into());
+    };
+    match crate::layout::capture(capture) {
+        Ok(l) => (Some(l), "this system's layout".into()),
+        Err(e) => {
+            // Quiet: the image then holds every storage tool, a superset.
+            log::info!("cannot capture this system's layout: {e:#}");
+            let why = format!(
+                "an unknown layout (every storage tool; capturing this system failed: {e:#})"
+            );
+            (None, why)
+        }
+    }
+}
+
+/// Adds busybox with its applets, the recovery tools (`required`: a missing
+/// one is an error; `optional`: when the host has them), lifeboat itself
+/// and their libraries. Returns the program names and the library count.
+fn add_programs(
+    tree: &mut Tree,
+    required: &[String],
+    optional: &[String],
+) -> Result<(Vec<String>, usize)> {
     let mut elf_files: Vec<PathBuf> = Vec::new();
     let mut names: Vec<String> = Vec::new();
     let mut real_names: BTreeSet<String> = BTreeSet::new();
 
-    let wanted = contents::REQUIRED_PROGRAMS
+    let wanted = required
         .iter()
-        .map(|p| (p.to_string(), true))
-        .chain(
-            contents::OPTIONAL_PROGRAMS
-                .iter()
-                .map(|p| (p.to_string(), false)),
-        )
-        .chain(opts.add_programs.iter().map(|p| (p.clone(), true)));
+        .map(|p| (p.clone(), true))
+        .chain(optional.iter().map(|p| (p.clone(), false)));
     for (name, required) in wanted {
         let Some(host) = exec::which(&name) else {
             if required {

@@ -6,7 +6,14 @@ use std::path::Path;
 
 use crate::layout::{FsParams, Layout};
 
-/// Programs recovery cannot do without; a missing one is an error.
+/// Programs every recovery runs, whatever the layout.
+pub const BASE_PROGRAMS: &[&str] = &[
+    "blkid", "wipefs", "sfdisk", "partx", "zstd", "tar", "modprobe",
+];
+
+/// Programs recovery cannot do without when the machine's layout is not
+/// known; a missing one is an error. With a layout, [`needed_programs`]
+/// requires only what it uses and ships the rest when the host has them.
 pub const REQUIRED_PROGRAMS: &[&str] = &[
     "lvm",
     "dmsetup",
@@ -114,6 +121,64 @@ pub const LVM_COMMANDS: &[&str] = &[
     "lvresize",
     "lvremove",
 ];
+
+/// The programs recovering `layout` needs: [`BASE_PROGRAMS`], then mdadm
+/// for md arrays, cryptsetup for LUKS, lvm for LVM, dmsetup for either,
+/// the mkfs of each file system type, mkswap for swap, efibootmgr and
+/// mkfs.vfat for a UEFI boot. Each is one of [`REQUIRED_PROGRAMS`].
+pub fn needed_programs(layout: &Layout) -> BTreeSet<&'static str> {
+    let mut need: BTreeSet<&'static str> = BASE_PROGRAMS.iter().copied().collect();
+    if !layout.md_arrays.is_empty() {
+        need.insert("mdadm");
+    }
+    if !layout.luks.is_empty() {
+        need.extend(["cryptsetup", "dmsetup"]);
+    }
+    let lvm = &layout.lvm;
+    if !(lvm.pvs.is_empty() && lvm.vgs.is_empty() && lvm.lvs.is_empty()) {
+        need.extend(["lvm", "dmsetup"]);
+    }
+    if !layout.swaps.is_empty() {
+        need.insert("mkswap");
+    }
+    for fs in &layout.filesystems {
+        let progs: &[&'static str] = match fs.fstype.as_str() {
+            "ext2" | "ext3" | "ext4" => &["mkfs.ext4"],
+            "xfs" => &["mkfs.xfs"],
+            "vfat" | "msdos" => &["mkfs.vfat"],
+            "btrfs" => &["mkfs.btrfs", "btrfs"],
+            "swap" => &["mkswap"],
+            _ => &[],
+        };
+        need.extend(progs);
+    }
+    if layout.boot.firmware == crate::layout::Firmware::Uefi {
+        need.extend(["efibootmgr", "mkfs.vfat"]);
+    }
+    need
+}
+
+/// The programs a build requires (a missing one is an error) and those it
+/// ships when the host has them: with a layout, what it needs is required
+/// and the rest of [`REQUIRED_PROGRAMS`] optional; without one, all of them
+/// are required.
+pub fn program_lists(layout: Option<&Layout>) -> (Vec<String>, Vec<String>) {
+    let (required, mut optional): (Vec<String>, Vec<String>) = match layout {
+        None => (
+            REQUIRED_PROGRAMS.iter().map(|p| p.to_string()).collect(),
+            Vec::new(),
+        ),
+        Some(l) => {
+            let need = needed_programs(l);
+            REQUIRED_PROGRAMS
+                .iter()
+                .map(|p| p.to_string())
+                .partition(|p| need.contains(p.as_str()))
+        }
+    };
+    optional.extend(OPTIONAL_PROGRAMS.iter().map(|p| p.to_string()));
+    (required, optional)
+}
 
 /// Libraries that programs load with dlopen, so that no ELF dependency names
 /// them: libgcc_s (thread cancellation in glibc), NSS modules.
@@ -363,4 +428,94 @@ pub fn driver_modules(sys: &Path, names: &[String]) -> Vec<String> {
         }
     }
     mods.into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::{Firmware, MdArray};
+
+    /// The layout captured from the Debian 12 test guest: LVM, ext4, XFS,
+    /// an ESP (vfat), swap, UEFI; no md, no LUKS, no btrfs.
+    fn debian12() -> Layout {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/debian12-layout.json");
+        Layout::load(&p).unwrap()
+    }
+
+    fn required(l: Option<&Layout>) -> Vec<String> {
+        program_lists(l).0
+    }
+
+    #[test]
+    fn a_layout_requires_only_the_tools_it_uses() {
+        let l = debian12();
+        let need = needed_programs(&l);
+        for t in [
+            "lvm",
+            "dmsetup",
+            "mkfs.ext4",
+            "mkfs.xfs",
+            "mkfs.vfat",
+            "mkswap",
+            "efibootmgr",
+        ] {
+            assert!(need.contains(t), "{t} not required");
+        }
+        for t in ["mdadm", "cryptsetup", "mkfs.btrfs", "btrfs", "sgdisk"] {
+            assert!(!need.contains(t), "{t} required without a use");
+        }
+        // What is not required is still shipped when the host has it.
+        let (req, opt) = program_lists(Some(&l));
+        for t in ["mdadm", "cryptsetup", "mkfs.btrfs"] {
+            assert!(
+                opt.iter().any(|o| o == t) && !req.iter().any(|r| r == t),
+                "{t}"
+            );
+        }
+        // Every needed tool is one the full list names (a package hint).
+        for t in &need {
+            assert!(REQUIRED_PROGRAMS.contains(t), "{t}");
+        }
+    }
+
+    #[test]
+    fn md_luks_btrfs_and_bios_change_the_list() {
+        let mut l = crate::layout::tests::minimal();
+        l.boot.firmware = Firmware::Bios;
+        let need = needed_programs(&l);
+        let base: BTreeSet<&str> = BASE_PROGRAMS.iter().copied().collect();
+        assert_eq!(need, base, "an empty BIOS layout needs only the base");
+
+        l.md_arrays.push(MdArray {
+            device: "/dev/md0".into(),
+            name: None,
+            uuid: "aaaaaaaa:bbbbbbbb:cccccccc:dddddddd".into(),
+            level: "raid1".into(),
+            metadata: "1.2".into(),
+            raid_devices: 2,
+            chunk_size_bytes: None,
+            layout: None,
+            size_bytes: 1 << 30,
+            members: vec![],
+        });
+        l.luks
+            .push(crate::layout::probe::luks::empty_device(2, "u".into()));
+        let mut fs = debian12().filesystems[1].clone();
+        fs.fstype = "btrfs".into();
+        l.filesystems.push(fs);
+        let need = needed_programs(&l);
+        for t in ["mdadm", "cryptsetup", "dmsetup", "mkfs.btrfs", "btrfs"] {
+            assert!(need.contains(t), "{t} not required");
+        }
+        for t in ["lvm", "mkfs.xfs", "efibootmgr", "mkfs.vfat", "mkswap"] {
+            assert!(!need.contains(t), "{t} required without a use");
+        }
+    }
+
+    #[test]
+    fn without_a_layout_everything_is_required() {
+        let all: Vec<String> = REQUIRED_PROGRAMS.iter().map(|p| p.to_string()).collect();
+        assert_eq!(required(None), all);
+        assert!(required(Some(&debian12())).len() < all.len());
+    }
 }

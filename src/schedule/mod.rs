@@ -11,14 +11,15 @@
 //! /etc/cron.d/lifeboat             (units.rs, install.rs)
 //! ```
 //! `status` and `check` read the same files (monitor.rs) and judge them
-//! (check.rs).
+//! (check.rs); `status --prometheus` writes them as metrics (prometheus.rs).
 
 pub mod check;
 pub mod install;
 pub mod monitor;
+pub mod prometheus;
 pub mod run;
 pub mod snapshot;
 pub mod units;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -229,6 +229,7 @@ pub fn rescue_options(cfg: &Config, layout: Option<&Path>) -> crate::rescue::Opt
         append: r.append.value.clone(),
         add_programs: r.add_programs.value.clone(),
         no_iso: !r.iso.value,
+        capture: Some(cfg.capture_options()),
         ..crate::rescue::Options::default()
     }
 }
@@ -276,6 +277,13 @@ pub fn run(
     };
     if let Err(e) = last.save(state) {
         log::warn!("cannot record the run: {e:#}");
+    }
+    let changes = match rec {
+        Some(r) if r.previous.is_some() && r.stored.is_some() => r.changes.as_slice(),
+        _ => &[],
+    };
+    if let Some(n) = crate::notify::of_run(&last, changes, report.backup_partial) {
+        crate::notify::send(cfg, &n);
     }
     result.map(|()| report)
 }
@@ -349,11 +357,11 @@ fn run_locked(
             g.duration_seconds
         )?;
         if g.result == backup::generation::Outcome::Partial {
-            writeln!(
-                out,
-                "warning: backup {} is partial: {} files could not be read",
-                g.id, g.warnings.unreadable
-            )?;
+            log::warn!(
+                "backup {} is partial: {} files could not be read",
+                g.id,
+                g.warnings.unreadable
+            );
             for e in &g.warnings.examples {
                 writeln!(out, "  {e}")?;
             }

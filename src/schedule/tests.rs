@@ -16,6 +16,24 @@ const NOW: i64 = 1_795_672_646; // 2026-11-26T05:57:26Z
 const H: i64 = 3600;
 const D: i64 = 86400;
 
+/// A run record that finished at `finished` (10 s long), failed with
+/// `error` or succeeded.
+pub(crate) fn last_run(finished: i64, error: Option<&str>) -> LastRun {
+    LastRun {
+        started_at: rfc3339(finished - 10),
+        finished_at: rfc3339(finished),
+        ok: error.is_none(),
+        exit_code: if error.is_some() { 2 } else { 0 },
+        stored: None,
+        newest: None,
+        changes: 0,
+        backup: None,
+        rebuilt: false,
+        reasons: vec![],
+        error: error.map(String::from),
+    }
+}
+
 struct World {
     _dir: tempfile::TempDir,
     cfg: Config,
@@ -243,19 +261,10 @@ fn drift_follows_the_image_layout_by_sha256() {
 #[test]
 fn failed_run_and_unreadable_record() {
     let w = World::new();
-    LastRun {
-        started_at: rfc3339(NOW - 600),
-        finished_at: rfc3339(NOW - 590),
-        ok: false,
-        exit_code: 2,
-        stored: None,
-        newest: None,
-        changes: 0,
-        backup: None,
-        rebuilt: false,
-        reasons: vec![],
-        error: Some("rebuilding the rescue image failed | the previous image is kept".into()),
-    }
+    last_run(
+        NOW - 590,
+        Some("rebuilding the rescue image failed | the previous image is kept"),
+    )
     .save(&w.cfg.state_dir.value)
     .unwrap();
     let (state, line) = w.check(NOW);
@@ -441,4 +450,119 @@ fn drills_judged_once_one_ran_or_required() {
         )),
         "{text}"
     );
+}
+
+/// The metrics of a state folder, parsed by a real Prometheus text parser
+/// (prometheus-parse): name -> gauge value; every sample is a gauge with
+/// its HELP.
+fn metrics(w: &World, now: i64) -> std::collections::BTreeMap<String, f64> {
+    let f = gather(&w.cfg, false, now);
+    let v = evaluate(&f, &Thresholds::from_config(&w.cfg));
+    let text = super::prometheus::render(&f, &v);
+    let lines = text.lines().map(|l| Ok(l.to_string()));
+    let scrape = prometheus_parse::Scrape::parse(lines).unwrap();
+    scrape
+        .samples
+        .into_iter()
+        .map(|s| {
+            assert!(
+                scrape.docs.contains_key(&s.metric),
+                "{} has no HELP",
+                s.metric
+            );
+            match s.value {
+                prometheus_parse::Value::Gauge(x) => (s.metric, x),
+                other => panic!("{} is not a gauge: {other:?}", s.metric),
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn prometheus_metrics_follow_the_facts() {
+    let w = World::new();
+    let m = metrics(&w, NOW);
+    let want = [
+        ("lifeboat_check_state", 0.0),
+        ("lifeboat_snapshot_age_seconds", (5 * H) as f64),
+        ("lifeboat_rescue_age_seconds", (2 * H) as f64),
+        ("lifeboat_backup_age_seconds", (3 * H) as f64),
+        ("lifeboat_backup_verified", 1.0),
+        ("lifeboat_layout_drift", 0.0),
+    ];
+    let want: std::collections::BTreeMap<String, f64> =
+        want.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+    // No run and no drill yet: those gauges are left out, not zero.
+    assert_eq!(m, want);
+
+    // Drift, a damaged newest backup, a failed run.
+    let mut changed = machine();
+    changed.disks.pop();
+    w.store.record(&changed, NOW - H, 10, &[]).unwrap();
+    w.write_backup("20261126T045000Z", NOW - H, Some(false));
+    let run = last_run(NOW - 60, Some("disk full"));
+    run.save(&w.cfg.state_dir.value).unwrap();
+    let m = metrics(&w, NOW);
+    assert_eq!(m["lifeboat_layout_drift"], 1.0);
+    assert_eq!(m["lifeboat_backup_verified"], 0.0);
+    assert_eq!(m["lifeboat_backup_age_seconds"], H as f64);
+    assert_eq!(m["lifeboat_last_run_success"], 0.0);
+    assert_eq!(m["lifeboat_last_run_timestamp_seconds"], (NOW - 60) as f64);
+    assert_eq!(m["lifeboat_check_state"], 2.0);
+    assert!(!m.contains_key("lifeboat_drill_success"), "{m:?}");
+
+    // A drill passed 2 days ago, then one failed a day ago.
+    use crate::drill::report::Verdict;
+    use crate::drill::tests::sample_report;
+    let state = w.cfg.state_dir.value.clone();
+    let passed = sample_report(Verdict::Passed, &rfc3339(NOW - 2 * D));
+    crate::drill::save(&passed, &state).unwrap();
+    let m = metrics(&w, NOW);
+    assert_eq!(m["lifeboat_drill_success"], 1.0);
+    assert_eq!(m["lifeboat_drill_duration_seconds"], passed.seconds);
+    assert_eq!(m["lifeboat_drill_passed_age_seconds"], (2 * D) as f64);
+    crate::drill::save(&sample_report(Verdict::Failed, &rfc3339(NOW - D)), &state).unwrap();
+    let m = metrics(&w, NOW);
+    assert_eq!(m["lifeboat_drill_success"], 0.0);
+    assert_eq!(m["lifeboat_drill_passed_age_seconds"], (2 * D) as f64);
+
+    // No image, no backup folder: ages unknown, left out.
+    std::fs::remove_file(w.cfg.rescue.output.value.join("rescue.json")).unwrap();
+    std::fs::remove_dir_all(&w.backup).unwrap();
+    let m = metrics(&w, NOW);
+    for gone in [
+        "lifeboat_rescue_age_seconds",
+        "lifeboat_backup_age_seconds",
+        "lifeboat_backup_verified",
+        "lifeboat_layout_drift",
+    ] {
+        assert!(!m.contains_key(gone), "{gone} present: {m:?}");
+    }
+    assert_eq!(m["lifeboat_check_state"], 2.0);
+}
+
+/// The textfile is replaced atomically: a planted symlink at its name is
+/// replaced, not followed (the file it points to is unchanged), and no
+/// temporary file is left for the collector to read.
+#[test]
+fn prometheus_textfile_is_written_atomically() {
+    let w = World::new();
+    let dir = tempfile::tempdir().unwrap();
+    let outside = dir.path().join("outside");
+    std::fs::write(&outside, b"keep me\n").unwrap();
+    let tf = dir.path().join("textfile");
+    std::fs::create_dir(&tf).unwrap();
+    std::os::unix::fs::symlink(&outside, tf.join("lifeboat.prom")).unwrap();
+    let f = gather(&w.cfg, false, NOW);
+    let v = evaluate(&f, &Thresholds::from_config(&w.cfg));
+    let text = super::prometheus::render(&f, &v);
+    let path = super::prometheus::write(&tf, &text).unwrap();
+    assert_eq!(std::fs::read(&outside).unwrap(), b"keep me\n");
+    assert!(!std::fs::symlink_metadata(&path).unwrap().is_symlink());
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+    let names: Vec<_> = std::fs::read_dir(&tf)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("lifeboat.prom")]);
 }
