@@ -203,6 +203,15 @@ pub fn run(cmd: BackupCmd, cfg: &Config) -> Result<u8> {
         BackupCmd::Create(mut a) => {
             let b = &cfg.backup;
             let to = destination(a.to.take(), "--to", cfg)?;
+            if let Some(repo) = super::backup_engine::repo(&to, cfg)? {
+                a.exclude = if a.exclude.is_empty() {
+                    b.excludes.value.clone()
+                } else {
+                    a.exclude
+                };
+                a.keep = a.keep.or(b.keep.value.map(|k| k.0 as usize));
+                return super::backup_engine::create(a, &repo, cfg);
+            }
             a.incremental = a.incremental || (b.incremental.value && !a.full);
             a.compression = a.compression.or(Some(b.compression.value.0));
             a.level = a.level.or(b.level.value.map(|l| l.0));
@@ -226,16 +235,25 @@ pub fn run(cmd: BackupCmd, cfg: &Config) -> Result<u8> {
         }
         BackupCmd::List(mut a) => {
             let from = destination(a.from.take(), "--from", cfg)?;
+            if let Some(repo) = super::backup_engine::repo(&from, cfg)? {
+                return super::backup_engine::list(a, &repo);
+            }
             a.mount_options = a.mount_options.or(cfg.backup.mount_options.value.clone());
             list(a, &from)
         }
         BackupCmd::Verify(mut a) => {
             let from = destination(a.from.take(), "--from", cfg)?;
+            if let Some(repo) = super::backup_engine::repo(&from, cfg)? {
+                return super::backup_engine::verify(a, &repo);
+            }
             a.mount_options = a.mount_options.or(cfg.backup.mount_options.value.clone());
             verify(a, &from)
         }
         BackupCmd::Restore(mut a) => {
             let from = destination(a.from.take(), "--from", cfg)?;
+            if let Some(repo) = super::backup_engine::repo(&from, cfg)? {
+                return super::backup_engine::restore(a, &repo);
+            }
             a.mount_options = a.mount_options.or(cfg.backup.mount_options.value.clone());
             restore(a, &from)
         }
@@ -263,13 +281,13 @@ fn mode(quiet: bool) -> Mode {
 
 /// `rescue_output`: the rescue image folder, left out of the backup (in the
 /// tree below `--root` too).
-fn create(
-    a: CreateArgs,
-    to: &str,
+/// The trees to back up, the layout stored with them and what to leave
+/// out, as `backup create` and its engine variant read them.
+pub(super) fn plan_sources(
+    a: &CreateArgs,
     default_layout: &Path,
     rescue_output: &Path,
-    full_every: backup::create::FullEvery,
-) -> Result<u8> {
+) -> Result<(Vec<backup::Source>, Option<PathBuf>, Excludes)> {
     let (sources, layout_file) = if a.source.is_empty() {
         let path = a
             .layout
@@ -330,9 +348,20 @@ fn create(
             _ => excludes.add_pattern(p)?,
         }
     }
+    Ok((sources, layout_file, excludes))
+}
+
+fn create(
+    a: CreateArgs,
+    to: &str,
+    default_layout: &Path,
+    rescue_output: &Path,
+    full_every: backup::create::FullEvery,
+) -> Result<u8> {
     if a.keep == Some(0) {
         bail!("--keep must be at least 1");
     }
+    let (sources, layout_file, excludes) = plan_sources(&a, default_layout, rescue_output)?;
     let dest = Destination::open(to, a.mount_options.as_deref(), true)?;
     let threads = a.threads.unwrap_or_else(|| {
         std::thread::available_parallelism()

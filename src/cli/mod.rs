@@ -4,6 +4,7 @@
 //! exit with 2, so that "different" (1) is never confused with "failed".
 
 mod backup;
+mod backup_engine;
 mod config;
 mod drill;
 mod layout;
