@@ -2,6 +2,8 @@
 //! image built once per test binary, job disks, and QEMU guests (TCG only).
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod servers;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
