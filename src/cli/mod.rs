@@ -135,8 +135,8 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             let cfg = Config::load(&opts)?;
             match command {
                 Command::Mkrescue(args) => rescue::mkrescue(args, &cfg),
-                Command::Plan(args) => recover::plan(args),
-                Command::Recover(args) => recover::recover(args),
+                Command::Plan(args) => recover::plan(args, &cfg),
+                Command::Recover(args) => recover::recover(args, &cfg),
                 Command::Drill(args) => drill::run(args, &cfg),
                 Command::Layout { cmd } => layout::run(cmd, &cfg),
                 Command::Backup { cmd } => backup::run(cmd, &cfg),

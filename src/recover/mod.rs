@@ -68,6 +68,8 @@ pub struct Options {
     pub no_restore: bool,
     /// A drill: place the boot-report unit into the recovered system.
     pub drill: bool,
+    /// Credentials of a restic/Borg backup (`[restic]`, `[borg]`).
+    pub engine: crate::backup::engine::Settings,
 }
 
 impl Default for Options {
@@ -93,6 +95,7 @@ impl Default for Options {
             wipe: false,
             no_restore: false,
             drill: false,
+            engine: Default::default(),
         }
     }
 }
@@ -232,6 +235,7 @@ pub fn prepare(opts: &Options) -> Result<Prepared> {
         Some(spec) => Some(restore::Backup::open_at(
             spec,
             answers.generation.as_deref(),
+            &opts.engine,
         )?),
         None => None,
     };

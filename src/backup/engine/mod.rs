@@ -299,6 +299,23 @@ pub fn read_env_file(path: &Path) -> Result<Vec<(String, String)>> {
     Ok(out)
 }
 
+/// The programs the rescue image needs to restore from destination `spec`:
+/// restic (one static program) and ssh for an SFTP repository. Borg is a
+/// Python program the rescue image cannot carry: none, with a warning.
+pub fn rescue_programs(spec: &str) -> Vec<&'static str> {
+    match Repo::split(spec) {
+        Some((Engine::Restic, loc)) if loc.starts_with("sftp:") => vec!["restic", "ssh"],
+        Some((Engine::Restic, _)) => vec!["restic"],
+        Some((Engine::Borg, _)) => {
+            log::warn!(
+                "the rescue image cannot run borg (a Python program): recover a Borg backup by restoring it from another machine, or back up to restic or a backup folder"
+            );
+            Vec::new()
+        }
+        None => Vec::new(),
+    }
+}
+
 /// Absolute path `root/rel` as bytes.
 fn join_rel(root: &Path, rel: &PathBytes) -> Vec<u8> {
     use std::os::unix::ffi::OsStrExt;
@@ -451,6 +468,14 @@ mod tests {
             b.replace(" | ", "; ")
         );
         assert_eq!(engine_message(Engine::Borg, ""), None);
+    }
+
+    #[test]
+    fn rescue_gets_the_engine() {
+        assert_eq!(rescue_programs("restic:s3:https://h/b"), ["restic"]);
+        assert_eq!(rescue_programs("restic:sftp:u@h:/r"), ["restic", "ssh"]);
+        assert!(rescue_programs("/srv/backup").is_empty());
+        assert!(rescue_programs("borg:/srv/borg").is_empty());
     }
 
     #[test]
