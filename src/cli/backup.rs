@@ -29,7 +29,8 @@ pub enum BackupCmd {
 #[derive(Debug, Args)]
 pub struct CreateArgs {
     /// Backup folder: a directory (or mounted disk), nfs://HOST/EXPORT/PATH
-    /// or cifs://HOST/SHARE/PATH [default: backup.destination].
+    /// or cifs://HOST/SHARE/PATH, or a repository restic:REPO / borg:REPO
+    /// [default: backup.destination].
     #[arg(long, value_name = "DEST")]
     pub to: Option<String>,
 
@@ -100,8 +101,8 @@ pub struct CreateArgs {
 
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// Backup folder (directory, nfs:// or cifs://) [default:
-    /// backup.destination].
+    /// Backup folder (directory, nfs:// or cifs://) or repository
+    /// (restic:REPO, borg:REPO) [default: backup.destination].
     #[arg(long, value_name = "DEST")]
     pub from: Option<String>,
 
@@ -117,8 +118,8 @@ pub struct ListArgs {
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// Backup folder (directory, nfs:// or cifs://) [default:
-    /// backup.destination].
+    /// Backup folder (directory, nfs:// or cifs://) or repository
+    /// (restic:REPO, borg:REPO) [default: backup.destination].
     #[arg(long, value_name = "DEST")]
     pub from: Option<String>,
 
