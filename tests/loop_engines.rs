@@ -564,3 +564,56 @@ fn wrong_password_and_unreachable_repository() {
         assert!(line.contains(want), "{spec}: {line}");
     }
 }
+
+/// Damage is found: a restic data pack removed from the repository fails
+/// the engine's check, and a Borg file-system archive deleted behind
+/// lifeboat's back fails the listing check; `verify` exits 1 naming it.
+#[test]
+fn verify_finds_damage() {
+    require_root!();
+    require!("restic", "borg");
+    let c = case(
+        "restic-damage",
+        "restic:{dir}/repo",
+        "{dir}/repo",
+        RESTIC_CONFIG,
+        vec![],
+    );
+    c.init();
+    c.create(&[]);
+    let data = c.store.join("data");
+    let pack = std::fs::read_dir(&data)
+        .unwrap()
+        .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
+        .map(|f| f.unwrap().path())
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    std::fs::remove_file(&pack).unwrap();
+    let (code, out, err) = c.lifeboat(&["backup", "verify", "--from", &c.spec]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("backup damaged: restic check failed"), "{err}");
+
+    let b = case(
+        "borg-damage",
+        "borg:{dir}/repo",
+        "{dir}/repo",
+        BORG_CONFIG,
+        vec![],
+    );
+    b.init();
+    b.create(&[]);
+    let list: serde_json::Value =
+        serde_json::from_str(&b.engine(&["list", "--json", "{repo}"])).unwrap();
+    let fs_archive = list["archives"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap().to_string())
+        .find(|n| n.contains(".fs."))
+        .unwrap();
+    b.engine(&["delete", &format!("{{repo}}::{fs_archive}")]);
+    let (code, out, err) = b.lifeboat(&["backup", "verify", "--from", &b.spec]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("backup damaged: generation"), "{err}");
+    assert!(err.contains(&fs_archive), "{err}");
+}
