@@ -21,6 +21,19 @@ pub fn create(a: CreateArgs, repo: &Repo, cfg: &Config) -> Result<u8> {
     if a.keep == Some(0) {
         bail!("--keep must be at least 1");
     }
+    let native_only = [
+        ("--incremental", a.incremental),
+        ("--compression", a.compression.is_some()),
+        ("--level", a.level.is_some()),
+        ("--threads", a.threads.is_some()),
+        ("--mount-options", a.mount_options.is_some()),
+    ];
+    for (flag, _) in native_only.iter().filter(|(_, given)| *given) {
+        log::warn!(
+            "{flag} does not apply to {} repositories (the engine deduplicates and compresses): ignored",
+            repo.engine.tool()
+        );
+    }
     let (sources, layout_file, excludes) =
         plan_sources(&a, &cfg.capture.layout_file.value, &cfg.rescue.output.value)?;
     let rep = engine::create(
