@@ -73,41 +73,26 @@ pub fn create(repo: &Repo, opts: &EngineCreate) -> Result<EngineReport> {
     let mut added = 0u64;
     let mut reused = 0u64;
     let mut stems: Vec<String> = Vec::new();
+    let run = Run {
+        started,
+        started_ns,
+        host: &host,
+    };
     for src in &opts.sources {
-        use std::os::unix::ffi::OsStrExt;
-        let mp = PathBytes(src.mountpoint.as_os_str().as_bytes().to_vec());
-        let (mut entries, stats) = walk::walk(&src.path, &id, &opts.excludes)
-            .with_context(|| format!("reading {}", src.path.display()))?;
-        warnings.sockets += stats.sockets;
-        warnings.vanished += stats.vanished;
-        warnings.unreadable += stats.unreadable.len() as u64;
-        let prev_fs = previous.as_ref().and_then(|m| m.filesystem(&mp.0));
-        reused += hash_entries(&src.path, &mut entries, prev_fs, &mut warnings);
         let mut stem = archive_stem(&src.mountpoint);
         if stems.contains(&stem) {
             stem = format!("{stem}-{}", stems.len());
         }
         stems.push(stem.clone());
-        log::info!("{}: backing up {}", repo.spec(), src.path.display());
-        let saved = repo.backup_tree(&src.path, &stats.excluded_paths, &id, &stem, &host)?;
-        if saved.partial {
-            warnings.unreadable += 1;
-            warnings
-                .examples
-                .push(format!("{}: the engine could not read some files", mp));
-        }
-        added += saved.added_bytes;
-        let fsm = fs_manifest(src, mp, entries);
-        archives.push(ArchiveInfo {
-            mountpoint: fsm.mountpoint.clone(),
-            file: saved.id,
-            bytes: saved.added_bytes,
-            sha256: String::new(),
-            entries: fsm.file_count,
-        });
+        let prev = previous.as_ref();
+        let (fsm, archive, n) =
+            back_up_fs(repo, opts, src, (&id, &stem), &run, prev, &mut warnings)?;
+        added += archive.bytes;
+        reused += n;
+        archives.push(archive);
         manifest.filesystems.push(fsm);
     }
-    let gen = store_meta(repo, opts, &manifest, archives, warnings, started, &host)?;
+    let gen = store_meta(repo, opts, &manifest, archives, warnings, &run)?;
     added += gen.1;
     let removed = repo.expire(&opts.keep)?;
     Ok(EngineReport {
@@ -116,6 +101,45 @@ pub fn create(repo: &Repo, opts: &EngineCreate) -> Result<EngineReport> {
         hashes_reused: reused,
         removed,
     })
+}
+
+/// One file system: walked and hashed (its manifest), then one engine
+/// snapshot of it. Returns the manifest, the snapshot and the hashes reused.
+fn back_up_fs(
+    repo: &Repo,
+    opts: &EngineCreate,
+    src: &Source,
+    (id, stem): (&str, &str),
+    run: &Run,
+    previous: Option<&Manifest>,
+    warnings: &mut Warnings,
+) -> Result<(FsManifest, ArchiveInfo, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let mp = PathBytes(src.mountpoint.as_os_str().as_bytes().to_vec());
+    let (mut entries, stats) = walk::walk(&src.path, id, &opts.excludes)
+        .with_context(|| format!("reading {}", src.path.display()))?;
+    warnings.sockets += stats.sockets;
+    warnings.vanished += stats.vanished;
+    warnings.unreadable += stats.unreadable.len() as u64;
+    let prev_fs = previous.and_then(|m| m.filesystem(&mp.0));
+    let reused = hash_entries(&src.path, &mut entries, prev_fs, warnings);
+    log::info!("{}: backing up {}", repo.spec(), src.path.display());
+    let saved = repo.backup_tree(&src.path, &stats.excluded_paths, id, stem, run.host)?;
+    if saved.partial {
+        warnings.unreadable += 1;
+        warnings
+            .examples
+            .push(format!("{mp}: the engine could not read some files"));
+    }
+    let fsm = fs_manifest(src, mp, entries);
+    let archive = ArchiveInfo {
+        mountpoint: fsm.mountpoint.clone(),
+        file: saved.id,
+        bytes: saved.added_bytes,
+        sha256: String::new(),
+        entries: fsm.file_count,
+    };
+    Ok((fsm, archive, reused))
 }
 
 /// A generation id not yet in the repository.
@@ -235,6 +259,13 @@ fn fs_manifest(src: &Source, mp: PathBytes, entries: Vec<WalkEntry>) -> FsManife
     }
 }
 
+/// When and where a backup runs.
+struct Run<'a> {
+    started: std::time::SystemTime,
+    started_ns: i128,
+    host: &'a str,
+}
+
 /// Writes generation.json, the manifest and the layout into a metadata
 /// snapshot; returns the generation and the bytes it added.
 fn store_meta(
@@ -243,8 +274,7 @@ fn store_meta(
     manifest: &Manifest,
     mut archives: Vec<ArchiveInfo>,
     warnings: Warnings,
-    started: std::time::SystemTime,
-    host: &str,
+    run: &Run,
 ) -> Result<(Generation, u64)> {
     let dir = tempfile::Builder::new()
         .prefix("lifeboat-meta-")
@@ -259,11 +289,7 @@ fn store_meta(
         let data = std::fs::read(l).with_context(|| format!("reading layout {}", l.display()))?;
         crate::util::write_atomic(&dir.path().join(LAYOUT_FILE), &data, 0o600)?;
     }
-    let started_ns = started
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i128)
-        .unwrap_or(0);
-    let epoch = (started_ns / 1_000_000_000) as i64;
+    let epoch = (run.started_ns / 1_000_000_000) as i64;
     let files = manifest.filesystems.iter().map(|f| f.file_count).sum();
     let bytes = manifest.filesystems.iter().map(|f| f.data_bytes).sum();
     for a in &mut archives {
@@ -278,9 +304,9 @@ fn store_meta(
         chain: vec![manifest.generation.clone()],
         started_at: crate::util::rfc3339(epoch),
         finished_at: String::new(),
-        started_ns,
+        started_ns: run.started_ns,
         duration_seconds: 0.0,
-        hostname: host.to_string(),
+        hostname: run.host.to_string(),
         lifeboat_version: crate::VERSION.to_string(),
         compression: Compression::None,
         archive_bytes: archives.iter().map(|a| a.bytes).sum(),
@@ -300,10 +326,14 @@ fn store_meta(
         warnings,
     };
     gen.finished_at = crate::util::rfc3339(crate::util::now_epoch());
-    gen.duration_seconds = started.elapsed().map(|d| d.as_secs_f64()).unwrap_or(0.0);
+    gen.duration_seconds = run
+        .started
+        .elapsed()
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
     let json = serde_json::to_vec_pretty(&gen)?;
     crate::util::write_atomic(&dir.path().join(GENERATION_FILE), &json, 0o600)?;
-    let saved = repo.backup_tree(dir.path(), &[], &gen.id, META_TAG, host)?;
+    let saved = repo.backup_tree(dir.path(), &[], &gen.id, META_TAG, run.host)?;
     Ok((gen, saved.added_bytes))
 }
 
