@@ -573,23 +573,49 @@ fn holds_files(dir: &Path) -> bool {
 
 /// Restores every file system of `l` below `to` (parents first), gives
 /// each root the manifest's owner, mode and time, then compares the trees
-/// with the manifest.
+/// with the manifest. Each mount point is opened below `to` through
+/// handles, never through a symlink (an earlier file system's snapshot
+/// cannot send a later one outside the target), and the engine is given
+/// that very directory (`/proc/PID/fd/N`).
 fn restore_loaded(repo: &Repo, l: &Loaded, to: &Path) -> Result<()> {
+    use std::os::fd::{AsFd, AsRawFd};
     let mut fss: Vec<&FsManifest> = l.manifest.filesystems.iter().collect();
     fss.sort_by(|a, b| a.mountpoint.0.cmp(&b.mountpoint.0));
+    std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
+    let tree = crate::backup::beneath::Tree::open(to)?;
     for fs in &fss {
-        let target = under(to, fs.mountpoint.as_path());
-        std::fs::create_dir_all(&target)
-            .with_context(|| format!("creating {}", target.display()))?;
+        let rel = fs
+            .mountpoint
+            .0
+            .strip_prefix(b"/")
+            .unwrap_or(&fs.mountpoint.0);
+        let sub = tree.subtree(rel, true).with_context(|| {
+            format!(
+                "restoring {} into {}",
+                fs.mountpoint,
+                tree.show(rel).display()
+            )
+        })?;
+        let dir = sub.root();
+        let target = PathBuf::from(format!(
+            "/proc/{}/fd/{}",
+            std::process::id(),
+            dir.as_raw_fd()
+        ));
         log::info!(
             "{}: restoring {} into {}",
             repo.spec(),
             fs.archive,
-            target.display()
+            tree.show(rel).display()
         );
         repo.restore_tree(&fs.archive, &target)?;
         if let Some(root) = fs.entries.iter().find(|r| r.path.0 == b".") {
-            set_root_meta(&target, root)?;
+            set_root_meta(dir.as_fd(), root).with_context(|| {
+                format!(
+                    "setting owner, mode and time of {}",
+                    tree.show(rel).display()
+                )
+            })?;
         }
     }
     for fs in &fss {
@@ -603,18 +629,12 @@ fn restore_loaded(repo: &Repo, l: &Loaded, to: &Path) -> Result<()> {
     Ok(())
 }
 
-fn set_root_meta(dir: &Path, r: &manifest::FileRecord) -> Result<()> {
-    use std::os::fd::AsFd;
-    use std::os::unix::fs::PermissionsExt;
-    let f = crate::util::open_dir_nofollow(dir)?;
-    let what = || format!("setting owner, mode and time of {}", dir.display());
-    fsio::set_fd_owner(f.as_fd(), r.uid, r.gid).with_context(what)?;
-    f.set_permissions(std::fs::Permissions::from_mode(r.mode))
-        .with_context(what)?;
+fn set_root_meta(fd: std::os::fd::BorrowedFd, r: &manifest::FileRecord) -> std::io::Result<()> {
+    fsio::set_fd_owner(fd, r.uid, r.gid)?;
+    rustix::fs::fchmod(fd, rustix::fs::Mode::from_raw_mode(r.mode))?;
     let (sec, nsec) = (
         r.mtime_ns.div_euclid(1_000_000_000),
         r.mtime_ns.rem_euclid(1_000_000_000) as u32,
     );
-    fsio::set_fd_times(f.as_fd(), sec, nsec).with_context(what)?;
-    Ok(())
+    fsio::set_fd_times(fd, sec, nsec)
 }
