@@ -617,3 +617,112 @@ fn verify_finds_damage() {
     assert!(err.contains("backup damaged: generation"), "{err}");
     assert!(err.contains(&fs_archive), "{err}");
 }
+
+/// A hostile repository: the first file system's snapshot (swapped in with
+/// a manifest that names it) holds a symlink where the second file
+/// system's mount point is, pointing outside the restore target. The
+/// restore refuses it and the folder outside is byte-for-byte unchanged.
+#[test]
+fn restore_never_follows_a_planted_symlink_out_of_the_target() {
+    require_root!();
+    require!("restic");
+    let c = case(
+        "restic-hostile",
+        "restic:{dir}/repo",
+        "{dir}/repo",
+        RESTIC_CONFIG,
+        vec![],
+    );
+    c.init();
+    let (r, srv) = (c.scratch.join("r"), c.scratch.join("r/srv"));
+    std::fs::create_dir_all(&srv).unwrap();
+    std::fs::write(r.join("root-file"), b"root\n").unwrap();
+    std::fs::write(srv.join("index.html"), b"served\n").unwrap();
+    let (rs, ss) = (r.display().to_string(), srv.display().to_string());
+    c.ok(&[
+        "backup", "create", "--to", &c.spec, "--source", &rs, "--source", &ss, "-q",
+    ]);
+    // The outside folder the planted link points at.
+    let outside = c.scratch.join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("keep"), b"untouched\n").unwrap();
+    let before = describe(&outside, "");
+    // A hostile tree for the first file system: srv -> outside.
+    let evil = c.scratch.join("evil");
+    std::fs::create_dir_all(&evil).unwrap();
+    std::os::unix::fs::symlink(&outside, evil.join("srv")).unwrap();
+    let cmd = Command::new("restic")
+        .args(["-r", &c.spec["restic:".len()..], "--json", "backup", "."])
+        .current_dir(&evil)
+        .envs(c.env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap();
+    let summary = String::from_utf8_lossy(&cmd.stdout);
+    let evil_id = summary
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find_map(|v| v["snapshot_id"].as_str().map(String::from))
+        .unwrap();
+    // The metadata, rewritten to name the hostile snapshot for "r".
+    let metas: serde_json::Value =
+        serde_json::from_str(&c.engine(&["snapshots", "--json", "--tag", "lifeboat-meta"]))
+            .unwrap();
+    let meta = &metas[0];
+    let meta_id = meta["id"].as_str().unwrap();
+    let gen_tag = meta["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap().to_string())
+        .find(|t| t.starts_with("lifeboat-gen="))
+        .unwrap();
+    let mdir = c.scratch.join("meta");
+    std::fs::create_dir_all(&mdir).unwrap();
+    c.engine(&["restore", meta_id, "--target", &mdir.display().to_string()]);
+    let z = std::fs::read(mdir.join("manifest.json.zst")).unwrap();
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&zstd::stream::decode_all(&z[..]).unwrap()).unwrap();
+    for fs in m["filesystems"].as_array_mut().unwrap() {
+        if fs["mountpoint"] == serde_json::json!(rs) {
+            fs["archive"] = serde_json::json!(evil_id);
+        }
+    }
+    let z = zstd::stream::encode_all(&serde_json::to_vec(&m).unwrap()[..], 3).unwrap();
+    std::fs::write(mdir.join("manifest.json.zst"), &z).unwrap();
+    let mut g: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(mdir.join("generation.json")).unwrap()).unwrap();
+    g["manifest_sha256"] = serde_json::json!(hex::encode(Sha256::digest(&z)));
+    std::fs::write(
+        mdir.join("generation.json"),
+        serde_json::to_vec(&g).unwrap(),
+    )
+    .unwrap();
+    c.engine(&["forget", meta_id]);
+    let tags = format!("lifeboat,lifeboat-meta,{gen_tag}");
+    let st = Command::new("restic")
+        .args([
+            "-r",
+            &c.spec["restic:".len()..],
+            "backup",
+            "--tag",
+            &tags,
+            ".",
+        ])
+        .current_dir(&mdir)
+        .envs(c.env.iter().map(|(k, v)| (k, v)))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let to = c.scratch.join("restored");
+    let (code, o, err) = c.lifeboat(&[
+        "backup",
+        "restore",
+        "--from",
+        &c.spec,
+        "--to",
+        &to.display().to_string(),
+    ]);
+    assert_ne!(code, 0, "the planted link was followed:\n{o}{err}");
+    assert!(err.contains("srv"), "{err}");
+    assert_eq!(describe(&outside, ""), before, "the outside folder changed");
+}
