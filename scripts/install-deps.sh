@@ -46,6 +46,9 @@ packages=(
     dpkg-dev binutils lintian
     # building lifeboat (zstd links the system libzstd)
     pkg-config libzstd-dev
+    # restic and Borg destinations and their tests: the engines, an SFTP
+    # server (sshd), the REST protocol (rclone serve restic), TLS roots
+    restic borgbackup rclone openssh-server openssh-client ca-certificates
 )
 # --no-install-recommends keeps mdadm from pulling in an MTA.
 apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
@@ -53,5 +56,15 @@ apt-get install -y -qq --no-install-recommends -t "${codename}-backports" qemu-s
 # qemu-img (qcow2 overlays of the Debian test system, qemu/) is in qemu-utils,
 # which qemu-system-x86 only recommends.
 apt-get install -y -qq --no-install-recommends -t "${codename}-backports" qemu-utils >/dev/null
+
+# The S3 server of the restic tests (tests/common/servers.rs): s3s-fs from
+# crates.io, built once per cache (0.14.0: newer ones need a newer Rust).
+s3s_root=/var/cache/lifeboat-test/s3s-fs-0.14.0
+if [ ! -x "$s3s_root/bin/s3s-fs" ]; then
+    mkdir -p "$s3s_root"
+    CARGO_TARGET_DIR=/var/cache/lifeboat-test/s3s-build \
+        cargo install --quiet --locked s3s-fs@0.14.0 --features binary --root "$s3s_root"
+    rm -rf /var/cache/lifeboat-test/s3s-build
+fi
 
 echo "install-deps: done ($(qemu-system-x86_64 --version | head -n1))"

@@ -26,6 +26,12 @@ pub enum Target {
 
 impl Target {
     pub fn parse(text: &str) -> Result<Target> {
+        if let Some((engine, _)) = super::engine::Repo::split(text) {
+            bail!(
+                "{text} is a {} repository, not a backup folder: `lifeboat backup` and `recover` take it; the scheduled run and `status` read backup folders only",
+                engine.tool()
+            );
+        }
         if let Some(rest) = text.strip_prefix("nfs://") {
             let (host, path) = rest.split_once('/').with_context(|| {
                 format!("bad destination {text:?}: expected nfs://HOST/EXPORT/PATH")
@@ -207,6 +213,8 @@ mod tests {
             ("nfs://nas", None),
             ("cifs://nas", None),
             ("ftp://x/y", None),
+            ("restic:/srv/repo", None),
+            ("borg:ssh://h/./r", None),
             ("", None),
         ];
         for (text, want) in cases {

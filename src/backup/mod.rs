@@ -21,6 +21,7 @@ pub mod beneath;
 pub mod compress;
 pub mod create;
 pub mod dest;
+pub mod engine;
 pub mod extract;
 pub mod fsio;
 pub mod generation;

@@ -68,6 +68,9 @@ pub struct WalkStats {
     pub sockets: u64,
     pub vanished: u64,
     pub excluded: u64,
+    /// The excluded entries (relative paths, the topmost of each excluded
+    /// subtree), for engines that must be told what to leave out.
+    pub excluded_paths: Vec<PathBytes>,
     /// Directories that could not be read, with the reason.
     pub unreadable: Vec<String>,
 }
@@ -102,6 +105,11 @@ struct Walker<'a> {
 }
 
 impl Walker<'_> {
+    fn exclude(&mut self, rel: Vec<u8>) {
+        self.stats.excluded += 1;
+        self.stats.excluded_paths.push(PathBytes(rel));
+    }
+
     /// Appends the entries below directory `abs` (relative path `rel`).
     fn visit(&mut self, rel: &[u8], abs: &Path) {
         let rd = match std::fs::read_dir(abs) {
@@ -133,8 +141,13 @@ impl Walker<'_> {
         let exclude_all = self.ex.contents_of.iter().any(|d| d == abs);
         for name in names {
             let child_abs = abs.join(std::ffi::OsStr::from_bytes(&name));
+            let mut child_rel = rel.to_vec();
+            if !child_rel.is_empty() {
+                child_rel.push(b'/');
+            }
+            child_rel.extend_from_slice(&name);
             if exclude_all || self.ex.matches(&child_abs, &name) {
-                self.stats.excluded += 1;
+                self.exclude(child_rel);
                 continue;
             }
             let m = match std::fs::symlink_metadata(&child_abs) {
@@ -156,14 +169,9 @@ impl Walker<'_> {
                 continue;
             }
             if ft.is_dir() && self.ex.dirs.contains(&(m.dev(), m.ino())) {
-                self.stats.excluded += 1;
+                self.exclude(child_rel);
                 continue;
             }
-            let mut child_rel = rel.to_vec();
-            if !child_rel.is_empty() {
-                child_rel.push(b'/');
-            }
-            child_rel.extend_from_slice(&name);
             let path = PathBytes(child_rel.clone());
             let target = if ft.is_symlink() {
                 match std::fs::read_link(&child_abs) {
@@ -278,6 +286,8 @@ mod tests {
         );
         assert_eq!(stats.sockets, 1);
         assert_eq!(stats.excluded, 3);
+        let excluded: Vec<String> = stats.excluded_paths.iter().map(|p| p.to_string()).collect();
+        assert_eq!(excluded, ["a/one.log", "skipme", "tmp/junk"]);
         let two = &entries[6].rec;
         assert_eq!(two.link.as_ref().unwrap().to_string(), "a/one");
         assert_eq!(

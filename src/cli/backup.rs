@@ -102,7 +102,8 @@ pub struct PruneArgs {
 #[derive(Debug, Args)]
 pub struct CreateArgs {
     /// Backup folder: a directory (or mounted disk), nfs://HOST/EXPORT/PATH
-    /// or cifs://HOST/SHARE/PATH [default: backup.destination].
+    /// or cifs://HOST/SHARE/PATH, or a repository restic:REPO / borg:REPO
+    /// [default: backup.destination].
     #[arg(long, value_name = "DEST")]
     pub to: Option<String>,
 
@@ -188,8 +189,8 @@ pub struct CreateArgs {
 
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// Backup folder (directory, nfs:// or cifs://) [default:
-    /// backup.destination].
+    /// Backup folder (directory, nfs:// or cifs://) or repository
+    /// (restic:REPO, borg:REPO) [default: backup.destination].
     #[arg(long, value_name = "DEST")]
     pub from: Option<String>,
 
@@ -205,8 +206,8 @@ pub struct ListArgs {
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// Backup folder (directory, nfs:// or cifs://) [default:
-    /// backup.destination].
+    /// Backup folder (directory, nfs:// or cifs://) or repository
+    /// (restic:REPO, borg:REPO) [default: backup.destination].
     #[arg(long, value_name = "DEST")]
     pub from: Option<String>,
 
@@ -297,6 +298,21 @@ pub fn run(cmd: BackupCmd, cfg: &Config) -> Result<u8> {
         BackupCmd::Create(mut a) => {
             let b = &cfg.backup;
             let to = destination(a.to.take(), "--to", cfg)?;
+            if let Some(repo) = super::backup_engine::repo(&to, cfg)? {
+                if a.differential {
+                    bail!(
+                        "--differential is for backup folders: a restic or Borg repository \
+                         deduplicates every snapshot against the others"
+                    );
+                }
+                a.exclude = if a.exclude.is_empty() {
+                    b.excludes.value.clone()
+                } else {
+                    a.exclude
+                };
+                a.keep = a.keep.or(b.keep.value.map(|k| k.0 as usize));
+                return super::backup_engine::create(a, &repo, cfg);
+            }
             a.incremental = a.incremental || (b.incremental.value && !a.full && !a.differential);
             a.compression = a.compression.or(Some(b.compression.value.0));
             a.level = a.level.or(b.level.value.map(|l| l.0));
@@ -314,16 +330,25 @@ pub fn run(cmd: BackupCmd, cfg: &Config) -> Result<u8> {
         }
         BackupCmd::List(mut a) => {
             let from = destination(a.from.take(), "--from", cfg)?;
+            if let Some(repo) = super::backup_engine::repo(&from, cfg)? {
+                return super::backup_engine::list(a, &repo);
+            }
             a.mount_options = a.mount_options.or(cfg.backup.mount_options.value.clone());
             list(a, &from)
         }
         BackupCmd::Verify(mut a) => {
             let from = destination(a.from.take(), "--from", cfg)?;
+            if let Some(repo) = super::backup_engine::repo(&from, cfg)? {
+                return super::backup_engine::verify(a, &repo);
+            }
             a.mount_options = a.mount_options.or(cfg.backup.mount_options.value.clone());
             verify(a, &from, cfg)
         }
         BackupCmd::Restore(mut a) => {
             let from = destination(a.from.take(), "--from", cfg)?;
+            if let Some(repo) = super::backup_engine::repo(&from, cfg)? {
+                return super::backup_engine::restore(a, &repo);
+            }
             a.mount_options = a.mount_options.or(cfg.backup.mount_options.value.clone());
             restore(a, &from)
         }
@@ -357,15 +382,13 @@ fn mode(quiet: bool) -> Mode {
 
 /// `rescue_output`: the rescue image folder, left out of the backup (in the
 /// tree below `--root` too).
-fn create(
-    a: CreateArgs,
-    to: &str,
-    cfg: &Config,
-    policy: Policy,
-    full_every: backup::create::FullEvery,
-) -> Result<u8> {
-    let default_layout: &Path = &cfg.capture.layout_file.value;
-    let rescue_output: &Path = &cfg.rescue.output.value;
+/// The trees to back up, the layout stored with them and what to leave
+/// out, as `backup create` and its engine variant read them.
+pub(super) fn plan_sources(
+    a: &CreateArgs,
+    default_layout: &Path,
+    rescue_output: &Path,
+) -> Result<(Vec<backup::Source>, Option<PathBuf>, Excludes)> {
     let (sources, layout_file) = if a.source.is_empty() {
         let path = a
             .layout
@@ -426,9 +449,22 @@ fn create(
             _ => excludes.add_pattern(p)?,
         }
     }
+    Ok((sources, layout_file, excludes))
+}
+
+fn create(
+    a: CreateArgs,
+    to: &str,
+    cfg: &Config,
+    policy: Policy,
+    full_every: backup::create::FullEvery,
+) -> Result<u8> {
+    let default_layout: &Path = &cfg.capture.layout_file.value;
+    let rescue_output: &Path = &cfg.rescue.output.value;
     if policy.chains == Some(0) {
         bail!("--keep must be at least 1");
     }
+    let (sources, layout_file, excludes) = plan_sources(&a, default_layout, rescue_output)?;
     let dest = Destination::open(to, a.mount_options.as_deref(), true)?;
     let threads = a.threads.unwrap_or_else(|| {
         std::thread::available_parallelism()

@@ -4,6 +4,7 @@
 //! exit with 2, so that "different" (1) is never confused with "failed".
 
 mod backup;
+mod backup_engine;
 mod config;
 mod drill;
 mod layout;
@@ -139,8 +140,8 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             let cfg = Config::load(&opts)?;
             match command {
                 Command::Mkrescue(args) => rescue::mkrescue(args, &cfg),
-                Command::Plan(args) => recover::plan(args),
-                Command::Recover(args) => recover::recover(args),
+                Command::Plan(args) => recover::plan(args, &cfg),
+                Command::Recover(args) => recover::recover(args, &cfg),
                 Command::Drill(args) => drill::run(args, &cfg),
                 Command::Layout { cmd } => layout::run(cmd, &cfg),
                 Command::Backup { cmd } => backup::run(cmd, &cfg),

@@ -131,8 +131,9 @@ pub struct RecoverArgs {
     pub drill: bool,
 }
 
-fn options(s: Source) -> recover::Options {
+fn options(s: Source, cfg: &crate::config::Config) -> recover::Options {
     recover::Options {
+        engine: crate::backup::engine::Settings::from_config(cfg),
         layout: s.layout,
         backup: s.backup,
         maps: s.map,
@@ -148,11 +149,11 @@ fn options(s: Source) -> recover::Options {
     }
 }
 
-pub fn plan(args: PlanArgs) -> Result<u8> {
-    recover::print_plan(&options(args.source), args.json)
+pub fn plan(args: PlanArgs, cfg: &crate::config::Config) -> Result<u8> {
+    recover::print_plan(&options(args.source, cfg), args.json)
 }
 
-pub fn recover(args: RecoverArgs) -> Result<u8> {
+pub fn recover(args: RecoverArgs, cfg: &crate::config::Config) -> Result<u8> {
     let opts = recover::Options {
         yes: args.yes,
         dry_run: args.dry_run,
@@ -165,7 +166,7 @@ pub fn recover(args: RecoverArgs) -> Result<u8> {
         regenerate_initramfs: args.regenerate_initramfs,
         wipe: args.wipe,
         drill: args.drill,
-        ..options(args.source)
+        ..options(args.source, cfg)
     };
     recover::recover(&opts)
 }

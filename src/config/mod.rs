@@ -295,6 +295,26 @@ pub struct DrillConfig {
     pub on_calendar: Setting<String>,
 }
 
+/// `[restic]`: credentials and options of `restic:` destinations.
+#[derive(Debug, Clone)]
+pub struct ResticConfig {
+    /// RESTIC_PASSWORD_FILE for restic (the environment's wins when set).
+    pub password_file: Setting<Option<PathBuf>>,
+    /// KEY=VALUE lines (AWS_ACCESS_KEY_ID...) set for restic.
+    pub environment_file: Setting<Option<PathBuf>>,
+    /// Extended options (`restic -o`), e.g. `sftp.command=ssh -p 2222 host -s sftp`.
+    pub options: Setting<Vec<String>>,
+}
+
+/// `[borg]`: credentials of `borg:` destinations.
+#[derive(Debug, Clone)]
+pub struct BorgConfig {
+    /// BORG_PASSCOMMAND for borg (the environment's wins when set).
+    pub passcommand: Setting<Option<String>>,
+    /// KEY=VALUE lines (BORG_PASSPHRASE, BORG_RSH...) set for borg.
+    pub environment_file: Setting<Option<PathBuf>>,
+}
+
 /// The effective configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -313,11 +333,14 @@ pub struct Config {
     pub monitor: MonitorConfig,
     pub notify: NotifyConfig,
     pub drill: DrillConfig,
+    pub restic: ResticConfig,
+    pub borg: BorgConfig,
 }
 
 /// The sections of the file, in the order `config show` prints them.
 pub const SECTIONS: &[&str] = &[
     "capture", "backup", "hooks", "rescue", "snapshot", "schedule", "monitor", "notify", "drill",
+    "restic", "borg",
 ];
 
 impl Default for Config {
@@ -404,6 +427,15 @@ impl Default for Config {
                 timeout: Setting::new(Duration(30 * 60)),
                 key_file: Setting::new(None),
                 on_calendar: Setting::new("monthly".into()),
+            },
+            restic: ResticConfig {
+                password_file: Setting::new(None),
+                environment_file: Setting::new(None),
+                options: Setting::new(Vec::new()),
+            },
+            borg: BorgConfig {
+                passcommand: Setting::new(None),
+                environment_file: Setting::new(None),
             },
         };
         c.derive_paths();
@@ -494,6 +526,11 @@ impl Config {
         f("drill.timeout", &mut d.timeout)?;
         f("drill.key_file", &mut d.key_file)?;
         f("drill.on_calendar", &mut d.on_calendar)?;
+        f("restic.password_file", &mut self.restic.password_file)?;
+        f("restic.environment_file", &mut self.restic.environment_file)?;
+        f("restic.options", &mut self.restic.options)?;
+        f("borg.passcommand", &mut self.borg.passcommand)?;
+        f("borg.environment_file", &mut self.borg.environment_file)?;
         Ok(())
     }
 
@@ -717,7 +754,7 @@ impl Config {
             ..crate::layout::CaptureOptions::default()
         };
         if let Some(d) = &self.backup.destination.value {
-            if !d.contains("://") {
+            if !d.contains("://") && crate::backup::engine::Repo::split(d).is_none() {
                 o.backup_destinations.push(PathBuf::from(d));
             }
         }

@@ -165,8 +165,11 @@ pub fn prepare(opts: &Options) -> Result<Prepared> {
             }
         }
     }
-    let backup =
-        crate::recover::restore::Backup::open_at(&opts.backup, opts.generation.as_deref())?;
+    let backup = crate::recover::restore::Backup::open_at(
+        &opts.backup,
+        opts.generation.as_deref(),
+        &Default::default(),
+    )?;
     let used: u64 = backup.used_bytes(&layout).values().sum();
     let access = BackupAccess::of(&opts.backup);
     let share = match access {

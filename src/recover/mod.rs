@@ -70,6 +70,8 @@ pub struct Options {
     pub drill: bool,
     /// `--at TIME`: the newest generation started at or before it.
     pub at: Option<String>,
+    /// Credentials of a restic/Borg backup (`[restic]`, `[borg]`).
+    pub engine: crate::backup::engine::Settings,
 }
 
 impl Default for Options {
@@ -96,6 +98,7 @@ impl Default for Options {
             no_restore: false,
             drill: false,
             at: None,
+            engine: Default::default(),
         }
     }
 }
@@ -236,6 +239,7 @@ pub fn prepare(opts: &Options) -> Result<Prepared> {
             spec,
             answers.generation.as_deref(),
             opts.at.as_deref(),
+            &opts.engine,
         )?),
         None => None,
     };

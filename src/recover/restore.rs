@@ -9,16 +9,30 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::backup::dest::Destination;
+use crate::backup::engine;
 use crate::backup::generation::{Generation, Store};
 use crate::backup::manifest::Manifest;
 use crate::backup::{progress, restore, RestoreOptions};
 
 /// A backup opened for recovery: its newest generation with its chain.
 pub struct Backup {
-    dest: Destination,
-    store: Store,
+    from: From,
     generation: Generation,
     manifest: Manifest,
+}
+
+/// Where a backup lives: a backup folder, or a restic/Borg repository
+/// (with its layout read out into a temporary folder).
+enum From {
+    Folder {
+        dest: Destination,
+        store: Store,
+    },
+    Repository {
+        repo: engine::Repo,
+        meta: engine::MetaRef,
+        layout: Option<tempfile::TempDir>,
+    },
 }
 
 /// What the restore step did.
@@ -61,17 +75,32 @@ impl Backup {
     /// Opens a backup folder or URL (mounting it) and checks its newest
     /// generation's chain.
     pub fn open(spec: &str) -> Result<Backup> {
-        Backup::open_at(spec, None)
+        Backup::open_at(spec, None, &engine::Settings::default())
     }
 
-    /// Opens generation `id` (the newest when `None`) of a backup.
-    pub fn open_at(spec: &str, id: Option<&str>) -> Result<Backup> {
-        Backup::open_pick(spec, id, None)
+    /// Opens generation `id` (the newest when `None`) of a backup;
+    /// `settings` are the credentials of a restic/Borg repository.
+    pub fn open_at(spec: &str, id: Option<&str>, settings: &engine::Settings) -> Result<Backup> {
+        Backup::open_pick(spec, id, None, settings)
     }
 
     /// Opens generation `id`, else the newest started at or before `at`
     /// (`--at`, saying which on stdout), else the newest.
-    pub fn open_pick(spec: &str, id: Option<&str>, at: Option<&str>) -> Result<Backup> {
+    pub fn open_pick(
+        spec: &str,
+        id: Option<&str>,
+        at: Option<&str>,
+        settings: &engine::Settings,
+    ) -> Result<Backup> {
+        if engine::Repo::split(spec).is_some() {
+            if at.is_some() {
+                anyhow::bail!(
+                    "--at works on backup folders only; for the repository {spec} name the \
+                     generation (lifeboat backup list --from {spec})"
+                );
+            }
+            return Backup::open_repository(spec, id, settings);
+        }
         let dest = Destination::open(spec, None, false)?;
         let store = Store::new(&dest.path);
         let picked = match (id, at) {
@@ -85,10 +114,33 @@ impl Backup {
         let (generation, manifest, _) = restore::load_chain(&store, picked.as_deref())
             .with_context(|| format!("reading the backup in {spec}"))?;
         Ok(Backup {
-            dest,
-            store,
+            from: From::Folder { dest, store },
             generation,
             manifest,
+        })
+    }
+
+    fn open_repository(
+        spec: &str,
+        id: Option<&str>,
+        settings: &engine::Settings,
+    ) -> Result<Backup> {
+        let repo = engine::Repo::open(spec, settings)?;
+        let meta = engine::ops::pick(&repo, id)?;
+        let loaded = engine::ops::load(&repo, &meta)?;
+        let layout = if loaded.generation.has_layout {
+            let dir = tempfile::tempdir().context("creating a temporary folder")?;
+            let data = repo.read_meta(&meta, crate::backup::generation::LAYOUT_FILE)?;
+            let p = dir.path().join("layout.json");
+            std::fs::write(&p, data).with_context(|| format!("writing {}", p.display()))?;
+            Some(dir)
+        } else {
+            None
+        };
+        Ok(Backup {
+            from: From::Repository { repo, meta, layout },
+            generation: loaded.generation,
+            manifest: loaded.manifest,
         })
     }
 
@@ -97,12 +149,19 @@ impl Backup {
     }
 
     pub fn display(&self) -> String {
-        format!("{} (generation {})", self.dest.spec, self.generation.id)
+        let spec = match &self.from {
+            From::Folder { dest, .. } => dest.spec.clone(),
+            From::Repository { repo, .. } => repo.spec(),
+        };
+        format!("{spec} (generation {})", self.generation.id)
     }
 
     /// The layout stored with the generation.
     pub fn layout_path(&self) -> Option<PathBuf> {
-        let p = self.store.gen_dir(&self.generation.id).join("layout.json");
+        let p = match &self.from {
+            From::Folder { store, .. } => store.gen_dir(&self.generation.id).join("layout.json"),
+            From::Repository { layout, .. } => layout.as_ref()?.path().join("layout.json"),
+        };
         (self.generation.has_layout && p.is_file()).then_some(p)
     }
 
@@ -142,7 +201,10 @@ impl Backup {
     /// it is on a local block device.
     pub fn device_kname(&self) -> Option<String> {
         use std::os::unix::fs::MetadataExt;
-        let dev = std::fs::metadata(&self.dest.path).ok()?.dev();
+        let From::Folder { dest, .. } = &self.from else {
+            return None;
+        };
+        let dev = std::fs::metadata(&dest.path).ok()?.dev();
         let (major, minor) = (libc::major(dev), libc::minor(dev));
         if major == 0 {
             return None;
@@ -162,8 +224,12 @@ impl Backup {
                 warnings: vec!["dry run: nothing restored".into()],
             });
         }
+        let dest = match &self.from {
+            From::Folder { dest, .. } => dest,
+            From::Repository { repo, meta, .. } => return self.restore_engine(repo, meta, root),
+        };
         let report = restore(&RestoreOptions {
-            from: self.dest.path.clone(),
+            from: dest.path.clone(),
             to: root.to_path_buf(),
             generation: Some(self.generation.id.clone()),
             paths: Vec::new(),
@@ -179,6 +245,34 @@ impl Backup {
             bytes: report.bytes,
             seconds: report.seconds,
             warnings: report.warnings,
+        })
+    }
+}
+
+impl Backup {
+    /// A restic/Borg generation through the engine, every file then checked
+    /// against the manifest.
+    fn restore_engine(
+        &self,
+        repo: &engine::Repo,
+        meta: &engine::MetaRef,
+        root: &Path,
+    ) -> Result<RestoreSummary> {
+        let r = engine::restore(
+            repo,
+            &engine::EngineRestore {
+                generation: Some(meta.generation.clone()),
+                to: root.to_path_buf(),
+                // A re-run after a failure finds the files of the first attempt.
+                overwrite: true,
+            },
+        )?;
+        Ok(RestoreSummary {
+            generation: r.generation,
+            files: r.files,
+            bytes: r.bytes,
+            seconds: r.seconds,
+            warnings: Vec::new(),
         })
     }
 }

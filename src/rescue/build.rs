@@ -74,6 +74,8 @@ pub struct Options {
     /// Without `layout`, capture the running system to learn which storage
     /// tools it needs; `None` (or a failed capture): require all of them.
     pub capture: Option<crate::layout::CaptureOptions>,
+    /// Ship the host's CA certificates (a restic destination over HTTPS).
+    pub ca_certificates: bool,
 }
 
 impl Default for Options {
@@ -93,6 +95,7 @@ impl Default for Options {
             firmware_dir: PathBuf::from("/lib/firmware"),
             backup_generation: None,
             capture: None,
+            ca_certificates: false,
         }
     }
 }
@@ -695,6 +698,9 @@ fn lvm_conf([thin_check, cache_check]: [bool; 2]) -> String {
     LVM_CONF.replace("global {\n", &format!("global {{\n{skip}"))
 }
 
+/// The TLS roots restic reads (Go's default bundle path on Debian).
+const CA_CERTIFICATES: &str = "/etc/ssl/certs/ca-certificates.crt";
+
 fn add_system_files(tree: &mut Tree, layout: Option<&Layout>, opts: &Options) -> Result<()> {
     tree.bytes("init", INIT, 0o755);
     for d in [
@@ -716,6 +722,14 @@ fn add_system_files(tree: &mut Tree, layout: Option<&Layout>, opts: &Options) ->
     tree.bytes("etc/profile", PROFILE, 0o644);
     tree.bytes("etc/motd", MOTD, 0o644);
     tree.bytes("etc/lifeboat/udhcpc.script", UDHCPC, 0o755);
+    if opts.ca_certificates {
+        let ca = Path::new(CA_CERTIFICATES);
+        if ca.is_file() {
+            tree.host_path(ca)?;
+        } else {
+            log::warn!("{CA_CERTIFICATES} is missing: the rescue system cannot check TLS servers (install ca-certificates)");
+        }
+    }
     let pool_checks = ["thin_check", "cache_check"].map(|t| exec::which(t).is_some());
     if let Some(layout) = layout {
         if layout.lvm.lvs.iter().any(|lv| lv.is_pool()) && !pool_checks[0] {

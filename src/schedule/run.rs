@@ -221,15 +221,20 @@ fn backup_options(cfg: &Config, layout_path: &Path, dest: &Path) -> Result<backu
 /// The mkrescue options of the configuration, with `layout` built in.
 pub fn rescue_options(cfg: &Config, layout: Option<&Path>) -> crate::rescue::Options {
     let r = &cfg.rescue;
+    let dest = cfg.backup.destination.value.as_deref().unwrap_or_default();
+    let engine = crate::backup::engine::rescue_programs(dest);
+    let mut add_programs = r.add_programs.value.clone();
+    add_programs.extend(engine.iter().map(|p| p.to_string()));
     crate::rescue::Options {
         kernel: r.kernel.value.clone(),
         output: r.output.value.clone(),
         layout: layout.map(Path::to_path_buf),
         compression: r.compression.value.0,
         append: r.append.value.clone(),
-        add_programs: r.add_programs.value.clone(),
+        add_programs,
         no_iso: !r.iso.value,
         capture: Some(cfg.capture_options()),
+        ca_certificates: !engine.is_empty(),
         ..crate::rescue::Options::default()
     }
 }

@@ -2,6 +2,8 @@
 //! image built once per test binary, job disks, and QEMU guests (TCG only).
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod servers;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -252,6 +254,9 @@ pub struct Vm {
     pub memory_mib: u32,
     pub timeout: Duration,
     pub serial_log: PathBuf,
+    /// QEMU user-mode networking (virtio-net; the host's loopback is
+    /// 10.0.2.2 in the guest) instead of no network.
+    pub user_net: bool,
 }
 
 pub struct Finished {
@@ -276,7 +281,13 @@ impl Vm {
             memory_mib: 1024,
             timeout: Duration::from_secs(240),
             serial_log: serial_log.to_path_buf(),
+            user_net: false,
         }
+    }
+
+    pub fn user_net(mut self) -> Vm {
+        self.user_net = true;
+        self
     }
 
     pub fn disk(mut self, d: Disk) -> Vm {
@@ -301,7 +312,12 @@ impl Vm {
 
     fn command(&self) -> Command {
         let mut c = Command::new("qemu-system-x86_64");
-        c.args(["-accel", "tcg", "-smp", "1", "-no-reboot", "-nic", "none"])
+        let nic = if self.user_net {
+            "user,model=virtio-net-pci"
+        } else {
+            "none"
+        };
+        c.args(["-accel", "tcg", "-smp", "1", "-no-reboot", "-nic", nic])
             // Entropy for cryptsetup and UUIDs right from the start.
             .args(["-device", "virtio-rng-pci"])
             .args(["-display", "none", "-monitor", "none"])
