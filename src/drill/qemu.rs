@@ -386,11 +386,16 @@ impl Follow {
                 return true;
             }
         }
-        // A prompt: short, and never a whole screen of text.
-        if !self.partial.is_empty() && self.partial.len() < 512 {
-            return watch(Console::Unfinished(&String::from_utf8_lossy(&self.partial)));
-        }
-        false
+        // A prompt: what follows the last carriage return (status lines
+        // redraw themselves after one), its last 512 bytes at most.
+        let start = self
+            .partial
+            .iter()
+            .rposition(|&b| b == b'\r')
+            .map_or(0, |r| r + 1)
+            .max(self.partial.len().saturating_sub(512));
+        let tail = &self.partial[start..];
+        !tail.is_empty() && watch(Console::Unfinished(&String::from_utf8_lossy(tail)))
     }
 }
 
