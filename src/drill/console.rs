@@ -88,6 +88,14 @@ impl Watcher {
         self.seen.as_ref()
     }
 
+    /// What the runner shows of the console; true once a stall was seen.
+    pub fn watch(&mut self, c: super::qemu::Console) -> bool {
+        match c {
+            super::qemu::Console::Line(l) => self.line(l),
+            super::qemu::Console::Unfinished(t) => self.prompt(t),
+        }
+    }
+
     /// A complete console line; true once a stall was seen.
     pub fn line(&mut self, raw: &str) -> bool {
         if self.seen.is_some() {

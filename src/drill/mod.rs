@@ -382,14 +382,13 @@ impl Drill<'_> {
         let args = qemu::args(&self.guest(fw, Some(&vars), media, &log))?;
         progress(&name, "booting the rescue image");
         let mut watcher = Watcher::default();
-        let fin = qemu::run(&args, self.opts.timeout, &log, &mut |c| match c {
-            Console::Line(line) => {
+        let fin = qemu::run(&args, self.opts.timeout, &log, &mut |c| {
+            if let Console::Line(line) = c {
                 if let Some(step) = recovery_line(line) {
                     progress(&name, step);
                 }
-                watcher.line(line)
             }
-            Console::Unfinished(text) => watcher.prompt(text),
+            watcher.watch(c)
         })?;
         self.phase(format!("{name}: boot and recovery"), fin.seconds);
         qemu_failed(&fin)?;
@@ -458,10 +457,7 @@ impl Drill<'_> {
         let args = qemu::args(&self.guest(fw, Some(&vars), media, &log))?;
         progress(&name, "booting the recovered disks");
         let mut watcher = Watcher::default();
-        let fin = qemu::run(&args, self.opts.timeout, &log, &mut |c| match c {
-            Console::Line(line) => watcher.line(line),
-            Console::Unfinished(text) => watcher.prompt(text),
-        })?;
+        let fin = qemu::run(&args, self.opts.timeout, &log, &mut |c| watcher.watch(c))?;
         self.phase(name.clone(), fin.seconds);
         qemu_failed(&fin)?;
         let text = std::fs::read_to_string(&port).unwrap_or_default();
@@ -611,6 +607,10 @@ pub fn judge_recovery(
                 ),
             ),
         }
+    };
+    let detail = match seen {
+        Some(s) if files.started => format!("{detail}; the console showed {}", s.verdict()),
+        _ => detail,
     };
     run.failed_step = Some(step);
     run.detail = Some(detail);
