@@ -252,8 +252,14 @@ pub fn done_steps(journal: &str) -> Vec<String> {
 }
 
 /// The last lines of the recovery's output, for the report.
+/// A guest killed at its timeout leaves a log whose end was never written
+/// (NUL bytes): control characters other than newlines are dropped.
 pub fn log_tail(log: &str, n: usize) -> String {
-    crate::exec::tail(log.as_bytes(), n)
+    let clean: String = log
+        .chars()
+        .filter(|c| *c == '\n' || !c.is_control())
+        .collect();
+    crate::exec::tail(clean.as_bytes(), n)
 }
 
 /// Paths of the job disk's source folder and image under `work`.

@@ -718,6 +718,15 @@ fn console_tail_is_plain_text() {
 }
 
 #[test]
+fn log_tail_without_unwritten_bytes() {
+    let log = "restore: 848.6 MiB\r\nrestore: 870 MiB\n\0\0\0\0\0\0";
+    assert_eq!(
+        job::log_tail(log, 2),
+        "restore: 848.6 MiB | restore: 870 MiB"
+    );
+}
+
+#[test]
 fn recovery_lines_on_the_console() {
     assert_eq!(
         recovery_line("[3/12] make ext4 on /dev/vda3"),
