@@ -13,6 +13,8 @@ pub enum Stall {
     GrubPrompt,
     /// The menu entry's kernel is missing: `you need to load the kernel first`.
     NoKernel,
+    /// GRUB tried its menu's default (and fallback) entries and failed.
+    GrubBootFailed,
     KernelPanic,
     /// initramfs-tools gave up waiting for the root device.
     RootNotFound,
@@ -30,6 +32,7 @@ impl Stall {
             Stall::GrubRescue => "GRUB rescue prompt",
             Stall::GrubPrompt => "GRUB command prompt",
             Stall::NoKernel => "GRUB found no kernel",
+            Stall::GrubBootFailed => "GRUB could not boot its menu entries",
             Stall::KernelPanic => "kernel panic",
             Stall::RootNotFound => "the initramfs gave up waiting for the root file system",
             Stall::InitramfsShell => "an initramfs shell",
@@ -134,9 +137,11 @@ impl Watcher {
 
     fn stop(&mut self, stall: Stall, line: String) {
         let context = match stall {
-            Stall::GrubRescue | Stall::GrubPrompt | Stall::NoKernel | Stall::EmergencyMode => {
-                std::mem::take(&mut self.context)
-            }
+            Stall::GrubRescue
+            | Stall::GrubPrompt
+            | Stall::NoKernel
+            | Stall::GrubBootFailed
+            | Stall::EmergencyMode => std::mem::take(&mut self.context),
             _ => Vec::new(),
         };
         self.seen = Some(Seen {
@@ -169,6 +174,8 @@ fn line_stall(line: &str) -> Option<Stall> {
         Some(Stall::GrubRescue)
     } else if line.contains("you need to load the kernel first") {
         Some(Stall::NoKernel)
+    } else if starts("Failed to boot both default and fallback entries") {
+        Some(Stall::GrubBootFailed)
     } else if starts("ALERT!") && line.contains("does not exist") {
         Some(Stall::RootNotFound)
     } else if starts("You are in emergency mode")
@@ -260,15 +267,27 @@ mod tests {
         watch_text(&fixture(name)).unwrap_or_else(|| panic!("{name}: no stall seen"))
     }
 
+    /// Recorded: a recovered generation without kernels under SeaBIOS.
+    /// grub-mkconfig found no kernel and wrote only the firmware-settings
+    /// entry, which BIOS GRUB cannot run.
     #[test]
     fn grub_without_a_kernel() {
         let s = seen("grub-no-kernel.txt");
+        assert_eq!(s.stall, Stall::GrubBootFailed);
+        assert_eq!(
+            s.verdict(),
+            "GRUB could not boot its menu entries after: error: can't find command `fwsetup'."
+        );
+        // A menu entry whose kernel is gone.
+        let s = watch_text(
+            "Loading Linux 6.1.0-50-amd64 ...\r\nerror: file `/vmlinuz-6.1.0-50-amd64' not found.\r\n\
+             Loading initial ramdisk ...\r\nerror: you need to load the kernel first.\r\n",
+        )
+        .unwrap();
         assert_eq!(s.stall, Stall::NoKernel);
-        assert!(
-            s.verdict()
-                .starts_with("GRUB found no kernel after: error: file `/vmlinuz-"),
-            "{}",
-            s.verdict()
+        assert_eq!(
+            s.verdict(),
+            "GRUB found no kernel after: error: file `/vmlinuz-6.1.0-50-amd64' not found."
         );
     }
 
