@@ -345,11 +345,17 @@ mod tests {
     fn passphrase_prompt() {
         let s = watch_text(
             "[  OK  ] Reached target cryptsetup-pre.target\r\n\
-             \u{1f510} Please enter passphrase for disk QEMU_HARDDISK (data): ",
+             \u{1f510} Please enter passphrase for disk vg0-data (data) on /srv/data: \
+             (press TAB for no echo) ",
         )
         .unwrap();
         assert_eq!(s.stall, Stall::Passphrase);
-        assert!(s.verdict().starts_with("waiting for a LUKS passphrase: "));
+        // As a drill with a wrong key reported it.
+        assert_eq!(
+            s.verdict(),
+            "waiting for a LUKS passphrase: \u{1f510} Please enter passphrase for disk vg0-data \
+             (data) on /srv/data: (press TAB for no echo)"
+        );
     }
 
     /// A boot that goes well shows none of them, GRUB menu and all.
