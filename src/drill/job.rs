@@ -86,6 +86,7 @@ pub fn autorun_text(access: &BackupAccess) -> String {
          finish() {{ sync; cd /; umount {SHARE_DIR} 2>/dev/null; poweroff -f; }}\n\
          echo '{STARTED}'\n\
          {mount}\
+         {disks}\
          lifeboat plan --json --layout \"$job/layout.json\" --backup {backup} \
          > \"$job/plan.json\" 2> \"$job/plan.err\"\n\
          echo $? > \"$job/plan.rc\"\n\
@@ -94,7 +95,24 @@ pub fn autorun_text(access: &BackupAccess) -> String {
          echo $? > \"$job/recover.rc\"\n\
          finish\n",
         backup = shell_quote(access.spec()),
+        disks = DISKS_SEEN_SH,
     )
+}
+
+/// The file of autorun.sh that lists the disks the rescue system sees.
+pub const DISKS_SEEN: &str = "disks-seen.txt";
+
+/// Lists the rescue's disks but the job disk, CDs, loop and RAM disks into
+/// DISKS_SEEN: none at all means its image lacks the scratch disks' driver.
+const DISKS_SEEN_SH: &str = "for b in /sys/block/*; do\n\
+     \x20   n=${b##*/}\n\
+     \x20   case $n in loop*|ram*|sr*|zram*) continue ;; esac\n\
+     \x20   grep -q \"^/dev/$n $job \" /proc/mounts || echo \"$n\"\n\
+     done > \"$job/disks-seen.txt\"\n";
+
+/// The disks the rescue saw (DISKS_SEEN), `None` when it did not say.
+pub fn disks_seen(text: Option<&str>) -> Option<Vec<String>> {
+    text.map(|t| t.split_whitespace().map(str::to_string).collect())
 }
 
 /// Writes the job disk's files into `src` and makes `image` from them
@@ -151,6 +169,8 @@ pub struct JobFiles {
     pub plan_err: String,
     pub plan: Option<String>,
     pub recover_rc: Option<i32>,
+    /// The disks the rescue system saw besides its job disk.
+    pub disks_seen: Option<Vec<String>>,
     pub journal: Option<String>,
     pub report: Option<String>,
     pub log: String,
@@ -178,6 +198,7 @@ impl JobFiles {
             plan_err: read_file(image, "plan.err").unwrap_or_default(),
             plan: read_file(image, "plan.json"),
             recover_rc: rc("recover.rc"),
+            disks_seen: disks_seen(read_file(image, DISKS_SEEN).as_deref()),
             journal: read_file(image, "recover-state.json"),
             report: read_file(image, "recovery-report.json"),
             log: log.unwrap_or_default(),
@@ -231,8 +252,14 @@ pub fn done_steps(journal: &str) -> Vec<String> {
 }
 
 /// The last lines of the recovery's output, for the report.
+/// A guest killed at its timeout leaves a log whose end was never written
+/// (NUL bytes): control characters other than newlines are dropped.
 pub fn log_tail(log: &str, n: usize) -> String {
-    crate::exec::tail(log.as_bytes(), n)
+    let clean: String = log
+        .chars()
+        .filter(|c| *c == '\n' || !c.is_control())
+        .collect();
+    crate::exec::tail(clean.as_bytes(), n)
 }
 
 /// Paths of the job disk's source folder and image under `work`.

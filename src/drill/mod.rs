@@ -7,6 +7,7 @@
 //! A drill only ever opens files under its work folder: the scratch disks
 //! are image files, QEMU is the only one to write them.
 
+pub mod console;
 pub mod job;
 pub mod machine;
 pub mod qemu;
@@ -21,9 +22,10 @@ use anyhow::{bail, Context, Result};
 use crate::layout::{Firmware, Layout};
 use crate::rescue::BuildRecord;
 use crate::util;
+use console::{Seen, Watcher};
 use job::{BackupAccess, JobFiles};
 use machine::{firmware_name, FirmwareChoice, ScratchDisk, SizeRequest};
-use qemu::{Accel, AccelChoice, Guest, Media};
+use qemu::{Accel, AccelChoice, Console, Guest, Media};
 use report::{Boot, Inputs, Phase, Report, Run, Step, Verdict};
 
 /// Default parent of the work folders.
@@ -382,15 +384,19 @@ impl Drill<'_> {
         };
         let args = qemu::args(&self.guest(fw, Some(&vars), media, &log))?;
         progress(&name, "booting the rescue image");
-        let fin = qemu::run(&args, self.opts.timeout, &log, &mut |line| {
-            if let Some(step) = recovery_line(line) {
-                progress(&name, step);
+        let mut watcher = Watcher::default();
+        let fin = qemu::run(&args, self.opts.timeout, &log, &mut |c| {
+            if let Console::Line(line) = c {
+                if let Some(step) = recovery_line(line) {
+                    progress(&name, step);
+                }
             }
+            watcher.watch(c)
         })?;
         self.phase(format!("{name}: boot and recovery"), fin.seconds);
         qemu_failed(&fin)?;
         let files = JobFiles::read(&job);
-        let mut run = judge_recovery(&fin, &files, &log, firmware_name(fw));
+        let mut run = judge_recovery(&fin, &files, watcher.seen(), &log, firmware_name(fw));
         progress(
             &name,
             if run.recovered {
@@ -453,11 +459,18 @@ impl Drill<'_> {
         };
         let args = qemu::args(&self.guest(fw, Some(&vars), media, &log))?;
         progress(&name, "booting the recovered disks");
-        let fin = qemu::run(&args, self.opts.timeout, &log, &mut |_| {})?;
+        let mut watcher = Watcher::default();
+        let fin = qemu::run(&args, self.opts.timeout, &log, &mut |c| watcher.watch(c))?;
         self.phase(name.clone(), fin.seconds);
         qemu_failed(&fin)?;
         let text = std::fs::read_to_string(&port).unwrap_or_default();
-        let b = judge_boot(&fin, unit::parse_report(&text), &log, firmware_name(fw));
+        let b = judge_boot(
+            &fin,
+            unit::parse_report(&text),
+            watcher.seen(),
+            &log,
+            firmware_name(fw),
+        );
         progress(
             &name,
             if b.passed {
@@ -512,31 +525,7 @@ fn console_tail(log: &Path, n: usize) -> String {
 /// sequences and the frame of a boot menu removed, control characters and
 /// blanks collapsed, at most 300 characters.
 pub fn plain_tail(data: &[u8], n: usize) -> String {
-    let text = String::from_utf8_lossy(data);
-    let mut plain = String::with_capacity(text.len());
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\u{1b}' => {
-                // CSI: ESC [ parameters, then one final letter; a cursor
-                // move separates words.
-                plain.push(' ');
-                if chars.peek() == Some(&'[') {
-                    chars.next();
-                    for p in chars.by_ref() {
-                        if p.is_ascii_alphabetic() || p == '@' || p == '~' {
-                            break;
-                        }
-                    }
-                } else {
-                    chars.next();
-                }
-            }
-            '\n' => plain.push('\n'),
-            c if c.is_control() => plain.push(' '),
-            c => plain.push(c),
-        }
-    }
+    let plain = console::plain_text(&String::from_utf8_lossy(data));
     let lines: Vec<String> = plain
         .lines()
         .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
@@ -549,7 +538,13 @@ pub fn plain_tail(data: &[u8], n: usize) -> String {
 }
 
 /// What the job disk and QEMU say about one recovery.
-pub fn judge_recovery(fin: &qemu::Finished, files: &JobFiles, log: &Path, fw: &str) -> Run {
+pub fn judge_recovery(
+    fin: &qemu::Finished,
+    files: &JobFiles,
+    seen: Option<&Seen>,
+    log: &Path,
+    fw: &str,
+) -> Run {
     let mut run = Run {
         firmware: fw.to_string(),
         recovered: false,
@@ -563,7 +558,12 @@ pub fn judge_recovery(fin: &qemu::Finished, files: &JobFiles, log: &Path, fw: &s
         detail: None,
     };
     let timed_out = if fin.timed_out { " (timed out)" } else { "" };
-    let (step, detail) = if !files.started {
+    let (step, detail) = if let (false, Some(seen)) = (files.started, seen) {
+        (
+            Step::RescueBoot,
+            format!("the rescue image stopped: {}", seen.verdict()),
+        )
+    } else if !files.started {
         (
             Step::RescueBoot,
             format!(
@@ -577,9 +577,16 @@ pub fn judge_recovery(fin: &qemu::Finished, files: &JobFiles, log: &Path, fw: &s
             "the rescue guest could not mount the backup share (9p)".to_string(),
         )
     } else if files.plan_rc != Some(0) {
+        let none = files.disks_seen.as_ref().is_some_and(Vec::is_empty);
+        let what = if none {
+            "no target disk found: the rescue system sees no disk but its job disk \
+             (the rescue image lacks the driver of the disks' bus?)"
+        } else {
+            "no plan"
+        };
         (
             Step::Mapping,
-            format!("no plan{timed_out}: {}", job::log_tail(&files.plan_err, 2)),
+            format!("{what}{timed_out}: {}", job::log_tail(&files.plan_err, 2)),
         )
     } else if files.recover_rc == Some(0) {
         run.recovered = true;
@@ -604,6 +611,10 @@ pub fn judge_recovery(fin: &qemu::Finished, files: &JobFiles, log: &Path, fw: &s
             ),
         }
     };
+    let detail = match seen {
+        Some(s) if files.started => format!("{detail}; the console showed {}", s.verdict()),
+        _ => detail,
+    };
     run.failed_step = Some(step);
     run.detail = Some(detail);
     run
@@ -613,6 +624,7 @@ pub fn judge_recovery(fin: &qemu::Finished, files: &JobFiles, log: &Path, fw: &s
 pub fn judge_boot(
     fin: &qemu::Finished,
     report: Option<unit::BootReport>,
+    seen: Option<&Seen>,
     log: &Path,
     fw: &str,
 ) -> Boot {
@@ -629,6 +641,7 @@ pub fn judge_boot(
                 r.target, r.active, r.state
             )),
         ),
+        None if seen.is_some() => (false, seen.map(Seen::verdict)),
         None if fin.timed_out => (
             false,
             Some(format!(

@@ -95,8 +95,8 @@ fn utf8(p: &Path) -> Result<&str> {
     })
 }
 
-/// The `-device` of a scratch disk `i` on its bus.
-fn disk_device(d: &ScratchDisk, i: usize, bootindex: Option<usize>) -> String {
+/// The `-device` of scratch disk `i` on its bus (`port`: its AHCI port).
+fn disk_device(d: &ScratchDisk, i: usize, port: usize, bootindex: Option<usize>) -> String {
     let mut props = String::new();
     if let Some(s) = &d.serial {
         props.push_str(&format!(",serial={}", s.replace(',', ",,")));
@@ -120,8 +120,36 @@ fn disk_device(d: &ScratchDisk, i: usize, bootindex: Option<usize>) -> String {
         Bus::Virtio => format!("virtio-blk-pci,drive=d{i}{props}"),
         Bus::Scsi => format!("scsi-hd,drive=d{i},bus=scsi0.0{props}"),
         Bus::Nvme => format!("nvme,drive=d{i}{props}"),
-        // Port 0 of the q35 AHCI controller holds the rescue CD.
-        Bus::Sata => format!("ide-hd,drive=d{i},bus=ide.{}{props}", i + 1),
+        Bus::Sata => format!("ide-hd,drive=d{i},bus=ide.{port}{props}"),
+    }
+}
+
+/// The AHCI port of each SATA scratch disk: port 0 of the q35 controller
+/// holds the rescue CD, the disks follow.
+fn sata_ports(disks: &[ScratchDisk]) -> Vec<usize> {
+    let mut next = 0;
+    disks
+        .iter()
+        .map(|d| {
+            if d.bus == Bus::Sata {
+                next += 1;
+            }
+            next
+        })
+        .collect()
+}
+
+/// The job disk's `-device`: on the AHCI controller beside the CD unless
+/// the scratch disks use SATA and no virtio, so that a rescue image without
+/// the scratch disks' driver still reads its job and fails where it must
+/// (no target disk found), not at its boot.
+fn job_device(disks: &[ScratchDisk]) -> String {
+    let sata = disks.iter().filter(|d| d.bus == Bus::Sata).count();
+    let virtio = disks.iter().any(|d| d.bus == Bus::Virtio);
+    if (sata == 0 || virtio) && sata < 5 {
+        format!("ide-hd,drive=job,bus=ide.{},serial={JOB_SERIAL}", sata + 1)
+    } else {
+        format!("virtio-blk-pci,drive=job,serial={JOB_SERIAL}")
     }
 }
 
@@ -169,10 +197,7 @@ pub fn args(g: &Guest) -> Result<Vec<String>> {
                 "-drive",
                 &format!("file={},format=raw,if=none,id=job,cache=unsafe", opt(job)?),
             ]);
-            push(&[
-                "-device",
-                &format!("virtio-blk-pci,drive=job,serial={JOB_SERIAL}"),
-            ]);
+            push(&["-device", &job_device(g.disks)]);
             if let Some(dir) = share {
                 push(&[
                     "-virtfs",
@@ -208,6 +233,7 @@ pub fn args(g: &Guest) -> Result<Vec<String>> {
     if g.disks.iter().any(|d| d.bus == Bus::Scsi) {
         push(&["-device", "virtio-scsi-pci,id=scsi0"]);
     }
+    let ports = sata_ports(g.disks);
     for (i, d) in g.disks.iter().enumerate() {
         // SeaBIOS tries the disks in order; OVMF keeps the NVRAM's order.
         let bootindex = match (g.media, g.firmware) {
@@ -221,7 +247,7 @@ pub fn args(g: &Guest) -> Result<Vec<String>> {
                 opt(&d.image)?
             ),
         ]);
-        push(&["-device", &disk_device(d, i, bootindex)]);
+        push(&["-device", &disk_device(d, i, ports[i], bootindex)]);
     }
     Ok(a)
 }
@@ -261,24 +287,35 @@ pub fn probe_args(vmlinuz: &Path) -> Result<Vec<String>> {
     Ok(a)
 }
 
+/// What the runner shows the caller's watcher of the serial console.
+#[derive(Debug, Clone, Copy)]
+pub enum Console<'a> {
+    /// A complete line.
+    Line(&'a str),
+    /// The unfinished last line (a prompt), offered again as it grows.
+    Unfinished(&'a str),
+}
+
 /// What became of a guest.
 #[derive(Debug, Clone)]
 pub struct Finished {
     /// QEMU exited by itself (the guest powered off) with this status.
     pub exit_code: Option<i32>,
     pub timed_out: bool,
+    /// The watcher of the console ended the guest.
+    pub stopped: bool,
     pub seconds: f64,
     /// The tail of QEMU's own stderr.
     pub stderr: String,
 }
 
-/// Runs QEMU with `args` until it exits or `timeout` passes (then it is
-/// killed), calling `on_line` with every new line of the serial console.
+/// Runs QEMU with `args` until it exits, `timeout` passes or `watch` (shown
+/// the serial console as it grows) returns true; then QEMU is killed.
 pub fn run(
     args: &[String],
     timeout: Duration,
     serial_log: &Path,
-    on_line: &mut dyn FnMut(&str),
+    watch: &mut dyn FnMut(Console) -> bool,
 ) -> Result<Finished> {
     let program = crate::exec::require(&[QEMU])?.remove(0);
     log::debug!("run: {}", shell_line(args));
@@ -291,19 +328,22 @@ pub fn run(
         .spawn()
         .with_context(|| format!("starting {}", program.display()))?;
     let mut follow = Follow::default();
-    let (exit_code, timed_out) = loop {
-        follow.poll(serial_log, on_line);
+    let (exit_code, timed_out, stopped) = loop {
+        let stop = follow.poll(serial_log, watch);
         if let Some(st) = child.try_wait().context("waiting for QEMU")? {
-            break (Some(st.code().unwrap_or(128)), false);
+            break (Some(st.code().unwrap_or(128)), false, false);
         }
-        if start.elapsed() > timeout {
+        let late = start.elapsed() > timeout;
+        if stop || late {
             let _ = child.kill();
             let _ = child.wait();
-            break (None, true);
+            break (None, !stop, stop);
         }
         std::thread::sleep(Duration::from_millis(250));
     };
-    follow.poll(serial_log, on_line);
+    if !stopped {
+        follow.poll(serial_log, watch);
+    }
     let mut err = Vec::new();
     if let Some(mut e) = child.stderr.take() {
         let _ = e.read_to_end(&mut err);
@@ -311,6 +351,7 @@ pub fn run(
     Ok(Finished {
         exit_code,
         timed_out,
+        stopped,
         seconds: start.elapsed().as_secs_f64(),
         stderr: crate::exec::tail(&err, 5),
     })
@@ -324,21 +365,37 @@ struct Follow {
 }
 
 impl Follow {
-    fn poll(&mut self, path: &Path, on_line: &mut dyn FnMut(&str)) {
+    /// Shows `watch` what the log gained; true when it asked to stop.
+    fn poll(&mut self, path: &Path, watch: &mut dyn FnMut(Console) -> bool) -> bool {
         let Ok(mut f) = std::fs::File::open(path) else {
-            return;
+            return false;
         };
         let mut buf = Vec::new();
         if f.seek(SeekFrom::Start(self.offset)).is_err() || f.read_to_end(&mut buf).is_err() {
-            return;
+            return false;
+        }
+        if buf.is_empty() {
+            return false;
         }
         self.offset += buf.len() as u64;
         self.partial.extend_from_slice(&buf);
         while let Some(n) = self.partial.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = self.partial.drain(..=n).collect();
             let text = String::from_utf8_lossy(&line);
-            on_line(text.trim_end_matches(['\r', '\n']));
+            if watch(Console::Line(text.trim_end_matches(['\r', '\n']))) {
+                return true;
+            }
         }
+        // A prompt: what follows the last carriage return (status lines
+        // redraw themselves after one), its last 512 bytes at most.
+        let start = self
+            .partial
+            .iter()
+            .rposition(|&b| b == b'\r')
+            .map_or(0, |r| r + 1)
+            .max(self.partial.len().saturating_sub(512));
+        let tail = &self.partial[start..];
+        !tail.is_empty() && watch(Console::Unfinished(&String::from_utf8_lossy(tail)))
     }
 }
 
@@ -353,7 +410,7 @@ pub fn kvm_works(vmlinuz: &Path, timeout: Duration) -> (bool, String) {
         Err(e) => return (false, format!("{e:#}")),
     };
     let nowhere = Path::new("/dev/null");
-    match run(&args, timeout, nowhere, &mut |_| {}) {
+    match run(&args, timeout, nowhere, &mut |_| false) {
         Ok(f) if f.exit_code == Some(0) => (true, format!("KVM probe booted in {:.1}s", f.seconds)),
         Ok(f) if f.timed_out => (
             false,

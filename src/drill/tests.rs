@@ -206,7 +206,7 @@ fn rescue_command_line() {
          -drive file=/r/lifeboat-rescue.iso,format=raw,if=none,id=cd,media=cdrom,readonly=on \
          -device ide-cd,drive=cd,bus=ide.0,bootindex=0 \
          -drive file=/w/job0.img,format=raw,if=none,id=job,cache=unsafe \
-         -device virtio-blk-pci,drive=job,serial=LIFEBOAT-JOB \
+         -device ide-hd,drive=job,bus=ide.2,serial=LIFEBOAT-JOB \
          -virtfs local,path=/srv/backup,mount_tag=lifeboat-backup,security_model=none,readonly=on \
          -nic none -device virtio-scsi-pci,id=scsi0 \
          -drive file=/w/disk0-vda.img,format=raw,if=none,id=d0,cache=unsafe,discard=unmap \
@@ -216,7 +216,56 @@ fn rescue_command_line() {
          -drive file=/w/n.img,format=raw,if=none,id=d2,cache=unsafe,discard=unmap \
          -device nvme,drive=d2,serial=LBDRILL2 \
          -drive file=/w/s.img,format=raw,if=none,id=d3,cache=unsafe,discard=unmap \
-         -device ide-hd,drive=d3,bus=ide.4,serial=SATA1"
+         -device ide-hd,drive=d3,bus=ide.1,serial=SATA1"
+    );
+}
+
+/// The job disk sits on a bus the scratch disks do not use where it can:
+/// a rescue image without their driver must still run its job.
+#[test]
+fn job_disk_on_another_bus_than_the_scratch_disks() {
+    let job_of = |disks: &[ScratchDisk]| {
+        let g = Guest {
+            accel: Accel::Tcg,
+            firmware: Firmware::Bios,
+            vars: None,
+            memory_mib: 1024,
+            cpus: 1,
+            media: Media::Rescue {
+                iso: Path::new("/r/i.iso"),
+                job: Path::new("/w/job0.img"),
+                share: None,
+                network: false,
+            },
+            disks,
+            serial_log: Path::new("/w/s.log"),
+        };
+        let args = qemu::args(&g).unwrap();
+        args.iter()
+            .find(|a| a.contains("drive=job,"))
+            .unwrap()
+            .clone()
+    };
+    let virtio = disk("/w/v.img", Bus::Virtio, None);
+    let sata = disk("/w/s.img", Bus::Sata, None);
+    let nvme = disk("/w/n.img", Bus::Nvme, None);
+    assert_eq!(
+        job_of(std::slice::from_ref(&virtio)),
+        "ide-hd,drive=job,bus=ide.1,serial=LIFEBOAT-JOB"
+    );
+    assert_eq!(
+        job_of(&[nvme.clone(), sata.clone()]),
+        "virtio-blk-pci,drive=job,serial=LIFEBOAT-JOB"
+    );
+    assert_eq!(
+        job_of(&[sata.clone(), virtio, sata.clone()]),
+        "ide-hd,drive=job,bus=ide.3,serial=LIFEBOAT-JOB"
+    );
+    // Five SATA disks fill the AHCI ports beside the CD.
+    let five = vec![sata; 5];
+    assert_eq!(
+        job_of(&five),
+        "virtio-blk-pci,drive=job,serial=LIFEBOAT-JOB"
     );
 }
 
@@ -360,6 +409,7 @@ fn finished(code: Option<i32>, timed_out: bool) -> Finished {
     Finished {
         exit_code: code,
         timed_out,
+        stopped: false,
         seconds: 12.0,
         stderr: String::new(),
     }
@@ -421,9 +471,29 @@ fn recovery_judged_from_the_job_disk() {
         ..JobFiles::default()
     };
     // The rescue never ran the job.
-    let r = judge_recovery(&finished(None, true), &JobFiles::default(), log, "uefi");
+    let r = judge_recovery(
+        &finished(None, true),
+        &JobFiles::default(),
+        None,
+        log,
+        "uefi",
+    );
     assert_eq!(r.failed_step, Some(Step::RescueBoot));
     assert!(r.detail.unwrap().contains("(timed out)"));
+    // The rescue stopped at a panic before its job: named as seen.
+    let panic = console::watch_text("[ 1.5] Kernel panic - not syncing: Attempted to kill init!\n");
+    let r = judge_recovery(
+        &finished(None, false),
+        &JobFiles::default(),
+        panic.as_ref(),
+        log,
+        "bios",
+    );
+    assert_eq!(r.failed_step, Some(Step::RescueBoot));
+    assert_eq!(
+        r.detail.unwrap(),
+        "the rescue image stopped: kernel panic: not syncing: Attempted to kill init!"
+    );
     // The share could not be mounted.
     let f = JobFiles {
         started: true,
@@ -431,7 +501,7 @@ fn recovery_judged_from_the_job_disk() {
         ..JobFiles::default()
     };
     assert_eq!(
-        judge_recovery(&finished(Some(0), false), &f, log, "bios").failed_step,
+        judge_recovery(&finished(Some(0), false), &f, None, log, "bios").failed_step,
         Some(Step::RescueBoot)
     );
     // No plan: the disks were not found.
@@ -441,15 +511,33 @@ fn recovery_judged_from_the_job_disk() {
         plan_err: "lifeboat: error: no disk for /dev/vda".into(),
         ..JobFiles::default()
     };
-    let r = judge_recovery(&finished(Some(0), false), &f, log, "uefi");
+    let r = judge_recovery(&finished(Some(0), false), &f, None, log, "uefi");
     assert_eq!(r.failed_step, Some(Step::Mapping));
     assert!(r.detail.unwrap().contains("no disk for /dev/vda"));
+    // No plan, and the rescue saw no disk at all: its image lacks the driver.
+    let f = JobFiles {
+        disks_seen: job::disks_seen(Some("\n")),
+        ..f
+    };
+    let r = judge_recovery(&finished(Some(0), false), &f, None, log, "uefi");
+    assert_eq!(r.failed_step, Some(Step::Mapping));
+    let d = r.detail.unwrap();
+    assert!(
+        d.starts_with("no target disk found: the rescue system sees no disk but its job disk")
+            && d.ends_with("no disk for /dev/vda"),
+        "{d}"
+    );
+    assert_eq!(
+        job::disks_seen(Some("vda\nnvme0n1\n")).unwrap(),
+        ["vda", "nvme0n1"]
+    );
+    assert_eq!(job::disks_seen(None), None);
     // Recovered.
     let f = JobFiles {
         recover_rc: Some(0),
         ..started.clone()
     };
-    let r = judge_recovery(&finished(Some(0), false), &f, log, "uefi");
+    let r = judge_recovery(&finished(Some(0), false), &f, None, log, "uefi");
     assert!(r.recovered && r.failed_step.is_none());
     // Failed after the disks: the first step not done names the step.
     let plan: crate::plan::Plan = serde_json::from_str(&plan_json()).unwrap();
@@ -478,7 +566,7 @@ fn recovery_judged_from_the_job_disk() {
             journal: Some(journal),
             ..started.clone()
         };
-        let r = judge_recovery(&finished(Some(0), false), &f, log, "uefi");
+        let r = judge_recovery(&finished(Some(0), false), &f, None, log, "uefi");
         assert_eq!(r.failed_step, Some(want), "{done} steps done");
     }
 }
@@ -487,20 +575,30 @@ fn recovery_judged_from_the_job_disk() {
 fn boots_judged_from_the_report() {
     let log = Path::new("/nonexistent");
     let ok = unit::parse_report("LIFEBOAT-DRILL-BOOTED target=multi-user.target active=active state=running firmware=uefi kernel=k failed=\n");
-    let b = judge_boot(&finished(Some(0), false), ok.clone(), log, "uefi");
+    let b = judge_boot(&finished(Some(0), false), ok.clone(), None, log, "uefi");
     assert!(b.passed && b.detail.is_none());
     let degraded = unit::parse_report("LIFEBOAT-DRILL-BOOTED target=multi-user.target active=active state=degraded firmware=uefi kernel=k failed=nfs.mount\n");
-    let b = judge_boot(&finished(Some(0), false), degraded, log, "uefi");
+    let b = judge_boot(&finished(Some(0), false), degraded, None, log, "uefi");
     assert!(b.passed);
     assert_eq!(b.detail.as_deref(), Some("failed units: nfs.mount"));
-    let b = judge_boot(&finished(None, true), None, log, "bios");
+    let b = judge_boot(&finished(None, true), None, None, log, "bios");
     assert!(
         !b.passed
             && b.detail
                 .unwrap()
                 .starts_with("no boot report within the timeout")
     );
-    let b = judge_boot(&finished(Some(0), false), None, log, "bios");
+    // The console showed a stall: the boot ends with what was seen.
+    let seen = console::watch_text(
+        "error: file `/vmlinuz' not found.\nerror: you need to load the kernel first.\n",
+    );
+    let b = judge_boot(&finished(None, false), None, seen.as_ref(), log, "bios");
+    assert!(!b.passed);
+    assert_eq!(
+        b.detail.as_deref(),
+        Some("GRUB found no kernel after: error: file `/vmlinuz' not found.")
+    );
+    let b = judge_boot(&finished(Some(0), false), None, None, log, "bios");
     assert!(
         !b.passed
             && b.detail
@@ -617,6 +715,15 @@ fn console_tail_is_plain_text() {
     assert_eq!(plain_tail(boot.as_bytes(), 2), "[ 1.0] kernel: x | login:");
     let long = "x".repeat(1000);
     assert_eq!(plain_tail(long.as_bytes(), 3).len(), 300);
+}
+
+#[test]
+fn log_tail_without_unwritten_bytes() {
+    let log = "restore: 848.6 MiB\r\nrestore: 870 MiB\n\0\0\0\0\0\0";
+    assert_eq!(
+        job::log_tail(log, 2),
+        "restore: 848.6 MiB | restore: 870 MiB"
+    );
 }
 
 #[test]
