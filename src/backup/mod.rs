@@ -28,6 +28,7 @@ pub mod manifest;
 pub mod progress;
 pub mod restore;
 pub mod scan;
+pub mod seal;
 pub mod tar;
 pub mod verify;
 pub mod walk;

@@ -1,6 +1,7 @@
 //! `lifeboat backup create|list|verify|restore`.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
@@ -8,6 +9,7 @@ use clap::{Args, Subcommand};
 use crate::backup::dest::Destination;
 use crate::backup::generation::{GenKind, Outcome};
 use crate::backup::progress::Mode;
+use crate::backup::seal::Identities;
 use crate::backup::walk::Excludes;
 use crate::backup::{self, Compression, Store};
 use crate::config::Config;
@@ -89,6 +91,12 @@ pub struct CreateArgs {
     #[arg(long, value_name = "OPTS")]
     pub mount_options: Option<String>,
 
+    /// Encrypt the generation to this age recipient (age1..., ssh-ed25519
+    /// ..., ssh-rsa ...) or file of recipients, one per line (repeatable;
+    /// replaces backup.encrypt_to). Reading it back needs --identity.
+    #[arg(long, value_name = "RECIPIENT_OR_FILE")]
+    pub encrypt_to: Vec<String>,
+
     /// Print a JSON summary on stdout.
     #[arg(long)]
     pub json: bool,
@@ -109,6 +117,12 @@ pub struct ListArgs {
     /// backup.mount_options].
     #[arg(long, value_name = "OPTS")]
     pub mount_options: Option<String>,
+
+    /// age identity (or unprotected OpenSSH private key) that opens
+    /// encrypted generations: shows their mount points too. Without it an
+    /// encrypted generation shows its clear metadata only.
+    #[arg(long, value_name = "FILE")]
+    pub identity: Option<PathBuf>,
 
     /// Print JSON on stdout.
     #[arg(long)]
@@ -133,6 +147,11 @@ pub struct VerifyArgs {
     /// Where --deep restores [default: /var/tmp].
     #[arg(long, value_name = "DIR")]
     pub scratch: Option<PathBuf>,
+
+    /// age identity file (or unprotected OpenSSH private key) that opens
+    /// encrypted generations. Keep it off the backed-up server.
+    #[arg(long, value_name = "FILE")]
+    pub identity: Option<PathBuf>,
 
     /// Options for mounting an NFS or CIFS folder [default:
     /// backup.mount_options].
@@ -184,6 +203,11 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub no_devices: bool,
 
+    /// age identity file (or unprotected OpenSSH private key) that opens
+    /// encrypted generations. Keep it off the backed-up server.
+    #[arg(long, value_name = "FILE")]
+    pub identity: Option<PathBuf>,
+
     /// Options for mounting an NFS or CIFS folder [default:
     /// backup.mount_options].
     #[arg(long, value_name = "OPTS")]
@@ -211,6 +235,9 @@ pub fn run(cmd: BackupCmd, cfg: &Config) -> Result<u8> {
                 a.exclude = b.excludes.value.clone();
             }
             a.keep = a.keep.or(b.keep.value.map(|k| k.0 as usize));
+            if a.encrypt_to.is_empty() {
+                a.encrypt_to = b.encrypt_to.value.clone();
+            }
             a.mount_options = a.mount_options.or(b.mount_options.value.clone());
             let every = backup::create::FullEvery {
                 count: b.full_every.value.0,
@@ -351,6 +378,7 @@ fn create(
         keep: a.keep,
         full_every,
         progress: mode(a.quiet || a.json),
+        encrypt_to: backup::seal::Recipients::optional(&a.encrypt_to)?,
     })?;
     let g = &rep.generation;
     if a.json {
@@ -418,9 +446,15 @@ fn kind_name(k: GenKind) -> &'static str {
     }
 }
 
+/// The identities of `--identity`, if given.
+fn identities(file: Option<&Path>) -> Result<Option<Arc<Identities>>> {
+    file.map(|f| Identities::load(f).map(Arc::new)).transpose()
+}
+
 fn list(a: ListArgs, from: &str) -> Result<u8> {
+    let ids = identities(a.identity.as_deref())?;
     let dest = Destination::open(from, a.mount_options.as_deref(), false)?;
-    let store = Store::new(&dest.path);
+    let store = Store::with_identities(&dest.path, ids);
     let listing = store.scan()?;
     let gens = &listing.good;
     // Unreadable generations are listed (damaged) and make the exit 1.
@@ -475,6 +509,22 @@ fn list(a: ListArgs, from: &str) -> Result<u8> {
             },
             verified
         );
+        if let Some(e) = &g.encryption {
+            let names = if store.ids.is_none() {
+                " (names need --identity)"
+            } else {
+                ""
+            };
+            println!("  encrypted to {}{names}", e.recipients.join(", "));
+            for ar in &g.archives {
+                println!(
+                    "  {:<24} {:>10}  {}",
+                    ar.file,
+                    human_bytes(ar.bytes),
+                    ar.mountpoint
+                );
+            }
+        }
     }
     for b in &listing.bad {
         println!(
@@ -486,6 +536,7 @@ fn list(a: ListArgs, from: &str) -> Result<u8> {
 }
 
 fn verify(a: VerifyArgs, from: &str) -> Result<u8> {
+    let ids = identities(a.identity.as_deref())?;
     let dest = Destination::open(from, a.mount_options.as_deref(), false)?;
     let rep = backup::verify(&backup::VerifyOptions {
         from: dest.path.clone(),
@@ -493,6 +544,7 @@ fn verify(a: VerifyArgs, from: &str) -> Result<u8> {
         deep: a.deep,
         scratch: a.scratch,
         progress: mode(a.quiet || a.json),
+        ids,
     })?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&rep)?);
@@ -534,6 +586,7 @@ fn verify(a: VerifyArgs, from: &str) -> Result<u8> {
 }
 
 fn restore(a: RestoreArgs, from: &str) -> Result<u8> {
+    let ids = identities(a.identity.as_deref())?;
     let local = PathBuf::from(from);
     let rep = if !from.contains("://") && local.is_file() {
         if !a.path.is_empty() || a.generation.is_some() {
@@ -555,6 +608,7 @@ fn restore(a: RestoreArgs, from: &str) -> Result<u8> {
             no_same_owner: a.no_same_owner,
             no_devices: a.no_devices,
             progress: mode(a.quiet || a.json),
+            ids,
         });
         match res {
             Ok(rep) => rep,

@@ -158,6 +158,7 @@ impl Backup {
             no_same_owner: false,
             no_devices: false,
             progress: progress::Mode::Auto,
+            ids: self.store.ids.clone(),
         })?;
         Ok(RestoreSummary {
             generation: report.generation,
