@@ -376,7 +376,11 @@ fn write_generation(store: &Store, opts: &CreateOptions) -> Result<CreateReport>
         stems.push(stem.clone());
         let archive_name = match opts.encrypt_to {
             // Mount points stay in the encrypted manifest only.
-            Some(_) => format!("fs{}.{}{SUFFIX}", stems.len(), opts.compression.extension()),
+            Some(_) => format!(
+                "fs{}.{}{SUFFIX}",
+                stems.len() - 1,
+                opts.compression.extension()
+            ),
             None => format!("{stem}.{}", opts.compression.extension()),
         };
         let prev_fs = previous.as_ref().and_then(|(_, m)| m.filesystem(&mp.0));

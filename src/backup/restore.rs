@@ -133,6 +133,14 @@ pub fn load_chain(
     let mpath = store.gen_dir(&gen.id).join(gen.manifest_file());
     let (sum, _) = hash_file(&mpath)
         .map_err(|e| Damaged(format!("generation {}: manifest missing: {e:#}", gen.id)))?;
+    if sum != gen.manifest_sha256 && gen.encryption.is_some() {
+        return Err(Damaged(format!(
+            "tampered: manifest of generation {}: {} differs from the SHA-256 sealed in generation.json.age",
+            gen.id,
+            gen.manifest_file()
+        ))
+        .into());
+    }
     if sum != gen.manifest_sha256 {
         return Err(Damaged(format!(
             "generation {}: manifest {} does not match generation.json (damaged or replaced)",

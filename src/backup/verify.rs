@@ -346,7 +346,8 @@ fn verify_archive(
             match res {
                 // The stream's damage: the scan names it and goes on.
                 Err(_) if tar.get_ref().pending_damage().is_some() => {
-                    anyhow::bail!("damaged data")
+                    let what = tar.get_ref().pending_damage().unwrap_or_default();
+                    anyhow::bail!("damaged data ({what})")
                 }
                 Err(why) => bad.push((rel.to_vec(), why)),
                 Ok(()) => report.files_checked += 1,
