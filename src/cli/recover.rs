@@ -20,6 +20,12 @@ pub struct Source {
     #[arg(long, value_name = "DIR|URL")]
     pub backup: Option<String>,
 
+    /// age identity (or unprotected OpenSSH private key) of an encrypted
+    /// backup [default: `identity` in the answers file, else asked on the
+    /// terminal]. The rescue image never holds it.
+    #[arg(long, value_name = "FILE")]
+    pub identity: Option<PathBuf>,
+
     /// Put the old disk OLD (path, name, serial or WWN) on the new disk NEW
     /// (repeatable), e.g. --map /dev/sda=/dev/nvme0n1.
     #[arg(long = "map", value_name = "OLD=NEW")]
@@ -129,6 +135,7 @@ fn options(s: Source) -> recover::Options {
     recover::Options {
         layout: s.layout,
         backup: s.backup,
+        identity: s.identity,
         maps: s.map,
         nic_maps: s.map_nic,
         firmware: s.firmware.unwrap_or_default(),

@@ -5,13 +5,45 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::backup::dest::Destination;
 use crate::backup::generation::{Generation, Store};
 use crate::backup::manifest::Manifest;
+use crate::backup::seal::{Expect, Identities};
 use crate::backup::{progress, restore, RestoreOptions};
+use std::sync::Arc;
+
+/// The layout of an encrypted generation, decrypted into a private file.
+fn decrypted_layout(
+    store: &Store,
+    g: &Generation,
+    ids: &Identities,
+) -> Result<tempfile::NamedTempFile> {
+    use std::io::Write;
+    let name = g.sealed_name(crate::backup::generation::LAYOUT_FILE);
+    let path = store.gen_dir(&g.id).join(&name);
+    let data = crate::util::read_regular(&path, &name, 64 << 20)?;
+    let clear = ids.open(
+        &data,
+        &format!("layout of generation {}", g.id),
+        Expect::Opened,
+    )?;
+    let dir = if Path::new("/run").is_dir() {
+        PathBuf::from("/run")
+    } else {
+        std::env::temp_dir()
+    };
+    let mut f = tempfile::Builder::new()
+        .prefix(".lifeboat-layout-")
+        .suffix(".json")
+        .tempfile_in(dir)
+        .context("creating a private copy of the layout")?;
+    f.write_all(&clear)
+        .context("writing a private copy of the layout")?;
+    Ok(f)
+}
 
 /// A backup opened for recovery: its newest generation with its chain.
 pub struct Backup {
@@ -19,6 +51,8 @@ pub struct Backup {
     store: Store,
     generation: Generation,
     manifest: Manifest,
+    /// The decrypted layout of an encrypted generation (private, in /run).
+    layout_copy: Option<tempfile::NamedTempFile>,
 }
 
 /// What the restore step did.
@@ -66,15 +100,35 @@ impl Backup {
 
     /// Opens generation `id` (the newest when `None`) of a backup.
     pub fn open_at(spec: &str, id: Option<&str>) -> Result<Backup> {
+        Backup::open_with(spec, id, &|| {
+            bail!("the backup is encrypted: give --identity FILE")
+        })
+    }
+
+    /// Opens generation `id` (the newest when `None`); `identity` is asked
+    /// for the identity only when the generation is encrypted.
+    pub fn open_with(
+        spec: &str,
+        id: Option<&str>,
+        identity: &dyn Fn() -> Result<Arc<Identities>>,
+    ) -> Result<Backup> {
         let dest = Destination::open(spec, None, false)?;
-        let store = Store::new(&dest.path);
+        let mut store = Store::new(&dest.path);
+        if store.pick(id)?.encryption.is_some() {
+            store = Store::with_identities(&dest.path, Some(identity()?));
+        }
         let (generation, manifest, _) = restore::load_chain(&store, id)
             .with_context(|| format!("reading the backup in {spec}"))?;
+        let layout_copy = match (&store.ids, generation.has_layout) {
+            (Some(ids), true) => Some(decrypted_layout(&store, &generation, ids)?),
+            _ => None,
+        };
         Ok(Backup {
             dest,
             store,
             generation,
             manifest,
+            layout_copy,
         })
     }
 
@@ -88,6 +142,9 @@ impl Backup {
 
     /// The layout stored with the generation.
     pub fn layout_path(&self) -> Option<PathBuf> {
+        if let Some(t) = &self.layout_copy {
+            return Some(t.path().to_path_buf());
+        }
         let p = self.store.gen_dir(&self.generation.id).join("layout.json");
         (self.generation.has_layout && p.is_file()).then_some(p)
     }
