@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Backup and restore throughput of `lifeboat backup` against GNU tar + gzip
-# (ReaR's default) and GNU tar --zstd, on the same tree, in the same run.
+# (ReaR's default) and GNU tar --zstd, on the same tree, in the same run,
+# and lifeboat with its generation encrypted (age, --encrypt-to an SSH
+# ed25519 key made for the run) against the same lifeboat in clear.
 #
 #   scripts/bench-backup.sh [WORKDIR]     (as root; default /var/tmp/lifeboat-bench)
 #
@@ -26,7 +28,7 @@ if [ "$(id -u)" -ne 0 ]; then
     echo "bench-backup.sh: run as root (owners and device nodes)" >&2
     exit 1
 fi
-for tool in tar gzip zstd python3; do
+for tool in tar gzip zstd python3 ssh-keygen; do
     command -v "$tool" >/dev/null || { echo "bench-backup.sh: $tool missing" >&2; exit 1; }
 done
 
@@ -111,8 +113,12 @@ size[tar-zstd]=$(stat -c %s "$out/tree.tar.zst")
 # (its one-line summary goes to /dev/null, the timing line stays)
 measure lifeboat-backup sh -c 'exec "$@" >/dev/null' sh "$lifeboat" backup create --quiet --to "$out/lifeboat" --source "$tree"
 size[lifeboat]=$(du -sb "$out/lifeboat" | awk '{print $1}')
+# Encrypted: the same backup, age to an SSH key (X25519 inside).
+ssh-keygen -q -t ed25519 -N '' -C bench -f "$out/bench-key"
+measure lb-age-backup sh -c 'exec "$@" >/dev/null' sh "$lifeboat" backup create --quiet --to "$out/lb-age" --source "$tree" --encrypt-to "$out/bench-key.pub"
+size[lb-age]=$(du -sb "$out/lb-age" | awk '{print $1}')
 baseline=${LIFEBOAT_BENCH_BASELINE:-}
-contenders=(tar-gzip tar-zstd lifeboat)
+contenders=(tar-gzip tar-zstd lifeboat lb-age)
 if [ -n "$baseline" ]; then
     contenders+=(baseline)
     measure baseline-backup sh -c 'exec "$@" >/dev/null' sh "$baseline" backup create --quiet --to "$out/baseline" --source "$tree"
@@ -138,6 +144,8 @@ fresh_fs
 measure tar-zstd-restore tar --sparse --zstd -xpf "$out/tree.tar.zst" -C "$out/r"
 fresh_fs
 measure lifeboat-restore sh -c 'exec "$@" >/dev/null' sh "$lifeboat" backup restore --quiet --from "$out/lifeboat" --to "$out/r"
+fresh_fs
+measure lb-age-restore sh -c 'exec "$@" >/dev/null' sh "$lifeboat" backup restore --quiet --from "$out/lb-age" --to "$out/r" --identity "$out/bench-key"
 if [ -n "$baseline" ]; then
     fresh_fs
     measure baseline-restore sh -c 'exec "$@" >/dev/null' sh "$baseline" backup restore --quiet --from "$out/baseline" --to "$out/r"
@@ -163,6 +171,10 @@ printf 'lifeboat vs tar --zstd: backup %.2fx faster (%.2fx less CPU), restore %.
     "$(ratio "${secs[tar-zstd-backup]}" "${secs[lifeboat-backup]}")" "$(ratio "${cpu[tar-zstd-backup]}" "${cpu[lifeboat-backup]}")" \
     "$(ratio "${secs[tar-zstd-restore]}" "${secs[lifeboat-restore]}")" "$(ratio "${cpu[tar-zstd-restore]}" "${cpu[lifeboat-restore]}")" \
     "$(ratio "${size[lifeboat]}" "${size[tar-zstd]}")"
+printf 'encrypted vs clear:     backup %.3fx the time (%.3fx the CPU), restore %.3fx the time (%.3fx the CPU), size %.4f of clear\n' \
+    "$(ratio "${secs[lb-age-backup]}" "${secs[lifeboat-backup]}")" "$(ratio "${cpu[lb-age-backup]}" "${cpu[lifeboat-backup]}")" \
+    "$(ratio "${secs[lb-age-restore]}" "${secs[lifeboat-restore]}")" "$(ratio "${cpu[lb-age-restore]}" "${cpu[lifeboat-restore]}")" \
+    "$(ratio "${size[lb-age]}" "${size[lifeboat]}")"
 if [ -n "$baseline" ]; then
     printf 'lifeboat vs baseline:   backup %.3fx the time, restore %.3fx the time, size %.4f of the baseline (%s)\n' \
         "$(ratio "${secs[lifeboat-backup]}" "${secs[baseline-backup]}")" \
