@@ -12,6 +12,8 @@
 # Every run starts from a warm page cache (the tree is read once first), so
 # the figures compare CPU and write paths, not the first read from disk.
 # LIFEBOAT_BENCH_KEEP=1 keeps the tree for the next run.
+# LIFEBOAT_BENCH_TAR=0 leaves out the GNU tar contenders (lifeboat clear
+# against encrypted only, for a quicker run).
 # LIFEBOAT_BENCH_BASELINE=/path/to/lifeboat also measures another lifeboat
 # binary (an older build) in the same run and prints the ratio: a change's
 # cost shown before and after on the same tree, page cache and load.
@@ -105,11 +107,14 @@ measure() { # name, command...: wall seconds (with the final sync) and CPU secon
         "${secs[$name]}" "$wall" "$(echo "$t1 - $t0" | bc -l)" "${cpu[$name]}"
 }
 
+with_tar=${LIFEBOAT_BENCH_TAR:-1}
 echo "== backup"
-measure tar-gzip-backup tar --sparse -czf "$out/tree.tar.gz" -C "$tree" .
-size[tar-gzip]=$(stat -c %s "$out/tree.tar.gz")
-measure tar-zstd-backup tar --sparse --zstd -cf "$out/tree.tar.zst" -C "$tree" .
-size[tar-zstd]=$(stat -c %s "$out/tree.tar.zst")
+if [ "$with_tar" = 1 ]; then
+    measure tar-gzip-backup tar --sparse -czf "$out/tree.tar.gz" -C "$tree" .
+    size[tar-gzip]=$(stat -c %s "$out/tree.tar.gz")
+    measure tar-zstd-backup tar --sparse --zstd -cf "$out/tree.tar.zst" -C "$tree" .
+    size[tar-zstd]=$(stat -c %s "$out/tree.tar.zst")
+fi
 # (its one-line summary goes to /dev/null, the timing line stays)
 measure lifeboat-backup sh -c 'exec "$@" >/dev/null' sh "$lifeboat" backup create --quiet --to "$out/lifeboat" --source "$tree"
 size[lifeboat]=$(du -sb "$out/lifeboat" | awk '{print $1}')
@@ -118,7 +123,8 @@ ssh-keygen -q -t ed25519 -N '' -C bench -f "$out/bench-key"
 measure lb-age-backup sh -c 'exec "$@" >/dev/null' sh "$lifeboat" backup create --quiet --to "$out/lb-age" --source "$tree" --encrypt-to "$out/bench-key.pub"
 size[lb-age]=$(du -sb "$out/lb-age" | awk '{print $1}')
 baseline=${LIFEBOAT_BENCH_BASELINE:-}
-contenders=(tar-gzip tar-zstd lifeboat lb-age)
+contenders=(lifeboat lb-age)
+[ "$with_tar" = 1 ] && contenders=(tar-gzip tar-zstd "${contenders[@]}")
 if [ -n "$baseline" ]; then
     contenders+=(baseline)
     measure baseline-backup sh -c 'exec "$@" >/dev/null' sh "$baseline" backup create --quiet --to "$out/baseline" --source "$tree"
@@ -138,10 +144,12 @@ fresh_fs() {
 }
 cleanup() { umount "$out/r" 2>/dev/null || true; rm -f "$out/fs.img"; }
 trap cleanup EXIT
-fresh_fs
-measure tar-gzip-restore tar --sparse -xzpf "$out/tree.tar.gz" -C "$out/r"
-fresh_fs
-measure tar-zstd-restore tar --sparse --zstd -xpf "$out/tree.tar.zst" -C "$out/r"
+if [ "$with_tar" = 1 ]; then
+    fresh_fs
+    measure tar-gzip-restore tar --sparse -xzpf "$out/tree.tar.gz" -C "$out/r"
+    fresh_fs
+    measure tar-zstd-restore tar --sparse --zstd -xpf "$out/tree.tar.zst" -C "$out/r"
+fi
 fresh_fs
 measure lifeboat-restore sh -c 'exec "$@" >/dev/null' sh "$lifeboat" backup restore --quiet --from "$out/lifeboat" --to "$out/r"
 fresh_fs
@@ -163,14 +171,16 @@ for t in "${contenders[@]}"; do
 done
 echo
 ratio() { echo "${1} / ${2}" | bc -l; }
-printf 'lifeboat vs tar+gzip:   backup %.2fx faster (%.2fx less CPU), restore %.2fx faster (%.2fx less CPU), size %.2f of gzip\n' \
-    "$(ratio "${secs[tar-gzip-backup]}" "${secs[lifeboat-backup]}")" "$(ratio "${cpu[tar-gzip-backup]}" "${cpu[lifeboat-backup]}")" \
-    "$(ratio "${secs[tar-gzip-restore]}" "${secs[lifeboat-restore]}")" "$(ratio "${cpu[tar-gzip-restore]}" "${cpu[lifeboat-restore]}")" \
-    "$(ratio "${size[lifeboat]}" "${size[tar-gzip]}")"
-printf 'lifeboat vs tar --zstd: backup %.2fx faster (%.2fx less CPU), restore %.2fx faster (%.2fx less CPU), size %.2f of tar --zstd\n' \
-    "$(ratio "${secs[tar-zstd-backup]}" "${secs[lifeboat-backup]}")" "$(ratio "${cpu[tar-zstd-backup]}" "${cpu[lifeboat-backup]}")" \
-    "$(ratio "${secs[tar-zstd-restore]}" "${secs[lifeboat-restore]}")" "$(ratio "${cpu[tar-zstd-restore]}" "${cpu[lifeboat-restore]}")" \
-    "$(ratio "${size[lifeboat]}" "${size[tar-zstd]}")"
+if [ "$with_tar" = 1 ]; then
+    printf 'lifeboat vs tar+gzip:   backup %.2fx faster (%.2fx less CPU), restore %.2fx faster (%.2fx less CPU), size %.2f of gzip\n' \
+        "$(ratio "${secs[tar-gzip-backup]}" "${secs[lifeboat-backup]}")" "$(ratio "${cpu[tar-gzip-backup]}" "${cpu[lifeboat-backup]}")" \
+        "$(ratio "${secs[tar-gzip-restore]}" "${secs[lifeboat-restore]}")" "$(ratio "${cpu[tar-gzip-restore]}" "${cpu[lifeboat-restore]}")" \
+        "$(ratio "${size[lifeboat]}" "${size[tar-gzip]}")"
+    printf 'lifeboat vs tar --zstd: backup %.2fx faster (%.2fx less CPU), restore %.2fx faster (%.2fx less CPU), size %.2f of tar --zstd\n' \
+        "$(ratio "${secs[tar-zstd-backup]}" "${secs[lifeboat-backup]}")" "$(ratio "${cpu[tar-zstd-backup]}" "${cpu[lifeboat-backup]}")" \
+        "$(ratio "${secs[tar-zstd-restore]}" "${secs[lifeboat-restore]}")" "$(ratio "${cpu[tar-zstd-restore]}" "${cpu[lifeboat-restore]}")" \
+        "$(ratio "${size[lifeboat]}" "${size[tar-zstd]}")"
+fi
 printf 'encrypted vs clear:     backup %.3fx the time (%.3fx the CPU), restore %.3fx the time (%.3fx the CPU), size %.4f of clear\n' \
     "$(ratio "${secs[lb-age-backup]}" "${secs[lifeboat-backup]}")" "$(ratio "${cpu[lb-age-backup]}" "${cpu[lifeboat-backup]}")" \
     "$(ratio "${secs[lb-age-restore]}" "${secs[lifeboat-restore]}")" "$(ratio "${cpu[lb-age-restore]}" "${cpu[lifeboat-restore]}")" \
