@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Backup and restore throughput of `lifeboat backup` against GNU tar + gzip
-# (ReaR's default) and GNU tar --zstd, on the same tree, in the same run.
+# (ReaR's default) and GNU tar --zstd, on the same tree, in the same run,
+# and lifeboat with its generation encrypted (age, --encrypt-to an SSH
+# ed25519 key made for the run) against the same lifeboat in clear.
 #
 #   scripts/bench-backup.sh [WORKDIR]     (as root; default /var/tmp/lifeboat-bench)
 #
@@ -13,6 +15,8 @@
 # Then a chain on the same tree: a full, an incremental and a differential,
 # each after changing a few percent of it (time, size, and the restore of the
 # differential).
+# LIFEBOAT_BENCH_TAR=0 leaves out the GNU tar contenders (lifeboat clear
+# against encrypted only, for a quicker run).
 # LIFEBOAT_BENCH_BASELINE=/path/to/lifeboat also measures another lifeboat
 # binary (an older build) in the same run and prints the ratio: a change's
 # cost shown before and after on the same tree, page cache and load.
@@ -29,7 +33,7 @@ if [ "$(id -u)" -ne 0 ]; then
     echo "bench-backup.sh: run as root (owners and device nodes)" >&2
     exit 1
 fi
-for tool in tar gzip zstd python3; do
+for tool in tar gzip zstd python3 ssh-keygen; do
     command -v "$tool" >/dev/null || { echo "bench-backup.sh: $tool missing" >&2; exit 1; }
 done
 
@@ -106,16 +110,24 @@ measure() { # name, command...: wall seconds (with the final sync) and CPU secon
         "${secs[$name]}" "$wall" "$(echo "$t1 - $t0" | bc -l)" "${cpu[$name]}"
 }
 
+with_tar=${LIFEBOAT_BENCH_TAR:-1}
 echo "== backup"
-measure tar-gzip-backup tar --sparse -czf "$out/tree.tar.gz" -C "$tree" .
-size[tar-gzip]=$(stat -c %s "$out/tree.tar.gz")
-measure tar-zstd-backup tar --sparse --zstd -cf "$out/tree.tar.zst" -C "$tree" .
-size[tar-zstd]=$(stat -c %s "$out/tree.tar.zst")
+if [ "$with_tar" = 1 ]; then
+    measure tar-gzip-backup tar --sparse -czf "$out/tree.tar.gz" -C "$tree" .
+    size[tar-gzip]=$(stat -c %s "$out/tree.tar.gz")
+    measure tar-zstd-backup tar --sparse --zstd -cf "$out/tree.tar.zst" -C "$tree" .
+    size[tar-zstd]=$(stat -c %s "$out/tree.tar.zst")
+fi
 # (its one-line summary goes to /dev/null, the timing line stays)
 measure lifeboat-backup sh -c 'exec "$@" >/dev/null' sh "$lifeboat" backup create --quiet --to "$out/lifeboat" --source "$tree"
 size[lifeboat]=$(du -sb "$out/lifeboat" | awk '{print $1}')
+# Encrypted: the same backup, age to an SSH key (X25519 inside).
+ssh-keygen -q -t ed25519 -N '' -C bench -f "$out/bench-key"
+measure lb-age-backup sh -c 'exec "$@" >/dev/null' sh "$lifeboat" backup create --quiet --to "$out/lb-age" --source "$tree" --encrypt-to "$out/bench-key.pub"
+size[lb-age]=$(du -sb "$out/lb-age" | awk '{print $1}')
 baseline=${LIFEBOAT_BENCH_BASELINE:-}
-contenders=(tar-gzip tar-zstd lifeboat)
+contenders=(lifeboat lb-age)
+[ "$with_tar" = 1 ] && contenders=(tar-gzip tar-zstd "${contenders[@]}")
 if [ -n "$baseline" ]; then
     contenders+=(baseline)
     measure baseline-backup sh -c 'exec "$@" >/dev/null' sh "$baseline" backup create --quiet --to "$out/baseline" --source "$tree"
@@ -135,12 +147,16 @@ fresh_fs() {
 }
 cleanup() { umount "$out/r" 2>/dev/null || true; rm -f "$out/fs.img"; }
 trap cleanup EXIT
-fresh_fs
-measure tar-gzip-restore tar --sparse -xzpf "$out/tree.tar.gz" -C "$out/r"
-fresh_fs
-measure tar-zstd-restore tar --sparse --zstd -xpf "$out/tree.tar.zst" -C "$out/r"
+if [ "$with_tar" = 1 ]; then
+    fresh_fs
+    measure tar-gzip-restore tar --sparse -xzpf "$out/tree.tar.gz" -C "$out/r"
+    fresh_fs
+    measure tar-zstd-restore tar --sparse --zstd -xpf "$out/tree.tar.zst" -C "$out/r"
+fi
 fresh_fs
 measure lifeboat-restore sh -c 'exec "$@" >/dev/null' sh "$lifeboat" backup restore --quiet --from "$out/lifeboat" --to "$out/r"
+fresh_fs
+measure lb-age-restore sh -c 'exec "$@" >/dev/null' sh "$lifeboat" backup restore --quiet --from "$out/lb-age" --to "$out/r" --identity "$out/bench-key"
 if [ -n "$baseline" ]; then
     fresh_fs
     measure baseline-restore sh -c 'exec "$@" >/dev/null' sh "$baseline" backup restore --quiet --from "$out/baseline" --to "$out/r"
@@ -158,14 +174,20 @@ for t in "${contenders[@]}"; do
 done
 echo
 ratio() { echo "${1} / ${2}" | bc -l; }
-printf 'lifeboat vs tar+gzip:   backup %.2fx faster (%.2fx less CPU), restore %.2fx faster (%.2fx less CPU), size %.2f of gzip\n' \
-    "$(ratio "${secs[tar-gzip-backup]}" "${secs[lifeboat-backup]}")" "$(ratio "${cpu[tar-gzip-backup]}" "${cpu[lifeboat-backup]}")" \
-    "$(ratio "${secs[tar-gzip-restore]}" "${secs[lifeboat-restore]}")" "$(ratio "${cpu[tar-gzip-restore]}" "${cpu[lifeboat-restore]}")" \
-    "$(ratio "${size[lifeboat]}" "${size[tar-gzip]}")"
-printf 'lifeboat vs tar --zstd: backup %.2fx faster (%.2fx less CPU), restore %.2fx faster (%.2fx less CPU), size %.2f of tar --zstd\n' \
-    "$(ratio "${secs[tar-zstd-backup]}" "${secs[lifeboat-backup]}")" "$(ratio "${cpu[tar-zstd-backup]}" "${cpu[lifeboat-backup]}")" \
-    "$(ratio "${secs[tar-zstd-restore]}" "${secs[lifeboat-restore]}")" "$(ratio "${cpu[tar-zstd-restore]}" "${cpu[lifeboat-restore]}")" \
-    "$(ratio "${size[lifeboat]}" "${size[tar-zstd]}")"
+if [ "$with_tar" = 1 ]; then
+    printf 'lifeboat vs tar+gzip:   backup %.2fx faster (%.2fx less CPU), restore %.2fx faster (%.2fx less CPU), size %.2f of gzip\n' \
+        "$(ratio "${secs[tar-gzip-backup]}" "${secs[lifeboat-backup]}")" "$(ratio "${cpu[tar-gzip-backup]}" "${cpu[lifeboat-backup]}")" \
+        "$(ratio "${secs[tar-gzip-restore]}" "${secs[lifeboat-restore]}")" "$(ratio "${cpu[tar-gzip-restore]}" "${cpu[lifeboat-restore]}")" \
+        "$(ratio "${size[lifeboat]}" "${size[tar-gzip]}")"
+    printf 'lifeboat vs tar --zstd: backup %.2fx faster (%.2fx less CPU), restore %.2fx faster (%.2fx less CPU), size %.2f of tar --zstd\n' \
+        "$(ratio "${secs[tar-zstd-backup]}" "${secs[lifeboat-backup]}")" "$(ratio "${cpu[tar-zstd-backup]}" "${cpu[lifeboat-backup]}")" \
+        "$(ratio "${secs[tar-zstd-restore]}" "${secs[lifeboat-restore]}")" "$(ratio "${cpu[tar-zstd-restore]}" "${cpu[lifeboat-restore]}")" \
+        "$(ratio "${size[lifeboat]}" "${size[tar-zstd]}")"
+fi
+printf 'encrypted vs clear:     backup %.3fx the time (%.3fx the CPU), restore %.3fx the time (%.3fx the CPU), size %.4f of clear\n' \
+    "$(ratio "${secs[lb-age-backup]}" "${secs[lifeboat-backup]}")" "$(ratio "${cpu[lb-age-backup]}" "${cpu[lifeboat-backup]}")" \
+    "$(ratio "${secs[lb-age-restore]}" "${secs[lifeboat-restore]}")" "$(ratio "${cpu[lb-age-restore]}" "${cpu[lifeboat-restore]}")" \
+    "$(ratio "${size[lb-age]}" "${size[lifeboat]}")"
 if [ -n "$baseline" ]; then
     printf 'lifeboat vs baseline:   backup %.3fx the time, restore %.3fx the time, size %.4f of the baseline (%s)\n' \
         "$(ratio "${secs[lifeboat-backup]}" "${secs[baseline-backup]}")" \

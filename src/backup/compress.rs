@@ -6,11 +6,14 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::Path;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+use super::seal::{self, Identities, SealedReader, AGE_MAGIC};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -382,22 +385,49 @@ pub struct ArchiveStream {
 
 impl ArchiveStream {
     pub fn open(path: &Path) -> Result<ArchiveStream> {
+        ArchiveStream::open_with(path, None)
+    }
+
+    /// Opens an archive; with `ids`, one of an encrypted generation (an age
+    /// file, decrypted and authenticated as it is read).
+    pub fn open_with(path: &Path, ids: Option<&Arc<Identities>>) -> Result<ArchiveStream> {
         let mut file =
             File::open(path).with_context(|| format!("opening archive {}", path.display()))?;
-        let mut head = vec![0u8; 512];
-        let mut got = 0;
-        while got < head.len() {
-            let n = file
-                .read(&mut head[got..])
-                .with_context(|| format!("reading {}", path.display()))?;
-            if n == 0 {
-                break;
+        let head = read_head(&mut file, path)?;
+        use std::io::{BufRead, Seek};
+        file.rewind()
+            .with_context(|| format!("reading {}", path.display()))?;
+        let hashed = HashReader {
+            inner: file,
+            hash: Sha256::new(),
+            pos: 0,
+            whole: true,
+        };
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let (mut reader, head): (Source, Vec<u8>) = match (head.starts_with(AGE_MAGIC), ids) {
+            (false, None) => (io::BufReader::with_capacity(CHUNK, Box::new(hashed)), head),
+            (true, Some(ids)) => {
+                let sealed = SealedReader::new(hashed, ids.clone(), &format!("archive {name}"))?;
+                let mut r: Source = io::BufReader::with_capacity(CHUNK, Box::new(sealed));
+                let head = r.fill_buf().map_err(|e| match seal::tampered(&e) {
+                    Some(t) => anyhow::Error::new(t.clone()),
+                    None => anyhow::Error::new(e).context(format!("reading {}", path.display())),
+                })?;
+                let head = head.to_vec();
+                (r, head)
             }
-            got += n;
-        }
-        head.truncate(got);
+            (true, None) => bail!(
+                "archive {} is encrypted (age): give the identity with --identity FILE",
+                path.display()
+            ),
+            (false, Some(_)) => bail!(seal::Tampered {
+                what: format!("archive {name}"),
+                detail: "not an age file, although its generation is encrypted (replaced?)".into(),
+                resume: None,
+            }),
+        };
         let Some(compression) = Compression::sniff(&head) else {
-            if got == 0 {
+            if head.is_empty() {
                 bail!("archive {} is empty", path.display());
             }
             bail!(
@@ -405,20 +435,8 @@ impl ArchiveStream {
                 path.display()
             );
         };
-        use std::io::Seek;
-        file.rewind()
-            .with_context(|| format!("reading {}", path.display()))?;
-        let reader = io::BufReader::with_capacity(
-            CHUNK,
-            HashReader {
-                inner: file,
-                hash: Sha256::new(),
-                pos: 0,
-                whole: true,
-            },
-        );
         let (tx, rx) = sync_channel::<Msg>(4);
-        let handle = std::thread::spawn(move || unpack(compression, reader, &tx));
+        let handle = std::thread::spawn(move || unpack(compression, &mut reader, &tx));
         Ok(ArchiveStream {
             rx,
             cur: Vec::new(),
@@ -450,18 +468,54 @@ impl ArchiveStream {
     }
 }
 
-type Source = io::BufReader<HashReader<File>>;
+/// The first bytes of a file (up to 512), to tell what it holds.
+fn read_head(file: &mut File, path: &Path) -> Result<Vec<u8>> {
+    let mut head = vec![0u8; 512];
+    let mut got = 0;
+    while got < head.len() {
+        let n = file
+            .read(&mut head[got..])
+            .with_context(|| format!("reading {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    head.truncate(got);
+    Ok(head)
+}
 
-fn unpack(compression: Compression, mut reader: Source, tx: &SyncSender<Msg>) {
+/// What an archive is read from: the file (hashed as read), or the
+/// plaintext of the encrypted file.
+trait Input: Read + io::Seek + Send {
+    /// SHA-256 and size of the stored file, when read straight through.
+    fn stored(&self) -> Option<(String, u64)>;
+}
+
+impl Input for HashReader<File> {
+    fn stored(&self) -> Option<(String, u64)> {
+        self.whole
+            .then(|| (hex::encode(self.hash.clone().finalize()), self.pos))
+    }
+}
+
+impl Input for SealedReader<HashReader<File>> {
+    fn stored(&self) -> Option<(String, u64)> {
+        self.inner().lock().stored()
+    }
+}
+
+type Source = io::BufReader<Box<dyn Input>>;
+
+fn unpack(compression: Compression, reader: &mut Source, tx: &SyncSender<Msg>) {
     let res = match compression {
-        Compression::Zstd => unpack_frames(&mut reader, tx),
-        Compression::Gzip => pump(&mut flate2::bufread::MultiGzDecoder::new(&mut reader), tx),
-        Compression::None => pump(&mut reader, tx),
+        Compression::Zstd => unpack_frames(reader, tx),
+        Compression::Gzip => pump(&mut flate2::bufread::MultiGzDecoder::new(&mut *reader), tx),
+        Compression::None => pump(reader, tx),
     };
     match res {
         Ok(true) => {
-            let h = reader.into_inner();
-            let stored = h.whole.then(|| (hex::encode(h.hash.finalize()), h.pos));
+            let stored = reader.get_ref().stored();
             let _ = tx.send(Msg::End(stored));
         }
         Ok(false) => {}
@@ -492,24 +546,29 @@ fn unpack_frames(r: &mut Source, tx: &SyncSender<Msg>) -> io::Result<bool> {
     let mut resyncing = false;
     loop {
         let start = r.stream_position()?;
-        if r.fill_buf()?.is_empty() {
-            return Ok(true);
-        }
-        match unpack_frame(r, tx, resyncing) {
+        let res = match r.fill_buf() {
+            Ok([]) => return Ok(true),
+            Ok(_) => unpack_frame(r, tx, resyncing),
+            Err(e) => Err(e),
+        };
+        match res {
             Ok(Some(sent)) => resyncing &= !sent,
             Ok(None) => return Ok(false),
             Err(e) => {
-                if !resyncing
-                    && tx
-                        .send(Msg::Damage(format!(
-                            "damaged zstd frame at byte {start} of the archive: {e}"
-                        )))
-                        .is_err()
-                {
+                // An encrypted archive: the age chunk that failed, and
+                // where the next one begins.
+                let (what, from) = match seal::tampered(&e) {
+                    Some(t) => (t.to_string(), t.resume.unwrap_or(start + 1)),
+                    None => (
+                        format!("damaged zstd frame at byte {start} of the archive: {e}"),
+                        start + 1,
+                    ),
+                };
+                if !resyncing && tx.send(Msg::Damage(what)).is_err() {
                     return Ok(false);
                 }
                 resyncing = true;
-                if !seek_magic(r, start + 1)? {
+                if !seek_magic(r, from)? {
                     return Ok(true);
                 }
             }
@@ -551,22 +610,28 @@ fn seek_magic(r: &mut Source, mut from: u64) -> io::Result<bool> {
     use std::io::{Seek, SeekFrom};
     let mut buf = vec![0u8; CHUNK];
     loop {
-        r.seek(SeekFrom::Start(from))?;
         let mut got = 0;
-        while got < buf.len() {
-            match r.read(&mut buf[got..])? {
-                0 => break,
-                n => got += n,
+        let mut res = r.seek(SeekFrom::Start(from)).map(|_| ());
+        while res.is_ok() && got < buf.len() {
+            match r.read(&mut buf[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) => res = Err(e),
             }
         }
         if let Some(i) = buf[..got].windows(4).position(|w| w == ZSTD_MAGIC) {
             r.seek(SeekFrom::Start(from + i as u64))?;
             return Ok(true);
         }
-        if got < buf.len() {
-            return Ok(false);
+        match res {
+            // A bad age chunk: look on after it.
+            Err(e) => match seal::tampered(&e).and_then(|t| t.resume) {
+                Some(next) => from = next,
+                None => return Err(e),
+            },
+            Ok(()) if got < buf.len() => return Ok(false),
+            Ok(()) => from += (got - 3) as u64,
         }
-        from += (got - 3) as u64;
     }
 }
 

@@ -18,6 +18,7 @@ use super::generation::{
 use super::manifest::{self, FileRecord, FsManifest, Kind, Manifest, PathBytes};
 use super::progress::{self, Progress};
 use super::retention::Policy;
+use super::seal::{Encryption, Output, Recipients, SUFFIX};
 use super::tar::{EntryKind, Header, SparseMap, TarWriter};
 use super::walk::{self, Excludes, WalkEntry};
 use crate::layout::Layout;
@@ -154,6 +155,8 @@ pub struct CreateOptions {
     /// Read each tree from an LVM or btrfs snapshot (`--snapshot`).
     pub snapshot: bool,
     pub progress: progress::Mode,
+    /// Encrypt the generation to these recipients (`--encrypt-to`).
+    pub encrypt_to: Option<Recipients>,
 }
 
 /// A new full every this many generations by default (`backup.full_every`).
@@ -321,13 +324,17 @@ fn pick_previous(
     if let Some(why) = chain_ends(store, &base, opts.full_every, now) {
         return Ok((None, Some(format!("{why}: writing a full backup"))));
     }
+    if let Some(why) = encryption_differs(&base, opts.encrypt_to.as_ref()) {
+        return Ok((None, Some(format!("{why}: writing a full backup"))));
+    }
     let what = if opts.differential {
         "a differential"
     } else {
         "an incremental"
     };
-    let path = store.gen_dir(&base.id).join(MANIFEST_FILE);
-    let m = Manifest::load(&path)
+    let path = store.gen_dir(&base.id).join(base.manifest_file());
+    let m = store
+        .load_manifest(&base)
         .with_context(|| format!("cannot build {what} on generation {}", base.id))?;
     let actual = super::compress::hash_file(&path)?.0;
     if actual != base.manifest_sha256 {
@@ -337,6 +344,24 @@ fn pick_previous(
         );
     }
     Ok((Some((base, m)), None))
+}
+
+/// Why an incremental cannot follow `g` as asked: a chain is encrypted to
+/// one set of recipients or not at all, and the server cannot read back
+/// an encrypted manifest.
+fn encryption_differs(g: &Generation, to: Option<&Recipients>) -> Option<String> {
+    let theirs = g.encryption.as_ref().map(|e| &e.recipients);
+    match (theirs, to) {
+        (None, None) => None,
+        (Some(a), Some(b)) if *a == b.fingerprints => Some(format!(
+            "generation {} is encrypted and this server holds no identity to read its manifest",
+            g.id
+        )),
+        _ => Some(format!(
+            "generation {} is encrypted to other recipients than this backup",
+            g.id
+        )),
+    }
 }
 
 /// Why the chain of `newest` ends here (`backup.full_every`), if it does.
@@ -417,7 +442,15 @@ fn write_generation(
             stem = format!("{stem}-{}", stems.len());
         }
         stems.push(stem.clone());
-        let archive_name = format!("{stem}.{}", opts.compression.extension());
+        let archive_name = match opts.encrypt_to {
+            // Mount points stay in the encrypted manifest only.
+            Some(_) => format!(
+                "fs{}.{}{SUFFIX}",
+                stems.len() - 1,
+                opts.compression.extension()
+            ),
+            None => format!("{stem}.{}", opts.compression.extension()),
+        };
         let prev_fs = previous.as_ref().and_then(|(_, m)| m.filesystem(&mp.0));
         let recs: Vec<FileRecord> = entries.iter().map(|e| e.rec.clone()).collect();
         let nlinks: Vec<u64> = entries.iter().map(|e| e.nlink).collect();
@@ -441,12 +474,11 @@ fn write_generation(
             .mode(0o600)
             .open(partial.path(&archive_name))
             .with_context(|| format!("creating {}", path.display()))?;
-        let enc = Encoder::new(
-            opts.compression,
-            HashWriter::new(file),
-            opts.level,
-            opts.threads,
-        )?;
+        let out = match &opts.encrypt_to {
+            Some(r) => r.writer(HashWriter::new(file))?,
+            None => Output::Plain(HashWriter::new(file)),
+        };
+        let enc = Encoder::new(opts.compression, out, opts.level, opts.threads)?;
         let mut tar = TarWriter::new(enc);
         let mut ctx = ArchiveCtx::new(&src.path);
         let mut records = Vec::with_capacity(entries.len());
@@ -487,7 +519,7 @@ fn write_generation(
         stored_files += count;
         let finish = || -> io::Result<(String, u64)> {
             let enc = tar.finish()?;
-            let (file, sum, bytes) = enc.finish()?.finish();
+            let (file, sum, bytes) = enc.finish()?.finish()?.finish();
             file.sync_all()?;
             Ok((sum, bytes))
         };
@@ -526,12 +558,21 @@ fn write_generation(
     }
     progress.done();
 
+    let seal = opts.encrypt_to.as_ref();
+    let sealed = |name: &str| match seal {
+        Some(_) => format!("{name}{SUFFIX}"),
+        None => name.to_string(),
+    };
     let manifest_sha256 = manifest
-        .save(&partial.path(MANIFEST_FILE))
+        .save_sealed(&partial.path(&sealed(MANIFEST_FILE)), seal)
         .map_err(|e| destination_error(e, &opts.dest))?;
     if let Some(l) = &opts.layout_file {
-        let data = std::fs::read(l).with_context(|| format!("reading layout {}", l.display()))?;
-        crate::util::write_atomic(&partial.path(LAYOUT_FILE), &data, 0o600)
+        let mut data =
+            std::fs::read(l).with_context(|| format!("reading layout {}", l.display()))?;
+        if let Some(r) = seal {
+            data = r.seal(&data)?;
+        }
+        crate::util::write_atomic(&partial.path(&sealed(LAYOUT_FILE)), &data, 0o600)
             .map_err(|e| destination_error(e, &opts.dest))?;
     }
     let finished = std::time::SystemTime::now();
@@ -594,9 +635,12 @@ fn write_generation(
             Outcome::Ok
         },
         warnings,
+        encryption: seal.map(|r| Encryption {
+            recipients: r.fingerprints.clone(),
+        }),
     };
     partial
-        .commit(&gen)
+        .commit(&gen, seal)
         .map_err(|e| destination_error(e, &opts.dest))?;
     Ok(CreateReport {
         generation: gen,

@@ -7,13 +7,15 @@
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::compress::Compression;
-use super::manifest::PathBytes;
+use super::manifest::{Manifest, PathBytes};
 use super::retention::{self, Policy};
+use super::seal::{Encryption, Expect, Identities, Recipients, Tampered, SUFFIX};
 use crate::names;
 use crate::util::{self, AtomicFile};
 
@@ -117,6 +119,11 @@ pub struct Generation {
     pub has_layout: bool,
     pub result: Outcome,
     pub warnings: Warnings,
+    /// An encrypted generation: whom to. Its clear `generation.json` holds
+    /// no archive, mount point or file name ([`Generation::redacted`]);
+    /// the whole record is `generation.json.age`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<Encryption>,
 }
 
 /// `verify.json`: the last verification of a generation.
@@ -135,6 +142,25 @@ pub struct VerifyRecord {
     /// Every damaged file it needs, as on the backed-up system.
     #[serde(default)]
     pub damaged_files: Vec<String>,
+}
+
+impl VerifyRecord {
+    /// What `verify.json` of an encrypted generation says: no file names.
+    pub fn redacted(&self) -> VerifyRecord {
+        let summary = (!self.ok).then(|| {
+            format!(
+                "damaged: {} problem(s), {} damaged file(s); `lifeboat backup verify --identity FILE` names them",
+                self.problems.len().max(1),
+                self.damaged_files.len()
+            )
+        });
+        VerifyRecord {
+            problem: summary.clone(),
+            problems: summary.into_iter().collect(),
+            damaged_files: Vec::new(),
+            ..self.clone()
+        }
+    }
 }
 
 /// A generation directory whose `generation.json` cannot be used.
@@ -166,12 +192,23 @@ pub struct PrunePlan {
 /// A backup folder.
 pub struct Store {
     pub dir: PathBuf,
+    /// Opens encrypted generations (`--identity`); without it they are
+    /// listed with their clear metadata only.
+    pub ids: Option<Arc<Identities>>,
 }
 
 impl Store {
     pub fn new(dir: &Path) -> Store {
         Store {
             dir: dir.to_path_buf(),
+            ids: None,
+        }
+    }
+
+    pub fn with_identities(dir: &Path, ids: Option<Arc<Identities>>) -> Store {
+        Store {
+            dir: dir.to_path_buf(),
+            ids,
         }
     }
 
@@ -205,8 +242,9 @@ impl Store {
             }
             // load_generation also refuses a generation.json that names
             // another generation than its folder (damaged or planted).
-            match load_generation(&path) {
+            match load_generation(&path).and_then(|g| self.unseal(g)) {
                 Ok(g) => out.good.push(g),
+                Err(e) if e.is::<super::seal::WrongIdentity>() => return Err(e),
                 Err(e) => out.bad.push(BadGeneration {
                     id: name,
                     error: format!("{e:#}"),
@@ -228,7 +266,66 @@ impl Store {
                 self.dir.display()
             );
         }
-        load_generation(&path)
+        self.unseal(load_generation(&path)?)
+    }
+
+    /// The whole record of an encrypted generation (with an identity), or
+    /// `g` itself. The clear file must be the redacted sealed one.
+    fn unseal(&self, g: Generation) -> Result<Generation> {
+        let (Some(enc), Some(ids)) = (&g.encryption, &self.ids) else {
+            return Ok(g);
+        };
+        let name = format!("{GENERATION_FILE}{SUFFIX}");
+        let what = format!("{name} of generation {}", g.id);
+        let data = util::read_regular(
+            &self.gen_dir(&g.id).join(&name),
+            &name,
+            GENERATION_FILE_LIMIT,
+        )?;
+        let clear = ids.open(&data, &what, Expect::Recipients(&enc.recipients))?;
+        let full: Generation = serde_json::from_slice(&clear)
+            .with_context(|| format!("{what} is not a lifeboat generation"))?;
+        full.check_names(&g.id)
+            .with_context(|| format!("{what} is refused"))?;
+        if full.redacted() != g {
+            bail!(Tampered {
+                what: format!("{GENERATION_FILE} of generation {}", g.id),
+                detail: "differs from its encrypted copy".into(),
+                resume: None,
+            });
+        }
+        Ok(full)
+    }
+
+    /// The identities to read `g`'s files with: none for a clear generation.
+    pub fn ids_for(&self, g: &Generation) -> Option<&Arc<Identities>> {
+        g.encryption.as_ref().and(self.ids.as_ref())
+    }
+
+    /// Refuses to go on with an encrypted generation without its identity.
+    pub fn need_open(&self, g: &Generation) -> Result<()> {
+        if g.encryption.is_some() && self.ids.is_none() {
+            bail!(
+                "generation {} is encrypted: give the identity of one of its recipients ({}) with --identity FILE",
+                g.id,
+                g.encryption.as_ref().map(|e| e.recipients.join(", ")).unwrap_or_default()
+            );
+        }
+        Ok(())
+    }
+
+    /// The manifest of `g`, decrypted when it is sealed.
+    pub fn load_manifest(&self, g: &Generation) -> Result<Manifest> {
+        let path = self.gen_dir(&g.id).join(g.manifest_file());
+        if g.encryption.is_none() {
+            return Manifest::load(&path);
+        }
+        self.need_open(g)?;
+        let ids = self.ids.as_ref().expect("checked");
+        let data = util::read_regular(&path, MANIFEST_FILE, MANIFEST_FILE_LIMIT)?;
+        let what = format!("manifest of generation {}", g.id);
+        let zst = ids.open(&data, &what, Expect::Opened)?;
+        Manifest::from_zst(&zst, &path)
     }
 
     /// The generation `id`, or the newest.
@@ -408,7 +505,12 @@ impl Store {
     /// refused, never written through).
     pub fn write_verify(&self, id: &str, rec: &VerifyRecord) -> Result<()> {
         names::generation_id(id)?;
-        let json = serde_json::to_vec_pretty(rec)?;
+        let clear = load_generation(&self.gen_dir(id).join(GENERATION_FILE));
+        let rec = match clear {
+            Ok(g) if g.encryption.is_some() => rec.redacted(),
+            _ => rec.clone(),
+        };
+        let json = serde_json::to_vec_pretty(&rec)?;
         let dir = util::open_dir_nofollow(&self.gen_dir(id))?;
         util::write_atomic(&util::fd_path(&dir).join(VERIFY_FILE), &json, 0o600)
             .with_context(|| format!("writing {VERIFY_FILE} of generation {id}"))
@@ -423,6 +525,8 @@ impl Store {
 
 /// `generation.json` is small; anything larger is not ours.
 const GENERATION_FILE_LIMIT: u64 = 16 << 20;
+/// An encrypted manifest is read whole.
+const MANIFEST_FILE_LIMIT: u64 = 4 << 30;
 
 fn load_generation(path: &Path) -> Result<Generation> {
     if let Some(dir) = path.parent() {
@@ -456,6 +560,33 @@ fn load_generation(path: &Path) -> Result<Generation> {
 }
 
 impl Generation {
+    /// What the clear `generation.json` of an encrypted generation says:
+    /// no archive (names, mount points), host name or warning example.
+    pub fn redacted(&self) -> Generation {
+        Generation {
+            archives: Vec::new(),
+            hostname: String::new(),
+            warnings: Warnings {
+                examples: Vec::new(),
+                ..self.warnings.clone()
+            },
+            ..self.clone()
+        }
+    }
+
+    /// The manifest's file name: `manifest.json.zst`, `.age` when sealed.
+    pub fn manifest_file(&self) -> String {
+        self.sealed_name(MANIFEST_FILE)
+    }
+
+    /// `name`, or `name.age` in an encrypted generation.
+    pub fn sealed_name(&self, name: &str) -> String {
+        match self.encryption {
+            Some(_) => format!("{name}{SUFFIX}"),
+            None => name.to_string(),
+        }
+    }
+
     /// Every name in `generation.json` that becomes a path is checked: ids
     /// (its own, which must be its folder's name, the parent and the chain)
     /// are single path components, archive files too, mount points
@@ -514,6 +645,7 @@ pub(crate) fn sample(kind: GenKind, chain: &[String], started_ns: i128) -> Gener
         has_layout: false,
         result: Outcome::Ok,
         warnings: Warnings::default(),
+        encryption: None,
     }
 }
 
@@ -539,13 +671,28 @@ impl Partial {
         util::fd_path(&self.dir).join(name)
     }
 
-    /// Writes generation.json, syncs everything and renames into place.
-    pub fn commit(mut self, gen: &Generation) -> Result<()> {
-        let json = serde_json::to_vec_pretty(gen)?;
-        let mut f = AtomicFile::create(&self.path(GENERATION_FILE), 0o600)?;
-        f.write_all(&json)?;
+    /// Writes a file of the generation.
+    pub fn write(&self, name: &str, data: &[u8]) -> Result<()> {
+        let mut f = AtomicFile::create(&self.path(name), 0o600)?;
+        f.write_all(data)?;
         f.commit()
-            .with_context(|| format!("writing {}", self.tmp.join(GENERATION_FILE).display()))?;
+            .with_context(|| format!("writing {}", self.tmp.join(name).display()))
+    }
+
+    /// Writes generation.json (encrypted to `seal`, with its clear
+    /// redacted copy), syncs everything and renames into place.
+    pub fn commit(mut self, gen: &Generation, seal: Option<&Recipients>) -> Result<()> {
+        let json = serde_json::to_vec_pretty(gen)?;
+        match seal {
+            Some(r) => {
+                self.write(&format!("{GENERATION_FILE}{SUFFIX}"), &r.seal(&json)?)?;
+                self.write(
+                    GENERATION_FILE,
+                    &serde_json::to_vec_pretty(&gen.redacted())?,
+                )?;
+            }
+            None => self.write(GENERATION_FILE, &json)?,
+        }
         self.dir
             .sync_all()
             .with_context(|| format!("syncing directory {}", self.tmp.display()))?;

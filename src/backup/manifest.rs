@@ -179,7 +179,20 @@ impl Manifest {
         zstd::stream::read::Decoder::new(file)
             .and_then(|mut d| d.read_to_end(&mut json))
             .with_context(|| format!("manifest {} is damaged", path.display()))?;
-        let m: Manifest = serde_json::from_slice(&json)
+        Manifest::from_json(&json, path)
+    }
+
+    /// A manifest from its compressed bytes (decrypted), `path` for messages.
+    pub fn from_zst(data: &[u8], path: &Path) -> Result<Manifest> {
+        let mut json = Vec::new();
+        zstd::stream::read::Decoder::new(data)
+            .and_then(|mut d| d.read_to_end(&mut json))
+            .with_context(|| format!("manifest {} is damaged", path.display()))?;
+        Manifest::from_json(&json, path)
+    }
+
+    fn from_json(json: &[u8], path: &Path) -> Result<Manifest> {
+        let m: Manifest = serde_json::from_slice(json)
             .with_context(|| format!("manifest {} is damaged", path.display()))?;
         if m.format != FORMAT {
             bail!(
@@ -223,8 +236,21 @@ impl Manifest {
     /// Writes the manifest (zstd-compressed JSON) atomically; returns its
     /// SHA-256.
     pub fn save(&self, path: &Path) -> Result<String> {
+        self.save_sealed(path, None)
+    }
+
+    /// Saves the manifest, encrypted to `seal` when given; returns the
+    /// SHA-256 of the file as stored.
+    pub fn save_sealed(
+        &self,
+        path: &Path,
+        seal: Option<&super::seal::Recipients>,
+    ) -> Result<String> {
         let json = serde_json::to_vec(self)?;
-        let compressed = zstd::bulk::compress(&json, 9)?;
+        let mut compressed = zstd::bulk::compress(&json, 9)?;
+        if let Some(r) = seal {
+            compressed = r.seal(&compressed)?;
+        }
         let mut f = AtomicFile::create(path, 0o600)?;
         f.write_all(&compressed)
             .with_context(|| format!("writing {}", path.display()))?;

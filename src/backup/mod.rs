@@ -31,6 +31,7 @@ pub mod progress;
 pub mod restore;
 pub mod retention;
 pub mod scan;
+pub mod seal;
 pub mod snapshot;
 pub mod tar;
 pub mod verify;

@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 use super::beneath::{Refused, Tree};
 use super::compress::hash_file;
 use super::extract::{normalize, Extractor, Policy};
-use super::generation::{Generation, Store, MANIFEST_FILE};
+use super::generation::{Generation, Store};
 use super::manifest::{FileRecord, FsManifest, Kind, Manifest, PathBytes};
 use super::progress::{self, Progress};
 use super::scan::{check_entry, scan_archive, Scan};
@@ -38,6 +38,8 @@ pub struct RestoreOptions {
     /// Device nodes skipped and counted (for archives one does not trust).
     pub no_devices: bool,
     pub progress: progress::Mode,
+    /// Opens encrypted generations (`--identity`).
+    pub ids: Option<std::sync::Arc<super::seal::Identities>>,
 }
 
 impl RestoreOptions {
@@ -127,18 +129,29 @@ pub fn load_chain(
     id: Option<&str>,
 ) -> Result<(Generation, Manifest, Vec<Generation>)> {
     let gen = store.pick(id)?;
-    let mpath = store.gen_dir(&gen.id).join(MANIFEST_FILE);
+    store.need_open(&gen)?;
+    let mpath = store.gen_dir(&gen.id).join(gen.manifest_file());
     let (sum, _) = hash_file(&mpath)
         .map_err(|e| Damaged(format!("generation {}: manifest missing: {e:#}", gen.id)))?;
-    if sum != gen.manifest_sha256 {
+    if sum != gen.manifest_sha256 && gen.encryption.is_some() {
         return Err(Damaged(format!(
-            "generation {}: manifest {MANIFEST_FILE} does not match generation.json (damaged or replaced)",
-            gen.id
+            "tampered: manifest of generation {}: {} differs from the SHA-256 sealed in generation.json.age",
+            gen.id,
+            gen.manifest_file()
         ))
         .into());
     }
-    let manifest =
-        Manifest::load(&mpath).map_err(|e| Damaged(format!("generation {}: {e:#}", gen.id)))?;
+    if sum != gen.manifest_sha256 {
+        return Err(Damaged(format!(
+            "generation {}: manifest {} does not match generation.json (damaged or replaced)",
+            gen.id,
+            gen.manifest_file()
+        ))
+        .into());
+    }
+    let manifest = store
+        .load_manifest(&gen)
+        .map_err(|e| Damaged(format!("generation {}: {e:#}", gen.id)))?;
     if manifest.generation != gen.id {
         return Err(Damaged(format!(
             "generation {}: its manifest belongs to generation {}",
@@ -167,7 +180,7 @@ pub fn load_chain(
                 ))
                 .into());
             }
-            let (psum, _) = hash_file(&store.gen_dir(&prev.id).join(MANIFEST_FILE))
+            let (psum, _) = hash_file(&store.gen_dir(&prev.id).join(prev.manifest_file()))
                 .map_err(|e| Damaged(format!("generation {}: manifest missing: {e:#}", prev.id)))?;
             if g.parent_manifest_sha256.as_deref() != Some(psum.as_str()) {
                 return Err(Damaged(format!(
@@ -185,7 +198,7 @@ pub fn load_chain(
 /// Restores a generation (with its chain) into `opts.to`, everything the
 /// damage spared; the report names what it did not.
 pub fn restore_report(opts: &RestoreOptions) -> Result<RestoreReport> {
-    let store = Store::new(&opts.from);
+    let store = Store::with_identities(&opts.from, opts.ids.clone());
     let (gen, manifest, chain) = load_chain(&store, opts.generation.as_deref())?;
     let started = std::time::Instant::now();
     // Which records, per file system.
@@ -377,7 +390,8 @@ impl<'a> ArchiveJob<'a> {
         };
         let path = store.gen_dir(&self.gen.id).join(&info.file);
         let where_ = format!("generation {}: archive {}", self.gen.id, info.file);
-        let mut scan = self.extract(&path, ex, progress, report)?;
+        let ids = store.ids_for(self.gen);
+        let mut scan = self.extract(&path, ids, ex, progress, report)?;
         scan.check_stored(&info.sha256, info.bytes);
         report
             .damage
@@ -519,6 +533,7 @@ impl<'a> ArchiveJob<'a> {
     fn extract(
         &mut self,
         path: &Path,
+        ids: Option<&std::sync::Arc<super::seal::Identities>>,
         ex: &mut Extractor,
         progress: &mut Progress,
         report: &mut RestoreReport,
@@ -542,7 +557,7 @@ impl<'a> ArchiveJob<'a> {
         let mut done: std::collections::HashSet<Vec<u8>> = Default::default();
         let mut sums: HashMap<u64, String> = HashMap::new();
         let wanted = &mut self.wanted;
-        let scan = scan_archive(path, |tar, h, rel| {
+        let scan = scan_archive(path, ids, |tar, h, rel| {
             let (rec, dest_rel) = match wanted.remove(rel) {
                 Some(r) => (r, rel.to_vec()),
                 None => match leader_for.get(rel) {
@@ -642,7 +657,7 @@ pub fn restore_plain(
         generation: archive.display().to_string(),
         ..RestoreReport::default()
     };
-    let scan = scan_archive(archive, |tar, h, rel| {
+    let scan = scan_archive(archive, None, |tar, h, rel| {
         ex.extract(tar, h, rel)
             .with_context(|| format!("archive {}: file {}", archive.display(), show(rel)))?;
         report.files += 1;

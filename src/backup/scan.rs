@@ -10,6 +10,7 @@
 //! the entries the damage hit.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::Result;
 
@@ -17,6 +18,7 @@ use super::compress::ArchiveStream;
 use super::extract::normalize;
 use super::fsio;
 use super::manifest::{FileRecord, Kind};
+use super::seal::Identities;
 use super::tar::{show, EntryKind, Header, TarError, TarReader};
 
 pub type Tar = TarReader<ArchiveStream>;
@@ -149,10 +151,11 @@ impl Scan {
 /// frame when there is one. Other errors of `visit` stop the walk.
 pub fn scan_archive(
     path: &Path,
+    ids: Option<&Arc<Identities>>,
     mut visit: impl FnMut(&mut Tar, &Header, &[u8]) -> Result<()>,
 ) -> Result<Scan> {
     let mut scan = Scan::default();
-    let stream = match ArchiveStream::open(path) {
+    let stream = match ArchiveStream::open_with(path, ids) {
         Ok(s) => s,
         Err(e) => {
             scan.damage.push(format!("{e:#}"));

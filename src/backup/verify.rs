@@ -31,6 +31,8 @@ pub struct VerifyOptions {
     /// Where `--deep` restores (a temporary folder inside it).
     pub scratch: Option<PathBuf>,
     pub progress: progress::Mode,
+    /// Opens encrypted generations (`--identity`).
+    pub ids: Option<std::sync::Arc<super::seal::Identities>>,
 }
 
 #[derive(Debug, Default, serde::Serialize)]
@@ -67,8 +69,19 @@ struct Found {
 }
 
 pub fn verify(opts: &VerifyOptions) -> Result<VerifyReport> {
-    let store = Store::new(&opts.from);
+    let store = Store::with_identities(&opts.from, opts.ids.clone());
     let listing = store.scan()?;
+    // Without the identity, nothing of an encrypted generation can be
+    // checked: one clear error, not a report of damage.
+    for g in &listing.good {
+        if opts
+            .generation
+            .as_ref()
+            .map_or(true, |id| g.chain.contains(id) || &g.id == id)
+        {
+            store.need_open(g)?;
+        }
+    }
     let (targets, bad) = match &opts.generation {
         Some(id) => match listing.bad.iter().find(|b| &b.id == id) {
             Some(b) => (Vec::new(), vec![b.clone()]),
@@ -250,7 +263,8 @@ fn check_older(
 ) -> Result<(), String> {
     let mut older: HashMap<&str, Manifest> = HashMap::new();
     for g in &chain[..chain.len() - 1] {
-        let m = Manifest::load(&store.gen_dir(&g.id).join(super::generation::MANIFEST_FILE))
+        let m = store
+            .load_manifest(g)
             .map_err(|e| format!("generation {}: {e:#}", g.id))?;
         older.insert(g.id.as_str(), m);
     }
@@ -313,7 +327,7 @@ fn verify_archive(
             "no archive for {} (manifest does not match)",
             fs.mountpoint
         )),
-        Some(info) => scan_archive(&store.gen_dir(&gen.id).join(&info.file), |tar, h, rel| {
+        Some(info) => scan_archive(&store.gen_dir(&gen.id).join(&info.file), store.ids_for(gen), |tar, h, rel| {
             let Some(rec) = wanted.remove(rel) else {
                 damage.push(format!(
                     "{where_}: file {} is in the archive but not in the manifest (manifest does not match)",
@@ -332,7 +346,8 @@ fn verify_archive(
             match res {
                 // The stream's damage: the scan names it and goes on.
                 Err(_) if tar.get_ref().pending_damage().is_some() => {
-                    anyhow::bail!("damaged data")
+                    let what = tar.get_ref().pending_damage().unwrap_or_default();
+                    anyhow::bail!("damaged data ({what})")
                 }
                 Err(why) => bad.push((rel.to_vec(), why)),
                 Ok(()) => report.files_checked += 1,
@@ -423,6 +438,7 @@ fn deep(store: &Store, id: &str, opts: &VerifyOptions) -> Result<()> {
         no_same_owner: false,
         no_devices: false,
         progress: opts.progress,
+        ids: opts.ids.clone(),
     })?;
     let (_, manifest, _) = load_chain(store, Some(id))?;
     for fs in &manifest.filesystems {

@@ -1,6 +1,7 @@
 //! `lifeboat backup create|list|verify|restore`.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
@@ -9,6 +10,7 @@ use crate::backup::dest::Destination;
 use crate::backup::generation::Outcome;
 use crate::backup::progress::Mode;
 use crate::backup::retention::Policy;
+use crate::backup::seal::Identities;
 use crate::backup::walk::Excludes;
 use crate::backup::{self, Compression, Store};
 use crate::config::Config;
@@ -178,6 +180,12 @@ pub struct CreateArgs {
     #[arg(long, value_name = "OPTS")]
     pub mount_options: Option<String>,
 
+    /// Encrypt the generation to this age recipient (age1..., ssh-ed25519
+    /// ..., ssh-rsa ...) or file of recipients, one per line (repeatable;
+    /// replaces backup.encrypt_to). Reading it back needs --identity.
+    #[arg(long, value_name = "RECIPIENT_OR_FILE")]
+    pub encrypt_to: Vec<String>,
+
     /// Print a JSON summary on stdout.
     #[arg(long)]
     pub json: bool,
@@ -198,6 +206,12 @@ pub struct ListArgs {
     /// backup.mount_options].
     #[arg(long, value_name = "OPTS")]
     pub mount_options: Option<String>,
+
+    /// age identity (or unprotected OpenSSH private key) that opens
+    /// encrypted generations: shows their mount points too. Without it an
+    /// encrypted generation shows its clear metadata only.
+    #[arg(long, value_name = "FILE")]
+    pub identity: Option<PathBuf>,
 
     /// Print JSON on stdout.
     #[arg(long)]
@@ -222,6 +236,11 @@ pub struct VerifyArgs {
     /// Where --deep restores [default: /var/tmp].
     #[arg(long, value_name = "DIR")]
     pub scratch: Option<PathBuf>,
+
+    /// age identity file (or unprotected OpenSSH private key) that opens
+    /// encrypted generations. Keep it off the backed-up server.
+    #[arg(long, value_name = "FILE")]
+    pub identity: Option<PathBuf>,
 
     /// Options for mounting an NFS or CIFS folder [default:
     /// backup.mount_options].
@@ -279,6 +298,11 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub no_devices: bool,
 
+    /// age identity file (or unprotected OpenSSH private key) that opens
+    /// encrypted generations. Keep it off the backed-up server.
+    #[arg(long, value_name = "FILE")]
+    pub identity: Option<PathBuf>,
+
     /// Options for mounting an NFS or CIFS folder [default:
     /// backup.mount_options].
     #[arg(long, value_name = "OPTS")]
@@ -305,6 +329,12 @@ pub fn run(cmd: BackupCmd, cfg: &Config) -> Result<u8> {
                          deduplicates every snapshot against the others"
                     );
                 }
+                if !a.encrypt_to.is_empty() {
+                    bail!(
+                        "--encrypt-to is for backup folders: a restic or Borg repository is \
+                         encrypted by the engine with its own password"
+                    );
+                }
                 a.exclude = if a.exclude.is_empty() {
                     b.excludes.value.clone()
                 } else {
@@ -321,6 +351,9 @@ pub fn run(cmd: BackupCmd, cfg: &Config) -> Result<u8> {
                 a.exclude = b.excludes.value.clone();
             }
             let policy = a.rules.policy(a.keep, cfg);
+            if a.encrypt_to.is_empty() {
+                a.encrypt_to = b.encrypt_to.value.clone();
+            }
             a.mount_options = a.mount_options.or(b.mount_options.value.clone());
             let every = backup::create::FullEvery {
                 count: b.full_every.value.0,
@@ -490,6 +523,7 @@ fn create(
         hooks: cfg.hooks.hooks(),
         snapshot: a.snapshot,
         progress: mode(a.quiet || a.json),
+        encrypt_to: backup::seal::Recipients::optional(&a.encrypt_to)?,
     })?;
     let g = &rep.generation;
     if a.json {
@@ -550,9 +584,15 @@ fn create(
     Ok(if g.result == Outcome::Partial { 1 } else { 0 })
 }
 
+/// The identities of `--identity`, if given.
+fn identities(file: Option<&Path>) -> Result<Option<Arc<Identities>>> {
+    file.map(|f| Identities::load(f).map(Arc::new)).transpose()
+}
+
 fn list(a: ListArgs, from: &str) -> Result<u8> {
+    let ids = identities(a.identity.as_deref())?;
     let dest = Destination::open(from, a.mount_options.as_deref(), false)?;
-    let store = Store::new(&dest.path);
+    let store = Store::with_identities(&dest.path, ids);
     let listing = store.scan()?;
     let gens = &listing.good;
     // Unreadable generations are listed (damaged) and make the exit 1.
@@ -608,6 +648,22 @@ fn list(a: ListArgs, from: &str) -> Result<u8> {
             },
             verified
         );
+        if let Some(e) = &g.encryption {
+            let names = if store.ids.is_none() {
+                " (names need --identity)"
+            } else {
+                ""
+            };
+            println!("  encrypted to {}{names}", e.recipients.join(", "));
+            for ar in &g.archives {
+                println!(
+                    "  {:<24} {:>10}  {}",
+                    ar.file,
+                    human_bytes(ar.bytes),
+                    ar.mountpoint
+                );
+            }
+        }
     }
     for b in &listing.bad {
         println!(
@@ -661,6 +717,7 @@ fn verify(a: VerifyArgs, from: &str, cfg: &Config) -> Result<u8> {
 }
 
 fn verify_report(a: VerifyArgs, from: &str) -> Result<backup::VerifyReport> {
+    let ids = identities(a.identity.as_deref())?;
     let dest = Destination::open(from, a.mount_options.as_deref(), false)?;
     backup::verify(&backup::VerifyOptions {
         from: dest.path.clone(),
@@ -668,6 +725,7 @@ fn verify_report(a: VerifyArgs, from: &str) -> Result<backup::VerifyReport> {
         deep: a.deep,
         scratch: a.scratch,
         progress: mode(a.quiet || a.json),
+        ids,
     })
 }
 
@@ -690,6 +748,7 @@ fn damage_lines(rep: &backup::VerifyReport) -> Vec<String> {
 }
 
 fn restore(a: RestoreArgs, from: &str) -> Result<u8> {
+    let ids = identities(a.identity.as_deref())?;
     let local = PathBuf::from(from);
     let rep = if !from.contains("://") && local.is_file() {
         if !a.path.is_empty() || a.generation.is_some() || a.at.is_some() {
@@ -721,6 +780,7 @@ fn restore(a: RestoreArgs, from: &str) -> Result<u8> {
             no_same_owner: a.no_same_owner,
             no_devices: a.no_devices,
             progress: mode(a.quiet || a.json),
+            ids,
         });
         match res {
             Ok(rep) => rep,

@@ -25,6 +25,11 @@ pub struct Source {
     /// RFC 3339 [default: the newest].
     #[arg(long, value_name = "TIME")]
     pub at: Option<String>,
+    /// age identity (or unprotected OpenSSH private key) of an encrypted
+    /// backup [default: `identity` in the answers file, else asked on the
+    /// terminal]. The rescue image never holds it.
+    #[arg(long, value_name = "FILE")]
+    pub identity: Option<PathBuf>,
 
     /// Put the old disk OLD (path, name, serial or WWN) on the new disk NEW
     /// (repeatable), e.g. --map /dev/sda=/dev/nvme0n1.
@@ -136,6 +141,7 @@ fn options(s: Source, cfg: &crate::config::Config) -> recover::Options {
         engine: crate::backup::engine::Settings::from_config(cfg),
         layout: s.layout,
         backup: s.backup,
+        identity: s.identity,
         maps: s.map,
         nic_maps: s.map_nic,
         firmware: s.firmware.unwrap_or_default(),

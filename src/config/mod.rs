@@ -170,6 +170,8 @@ pub struct BackupConfig {
     pub destination: Setting<Option<String>>,
     pub mount_options: Setting<Option<String>>,
     pub excludes: Setting<Vec<String>>,
+    /// age recipients (or files of them) every generation is encrypted to.
+    pub encrypt_to: Setting<Vec<String>>,
     pub compression: Setting<Choice<crate::backup::Compression>>,
     pub level: Setting<Option<Level>>,
     pub threads: Setting<Option<Count<1>>>,
@@ -362,6 +364,7 @@ impl Default for Config {
                 destination: Setting::new(None),
                 mount_options: Setting::new(None),
                 excludes: Setting::new(Vec::new()),
+                encrypt_to: Setting::new(Vec::new()),
                 compression: Setting::new(Choice(crate::backup::Compression::Zstd)),
                 level: Setting::new(None),
                 threads: Setting::new(None),
@@ -469,6 +472,7 @@ impl Config {
         f("backup.destination", &mut b.destination)?;
         f("backup.mount_options", &mut b.mount_options)?;
         f("backup.excludes", &mut b.excludes)?;
+        f("backup.encrypt_to", &mut b.encrypt_to)?;
         f("backup.compression", &mut b.compression)?;
         f("backup.level", &mut b.level)?;
         f("backup.threads", &mut b.threads)?;

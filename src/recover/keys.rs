@@ -98,6 +98,26 @@ impl Keys {
     }
 }
 
+/// The identity that opens an encrypted backup: the file given (option or
+/// answers file), else typed on the terminal when `interactive`.
+pub fn identity(
+    file: Option<&Path>,
+    interactive: bool,
+) -> Result<std::sync::Arc<crate::backup::seal::Identities>> {
+    use crate::backup::seal::Identities;
+    let ids = match file {
+        Some(f) => Identities::load(f)?,
+        None if interactive => {
+            let line = ask("The backup is encrypted. Identity (AGE-SECRET-KEY-1..., not shown): ")?;
+            Identities::parse(line.trim().as_bytes(), "the typed identity")?
+        }
+        None => bail!(
+            "the backup is encrypted: put its identity on the job disk and name it in recover.toml (identity = \"backup.key\"), or give --identity FILE"
+        ),
+    };
+    Ok(std::sync::Arc::new(ids))
+}
+
 /// Reads a passphrase twice from the terminal without echo.
 fn ask_twice(prompt: &str) -> Result<String> {
     let first = ask(&format!("{prompt}: "))?;

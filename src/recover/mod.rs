@@ -42,6 +42,8 @@ pub const MEDIUM_DIR: &str = "/run/lifeboat/medium";
 pub struct Options {
     pub layout: Option<PathBuf>,
     pub backup: Option<String>,
+    /// Identity of an encrypted backup (`--identity`).
+    pub identity: Option<PathBuf>,
     pub maps: Vec<String>,
     /// `--map-nic OLD=NEW`.
     pub nic_maps: Vec<String>,
@@ -79,6 +81,7 @@ impl Default for Options {
         Options {
             layout: None,
             backup: None,
+            identity: None,
             maps: Vec::new(),
             nic_maps: Vec::new(),
             firmware: Default::default(),
@@ -120,6 +123,9 @@ pub struct Answers {
     pub firmware: Option<plan::firmware::FirmwareChoice>,
     /// Passphrase file for every LUKS container.
     pub key_file: Option<String>,
+    /// Identity of an encrypted backup, relative to the answers file (on
+    /// the job disk, never in the rescue image).
+    pub identity: Option<String>,
     /// Passphrase files per LUKS UUID or mapping name.
     #[serde(default)]
     pub keys: BTreeMap<String, String>,
@@ -234,12 +240,20 @@ pub fn prepare(opts: &Options) -> Result<Prepared> {
             let p = Path::new(MEDIUM_DIR).join(crate::rescue::ISO_BACKUP_DIR);
             p.is_dir().then(|| p.display().to_string())
         });
+    let identity = opts.identity.clone().or_else(|| {
+        answers
+            .identity
+            .as_ref()
+            .map(|i| PathBuf::from(resolve_relative(base, i)))
+    });
+    let provide = || keys::identity(identity.as_deref(), !opts.unattended);
     let backup = match &backup_spec {
         Some(spec) => Some(restore::Backup::open_pick(
             spec,
             answers.generation.as_deref(),
             opts.at.as_deref(),
             &opts.engine,
+            &provide,
         )?),
         None => None,
     };

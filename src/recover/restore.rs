@@ -5,20 +5,54 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::backup::dest::Destination;
 use crate::backup::engine;
 use crate::backup::generation::{Generation, Store};
 use crate::backup::manifest::Manifest;
+use crate::backup::seal::{Expect, Identities};
 use crate::backup::{progress, restore, RestoreOptions};
+use std::sync::Arc;
+
+/// The layout of an encrypted generation, decrypted into a private file.
+fn decrypted_layout(
+    store: &Store,
+    g: &Generation,
+    ids: &Identities,
+) -> Result<tempfile::NamedTempFile> {
+    use std::io::Write;
+    let name = g.sealed_name(crate::backup::generation::LAYOUT_FILE);
+    let path = store.gen_dir(&g.id).join(&name);
+    let data = crate::util::read_regular(&path, &name, 64 << 20)?;
+    let clear = ids.open(
+        &data,
+        &format!("layout of generation {}", g.id),
+        Expect::Opened,
+    )?;
+    let dir = if Path::new("/run").is_dir() {
+        PathBuf::from("/run")
+    } else {
+        std::env::temp_dir()
+    };
+    let mut f = tempfile::Builder::new()
+        .prefix(".lifeboat-layout-")
+        .suffix(".json")
+        .tempfile_in(dir)
+        .context("creating a private copy of the layout")?;
+    f.write_all(&clear)
+        .context("writing a private copy of the layout")?;
+    Ok(f)
+}
 
 /// A backup opened for recovery: its newest generation with its chain.
 pub struct Backup {
     from: From,
     generation: Generation,
     manifest: Manifest,
+    /// The decrypted layout of an encrypted generation (private, in /run).
+    layout_copy: Option<tempfile::NamedTempFile>,
 }
 
 /// Where a backup lives: a backup folder, or a restic/Borg repository
@@ -81,20 +115,24 @@ impl Backup {
     /// Opens generation `id` (the newest when `None`) of a backup;
     /// `settings` are the credentials of a restic/Borg repository.
     pub fn open_at(spec: &str, id: Option<&str>, settings: &engine::Settings) -> Result<Backup> {
-        Backup::open_pick(spec, id, None, settings)
+        Backup::open_pick(spec, id, None, settings, &|| {
+            bail!("the backup is encrypted: give --identity FILE")
+        })
     }
 
     /// Opens generation `id`, else the newest started at or before `at`
-    /// (`--at`, saying which on stdout), else the newest.
+    /// (`--at`, saying which on stdout), else the newest; `identity` is
+    /// asked for the identity only when the generation is encrypted.
     pub fn open_pick(
         spec: &str,
         id: Option<&str>,
         at: Option<&str>,
         settings: &engine::Settings,
+        identity: &dyn Fn() -> Result<Arc<Identities>>,
     ) -> Result<Backup> {
         if engine::Repo::split(spec).is_some() {
             if at.is_some() {
-                anyhow::bail!(
+                bail!(
                     "--at works on backup folders only; for the repository {spec} name the \
                      generation (lifeboat backup list --from {spec})"
                 );
@@ -102,7 +140,7 @@ impl Backup {
             return Backup::open_repository(spec, id, settings);
         }
         let dest = Destination::open(spec, None, false)?;
-        let store = Store::new(&dest.path);
+        let mut store = Store::new(&dest.path);
         let picked = match (id, at) {
             (None, Some(at)) => {
                 let (g, line) = store.pick_at(at)?;
@@ -111,12 +149,20 @@ impl Backup {
             }
             _ => id.map(String::from),
         };
+        if store.pick(picked.as_deref())?.encryption.is_some() {
+            store = Store::with_identities(&dest.path, Some(identity()?));
+        }
         let (generation, manifest, _) = restore::load_chain(&store, picked.as_deref())
             .with_context(|| format!("reading the backup in {spec}"))?;
+        let layout_copy = match (&store.ids, generation.has_layout) {
+            (Some(ids), true) => Some(decrypted_layout(&store, &generation, ids)?),
+            _ => None,
+        };
         Ok(Backup {
             from: From::Folder { dest, store },
             generation,
             manifest,
+            layout_copy,
         })
     }
 
@@ -141,6 +187,7 @@ impl Backup {
             from: From::Repository { repo, meta, layout },
             generation: loaded.generation,
             manifest: loaded.manifest,
+            layout_copy: None,
         })
     }
 
@@ -158,6 +205,9 @@ impl Backup {
 
     /// The layout stored with the generation.
     pub fn layout_path(&self) -> Option<PathBuf> {
+        if let Some(t) = &self.layout_copy {
+            return Some(t.path().to_path_buf());
+        }
         let p = match &self.from {
             From::Folder { store, .. } => store.gen_dir(&self.generation.id).join("layout.json"),
             From::Repository { layout, .. } => layout.as_ref()?.path().join("layout.json"),
@@ -224,8 +274,8 @@ impl Backup {
                 warnings: vec!["dry run: nothing restored".into()],
             });
         }
-        let dest = match &self.from {
-            From::Folder { dest, .. } => dest,
+        let (dest, store) = match &self.from {
+            From::Folder { dest, store } => (dest, store),
             From::Repository { repo, meta, .. } => return self.restore_engine(repo, meta, root),
         };
         let report = restore(&RestoreOptions {
@@ -238,6 +288,7 @@ impl Backup {
             no_same_owner: false,
             no_devices: false,
             progress: progress::Mode::Auto,
+            ids: store.ids.clone(),
         })?;
         Ok(RestoreSummary {
             generation: report.generation,

@@ -326,6 +326,23 @@ pub const ISO_BACKUP_DIR: &str = "backup";
 /// into the ISO's backup folder.
 fn backup_grafts(dir: &Path) -> Result<Vec<(PathBuf, String)>> {
     let store = crate::backup::Store::new(dir);
+    let newest = store
+        .pick(None)
+        .with_context(|| format!("--include-backup {}", dir.display()))?;
+    if newest.encryption.is_some() {
+        // The image never holds the identity: the chain goes on as stored
+        // (its clear generation.json names it) and recovery asks for the key.
+        log::info!(
+            "including encrypted backup generation {} ({} generations in its chain) on the ISO; its identity is not included: give it at recovery (--identity, the job disk or the prompt)",
+            newest.id,
+            newest.chain.len()
+        );
+        return Ok(newest
+            .chain
+            .iter()
+            .map(|id| (store.gen_dir(id), format!("{ISO_BACKUP_DIR}/{id}")))
+            .collect());
+    }
     let (newest, _, chain) = crate::backup::restore::load_chain(&store, None)
         .with_context(|| format!("--include-backup {}", dir.display()))?;
     log::info!(

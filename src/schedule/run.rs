@@ -215,6 +215,8 @@ fn backup_options(cfg: &Config, layout_path: &Path, dest: &Path) -> Result<backu
             age: cfg.backup.full_every_age.value.map(|d| d.0),
         },
         progress: backup::progress::Mode::Quiet,
+        encrypt_to: backup::seal::Recipients::optional(&cfg.backup.encrypt_to.value)
+            .with_context(|| format!("backup.encrypt_to ({})", cfg.backup.encrypt_to.source))?,
     })
 }
 

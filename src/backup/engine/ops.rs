@@ -324,6 +324,7 @@ fn store_meta(
             Outcome::Ok
         },
         warnings,
+        encryption: None,
     };
     gen.finished_at = crate::util::rfc3339(crate::util::now_epoch());
     gen.duration_seconds = run
