@@ -24,7 +24,10 @@
 # the job writes, default 0 + 64 MiB), BOOT_CHECK_TIMEOUT (seconds, default
 # 600), BOOT_CHECK_SMP
 # (vCPUs, default 2), BOOT_CHECK_MEMORY (MiB, default 1024), BOOT_CHECK_SECTOR
-# (logical and physical sector size of the system disk: 4096 for 4K-native).
+# (logical and physical sector size of the system disk: 4096 for 4K-native),
+# BOOT_CHECK_NETDEV and BOOT_CHECK_NIC (a network interface instead of none:
+# the -netdev and -device arguments, e.g. "user,id=n0,hostfwd=..." and
+# "virtio-net-pci,netdev=n0,mac=...,addr=0x7").
 #
 # Exit codes: 0 the job ran and job.rc is 0; 1 the job ran and failed;
 # 3 no result: the system did not boot, run the job or power off in time
@@ -86,8 +89,13 @@ mkfs.ext4 -q -F -L LIFEBOAT-JOB -d "$out/job-src" "$out/job.img" "${job_mib}M" >
 rm -rf "$out/job-src"
 
 args=(-accel tcg -machine q35 -smp "$smp" -m "$memory"
-    -display none -monitor none -no-reboot -nic none
+    -display none -monitor none -no-reboot
     -serial "file:$out/serial.log")
+if [ -n "${BOOT_CHECK_NIC:-}" ]; then
+    args+=(-netdev "${BOOT_CHECK_NETDEV:?BOOT_CHECK_NIC needs BOOT_CHECK_NETDEV}" -device "$BOOT_CHECK_NIC")
+else
+    args+=(-nic none)
+fi
 bootindex=""
 if [ "$firmware" = uefi ]; then
     for f in /usr/share/OVMF/OVMF_CODE_4M.fd /usr/share/OVMF/OVMF_VARS_4M.fd; do

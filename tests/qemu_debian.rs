@@ -29,9 +29,22 @@ fn mount<'a>(log: &'a str, target: &str) -> Option<(&'a str, &'a str)> {
     })
 }
 
+/// The mounts of the system as built: (target, source, fstype).
+const MOUNTS: [(&str, &str, &str); 4] = [
+    ("/", "/dev/mapper/vg0-root", "ext4"),
+    ("/home", "/dev/mapper/vg0-home", "xfs"),
+    ("/boot", "/dev/vda3", "ext4"),
+    ("/boot/efi", "/dev/vda2", "vfat"),
+];
+
 /// Everything the job output must show for either firmware; returns the
 /// problems found.
 fn check_common(firmware: &str, c: &Check) -> Vec<String> {
+    check_common_with(firmware, c, &MOUNTS)
+}
+
+/// [`check_common`] with the mounts `want` instead of the built system's.
+fn check_common_with(firmware: &str, c: &Check, want: &[(&str, &str, &str)]) -> Vec<String> {
     let mut problems = Vec::new();
     let log = &c.job_log;
     let mut expect = |ok: bool, what: String| {
@@ -51,13 +64,7 @@ fn check_common(firmware: &str, c: &Check) -> Vec<String> {
         cmdline.contains("root=/dev/mapper/vg0-root") && cmdline.contains("console=ttyS0,115200n8"),
         format!("kernel command line {cmdline:?}"),
     );
-    let want = [
-        ("/", "/dev/mapper/vg0-root", "ext4"),
-        ("/home", "/dev/mapper/vg0-home", "xfs"),
-        ("/boot", "/dev/vda3", "ext4"),
-        ("/boot/efi", "/dev/vda2", "vfat"),
-    ];
-    for (target, source, fstype) in want {
+    for &(target, source, fstype) in want {
         expect(
             mount(log, target) == Some((source, fstype)),
             format!(
@@ -91,7 +98,12 @@ fn check_common(firmware: &str, c: &Check) -> Vec<String> {
 /// What the UEFI boot must show beyond the common checks: the firmware booted
 /// the NVRAM entry "debian" that grub-install created.
 fn check_uefi(c: &Check) -> Vec<String> {
-    let mut problems = check_common("uefi", c);
+    check_uefi_with(c, &MOUNTS)
+}
+
+/// [`check_uefi`] with the mounts `want`.
+fn check_uefi_with(c: &Check, want: &[(&str, &str, &str)]) -> Vec<String> {
+    let mut problems = check_common_with("uefi", c, want);
     match boot_current(&c.job_log) {
         Some((_, entry))
             if entry.starts_with("debian") && entry.contains("\\EFI\\debian\\grubx64.efi") => {}
@@ -569,4 +581,501 @@ fn checks_pass_a_real_boot_and_catch_broken_ones() {
     assert!(check_bios(&check(&good))
         .iter()
         .any(|p| p.contains("booted under UEFI")));
+}
+
+/// Shell lines for the source job that turn the running Debian system (GPT,
+/// booted under SeaBIOS) into a BIOS-only one, as a server installed for
+/// BIOS is: an MBR (signature 1a2b3c4d) holding /boot and the LVM PV as
+/// partitions 3 and 4 where they were (the kernel's view stays true, no
+/// reboot), no ESP, no GRUB x86_64-efi in /boot/grub, GRUB i386-pc in the
+/// MBR gap, /boot mounted by its MBR-form PARTUUID. Then a static address
+/// on the one NIC with systemd-networkd.
+const MAKE_BIOS_ONLY: &str = r#"# The built image's / is 0700 (the host's mktemp -d tree): services that
+# run as their own user (systemd-networkd) cannot start (200/CHDIR).
+chmod 0755 /
+boot_dev=$(findmnt -no SOURCE /boot)
+disk=/dev/$(lsblk -no PKNAME "$boot_dev")
+[ "$boot_dev" = "${disk}3" ] || { echo "/boot is $boot_dev, not ${disk}3"; exit 1; }
+umount /boot/efi
+sed -i -E '/[[:space:]]\/boot\/efi[[:space:]]/d' /etc/fstab
+sed -i -E 's|^UUID=[^[:space:]]+([[:space:]]+/boot[[:space:]])|PARTUUID=1a2b3c4d-03\1|' /etc/fstab
+rm -rf /boot/grub/x86_64-efi
+wipefs -q -a "${disk}2"
+part() { cat "/sys/class/block/${disk#/dev/}$1/$2"; }
+printf 'label: dos\nlabel-id: 0x1a2b3c4d\n%s3 : start=%s, size=%s, type=83\n%s4 : start=%s, size=%s, type=8e\n' \
+    "$disk" "$(part 3 start)" "$(part 3 size)" "$disk" "$(part 4 start)" "$(part 4 size)" |
+    sfdisk -q --force --no-reread --no-tell-kernel --wipe always "$disk"
+partx -d --nr 1:2 "$disk"
+systemctl daemon-reload
+grub-install --target=i386-pc "$disk"
+update-grub
+echo "== bios-only"
+sfdisk -d "$disk"
+grep -E '[[:space:]]/boot[[:space:]]' /etc/fstab
+nic=$(for n in /sys/class/net/*; do [ -e "$n/device" ] && basename "$n"; done | head -n 1)
+[ -n "$nic" ] || { echo "no network interface"; exit 1; }
+printf '[Match]\nName=%s\n\n[Network]\nAddress=10.0.2.50/24\nGateway=10.0.2.2\n' "$nic" \
+    > /etc/systemd/network/20-wired.network
+systemctl enable systemd-networkd
+systemctl restart systemd-networkd
+"#;
+
+/// Shell lines for the recovered system: the checks, then wait for the old
+/// address and answer one connection on it (port 7000). The system has no
+/// iproute2: busybox's `ip`.
+const CHECK_RECOVERED: &str = r#"sha256sum --quiet -c "$here/sums.txt" > "$here/sums-check.txt" 2>&1
+lifeboat layout save -o "$here/after.json" --exclude-disk "$(findmnt -no SOURCE "$here")"
+echo "== fstab"
+grep -v '^#' /etc/fstab
+for _ in $(seq 300); do busybox ip -4 -o addr show | grep -q ' inet 10\.0\.2\.50/24 ' && break; sleep 1; done
+echo "== ip link"
+busybox ip -o link show
+echo "== ip addr"
+busybox ip -4 -o addr show
+echo "== answering on 10.0.2.50:7000"
+echo "lifeboat-nic-ok $(hostname)" | timeout 900 busybox nc -l -p 7000
+"#;
+
+/// Shell lines that make the recovered (UEFI) system UEFI-only for the way
+/// back: GRUB's i386-pc files gone from /boot/grub; its disk has no BIOS
+/// boot partition and no boot code already.
+const MAKE_UEFI_ONLY: &str = "rm -rf /boot/grub/i386-pc\necho \"== uefi-only\"\n";
+
+/// The source job's checksums: fstab is rewritten by a conversion and the
+/// initramfs may be regenerated; /boot/grub is GRUB's to rewrite.
+const SUMS: &str = "find /etc /home /usr/bin /boot -xdev -type f ! -path '/boot/grub/*' \
+     ! -path /etc/fstab ! -path '/boot/initrd.img-*' -print0 \\\n\
+     | sort -z | xargs -0 sha256sum > \"$here/sums.txt\"";
+
+/// The MAC addresses of the source's NIC and of the new machine's.
+const OLD_MAC: &str = "52:54:00:00:00:0a";
+const NEW_MAC: &str = "52:54:00:00:00:0b";
+
+/// Connects to `port` on the host's loopback until a line starting with
+/// `lifeboat-nic-ok` comes back or `stop` is set; returns that line.
+fn wait_for_answer(port: u16, stop: &std::sync::atomic::AtomicBool) -> Option<String> {
+    use std::io::Read;
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+    while !stop.load(Ordering::Relaxed) {
+        if let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            let _ = c.set_read_timeout(Some(Duration::from_secs(10)));
+            let mut got = Vec::new();
+            let _ = c.read_to_end(&mut got);
+            let text = String::from_utf8_lossy(&got).trim().to_string();
+            if text.starts_with("lifeboat-nic-ok") {
+                return Some(text);
+            }
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    None
+}
+
+/// A free TCP port on the host's loopback.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind(("127.0.0.1", 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The identities of [`identities`] that a firmware conversion keeps: not
+/// the partition table's (an MBR becomes GPT, a partition is added), not
+/// the ESP's (new on the way to UEFI).
+fn kept_identities(l: &lifeboat::layout::Layout) -> Vec<String> {
+    identities(l)
+        .into_iter()
+        .filter(|i| !i.starts_with("gpt ") && !i.starts_with("part ") && !i.starts_with("fs vfat"))
+        .collect()
+}
+
+/// The source under SeaBIOS, made BIOS-only ([`MAKE_BIOS_ONLY`]), with a
+/// NIC (`OLD_MAC`, PCI slot 5): layout, backup and an unattended rescue ISO.
+/// Returns its layout and its NIC as recorded.
+fn bios_only_source(
+    s: &Scratch,
+    built: &Built,
+) -> (lifeboat::layout::Layout, lifeboat::layout::NetInterface) {
+    use lifeboat::layout::{Firmware as Fw, PartitionTable};
+    let job = job_dir(
+        &s.join("job1"),
+        &format!(
+            "{MAKE_BIOS_ONLY}{}",
+            source_job_script(
+                "--append lifeboat.recover=auto --append lifeboat.poweroff",
+                SUMS
+            )
+        ),
+    );
+    let source = boot_check_env(
+        &built.image,
+        None,
+        "bios",
+        &job,
+        2500,
+        &s.join("source"),
+        &[
+            ("BOOT_CHECK_NETDEV", "user,id=n0,restrict=on".into()),
+            (
+                "BOOT_CHECK_NIC",
+                format!("virtio-net-pci,netdev=n0,mac={OLD_MAC},addr=0x5"),
+            ),
+        ],
+    );
+    let problems = check_bios(&source);
+    assert!(
+        problems.is_empty() && source.job_log.contains("== lifeboat job done"),
+        "the source job failed: {problems:?}\n{}\n{}",
+        tail(&source.job_log, 60),
+        tail(&source.serial, 30)
+    );
+    let src = lifeboat::layout::Layout::load(&s.join("source/job/layout.json")).unwrap();
+    let sys = src.disks.iter().find(|d| d.needed).unwrap();
+    assert!(
+        matches!(&sys.partition_table, Some(PartitionTable::Mbr(m)) if m.disk_signature == 0x1a2b3c4d),
+        "the source is not on the MBR: {:?}",
+        sys.partition_table
+    );
+    assert_eq!(src.boot.firmware, Fw::Bios);
+    assert!(src.boot.esps.is_empty(), "{:?}", src.boot.esps);
+    let nic = src
+        .network
+        .iter()
+        .find(|n| n.mac == OLD_MAC)
+        .unwrap_or_else(|| panic!("no NIC {OLD_MAC} in the layout: {:?}", src.network))
+        .clone();
+    (src, nic)
+}
+
+/// The rescue ISO of the job in `source` (its job disk relabelled for the
+/// rescue) booted under `firmware` on a blank 8 GiB disk `NAME.img`, with
+/// the new NIC: recovers unattended and powers off. Returns the disk and
+/// recover.log, after checking that recovery completed with `lines`.
+fn rescue_onto_blank(
+    s: &Scratch,
+    source: &str,
+    name: &str,
+    firmware: Firmware,
+    lines: &[&str],
+) -> (PathBuf, String) {
+    let iso = s.join(source).join("job/rescue/lifeboat-rescue.iso");
+    let job_img = s.join(source).join("job.img");
+    sh(&format!("e2label '{}' LIFEBOAT-AUTO", job_img.display()));
+    let target = blank_disk(&s.join(format!("{name}.img")), 8192);
+    let run = Vm::new(Boot::Cdrom(iso), &s.join(format!("{name}-serial.log")))
+        .firmware(firmware)
+        .nic(
+            "user,id=n0,restrict=on",
+            &format!("virtio-net-pci,netdev=n0,mac={NEW_MAC},addr=0x7"),
+        )
+        .disk(Disk::virtio(&target).serial("NEW-DISK"))
+        .disk(Disk::virtio(&job_img).serial("JOB"))
+        .memory(1536)
+        .timeout(2400)
+        .run();
+    let job = JobDisk { image: job_img };
+    let log = job.file("recover.log").unwrap_or_default();
+    assert!(
+        !run.timed_out,
+        "the rescue did not power off:\n{}",
+        tail(&run.log, 60)
+    );
+    assert_eq!(
+        job.file("recover.rc").as_deref().map(str::trim),
+        Some("0"),
+        "unattended recovery failed:\n{}",
+        tail(&log, 100)
+    );
+    for line in lines.iter().chain(&["recovery complete"]) {
+        assert!(
+            log.contains(line),
+            "recover.log lacks {line:?}:\n{}",
+            tail(&log, 100)
+        );
+    }
+    (target, log)
+}
+
+/// The Debian system made BIOS-only (MBR, no ESP, GRUB i386-pc, /boot by its
+/// MBR PARTUUID; a static address on its NIC), recovered by the unattended
+/// rescue under OVMF onto a blank disk in a machine whose NIC has another
+/// MAC address and PCI slot, then booted under OVMF through the EFI entry
+/// the recovery wrote: MBR converted to GPT, a new ESP, GRUB x86_64-efi
+/// installed by boot::grub_efi, fstab's PARTUUID rewritten, and the old
+/// address answering from the host through QEMU's user network. The same
+/// boot makes the recovered system UEFI-only and its layout, backup and
+/// rescue ISO: that ISO under SeaBIOS recovers it onto another blank disk
+/// (a BIOS boot partition added to the GPT, GRUB i386-pc), which boots
+/// under SeaBIOS.
+#[test]
+fn debian_bios_mbr_to_uefi_and_back_with_a_new_nic() {
+    assert!(
+        nix_is_root(),
+        "this test builds and boots a Debian disk: run it as root (scripts/test.sh qemu)"
+    );
+    let s = Scratch::new("qemu-debian-firmware");
+    let built = build_debian(&s.join("image"));
+    let (src, old_nic) = bios_only_source(&s, &built);
+
+    let vars = fresh_ovmf_vars(&s.join("rescue-vars.fd"));
+    let (target, log) = rescue_onto_blank(
+        &s,
+        "source",
+        "target",
+        Firmware::Uefi {
+            vars: Some(vars.clone()),
+        },
+        &[
+            "firmware: converted to UEFI boot (the rescue system booted under UEFI, the source \
+             under BIOS",
+            "firmware: MBR of /dev/vda converted to GPT with the same partitions (PARTUUIDs \
+             rewritten)",
+            "GRUB x86_64-efi installed as EFI/debian/grubx64.efi and EFI/BOOT/BOOTX64.EFI",
+            "10-lifeboat-",
+        ],
+    );
+
+    // The recovered disk under OVMF with the NVRAM recovery wrote and the
+    // new NIC; the host connects to the old address. Then the way back.
+    std::fs::copy(s.join("source/job/sums.txt"), s.join("sums.txt")).unwrap();
+    let d = job_dir(
+        &s.join("job-uefi"),
+        &format!(
+            "{CHECK_RECOVERED}{MAKE_UEFI_ONLY}{}",
+            source_job_script(
+                "--append lifeboat.recover=auto --append lifeboat.poweroff",
+                SUMS
+            )
+        ),
+    );
+    std::fs::copy(s.join("sums.txt"), d.join("sums.txt")).unwrap();
+    let port = free_port();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let answer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || wait_for_answer(port, &stop))
+    };
+    let uefi = boot_check_env(
+        &target,
+        Some(&vars),
+        "uefi",
+        &d,
+        2500,
+        &s.join("uefi"),
+        &[
+            (
+                "BOOT_CHECK_NETDEV",
+                format!("user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-10.0.2.50:7000"),
+            ),
+            (
+                "BOOT_CHECK_NIC",
+                format!("virtio-net-pci,netdev=n0,mac={NEW_MAC},addr=0x7"),
+            ),
+        ],
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let answer = answer.join().unwrap();
+    let mut problems = check_recovered("uefi", &uefi, &s.join("uefi/job/after.json"), &src);
+    problems.extend(check_network(&uefi.job_log, &old_nic, answer.as_deref()));
+    if !uefi.job_log.contains("== lifeboat job done") {
+        problems.push("uefi: the UEFI-only source job failed".into());
+    }
+    assert!(
+        problems.is_empty(),
+        "{}\n--- job.log:\n{}\n--- serial (tail):\n{}\n--- recover.log (tail):\n{}",
+        problems.join("\n"),
+        uefi.job_log,
+        tail(&uefi.serial, 40),
+        tail(&log, 60)
+    );
+    eprintln!("the host got {answer:?} from the recovered system's old address");
+    back_to_bios(&s, &src);
+}
+
+/// The way back: the UEFI-only system's rescue ISO under SeaBIOS onto a
+/// blank disk, then that disk booted under SeaBIOS.
+fn back_to_bios(s: &Scratch, src: &lifeboat::layout::Layout) {
+    let (target, log) = rescue_onto_blank(
+        s,
+        "uefi",
+        "target-bios",
+        Firmware::Bios,
+        &[
+            "firmware: converted to BIOS boot (the rescue system booted under BIOS, the source \
+             under UEFI",
+            "firmware: new BIOS boot partition",
+            "GRUB i386-pc installed on /dev/vda",
+        ],
+    );
+    std::fs::copy(s.join("uefi/job/sums.txt"), s.join("sums-bios.txt")).unwrap();
+    let d = job_dir(
+        &s.join("job-bios"),
+        "sha256sum --quiet -c \"$here/sums.txt\" > \"$here/sums-check.txt\" 2>&1\n\
+         lifeboat layout save -o \"$here/after.json\" --exclude-disk \"$(findmnt -no SOURCE \"$here\")\"\n\
+         echo \"== fstab\"\ngrep -v '^#' /etc/fstab",
+    );
+    std::fs::copy(s.join("sums-bios.txt"), d.join("sums.txt")).unwrap();
+    let bios = boot_check_env(
+        &target,
+        None,
+        "bios",
+        &d,
+        64,
+        &s.join("bios"),
+        &[
+            ("BOOT_CHECK_NETDEV", "user,id=n0,restrict=on".into()),
+            (
+                "BOOT_CHECK_NIC",
+                format!("virtio-net-pci,netdev=n0,mac={NEW_MAC},addr=0x7"),
+            ),
+        ],
+    );
+    let mut problems = check_recovered("bios", &bios, &s.join("bios/job/after.json"), src);
+    if !bios.job_log.contains("== lifeboat job done") {
+        problems.push("bios: the checks after recovery failed".into());
+    }
+    if let Ok(a) = lifeboat::layout::Layout::load(&s.join("bios/job/after.json")) {
+        if !lifeboat::plan::firmware::boots_under(&a, lifeboat::layout::Firmware::Bios) {
+            problems.push(format!(
+                "bios: no GRUB i386-pc on a disk: {:?}",
+                a.boot.grub
+            ));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "{}\n--- job.log:\n{}\n--- serial (tail):\n{}\n--- recover.log (tail):\n{}",
+        problems.join("\n"),
+        bios.job_log,
+        tail(&bios.serial, 40),
+        tail(&log, 60)
+    );
+}
+
+/// What a recovered, converted system must show under `firmware` ("uefi":
+/// booted through the EFI entry "debian"): the checks of [`check_common`]
+/// with its new ESP at /boot/efi, the identities (layout `after`) of `src` kept, a GPT disk
+/// with an ESP, and /boot mounted by the GPT PARTUUID of partition 3.
+fn check_recovered(
+    firmware: &str,
+    c: &Check,
+    after: &std::path::Path,
+    src: &lifeboat::layout::Layout,
+) -> Vec<String> {
+    let after = lifeboat::layout::Layout::load(after);
+    let mut problems = Vec::new();
+    let esp = after
+        .as_ref()
+        .ok()
+        .and_then(|a| a.boot.esps.first().cloned())
+        .unwrap_or_else(|| "(no ESP in the layout after recovery)".into());
+    let want = [
+        MOUNTS[0],
+        MOUNTS[1],
+        MOUNTS[2],
+        ("/boot/efi", esp.as_str(), "vfat"),
+    ];
+    problems.extend(match firmware {
+        "uefi" => check_uefi_with(c, &want),
+        _ => {
+            let mut p = check_common_with(firmware, c, &want);
+            if section(&c.job_log, "efibootmgr -v") != ["not booted under UEFI"] {
+                p.push(format!("{firmware}: booted under UEFI?"));
+            }
+            p
+        }
+    });
+    match &after {
+        Ok(a) => {
+            if kept_identities(a) != kept_identities(src) {
+                problems.push(format!(
+                    "{firmware}: identities differ:\n{:?}\n{:?}",
+                    kept_identities(a),
+                    kept_identities(src)
+                ));
+            }
+            problems.extend(
+                check_converted(a, &section(&c.job_log, "fstab"))
+                    .into_iter()
+                    .map(|p| format!("{firmware}: {p}")),
+            );
+        }
+        Err(e) => problems.push(format!("{firmware}: no layout after recovery: {e:#}")),
+    }
+    problems
+}
+
+/// The new card (its MAC) carries the old interface's name and address,
+/// and the host got the answer through it.
+fn check_network(
+    log: &str,
+    old: &lifeboat::layout::NetInterface,
+    answer: Option<&str>,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    let link = section(log, "ip link");
+    if !link
+        .iter()
+        .any(|l| l.contains(&format!(" {}:", old.name)) && l.contains(NEW_MAC))
+    {
+        problems.push(format!(
+            "the NIC {NEW_MAC} is not named {}: {link:?}",
+            old.name
+        ));
+    }
+    let addr = section(log, "ip addr");
+    if !addr
+        .iter()
+        .any(|l| l.contains(&format!(" {} ", old.name)) && l.contains(" 10.0.2.50/24 "))
+    {
+        problems.push(format!("{} does not hold 10.0.2.50/24: {addr:?}", old.name));
+    }
+    if answer.is_none() {
+        problems.push("nothing answered on 10.0.2.50:7000 from the host".into());
+    }
+    problems
+}
+
+/// What the conversion must leave: a GPT disk with an EFI system
+/// partition, and fstab mounting /boot by the GPT PARTUUID of partition 3
+/// (the MBR form `1a2b3c4d-03` rewritten) and the ESP at /boot/efi.
+fn check_converted(after: &lifeboat::layout::Layout, fstab: &[&str]) -> Vec<String> {
+    use lifeboat::layout::PartitionTable;
+    let mut problems = Vec::new();
+    let sys = after.disks.iter().find(|d| d.needed);
+    let Some(Some(PartitionTable::Gpt(g))) = sys.map(|d| &d.partition_table) else {
+        return vec![format!(
+            "the recovered disk is not GPT: {:?}",
+            sys.map(|d| &d.partition_table)
+        )];
+    };
+    let want = g
+        .partitions
+        .iter()
+        .find(|p| p.number == 3)
+        .map(|p| format!("PARTUUID={}", p.unique_guid));
+    let field = |mp: &str, n: usize| {
+        fstab
+            .iter()
+            .find(|l| l.split_whitespace().nth(1) == Some(mp))
+            .and_then(|l| l.split_whitespace().nth(n))
+    };
+    if want.is_none() || field("/boot", 0) != want.as_deref() {
+        problems.push(format!(
+            "fstab mounts /boot as {:?}, want {want:?}",
+            field("/boot", 0)
+        ));
+    }
+    if field("/boot/efi", 2) != Some("vfat") {
+        problems.push(format!("fstab has no vfat /boot/efi: {fstab:?}"));
+    }
+    if !g.partitions.iter().any(|p| {
+        p.type_guid
+            .eq_ignore_ascii_case(lifeboat::plan::firmware::ESP_GUID)
+    }) {
+        problems.push("the recovered GPT has no EFI system partition".into());
+    }
+    problems
 }

@@ -306,6 +306,9 @@ pub(super) struct Landing {
     pub esp_sector: u32,
     /// The disk that gets GRUB i386-pc (new path).
     pub bios_disk: Option<String>,
+    /// A disk whose MBR became GPT (new path): no BIOS boot partition, so
+    /// GRUB i386-pc has nowhere to embed its core image there.
+    pub mbr_converted: Option<String>,
     pub notes: Vec<String>,
 }
 
@@ -324,9 +327,11 @@ impl super::Builder<'_> {
                 let (gpt, renames) = mbr_to_gpt(mbr, pair.old_size_bytes, sector);
                 self.renames.extend(renames);
                 self.landing.notes.push(format!(
-                    "MBR of {} converted to GPT with the same partitions (PARTUUIDs rewritten)",
-                    pair.old
+                    "MBR of {} converted to GPT with the same partitions (PARTUUIDs rewritten); \
+                     GRUB i386-pc is not installed on {} (no BIOS boot partition)",
+                    pair.old, pair.new
                 ));
+                self.landing.mbr_converted = Some(pair.new.clone());
                 PartitionTable::Gpt(gpt)
             }
             _ => table.clone(),
@@ -484,7 +489,8 @@ pub(super) fn migrate_step(
 }
 
 /// Adds what the migration installs to the boot loader step: the BIOS disk,
-/// or the new ESP with an EFI entry for GRUB. Returns whether GRUB
+/// or the new ESP with an EFI entry for GRUB (and no GRUB i386-pc on a disk
+/// whose MBR became GPT). Returns whether GRUB
 /// x86_64-efi is to be installed.
 pub(super) fn add_boot(
     layout: &Layout,
@@ -498,6 +504,7 @@ pub(super) fn add_boot(
             bios_disks.push(d.clone());
         }
     }
+    bios_disks.retain(|d| landing.mbr_converted.as_ref() != Some(d));
     let Some(esp) = &landing.esp else {
         return false;
     };

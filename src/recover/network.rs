@@ -179,8 +179,14 @@ impl Beneath {
         )
     }
 
+    /// Whether `rel` is there, a symlink included (not followed): Debian's
+    /// `systemd-udevd` is a symlink to `udevadm`.
     fn exists(&self, rel: &str) -> bool {
-        self.at(rel, OFlags::PATH).is_ok()
+        let (dir, name) = rel.rsplit_once('/').unwrap_or((".", rel));
+        self.at(dir, OFlags::PATH | OFlags::DIRECTORY)
+            .is_ok_and(|d| {
+                rustix::fs::statat(&d, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW).is_ok()
+            })
     }
 
     /// Names in folder `rel` (none when it is missing or a symlink).
@@ -351,9 +357,12 @@ mod tests {
             std::fs::write(&p, text).unwrap();
         }
         if udevd {
+            // As Debian 12 has it: /lib -> usr/lib, and systemd-udevd a
+            // symlink to udevadm.
             let p = t.path().join("usr/lib/systemd/systemd-udevd");
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(p, "").unwrap();
+            std::os::unix::fs::symlink("/bin/udevadm", p).unwrap();
+            std::os::unix::fs::symlink("usr/lib", t.path().join("lib")).unwrap();
         }
         t
     }

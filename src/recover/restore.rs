@@ -80,6 +80,27 @@ pub struct RestoreSummary {
     pub warnings: Vec<String>,
 }
 
+/// Whether `manifest` holds `abs` (an absolute path in the backed-up
+/// system) as something other than a folder, or anything below it: an
+/// empty folder is not what a check for GRUB's modules wants to find. Each
+/// file system answers for the paths under its mount point.
+pub fn manifest_has_path(manifest: &Manifest, abs: &str) -> bool {
+    use crate::backup::manifest::Kind;
+    let abs = abs.trim_end_matches('/').as_bytes();
+    manifest.filesystems.iter().any(|fs| {
+        let mp = fs.mountpoint.0.as_slice();
+        let mp = if mp == b"/" { &b""[..] } else { mp };
+        let Some(rel) = abs.strip_prefix(mp).and_then(|r| r.strip_prefix(b"/")) else {
+            return false;
+        };
+        fs.entries.iter().any(|e| {
+            let p = e.path.0.as_slice();
+            (p == rel && e.kind != Kind::Dir)
+                || (p.starts_with(rel) && p.get(rel.len()) == Some(&b'/'))
+        })
+    })
+}
+
 impl RestoreSummary {
     pub fn ok(&self) -> bool {
         self.files > 0 || self.bytes == 0
@@ -233,18 +254,7 @@ impl Backup {
     /// Whether the backup holds `abs` (an absolute path in the backed-up
     /// system), as a file or a folder with something in it.
     pub fn has_path(&self, abs: &str) -> bool {
-        let abs = abs.as_bytes();
-        self.manifest.filesystems.iter().any(|fs| {
-            let mp = fs.mountpoint.as_bytes();
-            let mp = if mp == b"/" { &b""[..] } else { mp };
-            let Some(rel) = abs.strip_prefix(mp).and_then(|r| r.strip_prefix(b"/")) else {
-                return false;
-            };
-            fs.entries.iter().any(|e| {
-                let p = e.path.as_bytes();
-                p == rel || (p.starts_with(rel) && p.get(rel.len()) == Some(&b'/'))
-            })
-        })
+        manifest_has_path(&self.manifest, abs)
     }
 
     /// The kernel name of the block device holding the backup (`sdb1`), if
@@ -325,5 +335,89 @@ impl Backup {
             seconds: r.seconds,
             warnings: Vec::new(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backup::manifest::{FileRecord, FsManifest, Kind, PathBytes};
+
+    fn record(path: &str, kind: Kind) -> FileRecord {
+        FileRecord {
+            path: PathBytes(path.as_bytes().to_vec()),
+            kind,
+            size: 0,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime_ns: 0,
+            ctime_ns: 0,
+            ino: 1,
+            sha256: None,
+            xattrs: None,
+            link: None,
+            target: None,
+            rdev: None,
+            sparse: false,
+            gen: "g1".into(),
+        }
+    }
+
+    fn fs(mountpoint: &str, entries: &[(&str, Kind)]) -> FsManifest {
+        FsManifest {
+            mountpoint: PathBytes(mountpoint.as_bytes().to_vec()),
+            archive: "a.tar.zst".into(),
+            fstype: None,
+            device: None,
+            used_bytes: 0,
+            data_bytes: 0,
+            allocated_bytes: 0,
+            file_count: entries.len() as u64,
+            entries: entries.iter().map(|(p, k)| record(p, *k)).collect(),
+            deleted: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn has_path_looks_under_the_right_mount_point_and_skips_empty_folders() {
+        let m = Manifest {
+            format: 1,
+            generation: "g1".into(),
+            filesystems: vec![
+                fs(
+                    "/",
+                    &[
+                        (".", Kind::Dir),
+                        ("usr/lib/grub", Kind::Dir),
+                        ("usr/lib/grub/i386-pc", Kind::Dir),
+                        ("usr/lib/grub/i386-pc/boot.img", Kind::File),
+                        // An empty folder, as a removed package leaves.
+                        ("usr/lib/grub/x86_64-efi", Kind::Dir),
+                        ("etc/fstab", Kind::File),
+                    ],
+                ),
+                fs(
+                    "/boot",
+                    &[(".", Kind::Dir), ("grub/x86_64-efi/core.efi", Kind::File)],
+                ),
+            ],
+        };
+        let has = |p: &str| manifest_has_path(&m, p);
+        assert!(has("/usr/lib/grub/i386-pc"));
+        assert!(has("/usr/lib/grub/i386-pc/"));
+        assert!(has("/etc/fstab"), "a file");
+        assert!(!has("/usr/lib/grub/x86_64-efi"), "an empty folder");
+        assert!(
+            !has("/usr/lib/grub/i386"),
+            "a name's prefix is not the name"
+        );
+        assert!(
+            has("/boot/grub/x86_64-efi"),
+            "found on /boot's own file system"
+        );
+        assert!(!has("/bootx/grub/x86_64-efi"));
+        assert!(!has("/boot/grub/i386-pc"));
+        assert!(!has("/srv"));
     }
 }

@@ -254,9 +254,9 @@ pub struct Vm {
     pub memory_mib: u32,
     pub timeout: Duration,
     pub serial_log: PathBuf,
-    /// QEMU user-mode networking (virtio-net; the host's loopback is
-    /// 10.0.2.2 in the guest) instead of no network.
-    pub user_net: bool,
+    /// A network interface: the -netdev and -device arguments (none when
+    /// unset).
+    pub nic: Option<(String, String)>,
 }
 
 pub struct Finished {
@@ -281,12 +281,19 @@ impl Vm {
             memory_mib: 1024,
             timeout: Duration::from_secs(240),
             serial_log: serial_log.to_path_buf(),
-            user_net: false,
+            nic: None,
         }
     }
 
-    pub fn user_net(mut self) -> Vm {
-        self.user_net = true;
+    /// QEMU user-mode networking (virtio-net; the host's loopback is
+    /// 10.0.2.2 in the guest) instead of no network.
+    pub fn user_net(self) -> Vm {
+        self.nic("user,id=usernet", "virtio-net-pci,netdev=usernet")
+    }
+
+    /// A network interface (`-netdev NETDEV -device DEVICE`).
+    pub fn nic(mut self, netdev: &str, device: &str) -> Vm {
+        self.nic = Some((netdev.to_string(), device.to_string()));
         self
     }
 
@@ -312,14 +319,13 @@ impl Vm {
 
     fn command(&self) -> Command {
         let mut c = Command::new("qemu-system-x86_64");
-        let nic = if self.user_net {
-            "user,model=virtio-net-pci"
-        } else {
-            "none"
+        c.args(["-accel", "tcg", "-smp", "1", "-no-reboot"]);
+        match &self.nic {
+            Some((netdev, device)) => c.args(["-netdev", netdev, "-device", device]),
+            None => c.args(["-nic", "none"]),
         };
-        c.args(["-accel", "tcg", "-smp", "1", "-no-reboot", "-nic", nic])
-            // Entropy for cryptsetup and UUIDs right from the start.
-            .args(["-device", "virtio-rng-pci"])
+        // Entropy for cryptsetup and UUIDs right from the start.
+        c.args(["-device", "virtio-rng-pci"])
             .args(["-display", "none", "-monitor", "none"])
             .args(["-m", &self.memory_mib.to_string()])
             .arg("-serial")
@@ -649,11 +655,27 @@ pub fn boot_check_on(
     out: &Path,
     sector: Option<u32>,
 ) -> Check {
+    let env: Vec<(&str, String)> = sector
+        .map(|n| ("BOOT_CHECK_SECTOR", n.to_string()))
+        .into_iter()
+        .collect();
+    boot_check_env(image, vars, firmware, job, room_mib, out, &env)
+}
+
+/// [`boot_check`] with more of boot-check.sh's environment
+/// (`BOOT_CHECK_SECTOR`, `BOOT_CHECK_NETDEV`, `BOOT_CHECK_NIC`).
+pub fn boot_check_env(
+    image: &Path,
+    vars: Option<&Path>,
+    firmware: &str,
+    job: &Path,
+    room_mib: u64,
+    out: &Path,
+    env: &[(&str, String)],
+) -> Check {
     let start = Instant::now();
     let mut cmd = Command::new(repo().join("qemu/boot-check.sh"));
-    if let Some(n) = sector {
-        cmd.env("BOOT_CHECK_SECTOR", n.to_string());
-    }
+    cmd.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
     let res = cmd
         .arg(image)
         .arg(vars.map_or_else(|| "none".into(), |v| v.as_os_str().to_owned()))
