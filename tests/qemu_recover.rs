@@ -16,7 +16,8 @@ const LIB: &str = include_str!("scenarios/lib.sh");
 struct Scenario {
     name: &'static str,
     script: &'static str,
-    /// Disks in order: (size MiB, bus, serial).
+    /// Disks in order: (size MiB, bus, serial); a serial ending in `-4K`
+    /// makes the disk 4K-native (4096-byte logical and physical sectors).
     disks: Vec<(u64, Bus, &'static str)>,
     variants: Vec<&'static str>,
     /// Device names the recovered fstab must use, per variant (the source
@@ -67,7 +68,12 @@ fn boot_scenario_in(
     // The job disk first: the scenario disks keep their names (vda...).
     for (i, (mib, bus, serial)) in sc.disks.iter().enumerate() {
         let img = blank_disk(&s.join(format!("disk{i}.img")), *mib);
-        vm = vm.disk(Disk::virtio(&img).on(*bus).serial(serial));
+        let disk = Disk::virtio(&img).on(*bus).serial(serial);
+        vm = vm.disk(if serial.ends_with("-4K") {
+            disk.sector(4096)
+        } else {
+            disk
+        });
     }
     vm = vm.disk(Disk::virtio(&job.image).serial("JOB"));
     let run = vm.run();
@@ -180,7 +186,8 @@ fn root_size(l: &Value) -> u64 {
         .expect("a root file system in the layout")
 }
 
-fn run_matrix(sc: Scenario) {
+/// Returns the scratch folder and the job disk read back into it.
+fn run_matrix(sc: Scenario) -> (Scratch, std::path::PathBuf) {
     let (s, job, run) = boot_scenario(&sc, "run_scenario");
     let out = job.read_back(&s.join("out"));
     assert!(
@@ -243,6 +250,7 @@ fn run_matrix(sc: Scenario) {
         sc.variants.len(),
         run.seconds
     );
+    (s, out)
 }
 
 const VARIANTS: [&str; 4] = ["larger", "smaller", "renamed", "same"];
@@ -327,18 +335,29 @@ fn md_raid1_on_two_disks() {
 
 #[test]
 fn luks2_under_lvm() {
-    run_matrix(Scenario {
+    let (_s, out) = run_matrix(Scenario {
         name: "luks-lvm",
         script: include_str!("scenarios/luks-lvm.sh"),
+        // The renamed disk is 4K-native: the LUKS2 sector size and the ext4
+        // block sizes (1 KiB on these small file systems) are raised.
         disks: vec![
             (1024, Bus::Virtio, "SRC-0"),
             (2048, Bus::Virtio, "BIG-0"),
             (800, Bus::Virtio, "SMALL-0"),
-            (1024, Bus::Scsi, "SCSI-0"),
+            (1024, Bus::Scsi, "SCSI-4K"),
         ],
         variants: VARIANTS.to_vec(),
         renamed_in_fstab: Default::default(),
     });
+    let log = read(&out, "recover-renamed.log");
+    let raised =
+        |what: &str, change: &str| log.lines().any(|l| l.contains(what) && l.contains(change));
+    assert!(
+        raised("LUKS2 on ", "sector size 512 -> 4096")
+            && raised("ext4 /boot: ", "block size 1024 -> 4096"),
+        "luks-lvm renamed (4K-native): the plan raised no LUKS2 sector or ext4 block size:\n{}",
+        tail(&log, 60)
+    );
 }
 
 #[test]
