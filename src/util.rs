@@ -548,6 +548,17 @@ fn duration_total(text: &str, parts: impl IntoIterator<Item = Option<i64>>) -> R
     }
 }
 
+/// This machine's host name (`/proc/sys/kernel/hostname`), `localhost`
+/// when it cannot be read: the one reader for generations, repositories
+/// and notices.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
 /// SHA-256 (hex) and size of a file, read in 1 MiB blocks: the one file
 /// hash of the crate (manifests, rescue images, snapshots).
 pub fn hash_file(path: &Path) -> Result<(String, u64)> {

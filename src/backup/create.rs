@@ -615,9 +615,7 @@ fn write_generation(
             .duration_since(started)
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0),
-        hostname: std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_string())
-            .unwrap_or_default(),
+        hostname: crate::util::hostname(),
         lifeboat_version: crate::VERSION.to_string(),
         compression: opts.compression,
         archive_bytes: archives.iter().map(|a| a.bytes).sum(),

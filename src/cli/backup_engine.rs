@@ -146,7 +146,7 @@ pub fn verify(a: VerifyArgs, repo: &Repo) -> Result<u8> {
         println!("{}", serde_json::to_string_pretty(&rep)?);
     }
     if let Some(p) = &rep.problem {
-        eprintln!("lifeboat: backup damaged: {p}");
+        log::error!("backup damaged: {p}");
         return Ok(1);
     }
     if !a.json {
@@ -184,7 +184,7 @@ pub fn restore(a: RestoreArgs, repo: &Repo) -> Result<u8> {
         Ok(r) => r,
         Err(e) => match e.downcast::<crate::backup::restore::Damaged>() {
             Ok(d) => {
-                eprintln!("lifeboat: restore incomplete: {d}");
+                log::error!("restore incomplete: {d}");
                 return Ok(1);
             }
             Err(e) => return Err(e),

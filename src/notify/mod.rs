@@ -185,14 +185,7 @@ fn truncate(text: &str, max: usize) -> String {
     format!("{}\n[cut; the whole text is on stdin]\n", &text[..end])
 }
 
-/// The host's name (`/proc/sys/kernel/hostname`).
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into())
-}
+pub use crate::util::hostname;
 
 /// `text` on one line: control characters become spaces, at most 300
 /// characters.

@@ -39,12 +39,7 @@ pub struct EngineReport {
     pub removed: Vec<String>,
 }
 
-/// This machine's host name, as native generations record it.
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "localhost".into())
-}
+pub use crate::util::hostname;
 
 /// One generation: every file system, then the metadata, then retention.
 pub fn create(repo: &Repo, opts: &EngineCreate) -> Result<EngineReport> {
