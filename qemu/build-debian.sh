@@ -233,7 +233,8 @@ image_key=$({
     echo "$rootfs_key $disk_size"
     cat "$0" "$guest_build"
     for f in "$here"/guest/*; do
-        echo "$f"
+        # the name, not the path: every checkout shares one cached image
+        echo "${f##*/}"
         cat "$f"
     done
 } | sha)
@@ -277,6 +278,9 @@ if [ "$rebuild" = yes ] || [ ! -s "$image" ] || [ ! -s "$vars" ] ||
     say "configuring the tree on the host (fstab, job runner, password, initramfs)"
     t0=$SECONDS
     zstd -dc "$rootfs" | tar -C "$tree" --numeric-owner --xattrs --xattrs-include='*' -xpf -
+    # The rootfs tarball's top entry is a mktemp folder (0700): / must be
+    # 0755 or services running as their own user cannot start.
+    chmod 0755 "$tree"
     new_uuid() { cat /proc/sys/kernel/random/uuid; }
     cat >"$work/job/disk.env" <<ENV
 UUID_ROOT=$(new_uuid)

@@ -590,9 +590,8 @@ fn checks_pass_a_real_boot_and_catch_broken_ones() {
 /// reboot), no ESP, no GRUB x86_64-efi in /boot/grub, GRUB i386-pc in the
 /// MBR gap, /boot mounted by its MBR-form PARTUUID. Then a static address
 /// on the one NIC with systemd-networkd.
-const MAKE_BIOS_ONLY: &str = r#"# The built image's / is 0700 (the host's mktemp -d tree): services that
-# run as their own user (systemd-networkd) cannot start (200/CHDIR).
-chmod 0755 /
+const MAKE_BIOS_ONLY: &str = r#"# services running as their own user (systemd-networkd) need / at 0755
+[ "$(stat -c %a /)" = 755 ] || { echo "/ is $(stat -c %a /), not 755"; exit 1; }
 boot_dev=$(findmnt -no SOURCE /boot)
 disk=/dev/$(lsblk -no PKNAME "$boot_dev")
 [ "$boot_dev" = "${disk}3" ] || { echo "/boot is $boot_dev, not ${disk}3"; exit 1; }
