@@ -88,7 +88,7 @@ pub fn sources_from_layout(layout: &Layout, root: Option<&Path>) -> Vec<Source> 
         out.push(Source {
             path: at(&m.mountpoint),
             mountpoint: PathBuf::from(&m.mountpoint),
-            fstype: Some(m.fstype.clone()),
+            fstype: Some(m.fstype.to_string()),
             device: Some(m.source.clone()),
         });
     }
@@ -101,7 +101,7 @@ pub fn sources_from_layout(layout: &Layout, root: Option<&Path>) -> Vec<Source> 
                 out.push(Source {
                     path: at(mp),
                     mountpoint: PathBuf::from(mp),
-                    fstype: Some(f.fstype.clone()),
+                    fstype: Some(f.fstype.to_string()),
                     device: Some(f.device.clone()),
                 });
             }

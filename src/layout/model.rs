@@ -9,6 +9,8 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use super::kinds::{FsType, GrubPlatform, SegType};
+
 /// Major.minor version of this format. A reader accepts any minor version of
 /// its own major version (unknown fields are ignored) and refuses other majors.
 pub const SCHEMA_VERSION: &str = "1.0";
@@ -300,14 +302,14 @@ impl LogicalVolume {
     pub fn is_pool(&self) -> bool {
         self.segments
             .iter()
-            .any(|s| s.segtype == "thin-pool" || s.segtype == "cache-pool")
+            .any(|s| matches!(s.segtype, SegType::ThinPool | SegType::CachePool))
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct LvSegment {
     /// `linear`, `striped`, `raid1`, `raid5`, `thin-pool`, `thin`, `mirror`...
-    pub segtype: String,
+    pub segtype: SegType,
     pub start_bytes: u64,
     pub size_bytes: u64,
     pub stripes: u32,
@@ -321,7 +323,7 @@ pub struct Filesystem {
     /// The device the file system is on (first device for multi-device btrfs).
     pub device: String,
     /// `ext2`, `ext3`, `ext4`, `xfs`, `vfat`, `btrfs`...
-    pub fstype: String,
+    pub fstype: FsType,
     pub uuid: Option<String>,
     pub label: Option<String>,
     pub size_bytes: u64,
@@ -401,7 +403,7 @@ pub struct Mount {
     pub mountpoint: String,
     /// Source device as the kernel shows it (`/dev/mapper/vg0-root`).
     pub source: String,
-    pub fstype: String,
+    pub fstype: FsType,
     /// Per-mount options (`rw,relatime`).
     pub options: String,
     /// Super block options (`rw,errors=remount-ro`).
@@ -421,7 +423,7 @@ pub struct ConfigFiles {
 pub struct FstabEntry {
     pub spec: String,
     pub file: String,
-    pub vfstype: String,
+    pub vfstype: FsType,
     pub options: String,
     pub freq: u32,
     pub passno: u32,
@@ -465,7 +467,7 @@ pub struct Boot {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct GrubTarget {
     /// `i386-pc` or `x86_64-efi`.
-    pub platform: String,
+    pub platform: GrubPlatform,
     /// Disks GRUB's boot code is installed on (i386-pc).
     pub disks: Vec<String>,
 }

@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 
 use super::fit::{align_up, MIB};
 use super::partition_path;
-use crate::layout::{Firmware, GptPartition, GptTable, Layout, MbrKind, MbrTable};
+use crate::layout::{Firmware, GptPartition, GptTable, GrubPlatform, Layout, MbrKind, MbrTable};
 use crate::util::human_bytes;
 
 /// Size of a new EFI system partition: FAT32 holds enough clusters on
@@ -80,13 +80,13 @@ pub fn boots_under(layout: &Layout, f: Firmware) -> bool {
                 && (!b.efi_entries.is_empty()
                     || b.shim
                     || b.systemd_boot
-                    || b.grub.iter().any(|g| g.platform == "x86_64-efi"))
+                    || b.grub.iter().any(|g| g.platform == GrubPlatform::X86_64Efi))
         }
         Firmware::Bios => layout
             .boot
             .grub
             .iter()
-            .any(|g| g.platform == "i386-pc" && !g.disks.is_empty()),
+            .any(|g| g.platform == GrubPlatform::I386Pc && !g.disks.is_empty()),
     }
 }
 

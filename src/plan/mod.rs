@@ -19,9 +19,9 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::layout::{
-    EfiBootEntry, Filesystem, Firmware, FsParams, GptPartition, GptTable, Layout, LogicalVolume,
-    LuksDevice, MbrKind, MbrPartition, MbrTable, MdArray, PartitionTable, PhysicalVolume, Swap,
-    VolumeGroup,
+    EfiBootEntry, Filesystem, Firmware, FsParams, FsType, GptPartition, GptTable, GrubPlatform,
+    Layout, LogicalVolume, LuksDevice, MbrKind, MbrPartition, MbrTable, MdArray, PartitionTable,
+    PhysicalVolume, Swap, VolumeGroup,
 };
 use crate::util::human_bytes;
 use fit::{Span, Usable, MIB};
@@ -78,7 +78,7 @@ pub struct PlannedMount {
     pub device: String,
     /// Mount point in the recovered system (`/`, `/home`).
     pub mountpoint: String,
-    pub fstype: String,
+    pub fstype: FsType,
     pub options: Vec<String>,
 }
 
@@ -646,10 +646,8 @@ fn filesystems(
         if !created.contains(&fs.device) {
             continue;
         }
-        if !matches!(
-            fs.fstype.as_str(),
-            "ext2" | "ext3" | "ext4" | "xfs" | "vfat" | "btrfs"
-        ) {
+        let recreatable = matches!(fs.fstype, FsType::Xfs | FsType::Vfat | FsType::Btrfs);
+        if !recreatable && !fs.fstype.is_ext() {
             bail!(
                 "file system {} on {} is {}, which lifeboat cannot recreate; exclude its disk or convert it",
                 fs.uuid.as_deref().unwrap_or("?"),
@@ -747,7 +745,7 @@ fn planned_mounts(b: &Builder, layout: &Layout, fs_done: &BTreeSet<String>) -> V
             continue;
         }
         let mut options = Vec::new();
-        if fs.fstype == "btrfs" && m.root != "/" {
+        if fs.fstype == FsType::Btrfs && m.root != "/" {
             options.push(format!("subvol={}", m.root.trim_start_matches('/')));
         }
         mounts.push(PlannedMount {
@@ -762,7 +760,7 @@ fn planned_mounts(b: &Builder, layout: &Layout, fs_done: &BTreeSet<String>) -> V
             mounts.push(PlannedMount {
                 device: esp.device.clone(),
                 mountpoint: "/boot/efi".into(),
-                fstype: "vfat".into(),
+                fstype: FsType::Vfat,
                 options: Vec::new(),
             });
         }
@@ -824,7 +822,7 @@ fn restore_and_boot(
                 .boot
                 .grub
                 .iter()
-                .filter(|g| g.platform == "i386-pc")
+                .filter(|g| g.platform == GrubPlatform::I386Pc)
                 .flat_map(|g| g.disks.iter())
                 .filter(|d| b.renames.contains_key(*d))
                 .map(|d| b.new_path(d))
@@ -1022,7 +1020,7 @@ fn boot_disk(layout: &Layout, disks: &[DiskPair]) -> Option<String> {
         .boot
         .grub
         .iter()
-        .filter(|g| g.platform == "i386-pc")
+        .filter(|g| g.platform == GrubPlatform::I386Pc)
         .flat_map(|g| g.disks.iter())
         .find(|d| mapped(d))
         .cloned();

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::layout::{LogicalVolume, PhysicalVolume};
+use crate::layout::{LogicalVolume, PhysicalVolume, SegType};
 
 use super::fit::align_down;
 
@@ -95,7 +95,7 @@ fn old_ranges(lv: &LogicalVolume, extent: u64) -> Option<Vec<PvRange>> {
     segs.sort_by_key(|s| s.start_bytes);
     segs.iter()
         .map(|s| {
-            if s.segtype != "linear" || s.devices.len() != 1 || s.size_bytes % extent != 0 {
+            if s.segtype != SegType::Linear || s.devices.len() != 1 || s.size_bytes % extent != 0 {
                 return None;
             }
             let (pv, first) = parse_area(&s.devices[0])?;
@@ -116,7 +116,7 @@ fn old_pvs(lv: &LogicalVolume) -> Option<Vec<String>> {
     segs.sort_by_key(|s| s.start_bytes);
     let mut out: Vec<String> = Vec::new();
     for s in segs {
-        if !matches!(s.segtype.as_str(), "linear" | "striped") {
+        if !matches!(s.segtype, SegType::Linear | SegType::Striped) {
             return None;
         }
         for d in &s.devices {

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::layout::{Filesystem, Layout, LogicalVolume, LuksDevice, MdArray, PhysicalVolume, Swap};
+use crate::layout::{
+    Filesystem, FsType, Layout, LogicalVolume, LuksDevice, MdArray, PhysicalVolume, SegType, Swap,
+};
 
 use super::fit::{align_up, MIB};
 
@@ -44,7 +46,7 @@ pub const MIN_HEADROOM: u64 = 64 * MIB;
 pub struct FsFloor {
     pub device: String,
     pub mountpoint: Option<String>,
-    pub fstype: String,
+    pub fstype: FsType,
     pub used_bytes: u64,
     /// 10% of the used bytes, at least [`MIN_HEADROOM`].
     pub headroom_bytes: u64,
@@ -139,9 +141,9 @@ impl<'a> Stack<'a> {
     pub fn fs_floor(&self, fs: &Filesystem) -> Option<FsFloor> {
         let used = *self.used.get(&fs_key(fs))?;
         let headroom = (used / 10).max(MIN_HEADROOM);
-        let mkfs_min = match fs.fstype.as_str() {
-            "xfs" => 16 * MIB,
-            "btrfs" => 128 * MIB,
+        let mkfs_min = match fs.fstype {
+            FsType::Xfs => 16 * MIB,
+            FsType::Btrfs => 128 * MIB,
             _ => 8 * MIB,
         };
         let least = align_up((used + headroom).max(mkfs_min), MIB).min(fs.size_bytes.max(mkfs_min));
@@ -161,7 +163,7 @@ impl<'a> Stack<'a> {
     pub fn device_min(&self, dev: &str, old: u64) -> (u64, bool) {
         match self.content(dev) {
             Content::Fs(fs) => match self.fs_min(fs) {
-                Some(m) if fs.fstype != "vfat" || m <= old => (m, false),
+                Some(m) if fs.fstype != FsType::Vfat || m <= old => (m, false),
                 _ => (old, true),
             },
             Content::Swap(_) => (MIN_SWAP.min(old), false),
@@ -263,18 +265,18 @@ pub fn data_disks(md: &MdArray) -> u64 {
 }
 
 pub fn is_thin(lv: &LogicalVolume) -> bool {
-    lv.segments.iter().any(|s| s.segtype == "thin")
+    lv.segments.iter().any(|s| s.segtype == SegType::Thin)
 }
 
 pub fn is_thin_pool(lv: &LogicalVolume) -> bool {
-    lv.segments.iter().any(|s| s.segtype == "thin-pool")
+    lv.segments.iter().any(|s| s.segtype == SegType::ThinPool)
 }
 
 /// How many copies of its data an LV stores (raid1/mirror images).
 pub fn lv_copies(lv: &LogicalVolume) -> u64 {
     lv.segments
         .iter()
-        .filter(|s| s.segtype == "raid1" || s.segtype == "mirror")
+        .filter(|s| matches!(s.segtype, SegType::Raid1 | SegType::Mirror))
         .map(|s| s.devices.len().max(2) as u64)
         .max()
         .unwrap_or(1)
@@ -283,9 +285,10 @@ pub fn lv_copies(lv: &LogicalVolume) -> u64 {
 /// Whether lifeboat can create this LV at another size.
 pub fn resizable_segments(lv: &LogicalVolume) -> bool {
     lv.segments.iter().all(|s| {
+        use SegType::*;
         matches!(
-            s.segtype.as_str(),
-            "linear" | "striped" | "raid1" | "mirror" | "thin-pool" | "thin"
+            s.segtype,
+            Linear | Striped | Raid1 | Mirror | ThinPool | Thin
         )
     })
 }

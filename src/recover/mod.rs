@@ -13,8 +13,11 @@ pub mod network;
 pub mod prove;
 pub mod restore;
 pub mod safety;
+mod status;
 pub mod storage;
 pub mod verify;
+
+pub use status::StepStatus;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
@@ -431,8 +434,7 @@ fn check_errors(plan: &Plan) -> Result<()> {
 pub struct StepReport {
     pub id: String,
     pub title: String,
-    /// `done`, `skipped (already done)`, `dry run`.
-    pub status: String,
+    pub status: StepStatus,
     pub seconds: f64,
     pub notes: Vec<String>,
 }
@@ -601,7 +603,7 @@ pub fn recover(opts: &Options) -> Result<u8> {
             steps.push(StepReport {
                 id,
                 title,
-                status: "skipped (already done)".into(),
+                status: StepStatus::AlreadyDone,
                 seconds: 0.0,
                 notes: vec![],
             });
@@ -643,9 +645,9 @@ pub fn recover(opts: &Options) -> Result<u8> {
             id,
             title,
             status: if opts.dry_run {
-                "dry run".into()
+                StepStatus::DryRun
             } else {
-                "done".into()
+                StepStatus::Done
             },
             seconds: t.elapsed().as_secs_f64(),
             notes,
@@ -791,7 +793,7 @@ fn apply(
                     std::fs::create_dir_all(&target)
                         .with_context(|| format!("creating {}", target.display()))?;
                 }
-                let mut c = crate::exec::Cmd::new("mount").args(["-t", &m.fstype]);
+                let mut c = crate::exec::Cmd::new("mount").args(["-t", m.fstype.as_str()]);
                 if !m.options.is_empty() {
                     c = c.args(["-o", &m.options.join(",")]);
                 }

@@ -73,13 +73,13 @@ pub(super) fn collect_boot(
     let boot_grub = ctx.opts.system_file("boot/grub");
     if !pc_disks.is_empty() || boot_grub.join("i386-pc").is_dir() {
         grub.push(GrubTarget {
-            platform: "i386-pc".into(),
+            platform: GrubPlatform::I386Pc,
             disks: pc_disks,
         });
     }
     if boot_grub.join("x86_64-efi").is_dir() || esp_has("grubx64.efi") {
         grub.push(GrubTarget {
-            platform: "x86_64-efi".into(),
+            platform: GrubPlatform::X86_64Efi,
             disks: Vec::new(),
         });
     }

@@ -32,7 +32,7 @@ pub(super) fn collect_mounts(ctx: &Ctx) -> Vec<Mount> {
             Some(Mount {
                 mountpoint: m.mountpoint.clone(),
                 source,
-                fstype: m.fstype.clone(),
+                fstype: m.fstype.as_str().into(),
                 options: m.options.clone(),
                 fs_options: m.fs_options.clone(),
                 root: m.root.clone(),
@@ -201,7 +201,7 @@ pub(super) fn collect_filesystems(ctx: &Ctx, mounts: &[Mount]) -> Result<Vec<Fil
             });
         out.push(Filesystem {
             device: b.path.clone(),
-            fstype,
+            fstype: fstype.into(),
             uuid: p.uuid.clone(),
             label: p.label.clone(),
             size_bytes: size,

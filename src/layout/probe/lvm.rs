@@ -152,7 +152,7 @@ pub fn parse_fullreport(json: &str, canonical: &dyn Fn(&str) -> String) -> Resul
         for s in vgr.seg {
             let stripe_size = num("stripe_size", &s.stripe_size)?;
             segs.entry(s.lv_uuid).or_default().push(LvSegment {
-                segtype: s.segtype,
+                segtype: s.segtype.into(),
                 start_bytes: num("seg_start", &s.seg_start)?,
                 size_bytes: num("seg_size", &s.seg_size)?,
                 stripes: num("stripes", &s.stripes)? as u32,

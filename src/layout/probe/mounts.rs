@@ -20,7 +20,7 @@ pub fn parse_fstab(text: &str) -> Vec<FstabEntry> {
         .map(|f| FstabEntry {
             spec: unescape_octal(f[0]),
             file: unescape_octal(f[1]),
-            vfstype: f[2].to_string(),
+            vfstype: f[2].into(),
             options: f.get(3).unwrap_or(&"defaults").to_string(),
             freq: f.get(4).and_then(|v| v.parse().ok()).unwrap_or(0),
             passno: f.get(5).and_then(|v| v.parse().ok()).unwrap_or(0),

@@ -192,7 +192,7 @@ pub(super) fn collect_lvm(ctx: &mut Ctx, early: Option<lvm::LvmJob>) -> Result<L
             l.segments
                 .iter()
                 .filter(|s| unsupported_segtype(&s.segtype))
-                .map(move |s| (s.segtype.clone(), format!("{}/{}", l.vg, l.name)))
+                .map(move |s| (s.segtype.to_string(), format!("{}/{}", l.vg, l.name)))
         })
         .collect();
     for (segtype, lv) in odd {

@@ -4,6 +4,7 @@
 
 use super::ctx::Ctx;
 use super::sysfs::DevKind;
+use crate::layout::SegType;
 
 /// File systems whose parameters lifeboat knows; other signatures are still
 /// recorded as file systems with `FsParams::Other`.
@@ -86,9 +87,9 @@ pub(super) fn unsupported_name(name: &str) -> Option<(&'static str, &'static str
 }
 
 /// LVM segment types recovery cannot recreate yet.
-pub(super) fn unsupported_segtype(segtype: &str) -> bool {
+pub(super) fn unsupported_segtype(segtype: &SegType) -> bool {
     matches!(
-        segtype,
+        segtype.as_str(),
         "cache" | "cache-pool" | "writecache" | "vdo" | "vdo-pool" | "integrity"
     )
 }
