@@ -13,7 +13,7 @@ use crate::backup::retention::Policy;
 use crate::backup::seal::Identities;
 use crate::backup::walk::Excludes;
 use crate::backup::{self, Compression, Store};
-use crate::config::Config;
+use crate::config::{BackupConfig, Choice, Config, Count, Level};
 use crate::util::human_bytes;
 
 #[derive(Debug, Subcommand)]
@@ -57,19 +57,55 @@ pub struct KeepArgs {
 }
 
 impl KeepArgs {
-    /// The flags over the configured policy (`keep` as its chains rule).
-    fn policy(&self, keep: Option<usize>, cfg: &Config) -> Policy {
-        let c = cfg.backup.retention();
-        Policy {
-            chains: keep.or(c.chains),
-            last: self.keep_last.unwrap_or(c.last),
-            hourly: self.keep_hourly.unwrap_or(c.hourly),
-            daily: self.keep_daily.unwrap_or(c.daily),
-            weekly: self.keep_weekly.unwrap_or(c.weekly),
-            monthly: self.keep_monthly.unwrap_or(c.monthly),
-            yearly: self.keep_yearly.unwrap_or(c.yearly),
+    /// `--keep N` and the calendar rules over `backup.keep` and
+    /// `backup.keep_*`.
+    fn over(&self, keep: Option<usize>, b: &mut BackupConfig) {
+        fn count<const MIN: u64>(n: Option<usize>) -> Option<Count<MIN>> {
+            n.map(|n| Count(n as u64))
         }
+        b.keep.flag_some(count(keep), "--keep");
+        b.keep_last.flag(count(self.keep_last), "--keep-last");
+        b.keep_hourly.flag(count(self.keep_hourly), "--keep-hourly");
+        b.keep_daily.flag(count(self.keep_daily), "--keep-daily");
+        b.keep_weekly.flag(count(self.keep_weekly), "--keep-weekly");
+        b.keep_monthly
+            .flag(count(self.keep_monthly), "--keep-monthly");
+        b.keep_yearly.flag(count(self.keep_yearly), "--keep-yearly");
     }
+}
+
+impl CreateArgs {
+    /// The configuration with this command's flags over it: each flag sets
+    /// its `backup.*` key (the key's source then names the flag), so the
+    /// order flag > environment > file > default is the config layer's.
+    fn over(&self, cfg: &Config) -> Config {
+        let mut cfg = over_folder(cfg, self.to.clone(), "--to", self.mount_options.clone());
+        let b = &mut cfg.backup;
+        b.excludes.flag_list(self.exclude.clone(), "--exclude");
+        b.encrypt_to
+            .flag_list(self.encrypt_to.clone(), "--encrypt-to");
+        b.compression
+            .flag(self.compression.map(Choice), "--compression");
+        b.level.flag_some(self.level.map(Level), "--level");
+        b.threads
+            .flag_some(self.threads.map(|t| Count(t.into())), "--threads");
+        b.incremental.flag_on(self.incremental, "--incremental");
+        for (off, flag) in [(self.full, "--full"), (self.differential, "--differential")] {
+            b.incremental.flag(off.then_some(false), flag);
+        }
+        self.rules.over(self.keep, b);
+        cfg
+    }
+}
+
+/// The configuration with a command's backup folder flag (`--to`,
+/// `--from`) and `--mount-options` over `backup.destination` and
+/// `backup.mount_options`.
+fn over_folder(cfg: &Config, folder: Option<String>, flag: &str, mount: Option<String>) -> Config {
+    let mut cfg = cfg.clone();
+    cfg.backup.destination.flag_some(folder, flag);
+    cfg.backup.mount_options.flag_some(mount, "--mount-options");
+    cfg
 }
 
 #[derive(Debug, Args)]
@@ -320,8 +356,12 @@ pub struct RestoreArgs {
 pub fn run(cmd: BackupCmd, cfg: &Config) -> Result<u8> {
     match cmd {
         BackupCmd::Create(mut a) => {
-            let b = &cfg.backup;
-            let to = destination(a.to.take(), "--to", cfg)?;
+            let cfg = &a.over(cfg);
+            let to = destination(cfg, "--to")?;
+            // The trees' excludes and `--keep`, as the engine and the
+            // native path read them from the arguments.
+            a.exclude = cfg.backup.excludes.value.clone();
+            a.keep = cfg.backup.keep.value.map(|k| k.0 as usize);
             if let Some(repo) = super::backup_engine::repo(&to, cfg)? {
                 if a.differential {
                     bail!(
@@ -335,71 +375,53 @@ pub fn run(cmd: BackupCmd, cfg: &Config) -> Result<u8> {
                          encrypted by the engine with its own password"
                     );
                 }
-                a.exclude = if a.exclude.is_empty() {
-                    b.excludes.value.clone()
-                } else {
-                    a.exclude
-                };
-                a.keep = a.keep.or(b.keep.value.map(|k| k.0 as usize));
                 return super::backup_engine::create(a, &repo, cfg);
             }
-            a.incremental = a.incremental || (b.incremental.value && !a.full && !a.differential);
-            a.compression = a.compression.or(Some(b.compression.value.0));
-            a.level = a.level.or(b.level.value.map(|l| l.0));
-            a.threads = a.threads.or(b.threads.value.map(|t| t.0 as u32));
-            if a.exclude.is_empty() {
-                a.exclude = b.excludes.value.clone();
-            }
-            let policy = a.rules.policy(a.keep, cfg);
-            if a.encrypt_to.is_empty() {
-                a.encrypt_to = b.encrypt_to.value.clone();
-            }
-            a.mount_options = a.mount_options.or(b.mount_options.value.clone());
-            let every = backup::create::FullEvery {
-                count: b.full_every.value.0,
-                age: b.full_every_age.value.map(|d| d.0),
-            };
-            create(a, &to, cfg, policy, every)
+            create(a, &to, cfg)
         }
         BackupCmd::List(mut a) => {
-            let from = destination(a.from.take(), "--from", cfg)?;
+            let cfg = &over_folder(cfg, a.from.take(), "--from", a.mount_options.take());
+            let from = destination(cfg, "--from")?;
             if let Some(repo) = super::backup_engine::repo(&from, cfg)? {
                 return super::backup_engine::list(a, &repo);
             }
-            a.mount_options = a.mount_options.or(cfg.backup.mount_options.value.clone());
+            a.mount_options = cfg.backup.mount_options.value.clone();
             list(a, &from)
         }
         BackupCmd::Verify(mut a) => {
-            let from = destination(a.from.take(), "--from", cfg)?;
+            let cfg = &over_folder(cfg, a.from.take(), "--from", a.mount_options.take());
+            let from = destination(cfg, "--from")?;
             if let Some(repo) = super::backup_engine::repo(&from, cfg)? {
                 return super::backup_engine::verify(a, &repo);
             }
-            a.mount_options = a.mount_options.or(cfg.backup.mount_options.value.clone());
+            a.mount_options = cfg.backup.mount_options.value.clone();
             verify(a, &from, cfg)
         }
         BackupCmd::Restore(mut a) => {
-            let from = destination(a.from.take(), "--from", cfg)?;
+            let cfg = &over_folder(cfg, a.from.take(), "--from", a.mount_options.take());
+            let from = destination(cfg, "--from")?;
             if let Some(repo) = super::backup_engine::repo(&from, cfg)? {
                 return super::backup_engine::restore(a, &repo);
             }
-            a.mount_options = a.mount_options.or(cfg.backup.mount_options.value.clone());
+            a.mount_options = cfg.backup.mount_options.value.clone();
             restore(a, &from)
         }
         BackupCmd::Prune(mut a) => {
-            let from = destination(a.from.take(), "--from", cfg)?;
-            a.mount_options = a.mount_options.or(cfg.backup.mount_options.value.clone());
-            let policy = a.rules.policy(a.keep, cfg);
-            prune(a, &from, &policy)
+            let mut cfg = over_folder(cfg, a.from.take(), "--from", a.mount_options.take());
+            a.rules.over(a.keep, &mut cfg.backup);
+            let from = destination(&cfg, "--from")?;
+            a.mount_options = cfg.backup.mount_options.value.clone();
+            prune(a, &from, &cfg.backup.retention())
         }
     }
 }
 
-/// The backup folder: the flag, else backup.destination.
-fn destination(flag: Option<String>, name: &str, cfg: &Config) -> Result<String> {
-    match flag.or_else(|| cfg.backup.destination.value.clone()) {
+/// The backup folder: `backup.destination` (which `flag` sets).
+fn destination(cfg: &Config, flag: &str) -> Result<String> {
+    match cfg.backup.destination.value.clone() {
         Some(d) => Ok(d),
         None => bail!(
-            "no backup folder: give {name} DEST or set backup.destination in {}",
+            "no backup folder: give {flag} DEST or set backup.destination in {}",
             cfg.path.display()
         ),
     }
@@ -485,33 +507,34 @@ pub(super) fn plan_sources(
     Ok((sources, layout_file, excludes))
 }
 
-fn create(
-    a: CreateArgs,
-    to: &str,
-    cfg: &Config,
-    policy: Policy,
-    full_every: backup::create::FullEvery,
-) -> Result<u8> {
+/// `backup create` into a backup folder; `cfg` holds the command's flags.
+fn create(a: CreateArgs, to: &str, cfg: &Config) -> Result<u8> {
+    let b = &cfg.backup;
     let default_layout: &Path = &cfg.capture.layout_file.value;
     let rescue_output: &Path = &cfg.rescue.output.value;
+    let policy = b.retention();
     if policy.chains == Some(0) {
         bail!("--keep must be at least 1");
     }
     let (sources, layout_file, excludes) = plan_sources(&a, default_layout, rescue_output)?;
-    let dest = Destination::open(to, a.mount_options.as_deref(), true)?;
-    let threads = a.threads.unwrap_or_else(|| {
+    let dest = Destination::open(to, b.mount_options.value.as_deref(), true)?;
+    let threads = b.threads.value.map(|t| t.0 as u32).unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get() as u32)
             .unwrap_or(1)
     });
+    let full_every = backup::create::FullEvery {
+        count: b.full_every.value.0,
+        age: b.full_every_age.value.map(|d| d.0),
+    };
     let rep = backup::create(&backup::CreateOptions {
         dest: dest.path.clone(),
         sources,
         layout_file,
-        incremental: a.incremental,
+        incremental: b.incremental.value,
         differential: a.differential,
-        compression: a.compression.unwrap_or(Compression::Zstd),
-        level: a.level,
+        compression: b.compression.value.0,
+        level: b.level.value.map(|l| l.0),
         threads,
         excludes,
         keep: policy.chains,
@@ -523,7 +546,7 @@ fn create(
         hooks: cfg.hooks.hooks(),
         snapshot: a.snapshot,
         progress: mode(a.quiet || a.json),
-        encrypt_to: backup::seal::Recipients::optional(&a.encrypt_to)?,
+        encrypt_to: backup::seal::Recipients::optional(&b.encrypt_to.value)?,
     })?;
     let g = &rep.generation;
     if a.json {
@@ -893,3 +916,7 @@ fn prune(a: PruneArgs, from: &str, policy: &Policy) -> Result<u8> {
     }
     Ok(0)
 }
+
+#[cfg(test)]
+#[path = "backup_tests.rs"]
+mod tests;

@@ -154,41 +154,217 @@ pub enum AlertLevel {
     Critical,
 }
 
-/// `[capture]`: how the layout is captured (`layout save`, `snapshot`).
-#[derive(Debug, Clone)]
-pub struct CaptureConfig {
-    pub layout_file: Setting<PathBuf>,
-    pub only_disks: Setting<Vec<String>>,
-    pub include_disks: Setting<Vec<String>>,
-    pub exclude_disks: Setting<Vec<String>>,
-    pub luks_headers: Setting<bool>,
+/// Every key of the file, once: its section, name, type and default. From
+/// this table come the section structs, [`Config`], the built-in defaults,
+/// `config show`, the environment variable of each key
+/// ([`Config::env_var`]: `LIFEBOAT_SECTION_KEY`) and the walk that applies
+/// the file, the environment and the command-line flags
+/// ([`Config::apply_flags`]) in that order of precedence.
+macro_rules! settings {
+    (
+        $(
+            $(#[$smeta:meta])*
+            [$section:ident] $Struct:ident {
+                $( $(#[$kmeta:meta])* $key:ident: $T:ty = $default:expr, )*
+            }
+        )*
+    ) => {
+        $(
+            $(#[$smeta])*
+            #[derive(Debug, Clone)]
+            pub struct $Struct {
+                $( $(#[$kmeta])* pub $key: Setting<$T>, )*
+            }
+
+            impl $Struct {
+                fn defaults() -> $Struct {
+                    $Struct { $( $key: Setting::new($default), )* }
+                }
+
+                fn visit(
+                    &mut self,
+                    f: &mut dyn FnMut(&'static str, &mut dyn AnySetting) -> Result<()>,
+                ) -> Result<()> {
+                    $( f(concat!(stringify!($section), ".", stringify!($key)), &mut self.$key)?; )*
+                    Ok(())
+                }
+            }
+        )*
+
+        /// The effective configuration.
+        #[derive(Debug, Clone)]
+        pub struct Config {
+            /// The configuration file looked at, and why that one.
+            pub path: PathBuf,
+            pub path_source: Source,
+            /// Whether it exists (a missing default file means built-in defaults).
+            pub file_found: bool,
+            pub state_dir: Setting<PathBuf>,
+            $( pub $section: $Struct, )*
+        }
+
+        /// The sections of the file, in the order `config show` prints them.
+        pub const SECTIONS: &[&str] = &[ $( stringify!($section), )* ];
+
+        impl Default for Config {
+            fn default() -> Config {
+                let mut c = Config {
+                    path: PathBuf::from(DEFAULT_PATH),
+                    path_source: Source::Default,
+                    file_found: false,
+                    state_dir: Setting::new(PathBuf::from(DEFAULT_STATE_DIR)),
+                    $( $section: $Struct::defaults(), )*
+                };
+                c.derive_paths();
+                c
+            }
+        }
+
+        impl Config {
+            /// Calls `f` with every key and its setting, in file order.
+            fn visit(
+                &mut self,
+                f: &mut dyn FnMut(&'static str, &mut dyn AnySetting) -> Result<()>,
+            ) -> Result<()> {
+                f("state_dir", &mut self.state_dir)?;
+                $( self.$section.visit(f)?; )*
+                Ok(())
+            }
+        }
+    };
 }
 
-/// `[backup]`: defaults of `backup create` and the scheduled backup.
-#[derive(Debug, Clone)]
-pub struct BackupConfig {
-    pub destination: Setting<Option<String>>,
-    pub mount_options: Setting<Option<String>>,
-    pub excludes: Setting<Vec<String>>,
-    /// age recipients (or files of them) every generation is encrypted to.
-    pub encrypt_to: Setting<Vec<String>>,
-    pub compression: Setting<Choice<crate::backup::Compression>>,
-    pub level: Setting<Option<Level>>,
-    pub threads: Setting<Option<Count<1>>>,
-    pub keep: Setting<Option<Count<1>>>,
-    pub incremental: Setting<bool>,
-    /// An incremental chain ends (the next backup is a full) once it holds
-    /// this many generations; 0: never by count.
-    pub full_every: Setting<Count<0>>,
-    /// ... or once its full is this old.
-    pub full_every_age: Setting<Option<Duration>>,
-    /// Calendar retention (`--keep-last N`...); 0: the rule is off.
-    pub keep_last: Setting<Count<0>>,
-    pub keep_hourly: Setting<Count<0>>,
-    pub keep_daily: Setting<Count<0>>,
-    pub keep_weekly: Setting<Count<0>>,
-    pub keep_monthly: Setting<Count<0>>,
-    pub keep_yearly: Setting<Count<0>>,
+settings! {
+    /// `[capture]`: how the layout is captured (`layout save`, `snapshot`).
+    [capture] CaptureConfig {
+        /// Default: `state_dir`/layout.json.
+        layout_file: PathBuf = PathBuf::new(),
+        only_disks: Vec<String> = Vec::new(),
+        include_disks: Vec<String> = Vec::new(),
+        exclude_disks: Vec<String> = Vec::new(),
+        luks_headers: bool = false,
+    }
+
+    /// `[backup]`: defaults of `backup create` and the scheduled backup.
+    [backup] BackupConfig {
+        destination: Option<String> = None,
+        mount_options: Option<String> = None,
+        excludes: Vec<String> = Vec::new(),
+        /// age recipients (or files of them) every generation is encrypted to.
+        encrypt_to: Vec<String> = Vec::new(),
+        compression: Choice<crate::backup::Compression> = Choice(crate::backup::Compression::Zstd),
+        level: Option<Level> = None,
+        threads: Option<Count<1>> = None,
+        keep: Option<Count<1>> = None,
+        incremental: bool = false,
+        /// An incremental chain ends (the next backup is a full) once it holds
+        /// this many generations; 0: never by count.
+        full_every: Count<0> = Count(crate::backup::create::FULL_EVERY),
+        /// ... or once its full is this old.
+        full_every_age: Option<Duration> = None,
+        /// Calendar retention (`--keep-last N`...); 0: the rule is off.
+        keep_last: Count<0> = Count(0),
+        keep_hourly: Count<0> = Count(0),
+        keep_daily: Count<0> = Count(0),
+        keep_weekly: Count<0> = Count(0),
+        keep_monthly: Count<0> = Count(0),
+        keep_yearly: Count<0> = Count(0),
+    }
+
+    /// `[hooks]`: commands run around every backup.
+    [hooks] HooksConfig {
+        pre_backup: Option<String> = None,
+        post_backup: Option<String> = None,
+        timeout: Duration = Duration(crate::backup::hooks::DEFAULT_TIMEOUT),
+        on_failure: Choice<crate::backup::hooks::OnFailure> =
+            Choice(crate::backup::hooks::OnFailure::Stop),
+    }
+
+    /// `[rescue]`: defaults of `mkrescue` and the scheduled rebuild.
+    [rescue] RescueConfig {
+        /// Default: `state_dir`/rescue.
+        output: PathBuf = PathBuf::new(),
+        kernel: Option<PathBuf> = None,
+        layout: Option<PathBuf> = None,
+        compression: Choice<crate::rescue::Compression> = Choice(crate::rescue::Compression::Zstd),
+        append: Vec<String> = Vec::new(),
+        add_programs: Vec<String> = Vec::new(),
+        iso: bool = true,
+    }
+
+    /// `[snapshot]`.
+    [snapshot] SnapshotConfig {
+        keep: Count<1> = Count(30),
+    }
+
+    /// `[schedule]`: what `schedule install` puts into the timer or cron file.
+    [schedule] ScheduleConfig {
+        on_calendar: String = "daily".into(),
+        randomized_delay: Duration = Duration(30 * 60),
+        cron: Option<String> = None,
+        rebuild_rescue: bool = false,
+        backup: bool = false,
+        max_image_age: Duration = Duration(7 * 86400),
+    }
+
+    /// `[monitor]`: thresholds of `status` and `check`.
+    [monitor] MonitorConfig {
+        warn_age: Duration = Duration(8 * 86400),
+        crit_age: Duration = Duration(15 * 86400),
+        drift: Choice<AlertLevel> = Choice(AlertLevel::Warning),
+        require_backup: bool = true,
+        live: bool = false,
+        drill_warn_age: Duration = Duration(35 * 86400),
+        require_drill: bool = false,
+        /// node_exporter's textfile collector folder for `status --prometheus`.
+        textfile_dir: Option<PathBuf> = None,
+    }
+
+    /// `[notify]`: who hears of a failed or warning scheduled run, a drifted
+    /// layout, a failed verify or drill.
+    [notify] NotifyConfig {
+        /// Mail recipients, through the local `sendmail -t`.
+        mail_to: Vec<String> = Vec::new(),
+        /// A program run through `/bin/sh -c` with the outcome in its
+        /// environment and as JSON on stdin.
+        command: Option<String> = None,
+        /// The sendmail program.
+        sendmail: PathBuf = PathBuf::from("/usr/sbin/sendmail"),
+        /// How long one channel may take before it is stopped.
+        timeout: Duration = Duration(120),
+    }
+
+    /// `[drill]`: defaults of `lifeboat drill`.
+    [drill] DrillConfig {
+        work: PathBuf = PathBuf::from(crate::drill::DEFAULT_WORK),
+        firmware: Choice<crate::drill::machine::FirmwareChoice> =
+            Choice(crate::drill::machine::FirmwareChoice::Auto),
+        accel: Choice<crate::drill::qemu::AccelChoice> =
+            Choice(crate::drill::qemu::AccelChoice::Auto),
+        memory: Count<256> = Count(2048),
+        cpus: Count<1> = Count(2),
+        timeout: Duration = Duration(30 * 60),
+        key_file: Option<PathBuf> = None,
+        on_calendar: String = "monthly".into(),
+    }
+
+    /// `[restic]`: credentials and options of `restic:` destinations.
+    [restic] ResticConfig {
+        /// RESTIC_PASSWORD_FILE for restic (the environment's wins when set).
+        password_file: Option<PathBuf> = None,
+        /// KEY=VALUE lines (AWS_ACCESS_KEY_ID...) set for restic.
+        environment_file: Option<PathBuf> = None,
+        /// Extended options (`restic -o`), e.g. `sftp.command=ssh -p 2222 host -s sftp`.
+        options: Vec<String> = Vec::new(),
+    }
+
+    /// `[borg]`: credentials of `borg:` destinations.
+    [borg] BorgConfig {
+        /// BORG_PASSCOMMAND for borg (the environment's wins when set).
+        passcommand: Option<String> = None,
+        /// KEY=VALUE lines (BORG_PASSPHRASE, BORG_RSH...) set for borg.
+        environment_file: Option<PathBuf> = None,
+    }
 }
 
 impl BackupConfig {
@@ -206,15 +382,6 @@ impl BackupConfig {
     }
 }
 
-/// `[hooks]`: commands run around every backup.
-#[derive(Debug, Clone)]
-pub struct HooksConfig {
-    pub pre_backup: Setting<Option<String>>,
-    pub post_backup: Setting<Option<String>>,
-    pub timeout: Setting<Duration>,
-    pub on_failure: Setting<Choice<crate::backup::hooks::OnFailure>>,
-}
-
 impl HooksConfig {
     pub fn hooks(&self) -> crate::backup::hooks::Hooks {
         crate::backup::hooks::Hooks {
@@ -223,226 +390,6 @@ impl HooksConfig {
             timeout: std::time::Duration::from_secs(self.timeout.value.0.max(1) as u64),
             on_failure: self.on_failure.value.0,
         }
-    }
-}
-
-/// `[rescue]`: defaults of `mkrescue` and the scheduled rebuild.
-#[derive(Debug, Clone)]
-pub struct RescueConfig {
-    pub output: Setting<PathBuf>,
-    pub kernel: Setting<Option<PathBuf>>,
-    pub layout: Setting<Option<PathBuf>>,
-    pub compression: Setting<Choice<crate::rescue::Compression>>,
-    pub append: Setting<Vec<String>>,
-    pub add_programs: Setting<Vec<String>>,
-    pub iso: Setting<bool>,
-}
-
-/// `[snapshot]`.
-#[derive(Debug, Clone)]
-pub struct SnapshotConfig {
-    pub keep: Setting<Count<1>>,
-}
-
-/// `[schedule]`: what `schedule install` puts into the timer or cron file.
-#[derive(Debug, Clone)]
-pub struct ScheduleConfig {
-    pub on_calendar: Setting<String>,
-    pub randomized_delay: Setting<Duration>,
-    pub cron: Setting<Option<String>>,
-    pub rebuild_rescue: Setting<bool>,
-    pub backup: Setting<bool>,
-    pub max_image_age: Setting<Duration>,
-}
-
-/// `[monitor]`: thresholds of `status` and `check`.
-#[derive(Debug, Clone)]
-pub struct MonitorConfig {
-    pub warn_age: Setting<Duration>,
-    pub crit_age: Setting<Duration>,
-    pub drift: Setting<Choice<AlertLevel>>,
-    pub require_backup: Setting<bool>,
-    pub live: Setting<bool>,
-    pub drill_warn_age: Setting<Duration>,
-    pub require_drill: Setting<bool>,
-    /// node_exporter's textfile collector folder for `status --prometheus`.
-    pub textfile_dir: Setting<Option<PathBuf>>,
-}
-
-/// `[notify]`: who hears of a failed or warning scheduled run, a drifted
-/// layout, a failed verify or drill.
-#[derive(Debug, Clone)]
-pub struct NotifyConfig {
-    /// Mail recipients, through the local `sendmail -t`.
-    pub mail_to: Setting<Vec<String>>,
-    /// A program run through `/bin/sh -c` with the outcome in its
-    /// environment and as JSON on stdin.
-    pub command: Setting<Option<String>>,
-    /// The sendmail program.
-    pub sendmail: Setting<PathBuf>,
-    /// How long one channel may take before it is stopped.
-    pub timeout: Setting<Duration>,
-}
-
-/// `[drill]`: defaults of `lifeboat drill`.
-#[derive(Debug, Clone)]
-pub struct DrillConfig {
-    pub work: Setting<PathBuf>,
-    pub firmware: Setting<Choice<crate::drill::machine::FirmwareChoice>>,
-    pub accel: Setting<Choice<crate::drill::qemu::AccelChoice>>,
-    pub memory: Setting<Count<256>>,
-    pub cpus: Setting<Count<1>>,
-    pub timeout: Setting<Duration>,
-    pub key_file: Setting<Option<PathBuf>>,
-    pub on_calendar: Setting<String>,
-}
-
-/// `[restic]`: credentials and options of `restic:` destinations.
-#[derive(Debug, Clone)]
-pub struct ResticConfig {
-    /// RESTIC_PASSWORD_FILE for restic (the environment's wins when set).
-    pub password_file: Setting<Option<PathBuf>>,
-    /// KEY=VALUE lines (AWS_ACCESS_KEY_ID...) set for restic.
-    pub environment_file: Setting<Option<PathBuf>>,
-    /// Extended options (`restic -o`), e.g. `sftp.command=ssh -p 2222 host -s sftp`.
-    pub options: Setting<Vec<String>>,
-}
-
-/// `[borg]`: credentials of `borg:` destinations.
-#[derive(Debug, Clone)]
-pub struct BorgConfig {
-    /// BORG_PASSCOMMAND for borg (the environment's wins when set).
-    pub passcommand: Setting<Option<String>>,
-    /// KEY=VALUE lines (BORG_PASSPHRASE, BORG_RSH...) set for borg.
-    pub environment_file: Setting<Option<PathBuf>>,
-}
-
-/// The effective configuration.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// The configuration file looked at, and why that one.
-    pub path: PathBuf,
-    pub path_source: Source,
-    /// Whether it exists (a missing default file means built-in defaults).
-    pub file_found: bool,
-    pub state_dir: Setting<PathBuf>,
-    pub capture: CaptureConfig,
-    pub backup: BackupConfig,
-    pub hooks: HooksConfig,
-    pub rescue: RescueConfig,
-    pub snapshot: SnapshotConfig,
-    pub schedule: ScheduleConfig,
-    pub monitor: MonitorConfig,
-    pub notify: NotifyConfig,
-    pub drill: DrillConfig,
-    pub restic: ResticConfig,
-    pub borg: BorgConfig,
-}
-
-/// The sections of the file, in the order `config show` prints them.
-pub const SECTIONS: &[&str] = &[
-    "capture", "backup", "hooks", "rescue", "snapshot", "schedule", "monitor", "notify", "drill",
-    "restic", "borg",
-];
-
-impl Default for Config {
-    fn default() -> Config {
-        let state = PathBuf::from(DEFAULT_STATE_DIR);
-        let mut c = Config {
-            path: PathBuf::from(DEFAULT_PATH),
-            path_source: Source::Default,
-            file_found: false,
-            state_dir: Setting::new(state),
-            capture: CaptureConfig {
-                layout_file: Setting::new(PathBuf::new()),
-                only_disks: Setting::new(Vec::new()),
-                include_disks: Setting::new(Vec::new()),
-                exclude_disks: Setting::new(Vec::new()),
-                luks_headers: Setting::new(false),
-            },
-            backup: BackupConfig {
-                destination: Setting::new(None),
-                mount_options: Setting::new(None),
-                excludes: Setting::new(Vec::new()),
-                encrypt_to: Setting::new(Vec::new()),
-                compression: Setting::new(Choice(crate::backup::Compression::Zstd)),
-                level: Setting::new(None),
-                threads: Setting::new(None),
-                keep: Setting::new(None),
-                incremental: Setting::new(false),
-                full_every: Setting::new(Count(crate::backup::create::FULL_EVERY)),
-                full_every_age: Setting::new(None),
-                keep_last: Setting::new(Count(0)),
-                keep_hourly: Setting::new(Count(0)),
-                keep_daily: Setting::new(Count(0)),
-                keep_weekly: Setting::new(Count(0)),
-                keep_monthly: Setting::new(Count(0)),
-                keep_yearly: Setting::new(Count(0)),
-            },
-            hooks: HooksConfig {
-                pre_backup: Setting::new(None),
-                post_backup: Setting::new(None),
-                timeout: Setting::new(Duration(crate::backup::hooks::DEFAULT_TIMEOUT)),
-                on_failure: Setting::new(Choice(crate::backup::hooks::OnFailure::Stop)),
-            },
-            rescue: RescueConfig {
-                output: Setting::new(PathBuf::new()),
-                kernel: Setting::new(None),
-                layout: Setting::new(None),
-                compression: Setting::new(Choice(crate::rescue::Compression::Zstd)),
-                append: Setting::new(Vec::new()),
-                add_programs: Setting::new(Vec::new()),
-                iso: Setting::new(true),
-            },
-            snapshot: SnapshotConfig {
-                keep: Setting::new(Count(30)),
-            },
-            schedule: ScheduleConfig {
-                on_calendar: Setting::new("daily".into()),
-                randomized_delay: Setting::new(Duration(30 * 60)),
-                cron: Setting::new(None),
-                rebuild_rescue: Setting::new(false),
-                backup: Setting::new(false),
-                max_image_age: Setting::new(Duration(7 * 86400)),
-            },
-            monitor: MonitorConfig {
-                warn_age: Setting::new(Duration(8 * 86400)),
-                crit_age: Setting::new(Duration(15 * 86400)),
-                drift: Setting::new(Choice(AlertLevel::Warning)),
-                require_backup: Setting::new(true),
-                live: Setting::new(false),
-                drill_warn_age: Setting::new(Duration(35 * 86400)),
-                require_drill: Setting::new(false),
-                textfile_dir: Setting::new(None),
-            },
-            notify: NotifyConfig {
-                mail_to: Setting::new(Vec::new()),
-                command: Setting::new(None),
-                sendmail: Setting::new(PathBuf::from("/usr/sbin/sendmail")),
-                timeout: Setting::new(Duration(120)),
-            },
-            drill: DrillConfig {
-                work: Setting::new(PathBuf::from(crate::drill::DEFAULT_WORK)),
-                firmware: Setting::new(Choice(crate::drill::machine::FirmwareChoice::Auto)),
-                accel: Setting::new(Choice(crate::drill::qemu::AccelChoice::Auto)),
-                memory: Setting::new(Count(2048)),
-                cpus: Setting::new(Count(2)),
-                timeout: Setting::new(Duration(30 * 60)),
-                key_file: Setting::new(None),
-                on_calendar: Setting::new("monthly".into()),
-            },
-            restic: ResticConfig {
-                password_file: Setting::new(None),
-                environment_file: Setting::new(None),
-                options: Setting::new(Vec::new()),
-            },
-            borg: BorgConfig {
-                passcommand: Setting::new(None),
-                environment_file: Setting::new(None),
-            },
-        };
-        c.derive_paths();
-        c
     }
 }
 
@@ -456,88 +403,6 @@ pub struct LoadOptions {
 }
 
 impl Config {
-    /// Calls `f` with every key and its setting, in file order.
-    fn visit(
-        &mut self,
-        f: &mut dyn FnMut(&'static str, &mut dyn AnySetting) -> Result<()>,
-    ) -> Result<()> {
-        f("state_dir", &mut self.state_dir)?;
-        let c = &mut self.capture;
-        f("capture.layout_file", &mut c.layout_file)?;
-        f("capture.only_disks", &mut c.only_disks)?;
-        f("capture.include_disks", &mut c.include_disks)?;
-        f("capture.exclude_disks", &mut c.exclude_disks)?;
-        f("capture.luks_headers", &mut c.luks_headers)?;
-        let b = &mut self.backup;
-        f("backup.destination", &mut b.destination)?;
-        f("backup.mount_options", &mut b.mount_options)?;
-        f("backup.excludes", &mut b.excludes)?;
-        f("backup.encrypt_to", &mut b.encrypt_to)?;
-        f("backup.compression", &mut b.compression)?;
-        f("backup.level", &mut b.level)?;
-        f("backup.threads", &mut b.threads)?;
-        f("backup.keep", &mut b.keep)?;
-        f("backup.incremental", &mut b.incremental)?;
-        f("backup.full_every", &mut b.full_every)?;
-        f("backup.full_every_age", &mut b.full_every_age)?;
-        f("backup.keep_last", &mut b.keep_last)?;
-        f("backup.keep_hourly", &mut b.keep_hourly)?;
-        f("backup.keep_daily", &mut b.keep_daily)?;
-        f("backup.keep_weekly", &mut b.keep_weekly)?;
-        f("backup.keep_monthly", &mut b.keep_monthly)?;
-        f("backup.keep_yearly", &mut b.keep_yearly)?;
-        let h = &mut self.hooks;
-        f("hooks.pre_backup", &mut h.pre_backup)?;
-        f("hooks.post_backup", &mut h.post_backup)?;
-        f("hooks.timeout", &mut h.timeout)?;
-        f("hooks.on_failure", &mut h.on_failure)?;
-        let r = &mut self.rescue;
-        f("rescue.output", &mut r.output)?;
-        f("rescue.kernel", &mut r.kernel)?;
-        f("rescue.layout", &mut r.layout)?;
-        f("rescue.compression", &mut r.compression)?;
-        f("rescue.append", &mut r.append)?;
-        f("rescue.add_programs", &mut r.add_programs)?;
-        f("rescue.iso", &mut r.iso)?;
-        f("snapshot.keep", &mut self.snapshot.keep)?;
-        let s = &mut self.schedule;
-        f("schedule.on_calendar", &mut s.on_calendar)?;
-        f("schedule.randomized_delay", &mut s.randomized_delay)?;
-        f("schedule.cron", &mut s.cron)?;
-        f("schedule.rebuild_rescue", &mut s.rebuild_rescue)?;
-        f("schedule.backup", &mut s.backup)?;
-        f("schedule.max_image_age", &mut s.max_image_age)?;
-        let m = &mut self.monitor;
-        f("monitor.warn_age", &mut m.warn_age)?;
-        f("monitor.crit_age", &mut m.crit_age)?;
-        f("monitor.drift", &mut m.drift)?;
-        f("monitor.require_backup", &mut m.require_backup)?;
-        f("monitor.live", &mut m.live)?;
-        f("monitor.drill_warn_age", &mut m.drill_warn_age)?;
-        f("monitor.require_drill", &mut m.require_drill)?;
-        f("monitor.textfile_dir", &mut m.textfile_dir)?;
-        let n = &mut self.notify;
-        f("notify.mail_to", &mut n.mail_to)?;
-        f("notify.command", &mut n.command)?;
-        f("notify.sendmail", &mut n.sendmail)?;
-        f("notify.timeout", &mut n.timeout)?;
-        let d = &mut self.drill;
-        f("drill.work", &mut d.work)?;
-        f("drill.firmware", &mut d.firmware)?;
-        f("drill.accel", &mut d.accel)?;
-        f("drill.memory", &mut d.memory)?;
-        f("drill.cpus", &mut d.cpus)?;
-        f("drill.timeout", &mut d.timeout)?;
-        f("drill.key_file", &mut d.key_file)?;
-        f("drill.on_calendar", &mut d.on_calendar)?;
-        f("restic.password_file", &mut self.restic.password_file)?;
-        f("restic.environment_file", &mut self.restic.environment_file)?;
-        f("restic.options", &mut self.restic.options)?;
-        f("borg.passcommand", &mut self.borg.passcommand)?;
-        f("borg.environment_file", &mut self.borg.environment_file)?;
-        Ok(())
-    }
-
     /// Every key, `section.key` (or `key` at the top), in file order.
     pub fn keys() -> Vec<&'static str> {
         let mut keys = Vec::new();

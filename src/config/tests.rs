@@ -276,3 +276,75 @@ fn capture_options_follow_the_configuration() {
     let c = parse("[backup]\ndestination = \"nfs://h/x\"\n").unwrap();
     assert!(c.capture_options().backup_destinations.is_empty());
 }
+
+/// One key set at every layer: the flag wins, then the environment, then
+/// the file, then the default; each source is recorded.
+#[test]
+fn precedence_is_flag_env_file_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lifeboat.toml");
+    std::fs::write(&path, "state_dir = \"/from-file\"\n[snapshot]\nkeep = 4\n").unwrap();
+    let load = |env: &[(&str, &str)], flag: Option<&str>| {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let opts = LoadOptions {
+            path: Some(path.clone()),
+            state_dir: flag.map(PathBuf::from),
+        };
+        Config::load_with(&opts, &|k| {
+            env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+        })
+        .unwrap()
+    };
+    let var = "LIFEBOAT_STATE_DIR";
+    let c = load(&[(var, "/from-env")], Some("/from-flag"));
+    assert_eq!(c.state_dir.value, Path::new("/from-flag"));
+    assert_eq!(
+        c.state_dir.source,
+        Source::Flag {
+            flag: "--state-dir".into()
+        }
+    );
+    assert_eq!(
+        c.capture.layout_file.value,
+        Path::new("/from-flag/layout.json")
+    );
+    let c = load(&[(var, "/from-env")], None);
+    assert_eq!(c.state_dir.value, Path::new("/from-env"));
+    assert_eq!(c.state_dir.source, Source::Env { var: var.into() });
+    let c = load(&[], None);
+    assert_eq!(c.state_dir.value, Path::new("/from-file"));
+    assert!(matches!(c.state_dir.source, Source::File { line: 1, .. }));
+    assert_eq!(c.snapshot.keep.value, Count(4));
+    assert_eq!(c.notify.timeout.value, Duration(120));
+    assert_eq!(c.notify.timeout.source, Source::Default);
+    let mut s = c.snapshot.keep.clone();
+    s.flag(Some(Count(9)), "--keep");
+    assert_eq!(
+        (s.value, s.source),
+        (
+            Count(9),
+            Source::Flag {
+                flag: "--keep".into()
+            }
+        )
+    );
+}
+
+/// The table names every section once, and every key's environment
+/// variable follows from its name.
+#[test]
+fn sections_and_env_vars_come_from_the_one_table() {
+    let keys = Config::keys();
+    for s in SECTIONS {
+        assert!(keys.iter().any(|k| k.starts_with(&format!("{s}."))), "{s}");
+    }
+    assert_eq!(keys[0], "state_dir");
+    assert!(keys.contains(&"backup.keep_yearly") && keys.contains(&"borg.environment_file"));
+    assert_eq!(
+        Config::env_var("backup.mount_options"),
+        "LIFEBOAT_BACKUP_MOUNT_OPTIONS"
+    );
+}
