@@ -13,7 +13,8 @@ use sha2::{Digest, Sha256};
 use super::compress::{Compression, Encoder, HashWriter};
 use super::fsio;
 use super::generation::{
-    ArchiveInfo, GenKind, Generation, Outcome, Store, Warnings, FORMAT, LAYOUT_FILE, MANIFEST_FILE,
+    ArchiveInfo, GenKind, Generation, Outcome, Partial, Store, Warnings, FORMAT, LAYOUT_FILE,
+    MANIFEST_FILE,
 };
 use super::manifest::{self, FileRecord, FsManifest, Kind, Manifest, PathBytes};
 use super::progress::{self, Progress};
@@ -390,7 +391,8 @@ pub fn chain_ends(
     })
 }
 
-/// Writes one generation (the lock held).
+/// Writes one generation (the lock held): walk every tree, one archive
+/// per tree, then the manifest, the layout and generation.json.
 fn write_generation(
     store: &Store,
     opts: &CreateOptions,
@@ -405,25 +407,56 @@ fn write_generation(
     let epoch = (started_ns / 1_000_000_000) as i64;
     let id = store.new_id(epoch);
     let (previous, note) = pick_previous(store, opts, epoch)?;
-
     let partial = store.begin(&id)?;
+    let mut run = ArchiveRun::new(opts, &partial, previous.as_ref().map(|(_, m)| m));
+    // Walk everything first: totals for the progress line, and the
+    // incremental decisions need whole hard-link groups.
+    let walked = walk_sources(sources, &id, excludes, &mut run.warnings)?;
     let mut manifest = Manifest {
         format: manifest::FORMAT,
         generation: id.clone(),
         filesystems: Vec::new(),
     };
-    let mut archives = Vec::new();
-    let mut warnings = Warnings::default();
-    let mut progress = Progress::new("backup", opts.progress);
-    let mut stems: Vec<String> = Vec::new();
-    let mut stored_files = 0u64;
-    let mut stored_bytes = 0u64;
+    for (src, entries) in walked {
+        let fs = run.archive_tree(src, entries)?;
+        manifest.filesystems.push(fs);
+    }
+    run.progress.done();
+    let manifest_sha256 = write_metadata(&partial, opts, &manifest)?;
+    let gen = Generation {
+        manifest_sha256,
+        duration_seconds: started.elapsed().map(|d| d.as_secs_f64()).unwrap_or(0.0),
+        ..new_generation(
+            opts,
+            &id,
+            previous.as_ref().map(|(g, _)| g),
+            epoch,
+            started_ns,
+            &manifest,
+            run,
+        )
+    };
+    partial
+        .commit(&gen, opts.encrypt_to.as_ref())
+        .map_err(|e| destination_error(e, &opts.dest))?;
+    Ok(CreateReport {
+        generation: gen,
+        removed: Vec::new(),
+        note,
+        retried: None,
+    })
+}
 
-    // Walk everything first: totals for the progress line, and the
-    // incremental decisions need whole hard-link groups.
+/// Every tree's entries, with what the walk could not read counted.
+fn walk_sources<'a>(
+    sources: &'a [Source],
+    id: &str,
+    excludes: &Excludes,
+    warnings: &mut Warnings,
+) -> Result<Vec<(&'a Source, Vec<WalkEntry>)>> {
     let mut walked = Vec::new();
     for src in sources {
-        let (entries, stats) = walk::walk(&src.path, &id, excludes)
+        let (entries, stats) = walk::walk(&src.path, id, excludes)
             .with_context(|| format!("reading {}", src.path.display()))?;
         warnings.sockets += stats.sockets;
         warnings.vanished += stats.vanished;
@@ -433,25 +466,47 @@ fn write_generation(
         }
         walked.push((src, entries));
     }
+    Ok(walked)
+}
 
-    for (src, mut entries) in walked {
+/// One archive being written: tar over compression over (sealing over)
+/// the hashed file.
+type ArchiveWriter = TarWriter<Encoder<Output<HashWriter<File>>>>;
+
+/// The archives of one generation as they are written, and their totals.
+struct ArchiveRun<'a> {
+    opts: &'a CreateOptions,
+    partial: &'a Partial,
+    /// The manifest an incremental or differential builds on.
+    previous: Option<&'a Manifest>,
+    warnings: Warnings,
+    progress: Progress,
+    archives: Vec<ArchiveInfo>,
+    stored_files: u64,
+    stored_bytes: u64,
+}
+
+impl<'a> ArchiveRun<'a> {
+    fn new(opts: &'a CreateOptions, partial: &'a Partial, previous: Option<&'a Manifest>) -> Self {
+        ArchiveRun {
+            opts,
+            partial,
+            previous,
+            warnings: Warnings::default(),
+            progress: Progress::new("backup", opts.progress),
+            archives: Vec::new(),
+            stored_files: 0,
+            stored_bytes: 0,
+        }
+    }
+
+    /// Archives one tree: the entries the previous manifest does not
+    /// already hold; returns the tree's manifest.
+    fn archive_tree(&mut self, src: &Source, mut entries: Vec<WalkEntry>) -> Result<FsManifest> {
         use std::os::unix::ffi::OsStrExt;
         let mp = PathBytes(src.mountpoint.as_os_str().as_bytes().to_vec());
-        let mut stem = archive_stem(&src.mountpoint);
-        if stems.contains(&stem) {
-            stem = format!("{stem}-{}", stems.len());
-        }
-        stems.push(stem.clone());
-        let archive_name = match opts.encrypt_to {
-            // Mount points stay in the encrypted manifest only.
-            Some(_) => format!(
-                "fs{}.{}{SUFFIX}",
-                stems.len() - 1,
-                opts.compression.extension()
-            ),
-            None => format!("{stem}.{}", opts.compression.extension()),
-        };
-        let prev_fs = previous.as_ref().and_then(|(_, m)| m.filesystem(&mp.0));
+        let archive_name = self.archive_name(&src.mountpoint);
+        let prev_fs = self.previous.and_then(|m| m.filesystem(&mp.0));
         let recs: Vec<FileRecord> = entries.iter().map(|e| e.rec.clone()).collect();
         let nlinks: Vec<u64> = entries.iter().map(|e| e.nlink).collect();
         let (reuse, deleted) = match prev_fs {
@@ -465,99 +520,147 @@ fn write_generation(
             .filter(|(e, r)| r.is_none() && e.rec.kind == Kind::File && e.rec.link.is_none())
             .map(|(e, _)| e.rec.size)
             .sum();
-        progress.expect(to_store, entries.len() as u64);
-
-        let path = partial.tmp.join(&archive_name);
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(partial.path(&archive_name))
-            .with_context(|| format!("creating {}", path.display()))?;
-        let out = match &opts.encrypt_to {
-            Some(r) => r.writer(HashWriter::new(file))?,
-            None => Output::Plain(HashWriter::new(file)),
-        };
-        let enc = Encoder::new(opts.compression, out, opts.level, opts.threads)?;
-        let mut tar = TarWriter::new(enc);
-        let mut ctx = ArchiveCtx::new(&src.path);
-        let mut records = Vec::with_capacity(entries.len());
-        let mut count = 0u64;
-        for (e, r) in entries.iter_mut().zip(&reuse) {
-            if let Some(i) = r {
-                records.push(prev_fs.expect("reuse implies previous").entries[*i].clone());
-                progress.add(0, 1);
-                continue;
-            }
-            let stored = ctx
-                .archive(&mut tar, e, &mut progress)
-                .and_then(|s| Ok(tar.get_mut().entry_boundary().map(|()| s)?))
-                .map_err(|err| destination_error(err, &opts.dest))?;
-            match stored {
-                Stored::Yes => {
-                    count += 1;
-                    if e.rec.kind == Kind::File && e.rec.link.is_none() {
-                        stored_bytes += e.rec.size;
-                    }
-                    records.push(e.rec.clone());
-                }
-                Stored::Vanished => warnings.vanished += 1,
-                Stored::Unreadable(why) => {
-                    warnings.unreadable += 1;
-                    if warnings.examples.len() < 20 {
-                        warnings.examples.push(format!("unreadable: {why}"));
-                    }
-                }
-            }
-        }
-        warnings.changed += ctx.changed;
-        for c in ctx.changed_examples.drain(..) {
-            if warnings.examples.len() < 20 {
-                warnings.examples.push(format!("changed while read: {c}"));
-            }
-        }
-        stored_files += count;
-        let finish = || -> io::Result<(String, u64)> {
-            let enc = tar.finish()?;
-            let (file, sum, bytes) = enc.finish()?.finish()?.finish();
-            file.sync_all()?;
-            Ok((sum, bytes))
-        };
-        let (sum, bytes) = finish()
-            .map_err(|e| destination_error(e.into(), &opts.dest))
+        self.progress.expect(to_store, entries.len() as u64);
+        let path = self.partial.tmp.join(&archive_name);
+        let mut tar = self.open_archive(&archive_name, &path)?;
+        let (records, count) = self.store_entries(&mut tar, src, &mut entries, &reuse, prev_fs)?;
+        self.stored_files += count;
+        let (sha256, bytes) = finish_archive(tar)
+            .map_err(|e| destination_error(e.into(), &self.opts.dest))
             .with_context(|| format!("writing {}", path.display()))?;
-        archives.push(ArchiveInfo {
+        self.archives.push(ArchiveInfo {
             mountpoint: mp.clone(),
             file: archive_name.clone(),
             bytes,
-            sha256: sum,
+            sha256,
             entries: count,
         });
-        // Totals over the whole tree at this moment.
-        let mut data_bytes = 0;
-        let mut allocated = 0;
-        for (e, rec) in entries.iter().zip(&records) {
-            let _ = rec;
-            if e.rec.kind == Kind::File && e.rec.link.is_none() {
-                data_bytes += e.rec.size;
-                allocated += e.blocks * 512;
-            }
-        }
-        manifest.filesystems.push(FsManifest {
+        let (data_bytes, allocated_bytes) = tree_totals(&entries);
+        Ok(FsManifest {
             mountpoint: mp,
             archive: archive_name,
             fstype: src.fstype.clone(),
             device: src.device.clone(),
             used_bytes: fsio::fs_used_bytes(&src.path).unwrap_or(0),
             data_bytes,
-            allocated_bytes: allocated,
+            allocated_bytes,
             file_count: records.len() as u64,
             entries: records,
             deleted,
-        });
+        })
     }
-    progress.done();
 
+    /// The archive's file name: from the mount point, unique in the
+    /// generation; numbered only when encrypted (mount points stay in the
+    /// encrypted manifest only).
+    fn archive_name(&self, mountpoint: &Path) -> String {
+        let ext = self.opts.compression.extension();
+        let n = self.archives.len();
+        if self.opts.encrypt_to.is_some() {
+            return format!("fs{n}.{ext}{SUFFIX}");
+        }
+        let stem = archive_stem(mountpoint);
+        let taken = self.archives.iter().any(|a| {
+            a.file
+                .strip_suffix(&format!(".{ext}"))
+                .is_some_and(|s| s == stem)
+        });
+        match taken {
+            true => format!("{stem}-{n}.{ext}"),
+            false => format!("{stem}.{ext}"),
+        }
+    }
+
+    fn open_archive(&self, name: &str, path: &Path) -> Result<ArchiveWriter> {
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(self.partial.path(name))
+            .with_context(|| format!("creating {}", path.display()))?;
+        let out = match &self.opts.encrypt_to {
+            Some(r) => r.writer(HashWriter::new(file))?,
+            None => Output::Plain(HashWriter::new(file)),
+        };
+        let o = self.opts;
+        let enc = Encoder::new(o.compression, out, o.level, o.threads)?;
+        Ok(TarWriter::new(enc))
+    }
+
+    /// Stores the entries not reused from `prev_fs`; returns every entry's
+    /// record (reused ones from the previous manifest) and how many were
+    /// stored.
+    fn store_entries(
+        &mut self,
+        tar: &mut ArchiveWriter,
+        src: &Source,
+        entries: &mut [WalkEntry],
+        reuse: &[Option<usize>],
+        prev_fs: Option<&FsManifest>,
+    ) -> Result<(Vec<FileRecord>, u64)> {
+        let mut ctx = ArchiveCtx::new(&src.path);
+        let mut records = Vec::with_capacity(entries.len());
+        let mut count = 0u64;
+        for (e, r) in entries.iter_mut().zip(reuse) {
+            if let Some(i) = r {
+                records.push(prev_fs.expect("reuse implies previous").entries[*i].clone());
+                self.progress.add(0, 1);
+                continue;
+            }
+            let stored = ctx
+                .archive(tar, e, &mut self.progress)
+                .and_then(|s| Ok(tar.get_mut().entry_boundary().map(|()| s)?))
+                .map_err(|err| destination_error(err, &self.opts.dest))?;
+            match stored {
+                Stored::Yes => {
+                    count += 1;
+                    if e.rec.kind == Kind::File && e.rec.link.is_none() {
+                        self.stored_bytes += e.rec.size;
+                    }
+                    records.push(e.rec.clone());
+                }
+                Stored::Vanished => self.warnings.vanished += 1,
+                Stored::Unreadable(why) => {
+                    self.warnings.unreadable += 1;
+                    self.example(format!("unreadable: {why}"));
+                }
+            }
+        }
+        self.warnings.changed += ctx.changed;
+        for c in ctx.changed_examples.drain(..) {
+            self.example(format!("changed while read: {c}"));
+        }
+        Ok((records, count))
+    }
+
+    /// Keeps a warning's example, up to 20.
+    fn example(&mut self, text: String) {
+        if self.warnings.examples.len() < 20 {
+            self.warnings.examples.push(text);
+        }
+    }
+}
+
+/// Ends the archive on disk: its SHA-256 and size as stored.
+fn finish_archive(tar: ArchiveWriter) -> io::Result<(String, u64)> {
+    let enc = tar.finish()?;
+    let (file, sum, bytes) = enc.finish()?.finish()?.finish();
+    file.sync_all()?;
+    Ok((sum, bytes))
+}
+
+/// Content bytes and allocated bytes of the tree's regular files at this
+/// moment (hard links counted once).
+fn tree_totals(entries: &[WalkEntry]) -> (u64, u64) {
+    entries
+        .iter()
+        .filter(|e| e.rec.kind == Kind::File && e.rec.link.is_none())
+        .fold((0, 0), |(d, a), e| (d + e.rec.size, a + e.blocks * 512))
+}
+
+/// Writes the manifest and the layout (sealed when encrypting); returns the
+/// manifest's SHA-256.
+fn write_metadata(partial: &Partial, opts: &CreateOptions, manifest: &Manifest) -> Result<String> {
     let seal = opts.encrypt_to.as_ref();
     let sealed = |name: &str| match seal {
         Some(_) => format!("{name}{SUFFIX}"),
@@ -575,77 +678,59 @@ fn write_generation(
         crate::util::write_atomic(&partial.path(&sealed(LAYOUT_FILE)), &data, 0o600)
             .map_err(|e| destination_error(e, &opts.dest))?;
     }
-    let finished = std::time::SystemTime::now();
-    let (kind, parent, parent_sum, chain) = match &previous {
-        Some((g, _)) => {
-            let mut chain = g.chain.clone();
-            chain.push(id.clone());
-            let kind = if opts.differential {
-                GenKind::Differential
-            } else {
-                GenKind::Incremental
-            };
-            (
-                kind,
-                Some(g.id.clone()),
-                Some(g.manifest_sha256.clone()),
-                chain,
-            )
-        }
-        None => (GenKind::Full, None, None, vec![id.clone()]),
+    Ok(manifest_sha256)
+}
+
+/// The generation's record: its place in the chain, what the archives hold
+/// and how the run went (manifest hash and duration filled in by the caller).
+fn new_generation(
+    opts: &CreateOptions,
+    id: &str,
+    previous: Option<&Generation>,
+    epoch: i64,
+    started_ns: i128,
+    manifest: &Manifest,
+    run: ArchiveRun,
+) -> Generation {
+    let (kind, chain) = match previous {
+        Some(g) if opts.differential => (GenKind::Differential, g.chain.clone()),
+        Some(g) => (GenKind::Incremental, g.chain.clone()),
+        None => (GenKind::Full, Vec::new()),
     };
-    let files = manifest.filesystems.iter().map(|f| f.file_count).sum();
-    let bytes = manifest.filesystems.iter().map(|f| f.data_bytes).sum();
-    let deleted = manifest
-        .filesystems
-        .iter()
-        .map(|f| f.deleted.len() as u64)
-        .sum();
-    let gen = Generation {
+    let fss = &manifest.filesystems;
+    Generation {
         format: FORMAT,
-        id: id.clone(),
+        id: id.to_string(),
         kind,
-        parent,
-        parent_manifest_sha256: parent_sum,
-        chain,
+        parent: previous.map(|g| g.id.clone()),
+        parent_manifest_sha256: previous.map(|g| g.manifest_sha256.clone()),
+        chain: chain.into_iter().chain([id.to_string()]).collect(),
         started_at: crate::util::rfc3339(epoch),
         finished_at: crate::util::rfc3339(crate::util::now_epoch()),
         started_ns,
-        duration_seconds: finished
-            .duration_since(started)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0),
+        duration_seconds: 0.0,
         hostname: crate::util::hostname(),
         lifeboat_version: crate::VERSION.to_string(),
         compression: opts.compression,
-        archive_bytes: archives.iter().map(|a| a.bytes).sum(),
-        archives,
-        manifest_sha256,
-        files,
-        bytes,
-        stored_files,
-        stored_content_bytes: stored_bytes,
-        deleted,
+        archive_bytes: run.archives.iter().map(|a| a.bytes).sum(),
+        archives: run.archives,
+        manifest_sha256: String::new(),
+        files: fss.iter().map(|f| f.file_count).sum(),
+        bytes: fss.iter().map(|f| f.data_bytes).sum(),
+        stored_files: run.stored_files,
+        stored_content_bytes: run.stored_bytes,
+        deleted: fss.iter().map(|f| f.deleted.len() as u64).sum(),
         has_layout: opts.layout_file.is_some(),
-        result: if warnings.unreadable > 0 {
+        result: if run.warnings.unreadable > 0 {
             Outcome::Partial
         } else {
             Outcome::Ok
         },
-        warnings,
-        encryption: seal.map(|r| Encryption {
+        warnings: run.warnings,
+        encryption: opts.encrypt_to.as_ref().map(|r| Encryption {
             recipients: r.fingerprints.clone(),
         }),
-    };
-    partial
-        .commit(&gen, seal)
-        .map_err(|e| destination_error(e, &opts.dest))?;
-    Ok(CreateReport {
-        generation: gen,
-        removed: Vec::new(),
-        note,
-        retried: None,
-    })
+    }
 }
 
 /// Turns "no space left" anywhere in the chain into one clear message.
