@@ -76,9 +76,28 @@ fn ago(now: i64, then: Option<i64>) -> String {
 
 /// The human `status` report.
 pub fn render(f: &Facts, v: &Verdict) -> String {
-    let mut out = String::new();
-    let mut line = |k: &str, text: String| out.push_str(&format!("{k:<10}{text}\n"));
-    line(
+    let mut out = Report::default();
+    snapshot_lines(f, &mut out);
+    rescue_lines(f, &mut out);
+    backup_lines(f, &mut out);
+    drift_lines(f, &mut out);
+    run_lines(f, &mut out);
+    out.line("verdict", v.line());
+    out.0
+}
+
+/// The report's text: a key in a column of 10, then the text.
+#[derive(Default)]
+struct Report(String);
+
+impl Report {
+    fn line(&mut self, k: &str, text: String) {
+        self.0.push_str(&format!("{k:<10}{text}\n"));
+    }
+}
+
+fn snapshot_lines(f: &Facts, out: &mut Report) {
+    out.line(
         "snapshot",
         match (&f.snapshot, &f.snapshot_error) {
             (_, Some(e)) => format!("unreadable: {e}"),
@@ -95,92 +114,111 @@ pub fn render(f: &Facts, v: &Verdict) -> String {
             (None, None) => "none (run `lifeboat snapshot`)".into(),
         },
     );
-    match (&f.rescue.record, &f.rescue.error) {
-        (_, Some(e)) => line("rescue", format!("unreadable: {e}")),
-        (None, None) => line(
-            "rescue",
-            format!("no image in {}", f.rescue.output.display()),
-        ),
-        (Some(r), None) => {
-            line(
+}
+
+fn rescue_lines(f: &Facts, out: &mut Report) {
+    let r = match (&f.rescue.record, &f.rescue.error) {
+        (_, Some(e)) => return out.line("rescue", format!("unreadable: {e}")),
+        (None, None) => {
+            return out.line(
                 "rescue",
-                format!(
-                    "built {} ({}), kernel {}, layout {}{}",
-                    ago(f.now, f.rescue.built_epoch),
-                    r.built_at,
-                    r.kernel_version,
-                    r.layout.as_deref().unwrap_or("none"),
-                    r.backup
-                        .as_deref()
-                        .map(|g| format!(", belongs with backup {g}"))
-                        .unwrap_or_default()
-                ),
-            );
-            let files: Vec<String> = r
-                .files
-                .iter()
-                .map(|x| format!("{} {}", x.name, human_bytes(x.bytes)))
-                .collect();
-            line(
-                "",
-                format!("{}: {}", f.rescue.output.display(), files.join(", ")),
-            );
+                format!("no image in {}", f.rescue.output.display()),
+            )
         }
-    }
-    match &f.backup {
-        BackupFacts::NotConfigured => line("backup", "no backup.destination configured".into()),
+        (Some(r), None) => r,
+    };
+    out.line(
+        "rescue",
+        format!(
+            "built {} ({}), kernel {}, layout {}{}",
+            ago(f.now, f.rescue.built_epoch),
+            r.built_at,
+            r.kernel_version,
+            r.layout.as_deref().unwrap_or("none"),
+            r.backup
+                .as_deref()
+                .map(|g| format!(", belongs with backup {g}"))
+                .unwrap_or_default()
+        ),
+    );
+    let files: Vec<String> = r
+        .files
+        .iter()
+        .map(|x| format!("{} {}", x.name, human_bytes(x.bytes)))
+        .collect();
+    out.line(
+        "",
+        format!("{}: {}", f.rescue.output.display(), files.join(", ")),
+    );
+}
+
+fn backup_lines(f: &Facts, out: &mut Report) {
+    let (destination, g, finished_epoch, verify, chain_damage) = match &f.backup {
+        BackupFacts::NotConfigured => {
+            return out.line("backup", "no backup.destination configured".into())
+        }
         BackupFacts::Unreadable { destination, error } => {
-            line("backup", format!("{destination} unreadable: {error}"))
+            return out.line("backup", format!("{destination} unreadable: {error}"))
         }
-        BackupFacts::Empty { destination } => line("backup", format!("none in {destination}")),
+        BackupFacts::Empty { destination } => {
+            return out.line("backup", format!("none in {destination}"))
+        }
         BackupFacts::Found {
             destination,
-            generation: g,
+            generation,
             finished_epoch,
             verify,
             chain_damage,
-        } => {
-            for d in chain_damage {
-                line("damage", d.clone());
-            }
-            line(
-                "backup",
-                format!(
-                    "generation {} ({:?}), finished {}, {}, {} files, in {destination}",
-                    g.id,
-                    g.kind,
-                    ago(f.now, *finished_epoch),
-                    match g.result {
-                        crate::backup::generation::Outcome::Ok => "ok",
-                        crate::backup::generation::Outcome::Partial => "PARTIAL",
-                    },
-                    g.files
-                ),
-            );
-            line(
-                "verify",
-                match verify {
-                    None => "never verified (`lifeboat backup verify`)".into(),
-                    Some(x) => format!(
-                        "{}, {}{}",
-                        if x.ok { "ok" } else { "DAMAGED" },
-                        ago(f.now, util::parse_rfc3339(&x.verified_at).ok()),
-                        x.problem
-                            .as_ref()
-                            .map(|p| format!(": {p}"))
-                            .unwrap_or_default()
-                    ),
-                },
-            );
-        }
+        } => (
+            destination,
+            generation,
+            finished_epoch,
+            verify,
+            chain_damage,
+        ),
+    };
+    for d in chain_damage {
+        out.line("damage", d.clone());
     }
+    out.line(
+        "backup",
+        format!(
+            "generation {} ({:?}), finished {}, {}, {} files, in {destination}",
+            g.id,
+            g.kind,
+            ago(f.now, *finished_epoch),
+            match g.result {
+                crate::backup::generation::Outcome::Ok => "ok",
+                crate::backup::generation::Outcome::Partial => "PARTIAL",
+            },
+            g.files
+        ),
+    );
+    out.line(
+        "verify",
+        match verify {
+            None => "never verified (`lifeboat backup verify`)".into(),
+            Some(x) => format!(
+                "{}, {}{}",
+                if x.ok { "ok" } else { "DAMAGED" },
+                ago(f.now, util::parse_rfc3339(&x.verified_at).ok()),
+                x.problem
+                    .as_ref()
+                    .map(|p| format!(": {p}"))
+                    .unwrap_or_default()
+            ),
+        },
+    );
+}
+
+fn drift_lines(f: &Facts, out: &mut Report) {
     match &f.drift {
-        Drift::Same { against } => line(
+        Drift::Same { against } => out.line(
             "drift",
             format!("none: the image's layout matches {against}"),
         ),
         Drift::Drifted { against, changes } => {
-            line(
+            out.line(
                 "drift",
                 format!(
                     "the layout changed since the image was built ({} change{} in {against}):",
@@ -189,13 +227,17 @@ pub fn render(f: &Facts, v: &Verdict) -> String {
                 ),
             );
             for c in changes {
-                line("", format!("  {c}"));
+                out.line("", format!("  {c}"));
             }
         }
-        Drift::Unknown { reason } => line("drift", format!("unknown: {reason}")),
+        Drift::Unknown { reason } => out.line("drift", format!("unknown: {reason}")),
     }
+}
+
+/// The last scheduled run and the last drill.
+fn run_lines(f: &Facts, out: &mut Report) {
     if let Some(r) = &f.last_run {
-        line(
+        out.line(
             "last run",
             format!(
                 "{} {}: {}",
@@ -206,7 +248,7 @@ pub fn render(f: &Facts, v: &Verdict) -> String {
         );
     }
     if let Some(d) = &f.drill.last {
-        line(
+        out.line(
             "drill",
             format!(
                 "{} {}{}, {}",
@@ -225,10 +267,8 @@ pub fn render(f: &Facts, v: &Verdict) -> String {
         );
     }
     if let Some(e) = &f.drill.error {
-        line("drill", format!("unreadable: {e}"));
+        out.line("drill", format!("unreadable: {e}"));
     }
-    line("verdict", v.line());
-    out
 }
 
 /// `check`: every failure, even of the configuration or the command line,

@@ -376,7 +376,7 @@ pub fn remove(paths: &Paths) -> Result<Vec<PathBuf>> {
 }
 
 /// What is installed below a root.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct State {
     pub init: Option<Init>,
     /// The command the schedule runs, as written in the unit or cron file.
@@ -391,60 +391,26 @@ pub struct State {
     pub last_result: Option<String>,
 }
 
-/// Reads what is installed.
+/// Reads what is installed: systemd units of ours, else the cron file.
 pub fn state(paths: &Paths) -> Result<State> {
-    let read = |p: &Path| -> Result<Option<String>> {
-        match std::fs::read_to_string(p) {
-            Ok(t) => Ok(Some(t)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("reading {}", p.display())),
-        }
-    };
-    let mut st = State {
-        init: None,
-        command: None,
-        when: None,
-        files: Vec::new(),
-        enabled: None,
-        next_run: None,
-        last_trigger: None,
-        last_result: None,
-    };
-    // systemd's view: a unit in /etc hides the package's, drop-ins
-    // add to whichever is used.
-    let unit = |etc: PathBuf, name: &str, drop_in: PathBuf| -> Result<(Option<String>, bool)> {
-        let base = match read(&etc)? {
-            Some(t) => Some(t),
-            None => match paths.shipped_dir() {
-                Some(d) => read(&paths.root.join(d).join(name))?,
-                None => None,
-            },
-        };
-        let extra = read(&drop_in)?;
-        let ours = std::fs::symlink_metadata(&etc).is_ok() || extra.is_some();
-        let text = [base, extra].into_iter().flatten().collect::<Vec<_>>();
-        Ok(((!text.is_empty()).then(|| text.join("\n")), ours))
-    };
-    let (service, service_ours) = unit(
+    let mut st = State::default();
+    let (service, service_ours) = unit_text(
+        paths,
         paths.service(),
         paths.job.service(),
         paths.service_drop_in(),
     )?;
-    let (timer, timer_ours) = unit(paths.timer(), paths.job.timer(), paths.timer_drop_in())?;
+    let (timer, timer_ours) = unit_text(
+        paths,
+        paths.timer(),
+        paths.job.timer(),
+        paths.timer_drop_in(),
+    )?;
     let linked = std::fs::symlink_metadata(paths.wants_link()).is_ok();
     if service_ours || timer_ours || linked {
         st.init = Some(Init::Systemd);
-        // The last value wins (a drop-in empties a list, then sets it).
-        let value = |text: &Option<String>, key: &str| -> Option<String> {
-            text.as_deref()?
-                .lines()
-                .filter_map(|l| l.strip_prefix(&format!("{key}=")))
-                .next_back()
-                .filter(|v| !v.is_empty())
-                .map(String::from)
-        };
-        st.command = value(&service, "ExecStart");
-        st.when = value(&timer, "OnCalendar");
+        st.command = unit_value(&service, "ExecStart");
+        st.when = unit_value(&timer, "OnCalendar");
         for p in [
             paths.service(),
             paths.timer(),
@@ -457,66 +423,104 @@ pub fn state(paths: &Paths) -> Result<State> {
             }
         }
         if paths.systemd_running() {
-            let show = |unit: &str, props: &str| -> Result<Vec<(String, String)>> {
-                let out = Cmd::new("systemctl")
-                    .args(["show", unit, "--property", props])
-                    .read()?;
-                Ok(out
-                    .lines()
-                    .filter_map(|l| l.split_once('='))
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect())
-            };
-            for (k, v) in show(
-                paths.job.timer(),
-                "UnitFileState,NextElapseUSecRealtime,LastTriggerUSec",
-            )? {
-                let v = (!v.is_empty() && v != "n/a").then_some(v);
-                match k.as_str() {
-                    "UnitFileState" => st.enabled = v,
-                    "NextElapseUSecRealtime" => st.next_run = v,
-                    "LastTriggerUSec" => st.last_trigger = v,
-                    _ => {}
-                }
-            }
-            for (k, v) in show(paths.job.service(), "Result")? {
-                if k == "Result" {
-                    st.last_result = Some(v);
-                }
-            }
+            systemd_view(paths, &mut st)?;
         } else {
-            st.enabled = Some(
-                if std::fs::symlink_metadata(paths.wants_link()).is_ok() {
-                    "enabled"
-                } else {
-                    "disabled"
-                }
-                .into(),
-            );
+            st.enabled = Some(if linked { "enabled" } else { "disabled" }.into());
         }
-    } else if let Some(cron) = read(&paths.cron())? {
+    } else if let Some(cron) = read_opt(&paths.cron())? {
         st.init = Some(Init::Cron);
         st.files.push(paths.cron());
-        if let Some(line) = cron
-            .lines()
-            .find(|l| !l.starts_with('#') && l.contains(" root "))
-        {
-            let (when, cmd) = line.split_once(" root ").expect("checked above");
-            st.when = Some(when.to_string());
-            // Without the random delay before it (units::cron_delay).
-            let cmd = match cmd.strip_prefix("sleep $(shuf ") {
-                Some(rest) => rest.split_once("); ").map_or(cmd, |(_, c)| c),
-                None => cmd,
-            };
-            st.command = Some(
-                cmd.strip_suffix(&format!(" 2>&1 | logger -t {}", units::SYSLOG_IDENTIFIER))
-                    .unwrap_or(cmd)
-                    .to_string(),
-            );
+        if let Some((when, command)) = cron_job(&cron) {
+            st.when = Some(when);
+            st.command = Some(command);
         }
         st.enabled = Some("enabled".into());
     }
     Ok(st)
+}
+
+/// A unit as systemd sees it: the one in /etc hides the package's
+/// (`name` in the shipped folder), the drop-in adds to whichever is used;
+/// and whether any of it is ours (the /etc unit or the drop-in).
+fn unit_text(
+    paths: &Paths,
+    etc: PathBuf,
+    name: &str,
+    drop_in: PathBuf,
+) -> Result<(Option<String>, bool)> {
+    let base = match read_opt(&etc)? {
+        Some(t) => Some(t),
+        None => match paths.shipped_dir() {
+            Some(d) => read_opt(&paths.root.join(d).join(name))?,
+            None => None,
+        },
+    };
+    let extra = read_opt(&drop_in)?;
+    let ours = std::fs::symlink_metadata(&etc).is_ok() || extra.is_some();
+    let text = [base, extra].into_iter().flatten().collect::<Vec<_>>();
+    Ok(((!text.is_empty()).then(|| text.join("\n")), ours))
+}
+
+/// A key's value in unit text: the last one wins (a drop-in empties a
+/// list, then sets it).
+fn unit_value(text: &Option<String>, key: &str) -> Option<String> {
+    text.as_deref()?
+        .lines()
+        .filter_map(|l| l.strip_prefix(&format!("{key}=")))
+        .next_back()
+        .filter(|v| !v.is_empty())
+        .map(String::from)
+}
+
+/// systemd's view of the timer (enabled, next and last run) and the
+/// service's last result.
+fn systemd_view(paths: &Paths, st: &mut State) -> Result<()> {
+    let show = |unit: &str, props: &str| -> Result<Vec<(String, String)>> {
+        let out = Cmd::new("systemctl")
+            .args(["show", unit, "--property", props])
+            .read()?;
+        Ok(out
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect())
+    };
+    for (k, v) in show(
+        paths.job.timer(),
+        "UnitFileState,NextElapseUSecRealtime,LastTriggerUSec",
+    )? {
+        let v = (!v.is_empty() && v != "n/a").then_some(v);
+        match k.as_str() {
+            "UnitFileState" => st.enabled = v,
+            "NextElapseUSecRealtime" => st.next_run = v,
+            "LastTriggerUSec" => st.last_trigger = v,
+            _ => {}
+        }
+    }
+    for (k, v) in show(paths.job.service(), "Result")? {
+        if k == "Result" {
+            st.last_result = Some(v);
+        }
+    }
+    Ok(())
+}
+
+/// The time fields and the command of the cron file's job line, without
+/// the random delay before the command (units::cron_delay) and the logger
+/// after it.
+fn cron_job(cron: &str) -> Option<(String, String)> {
+    let line = cron
+        .lines()
+        .find(|l| !l.starts_with('#') && l.contains(" root "))?;
+    let (when, cmd) = line.split_once(" root ")?;
+    let cmd = match cmd.strip_prefix("sleep $(shuf ") {
+        Some(rest) => rest.split_once("); ").map_or(cmd, |(_, c)| c),
+        None => cmd,
+    };
+    let cmd = cmd
+        .strip_suffix(&format!(" 2>&1 | logger -t {}", units::SYSLOG_IDENTIFIER))
+        .unwrap_or(cmd);
+    Some((when.to_string(), cmd.to_string()))
 }
 
 #[cfg(test)]
