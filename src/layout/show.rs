@@ -235,78 +235,7 @@ pub fn tree(l: &Layout) -> String {
         l.captured_at
     );
     for d in &l.disks {
-        let ident = d
-            .serial
-            .as_deref()
-            .map(|s| format!("serial {s}"))
-            .or_else(|| d.wwn.as_deref().map(|w| format!("WWN {w}")))
-            .unwrap_or_else(|| "no serial".into());
-        let table = match &d.partition_table {
-            Some(PartitionTable::Gpt(g)) => format!("GPT {}", g.disk_guid),
-            Some(PartitionTable::Mbr(m)) => format!("MBR 0x{:08x}", m.disk_signature),
-            None => "no partition table".into(),
-        };
-        let needed = if d.needed {
-            String::new()
-        } else {
-            format!("  [not needed: {}]", d.needed_reason)
-        };
-        t.line(
-            0,
-            &format!(
-                "{}  {}  {}{}, {table}{needed}",
-                d.path,
-                human_bytes(d.size_bytes),
-                ident,
-                d.transport
-                    .as_deref()
-                    .map(|x| format!(", {x}"))
-                    .unwrap_or_default()
-            ),
-        );
-        match &d.partition_table {
-            Some(PartitionTable::Gpt(g)) => {
-                for p in &g.partitions {
-                    let name = if p.name.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" \"{}\"", p.name)
-                    };
-                    t.line(
-                        1,
-                        &format!(
-                            "{}  {}  {}{name}, PARTUUID {}",
-                            p.device,
-                            human_bytes(p.size_bytes),
-                            gpt_type_name(&p.type_guid),
-                            p.unique_guid
-                        ),
-                    );
-                    t.children(&p.device, 2);
-                }
-            }
-            Some(PartitionTable::Mbr(m)) => {
-                for p in &m.partitions {
-                    let boot = if p.bootable { ", bootable" } else { "" };
-                    let kind = match p.kind {
-                        MbrKind::Primary => "primary",
-                        MbrKind::Extended => "extended",
-                        MbrKind::Logical => "logical",
-                    };
-                    t.line(
-                        1,
-                        &format!(
-                            "{}  {}  {kind} type 0x{:02x}{boot}",
-                            p.device,
-                            human_bytes(p.size_bytes),
-                            p.type_byte
-                        ),
-                    );
-                    t.children(&p.device, 2);
-                }
-            }
-            None => t.children(&d.path, 1),
-        }
+        t.disk(d);
     }
     for s in l.swaps.iter().filter(|s| s.is_file) {
         let _ = writeln!(
@@ -329,6 +258,84 @@ pub fn tree(l: &Layout) -> String {
         );
     }
     t.out
+}
+
+impl Tree<'_> {
+    /// A disk's line, then its partitions (or what sits on the whole disk).
+    fn disk(&mut self, d: &Disk) {
+        let ident = d
+            .serial
+            .as_deref()
+            .map(|s| format!("serial {s}"))
+            .or_else(|| d.wwn.as_deref().map(|w| format!("WWN {w}")))
+            .unwrap_or_else(|| "no serial".into());
+        let table = match &d.partition_table {
+            Some(PartitionTable::Gpt(g)) => format!("GPT {}", g.disk_guid),
+            Some(PartitionTable::Mbr(m)) => format!("MBR 0x{:08x}", m.disk_signature),
+            None => "no partition table".into(),
+        };
+        let needed = if d.needed {
+            String::new()
+        } else {
+            format!("  [not needed: {}]", d.needed_reason)
+        };
+        self.line(
+            0,
+            &format!(
+                "{}  {}  {}{}, {table}{needed}",
+                d.path,
+                human_bytes(d.size_bytes),
+                ident,
+                d.transport
+                    .as_deref()
+                    .map(|x| format!(", {x}"))
+                    .unwrap_or_default()
+            ),
+        );
+        match &d.partition_table {
+            Some(PartitionTable::Gpt(g)) => g.partitions.iter().for_each(|p| self.gpt_partition(p)),
+            Some(PartitionTable::Mbr(m)) => m.partitions.iter().for_each(|p| self.mbr_partition(p)),
+            None => self.children(&d.path, 1),
+        }
+    }
+
+    fn gpt_partition(&mut self, p: &GptPartition) {
+        let name = if p.name.is_empty() {
+            String::new()
+        } else {
+            format!(" \"{}\"", p.name)
+        };
+        self.line(
+            1,
+            &format!(
+                "{}  {}  {}{name}, PARTUUID {}",
+                p.device,
+                human_bytes(p.size_bytes),
+                gpt_type_name(&p.type_guid),
+                p.unique_guid
+            ),
+        );
+        self.children(&p.device, 2);
+    }
+
+    fn mbr_partition(&mut self, p: &MbrPartition) {
+        let boot = if p.bootable { ", bootable" } else { "" };
+        let kind = match p.kind {
+            MbrKind::Primary => "primary",
+            MbrKind::Extended => "extended",
+            MbrKind::Logical => "logical",
+        };
+        self.line(
+            1,
+            &format!(
+                "{}  {}  {kind} type 0x{:02x}{boot}",
+                p.device,
+                human_bytes(p.size_bytes),
+                p.type_byte
+            ),
+        );
+        self.children(&p.device, 2);
+    }
 }
 
 /// Short names of common GPT partition types.

@@ -529,42 +529,14 @@ fn stack_devices(
     let mut pending_md: Vec<&MdArray> = layout.md_arrays.iter().collect();
     let mut pending_luks: Vec<&LuksDevice> = layout.luks.iter().collect();
     let mut pending_vg: Vec<&VolumeGroup> = layout.lvm.vgs.iter().collect();
+    // Each round creates what stands on devices already created.
     loop {
         let mut progress = false;
         pending_md.retain(|md| {
             if !md.members.iter().all(|m| created.contains(&m.device)) {
                 return true;
             }
-            let data = stack::data_disks(md);
-            let old_min_member = md
-                .members
-                .iter()
-                .map(|m| old_size_of(layout, &m.device))
-                .min()
-                .unwrap_or(0);
-            let new_min_member = md
-                .members
-                .iter()
-                .map(|m| b.sizes.get(&m.device).copied().unwrap_or(0))
-                .min()
-                .unwrap_or(0);
-            let overhead = old_min_member.saturating_sub(md.size_bytes / data.max(1));
-            let new_size = new_min_member.saturating_sub(overhead) * data;
-            b.sizes.insert(md.device.clone(), new_size);
-            if new_size != md.size_bytes {
-                b.note_size(
-                    format!("md array {}", md.device),
-                    md.size_bytes,
-                    new_size,
-                    "follows its members",
-                );
-            }
-            let mut array = (*md).clone();
-            for m in &mut array.members {
-                m.device = b.new_path(&m.device);
-            }
-            array.size_bytes = new_size;
-            steps.push(Step::CreateMd { array });
+            steps.push(plan_md(b, layout, md));
             created.insert(md.device.clone());
             progress = true;
             false
@@ -573,64 +545,130 @@ fn stack_devices(
             if !created.contains(&l.device) {
                 return true;
             }
-            let mapped = b.stack.luks_mapped(l);
-            let name = mapped.trim_start_matches("/dev/mapper/").to_string();
-            let outer = b.sizes.get(&l.device).copied().unwrap_or(0);
-            b.sizes.insert(
-                mapped.clone(),
-                outer.saturating_sub(l.data_offset_bytes.unwrap_or(16 * MIB)),
-            );
-            let mut luks = (*l).clone();
-            luks.device = b.new_path(&l.device);
-            steps.push(Step::FormatLuks { luks, name });
+            let (step, mapped) = plan_luks(b, l);
+            steps.push(step);
             created.insert(mapped);
             progress = true;
             false
         });
-        let mut vg_steps = Vec::new();
-        let mut vg_err = None;
-        pending_vg.retain(|vg| {
-            let pvs = b.stack.pvs_of(&vg.name);
-            if !pvs.iter().all(|p| created.contains(&p.device)) {
-                return true;
-            }
-            match plan_vg(b, vg, &pvs) {
-                Ok((step, lv_devices)) => {
-                    vg_steps.push(step);
-                    created.extend(lv_devices);
-                }
-                Err(e) => vg_err = Some(e),
-            }
-            progress = true;
-            false
-        });
-        if let Some(e) = vg_err {
-            return Err(e);
-        }
-        steps.extend(vg_steps);
+        progress |= stack_vgs(b, &mut pending_vg, created, steps)?;
         if !progress {
             break;
         }
     }
-    for md in &pending_md {
+    warn_not_recreated(b, &pending_md, &pending_luks, &pending_vg);
+    Ok(())
+}
+
+/// An md array's step: its size follows its members' (the old per-member
+/// overhead kept).
+fn plan_md(b: &mut Builder, layout: &Layout, md: &MdArray) -> Step {
+    let data = stack::data_disks(md);
+    let old_min_member = md
+        .members
+        .iter()
+        .map(|m| old_size_of(layout, &m.device))
+        .min()
+        .unwrap_or(0);
+    let new_min_member = md
+        .members
+        .iter()
+        .map(|m| b.sizes.get(&m.device).copied().unwrap_or(0))
+        .min()
+        .unwrap_or(0);
+    let overhead = old_min_member.saturating_sub(md.size_bytes / data.max(1));
+    let new_size = new_min_member.saturating_sub(overhead) * data;
+    b.sizes.insert(md.device.clone(), new_size);
+    if new_size != md.size_bytes {
+        b.note_size(
+            format!("md array {}", md.device),
+            md.size_bytes,
+            new_size,
+            "follows its members",
+        );
+    }
+    let mut array = md.clone();
+    for m in &mut array.members {
+        m.device = b.new_path(&m.device);
+    }
+    array.size_bytes = new_size;
+    Step::CreateMd { array }
+}
+
+/// A LUKS container's step and its mapped device (sized as its device less
+/// the header).
+fn plan_luks(b: &mut Builder, l: &LuksDevice) -> (Step, String) {
+    let mapped = b.stack.luks_mapped(l);
+    let name = mapped.trim_start_matches("/dev/mapper/").to_string();
+    let outer = b.sizes.get(&l.device).copied().unwrap_or(0);
+    b.sizes.insert(
+        mapped.clone(),
+        outer.saturating_sub(l.data_offset_bytes.unwrap_or(16 * MIB)),
+    );
+    let mut luks = l.clone();
+    luks.device = b.new_path(&l.device);
+    (Step::FormatLuks { luks, name }, mapped)
+}
+
+/// The steps of the volume groups whose PVs are all created; whether there
+/// were any.
+fn stack_vgs(
+    b: &mut Builder,
+    pending: &mut Vec<&VolumeGroup>,
+    created: &mut BTreeSet<String>,
+    steps: &mut Vec<Step>,
+) -> Result<bool> {
+    let mut progress = false;
+    let mut vg_steps = Vec::new();
+    let mut vg_err = None;
+    pending.retain(|vg| {
+        let pvs = b.stack.pvs_of(&vg.name);
+        if !pvs.iter().all(|p| created.contains(&p.device)) {
+            return true;
+        }
+        match plan_vg(b, vg, &pvs) {
+            Ok((step, lv_devices)) => {
+                vg_steps.push(step);
+                created.extend(lv_devices);
+            }
+            Err(e) => vg_err = Some(e),
+        }
+        progress = true;
+        false
+    });
+    if let Some(e) = vg_err {
+        return Err(e);
+    }
+    steps.extend(vg_steps);
+    Ok(progress)
+}
+
+/// A warning for each md array, LUKS container and VG left without a
+/// place.
+fn warn_not_recreated(
+    b: &mut Builder,
+    md: &[&MdArray],
+    luks: &[&LuksDevice],
+    vgs: &[&VolumeGroup],
+) {
+    for md in md {
         b.warnings.push(format!(
             "md array {} is not recreated: its members are not on mapped disks",
             md.device
         ));
     }
-    for l in &pending_luks {
+    for l in luks {
         b.warnings.push(format!(
             "LUKS container on {} is not recreated: its device is not on a mapped disk",
             l.device
         ));
     }
-    for vg in &pending_vg {
+    for vg in vgs {
         b.warnings.push(format!(
             "volume group {} is not recreated: not all its PVs are on mapped disks",
             vg.name
         ));
     }
-    Ok(())
 }
 
 /// Mkfs and mkswap steps (and the ESP a firmware conversion adds); returns

@@ -17,6 +17,48 @@ pub(super) fn collect_boot(
     disks: &[Disk],
     filesystems: &[Filesystem],
 ) -> Result<Boot> {
+    let esps = esp_devices(disks);
+    let esp_files = EspFiles(
+        filesystems
+            .iter()
+            .filter(|f| esps.contains(&f.device))
+            .flat_map(|f| f.mountpoints.iter().map(|m| ctx.mnt(m)))
+            .collect(),
+    );
+    let grub = grub_targets(ctx, disks, &esp_files);
+    let (efi_entries, boot_order, boot_current) = match firmware {
+        Firmware::Uefi => efi_boot_entries(ctx),
+        Firmware::Bios => (Vec::new(), Vec::new(), None),
+    };
+    let loader_has = |s: &str| {
+        efi_entries.iter().any(|e| {
+            e.loader
+                .as_deref()
+                .is_some_and(|l| l.to_ascii_lowercase().contains(s))
+        })
+    };
+    Ok(Boot {
+        firmware,
+        shim: esp_files.has("shimx64.efi") || loader_has("shim"),
+        systemd_boot: esp_files.has("systemd-bootx64.efi") || loader_has("systemd-boot"),
+        grub,
+        esps,
+        efi_entries,
+        boot_order,
+        boot_current,
+        // The rescue's own command line says nothing about the system.
+        kernel_cmdline: match &ctx.opts.system_root {
+            Some(_) => String::new(),
+            None => read_opt(&ctx.opts.root.join("proc/cmdline"))
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
+        },
+    })
+}
+
+/// The EFI system partitions of the disks (GPT type or MBR type 0xef).
+fn esp_devices(disks: &[Disk]) -> Vec<String> {
     let mut esps = Vec::new();
     for d in disks {
         match &d.partition_table {
@@ -35,29 +77,32 @@ pub(super) fn collect_boot(
             None => {}
         }
     }
-    // Files on the mounted ESPs: EFI/*/NAME.
-    let esp_mounts: Vec<PathBuf> = filesystems
-        .iter()
-        .filter(|f| esps.contains(&f.device))
-        .flat_map(|f| f.mountpoints.iter().map(|m| ctx.mnt(m)))
-        .collect();
-    let esp_has = |file: &str| {
-        esp_mounts.iter().any(|m| {
+    esps
+}
+
+/// The mounted ESPs (their mount points).
+struct EspFiles(Vec<PathBuf>);
+
+impl EspFiles {
+    /// Whether a mounted ESP holds EFI/*/`file` (any case).
+    fn has(&self, file: &str) -> bool {
+        let matches = |dir: &Path| {
+            std::fs::read_dir(dir).is_ok_and(|files| {
+                files
+                    .filter_map(|f| f.ok())
+                    .any(|f| f.file_name().to_string_lossy().eq_ignore_ascii_case(file))
+            })
+        };
+        self.0.iter().any(|m| {
             std::fs::read_dir(m.join("EFI"))
-                .map(|rd| {
-                    rd.filter_map(|e| e.ok()).any(|e| {
-                        std::fs::read_dir(e.path())
-                            .map(|files| {
-                                files.filter_map(|f| f.ok()).any(|f| {
-                                    f.file_name().to_string_lossy().eq_ignore_ascii_case(file)
-                                })
-                            })
-                            .unwrap_or(false)
-                    })
-                })
-                .unwrap_or(false)
+                .is_ok_and(|rd| rd.filter_map(|e| e.ok()).any(|e| matches(&e.path())))
         })
-    };
+    }
+}
+
+/// GRUB's platforms: i386-pc with the disks whose first sector holds its
+/// boot code, x86_64-efi from its folder or its loader on an ESP.
+fn grub_targets(ctx: &Ctx, disks: &[Disk], esp_files: &EspFiles) -> Vec<GrubTarget> {
     let mut grub = Vec::new();
     let mut pc_disks = Vec::new();
     for d in disks {
@@ -77,56 +122,31 @@ pub(super) fn collect_boot(
             disks: pc_disks,
         });
     }
-    if boot_grub.join("x86_64-efi").is_dir() || esp_has("grubx64.efi") {
+    if boot_grub.join("x86_64-efi").is_dir() || esp_files.has("grubx64.efi") {
         grub.push(GrubTarget {
             platform: GrubPlatform::X86_64Efi,
             disks: Vec::new(),
         });
     }
-    let (mut efi_entries, mut boot_order, mut boot_current) = (Vec::new(), Vec::new(), None);
-    if firmware == Firmware::Uefi {
-        match boot::read_efivars(&ctx.sys.join("firmware/efi/efivars")) {
-            Ok((e, o, c)) if !e.is_empty() || !o.is_empty() => {
-                (efi_entries, boot_order, boot_current) = (e, o, c);
-            }
-            other => {
-                if let Err(e) = other {
-                    log::debug!("reading efivarfs: {e:#}");
-                }
-                if ctx.opts.root == Path::new("/") {
-                    match Cmd::new("efibootmgr").arg("-v").read() {
-                        Ok(text) => {
-                            (efi_entries, boot_order, boot_current) = boot::parse_efibootmgr(&text)
-                        }
-                        Err(e) => log::warn!("EFI boot entries not recorded: {e:#}"),
-                    }
-                }
-            }
+    grub
+}
+
+/// The EFI boot entries, BootOrder and BootCurrent: from efivarfs, else
+/// (on the running system) from `efibootmgr -v`.
+fn efi_boot_entries(ctx: &Ctx) -> (Vec<EfiBootEntry>, Vec<String>, Option<String>) {
+    match boot::read_efivars(&ctx.sys.join("firmware/efi/efivars")) {
+        Ok((e, o, c)) if !e.is_empty() || !o.is_empty() => return (e, o, c),
+        Err(e) => log::debug!("reading efivarfs: {e:#}"),
+        Ok(_) => {}
+    }
+    if ctx.opts.root != Path::new("/") {
+        return (Vec::new(), Vec::new(), None);
+    }
+    match Cmd::new("efibootmgr").arg("-v").read() {
+        Ok(text) => boot::parse_efibootmgr(&text),
+        Err(e) => {
+            log::warn!("EFI boot entries not recorded: {e:#}");
+            (Vec::new(), Vec::new(), None)
         }
     }
-    let loader_has = |s: &str| {
-        efi_entries.iter().any(|e| {
-            e.loader
-                .as_deref()
-                .is_some_and(|l| l.to_ascii_lowercase().contains(s))
-        })
-    };
-    Ok(Boot {
-        firmware,
-        shim: esp_has("shimx64.efi") || loader_has("shim"),
-        systemd_boot: esp_has("systemd-bootx64.efi") || loader_has("systemd-boot"),
-        grub,
-        esps,
-        efi_entries,
-        boot_order,
-        boot_current,
-        // The rescue's own command line says nothing about the system.
-        kernel_cmdline: match &ctx.opts.system_root {
-            Some(_) => String::new(),
-            None => read_opt(&ctx.opts.root.join("proc/cmdline"))
-                .unwrap_or_default()
-                .trim()
-                .to_string(),
-        },
-    })
 }

@@ -18,7 +18,50 @@ pub(super) fn mark_needed(
     mounts: &[Mount],
     swaps: &[Swap],
 ) -> Result<()> {
-    // What each disk carries that the system uses: mount points and swap.
+    let uses = disk_uses(ctx, mounts, swaps);
+    let never = never_needed(ctx);
+    for w in ctx.opts.include_disks.iter().chain(&ctx.opts.exclude_disks) {
+        if !disks.iter().any(|d| names_disk(d, w)) {
+            bail!(
+                "--include-disk/--exclude-disk {w}: no such disk; the disks are: {}",
+                disks
+                    .iter()
+                    .map(|d| d.path.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+    }
+    for d in disks.iter_mut() {
+        let inc = ctx.opts.include_disks.iter().any(|w| names_disk(d, w));
+        let exc = ctx.opts.exclude_disks.iter().any(|w| names_disk(d, w));
+        (d.needed, d.needed_reason) = if inc && exc {
+            bail!(
+                "{} is named by both --include-disk and --exclude-disk",
+                d.path
+            );
+        } else if inc {
+            (true, "included with --include-disk".to_string())
+        } else if exc {
+            (false, "excluded with --exclude-disk".to_string())
+        } else if let Some(why) = never.get(&d.name) {
+            (false, why.clone())
+        } else if let Some(u) = uses.get(&d.name) {
+            (true, holds(u))
+        } else {
+            (
+                false,
+                "nothing on it is mounted, used as swap, or part of an md/LUKS/LVM stack that is"
+                    .to_string(),
+            )
+        };
+    }
+    Ok(())
+}
+
+/// What each disk (by kernel name) carries that the system uses: mount
+/// points and active swap.
+fn disk_uses(ctx: &Ctx, mounts: &[Mount], swaps: &[Swap]) -> BTreeMap<String, Vec<String>> {
     let mut uses: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut add = |dev: &str, what: String| {
         if let Some(b) = ctx.devs.resolve(dev, &ctx.dev_root()) {
@@ -39,7 +82,12 @@ pub(super) fn mark_needed(
             add(&s.device, format!("swap {}", s.device));
         }
     }
-    // Disks that carry the job file system or a backup destination.
+    uses
+}
+
+/// Disks never needed, and why: they carry the job file system or a
+/// backup destination.
+fn never_needed(ctx: &Ctx) -> BTreeMap<String, String> {
     let mut never: BTreeMap<String, String> = BTreeMap::new();
     for b in ctx.scoped() {
         if ctx.probe(b).and_then(|p| p.label.as_deref()) == Some(JOB_LABEL) {
@@ -66,60 +114,33 @@ pub(super) fn mark_needed(
             }
         }
     }
-    let matches = |d: &Disk, w: &str| {
-        let w = w.trim();
-        d.path == w
-            || d.name == w
-            || d.serial.as_deref() == Some(w)
-            || d.wwn.as_deref() == Some(w)
-            || d.by_id
-                .iter()
-                .any(|i| i == w || format!("/dev/disk/by-id/{i}") == w)
+    never
+}
+
+/// `w` (an --include-disk/--exclude-disk word) names the disk: its path,
+/// kernel name, serial, WWN or a /dev/disk/by-id name.
+fn names_disk(d: &Disk, w: &str) -> bool {
+    let w = w.trim();
+    d.path == w
+        || d.name == w
+        || d.serial.as_deref() == Some(w)
+        || d.wwn.as_deref() == Some(w)
+        || d.by_id
+            .iter()
+            .any(|i| i == w || format!("/dev/disk/by-id/{i}") == w)
+}
+
+/// "holds /, /home, swap /dev/vda3 and 2 more": the uses, sorted, at most
+/// four named.
+fn holds(uses: &[String]) -> String {
+    let mut u = uses.to_vec();
+    u.sort();
+    u.dedup();
+    let shown: Vec<String> = u.iter().take(4).cloned().collect();
+    let more = if u.len() > 4 {
+        format!(" and {} more", u.len() - 4)
+    } else {
+        String::new()
     };
-    for w in ctx.opts.include_disks.iter().chain(&ctx.opts.exclude_disks) {
-        if !disks.iter().any(|d| matches(d, w)) {
-            bail!(
-                "--include-disk/--exclude-disk {w}: no such disk; the disks are: {}",
-                disks
-                    .iter()
-                    .map(|d| d.path.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-        }
-    }
-    for d in disks.iter_mut() {
-        let inc = ctx.opts.include_disks.iter().any(|w| matches(d, w));
-        let exc = ctx.opts.exclude_disks.iter().any(|w| matches(d, w));
-        (d.needed, d.needed_reason) = if inc && exc {
-            bail!(
-                "{} is named by both --include-disk and --exclude-disk",
-                d.path
-            );
-        } else if inc {
-            (true, "included with --include-disk".to_string())
-        } else if exc {
-            (false, "excluded with --exclude-disk".to_string())
-        } else if let Some(why) = never.get(&d.name) {
-            (false, why.clone())
-        } else if let Some(u) = uses.get(&d.name) {
-            let mut u = u.clone();
-            u.sort();
-            u.dedup();
-            let shown: Vec<String> = u.iter().take(4).cloned().collect();
-            let more = if u.len() > 4 {
-                format!(" and {} more", u.len() - 4)
-            } else {
-                String::new()
-            };
-            (true, format!("holds {}{more}", shown.join(", ")))
-        } else {
-            (
-                false,
-                "nothing on it is mounted, used as swap, or part of an md/LUKS/LVM stack that is"
-                    .to_string(),
-            )
-        };
-    }
-    Ok(())
+    format!("holds {}{more}", shown.join(", "))
 }
