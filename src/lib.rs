@@ -17,6 +17,7 @@ pub mod plan;
 pub mod recover;
 pub mod rescue;
 pub mod schedule;
+pub mod timestamp;
 pub mod util;
 
 /// The version printed by `lifeboat --version` and recorded in every file

@@ -10,6 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use super::kinds::{FsType, GrubPlatform, SegType};
+pub use crate::timestamp::Timestamp;
 
 /// Major.minor version of this format. A reader accepts any minor version of
 /// its own major version (unknown fields are ignored) and refuses other majors.
@@ -23,7 +24,7 @@ pub struct Layout {
     /// Version of lifeboat that wrote the file.
     pub lifeboat_version: String,
     /// Capture time, RFC 3339 UTC.
-    pub captured_at: String,
+    pub captured_at: Timestamp,
     pub host: Host,
     pub disks: Vec<Disk>,
     #[serde(default)]

@@ -425,7 +425,7 @@ pub fn build(layout: &Layout, input: &PlanInput) -> Result<Plan> {
     adjustments.extend(sectors::adjust(&disks, &mut steps)?);
     Ok(Plan {
         hostname: layout.host.hostname.clone(),
-        layout_captured_at: layout.captured_at.clone(),
+        layout_captured_at: layout.captured_at.to_string(),
         disks,
         sizes: b.changes,
         renames: b.renames.into_iter().filter(|(o, n)| o != n).collect(),

@@ -146,7 +146,7 @@ pub fn capture(opts: &CaptureOptions) -> Result<Layout> {
     Ok(Layout {
         schema_version: SCHEMA_VERSION.into(),
         lifeboat_version: crate::VERSION.into(),
-        captured_at: crate::util::rfc3339(crate::util::now_epoch()),
+        captured_at: Timestamp::now(),
         host: collect_host(opts, firmware),
         disks: disk_list,
         md_arrays,
