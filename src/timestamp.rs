@@ -6,10 +6,8 @@
 //! written back byte for byte; only a moment in lifeboat's own form has an
 //! epoch.
 
-use std::borrow::Cow;
 use std::fmt;
 
-use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::util::{now_epoch, parse_rfc3339, rfc3339};
@@ -67,18 +65,7 @@ impl<'de> Deserialize<'de> for Timestamp {
     }
 }
 
-/// A string in the schema, as the field was before it had a type.
-impl JsonSchema for Timestamp {
-    fn inline_schema() -> bool {
-        true
-    }
-    fn schema_name() -> Cow<'static, str> {
-        String::schema_name()
-    }
-    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
-        String::json_schema(generator)
-    }
-}
+crate::layout::kinds::string_schema!(Timestamp);
 
 #[cfg(test)]
 mod tests {

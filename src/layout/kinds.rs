@@ -9,10 +9,8 @@
 //! to its own case); compare with `==` against a `&str` where a name is
 //! only tested once.
 
-use std::borrow::Cow;
 use std::fmt;
 
-use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// An enum of known names plus `Other(String)`, serialized as its name.
@@ -86,20 +84,28 @@ macro_rules! open_set {
             }
         }
 
-        /// A string in the schema, as the field was before it had a type.
-        impl JsonSchema for $name {
+        string_schema!($name);
+    };
+}
+
+/// `$t` is a string in the JSON Schema, as the field was before it had a
+/// type (docs/layout.schema.json stays the same).
+macro_rules! string_schema {
+    ($t:ty) => {
+        impl schemars::JsonSchema for $t {
             fn inline_schema() -> bool {
                 true
             }
-            fn schema_name() -> Cow<'static, str> {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
                 String::schema_name()
             }
-            fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+            fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
                 String::json_schema(generator)
             }
         }
     };
 }
+pub(crate) use string_schema;
 
 open_set! {
     /// A file system type as blkid and the kernel name it.

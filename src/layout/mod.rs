@@ -2,7 +2,7 @@
 //! from a live system and comparing two of them.
 
 pub mod diff;
-mod kinds;
+pub(crate) mod kinds;
 mod model;
 pub mod probe;
 pub mod show;
