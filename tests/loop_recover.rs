@@ -286,7 +286,7 @@ fn loop_recover_onto_a_larger_disk_resuming_after_a_failure() {
         let mut v: Vec<(String, Option<String>, Option<String>)> = l
             .filesystems
             .iter()
-            .map(|f| (f.fstype.clone(), f.uuid.clone(), f.label.clone()))
+            .map(|f| (f.fstype.to_string(), f.uuid.clone(), f.label.clone()))
             .collect();
         v.sort();
         v
