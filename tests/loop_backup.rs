@@ -14,24 +14,14 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod common;
+
+use common::data;
 use lifeboat::exec::Cmd;
 use sha2::{Digest, Sha256};
 
 fn keep() -> bool {
     std::env::var_os("LIFEBOAT_KEEP_TEST_FILES").is_some_and(|v| v == "1")
-}
-
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
-macro_rules! require_root {
-    () => {
-        if !is_root() {
-            eprintln!("skipped: loop tests need root");
-            return;
-        }
-    };
 }
 
 /// A scratch folder, removed on drop unless LIFEBOAT_KEEP_TEST_FILES=1.
@@ -175,32 +165,6 @@ fn write(p: &Path, data: &[u8]) {
 
 fn set_mtime(p: &Path, when: &str) {
     run("touch", &[&"-h", &"-d", &when, &p]);
-}
-
-/// Pseudo-random bytes that compress somewhat, like real files.
-fn data(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
-    let words = [
-        &b"alpha "[..],
-        b"beta ",
-        b"gamma\n",
-        b"delta ",
-        b"0x1f ",
-        b"{}; ",
-    ];
-    let mut out = Vec::with_capacity(len);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        if x % 3 == 0 {
-            out.extend_from_slice(&x.to_le_bytes());
-        } else {
-            out.extend_from_slice(words[(x % 6) as usize]);
-        }
-    }
-    out.truncate(len);
-    out
 }
 
 /// Fills `root` with every kind of file lifeboat must keep.

@@ -22,15 +22,6 @@ use common::run_lifeboat;
 const SECRET_NAME: &str = "secret-plans-2027.txt";
 const SECRET_TEXT: &str = "the merger closes on 2027-03-01";
 
-macro_rules! require_root {
-    () => {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipped: loop tests need root");
-            return;
-        }
-    };
-}
-
 /// Pseudo-random bytes (incompressible enough to span many zstd frames).
 fn noise(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed | 1;

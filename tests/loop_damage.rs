@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use common::{run_lifeboat, Scratch};
+use common::{data, run_lifeboat, Scratch};
 
 fn lifeboat(args: &[&dyn AsRef<std::ffi::OsStr>]) -> (i32, String, String) {
     run_lifeboat(args.iter().map(|a| a.as_ref()))
@@ -29,27 +29,6 @@ fn first(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Vec<String> {
         .take(2)
         .map(|a| a.as_ref().to_string_lossy().into_owned())
         .collect()
-}
-
-/// Text-like bytes, different per seed (compress like real files).
-fn data(seed: u64, len: usize) -> Vec<u8> {
-    let words: [&[u8]; 6] = [
-        b"alpha ", b"beta ", b"gamma\n", b"delta ", b"0x1f ", b"{}; ",
-    ];
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        if x % 3 == 0 {
-            out.extend_from_slice(&x.to_le_bytes());
-        } else {
-            out.extend_from_slice(words[(x % 6) as usize]);
-        }
-    }
-    out.truncate(len);
-    out
 }
 
 /// Every regular file below `dir`: relative path → content.

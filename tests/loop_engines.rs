@@ -23,14 +23,8 @@ use common::servers::{self, Sshd};
 use common::Scratch;
 use sha2::{Digest, Sha256};
 
-macro_rules! require_root {
-    () => {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipped: engine tests need root (sshd logs in as root)");
-            return;
-        }
-    };
-}
+/// Why the engine tests skip when not root.
+const NEEDS_ROOT: &str = "engine tests need root (sshd logs in as root)";
 
 macro_rules! require {
     ($($p:expr),+) => {
@@ -348,7 +342,7 @@ fn prune(c: &Case) {
 
 #[test]
 fn restic_local_round_trip_and_prune() {
-    require_root!();
+    require_root!(NEEDS_ROOT);
     require!("restic");
     let c = case(
         "restic-local",
@@ -366,7 +360,7 @@ fn restic_local_round_trip_and_prune() {
 
 #[test]
 fn restic_over_sftp() {
-    require_root!();
+    require_root!(NEEDS_ROOT);
     require!("restic", "/usr/sbin/sshd");
     let scratch = Scratch::new("engine-sshd");
     let sshd = Sshd::start(&scratch.join("sshd"));
@@ -386,7 +380,7 @@ fn restic_over_sftp() {
 
 #[test]
 fn restic_over_rest() {
-    require_root!();
+    require_root!(NEEDS_ROOT);
     require!("restic", "rclone");
     let scratch = Scratch::new("engine-rest");
     let data = scratch.join("data");
@@ -405,7 +399,7 @@ fn restic_over_rest() {
 
 #[test]
 fn restic_on_s3() {
-    require_root!();
+    require_root!(NEEDS_ROOT);
     require!("restic", servers::S3S_FS);
     let scratch = Scratch::new("engine-s3");
     let data = scratch.join("s3");
@@ -448,7 +442,7 @@ fn restic_on_s3() {
 
 #[test]
 fn borg_local_round_trip_and_prune() {
-    require_root!();
+    require_root!(NEEDS_ROOT);
     require!("borg");
     let c = case(
         "borg-local",
@@ -463,7 +457,7 @@ fn borg_local_round_trip_and_prune() {
 
 #[test]
 fn borg_over_ssh() {
-    require_root!();
+    require_root!(NEEDS_ROOT);
     require!("borg", "/usr/sbin/sshd");
     let scratch = Scratch::new("engine-borg-sshd");
     let sshd = Sshd::start(&scratch.join("sshd"));
@@ -494,7 +488,7 @@ fn one_error_line(err: &str) -> &str {
 
 #[test]
 fn wrong_password_and_unreachable_repository() {
-    require_root!();
+    require_root!(NEEDS_ROOT);
     require!("restic", "borg");
     for (name, spec, config) in [
         ("restic", "restic:{dir}/repo", RESTIC_CONFIG),
@@ -570,7 +564,7 @@ fn wrong_password_and_unreachable_repository() {
 /// lifeboat's back fails the listing check; `verify` exits 1 naming it.
 #[test]
 fn verify_finds_damage() {
-    require_root!();
+    require_root!(NEEDS_ROOT);
     require!("restic", "borg");
     let c = case(
         "restic-damage",
@@ -624,7 +618,7 @@ fn verify_finds_damage() {
 /// restore refuses it and the folder outside is byte-for-byte unchanged.
 #[test]
 fn restore_never_follows_a_planted_symlink_out_of_the_target() {
-    require_root!();
+    require_root!(NEEDS_ROOT);
     require!("restic");
     let c = case(
         "restic-hostile",

@@ -25,15 +25,6 @@ use lifeboat::backup::tar::{
 };
 use sha2::{Digest, Sha256};
 
-macro_rules! require_root {
-    () => {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipped: loop tests need root");
-            return;
-        }
-    };
-}
-
 fn run(cmd: &str, args: &[&dyn AsRef<std::ffi::OsStr>]) {
     let mut c = Command::new(cmd);
     for a in args {

@@ -23,19 +23,6 @@ use sha2::{Digest, Sha256};
 
 mod common;
 
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
-macro_rules! require_root {
-    () => {
-        if !is_root() {
-            eprintln!("skipped: loop tests need root");
-            return;
-        }
-    };
-}
-
 /// A scratch folder that other users may enter (the racing user must).
 fn scratch(name: &str) -> tempfile::TempDir {
     let t = tempfile::Builder::new()

@@ -19,15 +19,6 @@ const ROOT_UUID: &str = "4c4bf000-0000-4000-8000-000000000002";
 const SRV_UUID: &str = "4c4bf000-0000-4000-8000-000000000003";
 const SWAP_UUID: &str = "4c4bf000-0000-4000-8000-000000000004";
 
-macro_rules! require_root {
-    () => {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipped: loop tests need root");
-            return;
-        }
-    };
-}
-
 /// File contents, modes and owners below `root` (one file system).
 fn sums(root: &std::path::Path) -> String {
     let mut v: Vec<String> = sh(&format!(

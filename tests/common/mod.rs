@@ -9,6 +9,43 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+/// Skips the test (returns from it) with a message when not run as root:
+/// `require_root!()`, or `require_root!("why")` for another message.
+#[macro_export]
+macro_rules! require_root {
+    () => {
+        $crate::require_root!("loop tests need root")
+    };
+    ($why:expr) => {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: {}", $why);
+            return;
+        }
+    };
+}
+
+/// Pseudo-random bytes that compress somewhat, like real files; the same
+/// bytes for the same seed.
+pub fn data(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+    let words: [&[u8]; 6] = [
+        b"alpha ", b"beta ", b"gamma\n", b"delta ", b"0x1f ", b"{}; ",
+    ];
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        if x % 3 == 0 {
+            out.extend_from_slice(&x.to_le_bytes());
+        } else {
+            out.extend_from_slice(words[(x % 6) as usize]);
+        }
+    }
+    out.truncate(len);
+    out
+}
+
 /// The lifeboat binary under test.
 pub fn lifeboat() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_lifeboat"))
