@@ -372,7 +372,7 @@ pub fn run(cmd: BackupCmd, cfg: &Config) -> Result<u8> {
         BackupCmd::Verify(mut a) => {
             let from = destination(a.from.take(), "--from", cfg)?;
             if let Some(repo) = super::backup_engine::repo(&from, cfg)? {
-                return super::backup_engine::verify(a, &repo);
+                return super::backup_engine::verify(a, &repo, cfg);
             }
             a.mount_options = a.mount_options.or(cfg.backup.mount_options.value.clone());
             verify(a, &from, cfg)

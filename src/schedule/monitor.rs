@@ -197,18 +197,19 @@ pub fn read_rescue(output: &Path) -> RescueFacts {
 }
 
 /// Reads the newest generation of the configured backup folder (mounting
-/// an NFS or CIFS destination for the moment).
+/// an NFS or CIFS destination for the moment), or of the restic or Borg
+/// repository (repository.rs).
 pub fn read_backup(cfg: &Config) -> BackupFacts {
     let Some(spec) = cfg.backup.destination.value.clone() else {
         return BackupFacts::NotConfigured;
     };
+    if crate::backup::engine::Repo::split(&spec).is_some() {
+        return super::repository::read(cfg, &spec);
+    }
     let opened = Destination::open(&spec, cfg.backup.mount_options.value.as_deref(), false);
     let dest = match opened {
         Ok(d) => d,
-        Err(e)
-            if !spec.contains("://")
-                && crate::backup::engine::Repo::split(&spec).is_none()
-                && !Path::new(&spec).exists() =>
+        Err(e) if !spec.contains("://") && !Path::new(&spec).exists() =>
         {
             log::debug!("backup folder: {e:#}");
             return BackupFacts::Empty { destination: spec };

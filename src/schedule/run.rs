@@ -220,6 +220,16 @@ fn backup_options(cfg: &Config, layout_path: &Path, dest: &Path) -> Result<backu
     })
 }
 
+/// The repository `spec` names (`restic:...`, `borg:...`), opened with
+/// the configuration's credentials; `None` for a backup folder.
+fn repository_of(spec: &str, cfg: &Config) -> Result<Option<crate::backup::engine::Repo>> {
+    use crate::backup::engine::{Repo, Settings};
+    match Repo::split(spec) {
+        Some(_) => Ok(Some(Repo::open(spec, &Settings::from_config(cfg))?)),
+        None => Ok(None),
+    }
+}
+
 /// The mkrescue options of the configuration, with `layout` built in.
 pub fn rescue_options(cfg: &Config, layout: Option<&Path>) -> crate::rescue::Options {
     let r = &cfg.rescue;
@@ -350,43 +360,92 @@ fn run_locked(
                 cfg.path.display()
             );
         };
-        let dest = Destination::open(&spec, cfg.backup.mount_options.value.as_deref(), true)?;
-        let bo = backup_options(cfg, &newest.path, &dest.path)?;
-        let r = backup::create(&bo).with_context(|| format!("backing up to {spec}"))?;
-        let g = &r.generation;
-        writeln!(
-            out,
-            "backup generation {} ({:?}) written to {spec}: {} files, {} stored in {:.1} s",
-            g.id,
-            g.kind,
-            g.files,
-            util::human_bytes(g.archive_bytes),
-            g.duration_seconds
-        )?;
-        if g.result == backup::generation::Outcome::Partial {
-            log::warn!(
-                "backup {} is partial: {} files could not be read",
-                g.id,
-                g.warnings.unreadable
-            );
-            for e in &g.warnings.examples {
-                writeln!(out, "  {e}")?;
-            }
-            report.backup_partial = true;
+        if let Some(repo) = repository_of(&spec, cfg)? {
+            repository_backup(cfg, &repo, &newest.path, out, report)?;
+        } else {
+            native_backup(cfg, &spec, &newest.path, out, report)?;
         }
-        for n in r.note.iter().chain(&r.retried) {
-            writeln!(out, "note: {n}")?;
-        }
-        for id in &r.removed {
-            writeln!(out, "removed old backup generation {id} (backup.keep)")?;
-        }
-        report.backup = Some(g.id.clone());
     }
 
     // 3. The rescue image.
     if opts.rebuild_rescue {
         rescue_step(cfg, &image, &store, &newest, now, out, report)?;
     }
+    Ok(())
+}
+
+/// The scheduled backup into a backup folder.
+fn native_backup(
+    cfg: &Config,
+    spec: &str,
+    layout: &Path,
+    out: &mut dyn Write,
+    report: &mut RunReport,
+) -> Result<()> {
+    let dest = Destination::open(spec, cfg.backup.mount_options.value.as_deref(), true)?;
+    let bo = backup_options(cfg, layout, &dest.path)?;
+    let r = backup::create(&bo).with_context(|| format!("backing up to {spec}"))?;
+    let g = &r.generation;
+    writeln!(
+        out,
+        "backup generation {} ({:?}) written to {spec}: {} files, {} stored in {:.1} s",
+        g.id,
+        g.kind,
+        g.files,
+        util::human_bytes(g.archive_bytes),
+        g.duration_seconds
+    )?;
+    for n in r.note.iter().chain(&r.retried) {
+        writeln!(out, "note: {n}")?;
+    }
+    backup_written(g, &r.removed, out, report)
+}
+
+/// The scheduled backup into a restic or Borg repository (repository.rs).
+fn repository_backup(
+    cfg: &Config,
+    repo: &crate::backup::engine::Repo,
+    layout: &Path,
+    out: &mut dyn Write,
+    report: &mut RunReport,
+) -> Result<()> {
+    let w = super::repository::backup(cfg, repo, layout)?;
+    let g = &w.report.generation;
+    writeln!(
+        out,
+        "backup generation {} written to {}: {} files, repository grew by {}, {:.1} s",
+        g.id,
+        w.spec,
+        g.files,
+        util::human_bytes(w.report.added_bytes),
+        g.duration_seconds
+    )?;
+    backup_written(g, &w.report.removed, out, report)
+}
+
+/// After either backup: a partial one warned of, the generations removed
+/// by `backup.keep` listed, the generation recorded in the report.
+fn backup_written(
+    g: &backup::Generation,
+    removed: &[String],
+    out: &mut dyn Write,
+    report: &mut RunReport,
+) -> Result<()> {
+    if g.result == backup::generation::Outcome::Partial {
+        log::warn!(
+            "backup {} is partial: {} files could not be read",
+            g.id,
+            g.warnings.unreadable
+        );
+        for e in &g.warnings.examples {
+            writeln!(out, "  {e}")?;
+        }
+        report.backup_partial = true;
+    }
+    for id in removed {
+        writeln!(out, "removed old backup generation {id} (backup.keep)")?;
+    }
+    report.backup = Some(g.id.clone());
     Ok(())
 }
 
