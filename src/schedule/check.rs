@@ -246,7 +246,7 @@ fn judge_backup(
         BackupFacts::NotConfigured => {}
         BackupFacts::Unreadable { destination, error } => push(
             State::Unknown,
-            format!("backup folder {destination} unreadable: {error}"),
+            format!("backup {destination} unreadable: {error}"),
         ),
         BackupFacts::Empty { destination } => {
             if t.require_backup {

@@ -209,8 +209,7 @@ pub fn read_backup(cfg: &Config) -> BackupFacts {
     let opened = Destination::open(&spec, cfg.backup.mount_options.value.as_deref(), false);
     let dest = match opened {
         Ok(d) => d,
-        Err(e) if !spec.contains("://") && !Path::new(&spec).exists() =>
-        {
+        Err(e) if !spec.contains("://") && !Path::new(&spec).exists() => {
             log::debug!("backup folder: {e:#}");
             return BackupFacts::Empty { destination: spec };
         }

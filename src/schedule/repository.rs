@@ -43,7 +43,9 @@ impl RepoVerify {
     /// string's SHA-256 (it may hold a user name or an URL).
     pub fn path(state_dir: &Path, spec: &str) -> PathBuf {
         let sha = backup::sha256_hex(spec.as_bytes());
-        state_dir.join(VERIFY_DIR).join(format!("{}.json", &sha[..16]))
+        state_dir
+            .join(VERIFY_DIR)
+            .join(format!("{}.json", &sha[..16]))
     }
 
     pub fn load(state_dir: &Path, spec: &str) -> Option<RepoVerify> {
@@ -171,8 +173,8 @@ pub fn read(cfg: &Config, spec: &str) -> BackupFacts {
     for m in mine.iter().rev() {
         match read_generation(&repo, m) {
             Ok(g) => {
-                let verify = RepoVerify::load(&cfg.state_dir.value, spec)
-                    .and_then(|v| v.about(&g.id));
+                let verify =
+                    RepoVerify::load(&cfg.state_dir.value, spec).and_then(|v| v.about(&g.id));
                 return BackupFacts::Found {
                     destination: spec.to_string(),
                     finished_epoch: util::parse_rfc3339(&g.finished_at).ok(),
@@ -217,11 +219,18 @@ mod tests {
     fn a_verify_speaks_for_the_generations_it_checked_and_damage_for_all() {
         let passed = rec(true, &["A", "B"]);
         assert!(passed.about("B").unwrap().ok);
-        assert_eq!(passed.about("C"), None, "a newer generation is not verified");
+        assert_eq!(
+            passed.about("C"),
+            None,
+            "a newer generation is not verified"
+        );
         let failed = rec(false, &[]);
         let v = failed.about("C").unwrap();
         assert!(!v.ok);
-        assert_eq!(v.problem.as_deref(), Some("restic check failed: pack damaged"));
+        assert_eq!(
+            v.problem.as_deref(),
+            Some("restic check failed: pack damaged")
+        );
     }
 
     #[test]
@@ -232,6 +241,10 @@ mod tests {
         assert_eq!(RepoVerify::load(dir.path(), "restic:/srv/r"), Some(r));
         assert_eq!(RepoVerify::load(dir.path(), "restic:/srv/other"), None);
         let name = RepoVerify::path(dir.path(), "restic:/srv/r");
-        assert!(!name.display().to_string().contains("srv"), "{}", name.display());
+        assert!(
+            !name.display().to_string().contains("srv"),
+            "{}",
+            name.display()
+        );
     }
 }
