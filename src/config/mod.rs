@@ -236,6 +236,11 @@ pub struct RescueConfig {
     pub append: Setting<Vec<String>>,
     pub add_programs: Setting<Vec<String>>,
     pub iso: Setting<bool>,
+    /// Where copies of each built image go (src/rescue/copy.rs).
+    pub destination: Setting<Option<String>>,
+    pub keep_copies: Setting<Count<1>>,
+    pub mount_options: Setting<Option<String>>,
+    pub ssh_options: Setting<Vec<String>>,
 }
 
 /// `[snapshot]`.
@@ -393,6 +398,10 @@ impl Default for Config {
                 append: Setting::new(Vec::new()),
                 add_programs: Setting::new(Vec::new()),
                 iso: Setting::new(true),
+                destination: Setting::new(None),
+                keep_copies: Setting::new(Count(3)),
+                mount_options: Setting::new(None),
+                ssh_options: Setting::new(Vec::new()),
             },
             snapshot: SnapshotConfig {
                 keep: Setting::new(Count(30)),
@@ -499,6 +508,10 @@ impl Config {
         f("rescue.append", &mut r.append)?;
         f("rescue.add_programs", &mut r.add_programs)?;
         f("rescue.iso", &mut r.iso)?;
+        f("rescue.destination", &mut r.destination)?;
+        f("rescue.keep_copies", &mut r.keep_copies)?;
+        f("rescue.mount_options", &mut r.mount_options)?;
+        f("rescue.ssh_options", &mut r.ssh_options)?;
         f("snapshot.keep", &mut self.snapshot.keep)?;
         let s = &mut self.schedule;
         f("schedule.on_calendar", &mut s.on_calendar)?;
