@@ -12,7 +12,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::servers;
+use common::servers::{self, Sshd};
 use common::*;
 
 macro_rules! require_root {
@@ -29,7 +29,6 @@ macro_rules! require_root {
 struct Machine {
     s: Scratch,
     disk: LoopDisk,
-    mnt: PathBuf,
     config: PathBuf,
 }
 
@@ -56,12 +55,7 @@ impl Machine {
         ));
         std::fs::write(s.join("password"), "correct horse\n").unwrap();
         let config = s.join("lifeboat.toml");
-        Machine {
-            s,
-            disk,
-            mnt,
-            config,
-        }
+        Machine { s, disk, config }
     }
 
     /// Writes the configuration: the state folder in the scratch folder,
@@ -308,4 +302,281 @@ fn scheduled_run_status_and_check_on_a_borg_repository() {
         "borg:{dir}/repo",
         "[borg]\npasscommand = \"cat {dir}/password\"\n",
     );
+}
+
+/// The folders in `dir`, sorted.
+fn entries(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    v.sort();
+    v
+}
+
+/// The copy folder `copy` holds exactly the image of `output` as built
+/// (every file of rescue.json, rescue.json itself) and the layout built
+/// in, byte for byte.
+fn assert_copy_of(copy: &Path, output: &Path) {
+    let rec = lifeboat::rescue::BuildRecord::load(output).unwrap();
+    let mut want: Vec<String> = rec.files.iter().map(|f| f.name.clone()).collect();
+    want.push("rescue.json".into());
+    for f in &rec.files {
+        assert_eq!(
+            lifeboat::rescue::sha256_file(&copy.join(&f.name)).unwrap(),
+            f.sha256,
+            "{} in {}",
+            f.name,
+            copy.display()
+        );
+    }
+    assert_eq!(
+        std::fs::read(copy.join("rescue.json")).unwrap(),
+        std::fs::read(output.join("rescue.json")).unwrap()
+    );
+    if let Some(l) = &rec.layout {
+        want.push("layout.json".into());
+        assert_eq!(
+            std::fs::read(copy.join("layout.json")).unwrap(),
+            std::fs::read(l).unwrap()
+        );
+    }
+    want.sort();
+    assert_eq!(entries(copy), want, "{}", copy.display());
+}
+
+fn host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+const COPY_CONFIG: &str = "[rescue]\niso = false\ndestination = \"{dest}\"\nkeep_copies = 2\n\
+     {ssh}\n[notify]\ncommand = \"cat >> {dir}/notices.json\"\n";
+
+/// rescue.destination as a directory: the scheduled rebuild and mkrescue
+/// copy each image (with its layout) under HOST-STAMP; the two newest
+/// copies of the host are kept and nothing else there is touched; a copy
+/// that fails (an nfs:// share on a host without mount.nfs, a directory
+/// that cannot be created) keeps the local image, warns, sends a notice,
+/// and makes check WARN (failed, then older than the image); the next
+/// scheduled run copies the current image again.
+#[test]
+fn rescue_image_copies_in_a_directory() {
+    require_root!();
+    let m = Machine::new("offhost-copy-dir");
+    let dir = m.s.path.display().to_string();
+    let dest = m.s.join("copies");
+    let configure = |d: &str| {
+        m.configure(
+            &COPY_CONFIG
+                .replace("{dest}", d)
+                .replace("{ssh}", "")
+                .replace("{dir}", &dir),
+        )
+    };
+    configure(&dest.display().to_string());
+    // Someone else's copies and files in the destination stay as they are.
+    std::fs::create_dir_all(dest.join("otherhost-20200101T000000Z")).unwrap();
+    std::fs::write(dest.join("otherhost-20200101T000000Z/initrd"), "theirs").unwrap();
+    std::fs::write(dest.join("README"), "shared folder\n").unwrap();
+    let output = m.s.join("state/rescue");
+
+    // The scheduled rebuild copies the image it built.
+    let (code, out, err) = m.lifeboat(&["snapshot", "--rebuild-rescue"]);
+    assert_eq!(code, 1, "first run:\n{out}\n{err}");
+    let copied = out
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("rescue image copied to {}: ", dest.display())))
+        .unwrap_or_else(|| panic!("no copy line:\n{out}\n{err}"))
+        .to_string();
+    assert!(copied.starts_with(&format!("{}-", host())), "{copied}");
+    assert_copy_of(&dest.join(&copied), &output);
+    assert!(dest.join(&copied).join("layout.json").exists());
+    let j = m.status_json();
+    assert_eq!(j["facts"]["rescue_copy"]["state"], "copied", "{j:#}");
+    assert_eq!(j["facts"]["rescue_copy"]["current"], true);
+    assert_eq!(j["metrics"]["lifeboat_rescue_copy_current"], 1);
+    assert!(
+        j["metrics"]["lifeboat_rescue_copy_age_seconds"]
+            .as_i64()
+            .unwrap()
+            < 600
+    );
+    assert_eq!(problem(&j, "copy"), None, "{j:#}");
+    let text = m.lifeboat(&["status"]).1;
+    assert!(
+        text.contains(&format!("copy      {copied} in {}", dest.display())),
+        "{text}"
+    );
+
+    // Two more builds by hand: three copies made, the two newest kept.
+    let mut names = vec![copied];
+    for _ in 0..2 {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        let (code, out, err) = m.lifeboat(&["mkrescue"]);
+        assert_eq!(code, 0, "mkrescue:\n{out}\n{err}");
+        let name = out
+            .lines()
+            .find_map(|l| {
+                l.trim()
+                    .strip_prefix(&format!("copied to {}: ", dest.display()))
+            })
+            .unwrap_or_else(|| panic!("no copy line:\n{out}\n{err}"))
+            .to_string();
+        assert_copy_of(&dest.join(&name), &output);
+        names.push(name);
+    }
+    let mut want = vec![
+        "README".to_string(),
+        names[1].clone(),
+        names[2].clone(),
+        "otherhost-20200101T000000Z".into(),
+    ];
+    want.sort();
+    assert_eq!(entries(&dest), want, "keep_copies = 2");
+    assert_eq!(
+        std::fs::read_to_string(dest.join("otherhost-20200101T000000Z/initrd")).unwrap(),
+        "theirs"
+    );
+    let before = entries(&dest);
+
+    // An NFS share on a host without mount.nfs: the build succeeds, the
+    // copy fails with a clear warning, a notice goes out, check warns.
+    configure("nfs://127.0.0.1/export/rescue");
+    let (code, out, err) = m.lifeboat(&["mkrescue"]);
+    assert_eq!(code, 0, "a failed copy fails the build:\n{out}\n{err}");
+    assert!(
+        err.contains(
+            "copying the rescue image to nfs://127.0.0.1/export/rescue failed (the image in"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("mount.nfs (package nfs-common)"), "{err}");
+    let rec = lifeboat::rescue::BuildRecord::load(&output).unwrap();
+    for f in &rec.files {
+        assert_eq!(
+            lifeboat::rescue::sha256_file(&output.join(&f.name)).unwrap(),
+            f.sha256,
+            "the local image is whole"
+        );
+    }
+    let notices = std::fs::read_to_string(m.s.join("notices.json")).unwrap();
+    assert!(
+        notices.contains("\"event\": \"rescue-copy-failed\""),
+        "{notices}"
+    );
+    let j = m.status_json();
+    assert_eq!(j["facts"]["rescue_copy"]["state"], "missing", "{j:#}");
+    let (state, text) = problem(&j, "copying the rescue image").unwrap();
+    assert_eq!(state, "WARNING");
+    assert!(text.contains("mount.nfs"), "{text}");
+    assert_eq!(j["metrics"]["lifeboat_rescue_copy_current"], 0);
+
+    // Back to the directory: its newest copy is of an older image.
+    configure(&dest.display().to_string());
+    let j = m.status_json();
+    let (state, text) = problem(&j, "is older than the image").unwrap();
+    assert_eq!(state, "WARNING", "{text}");
+    assert_eq!(j["facts"]["rescue_copy"]["current"], false);
+    assert_eq!(
+        entries(&dest),
+        before,
+        "the failed copy touched the directory"
+    );
+
+    // A destination that cannot be created: warned, nothing written.
+    configure(&format!("{dir}/notes.txt/copies"));
+    std::fs::write(m.s.join("notes.txt"), "a file\n").unwrap();
+    // (The run rebuilds: the image mkrescue built has no layout.)
+    let (code, out, err) = m.lifeboat(&["snapshot", "--rebuild-rescue"]);
+    assert_eq!(code, 0, "a failed copy fails the run:\n{out}\n{err}");
+    assert!(out.contains("rescue image rebuilt"), "{out}");
+    assert!(!out.contains("copied to"), "{out}");
+    let j = m.status_json();
+    assert!(problem(&j, "copying the rescue image").is_some(), "{j:#}");
+
+    // The next scheduled run (image current) copies it again.
+    configure(&dest.display().to_string());
+    let (code, out, err) = m.lifeboat(&["snapshot", "--rebuild-rescue"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("is current"), "{out}");
+    let name = out
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("rescue image copied to {}: ", dest.display())))
+        .unwrap_or_else(|| panic!("no copy line:\n{out}\n{err}"))
+        .to_string();
+    assert!(name.contains(&format!("removed {}", names[1])), "{name}");
+    let j = m.status_json();
+    assert_eq!(j["facts"]["rescue_copy"]["current"], true, "{j:#}");
+    assert_eq!(problem(&j, "copy"), None, "{j:#}");
+    assert!(
+        !entries(&dest).iter().any(|e| e.starts_with('.')),
+        "a temporary folder stayed: {:?}",
+        entries(&dest)
+    );
+}
+
+/// rescue.destination over SFTP (a real sshd on a loopback port): each
+/// build copied under HOST-STAMP byte for byte, `keep_copies` honoured,
+/// and a server that is gone makes a warning and a failed-copy check.
+#[test]
+fn rescue_image_copies_over_sftp() {
+    require_root!();
+    if !servers::have("/usr/sbin/sshd") || !servers::have("sftp") {
+        return;
+    }
+    let m = Machine::new("offhost-copy-sftp");
+    let dir = m.s.path.display().to_string();
+    let sshd = Sshd::start(&m.s.join("sshd"));
+    let d = sshd.dir.display();
+    let ssh = format!(
+        "ssh_options = [\"IdentityFile={d}/client_key\", \"IdentitiesOnly=yes\", \
+         \"UserKnownHostsFile={d}/known_hosts\", \"StrictHostKeyChecking=yes\"]\n"
+    );
+    let remote = m.s.join("remote/rescue");
+    let spec = format!(
+        "sftp://root@127.0.0.1:{}{}",
+        sshd.server.port,
+        remote.display()
+    );
+    m.configure(
+        &COPY_CONFIG
+            .replace("{dest}", &spec)
+            .replace("{ssh}", &ssh)
+            .replace("{dir}", &dir)
+            .replace("keep_copies = 2", "keep_copies = 1"),
+    );
+    let output = m.s.join("state/rescue");
+    let mut names = Vec::new();
+    for _ in 0..2 {
+        let (code, out, err) = m.lifeboat(&["mkrescue"]);
+        assert_eq!(code, 0, "mkrescue:\n{out}\n{err}");
+        let name = out
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(&format!("copied to {spec}: ")))
+            .unwrap_or_else(|| panic!("no copy line:\n{out}\n{err}"))
+            .to_string();
+        assert_copy_of(&remote.join(&name), &output);
+        names.push(name);
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+    assert_eq!(entries(&remote), vec![names[1].clone()], "keep_copies = 1");
+    let j = m.status_json();
+    assert_eq!(j["facts"]["rescue_copy"]["current"], true, "{j:#}");
+
+    // The server is gone: the build stands, the copy is a warning.
+    drop(sshd);
+    let (code, out, err) = m.lifeboat(&["mkrescue"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        err.contains(&format!("copying the rescue image to {spec} failed")),
+        "{err}"
+    );
+    let j = m.status_json();
+    let (state, _) = problem(&j, "copying the rescue image").unwrap();
+    assert_eq!(state, "WARNING");
+    assert_eq!(j["metrics"]["lifeboat_rescue_copy_current"], 0);
+    assert_eq!(entries(&remote), vec![names[1].clone()]);
 }

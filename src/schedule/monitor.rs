@@ -164,6 +164,8 @@ pub struct Facts {
     /// Reading the snapshot folder failed.
     pub snapshot_error: Option<String>,
     pub rescue: RescueFacts,
+    /// The copy of the image off the host (`rescue.destination`).
+    pub rescue_copy: crate::rescue::copy::CopyFacts,
     pub backup: BackupFacts,
     pub drift: Drift,
     pub last_run: Option<LastRun>,
@@ -289,6 +291,11 @@ pub fn gather(cfg: &Config, live: bool, now: i64) -> Facts {
         now,
         snapshot,
         snapshot_error,
+        rescue_copy: crate::rescue::copy::facts(
+            cfg.rescue.destination.value.as_deref(),
+            &rescue.output,
+            rescue.record.as_ref(),
+        ),
         rescue,
         backup,
         drift,

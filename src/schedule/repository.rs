@@ -137,7 +137,7 @@ pub fn backup(cfg: &Config, repo: &Repo, layout_path: &Path) -> Result<Written> 
         layout_file: Some(layout_path.to_path_buf()),
         excludes,
         keep: Keep {
-            last: cfg.backup.keep.value.map(|k| k.0 as u64),
+            last: cfg.backup.keep.value.map(|k| k.0),
             ..Keep::default()
         },
     };

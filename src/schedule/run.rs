@@ -509,6 +509,10 @@ fn rescue_step(
             rec.backup = backup_id;
             rec.save(output)?;
         }
+        // A copy that failed or is missing is tried again.
+        if crate::rescue::copy::needs_copy(cfg, output, rec) {
+            copy_step(cfg, output, rec, out)?;
+        }
         return Ok(());
     }
     writeln!(out, "rebuilding the rescue image: {}", reasons.join("; "))?;
@@ -526,7 +530,27 @@ fn rescue_step(
         built.kernel_version,
         newest.id
     )?;
+    copy_step(cfg, output, &built, out)?;
     report.rebuilt = Some(built);
+    Ok(())
+}
+
+/// The copy of the image off the host (`rescue.destination`); a failure
+/// is a warning (logged and sent by rescue::copy), not the run's.
+fn copy_step(cfg: &Config, output: &Path, rec: &BuildRecord, out: &mut dyn Write) -> Result<()> {
+    if let Some(Ok(c)) = crate::rescue::copy::after_build(cfg, output, rec) {
+        writeln!(
+            out,
+            "rescue image copied to {}: {}{}",
+            c.destination,
+            c.name,
+            if c.removed.is_empty() {
+                String::new()
+            } else {
+                format!(" (removed {})", c.removed.join(", "))
+            }
+        )?;
+    }
     Ok(())
 }
 

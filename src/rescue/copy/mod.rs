@@ -459,5 +459,69 @@ pub fn needs_copy(cfg: &Config, output: &Path, rec: &BuildRecord) -> bool {
     )
 }
 
+/// Where the current image was copied, for `status` and `check`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "state", rename_all = "lowercase")]
+pub enum CopyFacts {
+    /// No `rescue.destination`.
+    NotConfigured,
+    Unreadable {
+        destination: String,
+        error: String,
+    },
+    /// No copy was ever made there.
+    Missing {
+        destination: String,
+        /// Why the last attempt failed, if one was made.
+        error: Option<String>,
+    },
+    Copied {
+        destination: String,
+        copy: Copied,
+        #[serde(skip)]
+        copied_epoch: Option<i64>,
+        /// The copy holds the current image.
+        current: bool,
+        /// The last attempt failed with this.
+        error: Option<String>,
+    },
+}
+
+/// Reads `rescue-copy.json` of `output` against the image `image` and the
+/// configured `destination`.
+pub fn facts(destination: Option<&str>, output: &Path, image: Option<&BuildRecord>) -> CopyFacts {
+    let Some(spec) = destination else {
+        return CopyFacts::NotConfigured;
+    };
+    let destination = spec.to_string();
+    let rec = match CopyRecord::load(output) {
+        Ok(r) => r,
+        Err(e) => {
+            return CopyFacts::Unreadable {
+                destination,
+                error: format!("{e:#}"),
+            }
+        }
+    };
+    // The last attempt's error counts when it was to this destination.
+    let error = rec
+        .as_ref()
+        .filter(|r| r.destination == spec)
+        .and_then(|r| r.error.clone());
+    match rec
+        .and_then(|r| r.last_copy)
+        .filter(|c| c.destination == spec)
+    {
+        None => CopyFacts::Missing { destination, error },
+        Some(c) => CopyFacts::Copied {
+            destination,
+            copied_epoch: util::parse_rfc3339(&c.copied_at).ok(),
+            current: image.is_some_and(|i| i.built_at == c.image_built_at),
+            copy: c,
+            error,
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests;

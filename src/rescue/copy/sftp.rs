@@ -128,7 +128,14 @@ impl Sftp {
     pub fn copy(&self, plan: &Plan, keep: usize, ssh_options: &[String]) -> Result<Vec<String>> {
         crate::exec::require(&["sftp"])?;
         let tmp = format!("{}/{TMP_PREFIX}{}", self.path, random_hex()?);
-        let mut lines = vec![format!("-mkdir {}", quote(&self.path))];
+        // The folder and its parents (`-`: an existing one is no error).
+        let mut lines: Vec<String> = self
+            .path
+            .match_indices('/')
+            .skip(1)
+            .map(|(i, _)| format!("-mkdir {}", quote(&self.path[..i])))
+            .collect();
+        lines.push(format!("-mkdir {}", quote(&self.path)));
         lines.push(format!("mkdir {}", quote(&tmp)));
         for item in &plan.items {
             let dir = item.src.parent().unwrap_or(Path::new("/"));
@@ -160,7 +167,15 @@ impl Sftp {
         let listing = match renamed {
             Ok(l) => l,
             Err(e) => {
-                self.remove(&tmp, ssh_options);
+                // Whatever of the temporary folder was made; a failure
+                // to connect leaves nothing to remove.
+                let lines = [
+                    format!("-rm {}/*", quote(&tmp)),
+                    format!("-rmdir {}", quote(&tmp)),
+                ];
+                if let Err(e) = self.batch(&lines, ssh_options) {
+                    log::debug!("removing {tmp} on {}: {e:#}", self.host);
+                }
                 return Err(e);
             }
         };
