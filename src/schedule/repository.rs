@@ -15,10 +15,8 @@ use serde::{Deserialize, Serialize};
 use super::monitor::BackupFacts;
 use crate::backup::engine::{self, ops, EngineCreate, Keep, MetaRef, Repo, Settings};
 use crate::backup::generation::{Generation, VerifyRecord, GENERATION_FILE};
-use crate::backup::walk::Excludes;
 use crate::backup::{self};
 use crate::config::Config;
-use crate::layout::Layout;
 use crate::util;
 
 /// The folder of verify records below the state folder.
@@ -110,28 +108,7 @@ pub struct Written {
 /// layout `layout_path`, with the configuration's exclusions and
 /// `backup.keep` (as `--keep-last`).
 pub fn backup(cfg: &Config, repo: &Repo, layout_path: &Path) -> Result<Written> {
-    let layout = Layout::load(layout_path)?;
-    let sources = backup::create::sources_from_layout(&layout, None);
-    if sources.is_empty() {
-        anyhow::bail!(
-            "the layout {} has no mounted disk file systems to back up; check [capture] in {}",
-            layout_path.display(),
-            cfg.path.display()
-        );
-    }
-    let mut excludes = Excludes {
-        contents_of: backup::create::CONTENTS_EXCLUDED
-            .iter()
-            .map(PathBuf::from)
-            .collect(),
-        ..Excludes::default()
-    };
-    backup::create::exclude_own_output(&mut excludes, &[&cfg.rescue.output.value]);
-    for p in &cfg.backup.excludes.value {
-        excludes
-            .add_pattern(p)
-            .with_context(|| format!("backup.excludes ({})", cfg.backup.excludes.source))?;
-    }
+    let (sources, excludes) = super::run::sources_and_excludes(cfg, layout_path)?;
     let opts = EngineCreate {
         sources,
         layout_file: Some(layout_path.to_path_buf()),

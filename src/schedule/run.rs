@@ -159,9 +159,13 @@ pub fn rebuild_reasons(
     reasons
 }
 
-/// The options of a backup of `layout_path`'s file systems from the
-/// configuration (what `backup create` without flags does).
-fn backup_options(cfg: &Config, layout_path: &Path, dest: &Path) -> Result<backup::CreateOptions> {
+/// The file systems of the layout `layout_path` and the exclusions of the
+/// configuration: what a scheduled backup (native or into a repository)
+/// reads.
+pub(super) fn sources_and_excludes(
+    cfg: &Config,
+    layout_path: &Path,
+) -> Result<(Vec<backup::Source>, Excludes)> {
     let layout = Layout::load(layout_path)?;
     let sources = backup::create::sources_from_layout(&layout, None);
     if sources.is_empty() {
@@ -184,6 +188,13 @@ fn backup_options(cfg: &Config, layout_path: &Path, dest: &Path) -> Result<backu
             .add_pattern(p)
             .with_context(|| format!("backup.excludes ({})", cfg.backup.excludes.source))?;
     }
+    Ok((sources, excludes))
+}
+
+/// The options of a backup of `layout_path`'s file systems from the
+/// configuration (what `backup create` without flags does).
+fn backup_options(cfg: &Config, layout_path: &Path, dest: &Path) -> Result<backup::CreateOptions> {
+    let (sources, excludes) = sources_and_excludes(cfg, layout_path)?;
     Ok(backup::CreateOptions {
         dest: dest.to_path_buf(),
         sources,
