@@ -61,6 +61,9 @@ pub fn package_of(tool: &str) -> &'static str {
         "systemd-analyze" => "systemd",
         "setfacl" | "getfacl" => "acl",
         "setfattr" | "getfattr" => "attr",
+        "mount.nfs" => "nfs-common",
+        "mount.cifs" => "cifs-utils",
+        "sftp" | "ssh" => "openssh-client",
         _ => "util-linux",
     }
 }

@@ -28,7 +28,7 @@ impl Target {
     pub fn parse(text: &str) -> Result<Target> {
         if let Some((engine, _)) = super::engine::Repo::split(text) {
             bail!(
-                "{text} is a {} repository, not a backup folder: `lifeboat backup` and `recover` take it; the scheduled run and `status` read backup folders only",
+                "{text} is a {} repository, not a backup folder: this command reads backup folders only",
                 engine.tool()
             );
         }

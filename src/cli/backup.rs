@@ -392,7 +392,7 @@ pub fn run(cmd: BackupCmd, cfg: &Config) -> Result<u8> {
             let cfg = &over_folder(cfg, a.from.take(), "--from", a.mount_options.take());
             let from = destination(cfg, "--from")?;
             if let Some(repo) = super::backup_engine::repo(&from, cfg)? {
-                return super::backup_engine::verify(a, &repo);
+                return super::backup_engine::verify(a, &repo, cfg);
             }
             a.mount_options = cfg.backup.mount_options.value.clone();
             verify(a, &from, cfg)

@@ -133,7 +133,7 @@ pub fn list(a: ListArgs, repo: &Repo) -> Result<u8> {
     Ok(code)
 }
 
-pub fn verify(a: VerifyArgs, repo: &Repo) -> Result<u8> {
+pub fn verify(a: VerifyArgs, repo: &Repo, cfg: &Config) -> Result<u8> {
     let rep = engine::verify(
         repo,
         &engine::EngineVerify {
@@ -142,6 +142,7 @@ pub fn verify(a: VerifyArgs, repo: &Repo) -> Result<u8> {
             scratch: a.scratch,
         },
     )?;
+    crate::schedule::repository::record_verify(&cfg.state_dir.value, repo, &rep);
     if a.json {
         println!("{}", serde_json::to_string_pretty(&rep)?);
     }

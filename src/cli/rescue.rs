@@ -118,6 +118,10 @@ pub fn mkrescue(args: MkrescueArgs, cfg: &Config) -> Result<u8> {
     if let Some(l) = &rec.layout {
         println!("  layout built in: {l}");
     }
+    // A failed copy is a warning (logged, sent as a notice); the image stays.
+    if let Some(Ok(copied)) = rescue::copy::after_build(&c, &opts.output, &rec) {
+        println!("  copied to {}: {}", copied.destination, copied.name);
+    }
     Ok(0)
 }
 

@@ -74,11 +74,49 @@ fn ago(now: i64, then: Option<i64>) -> String {
     }
 }
 
+/// Where the rescue image was copied (`rescue.destination`), if set.
+fn copy_line(f: &Facts) -> Option<String> {
+    use crate::rescue::copy::CopyFacts;
+    Some(match &f.rescue_copy {
+        CopyFacts::NotConfigured => return None,
+        CopyFacts::Unreadable { destination, error } => {
+            format!("{destination}: record unreadable: {error}")
+        }
+        CopyFacts::Missing { destination, error } => match error {
+            Some(e) => format!("none in {destination}: the copy FAILED: {e}"),
+            None => format!("none in {destination} yet"),
+        },
+        CopyFacts::Copied {
+            destination,
+            copy,
+            copied_epoch,
+            current,
+            error,
+        } => format!(
+            "{} in {destination}, copied {}{}{}",
+            copy.name,
+            ago(f.now, *copied_epoch),
+            if *current {
+                ""
+            } else {
+                ", OLDER than the image"
+            },
+            error
+                .as_ref()
+                .map(|e| format!("; the last copy FAILED: {e}"))
+                .unwrap_or_default()
+        ),
+    })
+}
+
 /// The human `status` report.
 pub fn render(f: &Facts, v: &Verdict) -> String {
     let mut out = Report::default();
     snapshot_lines(f, &mut out);
     rescue_lines(f, &mut out);
+    if let Some(text) = copy_line(f) {
+        out.line("copy", text);
+    }
     backup_lines(f, &mut out);
     drift_lines(f, &mut out);
     run_lines(f, &mut out);

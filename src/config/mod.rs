@@ -290,6 +290,11 @@ settings! {
         append: Vec<String> = Vec::new(),
         add_programs: Vec<String> = Vec::new(),
         iso: bool = true,
+        /// Where copies of each built image go (src/rescue/copy).
+        destination: Option<String> = None,
+        keep_copies: Count<1> = Count(3),
+        mount_options: Option<String> = None,
+        ssh_options: Vec<String> = Vec::new(),
     }
 
     /// `[snapshot]`.

@@ -23,7 +23,7 @@ use crate::util;
 
 mod outcomes;
 pub use outcomes::{
-    already_reported, check_unit_name, of_drill, of_failed_unit, of_run, of_verify,
+    already_reported, check_unit_name, of_drill, of_failed_unit, of_rescue_copy, of_run, of_verify,
 };
 
 pub const LAST_NOTICE_FILE: &str = "last-notice.json";
@@ -42,6 +42,8 @@ pub enum Event {
     VerifyFailed,
     /// A drill failed or could not run.
     DrillFailed,
+    /// The rescue image could not be copied to `rescue.destination`.
+    RescueCopyFailed,
     /// A lifeboat unit failed (`notify --failed-unit`).
     UnitFailed,
     /// `notify --test`.
@@ -56,6 +58,7 @@ impl Event {
             Event::Drift => "drift",
             Event::VerifyFailed => "verify-failed",
             Event::DrillFailed => "drill-failed",
+            Event::RescueCopyFailed => "rescue-copy-failed",
             Event::UnitFailed => "unit-failed",
             Event::Test => "test",
         }
@@ -67,7 +70,7 @@ impl Event {
             Event::RunFailed | Event::VerifyFailed | Event::DrillFailed | Event::UnitFailed => {
                 Status::Failed
             }
-            Event::RunWarning | Event::Drift => Status::Warning,
+            Event::RunWarning | Event::Drift | Event::RescueCopyFailed => Status::Warning,
             Event::Test => Status::Test,
         }
     }

@@ -113,6 +113,20 @@ pub fn of_verify(from: &str, outcome: Result<(&str, &str), &anyhow::Error>) -> N
     }
 }
 
+/// The notice of a rescue image copy to `destination` that failed; the
+/// image in `output` is kept.
+pub fn of_rescue_copy(destination: &str, output: &Path, e: &anyhow::Error) -> Notice {
+    Notice::new(
+        Event::RescueCopyFailed,
+        format!("copying the rescue image to {destination} failed: {e:#}"),
+        format!(
+            "The rescue image in {} is kept; the copy off the host is missing or older.\n\
+             The next build or scheduled run tries again.\n",
+            output.display()
+        ),
+    )
+}
+
 /// A unit name as systemd passes `%i` to `lifeboat-notify@.service`:
 /// letters, digits and `:-_.\@`, not an option.
 pub fn check_unit_name(unit: &str) -> Result<()> {

@@ -4,6 +4,7 @@
 mod build;
 pub mod cmdline;
 pub mod contents;
+pub mod copy;
 pub mod cpio;
 pub mod elf;
 pub mod inputs;

@@ -137,6 +137,7 @@ pub fn evaluate(f: &Facts, t: &Thresholds) -> Verdict {
     let mut fine: Vec<String> = Vec::new();
     let mut push = |state: State, text: String| problems.push(Problem { state, text });
     let rescue_age = judge_rescue(f, t, &mut push, &mut fine);
+    judge_copy(f, &mut push, &mut fine);
     judge_drift(f, t, &mut push, &mut fine);
     let backup_age = judge_backup(f, t, &mut push, &mut fine);
     judge_runs(f, &mut push);
@@ -190,6 +191,60 @@ fn judge_rescue(
         },
     }
     rescue_age
+}
+
+/// The copy of the image off the host (`rescue.destination`): missing,
+/// failed or older than the image warns.
+fn judge_copy(f: &Facts, push: &mut dyn FnMut(State, String), fine: &mut Vec<String>) {
+    use crate::rescue::copy::CopyFacts;
+    let Some(image) = &f.rescue.record else {
+        // No image is already critical above.
+        return;
+    };
+    match &f.rescue_copy {
+        CopyFacts::NotConfigured => {}
+        CopyFacts::Unreadable { destination, error } => push(
+            State::Warning,
+            format!(
+                "the record of the rescue image copies to {destination} is unreadable: {error}"
+            ),
+        ),
+        CopyFacts::Missing { destination, error } => push(
+            State::Warning,
+            match error {
+                Some(e) => format!("copying the rescue image to {destination} failed: {e}"),
+                None => format!(
+                    "the rescue image was never copied to {destination} (rescue.destination; \
+                     run lifeboat mkrescue)"
+                ),
+            },
+        ),
+        CopyFacts::Copied {
+            destination,
+            copy,
+            current,
+            error,
+            ..
+        } => match (error, current) {
+            (Some(e), _) => push(
+                State::Warning,
+                format!(
+                    "copying the rescue image to {destination} failed: {e} (the copy there, {}, \
+                     holds the image built {})",
+                    copy.name, copy.image_built_at
+                ),
+            ),
+            (None, false) => push(
+                State::Warning,
+                format!(
+                    "the copy of the rescue image in {destination} ({}) is older than the image \
+                     (built {}, the copy holds the one built {})",
+                    copy.name, image.built_at, copy.image_built_at
+                ),
+            ),
+            (None, true) => fine.push(format!("image copied to {destination}")),
+        },
+    }
 }
 
 /// Layout drift since the rescue image was built.
@@ -246,7 +301,7 @@ fn judge_backup(
         BackupFacts::NotConfigured => {}
         BackupFacts::Unreadable { destination, error } => push(
             State::Unknown,
-            format!("backup folder {destination} unreadable: {error}"),
+            format!("backup {destination} unreadable: {error}"),
         ),
         BackupFacts::Empty { destination } => {
             if t.require_backup {

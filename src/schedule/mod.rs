@@ -7,6 +7,8 @@
 //! STATE/lifeboat.lock              one run at a time (run.rs)
 //! STATE/last-run.json              how the last run went (run.rs)
 //! STATE/rescue/rescue.json         the image and the layout built in (rescue)
+//! STATE/repository-verify/*.json   last verify of a restic/Borg repository
+//!                                  (repository.rs)
 //! /etc/systemd/system/lifeboat-snapshot.{service,timer}, or
 //! /etc/cron.d/lifeboat             (units.rs, install.rs)
 //! ```
@@ -17,6 +19,7 @@ pub mod check;
 pub mod install;
 pub mod monitor;
 pub mod prometheus;
+pub mod repository;
 pub mod run;
 pub mod snapshot;
 pub mod units;

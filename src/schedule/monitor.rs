@@ -164,6 +164,8 @@ pub struct Facts {
     /// Reading the snapshot folder failed.
     pub snapshot_error: Option<String>,
     pub rescue: RescueFacts,
+    /// The copy of the image off the host (`rescue.destination`).
+    pub rescue_copy: crate::rescue::copy::CopyFacts,
     pub backup: BackupFacts,
     pub drift: Drift,
     pub last_run: Option<LastRun>,
@@ -197,19 +199,19 @@ pub fn read_rescue(output: &Path) -> RescueFacts {
 }
 
 /// Reads the newest generation of the configured backup folder (mounting
-/// an NFS or CIFS destination for the moment).
+/// an NFS or CIFS destination for the moment), or of the restic or Borg
+/// repository (repository.rs).
 pub fn read_backup(cfg: &Config) -> BackupFacts {
     let Some(spec) = cfg.backup.destination.value.clone() else {
         return BackupFacts::NotConfigured;
     };
+    if crate::backup::engine::Repo::split(&spec).is_some() {
+        return super::repository::read(cfg, &spec);
+    }
     let opened = Destination::open(&spec, cfg.backup.mount_options.value.as_deref(), false);
     let dest = match opened {
         Ok(d) => d,
-        Err(e)
-            if !spec.contains("://")
-                && crate::backup::engine::Repo::split(&spec).is_none()
-                && !Path::new(&spec).exists() =>
-        {
+        Err(e) if !spec.contains("://") && !Path::new(&spec).exists() => {
             log::debug!("backup folder: {e:#}");
             return BackupFacts::Empty { destination: spec };
         }
@@ -289,6 +291,11 @@ pub fn gather(cfg: &Config, live: bool, now: i64) -> Facts {
         now,
         snapshot,
         snapshot_error,
+        rescue_copy: crate::rescue::copy::facts(
+            cfg.rescue.destination.value.as_deref(),
+            &rescue.output,
+            rescue.record.as_ref(),
+        ),
         rescue,
         backup,
         drift,

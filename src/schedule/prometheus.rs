@@ -13,6 +13,7 @@ use anyhow::Result;
 use super::check::Verdict;
 use super::monitor::{BackupFacts, Drift, Facts};
 use crate::drill::report::Verdict as DrillVerdict;
+use crate::rescue::copy::CopyFacts;
 use crate::util;
 
 /// The file node_exporter reads (it takes `*.prom` only; the temporary
@@ -62,6 +63,19 @@ fn gauges(f: &Facts, v: &Verdict) -> Vec<Gauge> {
         Drift::Drifted { .. } => Some(1.0),
         Drift::Unknown { .. } => None,
     };
+    let (copy_age, copy_current) = match &f.rescue_copy {
+        CopyFacts::NotConfigured => (None, None),
+        CopyFacts::Copied {
+            copied_epoch,
+            current,
+            error,
+            ..
+        } => (
+            age(f.now, *copied_epoch),
+            Some(flag(*current && error.is_none())),
+        ),
+        _ => (None, Some(0.0)),
+    };
     let run = f.last_run.as_ref();
     let drill = f.drill.last.as_ref();
     vec![
@@ -79,6 +93,16 @@ fn gauges(f: &Facts, v: &Verdict) -> Vec<Gauge> {
             "lifeboat_rescue_age_seconds",
             "Age of the rescue image.",
             age(f.now, f.rescue.built_epoch),
+        ),
+        gauge(
+            "lifeboat_rescue_copy_age_seconds",
+            "Age of the last copy of the rescue image to rescue.destination.",
+            copy_age,
+        ),
+        gauge(
+            "lifeboat_rescue_copy_current",
+            "1 when rescue.destination holds the current image and the last copy succeeded.",
+            copy_current,
         ),
         gauge(
             "lifeboat_backup_age_seconds",

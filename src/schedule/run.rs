@@ -159,9 +159,13 @@ pub fn rebuild_reasons(
     reasons
 }
 
-/// The options of a backup of `layout_path`'s file systems from the
-/// configuration (what `backup create` without flags does).
-fn backup_options(cfg: &Config, layout_path: &Path, dest: &Path) -> Result<backup::CreateOptions> {
+/// The file systems of the layout `layout_path` and the exclusions of the
+/// configuration: what a scheduled backup (native or into a repository)
+/// reads.
+pub(super) fn sources_and_excludes(
+    cfg: &Config,
+    layout_path: &Path,
+) -> Result<(Vec<backup::Source>, Excludes)> {
     let layout = Layout::load(layout_path)?;
     let sources = backup::create::sources_from_layout(&layout, None);
     if sources.is_empty() {
@@ -184,6 +188,13 @@ fn backup_options(cfg: &Config, layout_path: &Path, dest: &Path) -> Result<backu
             .add_pattern(p)
             .with_context(|| format!("backup.excludes ({})", cfg.backup.excludes.source))?;
     }
+    Ok((sources, excludes))
+}
+
+/// The options of a backup of `layout_path`'s file systems from the
+/// configuration (what `backup create` without flags does).
+fn backup_options(cfg: &Config, layout_path: &Path, dest: &Path) -> Result<backup::CreateOptions> {
+    let (sources, excludes) = sources_and_excludes(cfg, layout_path)?;
     Ok(backup::CreateOptions {
         dest: dest.to_path_buf(),
         sources,
@@ -218,6 +229,16 @@ fn backup_options(cfg: &Config, layout_path: &Path, dest: &Path) -> Result<backu
         encrypt_to: backup::seal::Recipients::optional(&cfg.backup.encrypt_to.value)
             .with_context(|| format!("backup.encrypt_to ({})", cfg.backup.encrypt_to.source))?,
     })
+}
+
+/// The repository `spec` names (`restic:...`, `borg:...`), opened with
+/// the configuration's credentials; `None` for a backup folder.
+fn repository_of(spec: &str, cfg: &Config) -> Result<Option<crate::backup::engine::Repo>> {
+    use crate::backup::engine::{Repo, Settings};
+    match Repo::split(spec) {
+        Some(_) => Ok(Some(Repo::open(spec, &Settings::from_config(cfg))?)),
+        None => Ok(None),
+    }
 }
 
 /// The mkrescue options of the configuration, with `layout` built in.
@@ -350,43 +371,92 @@ fn run_locked(
                 cfg.path.display()
             );
         };
-        let dest = Destination::open(&spec, cfg.backup.mount_options.value.as_deref(), true)?;
-        let bo = backup_options(cfg, &newest.path, &dest.path)?;
-        let r = backup::create(&bo).with_context(|| format!("backing up to {spec}"))?;
-        let g = &r.generation;
-        writeln!(
-            out,
-            "backup generation {} ({:?}) written to {spec}: {} files, {} stored in {:.1} s",
-            g.id,
-            g.kind,
-            g.files,
-            util::human_bytes(g.archive_bytes),
-            g.duration_seconds
-        )?;
-        if g.result == backup::generation::Outcome::Partial {
-            log::warn!(
-                "backup {} is partial: {} files could not be read",
-                g.id,
-                g.warnings.unreadable
-            );
-            for e in &g.warnings.examples {
-                writeln!(out, "  {e}")?;
-            }
-            report.backup_partial = true;
+        if let Some(repo) = repository_of(&spec, cfg)? {
+            repository_backup(cfg, &repo, &newest.path, out, report)?;
+        } else {
+            native_backup(cfg, &spec, &newest.path, out, report)?;
         }
-        for n in r.note.iter().chain(&r.retried) {
-            writeln!(out, "note: {n}")?;
-        }
-        for id in &r.removed {
-            writeln!(out, "removed old backup generation {id} (backup.keep)")?;
-        }
-        report.backup = Some(g.id.clone());
     }
 
     // 3. The rescue image.
     if opts.rebuild_rescue {
         rescue_step(cfg, &image, &store, &newest, now, out, report)?;
     }
+    Ok(())
+}
+
+/// The scheduled backup into a backup folder.
+fn native_backup(
+    cfg: &Config,
+    spec: &str,
+    layout: &Path,
+    out: &mut dyn Write,
+    report: &mut RunReport,
+) -> Result<()> {
+    let dest = Destination::open(spec, cfg.backup.mount_options.value.as_deref(), true)?;
+    let bo = backup_options(cfg, layout, &dest.path)?;
+    let r = backup::create(&bo).with_context(|| format!("backing up to {spec}"))?;
+    let g = &r.generation;
+    writeln!(
+        out,
+        "backup generation {} ({:?}) written to {spec}: {} files, {} stored in {:.1} s",
+        g.id,
+        g.kind,
+        g.files,
+        util::human_bytes(g.archive_bytes),
+        g.duration_seconds
+    )?;
+    for n in r.note.iter().chain(&r.retried) {
+        writeln!(out, "note: {n}")?;
+    }
+    backup_written(g, &r.removed, out, report)
+}
+
+/// The scheduled backup into a restic or Borg repository (repository.rs).
+fn repository_backup(
+    cfg: &Config,
+    repo: &crate::backup::engine::Repo,
+    layout: &Path,
+    out: &mut dyn Write,
+    report: &mut RunReport,
+) -> Result<()> {
+    let w = super::repository::backup(cfg, repo, layout)?;
+    let g = &w.report.generation;
+    writeln!(
+        out,
+        "backup generation {} written to {}: {} files, repository grew by {}, {:.1} s",
+        g.id,
+        w.spec,
+        g.files,
+        util::human_bytes(w.report.added_bytes),
+        g.duration_seconds
+    )?;
+    backup_written(g, &w.report.removed, out, report)
+}
+
+/// After either backup: a partial one warned of, the generations removed
+/// by `backup.keep` listed, the generation recorded in the report.
+fn backup_written(
+    g: &backup::Generation,
+    removed: &[String],
+    out: &mut dyn Write,
+    report: &mut RunReport,
+) -> Result<()> {
+    if g.result == backup::generation::Outcome::Partial {
+        log::warn!(
+            "backup {} is partial: {} files could not be read",
+            g.id,
+            g.warnings.unreadable
+        );
+        for e in &g.warnings.examples {
+            writeln!(out, "  {e}")?;
+        }
+        report.backup_partial = true;
+    }
+    for id in removed {
+        writeln!(out, "removed old backup generation {id} (backup.keep)")?;
+    }
+    report.backup = Some(g.id.clone());
     Ok(())
 }
 
@@ -450,6 +520,10 @@ fn rescue_step(
             rec.backup = backup_id;
             rec.save(output)?;
         }
+        // A copy that failed or is missing is tried again.
+        if crate::rescue::copy::needs_copy(cfg, output, rec) {
+            copy_step(cfg, output, rec, out)?;
+        }
         return Ok(());
     }
     writeln!(out, "rebuilding the rescue image: {}", reasons.join("; "))?;
@@ -467,7 +541,27 @@ fn rescue_step(
         built.kernel_version,
         newest.id
     )?;
+    copy_step(cfg, output, &built, out)?;
     report.rebuilt = Some(built);
+    Ok(())
+}
+
+/// The copy of the image off the host (`rescue.destination`); a failure
+/// is a warning (logged and sent by rescue::copy), not the run's.
+fn copy_step(cfg: &Config, output: &Path, rec: &BuildRecord, out: &mut dyn Write) -> Result<()> {
+    if let Some(Ok(c)) = crate::rescue::copy::after_build(cfg, output, rec) {
+        writeln!(
+            out,
+            "rescue image copied to {}: {}{}",
+            c.destination,
+            c.name,
+            if c.removed.is_empty() {
+                String::new()
+            } else {
+                format!(" (removed {})", c.removed.join(", "))
+            }
+        )?;
+    }
     Ok(())
 }
 
