@@ -61,6 +61,9 @@ pub fn package_of(tool: &str) -> &'static str {
         "systemd-analyze" => "systemd",
         "setfacl" | "getfacl" => "acl",
         "setfattr" | "getfattr" => "attr",
+        "ip" => "iproute2",
+        "sshd" | "ssh-keygen" => "openssh-server",
+        "dropbear" | "dropbearkey" => "dropbear-bin",
         _ => "util-linux",
     }
 }

@@ -236,6 +236,8 @@ pub struct RescueConfig {
     pub append: Setting<Vec<String>>,
     pub add_programs: Setting<Vec<String>>,
     pub iso: Setting<bool>,
+    /// Public keys for SSH into the rescue (puts an SSH server in).
+    pub ssh_authorized_keys: Setting<Option<PathBuf>>,
 }
 
 /// `[snapshot]`.
@@ -393,6 +395,7 @@ impl Default for Config {
                 append: Setting::new(Vec::new()),
                 add_programs: Setting::new(Vec::new()),
                 iso: Setting::new(true),
+                ssh_authorized_keys: Setting::new(None),
             },
             snapshot: SnapshotConfig {
                 keep: Setting::new(Count(30)),
@@ -499,6 +502,7 @@ impl Config {
         f("rescue.append", &mut r.append)?;
         f("rescue.add_programs", &mut r.add_programs)?;
         f("rescue.iso", &mut r.iso)?;
+        f("rescue.ssh_authorized_keys", &mut r.ssh_authorized_keys)?;
         f("snapshot.keep", &mut self.snapshot.keep)?;
         let s = &mut self.schedule;
         f("schedule.on_calendar", &mut s.on_calendar)?;
