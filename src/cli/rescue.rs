@@ -174,10 +174,13 @@ pub fn internal(cmd: InternalCmd) -> Result<u8> {
             Ok(0)
         }
         InternalCmd::SshUp => {
-            let addresses: Vec<String> = rescue::net::addresses_now()?
-                .into_iter()
-                .map(|(_, a)| a.address.to_string())
-                .collect();
+            let mut addresses: Vec<String> = Vec::new();
+            for (_, a) in rescue::net::addresses_now()? {
+                let a = a.address.to_string();
+                if !addresses.contains(&a) {
+                    addresses.push(a);
+                }
+            }
             for line in rescue::ssh::ssh_up(&addresses)? {
                 println!("{line}");
             }

@@ -345,4 +345,69 @@ mod tests {
             assert!(check_domain(bad).is_err(), "{bad:?}");
         }
     }
+
+    #[test]
+    fn old_layouts_load_and_hostile_sections_are_refused() {
+        // A 1.0 layout (no network_config) still loads.
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/debian12-layout.json");
+        let old = crate::layout::Layout::load(&p).unwrap();
+        assert_eq!(old.network_config, None);
+        let mut l = crate::layout::tests::minimal();
+        let eth = |mac: &str| LinkKind::Ethernet { mac: mac.into() };
+        let link = |name: &str, kind: LinkKind| NetLink {
+            name: name.into(),
+            kind,
+            mtu: Some(1500),
+            dhcp4: false,
+            auto6: false,
+            addresses: vec![IpPrefix::parse("10.0.2.50/24").unwrap()],
+        };
+        l.network_config = Some(NetConfig {
+            links: vec![
+                link("ens3", eth("52:54:00:12:34:56")),
+                link(
+                    "ens3.10",
+                    LinkKind::Vlan {
+                        parent: "ens3".into(),
+                        id: 10,
+                    },
+                ),
+            ],
+            ..NetConfig::default()
+        });
+        let good = l.to_json();
+        assert_eq!(crate::layout::Layout::from_json(&good).unwrap(), l);
+        let cases = [
+            (
+                "\"parent\": \"ens3\"",
+                "\"parent\": \"ens3; reboot\"",
+                "links[1].kind.parent",
+            ),
+            (
+                "\"parent\": \"ens3\"",
+                "\"parent\": \"ens4\"",
+                "no link \"ens4\"",
+            ),
+            ("\"id\": 10", "\"id\": 4095", "outside 1..4094"),
+            ("\"prefix\": 24", "\"prefix\": 40", "longer than 32"),
+            ("\"mtu\": 1500", "\"mtu\": 12", "outside 68..65535"),
+            (
+                "\"name\": \"ens3.10\"",
+                "\"name\": \"-ens3.10\"",
+                "starts with '-'",
+            ),
+            (
+                "\"mac\": \"52:54:00:12:34:56\"",
+                "\"mac\": \"x\"",
+                "links[0].kind.mac",
+            ),
+        ];
+        for (from, to, want) in cases {
+            let bad = good.replacen(from, to, 1);
+            assert_ne!(bad, good, "{from}");
+            let err = format!("{:#}", crate::layout::Layout::from_json(&bad).unwrap_err());
+            assert!(err.contains(want), "{to}: {err}");
+        }
+    }
 }

@@ -226,6 +226,7 @@ pub fn mkrescue(opts: &Options) -> Result<BuildRecord> {
         add_modules(&mut tree, &kernel, layout.as_ref(), opts, staging.path())?;
     let (programs, libraries) = add_programs(&mut tree, &required, &optional)?;
     add_system_files(&mut tree, layout.as_ref(), opts)?;
+    super::net::add_files(&mut tree);
     if let Some((server, keys)) = &ssh {
         super::ssh::add_files(&mut tree, *server, keys);
     }

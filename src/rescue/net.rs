@@ -254,7 +254,8 @@ fn layout_plan(c: &NetConfig, map: &NicPlan, here: &[NetInterface]) -> NetPlan {
     let n = |x: &str| names.iter().find(|(h, _)| h == x).map(|(_, r)| r.clone());
     for r in &c.routes {
         let Some(dev) = n(&r.dev) else { continue };
-        let mut cmd = words(&["route", "add", &r.destination.to_string()]);
+        // replace: a router advertisement may have set a default already.
+        let mut cmd = words(&["route", "replace", &r.destination.to_string()]);
         if let Some(g) = r.gateway {
             cmd.extend(words(&["via", &g.to_string()]));
         }
@@ -356,6 +357,16 @@ pub fn programs(layout: Option<&Layout>) -> Vec<String> {
         Some(c) if !c.links.is_empty() => vec!["ip".into()],
         _ => Vec::new(),
     }
+}
+
+/// Files of the image for the network: the bonding driver makes no
+/// `bond0` of its own when it loads (`ip link add bond0` would then fail).
+pub fn add_files(tree: &mut super::tree::Tree) {
+    tree.bytes(
+        "etc/modprobe.d/lifeboat-bonding.conf",
+        "options bonding max_bonds=0\n",
+        0o644,
+    );
 }
 
 /// resolv.conf for `dns`.

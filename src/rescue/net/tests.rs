@@ -128,8 +128,8 @@ fn the_layout_comes_back_on_matched_cards() {
             "link set br0 mtu 9000",
             "link set br0 up",
             "addr add 192.168.7.2/24 dev br0",
-            "route add 0.0.0.0/0 via 10.0.2.2 dev eth0",
-            "route add 10.9.0.0/16 via 192.168.10.1 dev ens3.10 metric 50",
+            "route replace 0.0.0.0/0 via 10.0.2.2 dev eth0",
+            "route replace 10.9.0.0/16 via 192.168.10.1 dev ens3.10 metric 50",
         ]
     );
     assert!(p.dhcp.is_empty());
@@ -203,7 +203,7 @@ fn static_goes_on_the_card_of_the_default_route() {
         [
             "link set eth1 up",
             "addr add 192.168.1.20/24 dev eth1",
-            "route add 0.0.0.0/0 via 192.168.1.1 dev eth1",
+            "route replace 0.0.0.0/0 via 192.168.1.1 dev eth1",
         ]
     );
     assert_eq!(
