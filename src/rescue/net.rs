@@ -190,7 +190,7 @@ fn static_plan(
         let default = if g.is_ipv4() { "0.0.0.0/0" } else { "::/0" };
         p.ip.push(words(&[
             "route",
-            "add",
+            "replace",
             default,
             "via",
             &g.to_string(),
