@@ -283,7 +283,7 @@ fn dry_run_prints_the_plan() {
             "lifeboat: eth0: 10.0.2.50/24 from lifeboat.net=static",
             "ip link set eth0 up",
             "ip addr add 10.0.2.50/24 dev eth0",
-            "ip route add 0.0.0.0/0 via 10.0.2.2 dev eth0",
+            "ip route replace 0.0.0.0/0 via 10.0.2.2 dev eth0",
             "nameserver 10.0.2.3",
         ]
     );
