@@ -289,6 +289,54 @@ impl NetConfig {
         Ok(())
     }
 
+    /// One line per link, route and the resolver, for `layout show`/`save`.
+    pub fn describe(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for l in &self.links {
+            let kind = match &l.kind {
+                LinkKind::Ethernet { mac } => mac.clone(),
+                LinkKind::Vlan { parent, id } => format!("VLAN {id} on {parent}"),
+                LinkKind::Bond { mode, members } => {
+                    format!("bond {} of {}", mode.as_str(), members.join(" "))
+                }
+                LinkKind::Bridge { members } => format!("bridge of {}", members.join(" ")),
+            };
+            let mut what: Vec<String> = l.addresses.iter().map(|a| a.to_string()).collect();
+            if l.dhcp4 {
+                what.push("DHCP".into());
+            }
+            if l.auto6 {
+                what.push("IPv6 autoconfiguration".into());
+            }
+            if let Some(m) = l.mtu.filter(|m| *m != 1500) {
+                what.push(format!("mtu {m}"));
+            }
+            out.push(
+                format!("network: {} ({kind}) {}", l.name, what.join(", "))
+                    .trim_end()
+                    .to_string(),
+            );
+        }
+        for r in &self.routes {
+            let dest = if r.is_default() {
+                "default".to_string()
+            } else {
+                r.destination.to_string()
+            };
+            let via = r.gateway.map(|g| format!(" via {g}")).unwrap_or_default();
+            out.push(format!("route: {dest}{via} dev {}", r.dev));
+        }
+        if !self.dns.nameservers.is_empty() || !self.dns.search.is_empty() {
+            let ns: Vec<String> = self.dns.nameservers.iter().map(|n| n.to_string()).collect();
+            let search = match self.dns.search.is_empty() {
+                true => String::new(),
+                false => format!(", search {}", self.dns.search.join(" ")),
+            };
+            out.push(format!("DNS: {}{search}", ns.join(" ")));
+        }
+        out
+    }
+
     pub fn link(&self, name: &str) -> Option<&NetLink> {
         self.links.iter().find(|l| l.name == name)
     }
@@ -378,6 +426,13 @@ mod tests {
         });
         let good = l.to_json();
         assert_eq!(crate::layout::Layout::from_json(&good).unwrap(), l);
+        assert_eq!(
+            l.network_config.as_ref().unwrap().describe(),
+            [
+                "network: ens3 (52:54:00:12:34:56) 10.0.2.50/24",
+                "network: ens3.10 (VLAN 10 on ens3) 10.0.2.50/24",
+            ]
+        );
         let cases = [
             (
                 "\"parent\": \"ens3\"",

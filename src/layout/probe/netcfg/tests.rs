@@ -95,6 +95,30 @@ fn links_addresses_and_kinds_from_recorded_ip_json() {
 }
 
 #[test]
+fn the_summary_names_links_routes_and_dns() {
+    let c = recorded(Dns {
+        nameservers: vec!["10.0.2.3".parse().unwrap()],
+        search: vec!["example.com".into()],
+    });
+    assert_eq!(
+        c.describe(),
+        [
+            "network: eth0 (52:54:00:12:34:56) DHCP, IPv6 autoconfiguration",
+            "network: eth1 (52:54:00:00:00:04)",
+            "network: eth2 (52:54:00:00:00:05)",
+            "network: eth0.10 (VLAN 10 on eth0) 192.168.10.5/24, 2001:db8:10::5/64",
+            "network: bond0 (bond active-backup of eth1 eth2)",
+            "network: br0 (bridge of bond0) 192.168.7.2/24, IPv6 autoconfiguration, mtu 1400",
+            "route: 10.9.0.0/16 via 192.168.10.1 dev eth0.10",
+            "route: 203.0.113.0/24 via 192.168.7.1 dev br0",
+            "route: 2001:db8:99::/48 via 2001:db8:10::1 dev eth0.10",
+            "route: default via 2001:db8:10::1 dev eth0.10",
+            "DNS: 10.0.2.3, search example.com",
+        ]
+    );
+}
+
+#[test]
 fn only_routes_set_by_the_admin_on_kept_links() {
     let c = recorded(Dns::default());
     let got: Vec<String> = c
