@@ -198,10 +198,12 @@ fn static_plan(
             &dev,
         ]));
     }
-    p.dns = Some(Dns {
-        nameservers: s.dns.clone(),
-        search: Vec::new(),
-    });
+    if !s.dns.is_empty() {
+        p.dns = Some(Dns {
+            nameservers: s.dns.clone(),
+            search: Vec::new(),
+        });
+    }
     p.notes.push(format!(
         "lifeboat: {dev}: {} from lifeboat.net=static",
         s.address
