@@ -101,7 +101,15 @@ pub fn capture(opts: &CaptureOptions, interfaces: &[NetInterface]) -> Option<Net
             .json()?;
         routes.extend(routes6);
         let dns = read_dns(&opts.root);
-        Ok(from_kernel(&links, &routes, interfaces, dns))
+        let mut c = from_kernel(&links, &routes, interfaces, dns);
+        let clients: Vec<String> = c
+            .links
+            .iter()
+            .map(|l| l.name.clone())
+            .filter(|n| opts.root.join(format!("run/dhclient.{n}.pid")).exists())
+            .collect();
+        leased_by_dhclient(&mut c, &clients);
+        Ok(c)
     };
     match read() {
         Ok(c) => Some(c),
@@ -145,6 +153,20 @@ pub fn from_kernel(
     }
     out.routes = routes.iter().filter_map(|r| route(r, &kept)).collect();
     out
+}
+
+/// ifupdown's dhclient (`-pf /run/dhclient.IFACE.pid`) sets its lease
+/// without a lifetime, so the kernel shows it as static: on the links such
+/// a client serves, the IPv4 addresses are the lease and the IPv4 default
+/// route is the DHCP server's.
+pub fn leased_by_dhclient(c: &mut NetConfig, clients: &[String]) {
+    for l in c.links.iter_mut().filter(|l| clients.contains(&l.name)) {
+        l.dhcp4 = true;
+        l.addresses.retain(|a| a.address.is_ipv6());
+    }
+    c.routes.retain(|r| {
+        !(clients.contains(&r.dev) && r.is_default() && r.destination.address.is_ipv4())
+    });
 }
 
 /// Names of the links to keep, lower before upper: the cards, then what

@@ -149,6 +149,29 @@ fn only_routes_set_by_the_admin_on_kept_links() {
 }
 
 #[test]
+fn an_ifupdown_dhclient_lease_is_dhcp_not_static() {
+    let links: Vec<IpLink> = serde_json::from_str(
+        r#"[{"ifname":"ens3","mtu":1500,"addr_info":[
+            {"family":"inet","local":"10.0.2.15","prefixlen":24,"scope":"global"},
+            {"family":"inet6","local":"2001:db8::15","prefixlen":64,"scope":"global"}]}]"#,
+    )
+    .unwrap();
+    let routes: Vec<IpRoute> = serde_json::from_str(
+        r#"[{"dst":"default","gateway":"10.0.2.2","dev":"ens3","flags":[]},
+            {"dst":"10.8.0.0/16","gateway":"10.0.2.9","dev":"ens3","flags":[]}]"#,
+    )
+    .unwrap();
+    let cards = [nic("ens3", "52:54:00:12:34:56")];
+    let mut c = from_kernel(&links, &routes, &cards, Dns::default());
+    assert!(!c.links[0].dhcp4 && c.links[0].addresses.len() == 2);
+    leased_by_dhclient(&mut c, &["ens3".into()]);
+    assert!(c.links[0].dhcp4);
+    assert_eq!(c.links[0].addresses, [p("2001:db8::15/64")]);
+    assert_eq!(c.routes.len(), 1);
+    assert_eq!(c.routes[0].destination, p("10.8.0.0/16"));
+}
+
+#[test]
 fn hostile_names_and_numbers_in_ip_output_are_dropped() {
     let links = r#"[
         {"ifname":"eth0","mtu":1500,"addr_info":[
