@@ -7,6 +7,8 @@
 //! `lifeboat.ssh` set through `--append` (rescue.append). From the host,
 //! through a hostfwd to 10.0.2.50 port 22: a command over SSH with the key
 //! works (so the static address is there) and shows the VLAN's address;
+//! `lifeboat.net=static:...` applied the same way init applies it adds an
+//! address the host then reaches;
 //! another key and password logins are refused; the host key the client
 //! sees is the one the console showed; the image holds no host key.
 
@@ -207,6 +209,7 @@ fn static_network_with_vlan_and_ssh_with_the_key_only() {
     assert!(cmdline.ends_with(" lifeboat.ssh"), "{cmdline}");
 
     let port = common::servers::free_port();
+    let port2 = common::servers::free_port();
     let vm = Vm::new(
         Boot::Kernel {
             vmlinuz: out.join("vmlinuz"),
@@ -216,14 +219,17 @@ fn static_network_with_vlan_and_ssh_with_the_key_only() {
         &s.join("serial.log"),
     )
     .nic(
-        &format!("user,id=n0,hostfwd=tcp:127.0.0.1:{port}-10.0.2.50:22"),
+        &format!(
+            "user,id=n0,hostfwd=tcp:127.0.0.1:{port}-10.0.2.50:22,\
+             hostfwd=tcp:127.0.0.1:{port2}-10.0.2.60:22"
+        ),
         &format!("virtio-net-pci,netdev=n0,mac={MAC}"),
     );
     let mut child = vm.spawn();
     let boot = Instant::now();
     let log = wait_for(&vm, &mut child, "lifeboat rescue ready", 300);
     eprintln!("rescue ready after {:.1}s", boot.elapsed().as_secs_f64());
-    let result = std::panic::catch_unwind(|| checks(port, &log, &key, &other));
+    let result = std::panic::catch_unwind(|| checks([port, port2], &log, &key, &other));
     let _ = child.kill();
     let _ = child.wait();
     if let Err(e) = result {
@@ -233,7 +239,7 @@ fn static_network_with_vlan_and_ssh_with_the_key_only() {
     }
 }
 
-fn checks(port: u16, log: &str, key: &Path, other: &Path) {
+fn checks([port, port2]: [u16; 2], log: &str, key: &Path, other: &Path) {
     for line in [
         "lifeboat: eth0 (52:54:00:12:34:56, virtio_net, PCI 0000:00:03.0) is the host's ens3 (same MAC)",
         "lifeboat: network eth0 10.0.2.50/24",
@@ -307,4 +313,27 @@ fn checks(port: u16, log: &str, key: &Path, other: &Path) {
         "{err}"
     );
     assert!(err.contains("Permission denied (publickey)."), "{err}");
+
+    // lifeboat.net=static, as init runs it with another command line: the
+    // address goes on the card of the host's default route (eth0 here), the
+    // resolver follows, and the host reaches the new address.
+    let out = ssh(
+        port,
+        &key_arg,
+        "echo 'console=ttyS0 lifeboat.net=static:10.0.2.60/24,10.0.2.2,10.0.2.4' > /tmp/c && \
+         lifeboat internal net-up --cmdline /tmp/c && cat /etc/resolv.conf",
+    );
+    let got = text(&out.stdout);
+    assert!(out.status.success(), "{}{got}", text(&out.stderr));
+    for line in [
+        "lifeboat: eth0: 10.0.2.60/24 from lifeboat.net=static",
+        "lifeboat: network eth0 10.0.2.60/24",
+        "nameserver 10.0.2.4",
+    ] {
+        assert!(got.lines().any(|l| l == line), "{line:?} missing:\n{got}");
+    }
+    let out = ssh(port2, &key_arg, "ip -o -4 addr show dev eth0");
+    let got = text(&out.stdout);
+    assert!(out.status.success(), "{}{got}", text(&out.stderr));
+    assert!(got.contains("inet 10.0.2.60/24"), "{got}");
 }
