@@ -49,6 +49,9 @@ packages=(
     # restic and Borg destinations and their tests: the engines, an SFTP
     # server (sshd), the REST protocol (rclone serve restic), TLS roots
     restic borgbackup rclone openssh-server openssh-client ca-certificates
+    # the rescue's network (iproute2's ip: VLANs, bonds, bridges, -json)
+    # and SSH into it (sshd above)
+    iproute2
 )
 # --no-install-recommends keeps mdadm from pulling in an MTA.
 apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null

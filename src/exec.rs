@@ -64,6 +64,9 @@ pub fn package_of(tool: &str) -> &'static str {
         "mount.nfs" => "nfs-common",
         "mount.cifs" => "cifs-utils",
         "sftp" | "ssh" => "openssh-client",
+        "ip" => "iproute2",
+        "sshd" | "ssh-keygen" => "openssh-server",
+        "dropbear" | "dropbearkey" => "dropbear-bin",
         _ => "util-linux",
     }
 }

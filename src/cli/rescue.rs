@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 
 use crate::config::{Choice, Config};
@@ -54,6 +54,12 @@ pub struct MkrescueArgs {
     /// was taken: whoever has the image (ISO, PXE) has that power.
     #[arg(long)]
     pub include_luks_headers: bool,
+
+    /// Public keys (authorized_keys format) that may log in as root over
+    /// SSH when the rescue boots with lifeboat.ssh; puts an SSH server into
+    /// the image [default: rescue.ssh_authorized_keys].
+    #[arg(long, value_name = "FILE")]
+    pub ssh_authorized_keys: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -65,6 +71,21 @@ pub enum InternalCmd {
         #[arg(long, default_value = "/proc/cmdline")]
         cmdline: PathBuf,
     },
+    /// Configure the network (the layout's, or lifeboat.net=) and print
+    /// the addresses.
+    NetUp {
+        #[arg(long, default_value = "/proc/cmdline")]
+        cmdline: PathBuf,
+        #[arg(long, default_value = "/etc/lifeboat/layout.json")]
+        layout: PathBuf,
+        #[arg(long, default_value = "/sys")]
+        sys: PathBuf,
+        /// Print what would be done.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Generate SSH host keys, start the SSH server, print fingerprints.
+    SshUp,
     /// Write the man pages (lifeboat.8, lifeboat-SUBCOMMAND.8) into DIR.
     ManPages {
         #[arg(value_name = "DIR")]
@@ -98,6 +119,8 @@ pub fn mkrescue(args: MkrescueArgs, cfg: &Config) -> Result<u8> {
     r.append.flag_list(args.append, "--append");
     r.add_programs.flag_list(args.add_program, "--add-program");
     r.iso.flag(args.no_iso.then_some(false), "--no-iso");
+    r.ssh_authorized_keys
+        .flag_some(args.ssh_authorized_keys, "--ssh-authorized-keys");
     let opts = rescue::Options {
         include_backup: args.include_backup,
         include_luks_headers: args.include_luks_headers,
@@ -136,6 +159,36 @@ pub fn internal(cmd: InternalCmd) -> Result<u8> {
                 }
                 None => Ok(1),
             }
+        }
+        InternalCmd::NetUp {
+            cmdline,
+            layout,
+            sys,
+            dry_run,
+        } => {
+            let text = std::fs::read_to_string(&cmdline)
+                .with_context(|| format!("reading {}", cmdline.display()))?;
+            let layout = match layout.exists() {
+                true => Some(crate::layout::Layout::load(&layout)?),
+                false => None,
+            };
+            for line in rescue::net::net_up(&text, layout.as_ref(), &sys, dry_run)? {
+                println!("{line}");
+            }
+            Ok(0)
+        }
+        InternalCmd::SshUp => {
+            let mut addresses: Vec<String> = Vec::new();
+            for (_, a) in rescue::net::addresses_now()? {
+                let a = a.address.to_string();
+                if !addresses.contains(&a) {
+                    addresses.push(a);
+                }
+            }
+            for line in rescue::ssh::ssh_up(&addresses)? {
+                println!("{line}");
+            }
+            Ok(0)
         }
         InternalCmd::ManPages { dir } => {
             for p in super::man_pages(&dir)? {

@@ -295,6 +295,8 @@ settings! {
         keep_copies: Count<1> = Count(3),
         mount_options: Option<String> = None,
         ssh_options: Vec<String> = Vec::new(),
+        /// Public keys for SSH into the rescue (puts an SSH server in).
+        ssh_authorized_keys: Option<PathBuf> = None,
     }
 
     /// `[snapshot]`.

@@ -4,11 +4,13 @@
 pub mod diff;
 pub(crate) mod kinds;
 mod model;
+mod netmodel;
 pub mod probe;
 pub mod show;
 
 pub use diff::{diff, Change, ChangeKind};
 pub use model::*;
+pub use netmodel::*;
 pub use probe::{capture, CaptureOptions};
 
 use std::path::Path;
@@ -94,6 +96,9 @@ impl Layout {
         for (i, m) in self.mounts.iter().enumerate() {
             crate::names::mount_point(m.mountpoint.as_bytes())
                 .map_err(field(format!("mounts[{i}].mountpoint")))?;
+        }
+        if let Some(n) = &self.network_config {
+            n.check().context("in `network_config`")?;
         }
         Ok(())
     }
@@ -202,6 +207,7 @@ pub(crate) mod tests {
                 kernel_cmdline: String::new(),
             },
             network: vec![],
+            network_config: None,
             unsupported: vec![],
         }
     }
@@ -214,7 +220,9 @@ pub(crate) mod tests {
 
     #[test]
     fn unknown_major_version_is_refused() {
-        let text = minimal().to_json().replace("\"1.0\"", "\"2.0\"");
+        let text = minimal()
+            .to_json()
+            .replace(&format!("\"{SCHEMA_VERSION}\""), "\"2.0\"");
         let err = Layout::from_json(&text).unwrap_err().to_string();
         assert!(err.contains("schema_version 2.0 is not supported"), "{err}");
     }
@@ -223,7 +231,7 @@ pub(crate) mod tests {
     fn newer_minor_version_with_unknown_fields_is_read() {
         let text = minimal()
             .to_json()
-            .replace("\"1.0\"", "\"1.7\"")
+            .replace(&format!("\"{SCHEMA_VERSION}\""), "\"1.7\"")
             .replace("\"hostname\"", "\"future_field\": 3, \"hostname\"");
         assert_eq!(Layout::from_json(&text).unwrap().host.hostname, "db1");
     }

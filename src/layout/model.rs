@@ -14,7 +14,7 @@ pub use crate::timestamp::Timestamp;
 
 /// Major.minor version of this format. A reader accepts any minor version of
 /// its own major version (unknown fields are ignored) and refuses other majors.
-pub const SCHEMA_VERSION: &str = "1.0";
+pub const SCHEMA_VERSION: &str = "1.1";
 pub const SCHEMA_MAJOR: u32 = 1;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -46,6 +46,11 @@ pub struct Layout {
     /// bonds, VLANs or tunnels): matched to the new machine's after restore.
     #[serde(default)]
     pub network: Vec<NetInterface>,
+    /// How the host's network was configured (addresses, routes, VLANs,
+    /// bonds, bridges, DNS); absent in layouts before 1.1 and when the
+    /// capture could not ask the kernel.
+    #[serde(default)]
+    pub network_config: Option<crate::layout::NetConfig>,
     /// What was found but cannot be recreated by this version of lifeboat.
     #[serde(default)]
     pub unsupported: Vec<Unsupported>,

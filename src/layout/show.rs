@@ -412,6 +412,9 @@ pub fn summary(l: &Layout) -> String {
             "ies"
         },
     );
+    for line in l.network_config.iter().flat_map(|n| n.describe()) {
+        let _ = writeln!(s, "{line}");
+    }
     for u in &l.unsupported {
         let _ = writeln!(
             s,

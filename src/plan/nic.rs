@@ -56,11 +56,65 @@ fn pci_key(n: &NetInterface) -> (Option<String>, String) {
     (n.pci_path.clone(), n.name.clone())
 }
 
-/// Maps the old interfaces onto the new ones.
+/// How an old interface finds its new one, tried in the order given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rule {
+    /// The same MAC address: the same card.
+    Mac,
+    /// The same kernel name (the rescue system names cards eth0, eth1...).
+    Name,
+    /// The same driver, in PCI order.
+    Driver,
+    /// Whatever is left, in PCI order.
+    Order,
+}
+
+impl Rule {
+    /// Whether `n` takes `o` under this rule, and the reason shown.
+    fn pairs(self, o: &NetInterface, n: &NetInterface) -> Option<String> {
+        let d = |x: &NetInterface| x.driver.clone().unwrap_or_else(|| "unknown".into());
+        match self {
+            Rule::Mac => n
+                .mac
+                .eq_ignore_ascii_case(&o.mac)
+                .then(|| "same MAC".into()),
+            Rule::Name => (n.name == o.name).then(|| "same name".into()),
+            Rule::Driver => (o.driver.is_some() && n.driver == o.driver)
+                .then(|| format!("same driver {}, PCI order", d(o))),
+            Rule::Order => Some(format!("PCI order (driver {} -> {})", d(o), d(n))),
+        }
+    }
+}
+
+/// Maps the old interfaces onto the new ones (a recovered system's
+/// configuration): `--map-nic`, then the same MAC, the same driver in PCI
+/// order, and PCI order.
 pub fn map_nics(
     old: &[NetInterface],
     new: &[NetInterface],
     maps: &[(String, String)],
+) -> Result<NicPlan> {
+    map_with(old, new, maps, &[Rule::Mac, Rule::Driver, Rule::Order])
+}
+
+/// Maps the layout's interfaces onto the rescue system's (whose kernel
+/// names them eth0, eth1...): the same MAC, then the same name, then the
+/// same driver in PCI order, then PCI order.
+pub fn map_rescue_nics(old: &[NetInterface], new: &[NetInterface]) -> NicPlan {
+    map_with(
+        old,
+        new,
+        &[],
+        &[Rule::Mac, Rule::Name, Rule::Driver, Rule::Order],
+    )
+    .expect("without --map-nic arguments mapping cannot fail")
+}
+
+fn map_with(
+    old: &[NetInterface],
+    new: &[NetInterface],
+    maps: &[(String, String)],
+    rules: &[Rule],
 ) -> Result<NicPlan> {
     let mut olds: Vec<&NetInterface> = old.iter().collect();
     let mut news: Vec<&NetInterface> = new.iter().collect();
@@ -95,33 +149,15 @@ pub fn map_nics(
         };
         take(o, n, "--map-nic".into(), &mut olds, &mut news);
     }
-    for o in olds.clone() {
-        if let Some(n) = news
-            .iter()
-            .copied()
-            .find(|n| n.mac.eq_ignore_ascii_case(&o.mac))
-        {
-            take(o, n, "same MAC".into(), &mut olds, &mut news);
-        }
-    }
-    for o in olds.clone() {
-        let same = news
-            .iter()
-            .copied()
-            .find(|n| o.driver.is_some() && n.driver == o.driver);
-        if let Some(n) = same {
-            let reason = format!(
-                "same driver {}, PCI order",
-                o.driver.as_deref().unwrap_or_default()
-            );
-            take(o, n, reason, &mut olds, &mut news);
-        }
-    }
-    for o in olds.clone() {
-        if let Some(n) = news.first().copied() {
-            let d = |x: &NetInterface| x.driver.clone().unwrap_or_else(|| "unknown".into());
-            let reason = format!("PCI order (driver {} -> {})", d(o), d(n));
-            take(o, n, reason, &mut olds, &mut news);
+    for rule in rules {
+        for o in olds.clone() {
+            let found = news
+                .iter()
+                .copied()
+                .find_map(|n| rule.pairs(o, n).map(|r| (n, r)));
+            if let Some((n, reason)) = found {
+                take(o, n, reason, &mut olds, &mut news);
+            }
         }
     }
     Ok(NicPlan {
@@ -222,5 +258,39 @@ mod tests {
         .unwrap();
         assert_eq!(more_new.unused.len(), 1);
         assert_eq!(more_new.unused[0].name, "eth1");
+    }
+
+    #[test]
+    fn the_rescue_matches_by_mac_then_name_then_order() {
+        let old = [
+            nic("eth0", "3c:ec:ef:00:00:02", "ixgbe", "0000:01:00.0"),
+            nic("eth1", "3c:ec:ef:00:00:01", "e1000e", "0000:00:1f.6"),
+            nic("ens9", "52:54:00:00:00:09", "virtio_net", "0000:00:09.0"),
+            nic("ens10", "52:54:00:00:00:0a", "virtio_net", "0000:00:0a.0"),
+        ];
+        let new = [
+            // The ixgbe card itself.
+            nic("eth0", "3C:EC:EF:00:00:02", "ixgbe", "0000:01:00.0"),
+            // Another card, named as the host's e1000e was: taken by name.
+            nic("eth1", "aa:00:00:00:00:01", "igb", "0000:02:00.0"),
+            nic("eth2", "aa:00:00:00:00:02", "e1000", "0000:03:00.0"),
+        ];
+        let p = map_rescue_nics(&old, &new);
+        let s = |a: &str, b: &str, c: &str| (a.to_string(), b.to_string(), c.to_string());
+        assert_eq!(
+            names(&p),
+            [
+                s("eth0", "eth0", "same MAC"),
+                s("eth1", "eth1", "same name"),
+                s("ens9", "eth2", "PCI order (driver virtio_net -> e1000)"),
+            ]
+        );
+        assert_eq!(p.unmatched, [old[3].clone()]);
+        // Recovery keeps its rules: no pairing by name there.
+        let r = map_nics(&old, &new, &[]).unwrap();
+        assert_eq!(
+            (r.pairs[1].old.name.as_str(), r.pairs[1].new.name.as_str()),
+            ("ens9", "eth1")
+        );
     }
 }

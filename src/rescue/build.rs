@@ -76,6 +76,9 @@ pub struct Options {
     pub capture: Option<crate::layout::CaptureOptions>,
     /// Ship the host's CA certificates (a restic destination over HTTPS).
     pub ca_certificates: bool,
+    /// Public keys for root over SSH (`rescue.ssh_authorized_keys`): puts
+    /// an SSH server into the image, started by `lifeboat.ssh`.
+    pub ssh_authorized_keys: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -96,6 +99,7 @@ impl Default for Options {
             backup_generation: None,
             capture: None,
             ca_certificates: false,
+            ssh_authorized_keys: None,
         }
     }
 }
@@ -182,6 +186,14 @@ pub fn mkrescue(opts: &Options) -> Result<BuildRecord> {
     exec::require(&tools).with_context(|| format!("building a rescue image for {needs_from}"))?;
     // --add-program: anything, checked when it is added.
     required.extend(opts.add_programs.iter().cloned());
+    let (net_required, mut optional) = (super::net::programs(layout.as_ref()), optional);
+    required.extend(net_required);
+    let ssh = ssh_setup(opts)?;
+    if let Some((server, _)) = &ssh {
+        let (req, opt) = server.programs();
+        required.extend(req);
+        optional.extend(opt);
+    }
     let iso_inputs = if opts.no_iso {
         None
     } else {
@@ -214,6 +226,10 @@ pub fn mkrescue(opts: &Options) -> Result<BuildRecord> {
         add_modules(&mut tree, &kernel, layout.as_ref(), opts, staging.path())?;
     let (programs, libraries) = add_programs(&mut tree, &required, &optional)?;
     add_system_files(&mut tree, layout.as_ref(), opts)?;
+    super::net::add_files(&mut tree);
+    if let Some((server, keys)) = &ssh {
+        super::ssh::add_files(&mut tree, *server, keys);
+    }
 
     let record_in_image = serde_json::json!({
         "lifeboat_version": crate::VERSION,
@@ -317,6 +333,21 @@ pub fn mkrescue(opts: &Options) -> Result<BuildRecord> {
     };
     record.save(&opts.output)?;
     Ok(record)
+}
+
+/// The SSH server and the checked keys when `ssh_authorized_keys` is set.
+fn ssh_setup(opts: &Options) -> Result<Option<(super::ssh::SshServer, String)>> {
+    let Some(path) = &opts.ssh_authorized_keys else {
+        return Ok(None);
+    };
+    let (keys, parsed) = super::ssh::read_authorized_keys(path)?;
+    let server = super::ssh::SshServer::on_host()?;
+    log::info!(
+        "SSH into the rescue: {} with {} key(s) for root, started by lifeboat.ssh",
+        server.name(),
+        parsed.len()
+    );
+    Ok(Some((server, keys)))
 }
 
 /// Where an included backup goes on the ISO (the rescue finds it there).

@@ -84,6 +84,9 @@ pub const OPTIONAL_PROGRAMS: &[&str] = &[
     "getfattr",
     "setfattr",
     "fsfreeze",
+    // iproute2: VLANs, bonds and bridges at boot (busybox's ip makes none
+    // of them), `ip -json` for the addresses shown
+    "ip",
     // thin-provisioning-tools: LVM checks a thin or cache pool's metadata
     // with these when it activates the pool.
     "thin_check",
@@ -331,6 +334,10 @@ pub const OPTIONAL_MODULES: &[&str] = &[
     "xen_netfront",
     "ena",
     "af_packet",
+    // VLANs, bonds and bridges of the captured network configuration
+    "8021q",
+    "bonding",
+    "bridge",
 ];
 
 /// Modules that are required because the kernel could not read the job disk

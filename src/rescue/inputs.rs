@@ -29,6 +29,9 @@ pub struct ImageInputs {
     pub iso: bool,
     pub luks_headers: bool,
     pub include_backup: Option<String>,
+    /// rescue.ssh_authorized_keys (its contents).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_keys_sha256: Option<String>,
 }
 
 impl ImageInputs {
@@ -57,6 +60,11 @@ impl ImageInputs {
                 .include_backup
                 .as_deref()
                 .map(|p| p.display().to_string()),
+            ssh_keys_sha256: opts
+                .ssh_authorized_keys
+                .as_deref()
+                .map(sha256_file)
+                .transpose()?,
         })
     }
 
@@ -97,6 +105,7 @@ impl ImageInputs {
                 i.iso,
                 i.luks_headers,
                 i.include_backup.clone(),
+                i.ssh_keys_sha256.clone(),
             )
         };
         if config(self) != config(now) {

@@ -10,6 +10,8 @@ pub mod elf;
 pub mod inputs;
 pub mod iso;
 pub mod kernel;
+pub mod net;
+pub mod ssh;
 pub mod tree;
 
 pub use build::{

@@ -258,6 +258,7 @@ pub fn rescue_options(cfg: &Config, layout: Option<&Path>) -> crate::rescue::Opt
         no_iso: !r.iso.value,
         capture: Some(cfg.capture_options()),
         ca_certificates: !engine.is_empty(),
+        ssh_authorized_keys: r.ssh_authorized_keys.value.clone(),
         ..crate::rescue::Options::default()
     }
 }

@@ -439,7 +439,8 @@ impl Vm {
         c
     }
 
-    fn spawn(&self) -> Child {
+    /// Starts QEMU and returns it running (the caller stops it).
+    pub fn spawn(&self) -> Child {
         let _ = std::fs::remove_file(&self.serial_log);
         self.command()
             .spawn()

@@ -23,6 +23,7 @@ pub mod md;
 pub mod mounts;
 mod needed;
 pub mod net;
+pub mod netcfg;
 pub mod ptable;
 mod storage;
 pub mod sysfs;
@@ -143,6 +144,7 @@ pub fn capture(opts: &CaptureOptions) -> Result<Layout> {
         Firmware::Bios
     };
     let boot = collect_boot(&ctx, firmware, &disk_list, &filesystems)?;
+    let network = net::interfaces(&ctx.sys);
     Ok(Layout {
         schema_version: SCHEMA_VERSION.into(),
         lifeboat_version: crate::VERSION.into(),
@@ -157,7 +159,8 @@ pub fn capture(opts: &CaptureOptions) -> Result<Layout> {
         mounts,
         config_files,
         boot,
-        network: net::interfaces(&ctx.sys),
+        network_config: netcfg::capture(opts, &network),
+        network,
         unsupported: ctx.unsupported,
     })
 }

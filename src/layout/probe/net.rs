@@ -30,7 +30,10 @@ fn interface(dir: &Path, name: &str) -> Option<NetInterface> {
     if read("type").as_deref() != Some("1") {
         return None;
     }
-    let mac = read("address")?.to_ascii_lowercase();
+    // A bond member carries the bond's address; its own is kept apart.
+    let mac = read("bonding_slave/perm_hwaddr")
+        .or_else(|| read("address"))?
+        .to_ascii_lowercase();
     let driver = std::fs::read_link(device.join("driver"))
         .ok()
         .and_then(|l| l.file_name().map(|n| n.to_string_lossy().into_owned()));

@@ -1,0 +1,339 @@
+//! QEMU tier: the host's network comes back in the rescue, and the admin
+//! reaches the rescue over SSH.
+//!
+//! One rescue boot (kernel + initrd, TCG, user-mode network) with a layout
+//! whose network section gives the guest card (by MAC) the static address
+//! 10.0.2.50/24 (gateway 10.0.2.2) and a VLAN 10 with 192.168.10.5/24, and
+//! `lifeboat.ssh` set through `--append` (rescue.append). From the host,
+//! through a hostfwd to 10.0.2.50 port 22: a command over SSH with the key
+//! works (so the static address is there) and shows the VLAN's address;
+//! `lifeboat.net=static:...` applied the same way init applies it adds an
+//! address the host then reaches;
+//! another key and password logins are refused; the host key the client
+//! sees is the one the console showed; the image holds no host key.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const MAC: &str = "52:54:00:12:34:56";
+
+/// The Debian 12 fixture layout with a network section: `ens3` (this MAC)
+/// at 10.0.2.50/24, VLAN 10 on it at 192.168.10.5/24, DNS 10.0.2.3.
+fn layout_with_network(path: &Path) {
+    let fixture = repo().join("tests/fixtures/debian12-layout.json");
+    let mut l: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture).unwrap()).unwrap();
+    l["schema_version"] = "1.1".into();
+    l["network"] = serde_json::json!([{
+        "name": "ens3", "mac": MAC, "driver": "virtio_net", "pci_path": "0000:00:03.0"
+    }]);
+    l["network_config"] = serde_json::json!({
+        "links": [
+            {"name": "ens3", "kind": {"type": "ethernet", "mac": MAC}, "mtu": 1500,
+             "addresses": [{"address": "10.0.2.50", "prefix": 24}]},
+            {"name": "ens3.10", "kind": {"type": "vlan", "parent": "ens3", "id": 10},
+             "mtu": 1500, "addresses": [{"address": "192.168.10.5", "prefix": 24}]}
+        ],
+        "routes": [{"destination": {"address": "0.0.0.0", "prefix": 0},
+                    "gateway": "10.0.2.2", "dev": "ens3", "metric": null}],
+        "dns": {"nameservers": ["10.0.2.3"], "search": ["lifeboat.test"]}
+    });
+    std::fs::write(path, serde_json::to_string_pretty(&l).unwrap()).unwrap();
+}
+
+fn keygen(path: &Path) {
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(path)
+        .output()
+        .expect("ssh-keygen (openssh-client) is installed");
+    assert!(out.status.success(), "{out:?}");
+}
+
+/// `ssh` to the rescue through the forwarded port, never prompting.
+fn ssh(port: u16, extra: &[&str], command: &str) -> Output {
+    Command::new("ssh")
+        .args(["-p", &port.to_string()])
+        .args([
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "ConnectTimeout=60",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-F",
+            "/dev/null",
+        ])
+        .args(extra)
+        .arg("root@127.0.0.1")
+        .arg(command)
+        .output()
+        .expect("ssh (openssh-client) is installed")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Waits for `marker` on the console; stops early on a panic or when QEMU
+/// exits.
+fn wait_for(vm: &Vm, child: &mut std::process::Child, marker: &str, secs: u64) -> String {
+    let start = Instant::now();
+    loop {
+        let log = text(&std::fs::read(&vm.serial_log).unwrap_or_default());
+        if log.contains(marker) {
+            return log;
+        }
+        let dead = child.try_wait().unwrap().is_some() || log.contains("Kernel panic");
+        if dead || start.elapsed() > Duration::from_secs(secs) {
+            let _ = child.kill();
+            panic!("no {marker:?} on the console:\n{}", tail(&log, 60));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// The image's initrd, decompressed.
+fn initrd_bytes(initrd: &Path) -> Vec<u8> {
+    let out = Command::new("zstd")
+        .args(["-dc"])
+        .arg(initrd)
+        .output()
+        .expect("zstd is installed");
+    assert!(out.status.success());
+    out.stdout
+}
+
+/// No host key file, no private key (OpenSSH's format starts its body
+/// with `b3BlbnNzaC1rZXktdjE`, base64 of "openssh-key-v1"; PEM's with
+/// `MII`) and none of this host's own host keys in the image. (Programs
+/// hold the PEM markers as strings, so the markers alone prove nothing.)
+fn assert_no_host_key(initrd: &Path) {
+    let image = initrd_bytes(initrd);
+    let has = |needle: &[u8]| image.windows(needle.len()).any(|w| w == needle);
+    assert!(
+        !has(b"b3BlbnNzaC1rZXktdjE"),
+        "an OpenSSH private key in the image"
+    );
+    assert!(
+        !has(b"PRIVATE KEY-----\nMII"),
+        "a PEM private key in the image"
+    );
+    let list = Command::new("cpio")
+        .args(["-t", "--quiet"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(&image)?;
+            c.wait_with_output()
+        })
+        .expect("cpio is installed");
+    let names = text(&list.stdout);
+    assert!(names.lines().count() > 100, "{names}");
+    assert!(names.contains("root/.ssh/authorized_keys"), "{names}");
+    for n in names.lines() {
+        assert!(
+            !n.contains("ssh_host_") && !n.contains("_host_key"),
+            "{n} in the image"
+        );
+    }
+    for entry in std::fs::read_dir("/etc/ssh")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("ssh_host_") && name.ends_with(".pub") {
+            let line = std::fs::read_to_string(entry.path()).unwrap();
+            let blob = line.split_whitespace().nth(1).unwrap();
+            assert!(!has(blob.as_bytes()), "the host's {name} is in the image");
+        }
+    }
+}
+
+#[test]
+fn static_network_with_vlan_and_ssh_with_the_key_only() {
+    let s = Scratch::new("qemu-rescuenet");
+    let layout = s.join("layout.json");
+    layout_with_network(&layout);
+    let (key, other) = (s.join("admin"), s.join("other"));
+    keygen(&key);
+    keygen(&other);
+    // A private key given by mistake is refused before anything is built.
+    let out = s.join("image");
+    let (code, _, err) = run_lifeboat([
+        "mkrescue".as_ref(),
+        "--output".as_ref(),
+        out.as_os_str(),
+        "--ssh-authorized-keys".as_ref(),
+        key.as_os_str(),
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("is a PRIVATE key"), "{err}");
+    assert!(!out.join("initrd").exists());
+
+    let started = Instant::now();
+    let (code, stdout, err) = run_lifeboat([
+        "mkrescue".as_ref(),
+        "--output".as_ref(),
+        out.as_os_str(),
+        "--no-iso".as_ref(),
+        "--layout".as_ref(),
+        layout.as_os_str(),
+        "--ssh-authorized-keys".as_ref(),
+        key.with_extension("pub").as_os_str(),
+        "--append".as_ref(),
+        "lifeboat.ssh".as_ref(),
+    ]);
+    assert_eq!(code, 0, "mkrescue failed:\n{stdout}\n{err}");
+    eprintln!(
+        "mkrescue with SSH: {:.1}s\n{stdout}",
+        started.elapsed().as_secs_f64()
+    );
+    assert_no_host_key(&out.join("initrd"));
+    // The command line every boot entry of the image passes (rescue.append).
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("rescue.json")).unwrap()).unwrap();
+    let cmdline = record["cmdline"].as_str().unwrap().to_string();
+    assert!(cmdline.ends_with(" lifeboat.ssh"), "{cmdline}");
+
+    let port = common::servers::free_port();
+    let port2 = common::servers::free_port();
+    let vm = Vm::new(
+        Boot::Kernel {
+            vmlinuz: out.join("vmlinuz"),
+            initrd: out.join("initrd"),
+            append: cmdline,
+        },
+        &s.join("serial.log"),
+    )
+    .nic(
+        &format!(
+            "user,id=n0,hostfwd=tcp:127.0.0.1:{port}-10.0.2.50:22,\
+             hostfwd=tcp:127.0.0.1:{port2}-10.0.2.60:22"
+        ),
+        &format!("virtio-net-pci,netdev=n0,mac={MAC}"),
+    );
+    let mut child = vm.spawn();
+    let boot = Instant::now();
+    let log = wait_for(&vm, &mut child, "lifeboat rescue ready", 300);
+    eprintln!("rescue ready after {:.1}s", boot.elapsed().as_secs_f64());
+    let result = std::panic::catch_unwind(|| checks([port, port2], &log, &key, &other));
+    let _ = child.kill();
+    let _ = child.wait();
+    if let Err(e) = result {
+        let log = text(&std::fs::read(&vm.serial_log).unwrap_or_default());
+        eprintln!("console:\n{}", tail(&log, 60));
+        std::panic::resume_unwind(e);
+    }
+}
+
+fn checks([port, port2]: [u16; 2], log: &str, key: &Path, other: &Path) {
+    for line in [
+        "lifeboat: eth0 (52:54:00:12:34:56, virtio_net, PCI 0000:00:03.0) is the host's ens3 (same MAC)",
+        "lifeboat: network eth0 10.0.2.50/24",
+        "lifeboat: network ens3.10 192.168.10.5/24",
+        "lifeboat: SSH server (OpenSSH) started",
+        "lifeboat: ssh root@10.0.2.50",
+    ] {
+        assert!(log.contains(line), "{line:?} not on the console:\n{}", tail(log, 40));
+    }
+    // With the key: a command runs; the VLAN and the resolver are there.
+    let key_arg = ["-i", key.to_str().unwrap()];
+    let out = ssh(
+        port,
+        &key_arg,
+        "ip -o addr show; cat /etc/resolv.conf; ip route",
+    );
+    let got = text(&out.stdout);
+    assert!(
+        out.status.success(),
+        "ssh with the key failed: {}{got}",
+        text(&out.stderr)
+    );
+    assert!(got.contains("eth0    inet 10.0.2.50/24"), "{got}");
+    assert!(got.contains("ens3.10    inet 192.168.10.5/24"), "{got}");
+    assert!(
+        got.contains("nameserver 10.0.2.3") && got.contains("search lifeboat.test"),
+        "{got}"
+    );
+    assert!(got.contains("default via 10.0.2.2 dev eth0"), "{got}");
+
+    // The host key the client is shown is the one the console showed.
+    let scan = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ssh-keyscan -T 30 -t ed25519 -p {port} 127.0.0.1 2>/dev/null | ssh-keygen -lf -"
+        ))
+        .output()
+        .unwrap();
+    let fp = text(&scan.stdout);
+    let fp = fp.split_whitespace().nth(1).unwrap_or("none").to_string();
+    assert!(
+        log.contains(&format!("lifeboat: SSH host key ED25519 {fp}")),
+        "host key {fp} not shown on the console:\n{}",
+        tail(log, 30)
+    );
+
+    // Another key is refused; so is every password-like method: the server
+    // offers public keys only.
+    let out = ssh(port, &["-i", other.to_str().unwrap()], "true");
+    assert_eq!(out.status.code(), Some(255));
+    assert!(
+        text(&out.stderr).contains("Permission denied (publickey)."),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = ssh(
+        port,
+        &[
+            "-v",
+            "-o",
+            "PubkeyAuthentication=no",
+            "-o",
+            "PreferredAuthentications=password,keyboard-interactive",
+        ],
+        "true",
+    );
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(255), "{err}");
+    assert!(
+        err.contains("Authentications that can continue: publickey\r\n"),
+        "{err}"
+    );
+    assert!(err.contains("Permission denied (publickey)."), "{err}");
+
+    // lifeboat.net=static, as init runs it with another command line: the
+    // address goes on the card of the host's default route (eth0 here), the
+    // resolver follows, and the host reaches the new address.
+    let out = ssh(
+        port,
+        &key_arg,
+        "echo 'console=ttyS0 lifeboat.net=static:10.0.2.60/24,10.0.2.2,10.0.2.4' > /tmp/c && \
+         lifeboat internal net-up --cmdline /tmp/c && cat /etc/resolv.conf",
+    );
+    let got = text(&out.stdout);
+    assert!(out.status.success(), "{}{got}", text(&out.stderr));
+    for line in [
+        "lifeboat: eth0: 10.0.2.60/24 from lifeboat.net=static",
+        "lifeboat: network eth0 10.0.2.60/24",
+        "nameserver 10.0.2.4",
+    ] {
+        assert!(got.lines().any(|l| l == line), "{line:?} missing:\n{got}");
+    }
+    let out = ssh(port2, &key_arg, "ip -o -4 addr show dev eth0");
+    let got = text(&out.stdout);
+    assert!(out.status.success(), "{}{got}", text(&out.stderr));
+    assert!(got.contains("inet 10.0.2.60/24"), "{got}");
+}
