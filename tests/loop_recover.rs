@@ -329,6 +329,39 @@ fn loop_recover_onto_a_larger_disk_resuming_after_a_failure() {
     assert_same_lines(&strip(&sums(&s.join("check"))), &strip(&source_sums));
     assert!(!s.join("check/tmp/not-kept").exists() && s.join("check/tmp").is_dir());
     check.unmount_all();
+    drop(check);
+
+    // The file systems wiped since (the GPT left as the plan wrote it): the
+    // journal of the finished run no longer describes the disk. Resuming
+    // would skip every mkfs and fail at the mount; it is refused, naming
+    // what is missing, and nothing is written.
+    for p in [1, 2] {
+        sh(&format!("wipefs -a -q '{}p{p}'", target.dev));
+    }
+    sh(&format!("blockdev --flushbufs '{}'", target.dev));
+    let before = image_sum();
+    let (code, out, err) = run_lifeboat(recover_args(&[]));
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains(&format!(
+            "refusing to resume: {} records 9 steps done, but the disks no longer hold what \
+             they made: {dev}p1 holds no ext4 file system with UUID {ROOT_UUID}; {dev}p2 holds \
+             no xfs file system with UUID {SRV_UUID}.",
+            state.display(),
+            dev = target.dev
+        )),
+        "{err}"
+    );
+    assert!(err.contains("start over with --start-over"), "{err}");
+    assert!(!out.contains("already done"), "{out}");
+    assert_eq!(image_sum(), before, "a refused resume wrote to the disk");
+    // --start-over forgets the journal: every step runs (here as a dry run;
+    // the GPT left on the disk needs --wipe).
+    let (code, out, err) = run_lifeboat(recover_args(&["--start-over", "--wipe", "--dry-run"]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!out.contains("already done"), "{out}");
+    assert!(!out.contains("resuming"), "{out}");
+    assert_eq!(image_sum(), before, "a dry run wrote to the disk");
 }
 
 /// A layout captured while the system was mounted under another folder,

@@ -91,6 +91,12 @@ pub struct RecoverArgs {
     #[arg(long)]
     pub wipe: bool,
 
+    /// Start over: forget the steps an earlier run recorded as done (in
+    /// --state) instead of resuming after them; disks holding data then
+    /// need --wipe.
+    #[arg(long)]
+    pub start_over: bool,
+
     /// Show every command without running any.
     #[arg(long)]
     pub dry_run: bool,
@@ -171,6 +177,7 @@ pub fn recover(args: RecoverArgs, cfg: &crate::config::Config) -> Result<u8> {
         luks_iter_time_ms: args.luks_iter_time,
         regenerate_initramfs: args.regenerate_initramfs,
         wipe: args.wipe,
+        start_over: args.start_over,
         drill: args.drill,
         ..options(args.source, cfg)
     };

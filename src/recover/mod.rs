@@ -66,6 +66,8 @@ pub struct Options {
     pub regenerate_initramfs: bool,
     /// Overwrite target disks that hold data this plan did not write.
     pub wipe: bool,
+    /// Ignore what an earlier run recorded as done (`--start-over`).
+    pub start_over: bool,
     /// Recreate the disks only, though a backup is given.
     pub no_restore: bool,
     /// A drill: place the boot-report unit into the recovered system.
@@ -98,6 +100,7 @@ impl Default for Options {
             mount_root: PathBuf::from(MOUNT_ROOT),
             regenerate_initramfs: false,
             wipe: false,
+            start_over: false,
             no_restore: false,
             drill: false,
             at: None,
@@ -516,7 +519,11 @@ pub fn recover(opts: &Options) -> Result<u8> {
             PathBuf::from("/run/lifeboat/recover-state.json")
         }
     });
-    let mut journal = Journal::open(&state, &p.plan)?;
+    let mut journal = if opts.start_over {
+        Journal::fresh(&state, &p.plan)
+    } else {
+        Journal::open(&state, &p.plan)?
+    };
     for note in check_foreign_data(&p.plan, &journal, opts.wipe || p.answers.wipe)? {
         println!("{note}");
     }
