@@ -178,16 +178,39 @@ fn loop_recover_onto_a_larger_disk_resuming_after_a_failure() {
         "device names are rewritten: {out}"
     );
 
-    // A dry run writes nothing.
+    // A dry run writes nothing (the image byte-for-byte as it was) and
+    // prints, at the default verbosity, each change it would make.
+    let image = || std::fs::read(s.join("target.img")).unwrap();
+    let blank = image();
     let mut args = vec!["recover".to_string(), "--dry-run".into()];
-    args.extend(common_args(&[]));
+    args.extend(common_args(&[
+        "--mount-root",
+        s.join("dry").to_str().unwrap(),
+    ]));
     let (code, out, err) = run_lifeboat(&args);
     assert_eq!(code, 0, "{out}{err}");
-    let head = std::fs::read(s.join("target.img")).unwrap();
-    assert!(
-        head[..1 << 20].iter().all(|&b| b == 0),
-        "a dry run wrote to the disk"
-    );
+    assert!(image() == blank, "a dry run wrote to the disk");
+    assert!(!s.join("dry").exists(), "a dry run made the mount root");
+    let dev = &target.dev;
+    for want in [
+        format!("dry run: would write the GPT partition table on {dev}\n"),
+        format!("dry run: would re-read the partition table of {dev}\n"),
+        format!(" -q {dev}p3\n"),
+        "mke2fs -F -q -t ext4 ".to_string(),
+        format!(" -U {ROOT_UUID} -L root {dev}p1\n"),
+        format!("mkfs.xfs -f -q -m crc=1,reflink=1,uuid={SRV_UUID} "),
+        format!("mkswap -f -U {SWAP_UUID} {dev}p3\n"),
+        format!("mount -t ext4 {dev}p1 "),
+        "dry run: would restore generation ".to_string(),
+        "dry run: would regenerate the initramfs in ".to_string(),
+    ] {
+        assert!(out.contains(&want), "{want:?} not in: {out}");
+    }
+    let shown = out
+        .lines()
+        .filter(|l| l.starts_with("dry run: would "))
+        .count();
+    assert!(shown >= 14, "{shown} changes shown: {out}");
 
     // Interrupted right after the XFS was made, then resumed.
     let state = s.join("state.json");

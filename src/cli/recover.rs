@@ -168,7 +168,12 @@ pub fn plan(args: PlanArgs, cfg: &crate::config::Config) -> Result<u8> {
 pub fn recover(args: RecoverArgs, cfg: &crate::config::Config) -> Result<u8> {
     let opts = recover::Options {
         yes: args.yes,
-        dry_run: args.dry_run,
+        // The one dry-run switch: each change is printed, none is made.
+        gate: if args.dry_run {
+            crate::exec::Gate::dry_run(|line| println!("dry run: {line}"))
+        } else {
+            crate::exec::Gate::live()
+        },
         key_file: args.key_file,
         unattended: args.unattended,
         answers: args.answers,

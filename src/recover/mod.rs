@@ -5,6 +5,8 @@
 pub mod boot;
 pub mod disk;
 pub mod fixup;
+#[cfg(test)]
+mod gate_audit;
 pub mod journal;
 pub mod keys;
 pub mod mkfs;
@@ -24,6 +26,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::exec::Gate;
 use crate::layout::{Layout, LuksDevice, PartitionTable};
 use crate::plan::{self, mapping, render, Plan, PlanInput, Step, MOUNT_ROOT};
 use crate::util;
@@ -50,7 +53,8 @@ pub struct Options {
     /// `--firmware`.
     pub firmware: plan::firmware::FirmwareChoice,
     pub yes: bool,
-    pub dry_run: bool,
+    /// `--dry-run`: a gate that shows every change instead of making it.
+    pub gate: Gate,
     pub key_file: Option<PathBuf>,
     pub unattended: bool,
     pub answers: Option<PathBuf>,
@@ -88,7 +92,7 @@ impl Default for Options {
             nic_maps: Vec::new(),
             firmware: Default::default(),
             yes: false,
-            dry_run: false,
+            gate: Gate::live(),
             key_file: None,
             unattended: false,
             answers: None,
@@ -154,7 +158,8 @@ impl Answers {
 
 /// Everything recovery works with.
 pub struct Ctx {
-    pub dry_run: bool,
+    /// Every change to the disks and the new system passes it.
+    pub gate: Gate,
     pub keys: Keys,
     /// Folder holding LUKS header backups named in the layout.
     pub header_dir: Option<PathBuf>,
@@ -173,8 +178,12 @@ struct RunState {
 }
 
 impl Ctx {
+    pub fn dry_run(&self) -> bool {
+        self.gate.is_dry_run()
+    }
+
     pub fn luks_key(&self, luks: &LuksDevice) -> Result<keys::KeyFile> {
-        self.keys.key_for(luks, self.dry_run)
+        self.keys.key_for(luks, self.dry_run())
     }
 
     /// The header backup named in the layout, when it is beside the layout;
@@ -504,9 +513,7 @@ pub fn recover(opts: &Options) -> Result<u8> {
     let started_at = util::rfc3339(util::now_epoch());
     // Our own mounts from an earlier run go first, so that the plan sees
     // the disks as free and steps can be redone.
-    if !opts.dry_run {
-        mount::unmount_tree(&opts.mount_root)?;
-    }
+    mount::unmount_tree(&opts.mount_root, &opts.gate)?;
     let p = prepare(opts)?;
     print!("{}", render::render(&p.plan));
     println!("\n{}", p.proof.describe());
@@ -527,7 +534,7 @@ pub fn recover(opts: &Options) -> Result<u8> {
     for note in check_foreign_data(&p.plan, &journal, opts.wipe || p.answers.wipe)? {
         println!("{note}");
     }
-    if !(opts.yes || opts.unattended || opts.dry_run) {
+    if !(opts.yes || opts.unattended || opts.gate.is_dry_run()) {
         confirm(&p.plan)?;
     }
 
@@ -560,7 +567,7 @@ pub fn recover(opts: &Options) -> Result<u8> {
         })
         .collect();
     let ctx = Ctx {
-        dry_run: opts.dry_run,
+        gate: opts.gate.clone(),
         keys: Keys::new(key_file, per_device, !opts.unattended),
         header_dir: p.layout_path.parent().map(Path::to_path_buf),
         luks_iter_time_ms: opts.luks_iter_time_ms.or(p.answers.luks_iter_time_ms),
@@ -632,7 +639,7 @@ pub fn recover(opts: &Options) -> Result<u8> {
                     .backup
                     .as_ref()
                     .context("a restore step without a backup")?;
-                let summary = backup.restore_into(&ctx.root, ctx.dry_run)?;
+                let summary = backup.restore_into(&ctx.root, &ctx.gate)?;
                 let note = summary.describe();
                 restore_summary = Some(summary);
                 vec![note]
@@ -642,14 +649,14 @@ pub fn recover(opts: &Options) -> Result<u8> {
         for n in &notes {
             println!("      {n}");
         }
-        if !opts.dry_run {
+        if !opts.gate.is_dry_run() {
             journal.mark(&id)?;
         }
         failpoint(&id);
         steps.push(StepReport {
             id,
             title,
-            status: if opts.dry_run {
+            status: if opts.gate.is_dry_run() {
                 "dry run".into()
             } else {
                 "done".into()
@@ -675,7 +682,7 @@ pub fn recover(opts: &Options) -> Result<u8> {
         ok,
     };
     let json = serde_json::to_string_pretty(&report)? + "\n";
-    if !opts.dry_run {
+    if !opts.gate.is_dry_run() {
         let in_system = ctx.root.join("var/log/lifeboat");
         if ctx.root.join("etc").is_dir() {
             std::fs::create_dir_all(&in_system)?;
@@ -691,7 +698,7 @@ pub fn recover(opts: &Options) -> Result<u8> {
         if opts.drill && ok {
             println!("{}", crate::drill::unit::plant(&ctx.root)?);
         }
-        finish(&p.plan, &ctx.root)?;
+        finish(&p.plan, &ctx.root, &ctx.gate)?;
     }
     println!(
         "\nlifeboat recover: {} in {:.0}s{}",
@@ -701,7 +708,7 @@ pub fn recover(opts: &Options) -> Result<u8> {
             "recovery finished with FAILED checks"
         },
         report.seconds,
-        if opts.dry_run {
+        if opts.gate.is_dry_run() {
             " (dry run: nothing was written)"
         } else {
             ""
@@ -747,40 +754,7 @@ fn apply(
 ) -> Result<Vec<String>> {
     let mut notes = Vec::new();
     match step {
-        Step::Partition { disk, table, .. } => {
-            let devices = disk::partition_devices(disk, table);
-            let current = disk::read_table(Path::new(disk)).ok().flatten();
-            if current
-                .as_ref()
-                .is_some_and(|c| verify::same_table(c, table))
-            {
-                notes.push("the disk already has this partition table".into());
-            } else if !ctx.dry_run {
-                crate::exec::Cmd::new("wipefs")
-                    .args(["-a", "-q", disk])
-                    .run()?;
-                let mut f = disk::open_exclusive(disk)?;
-                disk::write_table(&mut f, table)
-                    .with_context(|| format!("writing the partition table of {disk}"))?;
-                drop(f);
-            }
-            disk::reread_and_wait(disk, &devices, ctx.dry_run)?;
-            if current.is_none()
-                || !current
-                    .as_ref()
-                    .is_some_and(|c| verify::same_table(c, table))
-            {
-                // Old signatures inside the new partitions (md superblocks,
-                // LVM labels) would confuse the tools that come next.
-                for d in &devices {
-                    crate::exec::Cmd::new("wipefs")
-                        .args(["-a", "-q", d])
-                        .mutating(ctx.dry_run)
-                        .run()?;
-                }
-            }
-            notes.push(format!("partitions: {}", devices.join(", ")));
-        }
+        Step::Partition { disk, table, .. } => notes = partition(ctx, disk, table)?,
         Step::CreateMd { array } => storage::create_md(ctx, array)?,
         Step::FormatLuks { luks, name } => storage::format_luks(ctx, luks, name)?,
         Step::CreateVg {
@@ -791,27 +765,14 @@ fn apply(
         } => storage::create_vg(ctx, vg, pvs, lvs, internal_uuids)?,
         Step::Mkfs { fs } => mkfs::mkfs(ctx, fs)?,
         Step::Mkswap { swap } => mkfs::mkswap(ctx, swap)?,
-        Step::Mount { mounts } => {
-            for m in mounts {
-                let target = ctx.root.join(m.mountpoint.trim_start_matches('/'));
-                if !ctx.dry_run {
-                    std::fs::create_dir_all(&target)
-                        .with_context(|| format!("creating {}", target.display()))?;
-                }
-                let mut c = crate::exec::Cmd::new("mount").args(["-t", &m.fstype]);
-                if !m.options.is_empty() {
-                    c = c.args(["-o", &m.options.join(",")]);
-                }
-                c.arg(&m.device).arg(&target).mutating(ctx.dry_run).run()?;
-            }
-        }
+        Step::Mount { mounts } => mount_all(ctx, mounts)?,
         Step::FixConfig { replacements } => {
-            let changed = fixup::fix_config(&ctx.root, replacements, ctx.dry_run)?;
-            if changed.is_empty() {
-                notes.push("no file named a changed device".into());
+            let changed = fixup::fix_config(&ctx.root, replacements, &ctx.gate)?;
+            notes.push(if changed.is_empty() {
+                "no file named a changed device".into()
             } else {
-                notes.push(format!("rewrote {}", changed.join(", ")));
-            }
+                format!("rewrote {}", changed.join(", "))
+            });
             state.configs_changed.extend(changed);
         }
         Step::Migrate {
@@ -819,74 +780,140 @@ fn apply(
             fstab,
             grub_dir,
             package,
-        } => notes.extend(boot::migrate(
-            &ctx.root,
-            *to,
-            fstab.as_deref(),
-            grub_dir,
-            package,
-            ctx.dry_run,
-        )?),
+        } => {
+            let fstab = fstab.as_deref();
+            notes = boot::migrate(&ctx.root, *to, fstab, grub_dir, package, &ctx.gate)?;
+        }
         Step::Network { nics } => {
-            let (report, changed) = network::rewrite(&ctx.root, nics, ctx.dry_run)?;
+            let (report, changed) = network::rewrite(&ctx.root, nics, &ctx.gate)?;
             if report.is_empty() {
                 notes.push("no network configuration named the old interfaces".into());
             }
             notes.extend(report);
             state.configs_changed.extend(changed);
         }
-        Step::Initramfs => {
-            if !ctx.dry_run {
-                let disks: Vec<String> = plan
-                    .disks
-                    .iter()
-                    .map(|d| d.new.trim_start_matches("/dev/").to_string())
-                    .collect();
-                let drivers = crate::rescue::contents::driver_modules(&ctx.sys, &disks);
-                notes.push(fixup::regenerate_initramfs(
-                    &ctx.root,
-                    &drivers,
-                    &state.configs_changed,
-                    ctx.force_initramfs,
-                )?);
-            }
-        }
-        Step::Bootloader {
-            bios_disks,
-            efi_entries,
-            esps,
-            write_nvram,
-            grub_efi,
-        } => {
-            if !ctx.dry_run {
-                let chroot = fixup::Chroot::enter(&ctx.root)?;
-                if !bios_disks.is_empty() {
-                    notes.extend(boot::grub_bios(&chroot, bios_disks)?);
-                }
-                if *grub_efi {
-                    notes.extend(boot::grub_efi(&chroot, efi_entries)?);
-                }
-                if let Some(n) = boot::grub_config(&chroot)? {
-                    notes.push(n);
-                }
-                drop(chroot);
-                for esp in esps {
-                    let mp = esp_mountpoint(esp, ctx);
-                    match mp {
-                        Some(dir) => {
-                            if let Some(n) = boot::ensure_fallback(&dir, efi_entries)? {
-                                notes.push(n);
-                            }
-                        }
-                        None => notes.push(format!("ESP {esp} is not mounted in the new system: fallback loader not checked")),
-                    }
-                }
-                if *write_nvram && !efi_entries.is_empty() {
-                    notes.extend(boot::efi_entries(efi_entries, tables)?);
-                }
-            }
-        }
+        Step::Initramfs => notes.extend(initramfs(ctx, plan, state)?),
+        Step::Bootloader { .. } => notes = bootloader(ctx, step, tables)?,
         Step::Restore { .. } | Step::Verify => unreachable!("handled by the caller"),
+    }
+    Ok(notes)
+}
+
+/// The partition table of `disk`, unless it is already there; then the old
+/// signatures inside the new partitions (md superblocks, LVM labels, which
+/// would confuse the tools that come next) go.
+fn partition(ctx: &Ctx, disk: &str, table: &PartitionTable) -> Result<Vec<String>> {
+    let mut notes = Vec::new();
+    let devices = disk::partition_devices(disk, table);
+    let current = disk::read_table(Path::new(disk)).ok().flatten();
+    let same = current
+        .as_ref()
+        .is_some_and(|c| verify::same_table(c, table));
+    if same {
+        notes.push("the disk already has this partition table".into());
+    } else {
+        crate::exec::Cmd::new("wipefs")
+            .args(["-a", "-q", disk])
+            .mutating(&ctx.gate)
+            .run()?;
+        disk::write_table_on(disk, table, &ctx.gate)?;
+    }
+    disk::reread_and_wait(disk, &devices, &ctx.gate)?;
+    if !same {
+        for d in &devices {
+            crate::exec::Cmd::new("wipefs")
+                .args(["-a", "-q", d])
+                .mutating(&ctx.gate)
+                .run()?;
+        }
+    }
+    notes.push(format!("partitions: {}", devices.join(", ")));
+    Ok(notes)
+}
+
+/// Mounts the new system's file systems under the root.
+fn mount_all(ctx: &Ctx, mounts: &[plan::PlannedMount]) -> Result<()> {
+    for m in mounts {
+        let target = ctx.root.join(m.mountpoint.trim_start_matches('/'));
+        ctx.gate.create_dir_all(&target)?;
+        let mut c = crate::exec::Cmd::new("mount").args(["-t", &m.fstype]);
+        if !m.options.is_empty() {
+            c = c.args(["-o", &m.options.join(",")]);
+        }
+        c.arg(&m.device).arg(&target).mutating(&ctx.gate).run()?;
+    }
+    Ok(())
+}
+
+/// Regenerates the new system's initramfs when it lacks a driver of the
+/// new disks or holds a configuration that changed.
+fn initramfs(ctx: &Ctx, plan: &Plan, state: &RunState) -> Result<Option<String>> {
+    if !ctx.gate.allow(format_args!(
+        "regenerate the initramfs in {} when it lacks a driver of the new disks",
+        ctx.root.display()
+    )) {
+        return Ok(None);
+    }
+    let disks: Vec<String> = plan
+        .disks
+        .iter()
+        .map(|d| d.new.trim_start_matches("/dev/").to_string())
+        .collect();
+    let drivers = crate::rescue::contents::driver_modules(&ctx.sys, &disks);
+    fixup::regenerate_initramfs(
+        &ctx.root,
+        &drivers,
+        &state.configs_changed,
+        ctx.force_initramfs,
+        &ctx.gate,
+    )
+    .map(Some)
+}
+
+/// GRUB for BIOS and UEFI, its configuration, the fallback loader on each
+/// ESP and the EFI boot entries (`step` is a [`Step::Bootloader`]).
+fn bootloader(ctx: &Ctx, step: &Step, tables: &[(String, PartitionTable)]) -> Result<Vec<String>> {
+    let Step::Bootloader {
+        bios_disks,
+        efi_entries,
+        esps,
+        write_nvram,
+        grub_efi,
+    } = step
+    else {
+        unreachable!("a bootloader step")
+    };
+    let mut notes = Vec::new();
+    if !ctx.gate.allow(format_args!(
+        "install GRUB in {} (BIOS disks: {}; UEFI: {grub_efi}) and its configuration",
+        ctx.root.display(),
+        if bios_disks.is_empty() {
+            "none".into()
+        } else {
+            bios_disks.join(", ")
+        }
+    )) {
+        return Ok(notes);
+    }
+    let chroot = fixup::Chroot::enter(&ctx.root, &ctx.gate)?;
+    if !bios_disks.is_empty() {
+        notes.extend(boot::grub_bios(&chroot, bios_disks)?);
+    }
+    if *grub_efi {
+        notes.extend(boot::grub_efi(&chroot, efi_entries)?);
+    }
+    notes.extend(boot::grub_config(&chroot)?);
+    drop(chroot);
+    for esp in esps {
+        match esp_mountpoint(esp, ctx) {
+            Some(dir) => notes.extend(boot::ensure_fallback(&dir, efi_entries, &ctx.gate)?),
+            None => notes.push(format!(
+                "ESP {esp} is not mounted in the new system: fallback loader not checked"
+            )),
+        }
+    }
+    if *write_nvram && !efi_entries.is_empty() {
+        notes.extend(boot::efi_entries(efi_entries, tables, &ctx.gate)?);
     }
     Ok(notes)
 }
@@ -904,24 +931,27 @@ fn esp_mountpoint(esp: &str, ctx: &Ctx) -> Option<PathBuf> {
 
 /// Leaves the disks in a clean state: unmounted, VGs deactivated, LUKS
 /// closed, md arrays stopped.
-fn finish(plan: &Plan, root: &Path) -> Result<()> {
-    crate::exec::Cmd::new("sync").run().ok();
-    mount::unmount_tree(root)?;
+fn finish(plan: &Plan, root: &Path, gate: &Gate) -> Result<()> {
+    crate::exec::Cmd::new("sync").mutating(gate).run().ok();
+    mount::unmount_tree(root, gate)?;
     for s in plan.steps.iter().rev() {
         match s {
             Step::CreateVg { vg, .. } => {
                 crate::exec::Cmd::new("lvm")
                     .args(["vgchange", "-an", &vg.name])
+                    .mutating(gate)
                     .run()?;
             }
             Step::FormatLuks { name, .. } if Path::new(&format!("/dev/mapper/{name}")).exists() => {
                 crate::exec::Cmd::new("cryptsetup")
                     .args(["close", name])
+                    .mutating(gate)
                     .run()?;
             }
             Step::CreateMd { array } => {
                 crate::exec::Cmd::new("mdadm")
                     .args(["--stop", &array.device])
+                    .mutating(gate)
                     .run()?;
             }
             _ => {}

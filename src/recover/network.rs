@@ -23,6 +23,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 
+use crate::exec::Gate;
 use crate::plan::nic::NicPlan;
 
 /// Folders holding network configuration, with the file names taken there.
@@ -80,7 +81,7 @@ pub fn link_file(name: &str, mac: &str, old_mac: &str) -> String {
 
 /// Rewrites the network configuration below `root` for `nics`. Returns one
 /// line per change, and the files changed (as `/etc/...`).
-pub fn rewrite(root: &Path, nics: &NicPlan, dry_run: bool) -> Result<(Vec<String>, Vec<String>)> {
+pub fn rewrite(root: &Path, nics: &NicPlan, gate: &Gate) -> Result<(Vec<String>, Vec<String>)> {
     let tree = Beneath::open(root)?;
     let macs: Vec<(String, String)> = nics
         .pairs
@@ -104,7 +105,7 @@ pub fn rewrite(root: &Path, nics: &NicPlan, dry_run: bool) -> Result<(Vec<String
             if done.is_empty() {
                 continue;
             }
-            if !dry_run {
+            if gate.allow(format_args!("write {}", root.join(&rel).display())) {
                 tree.write(&rel, new.as_bytes(), mode)?;
             }
             for (o, n) in &done {
@@ -134,7 +135,7 @@ pub fn rewrite(root: &Path, nics: &NicPlan, dry_run: bool) -> Result<(Vec<String
             continue;
         }
         let rel = format!("etc/systemd/network/10-lifeboat-{}.link", p.old.name);
-        if !dry_run {
+        if gate.allow(format_args!("write {}", root.join(&rel).display())) {
             tree.write(
                 &rel,
                 link_file(&p.old.name, &p.new.mac, &p.old.mac).as_bytes(),
@@ -394,7 +395,7 @@ mod tests {
     fn every_format_is_rewritten_and_reported() {
         for (rel, text) in FILES {
             let t = tree(&[(rel, text)], true);
-            let (report, changed) = rewrite(t.path(), &plan(), false).unwrap();
+            let (report, changed) = rewrite(t.path(), &plan(), &Gate::live()).unwrap();
             let got = read(&t, rel);
             assert_eq!(got, text.replace(OLD, NEW), "{rel}");
             assert!(
@@ -427,13 +428,13 @@ mod tests {
     #[test]
     fn without_udevd_the_report_says_so_and_dry_run_writes_nothing() {
         let t = tree(FILES, false);
-        let (report, _) = rewrite(t.path(), &plan(), true).unwrap();
+        let (report, _) = rewrite(t.path(), &plan(), &Gate::dry_run(|_| ())).unwrap();
         for (rel, text) in FILES {
             assert_eq!(&read(&t, rel), text, "dry run wrote {rel}");
         }
         assert_eq!(report.len(), FILES.len(), "{report:#?}");
         let t = tree(&FILES[..1], false);
-        let (report, _) = rewrite(t.path(), &plan(), false).unwrap();
+        let (report, _) = rewrite(t.path(), &plan(), &Gate::live()).unwrap();
         assert_eq!(
             report[1],
             "ens3: no systemd-udevd in the restored system to give 52:54:00:ab:cd:ef this name; \
@@ -468,7 +469,7 @@ mod tests {
         symlink(o.join("interfaces"), etc.join("network/interfaces")).unwrap();
         std::fs::create_dir_all(etc.join("systemd")).unwrap();
         symlink(o.join("network"), etc.join("systemd/network")).unwrap();
-        let err = rewrite(t.path(), &plan(), false).unwrap_err();
+        let err = rewrite(t.path(), &plan(), &Gate::live()).unwrap_err();
         assert!(
             format!("{err:#}").contains("/etc/systemd/network in the restored system"),
             "{err:#}"

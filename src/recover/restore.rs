@@ -274,8 +274,12 @@ impl Backup {
     }
 
     /// Restores the generation and its chain into `root`.
-    pub fn restore_into(&self, root: &Path, dry_run: bool) -> Result<RestoreSummary> {
-        if dry_run {
+    pub fn restore_into(&self, root: &Path, gate: &crate::exec::Gate) -> Result<RestoreSummary> {
+        if !gate.allow(format_args!(
+            "restore generation {} into {}",
+            self.generation.id,
+            root.display()
+        )) {
             return Ok(RestoreSummary {
                 generation: self.generation.id.clone(),
                 files: 0,
