@@ -407,7 +407,10 @@ fn excluded_disks(
             safety::busy_reasons(sys, &t.path, &mounts, &swaps, &safety::Allowed::default())?;
         // Holders alone (md, dm) may be a previous run's own devices: the
         // apply step checks them against the plan.
-        if let Some(r) = reasons.iter().find(|r| !r.starts_with("it is held by")) {
+        if let Some(r) = reasons
+            .iter()
+            .find(|r| !matches!(r, safety::Busy::HeldBy(_)))
+        {
             out.insert(t.path.clone(), format!("it is in use: {r}"));
         }
     }
@@ -545,7 +548,8 @@ pub fn recover(opts: &Options) -> Result<u8> {
     for d in &p.plan.disks {
         let reasons = safety::busy_reasons(&opts.sys, &d.new, &mounts, &swaps, &allowed)?;
         if !reasons.is_empty() {
-            bail!("refusing to write {}: {}", d.new, reasons.join("; "));
+            let words: Vec<String> = reasons.iter().map(ToString::to_string).collect();
+            bail!("refusing to write {}: {}", d.new, words.join("; "));
         }
     }
 
