@@ -204,3 +204,36 @@ fn the_audit_catches_an_ungated_command_and_write() {
     ));
     assert!(!stmt("ctx.gate.write_file(&p, text.as_bytes(), 0o644)?"));
 }
+
+#[test]
+fn recovery_never_prints() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/recover");
+    let mut found = Vec::new();
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let path = e.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name == "gate_audit.rs" {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        for (i, line) in production(&text).lines().enumerate() {
+            let l = line.trim_start();
+            let prints = [
+                "println!",
+                "print!(",
+                "eprintln!",
+                "eprint!(",
+                "stdout()",
+                "stderr()",
+            ];
+            if !l.starts_with("//") && prints.iter().any(|p| l.contains(p)) {
+                found.push(format!("{name}:{}: {l}", i + 1));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "src/recover prints (show it through recover::Console, or log it):\n{}",
+        found.join("\n")
+    );
+}
