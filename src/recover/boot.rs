@@ -181,74 +181,9 @@ pub fn efi_entries(
     let mut done = Vec::new();
     let mut ours: Vec<String> = Vec::new();
     for e in entries {
-        let guid = e
-            .partition_guid
-            .as_deref()
-            .unwrap_or_default()
-            .to_lowercase();
-        let Some((disk, number)) = tables.iter().find_map(|(disk, t)| match t {
-            PartitionTable::Gpt(g) => g
-                .partitions
-                .iter()
-                .find(|p| p.unique_guid.to_lowercase() == guid)
-                .map(|p| (disk.clone(), p.number)),
-            PartitionTable::Mbr(_) => None,
-        }) else {
-            bail!(
-                "boot entry {:?}: no recreated partition has GUID {guid}",
-                e.label
-            );
-        };
-        let loader = e
-            .loader
-            .clone()
-            .context("boot entry without a loader path")?;
-        let (existing, _) = parse_efibootmgr(&Cmd::new("efibootmgr").read()?);
-        let same = existing.iter().find(|x| {
-            x.label == e.label
-                && x.partition_guid.as_deref() == Some(guid.as_str())
-                && x.loader
-                    .as_deref()
-                    .is_some_and(|l| l.eq_ignore_ascii_case(&loader))
-        });
-        let number_hex = match same {
-            Some(x) => {
-                done.push(format!(
-                    "EFI entry Boot{} {:?} already present",
-                    x.number, e.label
-                ));
-                x.number.clone()
-            }
-            None => {
-                let out = Cmd::new("efibootmgr")
-                    .args([
-                        "--create",
-                        "--disk",
-                        &disk,
-                        "--part",
-                        &number.to_string(),
-                        "--label",
-                        &e.label,
-                        "--loader",
-                        &loader,
-                    ])
-                    .mutating(gate)
-                    .read()
-                    .with_context(|| format!("creating EFI boot entry {:?}", e.label))?;
-                let (after, _) = parse_efibootmgr(&out);
-                let created = after
-                    .iter()
-                    .rev()
-                    .find(|x| x.label == e.label && !existing.iter().any(|o| o.number == x.number))
-                    .context("efibootmgr did not list the new entry")?;
-                done.push(format!(
-                    "EFI entry Boot{} {:?} created for {loader} on {disk} partition {number}",
-                    created.number, e.label
-                ));
-                created.number.clone()
-            }
-        };
-        ours.push(number_hex);
+        let (number, note) = ensure_entry(e, tables, gate)?;
+        done.push(note);
+        ours.push(number);
     }
     if !ours.is_empty() {
         let (_, order) = parse_efibootmgr(&Cmd::new("efibootmgr").read()?);
@@ -262,6 +197,77 @@ pub fn efi_entries(
         done.push(format!("BootOrder {}", new_order.join(",")));
     }
     Ok(done)
+}
+
+/// The recreated GPT partition with the entry's partition GUID: its disk
+/// and number, and the GUID in lower case.
+fn entry_partition(
+    e: &EfiBootEntry,
+    tables: &[(String, PartitionTable)],
+) -> Result<(String, u32, String)> {
+    let guid = e
+        .partition_guid
+        .as_deref()
+        .unwrap_or_default()
+        .to_lowercase();
+    let found = tables.iter().find_map(|(disk, t)| match t {
+        PartitionTable::Gpt(g) => g
+            .partitions
+            .iter()
+            .find(|p| p.unique_guid.to_lowercase() == guid)
+            .map(|p| (disk.clone(), p.number)),
+        PartitionTable::Mbr(_) => None,
+    });
+    match found {
+        Some((disk, number)) => Ok((disk, number, guid)),
+        None => bail!(
+            "boot entry {:?}: no recreated partition has GUID {guid}",
+            e.label
+        ),
+    }
+}
+
+/// The firmware's entry for `e`: found when one with its label, partition
+/// and loader exists, else created. Returns its number (hex) and a note.
+fn ensure_entry(
+    e: &EfiBootEntry,
+    tables: &[(String, PartitionTable)],
+    gate: &Gate,
+) -> Result<(String, String)> {
+    let (disk, number, guid) = entry_partition(e, tables)?;
+    let loader = e
+        .loader
+        .clone()
+        .context("boot entry without a loader path")?;
+    let (existing, _) = parse_efibootmgr(&Cmd::new("efibootmgr").read()?);
+    let same = existing.iter().find(|x| {
+        x.label == e.label
+            && x.partition_guid.as_deref() == Some(guid.as_str())
+            && x.loader
+                .as_deref()
+                .is_some_and(|l| l.eq_ignore_ascii_case(&loader))
+    });
+    if let Some(x) = same {
+        let note = format!("EFI entry Boot{} {:?} already present", x.number, e.label);
+        return Ok((x.number.clone(), note));
+    }
+    let out = Cmd::new("efibootmgr")
+        .args(["--create", "--disk", &disk, "--part", &number.to_string()])
+        .args(["--label", &e.label, "--loader", &loader])
+        .mutating(gate)
+        .read()
+        .with_context(|| format!("creating EFI boot entry {:?}", e.label))?;
+    let (after, _) = parse_efibootmgr(&out);
+    let created = after
+        .iter()
+        .rev()
+        .find(|x| x.label == e.label && !existing.iter().any(|o| o.number == x.number))
+        .context("efibootmgr did not list the new entry")?;
+    let note = format!(
+        "EFI entry Boot{} {:?} created for {loader} on {disk} partition {number}",
+        created.number, e.label
+    );
+    Ok((created.number.clone(), note))
 }
 
 /// Installs GRUB x86_64-efi into the ESP mounted at /boot/efi (a system

@@ -83,15 +83,39 @@ pub fn link_file(name: &str, mac: &str, old_mac: &str) -> String {
 /// line per change, and the files changed (as `/etc/...`).
 pub fn rewrite(root: &Path, nics: &NicPlan, gate: &Gate) -> Result<(Vec<String>, Vec<String>)> {
     let tree = Beneath::open(root)?;
-    let macs: Vec<(String, String)> = nics
-        .pairs
+    let mut out = Rewritten::default();
+    replace_in_configs(&tree, root, nics, gate, &mut out)?;
+    pin_names(&tree, root, nics, gate, &mut out)?;
+    Ok((out.report, out.files))
+}
+
+/// What the rewrite did: lines for the report, files changed, and the new
+/// MACs a .link file or udev rule already names.
+#[derive(Default)]
+struct Rewritten {
+    report: Vec<String>,
+    files: Vec<String>,
+    pinned: Vec<String>,
+}
+
+/// The interfaces whose MAC changed.
+fn changed(nics: &NicPlan) -> impl Iterator<Item = &crate::plan::nic::NicPair> {
+    nics.pairs
         .iter()
         .filter(|p| !p.old.mac.eq_ignore_ascii_case(&p.new.mac))
+}
+
+/// Old MACs replaced by the new ones in every configuration file.
+fn replace_in_configs(
+    tree: &Beneath,
+    root: &Path,
+    nics: &NicPlan,
+    gate: &Gate,
+    out: &mut Rewritten,
+) -> Result<()> {
+    let macs: Vec<(String, String)> = changed(nics)
         .map(|p| (p.old.mac.clone(), p.new.mac.clone()))
         .collect();
-    let mut report = Vec::new();
-    let mut files = Vec::new();
-    let mut pinned: Vec<String> = Vec::new();
     for (dir, suffixes) in CONFIG_DIRS {
         for name in tree.list(dir) {
             if !suffixes.iter().any(|s| name.ends_with(s)) || name.starts_with('.') {
@@ -109,25 +133,37 @@ pub fn rewrite(root: &Path, nics: &NicPlan, gate: &Gate) -> Result<(Vec<String>,
                 tree.write(&rel, new.as_bytes(), mode)?;
             }
             for (o, n) in &done {
-                report.push(format!("/{rel}: MAC {o} -> {n}"));
+                out.report.push(format!("/{rel}: MAC {o} -> {n}"));
                 if name.ends_with(".link") || dir.ends_with("rules.d") {
-                    pinned.push(n.clone());
+                    out.pinned.push(n.clone());
                 }
             }
-            files.push(format!("/{rel}"));
+            out.files.push(format!("/{rel}"));
         }
     }
+    Ok(())
+}
+
+/// A `.link` file giving each new interface its old name, unless a
+/// rewritten file already does (or there is no udevd to read it).
+fn pin_names(
+    tree: &Beneath,
+    root: &Path,
+    nics: &NicPlan,
+    gate: &Gate,
+    out: &mut Rewritten,
+) -> Result<()> {
     let udevd = UDEVD.iter().any(|p| tree.exists(p));
-    for p in nics
-        .pairs
-        .iter()
-        .filter(|p| !p.old.mac.eq_ignore_ascii_case(&p.new.mac))
-    {
-        if pinned.iter().any(|m| m.eq_ignore_ascii_case(&p.new.mac)) {
+    for p in changed(nics) {
+        if out
+            .pinned
+            .iter()
+            .any(|m| m.eq_ignore_ascii_case(&p.new.mac))
+        {
             continue;
         }
         if !udevd {
-            report.push(format!(
+            out.report.push(format!(
                 "{}: no systemd-udevd in the restored system to give {} this name; \
                  the kernel names it",
                 p.old.name, p.new.mac
@@ -136,19 +172,16 @@ pub fn rewrite(root: &Path, nics: &NicPlan, gate: &Gate) -> Result<(Vec<String>,
         }
         let rel = format!("etc/systemd/network/10-lifeboat-{}.link", p.old.name);
         if gate.allow(format_args!("write {}", root.join(&rel).display())) {
-            tree.write(
-                &rel,
-                link_file(&p.old.name, &p.new.mac, &p.old.mac).as_bytes(),
-                0o644,
-            )?;
+            let text = link_file(&p.old.name, &p.new.mac, &p.old.mac);
+            tree.write(&rel, text.as_bytes(), 0o644)?;
         }
-        report.push(format!(
+        out.report.push(format!(
             "/{rel}: written, the interface {} is named {}",
             p.new.mac, p.old.name
         ));
-        files.push(format!("/{rel}"));
+        out.files.push(format!("/{rel}"));
     }
-    Ok((report, files))
+    Ok(())
 }
 
 /// A directory handle below which files are read and replaced without
