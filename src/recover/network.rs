@@ -82,17 +82,25 @@ pub fn link_file(name: &str, mac: &str, old_mac: &str) -> String {
 /// Rewrites the network configuration below `root` for `nics`. Returns one
 /// line per change, and the files changed (as `/etc/...`).
 pub fn rewrite(root: &Path, nics: &NicPlan, gate: &Gate) -> Result<(Vec<String>, Vec<String>)> {
-    let tree = Beneath::open(root)?;
-    let mut out = Rewritten::default();
-    replace_in_configs(&tree, root, nics, gate, &mut out)?;
-    pin_names(&tree, root, nics, gate, &mut out)?;
+    let mut out = Rewrite {
+        tree: Beneath::open(root)?,
+        root,
+        gate,
+        report: Vec::new(),
+        files: Vec::new(),
+        pinned: Vec::new(),
+    };
+    out.replace_in_configs(nics)?;
+    out.pin_names(nics)?;
     Ok((out.report, out.files))
 }
 
-/// What the rewrite did: lines for the report, files changed, and the new
-/// MACs a .link file or udev rule already names.
-#[derive(Default)]
-struct Rewritten {
+/// A rewrite of the tree at `root` and what it did: lines for the report,
+/// files changed, and the new MACs a .link file or udev rule already names.
+struct Rewrite<'a> {
+    tree: Beneath,
+    root: &'a Path,
+    gate: &'a Gate,
     report: Vec<String>,
     files: Vec<String>,
     pinned: Vec<String>,
@@ -105,83 +113,79 @@ fn changed(nics: &NicPlan) -> impl Iterator<Item = &crate::plan::nic::NicPair> {
         .filter(|p| !p.old.mac.eq_ignore_ascii_case(&p.new.mac))
 }
 
-/// Old MACs replaced by the new ones in every configuration file.
-fn replace_in_configs(
-    tree: &Beneath,
-    root: &Path,
-    nics: &NicPlan,
-    gate: &Gate,
-    out: &mut Rewritten,
-) -> Result<()> {
-    let macs: Vec<(String, String)> = changed(nics)
-        .map(|p| (p.old.mac.clone(), p.new.mac.clone()))
-        .collect();
-    for (dir, suffixes) in CONFIG_DIRS {
-        for name in tree.list(dir) {
-            if !suffixes.iter().any(|s| name.ends_with(s)) || name.starts_with('.') {
-                continue;
-            }
-            let rel = format!("{dir}/{name}");
-            let Some((text, mode)) = tree.read(&rel)? else {
-                continue;
-            };
-            let (new, done) = replace_macs(&text, &macs);
-            if done.is_empty() {
-                continue;
-            }
-            if gate.allow(format_args!("write {}", root.join(&rel).display())) {
-                tree.write(&rel, new.as_bytes(), mode)?;
-            }
-            for (o, n) in &done {
-                out.report.push(format!("/{rel}: MAC {o} -> {n}"));
-                if name.ends_with(".link") || dir.ends_with("rules.d") {
-                    out.pinned.push(n.clone());
+impl Rewrite<'_> {
+    /// Old MACs replaced by the new ones in every configuration file.
+    fn replace_in_configs(&mut self, nics: &NicPlan) -> Result<()> {
+        let macs: Vec<(String, String)> = changed(nics)
+            .map(|p| (p.old.mac.clone(), p.new.mac.clone()))
+            .collect();
+        for (dir, suffixes) in CONFIG_DIRS {
+            for name in self.tree.list(dir) {
+                if !suffixes.iter().any(|s| name.ends_with(s)) || name.starts_with('.') {
+                    continue;
                 }
+                let rel = format!("{dir}/{name}");
+                let Some((text, mode)) = self.tree.read(&rel)? else {
+                    continue;
+                };
+                let (new, done) = replace_macs(&text, &macs);
+                if done.is_empty() {
+                    continue;
+                }
+                if self
+                    .gate
+                    .allow(format_args!("write {}", self.root.join(&rel).display()))
+                {
+                    self.tree.write(&rel, new.as_bytes(), mode)?;
+                }
+                for (o, n) in &done {
+                    self.report.push(format!("/{rel}: MAC {o} -> {n}"));
+                    if name.ends_with(".link") || dir.ends_with("rules.d") {
+                        self.pinned.push(n.clone());
+                    }
+                }
+                self.files.push(format!("/{rel}"));
             }
-            out.files.push(format!("/{rel}"));
         }
+        Ok(())
     }
-    Ok(())
-}
 
-/// A `.link` file giving each new interface its old name, unless a
-/// rewritten file already does (or there is no udevd to read it).
-fn pin_names(
-    tree: &Beneath,
-    root: &Path,
-    nics: &NicPlan,
-    gate: &Gate,
-    out: &mut Rewritten,
-) -> Result<()> {
-    let udevd = UDEVD.iter().any(|p| tree.exists(p));
-    for p in changed(nics) {
-        if out
-            .pinned
-            .iter()
-            .any(|m| m.eq_ignore_ascii_case(&p.new.mac))
-        {
-            continue;
-        }
-        if !udevd {
-            out.report.push(format!(
-                "{}: no systemd-udevd in the restored system to give {} this name; \
+    /// A `.link` file giving each new interface its old name, unless a
+    /// rewritten file already does (or there is no udevd to read it).
+    fn pin_names(&mut self, nics: &NicPlan) -> Result<()> {
+        let udevd = UDEVD.iter().any(|p| self.tree.exists(p));
+        for p in changed(nics) {
+            if self
+                .pinned
+                .iter()
+                .any(|m| m.eq_ignore_ascii_case(&p.new.mac))
+            {
+                continue;
+            }
+            if !udevd {
+                self.report.push(format!(
+                    "{}: no systemd-udevd in the restored system to give {} this name; \
                  the kernel names it",
-                p.old.name, p.new.mac
+                    p.old.name, p.new.mac
+                ));
+                continue;
+            }
+            let rel = format!("etc/systemd/network/10-lifeboat-{}.link", p.old.name);
+            if self
+                .gate
+                .allow(format_args!("write {}", self.root.join(&rel).display()))
+            {
+                let text = link_file(&p.old.name, &p.new.mac, &p.old.mac);
+                self.tree.write(&rel, text.as_bytes(), 0o644)?;
+            }
+            self.report.push(format!(
+                "/{rel}: written, the interface {} is named {}",
+                p.new.mac, p.old.name
             ));
-            continue;
+            self.files.push(format!("/{rel}"));
         }
-        let rel = format!("etc/systemd/network/10-lifeboat-{}.link", p.old.name);
-        if gate.allow(format_args!("write {}", root.join(&rel).display())) {
-            let text = link_file(&p.old.name, &p.new.mac, &p.old.mac);
-            tree.write(&rel, text.as_bytes(), 0o644)?;
-        }
-        out.report.push(format!(
-            "/{rel}: written, the interface {} is named {}",
-            p.new.mac, p.old.name
-        ));
-        out.files.push(format!("/{rel}"));
+        Ok(())
     }
-    Ok(())
 }
 
 /// A directory handle below which files are read and replaced without
