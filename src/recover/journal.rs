@@ -137,7 +137,8 @@ fn marks(step: &Step) -> Vec<Mark<'_>> {
 }
 
 /// UUIDs as blkid, mdadm and LVM spell them compare equal (`-`, `:`
-/// and case aside).
+/// and case aside; an md 0.90 UUID also with each 32-bit word's bytes
+/// reversed, as blkid and mdadm may disagree there).
 fn same_uuid(a: &str, b: &str) -> bool {
     let norm = |s: &str| -> String {
         s.chars()
@@ -145,7 +146,8 @@ fn same_uuid(a: &str, b: &str) -> bool {
             .map(|c| c.to_ascii_lowercase())
             .collect()
     };
-    norm(a) == norm(b)
+    let (a, b) = (norm(a), norm(b));
+    a == b || (a.len() == 32 && super::safety::swap_words(&a) == b)
 }
 
 /// The partition table the plan writes on `disk`.
@@ -590,5 +592,13 @@ pub(crate) mod tests {
             "3F0C2C43-8E1A-4D1B-9D3A-6E2F0B1C2D3E"
         ));
         assert!(!same_uuid("3f0c2c43-8e1a", "3f0c2c43-8e1b"));
+        assert!(same_uuid(
+            "01020304:05060708:090a0b0c:0d0e0f10",
+            "04030201-0807-0605-0c0b-0a09100f0e0d"
+        ));
+        assert!(!same_uuid(
+            "01020304:05060708:090a0b0c:0d0e0f10",
+            "01020304-0506-0708-090a-0b0c0d0e0f11"
+        ));
     }
 }

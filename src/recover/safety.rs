@@ -90,7 +90,7 @@ fn md_key(uuid: &str) -> String {
 }
 
 /// `md_key` with the bytes of each 32-bit word reversed.
-fn swap_words(key: &str) -> String {
+pub(super) fn swap_words(key: &str) -> String {
     let b = key.as_bytes();
     b.chunks(8)
         .flat_map(|w| w.rchunks(2).flatten().copied().collect::<Vec<u8>>())
