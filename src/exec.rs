@@ -4,14 +4,16 @@
 //! (so the rescue shell's busybox applets never shadow the real tool), logged,
 //! run with its output captured, and on failure turned into an error that
 //! carries the command line, the exit status and the tail of its stderr.
-//! Commands that change the system are marked with [`Cmd::mutating`] and are
-//! only logged, not run, in dry-run mode.
+//! Commands that change the system are marked with [`Cmd::mutating`]: they
+//! pass the [`Gate`], the one switch between doing and showing, which in a
+//! dry run reports them (and every other gated action) instead.
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use serde::de::DeserializeOwned;
@@ -118,6 +120,90 @@ pub fn require(names: &[&str]) -> Result<Vec<PathBuf>> {
     Ok(found)
 }
 
+/// The one switch between changing the system and showing what would
+/// change: every mutating command ([`Cmd::mutating`]) and every other write
+/// of a stage (a partition table, a file in the new system, a whole step
+/// run by another tool) asks it first. Live, it lets everything through;
+/// in a dry run it lets nothing through and hands each action, in words,
+/// to the sink its owner gave (the CLI prints them; tests record them).
+#[derive(Clone, Default)]
+pub struct Gate {
+    /// `None`: live.
+    dry_run: Option<Arc<Sink>>,
+}
+
+/// Where a dry run's changes go, one line each.
+type Sink = dyn Fn(&str) + Send + Sync;
+
+impl fmt::Debug for Gate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.is_dry_run() {
+            "Gate(dry run)"
+        } else {
+            "Gate(live)"
+        })
+    }
+}
+
+impl Gate {
+    /// A gate that lets every action through.
+    pub fn live() -> Gate {
+        Gate::default()
+    }
+
+    /// A dry run: every action goes to `sink` (as `would run ...`, `would
+    /// write ...`) instead of happening.
+    pub fn dry_run(sink: impl Fn(&str) + Send + Sync + 'static) -> Gate {
+        Gate {
+            dry_run: Some(Arc::new(sink)),
+        }
+    }
+
+    pub fn is_dry_run(&self) -> bool {
+        self.dry_run.is_some()
+    }
+
+    /// Whether to do `action` (words after `would`, e.g. `write GPT on
+    /// /dev/vdb`): true when live; in a dry run the sink gets `would
+    /// {action}` and the answer is false.
+    pub fn allow(&self, action: impl fmt::Display) -> bool {
+        match &self.dry_run {
+            None => true,
+            Some(sink) => {
+                let line = format!("would {action}");
+                log::debug!("dry run: {line}");
+                sink(&line);
+                false
+            }
+        }
+    }
+
+    /// Writes `data` to `path` (atomically, with `mode`) through the gate.
+    pub fn write_file(&self, path: &Path, data: &[u8], mode: u32) -> Result<()> {
+        if self.allow(format_args!("write {}", path.display())) {
+            crate::util::write_atomic(path, data, mode)?;
+        }
+        Ok(())
+    }
+
+    /// Creates `dir` and its parents through the gate.
+    pub fn create_dir_all(&self, dir: &Path) -> Result<()> {
+        if self.allow(format_args!("create {}", dir.display())) {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Copies `from` to `to` through the gate.
+    pub fn copy(&self, from: &Path, to: &Path) -> Result<()> {
+        if self.allow(format_args!("copy {} to {}", from.display(), to.display())) {
+            std::fs::copy(from, to)
+                .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+        }
+        Ok(())
+    }
+}
+
 /// A command line, built up and then run.
 #[derive(Clone)]
 pub struct Cmd {
@@ -128,8 +214,8 @@ pub struct Cmd {
     cwd: Option<PathBuf>,
     stdin: Option<Vec<u8>>,
     clear_env: bool,
-    mutating: bool,
-    dry_run: bool,
+    /// The gate of a command that changes the system.
+    gate: Option<Gate>,
     ok_codes: Vec<i32>,
 }
 
@@ -159,8 +245,7 @@ impl Cmd {
             cwd: None,
             stdin: None,
             clear_env: false,
-            mutating: false,
-            dry_run: false,
+            gate: None,
             ok_codes: vec![0],
         }
     }
@@ -208,11 +293,10 @@ impl Cmd {
         self
     }
 
-    /// Marks the command as one that changes the system: in dry-run mode it
-    /// is printed instead of run.
-    pub fn mutating(mut self, dry_run: bool) -> Cmd {
-        self.mutating = true;
-        self.dry_run = dry_run;
+    /// Marks the command as one that changes the system: it runs only
+    /// through `gate` (in a dry run the gate reports it instead).
+    pub fn mutating(mut self, gate: &Gate) -> Cmd {
+        self.gate = Some(gate.clone());
         self
     }
 
@@ -226,8 +310,11 @@ impl Cmd {
     /// Fails only when the program is missing or cannot be started.
     pub fn output_any(&self) -> Result<Output> {
         let program = self.program()?;
-        if self.mutating && self.dry_run {
-            log::info!("dry run: would run {self}");
+        if self
+            .gate
+            .as_ref()
+            .is_some_and(|g| !g.allow(format_args!("run {self}")))
+        {
             return Ok(Output {
                 code: 0,
                 stdout: Vec::new(),
@@ -437,11 +524,27 @@ mod tests {
     fn dry_run_does_not_run_mutating_commands() {
         let dir = tempfile::tempdir().unwrap();
         let marker = dir.path().join("touched");
-        Cmd::new("touch").arg(&marker).mutating(true).run().unwrap();
-        assert!(!marker.exists());
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let s = seen.clone();
+        let gate = Gate::dry_run(move |l| s.lock().unwrap().push(l.to_string()));
         Cmd::new("touch")
             .arg(&marker)
-            .mutating(false)
+            .mutating(&gate)
+            .run()
+            .unwrap();
+        gate.write_file(&marker, b"x", 0o644).unwrap();
+        assert!(!marker.exists());
+        let touch = which("touch").unwrap();
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [
+                format!("would run {} {}", touch.display(), marker.display()),
+                format!("would write {}", marker.display())
+            ]
+        );
+        Cmd::new("touch")
+            .arg(&marker)
+            .mutating(&Gate::live())
             .run()
             .unwrap();
         assert!(marker.exists());

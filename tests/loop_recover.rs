@@ -178,16 +178,39 @@ fn loop_recover_onto_a_larger_disk_resuming_after_a_failure() {
         "device names are rewritten: {out}"
     );
 
-    // A dry run writes nothing.
+    // A dry run writes nothing (the image byte-for-byte as it was) and
+    // prints, at the default verbosity, each change it would make.
+    let image = || std::fs::read(s.join("target.img")).unwrap();
+    let blank = image();
     let mut args = vec!["recover".to_string(), "--dry-run".into()];
-    args.extend(common_args(&[]));
+    args.extend(common_args(&[
+        "--mount-root",
+        s.join("dry").to_str().unwrap(),
+    ]));
     let (code, out, err) = run_lifeboat(&args);
     assert_eq!(code, 0, "{out}{err}");
-    let head = std::fs::read(s.join("target.img")).unwrap();
-    assert!(
-        head[..1 << 20].iter().all(|&b| b == 0),
-        "a dry run wrote to the disk"
-    );
+    assert!(image() == blank, "a dry run wrote to the disk");
+    assert!(!s.join("dry").exists(), "a dry run made the mount root");
+    let dev = &target.dev;
+    for want in [
+        format!("dry run: would write the GPT partition table on {dev}\n"),
+        format!("dry run: would re-read the partition table of {dev}\n"),
+        format!(" -q {dev}p3\n"),
+        "mke2fs -F -q -t ext4 ".to_string(),
+        format!(" -U {ROOT_UUID} -L root {dev}p1\n"),
+        format!("mkfs.xfs -f -q -m crc=1,reflink=1,uuid={SRV_UUID} "),
+        format!("mkswap -f -U {SWAP_UUID} {dev}p3\n"),
+        format!("mount -t ext4 {dev}p1 "),
+        "dry run: would restore generation ".to_string(),
+        "dry run: would regenerate the initramfs in ".to_string(),
+    ] {
+        assert!(out.contains(&want), "{want:?} not in: {out}");
+    }
+    let shown = out
+        .lines()
+        .filter(|l| l.starts_with("dry run: would "))
+        .count();
+    assert!(shown >= 14, "{shown} changes shown: {out}");
 
     // Interrupted right after the XFS was made, then resumed.
     let state = s.join("state.json");
@@ -329,6 +352,39 @@ fn loop_recover_onto_a_larger_disk_resuming_after_a_failure() {
     assert_same_lines(&strip(&sums(&s.join("check"))), &strip(&source_sums));
     assert!(!s.join("check/tmp/not-kept").exists() && s.join("check/tmp").is_dir());
     check.unmount_all();
+    drop(check);
+
+    // The file systems wiped since (the GPT left as the plan wrote it): the
+    // journal of the finished run no longer describes the disk. Resuming
+    // would skip every mkfs and fail at the mount; it is refused, naming
+    // what is missing, and nothing is written.
+    for p in [1, 2] {
+        sh(&format!("wipefs -a -q '{}p{p}'", target.dev));
+    }
+    sh(&format!("blockdev --flushbufs '{}'", target.dev));
+    let before = image_sum();
+    let (code, out, err) = run_lifeboat(recover_args(&[]));
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains(&format!(
+            "refusing to resume: {} records 9 steps done, but the disks no longer hold what \
+             they made: {dev}p1 holds no ext4 file system with UUID {ROOT_UUID}; {dev}p2 holds \
+             no xfs file system with UUID {SRV_UUID}.",
+            state.display(),
+            dev = target.dev
+        )),
+        "{err}"
+    );
+    assert!(err.contains("start over with --start-over"), "{err}");
+    assert!(!out.contains("already done"), "{out}");
+    assert_eq!(image_sum(), before, "a refused resume wrote to the disk");
+    // --start-over forgets the journal: every step runs (here as a dry run;
+    // the GPT left on the disk needs --wipe).
+    let (code, out, err) = run_lifeboat(recover_args(&["--start-over", "--wipe", "--dry-run"]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!out.contains("already done"), "{out}");
+    assert!(!out.contains("resuming"), "{out}");
+    assert_eq!(image_sum(), before, "a dry run wrote to the disk");
 }
 
 /// A layout captured while the system was mounted under another folder,

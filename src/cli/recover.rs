@@ -1,11 +1,13 @@
 //! `lifeboat plan` and `lifeboat recover`.
 
+use std::io::{BufRead, Write};
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::Args;
 
-use crate::recover;
+use crate::plan::{render, Plan};
+use crate::recover::{self, Event, Prepared};
 
 /// Where the layout, the backup and the disks come from (shared by plan and
 /// recover).
@@ -91,6 +93,12 @@ pub struct RecoverArgs {
     #[arg(long)]
     pub wipe: bool,
 
+    /// Start over: forget the steps an earlier run recorded as done (in
+    /// --state) instead of resuming after them; disks holding data then
+    /// need --wipe.
+    #[arg(long)]
+    pub start_over: bool,
+
     /// Show every command without running any.
     #[arg(long)]
     pub dry_run: bool,
@@ -156,13 +164,85 @@ fn options(s: Source, cfg: &crate::config::Config) -> recover::Options {
 }
 
 pub fn plan(args: PlanArgs, cfg: &crate::config::Config) -> Result<u8> {
-    recover::print_plan(&options(args.source, cfg), args.json)
+    let p = recover::prepare(&options(args.source, cfg))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&p.plan)?);
+    } else {
+        show_plan(&p);
+        if p.backup.is_none() {
+            println!("\n(no --backup given: the plan recreates the disks only)");
+        }
+    }
+    recover::check_errors(&p.plan)?;
+    Ok(0)
+}
+
+/// The plan and its proof as `plan` and `recover` print them (after the
+/// generation `--at` picked, when it did).
+fn show_plan(p: &Prepared) {
+    if let Some(line) = p.backup.as_ref().and_then(|b| b.picked_at.as_ref()) {
+        println!("{line}");
+    }
+    print!("{}", render::render(&p.plan));
+    println!("\n{}", p.proof.describe());
+}
+
+/// Recovery on the terminal: its events on stdout, the confirmation read
+/// from stdin.
+struct Terminal;
+
+impl recover::Console for Terminal {
+    fn show(&mut self, event: Event<'_>) {
+        match event {
+            Event::Plan(p) => show_plan(p),
+            Event::Note(n) => println!("{n}"),
+            Event::Resuming(n) => {
+                println!("\nresuming: {n} steps were completed by an earlier run")
+            }
+            Event::Step {
+                number,
+                total,
+                title,
+            } => println!("\n[{number}/{total}] {title}"),
+            Event::AlreadyDone => println!("      already done by an earlier run"),
+            Event::Notes(notes) => notes.iter().for_each(|n| println!("      {n}")),
+            Event::Checks(checks) => {
+                for c in checks {
+                    let mark = if c.ok { "ok  " } else { "FAIL" };
+                    println!("      {mark} {}: {}", c.what, c.detail);
+                }
+            }
+        }
+        let _ = std::io::stdout().flush();
+    }
+
+    fn confirm(&mut self, plan: &Plan) -> Result<()> {
+        print!(
+            "\nEverything on these disks will be destroyed:\n{}Type yes to continue: ",
+            recover::disks_in_words(plan)
+        );
+        std::io::stdout().flush()?;
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        if line.trim() != "yes" {
+            bail!(
+                "not confirmed (answer was {:?}); nothing was written",
+                line.trim()
+            );
+        }
+        Ok(())
+    }
 }
 
 pub fn recover(args: RecoverArgs, cfg: &crate::config::Config) -> Result<u8> {
     let opts = recover::Options {
         yes: args.yes,
-        dry_run: args.dry_run,
+        // The one dry-run switch: each change is printed, none is made.
+        gate: if args.dry_run {
+            crate::exec::Gate::dry_run(|line| println!("dry run: {line}"))
+        } else {
+            crate::exec::Gate::live()
+        },
         key_file: args.key_file,
         unattended: args.unattended,
         answers: args.answers,
@@ -171,8 +251,30 @@ pub fn recover(args: RecoverArgs, cfg: &crate::config::Config) -> Result<u8> {
         luks_iter_time_ms: args.luks_iter_time,
         regenerate_initramfs: args.regenerate_initramfs,
         wipe: args.wipe,
+        start_over: args.start_over,
         drill: args.drill,
         ..options(args.source, cfg)
     };
-    recover::recover(&opts)
+    let report = recover::recover(&opts, &mut Terminal)?;
+    println!(
+        "\nlifeboat recover: {} in {:.0}s{}",
+        if report.ok {
+            "recovery complete"
+        } else {
+            "recovery finished with FAILED checks"
+        },
+        report.seconds,
+        if opts.gate.is_dry_run() {
+            " (dry run: nothing was written)"
+        } else {
+            ""
+        }
+    );
+    if let Some(r) = &report.restore {
+        println!("lifeboat recover: {}", r.describe());
+    }
+    if !report.ok {
+        bail!("verification failed: see the checks above");
+    }
+    Ok(0)
 }

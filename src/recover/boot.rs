@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use super::fixup::Chroot;
-use crate::exec::Cmd;
+use crate::exec::{Cmd, Gate};
 use crate::layout::{EfiBootEntry, PartitionTable};
 
 /// Installs GRUB for i386-pc on each disk, inside the new system.
@@ -64,7 +64,11 @@ pub fn find_ci(dir: &Path, rel: &str) -> Option<PathBuf> {
 
 /// Makes sure `EFI/BOOT/BOOTX64.EFI` exists on the ESP mounted at `esp`,
 /// copying the loader of the first boot entry (with shim's companions).
-pub fn ensure_fallback(esp: &Path, entries: &[EfiBootEntry]) -> Result<Option<String>> {
+pub fn ensure_fallback(
+    esp: &Path,
+    entries: &[EfiBootEntry],
+    gate: &Gate,
+) -> Result<Option<String>> {
     if find_ci(esp, "EFI/BOOT/BOOTX64.EFI").is_some() {
         return Ok(None);
     }
@@ -89,18 +93,18 @@ pub fn ensure_fallback(esp: &Path, entries: &[EfiBootEntry]) -> Result<Option<St
         None => {
             let efi = find_ci(esp, "EFI").unwrap_or_else(|| esp.join("EFI"));
             let p = efi.join("BOOT");
-            std::fs::create_dir_all(&p)?;
+            gate.create_dir_all(&p)?;
             p
         }
     };
-    std::fs::copy(&loader, boot.join("BOOTX64.EFI"))
+    gate.copy(&loader, &boot.join("BOOTX64.EFI"))
         .with_context(|| format!("copying {} to the fallback path", loader.display()))?;
     // shim loads grubx64.efi (and mmx64.efi) from its own folder.
     if let Some(dir) = loader.parent() {
         for companion in ["grubx64.efi", "mmx64.efi", "fbx64.efi"] {
             if let Some(src) = find_ci(dir, companion) {
                 if find_ci(&boot, companion).is_none() && companion != "fbx64.efi" {
-                    std::fs::copy(&src, boot.join(companion))?;
+                    gate.copy(&src, &boot.join(companion))?;
                 }
             }
         }
@@ -172,77 +176,14 @@ pub fn parse_efibootmgr(text: &str) -> (Vec<NvramEntry>, Vec<String>) {
 pub fn efi_entries(
     entries: &[EfiBootEntry],
     tables: &[(String, PartitionTable)],
+    gate: &Gate,
 ) -> Result<Vec<String>> {
     let mut done = Vec::new();
     let mut ours: Vec<String> = Vec::new();
     for e in entries {
-        let guid = e
-            .partition_guid
-            .as_deref()
-            .unwrap_or_default()
-            .to_lowercase();
-        let Some((disk, number)) = tables.iter().find_map(|(disk, t)| match t {
-            PartitionTable::Gpt(g) => g
-                .partitions
-                .iter()
-                .find(|p| p.unique_guid.to_lowercase() == guid)
-                .map(|p| (disk.clone(), p.number)),
-            PartitionTable::Mbr(_) => None,
-        }) else {
-            bail!(
-                "boot entry {:?}: no recreated partition has GUID {guid}",
-                e.label
-            );
-        };
-        let loader = e
-            .loader
-            .clone()
-            .context("boot entry without a loader path")?;
-        let (existing, _) = parse_efibootmgr(&Cmd::new("efibootmgr").read()?);
-        let same = existing.iter().find(|x| {
-            x.label == e.label
-                && x.partition_guid.as_deref() == Some(guid.as_str())
-                && x.loader
-                    .as_deref()
-                    .is_some_and(|l| l.eq_ignore_ascii_case(&loader))
-        });
-        let number_hex = match same {
-            Some(x) => {
-                done.push(format!(
-                    "EFI entry Boot{} {:?} already present",
-                    x.number, e.label
-                ));
-                x.number.clone()
-            }
-            None => {
-                let out = Cmd::new("efibootmgr")
-                    .args([
-                        "--create",
-                        "--disk",
-                        &disk,
-                        "--part",
-                        &number.to_string(),
-                        "--label",
-                        &e.label,
-                        "--loader",
-                        &loader,
-                    ])
-                    .read()
-                    .with_context(|| format!("creating EFI boot entry {:?}", e.label))?;
-                let (after, _) = parse_efibootmgr(&out);
-                let created = after
-                    .iter()
-                    .rev()
-                    .find(|x| x.label == e.label && !existing.iter().any(|o| o.number == x.number))
-                    .context("efibootmgr did not list the new entry")?;
-                done.push(format!(
-                    "EFI entry Boot{} {:?} created for {loader} on {disk} partition {number}",
-                    created.number, e.label
-                ));
-                created.number.clone()
-            }
-        };
-        ours.push(number_hex);
+        let (number, note) = ensure_entry(e, tables, gate)?;
+        done.push(note);
+        ours.push(number);
     }
     if !ours.is_empty() {
         let (_, order) = parse_efibootmgr(&Cmd::new("efibootmgr").read()?);
@@ -250,11 +191,83 @@ pub fn efi_entries(
         new_order.extend(order.into_iter().filter(|o| !ours.contains(o)));
         Cmd::new("efibootmgr")
             .args(["--bootorder", &new_order.join(",")])
+            .mutating(gate)
             .run()
             .context("setting BootOrder")?;
         done.push(format!("BootOrder {}", new_order.join(",")));
     }
     Ok(done)
+}
+
+/// The recreated GPT partition with the entry's partition GUID: its disk
+/// and number, and the GUID in lower case.
+fn entry_partition(
+    e: &EfiBootEntry,
+    tables: &[(String, PartitionTable)],
+) -> Result<(String, u32, String)> {
+    let guid = e
+        .partition_guid
+        .as_deref()
+        .unwrap_or_default()
+        .to_lowercase();
+    let found = tables.iter().find_map(|(disk, t)| match t {
+        PartitionTable::Gpt(g) => g
+            .partitions
+            .iter()
+            .find(|p| p.unique_guid.to_lowercase() == guid)
+            .map(|p| (disk.clone(), p.number)),
+        PartitionTable::Mbr(_) => None,
+    });
+    match found {
+        Some((disk, number)) => Ok((disk, number, guid)),
+        None => bail!(
+            "boot entry {:?}: no recreated partition has GUID {guid}",
+            e.label
+        ),
+    }
+}
+
+/// The firmware's entry for `e`: found when one with its label, partition
+/// and loader exists, else created. Returns its number (hex) and a note.
+fn ensure_entry(
+    e: &EfiBootEntry,
+    tables: &[(String, PartitionTable)],
+    gate: &Gate,
+) -> Result<(String, String)> {
+    let (disk, number, guid) = entry_partition(e, tables)?;
+    let loader = e
+        .loader
+        .clone()
+        .context("boot entry without a loader path")?;
+    let (existing, _) = parse_efibootmgr(&Cmd::new("efibootmgr").read()?);
+    let same = existing.iter().find(|x| {
+        x.label == e.label
+            && x.partition_guid.as_deref() == Some(guid.as_str())
+            && x.loader
+                .as_deref()
+                .is_some_and(|l| l.eq_ignore_ascii_case(&loader))
+    });
+    if let Some(x) = same {
+        let note = format!("EFI entry Boot{} {:?} already present", x.number, e.label);
+        return Ok((x.number.clone(), note));
+    }
+    let out = Cmd::new("efibootmgr")
+        .args(["--create", "--disk", &disk, "--part", &number.to_string()])
+        .args(["--label", &e.label, "--loader", &loader])
+        .mutating(gate)
+        .read()
+        .with_context(|| format!("creating EFI boot entry {:?}", e.label))?;
+    let (after, _) = parse_efibootmgr(&out);
+    let created = after
+        .iter()
+        .rev()
+        .find(|x| x.label == e.label && !existing.iter().any(|o| o.number == x.number))
+        .context("efibootmgr did not list the new entry")?;
+    let note = format!(
+        "EFI entry Boot{} {:?} created for {loader} on {disk} partition {number}",
+        created.number, e.label
+    );
+    Ok((created.number.clone(), note))
 }
 
 /// Installs GRUB x86_64-efi into the ESP mounted at /boot/efi (a system
@@ -302,9 +315,9 @@ pub fn migrate(
     fstab: Option<&str>,
     grub_dir: &str,
     package: &str,
-    dry_run: bool,
+    gate: &Gate,
 ) -> Result<Vec<String>> {
-    if !dry_run && !root.join(grub_dir).is_dir() {
+    if !gate.is_dry_run() && !root.join(grub_dir).is_dir() {
         bail!(
             "the restored system has no /{grub_dir}: install the package {package} in it (or on \
              the source, then back up again) to boot it under {to:?}, or recover with --firmware same"
@@ -319,16 +332,14 @@ pub fn migrate(
             !l.trim_start().starts_with('#') && f.nth(1) == Some("/boot/efi")
         });
         if !has_esp {
-            if !dry_run {
-                let mut new = text.clone();
-                if !new.is_empty() && !new.ends_with('\n') {
-                    new.push('\n');
-                }
-                new.push_str(line);
+            let mut new = text.clone();
+            if !new.is_empty() && !new.ends_with('\n') {
                 new.push('\n');
-                crate::util::write_atomic(&path, new.as_bytes(), 0o644)
-                    .with_context(|| format!("adding the new ESP to {}", path.display()))?;
             }
+            new.push_str(line);
+            new.push('\n');
+            gate.write_file(&path, new.as_bytes(), 0o644)
+                .with_context(|| format!("adding the new ESP to {}", path.display()))?;
             notes.push(format!("/etc/fstab: added {line}"));
         }
     }
@@ -376,7 +387,7 @@ Boot0003* debian\tHD(2,GPT,4C3A1E2B-0000-4000-8000-000000000002,0x1000,0x64000)/
             loader: Some("\\EFI\\debian\\shimx64.efi".into()),
             device_path: String::new(),
         };
-        let msg = ensure_fallback(esp.path(), std::slice::from_ref(&entry))
+        let msg = ensure_fallback(esp.path(), std::slice::from_ref(&entry), &Gate::live())
             .unwrap()
             .unwrap();
         assert!(msg.contains("EFI/debian/shimx64.efi"), "{msg}");
@@ -389,7 +400,7 @@ Boot0003* debian\tHD(2,GPT,4C3A1E2B-0000-4000-8000-000000000002,0x1000,0x64000)/
             b"grub"
         );
         assert_eq!(
-            ensure_fallback(esp.path(), &[entry]).unwrap(),
+            ensure_fallback(esp.path(), &[entry], &Gate::live()).unwrap(),
             None,
             "present: nothing to do"
         );
@@ -410,7 +421,7 @@ Boot0003* debian\tHD(2,GPT,4C3A1E2B-0000-4000-8000-000000000002,0x1000,0x64000)/
                 Some(line),
                 "usr/lib/grub/x86_64-efi",
                 "grub-efi-amd64-bin",
-                false,
+                &Gate::live(),
             )
         };
         let fstab = || std::fs::read_to_string(root.join("etc/fstab")).unwrap();

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::exec::Cmd;
+use crate::exec::{Cmd, Gate};
 use crate::layout::{GptTable, MbrKind, MbrTable, PartitionTable};
 use crate::plan::partition_path;
 
@@ -185,6 +185,20 @@ fn write_mbr(f: &mut File, t: &MbrTable, sector: u64) -> Result<()> {
     Ok(())
 }
 
+/// Writes `table` on `disk` (opened exclusively) through the gate.
+pub fn write_table_on(disk: &str, table: &PartitionTable, gate: &Gate) -> Result<()> {
+    let kind = match table {
+        PartitionTable::Gpt(_) => "GPT",
+        PartitionTable::Mbr(_) => "MBR",
+    };
+    if gate.allow(format_args!("write the {kind} partition table on {disk}")) {
+        let mut f = open_exclusive(disk)?;
+        write_table(&mut f, table)
+            .with_context(|| format!("writing the partition table of {disk}"))?;
+    }
+    Ok(())
+}
+
 /// The partition device paths a table creates on `disk`.
 pub fn partition_devices(disk: &str, table: &PartitionTable) -> Vec<String> {
     match table {
@@ -206,8 +220,8 @@ pub fn partition_devices(disk: &str, table: &PartitionTable) -> Vec<String> {
 /// every partition's device node exists (no fixed sleeps: polls with a
 /// deadline). Falls back to partx, which adds partitions from user space,
 /// where the kernel has no partition parser for the device.
-pub fn reread_and_wait(disk: &str, devices: &[String], dry_run: bool) -> Result<()> {
-    if dry_run {
+pub fn reread_and_wait(disk: &str, devices: &[String], gate: &Gate) -> Result<()> {
+    if !gate.allow(format_args!("re-read the partition table of {disk}")) {
         return Ok(());
     }
     if let Ok(f) = File::open(disk) {
@@ -219,8 +233,13 @@ pub fn reread_and_wait(disk: &str, devices: &[String], dry_run: bool) -> Result<
     if wait_until(Duration::from_secs(3), all_present) {
         return Ok(());
     }
-    Cmd::new("partx").args(["-u", disk]).ok_codes(&[1]).run()?;
-    Cmd::new("partx").args(["-a", disk]).ok_codes(&[1]).run()?;
+    for how in ["-u", "-a"] {
+        Cmd::new("partx")
+            .args([how, disk])
+            .ok_codes(&[1])
+            .mutating(gate)
+            .run()?;
+    }
     if wait_until(Duration::from_secs(15), all_present) {
         return Ok(());
     }

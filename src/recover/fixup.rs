@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::exec::Cmd;
+use crate::exec::{Cmd, Gate};
 
 /// Files that name devices.
 pub const CONFIG_FILES: &[&str] = &[
@@ -55,7 +55,7 @@ fn is_name_char(c: u8) -> bool {
 pub fn fix_config(
     root: &Path,
     replacements: &[(String, String)],
-    dry_run: bool,
+    gate: &Gate,
 ) -> Result<Vec<String>> {
     let mut changed = Vec::new();
     for rel in CONFIG_FILES {
@@ -65,14 +65,12 @@ pub fn fix_config(
         };
         let new = replace_device_names(&text, replacements);
         if new != text {
-            if !dry_run {
-                let mode = std::fs::metadata(&path).map(|m| {
-                    use std::os::unix::fs::PermissionsExt;
-                    m.permissions().mode() & 0o7777
-                })?;
-                crate::util::write_atomic(&path, new.as_bytes(), mode)
-                    .with_context(|| format!("rewriting {}", path.display()))?;
-            }
+            let mode = std::fs::metadata(&path).map(|m| {
+                use std::os::unix::fs::PermissionsExt;
+                m.permissions().mode() & 0o7777
+            })?;
+            gate.write_file(&path, new.as_bytes(), mode)
+                .with_context(|| format!("rewriting {}", path.display()))?;
             changed.push(format!("/{rel}"));
         }
     }
@@ -83,14 +81,16 @@ pub fn fix_config(
 /// a chroot, unmounted (deepest first) on drop; the mount points it had to
 /// create are removed then, so the recovered system keeps only its own.
 pub struct Chroot {
+    gate: Gate,
     root: PathBuf,
     binds: Vec<PathBuf>,
     created: Vec<PathBuf>,
 }
 
 impl Chroot {
-    pub fn enter(root: &Path) -> Result<Chroot> {
+    pub fn enter(root: &Path, gate: &Gate) -> Result<Chroot> {
         let mut c = Chroot {
+            gate: gate.clone(),
             root: root.to_path_buf(),
             binds: Vec::new(),
             created: Vec::new(),
@@ -114,6 +114,7 @@ impl Chroot {
             Cmd::new("mount")
                 .args(how)
                 .arg(&dest)
+                .mutating(gate)
                 .run()
                 .with_context(|| format!("mounting {dir} in the new system"))?;
             c.binds.push(dest);
@@ -138,6 +139,7 @@ impl Chroot {
             .env("LANG", "C.UTF-8")
             .env("DM_DISABLE_UDEV", "1")
             .env("DEBIAN_FRONTEND", "noninteractive")
+            .mutating(&self.gate)
             .run()?
             .stdout_str())
     }
@@ -162,7 +164,12 @@ impl Chroot {
 impl Drop for Chroot {
     fn drop(&mut self) {
         for b in self.binds.iter().rev() {
-            if let Err(e) = Cmd::new("umount").arg("-l").arg(b).run() {
+            if let Err(e) = Cmd::new("umount")
+                .arg("-l")
+                .arg(b)
+                .mutating(&self.gate)
+                .run()
+            {
                 log::warn!("could not unmount {}: {e:#}", b.display());
             }
         }
@@ -215,6 +222,7 @@ pub fn regenerate_initramfs(
     drivers: &[String],
     configs_changed: &[String],
     force: bool,
+    gate: &Gate,
 ) -> Result<String> {
     match initramfs_tool(root) {
         Some((tool, args, name)) => {
@@ -232,7 +240,7 @@ pub fn regenerate_initramfs(
                 }
             };
             log::info!("regenerating the initramfs: {why}");
-            let chroot = Chroot::enter(root)?;
+            let chroot = Chroot::enter(root, gate)?;
             chroot
                 .run(&tool, &args)
                 .with_context(|| format!("regenerating the initramfs with {name}"))?;
@@ -417,11 +425,14 @@ mod tests {
         .unwrap();
         std::fs::write(root.path().join("etc/crypttab"), "c UUID=1 none luks\n").unwrap();
         let r = vec![("/dev/vdb1".to_string(), "/dev/sdc1".to_string())];
-        assert!(fix_config(root.path(), &r, true).unwrap() == ["/etc/fstab"]);
+        assert!(fix_config(root.path(), &r, &Gate::dry_run(|_| ())).unwrap() == ["/etc/fstab"]);
         assert!(std::fs::read_to_string(root.path().join("etc/fstab"))
             .unwrap()
             .starts_with("/dev/vdb1"));
-        assert_eq!(fix_config(root.path(), &r, false).unwrap(), ["/etc/fstab"]);
+        assert_eq!(
+            fix_config(root.path(), &r, &Gate::live()).unwrap(),
+            ["/etc/fstab"]
+        );
         assert_eq!(
             std::fs::read_to_string(root.path().join("etc/fstab")).unwrap(),
             "/dev/sdc1 /data xfs defaults 0 0\n"

@@ -64,32 +64,90 @@ impl RecordedDisk {
         parts.join(", ")
     }
 
-    /// Why the disk at this path now (`now`) is not the recorded one;
-    /// `wrote_table`: the plan's partition table was written on it.
-    fn mismatch(&self, now: &DiskPair, wrote_table: bool, wrote_any: bool) -> Option<String> {
+    /// Why the disk at this path now (`now`) is not the recorded one
+    /// (another serial, WWN or size); `wrote_any`: a recorded step wrote
+    /// on it.
+    fn mismatch(&self, now: &DiskPair, wrote_any: bool) -> Option<String> {
         let id = &now.new_identity;
-        let is_now = format!(
-            "it is now {} and holds {}",
-            now.describe_new(),
-            now.new_contents.describe()
-        );
         let different = if self.serial.is_some() || self.wwn.is_some() {
             self.serial != id.serial || self.wwn != id.wwn
-        } else if wrote_table {
-            now.new_contents.table.as_ref().map(|t| &t.id) != self.table_id.as_ref()
         } else {
-            // No identity and nothing to recognise it by: only a disk
-            // nothing was written to yet is safe to go on with.
-            wrote_any
+            // No identity: the contents check below recognises the disk by
+            // the table the plan wrote; a disk nothing was written to yet
+            // is safe to go on with.
+            wrote_any && self.table_id.is_none()
         };
         (different || self.size_bytes != now.new_size_bytes).then(|| {
             format!(
-                "{} was the disk with {}; {is_now}",
+                "{} was the disk with {}; it is now {} and holds {}",
                 self.path,
-                self.describe()
+                self.describe(),
+                now.describe_new(),
+                now.new_contents.describe()
             )
         })
     }
+}
+
+/// A mark a step leaves on a device: the identity (UUID) it gave it, which
+/// a resume finds there while the step's work is still in place.
+#[derive(Debug, PartialEq, Eq)]
+struct Mark<'a> {
+    device: &'a str,
+    /// What the step made there, in words (`ext4 file system`).
+    what: String,
+    uuid: &'a str,
+}
+
+fn mark<'a>(device: &'a str, what: String, uuid: &'a str) -> Mark<'a> {
+    Mark { device, what, uuid }
+}
+
+/// The marks a step leaves on the devices it writes directly.
+fn marks(step: &Step) -> Vec<Mark<'_>> {
+    match step {
+        Step::CreateMd { array } => array
+            .members
+            .iter()
+            .map(|m| {
+                mark(
+                    &m.device,
+                    format!("member of md array {}", array.device),
+                    &array.uuid,
+                )
+            })
+            .collect(),
+        Step::FormatLuks { luks, .. } => vec![mark(&luks.device, "LUKS".into(), &luks.uuid)],
+        Step::CreateVg { vg, pvs, .. } => pvs
+            .iter()
+            .map(|p| mark(&p.device, format!("LVM PV of {}", vg.name), &p.uuid))
+            .collect(),
+        Step::Mkfs { fs } => fs
+            .uuid
+            .iter()
+            .map(|u| mark(&fs.device, format!("{} file system", fs.fstype), u))
+            .collect(),
+        Step::Mkswap { swap } => swap
+            .uuid
+            .iter()
+            .map(|u| mark(&swap.device, "swap".into(), u))
+            .collect(),
+        _ => vec![],
+    }
+}
+
+/// UUIDs as blkid, mdadm and LVM spell them compare equal (`-`, `:`
+/// and case aside; an md 0.90 UUID also with each 32-bit word's bytes
+/// reversed, as blkid and mdadm may disagree there).
+fn same_uuid(a: &str, b: &str) -> bool {
+    let norm = |s: &str| -> String {
+        s.chars()
+            .filter(char::is_ascii_alphanumeric)
+            .map(|c| c.to_ascii_lowercase())
+            .collect()
+    };
+    let (a, b) = (norm(a), norm(b));
+    a == b || (a.len() == 32 && super::safety::swap_words(&a) == b)
 }
 
 /// The partition table the plan writes on `disk`.
@@ -148,29 +206,38 @@ impl Journal {
     /// discarded. Refuses to resume when a disk of the plan is not the one
     /// the record began with.
     pub fn open(path: &Path, plan: &Plan) -> Result<Journal> {
-        let hash = plan_hash(plan);
-        let record = std::fs::read_to_string(path)
+        let mut journal = Journal::fresh(path, plan);
+        if let Some(record) = std::fs::read_to_string(path)
             .ok()
             .and_then(|t| serde_json::from_str::<Record>(&t).ok())
-            .filter(|r| r.plan_sha256 == hash)
-            .unwrap_or_else(|| Record {
-                plan_sha256: hash,
+            .filter(|r| r.plan_sha256 == journal.record.plan_sha256)
+        {
+            journal.record = record;
+        }
+        journal.check_disks(plan)?;
+        Ok(journal)
+    }
+
+    /// A fresh record for `plan` at `path`, whatever an earlier run
+    /// recorded there (`recover --start-over`): nothing counts as done, so
+    /// disks holding data need `--wipe` again.
+    pub fn fresh(path: &Path, plan: &Plan) -> Journal {
+        Journal {
+            path: path.to_path_buf(),
+            record: Record {
+                plan_sha256: plan_hash(plan),
                 done: Vec::new(),
                 disks: plan
                     .disks
                     .iter()
                     .map(|d| RecordedDisk::of(plan, d))
                     .collect(),
-            });
-        let journal = Journal {
-            path: path.to_path_buf(),
-            record,
-        };
-        journal.check_disks(plan)?;
-        Ok(journal)
+            },
+        }
     }
 
-    /// Every disk of the plan is the one the record began with.
+    /// Every disk of the plan is the one the record began with, and still
+    /// holds what the recorded steps made on it.
     fn check_disks(&self, plan: &Plan) -> Result<()> {
         if self.record.done.is_empty() {
             return Ok(());
@@ -181,23 +248,86 @@ impl Journal {
                 problems.push(format!("it records no identity for {}", d.new));
                 continue;
             };
-            let wrote_table = self.is_done(&format!("partition:{}", d.new));
-            if let Some(p) = rec.mismatch(d, wrote_table, self.wrote_disk(plan, &d.new)) {
+            if let Some(p) = rec.mismatch(d, self.wrote_disk(plan, &d.new)) {
                 problems.push(p);
             }
         }
         if !problems.is_empty() {
             bail!(
                 "refusing to resume: {} records {} steps done on other disks than these: {}. \
-                 Kernel names can change across a reboot: name the disks with --map, or remove \
-                 {} to start afresh (disks holding data then need --wipe)",
+                 Kernel names can change across a reboot: name the disks with --map, or start \
+                 over with --start-over (or remove {}); disks holding data then need --wipe",
                 self.path.display(),
                 self.record.done.len(),
                 problems.join("; "),
                 self.path.display()
             );
         }
+        let missing = self.missing_work(plan);
+        if !missing.is_empty() {
+            bail!(
+                "refusing to resume: {} records {} steps done, but the disks no longer hold \
+                 what they made: {}. The disks changed since that run: start over with \
+                 --start-over (or remove {}); disks holding data then need --wipe",
+                self.path.display(),
+                self.record.done.len(),
+                missing.join("; "),
+                self.path.display()
+            );
+        }
         Ok(())
+    }
+
+    /// What recorded steps made on the plan's disks and is not there now:
+    /// the partition table the plan wrote (its GPT disk GUID or MBR
+    /// signature), and the UUIDs of the md members, LUKS containers, PVs,
+    /// file systems and swap made on the disks or their partitions (what
+    /// is stacked on those is only found once they are, and goes with them).
+    fn missing_work(&self, plan: &Plan) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut visible: Vec<String> = Vec::new();
+        for d in &plan.disks {
+            visible.push(d.new.clone());
+            let Some(table) = planned_table(plan, &d.new) else {
+                continue;
+            };
+            visible.extend(super::disk::partition_devices(&d.new, table));
+            let want = TableInfo::of(table);
+            let now = d.new_contents.table.as_ref();
+            if self.is_done(&format!("partition:{}", d.new)) && now.map(|t| &t.id) != Some(&want.id)
+            {
+                out.push(format!(
+                    "{} holds {}, not the {} ({} {}) the plan wrote",
+                    d.new,
+                    d.new_contents.describe(),
+                    want.kind,
+                    if want.kind == "GPT" {
+                        "disk GUID"
+                    } else {
+                        "signature"
+                    },
+                    want.id
+                ));
+            }
+        }
+        let signatures: Vec<_> = plan
+            .disks
+            .iter()
+            .flat_map(|d| &d.new_contents.signatures)
+            .collect();
+        let done = plan.steps.iter().filter(|s| self.is_done(&step_id(s)));
+        for m in done.flat_map(marks) {
+            let found = signatures.iter().any(|s| {
+                s.device == m.device && s.uuid.as_deref().is_some_and(|u| same_uuid(u, m.uuid))
+            });
+            if visible.iter().any(|v| v == m.device) && !found {
+                out.push(format!(
+                    "{} holds no {} with UUID {}",
+                    m.device, m.what, m.uuid
+                ));
+            }
+        }
+        out
     }
 
     /// Whether a recorded step of `plan` wrote on the whole disk `disk`
@@ -346,5 +476,129 @@ pub(crate) mod tests {
         let j = Journal::open(&state, &p).unwrap();
         assert!(!j.wrote_disk(&p, "/dev/vdb"));
         assert!(!state.exists());
+    }
+
+    /// [`plan_on`] with a partition /dev/vdb1 made swap with `SWAP_UUID`.
+    fn plan_with_swap(serial: Option<&str>, contents: Contents) -> Plan {
+        use crate::layout::{MbrKind, MbrPartition, Swap};
+        let mut p = plan_on("/dev/vdb", serial, contents);
+        if let Step::Partition {
+            table: PartitionTable::Mbr(m),
+            ..
+        } = &mut p.steps[0]
+        {
+            m.partitions.push(MbrPartition {
+                number: 1,
+                device: "/dev/vdb1".into(),
+                kind: MbrKind::Primary,
+                first_lba: 2048,
+                sectors: 2048,
+                size_bytes: 1 << 20,
+                type_byte: 0x82,
+                bootable: false,
+            });
+        }
+        p.steps.insert(
+            1,
+            Step::Mkswap {
+                swap: Swap {
+                    device: "/dev/vdb1".into(),
+                    is_file: false,
+                    uuid: Some(SWAP_UUID.into()),
+                    label: None,
+                    size_bytes: 1 << 20,
+                    active: false,
+                    priority: None,
+                },
+            },
+        );
+        p
+    }
+
+    const SWAP_UUID: &str = "5a5a0000-1111-4222-8333-444455556666";
+
+    /// What /dev/vdb holds: the plan's MBR, and swap with `uuid` on vdb1.
+    fn mbr_and_swap(uuid: Option<&str>) -> Contents {
+        use crate::plan::targets::{SigKind, Signature};
+        let mut c = with_mbr("0x0000beef");
+        c.signatures.extend(uuid.map(|u| Signature {
+            device: "/dev/vdb1".into(),
+            kind: SigKind::Swap,
+            fstype: "swap".into(),
+            label: None,
+            uuid: Some(u.into()),
+            name: None,
+        }));
+        c
+    }
+
+    #[test]
+    fn resume_onto_the_same_disk_wiped_since_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state.json");
+        let first = plan_with_swap(Some("TARGET"), Contents::default());
+        let mut j = Journal::open(&state, &first).unwrap();
+        j.mark("partition:/dev/vdb").unwrap();
+        j.mark("mkswap:/dev/vdb1").unwrap();
+
+        // The same disk (same serial), blank again: nothing the steps made
+        // is there, so nothing may count as done.
+        let blank = plan_with_swap(Some("TARGET"), Contents::default());
+        let err = Journal::open(&state, &blank).err().unwrap().to_string();
+        assert!(
+            err.starts_with(&format!(
+                "refusing to resume: {} records 2 steps done, but the disks no longer hold \
+                 what they made: /dev/vdb holds nothing (no partition table, no signature), \
+                 not the MBR (signature 0x0000beef) the plan wrote; /dev/vdb1 holds no swap \
+                 with UUID {SWAP_UUID}. ",
+                state.display()
+            )),
+            "{err}"
+        );
+        assert!(err.contains("--start-over"), "{err}");
+
+        // The table rewritten as the plan has it but the swap gone (or
+        // another one made there): refused, naming the swap.
+        for now in [None, Some("0e2c6d4a-6666-4222-8333-444455556602")] {
+            let p = plan_with_swap(Some("TARGET"), mbr_and_swap(now));
+            let err = Journal::open(&state, &p).err().unwrap().to_string();
+            assert!(
+                err.contains(&format!(
+                    ": /dev/vdb1 holds no swap with UUID {SWAP_UUID}. "
+                )),
+                "{err}"
+            );
+        }
+
+        // Both still there (blkid spells the UUID in capitals here):
+        // resumed, both done.
+        let p = plan_with_swap(
+            Some("TARGET"),
+            mbr_and_swap(Some(&SWAP_UUID.to_uppercase())),
+        );
+        let j = Journal::open(&state, &p).unwrap();
+        assert!(j.is_done("partition:/dev/vdb") && j.is_done("mkswap:/dev/vdb1"));
+
+        // Starting over forgets the record: nothing done, nothing checked.
+        let j = Journal::fresh(&state, &blank);
+        assert_eq!(j.done_count(), 0);
+        assert!(!j.wrote_disk(&blank, "/dev/vdb"));
+    }
+
+    #[test]
+    fn uuids_compare_as_each_tool_spells_them() {
+        assert!(same_uuid(
+            "3f0c2c43:8e1a4d1b:9d3a6e2f:0b1c2d3e",
+            "3F0C2C43-8E1A-4D1B-9D3A-6E2F0B1C2D3E"
+        ));
+        assert!(!same_uuid("3f0c2c43-8e1a", "3f0c2c43-8e1b"));
+        assert!(same_uuid(
+            "01020304:05060708:090a0b0c:0d0e0f10",
+            "04030201-0807-0605-0c0b-0a09100f0e0d"
+        ));
+        assert!(!same_uuid(
+            "01020304:05060708:090a0b0c:0d0e0f10",
+            "01020304-0506-0708-090a-0b0c0d0e0f11"
+        ));
     }
 }

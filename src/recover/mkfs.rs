@@ -4,7 +4,7 @@ use anyhow::{Context, Result};
 
 use super::mount::TempMount;
 use super::Ctx;
-use crate::exec::Cmd;
+use crate::exec::{Cmd, Gate};
 use crate::layout::{BtrfsSubvolume, Filesystem, FsParams, Swap};
 
 /// ext features that describe the state of a file system, not its format.
@@ -198,7 +198,7 @@ fn fs_old_size(fs: &Filesystem) -> u64 {
 
 pub fn mkfs(ctx: &Ctx, fs: &Filesystem) -> Result<()> {
     mkfs_command(fs)
-        .mutating(ctx.dry_run)
+        .mutating(&ctx.gate)
         .run()
         .with_context(|| format!("making {} on {}", fs.fstype, fs.device))?;
     if let FsParams::Btrfs {
@@ -207,26 +207,38 @@ pub fn mkfs(ctx: &Ctx, fs: &Filesystem) -> Result<()> {
         ..
     } = &fs.params
     {
-        if !subvolumes.is_empty() && !ctx.dry_run {
-            create_subvolumes(fs, subvolumes, *default_subvolume_id)?;
+        if !subvolumes.is_empty()
+            && ctx.gate.allow(format_args!(
+                "create the {} btrfs subvolumes of {}",
+                subvolumes.len(),
+                fs.device
+            ))
+        {
+            create_subvolumes(fs, subvolumes, *default_subvolume_id, &ctx.gate)?;
         }
     }
     Ok(())
 }
 
 /// Creates the subvolumes (parents first) and sets the default one.
-fn create_subvolumes(fs: &Filesystem, subvols: &[BtrfsSubvolume], default_id: u64) -> Result<()> {
+fn create_subvolumes(
+    fs: &Filesystem,
+    subvols: &[BtrfsSubvolume],
+    default_id: u64,
+    gate: &Gate,
+) -> Result<()> {
     let top = TempMount::new(&fs.device, "btrfs", &["subvolid=5"])?;
     let mut sorted: Vec<&BtrfsSubvolume> = subvols.iter().collect();
     sorted.sort_by_key(|s| (s.path.matches('/').count(), s.path.clone()));
     for s in &sorted {
         let path = top.path().join(&s.path);
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)?;
+            gate.create_dir_all(parent)?;
         }
         Cmd::new("btrfs")
             .args(["subvolume", "create"])
             .arg(&path)
+            .mutating(gate)
             .run()
             .with_context(|| format!("creating subvolume {}", s.path))?;
     }
@@ -235,6 +247,7 @@ fn create_subvolumes(fs: &Filesystem, subvols: &[BtrfsSubvolume], default_id: u6
             Cmd::new("btrfs")
                 .args(["subvolume", "set-default"])
                 .arg(top.path().join(&def.path))
+                .mutating(gate)
                 .run()
                 .with_context(|| format!("making {} the default subvolume", def.path))?;
         }
@@ -290,7 +303,7 @@ pub fn mkfs_check_command(fs: &Filesystem, sector: u32, files: &[String]) -> Cmd
 
 pub fn mkswap(ctx: &Ctx, swap: &Swap) -> Result<()> {
     mkswap_command(swap)
-        .mutating(ctx.dry_run)
+        .mutating(&ctx.gate)
         .run()
         .with_context(|| format!("making swap on {}", swap.device))?;
     Ok(())

@@ -2,9 +2,12 @@
 //! confirmation, proves that every target disk is free, then runs the steps
 //! in order, recording each one so that a re-run resumes after a failure.
 
+mod apply;
 pub mod boot;
 pub mod disk;
 pub mod fixup;
+#[cfg(test)]
+mod gate_audit;
 pub mod journal;
 pub mod keys;
 pub mod mkfs;
@@ -20,13 +23,13 @@ pub mod verify;
 pub use status::StepStatus;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::exec::Gate;
 use crate::layout::{Layout, LuksDevice, PartitionTable};
 use crate::plan::{self, mapping, render, Plan, PlanInput, Step, MOUNT_ROOT};
 use crate::util;
@@ -53,7 +56,8 @@ pub struct Options {
     /// `--firmware`.
     pub firmware: plan::firmware::FirmwareChoice,
     pub yes: bool,
-    pub dry_run: bool,
+    /// `--dry-run`: a gate that shows every change instead of making it.
+    pub gate: Gate,
     pub key_file: Option<PathBuf>,
     pub unattended: bool,
     pub answers: Option<PathBuf>,
@@ -69,6 +73,8 @@ pub struct Options {
     pub regenerate_initramfs: bool,
     /// Overwrite target disks that hold data this plan did not write.
     pub wipe: bool,
+    /// Ignore what an earlier run recorded as done (`--start-over`).
+    pub start_over: bool,
     /// Recreate the disks only, though a backup is given.
     pub no_restore: bool,
     /// A drill: place the boot-report unit into the recovered system.
@@ -89,7 +95,7 @@ impl Default for Options {
             nic_maps: Vec::new(),
             firmware: Default::default(),
             yes: false,
-            dry_run: false,
+            gate: Gate::live(),
             key_file: None,
             unattended: false,
             answers: None,
@@ -101,6 +107,7 @@ impl Default for Options {
             mount_root: PathBuf::from(MOUNT_ROOT),
             regenerate_initramfs: false,
             wipe: false,
+            start_over: false,
             no_restore: false,
             drill: false,
             at: None,
@@ -154,7 +161,8 @@ impl Answers {
 
 /// Everything recovery works with.
 pub struct Ctx {
-    pub dry_run: bool,
+    /// Every change to the disks and the new system passes it.
+    pub gate: Gate,
     pub keys: Keys,
     /// Folder holding LUKS header backups named in the layout.
     pub header_dir: Option<PathBuf>,
@@ -173,8 +181,12 @@ struct RunState {
 }
 
 impl Ctx {
+    pub fn dry_run(&self) -> bool {
+        self.gate.is_dry_run()
+    }
+
     pub fn luks_key(&self, luks: &LuksDevice) -> Result<keys::KeyFile> {
-        self.keys.key_for(luks, self.dry_run)
+        self.keys.key_for(luks, self.dry_run())
     }
 
     /// The header backup named in the layout, when it is beside the layout;
@@ -217,6 +229,28 @@ fn resolve_relative(base: Option<&Path>, value: &str) -> String {
 
 /// Loads the layout and the backup, lists the disks, and computes the plan.
 pub fn prepare(opts: &Options) -> Result<Prepared> {
+    let (answers, answers_dir) = load_answers(opts)?;
+    let base = answers_dir.as_deref();
+    let backup = open_backup(opts, &answers, base)?;
+    let layout_path = layout_path(opts, &answers, base, backup.as_ref())?;
+    let layout = Layout::load(&layout_path)?;
+    let input = plan_input(opts, &answers, &layout, backup.as_ref())?;
+    let plan = plan::build(&layout, &input)?;
+    let proof = prove::prove(&plan, &input.targets)?;
+    Ok(Prepared {
+        layout,
+        layout_path,
+        plan,
+        proof,
+        backup,
+        answers_dir,
+        answers,
+    })
+}
+
+/// The answers file (`--answers`, else the job disk's when unattended) and
+/// its folder, against which the paths it names are resolved.
+fn load_answers(opts: &Options) -> Result<(Answers, Option<PathBuf>)> {
     let answers_path = opts.answers.clone().or_else(|| {
         let p = Path::new(JOB_DIR).join(ANSWERS_FILE);
         (opts.unattended && p.is_file()).then_some(p)
@@ -225,12 +259,18 @@ pub fn prepare(opts: &Options) -> Result<Prepared> {
         Some(p) => Answers::load(p)?,
         None => Answers::default(),
     };
-    let answers_dir = answers_path
-        .as_ref()
-        .and_then(|p| p.parent().map(Path::to_path_buf));
-    let base = answers_dir.as_deref();
+    let dir = answers_path.and_then(|p| p.parent().map(Path::to_path_buf));
+    Ok((answers, dir))
+}
 
-    let backup_spec = opts
+/// The backup to restore: `--backup`, the answers', the job disk's, or
+/// the one included in the rescue ISO (`mkrescue --include-backup`).
+fn open_backup(
+    opts: &Options,
+    answers: &Answers,
+    base: Option<&Path>,
+) -> Result<Option<restore::Backup>> {
+    let spec = opts
         .backup
         .clone()
         .or_else(|| answers.backup.as_ref().map(|b| resolve_relative(base, b)))
@@ -239,10 +279,12 @@ pub fn prepare(opts: &Options) -> Result<Prepared> {
             (opts.unattended && p.is_dir()).then(|| p.display().to_string())
         })
         .or_else(|| {
-            // A backup included in the ISO with `mkrescue --include-backup`.
             let p = Path::new(MEDIUM_DIR).join(crate::rescue::ISO_BACKUP_DIR);
             p.is_dir().then(|| p.display().to_string())
         });
+    let Some(spec) = spec else {
+        return Ok(None);
+    };
     let identity = opts.identity.clone().or_else(|| {
         answers
             .identity
@@ -250,19 +292,25 @@ pub fn prepare(opts: &Options) -> Result<Prepared> {
             .map(|i| PathBuf::from(resolve_relative(base, i)))
     });
     let provide = || keys::identity(identity.as_deref(), !opts.unattended);
-    let backup = match &backup_spec {
-        Some(spec) => Some(restore::Backup::open_pick(
-            spec,
-            answers.generation.as_deref(),
-            opts.at.as_deref(),
-            &opts.engine,
-            &provide,
-        )?),
-        None => None,
-    };
+    restore::Backup::open_pick(
+        &spec,
+        answers.generation.as_deref(),
+        opts.at.as_deref(),
+        &opts.engine,
+        &provide,
+    )
+    .map(Some)
+}
 
-    let layout_path = opts
-        .layout
+/// The layout to recreate: `--layout`, the answers', the rescue image's,
+/// the backup's, else the host's saved one.
+fn layout_path(
+    opts: &Options,
+    answers: &Answers,
+    base: Option<&Path>,
+    backup: Option<&restore::Backup>,
+) -> Result<PathBuf> {
+    opts.layout
         .clone()
         .or_else(|| {
             answers
@@ -275,37 +323,43 @@ pub fn prepare(opts: &Options) -> Result<Prepared> {
                 .is_file()
                 .then(|| PathBuf::from(RESCUE_LAYOUT))
         })
-        .or_else(|| backup.as_ref().and_then(|b| b.layout_path()))
+        .or_else(|| backup.and_then(|b| b.layout_path()))
         .or_else(|| {
             let p = PathBuf::from(crate::layout::DEFAULT_PATH);
             p.is_file().then_some(p)
         })
-        .context("no layout: give --layout FILE (or a backup, which carries its layout)")?;
-    let layout = Layout::load(&layout_path)?;
+        .context("no layout: give --layout FILE (or a backup, which carries its layout)")
+}
 
+/// What the plan is built from: the disks here and what they hold, the
+/// mappings, the network interfaces, the firmware, and what the backup has.
+fn plan_input(
+    opts: &Options,
+    answers: &Answers,
+    layout: &Layout,
+    backup: Option<&restore::Backup>,
+) -> Result<PlanInput> {
     let mut maps_text = answers.map.clone();
     maps_text.extend(opts.maps.iter().cloned());
-    let maps = mapping::parse_maps(&maps_text)?;
+    let nic_maps: Vec<String> = answers
+        .map_nic
+        .iter()
+        .chain(&opts.nic_maps)
+        .cloned()
+        .collect();
     let mut targets = plan::targets::list(&opts.sys, opts.allow_loop)?;
     plan::targets::probe_contents(&opts.sys, &mut targets)?;
-    let excluded = excluded_disks(&opts.sys, &targets, backup.as_ref(), &opts.mount_root)?;
-    let input = PlanInput {
+    let excluded = excluded_disks(&opts.sys, &targets, backup, &opts.mount_root)?;
+    Ok(PlanInput {
         targets,
-        maps,
+        maps: mapping::parse_maps(&maps_text)?,
         nics: crate::layout::probe::net::interfaces(&opts.sys),
-        nic_maps: plan::nic::parse_nic_maps(
-            &answers
-                .map_nic
-                .iter()
-                .chain(&opts.nic_maps)
-                .cloned()
-                .collect::<Vec<_>>(),
-        )?,
+        nic_maps: plan::nic::parse_nic_maps(&nic_maps)?,
         firmware: match opts.firmware {
             plan::firmware::FirmwareChoice::Rescue => answers.firmware.unwrap_or_default(),
             chosen => chosen,
         },
-        backup_grub: backup.as_ref().map(|b| {
+        backup_grub: backup.map(|b| {
             ["x86_64-efi", "i386-pc"]
                 .iter()
                 .filter(|p| b.has_path(&format!("/usr/lib/grub/{p}")))
@@ -313,26 +367,12 @@ pub fn prepare(opts: &Options) -> Result<Prepared> {
                 .collect()
         }),
         excluded,
-        manifest_used: backup
-            .as_ref()
-            .map(|b| b.used_bytes(&layout))
-            .unwrap_or_default(),
-        backup: backup.as_ref().map(|b| b.display()),
-        backup_filesystems: backup.as_ref().map(|b| b.mountpoints()).unwrap_or_default(),
+        manifest_used: backup.map(|b| b.used_bytes(layout)).unwrap_or_default(),
+        backup: backup.map(|b| b.display()),
+        backup_filesystems: backup.map(|b| b.mountpoints()).unwrap_or_default(),
         no_restore: opts.no_restore || answers.no_restore,
         uefi: Path::new("/sys/firmware/efi").exists(),
         unattended: opts.unattended,
-    };
-    let plan = plan::build(&layout, &input)?;
-    let proof = prove::prove(&plan, &input.targets)?;
-    Ok(Prepared {
-        layout,
-        layout_path,
-        plan,
-        proof,
-        backup,
-        answers_dir,
-        answers,
     })
 }
 
@@ -398,31 +438,18 @@ fn excluded_disks(
             safety::busy_reasons(sys, &t.path, &mounts, &swaps, &safety::Allowed::default())?;
         // Holders alone (md, dm) may be a previous run's own devices: the
         // apply step checks them against the plan.
-        if let Some(r) = reasons.iter().find(|r| !r.starts_with("it is held by")) {
+        if let Some(r) = reasons
+            .iter()
+            .find(|r| !matches!(r, safety::Busy::HeldBy(_)))
+        {
             out.insert(t.path.clone(), format!("it is in use: {r}"));
         }
     }
     Ok(out)
 }
 
-/// `lifeboat plan`.
-pub fn print_plan(opts: &Options, json: bool) -> Result<u8> {
-    let p = prepare(opts)?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&p.plan)?);
-    } else {
-        print!("{}", render::render(&p.plan));
-        println!("\n{}", p.proof.describe());
-        if p.backup.is_none() {
-            println!("\n(no --backup given: the plan recreates the disks only)");
-        }
-    }
-    check_errors(&p.plan)?;
-    Ok(0)
-}
-
 /// The plan's errors as one error (recover refuses before any write).
-fn check_errors(plan: &Plan) -> Result<()> {
+pub fn check_errors(plan: &Plan) -> Result<()> {
     if plan.errors.is_empty() {
         return Ok(());
     }
@@ -457,7 +484,7 @@ pub struct Report {
 }
 
 /// The target disks by identity and content, one a line, for the prompt.
-fn disks_in_words(plan: &Plan) -> String {
+pub fn disks_in_words(plan: &Plan) -> String {
     plan.disks
         .iter()
         .map(|d| {
@@ -470,191 +497,72 @@ fn disks_in_words(plan: &Plan) -> String {
         .collect()
 }
 
-/// Asks for the word `yes` on the terminal.
-fn confirm(plan: &Plan) -> Result<()> {
-    print!(
-        "\nEverything on these disks will be destroyed:\n{}Type yes to continue: ",
-        disks_in_words(plan)
-    );
-    std::io::stdout().flush()?;
-    let mut line = String::new();
-    std::io::stdin().lock().read_line(&mut line)?;
-    if line.trim() != "yes" {
-        bail!(
-            "not confirmed (answer was {:?}); nothing was written",
-            line.trim()
-        );
-    }
-    Ok(())
-}
-
 /// Failure point for tests (bootupd-style): `LIFEBOAT_FAILPOINT=STEP-ID`
 /// ends the process right after that step, as a kill would.
 fn failpoint(id: &str) {
     if std::env::var("LIFEBOAT_FAILPOINT").is_ok_and(|f| f == id) {
-        eprintln!("lifeboat: failpoint {id} reached: stopping here");
+        log::error!("failpoint {id} reached: stopping here");
         std::process::exit(99);
     }
 }
 
-/// `lifeboat recover`.
-pub fn recover(opts: &Options) -> Result<u8> {
+/// What recovery shows as it goes, and the one question it asks: the
+/// library never prints; the CLI implements this on the terminal.
+pub trait Console {
+    fn show(&mut self, event: Event<'_>);
+    /// Asks to go on (everything on the plan's disks is destroyed); an
+    /// error ends the recovery before anything is written.
+    fn confirm(&mut self, plan: &Plan) -> Result<()>;
+}
+
+/// A moment of a recovery worth showing.
+pub enum Event<'a> {
+    /// The plan and its proof, before anything else.
+    Plan(&'a Prepared),
+    /// A line about the whole run (what `--wipe` overwrites, the drill's
+    /// boot-report unit).
+    Note(String),
+    /// An earlier run recorded this many steps as done.
+    Resuming(usize),
+    /// Step `number` of `total` begins.
+    Step {
+        number: usize,
+        total: usize,
+        title: String,
+    },
+    /// The step was done by an earlier run.
+    AlreadyDone,
+    /// What the step did, a line each.
+    Notes(&'a [String]),
+    /// The verification's checks.
+    Checks(&'a [verify::Check]),
+}
+
+/// `lifeboat recover`: the plan, the journal, the checks before any write,
+/// the steps, and the report (which says whether every check passed).
+pub fn recover(opts: &Options, console: &mut dyn Console) -> Result<Report> {
     let started = Instant::now();
     let started_at = util::rfc3339(util::now_epoch());
     // Our own mounts from an earlier run go first, so that the plan sees
     // the disks as free and steps can be redone.
-    if !opts.dry_run {
-        mount::unmount_tree(&opts.mount_root)?;
-    }
+    mount::unmount_tree(&opts.mount_root, &opts.gate)?;
     let p = prepare(opts)?;
-    print!("{}", render::render(&p.plan));
-    println!("\n{}", p.proof.describe());
-    std::io::stdout().flush()?;
+    console.show(Event::Plan(&p));
     check_errors(&p.plan)?;
-    let state = opts.state.clone().unwrap_or_else(|| {
-        if opts.unattended && Path::new(JOB_DIR).is_dir() {
-            Path::new(JOB_DIR).join("recover-state.json")
-        } else {
-            PathBuf::from("/run/lifeboat/recover-state.json")
-        }
-    });
-    let mut journal = Journal::open(&state, &p.plan)?;
+    let mut journal = open_journal(opts, &p.plan)?;
     for note in check_foreign_data(&p.plan, &journal, opts.wipe || p.answers.wipe)? {
-        println!("{note}");
+        console.show(Event::Note(note));
     }
-    if !(opts.yes || opts.unattended || opts.dry_run) {
-        confirm(&p.plan)?;
+    if !(opts.yes || opts.unattended || opts.gate.is_dry_run()) {
+        console.confirm(&p.plan)?;
     }
-
-    // Prove that the disks are free (or held only by this plan's devices).
-    let allowed = safety::Allowed::of_plan(&p.plan);
-    let mounts = crate::mounts::mountinfo()?;
-    let swaps = crate::mounts::active_swaps();
-    for d in &p.plan.disks {
-        let reasons = safety::busy_reasons(&opts.sys, &d.new, &mounts, &swaps, &allowed)?;
-        if !reasons.is_empty() {
-            bail!("refusing to write {}: {}", d.new, reasons.join("; "));
-        }
-    }
-
-    let key_file = opts.key_file.clone().or_else(|| {
-        p.answers
-            .key_file
-            .as_ref()
-            .map(|k| PathBuf::from(resolve_relative(p.answers_dir.as_deref(), k)))
-    });
-    let per_device: BTreeMap<String, PathBuf> = p
-        .answers
-        .keys
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.clone(),
-                PathBuf::from(resolve_relative(p.answers_dir.as_deref(), v)),
-            )
-        })
-        .collect();
-    let ctx = Ctx {
-        dry_run: opts.dry_run,
-        keys: Keys::new(key_file, per_device, !opts.unattended),
-        header_dir: p.layout_path.parent().map(Path::to_path_buf),
-        luks_iter_time_ms: opts.luks_iter_time_ms.or(p.answers.luks_iter_time_ms),
-        root: opts.mount_root.clone(),
-        sys: opts.sys.clone(),
-        force_initramfs: opts.regenerate_initramfs,
-    };
-    let mut run_state = RunState::default();
+    check_disks_free(&opts.sys, &p.plan)?;
+    let ctx = context(opts, &p);
     if journal.done_count() > 0 {
-        println!(
-            "\nresuming: {} steps were completed by an earlier run",
-            journal.done_count()
-        );
+        console.show(Event::Resuming(journal.done_count()));
     }
-
-    let tables: Vec<(String, PartitionTable)> = p
-        .plan
-        .steps
-        .iter()
-        .filter_map(|s| match s {
-            Step::Partition { disk, table, .. } => Some((disk.clone(), table.clone())),
-            _ => None,
-        })
-        .collect();
-    let mut steps = Vec::new();
-    let mut restore_summary = None;
-    let mut checks = Vec::new();
-    let total = p.plan.steps.len();
-    for (i, step) in p.plan.steps.iter().enumerate() {
-        let id = step_id(step);
-        let title = render::step_title(step);
-        println!("\n[{}/{total}] {title}", i + 1);
-        let t = Instant::now();
-        // Destructive steps are redone unless recorded; the restore and the
-        // fixups are safe to redo but skipped when recorded too.
-        if journal.is_done(&id) && !matches!(step, Step::Mount { .. } | Step::Verify) {
-            if matches!(step, Step::FixConfig { .. }) {
-                // Which files changed is not recorded: assume the initramfs
-                // holds one of them.
-                run_state
-                    .configs_changed
-                    .push("/etc/fstab (rewritten by an earlier run)".into());
-            }
-            println!("      already done by an earlier run");
-            steps.push(StepReport {
-                id,
-                title,
-                status: StepStatus::AlreadyDone,
-                seconds: 0.0,
-                notes: vec![],
-            });
-            continue;
-        }
-        let notes = match step {
-            Step::Verify => {
-                checks = verify::verify(&ctx, &p.plan, restore_summary.as_ref())?;
-                for c in &checks {
-                    println!(
-                        "      {} {}: {}",
-                        if c.ok { "ok  " } else { "FAIL" },
-                        c.what,
-                        c.detail
-                    );
-                }
-                vec![]
-            }
-            Step::Restore { .. } => {
-                let backup = p
-                    .backup
-                    .as_ref()
-                    .context("a restore step without a backup")?;
-                let summary = backup.restore_into(&ctx.root, ctx.dry_run)?;
-                let note = summary.describe();
-                restore_summary = Some(summary);
-                vec![note]
-            }
-            other => apply(&ctx, other, &tables, &p.plan, &mut run_state)?,
-        };
-        for n in &notes {
-            println!("      {n}");
-        }
-        if !opts.dry_run {
-            journal.mark(&id)?;
-        }
-        failpoint(&id);
-        steps.push(StepReport {
-            id,
-            title,
-            status: if opts.dry_run {
-                StepStatus::DryRun
-            } else {
-                StepStatus::Done
-            },
-            seconds: t.elapsed().as_secs_f64(),
-            notes,
-        });
-    }
-
-    let ok = checks.iter().all(|c| c.ok);
+    let run = run_steps(&ctx, &p, &mut journal, console)?;
+    let ok = run.checks.iter().all(|c| c.ok);
     let report = Report {
         lifeboat_version: crate::VERSION.into(),
         hostname: p.layout.host.hostname.clone(),
@@ -664,51 +572,213 @@ pub fn recover(opts: &Options) -> Result<u8> {
         finished_at: util::rfc3339(util::now_epoch()),
         seconds: started.elapsed().as_secs_f64(),
         plan: p.plan.clone(),
-        steps,
-        restore: restore_summary,
-        checks,
+        steps: run.steps,
+        restore: run.restore,
+        checks: run.checks,
         ok,
     };
-    let json = serde_json::to_string_pretty(&report)? + "\n";
-    if !opts.dry_run {
-        let in_system = ctx.root.join("var/log/lifeboat");
-        if ctx.root.join("etc").is_dir() {
-            std::fs::create_dir_all(&in_system)?;
-            util::write_atomic(
-                &in_system.join("recovery-report.json"),
-                json.as_bytes(),
-                0o644,
-            )?;
-        }
-        if let Some(r) = &opts.report {
-            util::write_atomic(r, json.as_bytes(), 0o644)?;
-        }
+    if !opts.gate.is_dry_run() {
+        write_report(&ctx.root, opts.report.as_deref(), &report)?;
         if opts.drill && ok {
-            println!("{}", crate::drill::unit::plant(&ctx.root)?);
+            console.show(Event::Note(crate::drill::unit::plant(&ctx.root)?));
         }
-        finish(&p.plan, &ctx.root)?;
+        apply::finish(&p.plan, &ctx.root, &ctx.gate)?;
     }
-    println!(
-        "\nlifeboat recover: {} in {:.0}s{}",
-        if ok {
-            "recovery complete"
+    Ok(report)
+}
+
+/// The journal at `--state` (else the job disk's when unattended, else
+/// /run/lifeboat's): resumed, or fresh with `--start-over`.
+fn open_journal(opts: &Options, plan: &Plan) -> Result<Journal> {
+    let state = opts.state.clone().unwrap_or_else(|| {
+        if opts.unattended && Path::new(JOB_DIR).is_dir() {
+            Path::new(JOB_DIR).join("recover-state.json")
         } else {
-            "recovery finished with FAILED checks"
-        },
-        report.seconds,
-        if opts.dry_run {
-            " (dry run: nothing was written)"
-        } else {
-            ""
+            PathBuf::from("/run/lifeboat/recover-state.json")
         }
-    );
-    if let Some(r) = &report.restore {
-        println!("lifeboat recover: {}", r.describe());
+    });
+    if opts.start_over {
+        Ok(Journal::fresh(&state, plan))
+    } else {
+        Journal::open(&state, plan)
     }
-    if !ok {
-        bail!("verification failed: see the checks above");
+}
+
+/// Proves that the disks are free (or held only by this plan's devices).
+fn check_disks_free(sys: &Path, plan: &Plan) -> Result<()> {
+    let allowed = safety::Allowed::of_plan(plan);
+    let mounts = crate::mounts::mountinfo()?;
+    let swaps = crate::mounts::active_swaps();
+    for d in &plan.disks {
+        let reasons = safety::busy_reasons(sys, &d.new, &mounts, &swaps, &allowed)?;
+        if !reasons.is_empty() {
+            let words: Vec<String> = reasons.iter().map(ToString::to_string).collect();
+            bail!("refusing to write {}: {}", d.new, words.join("; "));
+        }
     }
-    Ok(0)
+    Ok(())
+}
+
+/// The context of the steps: the gate, the LUKS keys (files of the
+/// options or the answers, else asked), where the new system is mounted.
+fn context(opts: &Options, p: &Prepared) -> Ctx {
+    let base = p.answers_dir.as_deref();
+    let key_file = opts.key_file.clone().or_else(|| {
+        p.answers
+            .key_file
+            .as_ref()
+            .map(|k| PathBuf::from(resolve_relative(base, k)))
+    });
+    let per_device: BTreeMap<String, PathBuf> = p
+        .answers
+        .keys
+        .iter()
+        .map(|(k, v)| (k.clone(), PathBuf::from(resolve_relative(base, v))))
+        .collect();
+    Ctx {
+        gate: opts.gate.clone(),
+        keys: Keys::new(key_file, per_device, !opts.unattended),
+        header_dir: p.layout_path.parent().map(Path::to_path_buf),
+        luks_iter_time_ms: opts.luks_iter_time_ms.or(p.answers.luks_iter_time_ms),
+        root: opts.mount_root.clone(),
+        sys: opts.sys.clone(),
+        force_initramfs: opts.regenerate_initramfs,
+    }
+}
+
+/// What the steps produced for the report.
+#[derive(Default)]
+struct Run {
+    steps: Vec<StepReport>,
+    restore: Option<restore::RestoreSummary>,
+    checks: Vec<verify::Check>,
+    state: RunState,
+}
+
+/// Runs the plan's steps in order, skipping what the journal records and
+/// recording what is done.
+fn run_steps(
+    ctx: &Ctx,
+    p: &Prepared,
+    journal: &mut Journal,
+    console: &mut dyn Console,
+) -> Result<Run> {
+    let tables: Vec<(String, PartitionTable)> = p
+        .plan
+        .steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::Partition { disk, table, .. } => Some((disk.clone(), table.clone())),
+            _ => None,
+        })
+        .collect();
+    let mut run = Run::default();
+    let total = p.plan.steps.len();
+    for (i, step) in p.plan.steps.iter().enumerate() {
+        let title = render::step_title(step);
+        console.show(Event::Step {
+            number: i + 1,
+            total,
+            title: title.clone(),
+        });
+        let t = Instant::now();
+        let id = step_id(step);
+        // Destructive steps are redone unless recorded; the restore and the
+        // fixups are safe to redo but skipped when recorded too.
+        if journal.is_done(&id) && !matches!(step, Step::Mount { .. } | Step::Verify) {
+            if matches!(step, Step::FixConfig { .. }) {
+                // Which files changed is not recorded: assume the initramfs
+                // holds one of them.
+                run.state
+                    .configs_changed
+                    .push("/etc/fstab (rewritten by an earlier run)".into());
+            }
+            console.show(Event::AlreadyDone);
+            run.steps
+                .push(step_report(id, title, StepStatus::AlreadyDone, 0.0, vec![]));
+            continue;
+        }
+        let notes = run_step(ctx, p, step, &tables, &mut run, console)?;
+        console.show(Event::Notes(&notes));
+        if !ctx.dry_run() {
+            journal.mark(&id)?;
+        }
+        failpoint(&id);
+        let status = if ctx.dry_run() {
+            StepStatus::DryRun
+        } else {
+            StepStatus::Done
+        };
+        let seconds = t.elapsed().as_secs_f64();
+        run.steps
+            .push(step_report(id, title, status, seconds, notes));
+    }
+    Ok(run)
+}
+
+fn step_report(
+    id: String,
+    title: String,
+    status: StepStatus,
+    seconds: f64,
+    notes: Vec<String>,
+) -> StepReport {
+    StepReport {
+        id,
+        title,
+        status,
+        seconds,
+        notes,
+    }
+}
+
+/// One step: the verification and the restore here, the rest in [`apply`].
+fn run_step(
+    ctx: &Ctx,
+    p: &Prepared,
+    step: &Step,
+    tables: &[(String, PartitionTable)],
+    run: &mut Run,
+    console: &mut dyn Console,
+) -> Result<Vec<String>> {
+    match step {
+        Step::Verify => {
+            run.checks = verify::verify(ctx, &p.plan, run.restore.as_ref())?;
+            console.show(Event::Checks(&run.checks));
+            Ok(vec![])
+        }
+        Step::Restore { .. } => {
+            let backup = p
+                .backup
+                .as_ref()
+                .context("a restore step without a backup")?;
+            let summary = backup.restore_into(&ctx.root, &ctx.gate)?;
+            let note = summary.describe();
+            run.restore = Some(summary);
+            Ok(vec![note])
+        }
+        other => apply::apply(ctx, other, tables, &p.plan, &mut run.state),
+    }
+}
+
+/// The report into the recovered system (when it has an /etc) and to
+/// `--report`.
+fn write_report(root: &Path, extra: Option<&Path>, report: &Report) -> Result<()> {
+    let json = serde_json::to_string_pretty(report)? + "\n";
+    if root.join("etc").is_dir() {
+        let in_system = root.join("var/log/lifeboat");
+        std::fs::create_dir_all(&in_system)
+            .with_context(|| format!("creating {}", in_system.display()))?;
+        util::write_atomic(
+            &in_system.join("recovery-report.json"),
+            json.as_bytes(),
+            0o644,
+        )?;
+    }
+    if let Some(r) = extra {
+        util::write_atomic(r, json.as_bytes(), 0o644)?;
+    }
+    Ok(())
 }
 
 /// Refuses, before anything is written, a target disk that holds data
@@ -730,199 +800,6 @@ fn check_foreign_data(plan: &Plan, journal: &Journal, wipe: bool) -> Result<Vec<
         notes.push(format!("--wipe: overwriting {what}"));
     }
     Ok(notes)
-}
-
-/// Applies one storage or system step.
-fn apply(
-    ctx: &Ctx,
-    step: &Step,
-    tables: &[(String, PartitionTable)],
-    plan: &Plan,
-    state: &mut RunState,
-) -> Result<Vec<String>> {
-    let mut notes = Vec::new();
-    match step {
-        Step::Partition { disk, table, .. } => {
-            let devices = disk::partition_devices(disk, table);
-            let current = disk::read_table(Path::new(disk)).ok().flatten();
-            if current
-                .as_ref()
-                .is_some_and(|c| verify::same_table(c, table))
-            {
-                notes.push("the disk already has this partition table".into());
-            } else if !ctx.dry_run {
-                crate::exec::Cmd::new("wipefs")
-                    .args(["-a", "-q", disk])
-                    .run()?;
-                let mut f = disk::open_exclusive(disk)?;
-                disk::write_table(&mut f, table)
-                    .with_context(|| format!("writing the partition table of {disk}"))?;
-                drop(f);
-            }
-            disk::reread_and_wait(disk, &devices, ctx.dry_run)?;
-            if current.is_none()
-                || !current
-                    .as_ref()
-                    .is_some_and(|c| verify::same_table(c, table))
-            {
-                // Old signatures inside the new partitions (md superblocks,
-                // LVM labels) would confuse the tools that come next.
-                for d in &devices {
-                    crate::exec::Cmd::new("wipefs")
-                        .args(["-a", "-q", d])
-                        .mutating(ctx.dry_run)
-                        .run()?;
-                }
-            }
-            notes.push(format!("partitions: {}", devices.join(", ")));
-        }
-        Step::CreateMd { array } => storage::create_md(ctx, array)?,
-        Step::FormatLuks { luks, name } => storage::format_luks(ctx, luks, name)?,
-        Step::CreateVg {
-            vg,
-            pvs,
-            lvs,
-            internal_uuids,
-        } => storage::create_vg(ctx, vg, pvs, lvs, internal_uuids)?,
-        Step::Mkfs { fs } => mkfs::mkfs(ctx, fs)?,
-        Step::Mkswap { swap } => mkfs::mkswap(ctx, swap)?,
-        Step::Mount { mounts } => {
-            for m in mounts {
-                let target = ctx.root.join(m.mountpoint.trim_start_matches('/'));
-                if !ctx.dry_run {
-                    std::fs::create_dir_all(&target)
-                        .with_context(|| format!("creating {}", target.display()))?;
-                }
-                let mut c = crate::exec::Cmd::new("mount").args(["-t", m.fstype.as_str()]);
-                if !m.options.is_empty() {
-                    c = c.args(["-o", &m.options.join(",")]);
-                }
-                c.arg(&m.device).arg(&target).mutating(ctx.dry_run).run()?;
-            }
-        }
-        Step::FixConfig { replacements } => {
-            let changed = fixup::fix_config(&ctx.root, replacements, ctx.dry_run)?;
-            if changed.is_empty() {
-                notes.push("no file named a changed device".into());
-            } else {
-                notes.push(format!("rewrote {}", changed.join(", ")));
-            }
-            state.configs_changed.extend(changed);
-        }
-        Step::Migrate {
-            to,
-            fstab,
-            grub_dir,
-            package,
-        } => notes.extend(boot::migrate(
-            &ctx.root,
-            *to,
-            fstab.as_deref(),
-            grub_dir,
-            package,
-            ctx.dry_run,
-        )?),
-        Step::Network { nics } => {
-            let (report, changed) = network::rewrite(&ctx.root, nics, ctx.dry_run)?;
-            if report.is_empty() {
-                notes.push("no network configuration named the old interfaces".into());
-            }
-            notes.extend(report);
-            state.configs_changed.extend(changed);
-        }
-        Step::Initramfs => {
-            if !ctx.dry_run {
-                let disks: Vec<String> = plan
-                    .disks
-                    .iter()
-                    .map(|d| d.new.trim_start_matches("/dev/").to_string())
-                    .collect();
-                let drivers = crate::rescue::contents::driver_modules(&ctx.sys, &disks);
-                notes.push(fixup::regenerate_initramfs(
-                    &ctx.root,
-                    &drivers,
-                    &state.configs_changed,
-                    ctx.force_initramfs,
-                )?);
-            }
-        }
-        Step::Bootloader {
-            bios_disks,
-            efi_entries,
-            esps,
-            write_nvram,
-            grub_efi,
-        } => {
-            if !ctx.dry_run {
-                let chroot = fixup::Chroot::enter(&ctx.root)?;
-                if !bios_disks.is_empty() {
-                    notes.extend(boot::grub_bios(&chroot, bios_disks)?);
-                }
-                if *grub_efi {
-                    notes.extend(boot::grub_efi(&chroot, efi_entries)?);
-                }
-                if let Some(n) = boot::grub_config(&chroot)? {
-                    notes.push(n);
-                }
-                drop(chroot);
-                for esp in esps {
-                    let mp = esp_mountpoint(esp, ctx);
-                    match mp {
-                        Some(dir) => {
-                            if let Some(n) = boot::ensure_fallback(&dir, efi_entries)? {
-                                notes.push(n);
-                            }
-                        }
-                        None => notes.push(format!("ESP {esp} is not mounted in the new system: fallback loader not checked")),
-                    }
-                }
-                if *write_nvram && !efi_entries.is_empty() {
-                    notes.extend(boot::efi_entries(efi_entries, tables)?);
-                }
-            }
-        }
-        Step::Restore { .. } | Step::Verify => unreachable!("handled by the caller"),
-    }
-    Ok(notes)
-}
-
-/// Where the ESP `esp` (a new device path) is mounted under the root.
-fn esp_mountpoint(esp: &str, ctx: &Ctx) -> Option<PathBuf> {
-    let mounts = crate::mounts::mountinfo().ok()?;
-    let want = std::fs::canonicalize(esp).ok()?;
-    mounts
-        .into_iter()
-        .filter(|m| m.path().starts_with(&ctx.root))
-        .find(|m| std::fs::canonicalize(&m.source).ok().as_ref() == Some(&want))
-        .map(|m| PathBuf::from(m.mountpoint))
-}
-
-/// Leaves the disks in a clean state: unmounted, VGs deactivated, LUKS
-/// closed, md arrays stopped.
-fn finish(plan: &Plan, root: &Path) -> Result<()> {
-    crate::exec::Cmd::new("sync").run().ok();
-    mount::unmount_tree(root)?;
-    for s in plan.steps.iter().rev() {
-        match s {
-            Step::CreateVg { vg, .. } => {
-                crate::exec::Cmd::new("lvm")
-                    .args(["vgchange", "-an", &vg.name])
-                    .run()?;
-            }
-            Step::FormatLuks { name, .. } if Path::new(&format!("/dev/mapper/{name}")).exists() => {
-                crate::exec::Cmd::new("cryptsetup")
-                    .args(["close", name])
-                    .run()?;
-            }
-            Step::CreateMd { array } => {
-                crate::exec::Cmd::new("mdadm")
-                    .args(["--stop", &array.device])
-                    .run()?;
-            }
-            _ => {}
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

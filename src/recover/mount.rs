@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::exec::Cmd;
+use crate::exec::{Cmd, Gate};
 
 /// A file system mounted on a fresh temporary folder, unmounted on drop.
 /// The folder is removed only once the unmount succeeded.
@@ -61,7 +61,7 @@ impl Drop for TempMount {
 }
 
 /// Unmounts everything at or below `root`, deepest first.
-pub fn unmount_tree(root: &Path) -> Result<()> {
+pub fn unmount_tree(root: &Path, gate: &Gate) -> Result<()> {
     let mut under: Vec<PathBuf> = crate::mounts::mountinfo()?
         .into_iter()
         .map(|m| PathBuf::from(m.mountpoint))
@@ -72,6 +72,7 @@ pub fn unmount_tree(root: &Path) -> Result<()> {
     for m in under {
         Cmd::new("umount")
             .arg(&m)
+            .mutating(gate)
             .run()
             .with_context(|| format!("unmounting {}", m.display()))?;
     }

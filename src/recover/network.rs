@@ -23,6 +23,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 
+use crate::exec::Gate;
 use crate::plan::nic::NicPlan;
 
 /// Folders holding network configuration, with the file names taken there.
@@ -80,74 +81,111 @@ pub fn link_file(name: &str, mac: &str, old_mac: &str) -> String {
 
 /// Rewrites the network configuration below `root` for `nics`. Returns one
 /// line per change, and the files changed (as `/etc/...`).
-pub fn rewrite(root: &Path, nics: &NicPlan, dry_run: bool) -> Result<(Vec<String>, Vec<String>)> {
-    let tree = Beneath::open(root)?;
-    let macs: Vec<(String, String)> = nics
-        .pairs
+pub fn rewrite(root: &Path, nics: &NicPlan, gate: &Gate) -> Result<(Vec<String>, Vec<String>)> {
+    let mut out = Rewrite {
+        tree: Beneath::open(root)?,
+        root,
+        gate,
+        report: Vec::new(),
+        files: Vec::new(),
+        pinned: Vec::new(),
+    };
+    out.replace_in_configs(nics)?;
+    out.pin_names(nics)?;
+    Ok((out.report, out.files))
+}
+
+/// A rewrite of the tree at `root` and what it did: lines for the report,
+/// files changed, and the new MACs a .link file or udev rule already names.
+struct Rewrite<'a> {
+    tree: Beneath,
+    root: &'a Path,
+    gate: &'a Gate,
+    report: Vec<String>,
+    files: Vec<String>,
+    pinned: Vec<String>,
+}
+
+/// The interfaces whose MAC changed.
+fn changed(nics: &NicPlan) -> impl Iterator<Item = &crate::plan::nic::NicPair> {
+    nics.pairs
         .iter()
         .filter(|p| !p.old.mac.eq_ignore_ascii_case(&p.new.mac))
-        .map(|p| (p.old.mac.clone(), p.new.mac.clone()))
-        .collect();
-    let mut report = Vec::new();
-    let mut files = Vec::new();
-    let mut pinned: Vec<String> = Vec::new();
-    for (dir, suffixes) in CONFIG_DIRS {
-        for name in tree.list(dir) {
-            if !suffixes.iter().any(|s| name.ends_with(s)) || name.starts_with('.') {
-                continue;
-            }
-            let rel = format!("{dir}/{name}");
-            let Some((text, mode)) = tree.read(&rel)? else {
-                continue;
-            };
-            let (new, done) = replace_macs(&text, &macs);
-            if done.is_empty() {
-                continue;
-            }
-            if !dry_run {
-                tree.write(&rel, new.as_bytes(), mode)?;
-            }
-            for (o, n) in &done {
-                report.push(format!("/{rel}: MAC {o} -> {n}"));
-                if name.ends_with(".link") || dir.ends_with("rules.d") {
-                    pinned.push(n.clone());
+}
+
+impl Rewrite<'_> {
+    /// Old MACs replaced by the new ones in every configuration file.
+    fn replace_in_configs(&mut self, nics: &NicPlan) -> Result<()> {
+        let macs: Vec<(String, String)> = changed(nics)
+            .map(|p| (p.old.mac.clone(), p.new.mac.clone()))
+            .collect();
+        for (dir, suffixes) in CONFIG_DIRS {
+            for name in self.tree.list(dir) {
+                if !suffixes.iter().any(|s| name.ends_with(s)) || name.starts_with('.') {
+                    continue;
                 }
+                let rel = format!("{dir}/{name}");
+                let Some((text, mode)) = self.tree.read(&rel)? else {
+                    continue;
+                };
+                let (new, done) = replace_macs(&text, &macs);
+                if done.is_empty() {
+                    continue;
+                }
+                if self
+                    .gate
+                    .allow(format_args!("write {}", self.root.join(&rel).display()))
+                {
+                    self.tree.write(&rel, new.as_bytes(), mode)?;
+                }
+                for (o, n) in &done {
+                    self.report.push(format!("/{rel}: MAC {o} -> {n}"));
+                    if name.ends_with(".link") || dir.ends_with("rules.d") {
+                        self.pinned.push(n.clone());
+                    }
+                }
+                self.files.push(format!("/{rel}"));
             }
-            files.push(format!("/{rel}"));
         }
+        Ok(())
     }
-    let udevd = UDEVD.iter().any(|p| tree.exists(p));
-    for p in nics
-        .pairs
-        .iter()
-        .filter(|p| !p.old.mac.eq_ignore_ascii_case(&p.new.mac))
-    {
-        if pinned.iter().any(|m| m.eq_ignore_ascii_case(&p.new.mac)) {
-            continue;
-        }
-        if !udevd {
-            report.push(format!(
-                "{}: no systemd-udevd in the restored system to give {} this name; \
+
+    /// A `.link` file giving each new interface its old name, unless a
+    /// rewritten file already does (or there is no udevd to read it).
+    fn pin_names(&mut self, nics: &NicPlan) -> Result<()> {
+        let udevd = UDEVD.iter().any(|p| self.tree.exists(p));
+        for p in changed(nics) {
+            if self
+                .pinned
+                .iter()
+                .any(|m| m.eq_ignore_ascii_case(&p.new.mac))
+            {
+                continue;
+            }
+            if !udevd {
+                self.report.push(format!(
+                    "{}: no systemd-udevd in the restored system to give {} this name; \
                  the kernel names it",
-                p.old.name, p.new.mac
+                    p.old.name, p.new.mac
+                ));
+                continue;
+            }
+            let rel = format!("etc/systemd/network/10-lifeboat-{}.link", p.old.name);
+            if self
+                .gate
+                .allow(format_args!("write {}", self.root.join(&rel).display()))
+            {
+                let text = link_file(&p.old.name, &p.new.mac, &p.old.mac);
+                self.tree.write(&rel, text.as_bytes(), 0o644)?;
+            }
+            self.report.push(format!(
+                "/{rel}: written, the interface {} is named {}",
+                p.new.mac, p.old.name
             ));
-            continue;
+            self.files.push(format!("/{rel}"));
         }
-        let rel = format!("etc/systemd/network/10-lifeboat-{}.link", p.old.name);
-        if !dry_run {
-            tree.write(
-                &rel,
-                link_file(&p.old.name, &p.new.mac, &p.old.mac).as_bytes(),
-                0o644,
-            )?;
-        }
-        report.push(format!(
-            "/{rel}: written, the interface {} is named {}",
-            p.new.mac, p.old.name
-        ));
-        files.push(format!("/{rel}"));
+        Ok(())
     }
-    Ok((report, files))
 }
 
 /// A directory handle below which files are read and replaced without
@@ -394,7 +432,7 @@ mod tests {
     fn every_format_is_rewritten_and_reported() {
         for (rel, text) in FILES {
             let t = tree(&[(rel, text)], true);
-            let (report, changed) = rewrite(t.path(), &plan(), false).unwrap();
+            let (report, changed) = rewrite(t.path(), &plan(), &Gate::live()).unwrap();
             let got = read(&t, rel);
             assert_eq!(got, text.replace(OLD, NEW), "{rel}");
             assert!(
@@ -427,13 +465,13 @@ mod tests {
     #[test]
     fn without_udevd_the_report_says_so_and_dry_run_writes_nothing() {
         let t = tree(FILES, false);
-        let (report, _) = rewrite(t.path(), &plan(), true).unwrap();
+        let (report, _) = rewrite(t.path(), &plan(), &Gate::dry_run(|_| ())).unwrap();
         for (rel, text) in FILES {
             assert_eq!(&read(&t, rel), text, "dry run wrote {rel}");
         }
         assert_eq!(report.len(), FILES.len(), "{report:#?}");
         let t = tree(&FILES[..1], false);
-        let (report, _) = rewrite(t.path(), &plan(), false).unwrap();
+        let (report, _) = rewrite(t.path(), &plan(), &Gate::live()).unwrap();
         assert_eq!(
             report[1],
             "ens3: no systemd-udevd in the restored system to give 52:54:00:ab:cd:ef this name; \
@@ -468,7 +506,7 @@ mod tests {
         symlink(o.join("interfaces"), etc.join("network/interfaces")).unwrap();
         std::fs::create_dir_all(etc.join("systemd")).unwrap();
         symlink(o.join("network"), etc.join("systemd/network")).unwrap();
-        let err = rewrite(t.path(), &plan(), false).unwrap_err();
+        let err = rewrite(t.path(), &plan(), &Gate::live()).unwrap_err();
         assert!(
             format!("{err:#}").contains("/etc/systemd/network in the restored system"),
             "{err:#}"

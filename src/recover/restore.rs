@@ -53,6 +53,8 @@ pub struct Backup {
     manifest: Manifest,
     /// The decrypted layout of an encrypted generation (private, in /run).
     layout_copy: Option<tempfile::NamedTempFile>,
+    /// Which generation `--at` picked, in words (for the caller to show).
+    pub picked_at: Option<String>,
 }
 
 /// Where a backup lives: a backup folder, or a restic/Borg repository
@@ -142,7 +144,7 @@ impl Backup {
     }
 
     /// Opens generation `id`, else the newest started at or before `at`
-    /// (`--at`, saying which on stdout), else the newest; `identity` is
+    /// (`--at`, saying which in [`Backup::picked_at`]), else the newest; `identity` is
     /// asked for the identity only when the generation is encrypted.
     pub fn open_pick(
         spec: &str,
@@ -162,13 +164,12 @@ impl Backup {
         }
         let dest = Destination::open(spec, None, false)?;
         let mut store = Store::new(&dest.path);
-        let picked = match (id, at) {
+        let (picked, picked_at) = match (id, at) {
             (None, Some(at)) => {
                 let (g, line) = store.pick_at(at)?;
-                println!("{line}");
-                Some(g.id)
+                (Some(g.id), Some(line))
             }
-            _ => id.map(String::from),
+            _ => (id.map(String::from), None),
         };
         if store.pick(picked.as_deref())?.encryption.is_some() {
             store = Store::with_identities(&dest.path, Some(identity()?));
@@ -184,6 +185,7 @@ impl Backup {
             generation,
             manifest,
             layout_copy,
+            picked_at,
         })
     }
 
@@ -209,6 +211,7 @@ impl Backup {
             generation: loaded.generation,
             manifest: loaded.manifest,
             layout_copy: None,
+            picked_at: None,
         })
     }
 
@@ -274,8 +277,12 @@ impl Backup {
     }
 
     /// Restores the generation and its chain into `root`.
-    pub fn restore_into(&self, root: &Path, dry_run: bool) -> Result<RestoreSummary> {
-        if dry_run {
+    pub fn restore_into(&self, root: &Path, gate: &crate::exec::Gate) -> Result<RestoreSummary> {
+        if !gate.allow(format_args!(
+            "restore generation {} into {}",
+            self.generation.id,
+            root.display()
+        )) {
             return Ok(RestoreSummary {
                 generation: self.generation.id.clone(),
                 files: 0,

@@ -90,7 +90,7 @@ fn md_key(uuid: &str) -> String {
 }
 
 /// `md_key` with the bytes of each 32-bit word reversed.
-fn swap_words(key: &str) -> String {
+pub(super) fn swap_words(key: &str) -> String {
     let b = key.as_bytes();
     b.chunks(8)
         .flat_map(|w| w.rchunks(2).flatten().copied().collect::<Vec<u8>>())
@@ -160,15 +160,73 @@ impl Allowed {
     }
 }
 
-/// A holder in words: `device-mapper device vg0-root (dm-0, uuid LVM-...)`.
-fn describe_holder(sys: &Path, kname: &str) -> String {
-    match (dm_name(sys, kname), read_attr(sys, kname, "dm/uuid")) {
-        (Some(n), Some(u)) => format!("device-mapper device {n} ({kname}, uuid {u})"),
-        (Some(n), None) => format!("device-mapper device {n} ({kname})"),
-        _ => match md_uuid(sys, kname) {
-            Some(u) => format!("md array {kname} (UUID {u})"),
-            None => kname.to_string(),
-        },
+/// Why a disk cannot be written now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Busy {
+    /// `device` (the disk, a partition or a device stacked on them) is
+    /// mounted.
+    Mounted { device: String, mountpoint: String },
+    /// `device` is active as swap.
+    Swap { device: String },
+    /// A device the plan does not create is stacked on the disk.
+    HeldBy(Holder),
+}
+
+/// A device stacked on a disk, by kernel name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Holder {
+    /// A device-mapper device (LVM, LUKS) with its name and dm uuid.
+    DeviceMapper {
+        kname: String,
+        name: String,
+        uuid: Option<String>,
+    },
+    /// An md array with its UUID.
+    Md { kname: String, uuid: String },
+    /// Something else the kernel lists as a holder.
+    Other { kname: String },
+}
+
+impl std::fmt::Display for Busy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Busy::Mounted { device, mountpoint } => {
+                write!(f, "{device} is mounted on {mountpoint}")
+            }
+            Busy::Swap { device } => write!(f, "{device} is active as swap"),
+            Busy::HeldBy(h) => write!(f, "it is held by {h}"),
+        }
+    }
+}
+
+impl std::fmt::Display for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Holder::DeviceMapper { kname, name, uuid } => {
+                write!(f, "device-mapper device {name} ({kname}")?;
+                if let Some(u) = uuid {
+                    write!(f, ", uuid {u}")?;
+                }
+                f.write_str(")")
+            }
+            Holder::Md { kname, uuid } => write!(f, "md array {kname} (UUID {uuid})"),
+            Holder::Other { kname } => f.write_str(kname),
+        }
+    }
+}
+
+impl Holder {
+    /// What the holder `kname` is, from sysfs (and mdadm).
+    fn of(sys: &Path, kname: &str) -> Holder {
+        let kname = kname.to_string();
+        if let Some(name) = dm_name(sys, &kname) {
+            let uuid = read_attr(sys, &kname, "dm/uuid");
+            return Holder::DeviceMapper { kname, name, uuid };
+        }
+        match md_uuid(sys, &kname) {
+            Some(uuid) => Holder::Md { kname, uuid },
+            None => Holder::Other { kname },
+        }
     }
 }
 
@@ -179,35 +237,34 @@ pub fn busy_reasons(
     mounts: &[MountInfo],
     swaps: &[ActiveSwap],
     allowed: &Allowed,
-) -> Result<Vec<String>> {
+) -> Result<Vec<Busy>> {
     let own = disk_and_partitions(sys, disk);
     let above = stacked(sys, &own);
     let mut all: BTreeSet<String> = own.iter().cloned().collect();
     all.extend(above.iter().cloned());
-    let mut reasons = Vec::new();
-    for m in mounts {
-        if !m.source.starts_with("/dev/") {
-            continue;
-        }
-        if let Some(k) = kernel_name(&m.source) {
-            if all.contains(&k) {
-                reasons.push(format!("{} is mounted on {}", m.source, m.mountpoint));
-            }
-        }
-    }
-    for swap in swaps {
-        let dev = &swap.filename;
-        if let Some(k) = kernel_name(dev) {
-            if all.contains(&k) {
-                reasons.push(format!("{dev} is active as swap"));
-            }
-        }
-    }
-    for h in &above {
-        if !allowed.allows(sys, h) {
-            reasons.push(format!("it is held by {}", describe_holder(sys, h)));
-        }
-    }
+    let on_disk = |dev: &str| kernel_name(dev).is_some_and(|k| all.contains(&k));
+    let mut reasons: Vec<Busy> = mounts
+        .iter()
+        .filter(|m| m.source.starts_with("/dev/") && on_disk(&m.source))
+        .map(|m| Busy::Mounted {
+            device: m.source.clone(),
+            mountpoint: m.mountpoint.clone(),
+        })
+        .collect();
+    reasons.extend(
+        swaps
+            .iter()
+            .filter(|s| on_disk(&s.filename))
+            .map(|s| Busy::Swap {
+                device: s.filename.clone(),
+            }),
+    );
+    reasons.extend(
+        above
+            .iter()
+            .filter(|h| !allowed.allows(sys, h))
+            .map(|h| Busy::HeldBy(Holder::of(sys, h))),
+    );
     Ok(reasons)
 }
 
@@ -306,17 +363,96 @@ mod tests {
 
         let none = Allowed::default();
         let r = busy_reasons(s, "/dev/vda", &[], &[], &none).unwrap();
-        assert_eq!(r.len(), 3, "{r:?}");
-        assert!(r
-            .iter()
-            .any(|x| x.contains("device-mapper device vg0-root (dm-0, uuid LVM-")));
-        assert!(r
-            .iter()
-            .any(|x| x.contains("md array md0 (UUID 11111111-2222")));
+        let lv = format!(
+            "LVM-{}{}",
+            VG_UUID.replace('-', ""),
+            "LBlv01".repeat(5) + "xx"
+        );
+        let crypt = "CRYPT-LUKS2-22222222000040008000000000000002-cryptroot";
+        let dm = |kname: &str, name: &str, uuid: &str| {
+            Busy::HeldBy(Holder::DeviceMapper {
+                kname: kname.into(),
+                name: name.into(),
+                uuid: Some(uuid.into()),
+            })
+        };
+        assert_eq!(
+            r,
+            [
+                dm("dm-0", "vg0-root", &lv),
+                dm("dm-1", "cryptroot", crypt),
+                Busy::HeldBy(Holder::Md {
+                    kname: "md0".into(),
+                    uuid: "11111111-2222-2222-3333-333344444444".into()
+                }),
+            ]
+        );
+        assert_eq!(
+            r[0].to_string(),
+            format!("it is held by device-mapper device vg0-root (dm-0, uuid {lv})")
+        );
+        assert_eq!(
+            r[2].to_string(),
+            "it is held by md array md0 (UUID 11111111-2222-2222-3333-333344444444)"
+        );
 
         let ours = Allowed::of_plan(&plan(MD_UUID, VG_UUID, LUKS_UUID));
         let r = busy_reasons(s, "/dev/vda", &[], &[], &ours).unwrap();
         assert!(r.is_empty(), "{r:?}");
+    }
+
+    #[test]
+    fn mounts_and_swap_on_the_disk_or_above_it_are_named() {
+        let sys = tree();
+        let dev = tempfile::tempdir().unwrap();
+        // Device paths whose last component is the kernel name.
+        let path = |k: &str| {
+            let p = dev.path().join(k);
+            std::fs::write(&p, "").unwrap();
+            p.display().to_string()
+        };
+        let mount = |source: String, mp: &str| MountInfo {
+            id: 1,
+            parent: 0,
+            devnum: (0, 0),
+            root: "/".into(),
+            mountpoint: mp.into(),
+            options: "rw".into(),
+            fstype: "ext4".into(),
+            source,
+            fs_options: "rw".into(),
+        };
+        // A mount source must be below /dev: this one resolves to vda1.
+        let boot = format!("/dev/..{}", path("vda1"));
+        let mounts = [
+            mount("/dev/elsewhere".into(), "/x"),
+            mount(boot.clone(), "/boot"),
+        ];
+        let swaps = [ActiveSwap {
+            filename: path("dm-0"),
+            is_file: false,
+            size_bytes: 1,
+            priority: -2,
+        }];
+        let all = Allowed::of_plan(&plan(MD_UUID, VG_UUID, LUKS_UUID));
+        let r = busy_reasons(sys.path(), "/dev/vda", &mounts, &swaps, &all).unwrap();
+        assert_eq!(
+            r,
+            [
+                Busy::Mounted {
+                    device: boot.clone(),
+                    mountpoint: "/boot".into()
+                },
+                Busy::Swap {
+                    device: swaps[0].filename.clone()
+                }
+            ]
+        );
+        assert_eq!(r[0].to_string(), format!("{boot} is mounted on /boot"));
+        assert_eq!(
+            r[1].to_string(),
+            format!("{} is active as swap", swaps[0].filename)
+        );
     }
 
     #[test]
@@ -346,6 +482,10 @@ mod tests {
         let md_only = Allowed::of_plan(&plan(MD_UUID, "x", "y"));
         let r = busy_reasons(sys.path(), "/dev/vda", &[], &[], &md_only).unwrap();
         assert_eq!(r.len(), 2, "{r:?}");
-        assert!(r.iter().all(|x| x.contains("device-mapper")), "{r:?}");
+        assert!(
+            r.iter()
+                .all(|x| matches!(x, Busy::HeldBy(Holder::DeviceMapper { .. }))),
+            "{r:?}"
+        );
     }
 }

@@ -47,7 +47,7 @@ pub fn create_md(ctx: &Ctx, array: &MdArray) -> Result<()> {
     let mut members: Vec<_> = array.members.iter().filter(|m| !m.spare).collect();
     members.sort_by_key(|m| m.role);
     let spares: Vec<_> = array.members.iter().filter(|m| m.spare).collect();
-    if !ctx.dry_run
+    if !ctx.dry_run()
         && members
             .iter()
             .all(|m| md_uuid_of(&m.device, true).is_some_and(|u| same(&u)))
@@ -57,7 +57,7 @@ pub fn create_md(ctx: &Ctx, array: &MdArray) -> Result<()> {
             .args(["--assemble", "--run", &array.device])
             .args(array.members.iter().map(|m| m.device.as_str()))
             .env("MDADM_NO_SYSTEMCTL", "1")
-            .mutating(ctx.dry_run)
+            .mutating(&ctx.gate)
             .run()?;
         return Ok(());
     }
@@ -101,7 +101,7 @@ pub fn create_md(ctx: &Ctx, array: &MdArray) -> Result<()> {
     }
     cmd.args(&slots)
         .args(spares.iter().map(|m| m.device.as_str()))
-        .mutating(ctx.dry_run)
+        .mutating(&ctx.gate)
         .run()
         .with_context(|| format!("creating md array {}", array.device))?;
     Ok(())
@@ -138,7 +138,7 @@ pub fn format_luks(ctx: &Ctx, luks: &LuksDevice, name: &str) -> Result<()> {
                 "--header-backup-file",
             ])
             .arg(&header)
-            .mutating(ctx.dry_run)
+            .mutating(&ctx.gate)
             .run()
             .with_context(|| format!("restoring the LUKS header of {}", luks.device))?;
     } else {
@@ -171,7 +171,7 @@ pub fn format_luks(ctx: &Ctx, luks: &LuksDevice, name: &str) -> Result<()> {
         cmd.arg("--key-file")
             .arg(keyfile)
             .arg(&luks.device)
-            .mutating(ctx.dry_run)
+            .mutating(&ctx.gate)
             .run()
             .with_context(|| format!("formatting LUKS on {}", luks.device))?;
     }
@@ -180,7 +180,7 @@ pub fn format_luks(ctx: &Ctx, luks: &LuksDevice, name: &str) -> Result<()> {
             .args(["open", "--key-file"])
             .arg(keyfile)
             .args([&luks.device, name])
-            .mutating(ctx.dry_run)
+            .mutating(&ctx.gate)
             .run()
             .with_context(|| format!("opening LUKS {} as {name}", luks.device))?;
     }
@@ -213,7 +213,7 @@ pub fn create_vg(
             vg.uuid
         );
         lvm(&["vgchange", "-ay", &vg.name])
-            .mutating(ctx.dry_run)
+            .mutating(&ctx.gate)
             .run()?;
         return Ok(());
     }
@@ -233,14 +233,14 @@ pub fn create_vg(
             &pv.uuid,
             &pv.device,
         ])
-        .mutating(ctx.dry_run)
+        .mutating(&ctx.gate)
         .run()
         .with_context(|| format!("creating PV {}", pv.device))?;
     }
     let extent = format!("{}b", vg.extent_size_bytes);
     let mut cmd = lvm(&["vgcreate", "-y", "-s", &extent, &vg.name]);
     cmd = cmd.args(pvs.iter().map(|p| p.device.as_str()));
-    cmd.mutating(ctx.dry_run)
+    cmd.mutating(&ctx.gate)
         .run()
         .with_context(|| format!("creating volume group {}", vg.name))?;
 
@@ -261,7 +261,11 @@ pub fn create_vg(
     for l in &order {
         create_lv(ctx, vg, l)?;
     }
-    if ctx.dry_run {
+    if !ctx.gate.allow(format_args!(
+        "give volume group {} and its logical volumes their old UUIDs \
+         (vgcfgbackup, the metadata patched, vgcfgrestore)",
+        vg.name
+    )) {
         return Ok(());
     }
     let has_thin = order
@@ -287,7 +291,7 @@ fn create_lv(ctx: &Ctx, vg: &VolumeGroup, l: &NewLv) -> Result<()> {
     cmd.args(lv_shape_args(vg, l, segtype)?)
         .arg(&vg.name)
         .args(placement_args(&l.placement))
-        .mutating(ctx.dry_run)
+        .mutating(&ctx.gate)
         .run()
         .with_context(|| format!("creating logical volume {}/{}", vg.name, l.lv.name))?;
     if let Placement::Extents(ranges) = &l.placement {
@@ -296,7 +300,7 @@ fn create_lv(ctx: &Ctx, vg: &VolumeGroup, l: &NewLv) -> Result<()> {
             lvm(&["lvextend", "-y", "-l", &format!("+{}", r.count)])
                 .arg(format!("{}/{}", vg.name, l.lv.name))
                 .arg(r.arg())
-                .mutating(ctx.dry_run)
+                .mutating(&ctx.gate)
                 .run()
                 .with_context(|| format!("placing {}/{} on {}", vg.name, l.lv.name, r.arg()))?;
         }
@@ -374,8 +378,14 @@ fn restore_uuids(
 ) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("vg.conf");
-    lvm(&["vgchange", "-an", &vg.name]).run()?;
-    lvm(&["vgcfgbackup", "-f"]).arg(&file).arg(&vg.name).run()?;
+    lvm(&["vgchange", "-an", &vg.name])
+        .mutating(&ctx.gate)
+        .run()?;
+    lvm(&["vgcfgbackup", "-f"])
+        .arg(&file)
+        .arg(&vg.name)
+        .mutating(&ctx.gate)
+        .run()?;
     let text = std::fs::read_to_string(&file)?;
     let lv_ids: BTreeMap<String, String> = internal_uuids
         .clone()
@@ -394,10 +404,12 @@ fn restore_uuids(
         cmd = cmd.arg("--force");
     }
     cmd.arg(&vg.name)
-        .mutating(ctx.dry_run)
+        .mutating(&ctx.gate)
         .run()
         .with_context(|| format!("restoring the UUIDs of volume group {}", vg.name))?;
-    lvm(&["vgchange", "-ay", &vg.name]).run()?;
+    lvm(&["vgchange", "-ay", &vg.name])
+        .mutating(&ctx.gate)
+        .run()?;
     Ok(())
 }
 

@@ -86,7 +86,7 @@ fn show(v: &Option<String>) -> &str {
 /// Re-captures the new disks (with the new system mounted at `ctx.root`)
 /// and checks every object the plan created against it.
 pub fn verify(ctx: &Ctx, plan: &Plan, restore: Option<&RestoreSummary>) -> Result<Vec<Check>> {
-    if ctx.dry_run {
+    if ctx.dry_run() {
         return Ok(vec![]);
     }
     let got = crate::layout::capture(&crate::layout::CaptureOptions {
