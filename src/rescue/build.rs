@@ -14,6 +14,7 @@ use super::elf::LibResolver;
 use super::inputs::ImageInputs;
 use super::iso::{self, BootMenu, IsoInputs};
 use super::kernel::{self, Kernel, ModuleIndex};
+use super::secureboot::{self, SecureBootRecord};
 use super::tree::{image_path, Tree};
 use crate::exec::{self, Cmd};
 use crate::layout::Layout;
@@ -76,6 +77,9 @@ pub struct Options {
     pub capture: Option<crate::layout::CaptureOptions>,
     /// Ship the host's CA certificates (a restic destination over HTTPS).
     pub ca_certificates: bool,
+    /// Where the signed shim and GRUB are looked up (`--secure-boot-root`;
+    /// `None`: `/`).
+    pub secure_boot_root: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -96,6 +100,7 @@ impl Default for Options {
             backup_generation: None,
             capture: None,
             ca_certificates: false,
+            secure_boot_root: None,
         }
     }
 }
@@ -128,6 +133,10 @@ pub struct BuildRecord {
     /// was built, updated by scheduled runs that find the image current.
     #[serde(default)]
     pub backup: Option<String>,
+    /// Whether the ISO boots with Secure Boot on, and why not (none
+    /// without an ISO and in records of older versions).
+    #[serde(default)]
+    pub secure_boot: Option<SecureBootRecord>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -182,10 +191,13 @@ pub fn mkrescue(opts: &Options) -> Result<BuildRecord> {
     exec::require(&tools).with_context(|| format!("building a rescue image for {needs_from}"))?;
     // --add-program: anything, checked when it is added.
     required.extend(opts.add_programs.iter().cloned());
+    let loaders = secureboot::find_loaders(&opts.secure_boot_root());
     let iso_inputs = if opts.no_iso {
         None
     } else {
-        Some(IsoInputs::find()?)
+        let mut found = IsoInputs::find()?;
+        found.signed = loaders.as_ref().ok().cloned();
+        Some(found)
     };
     let grafts = match &opts.include_backup {
         Some(_) if opts.no_iso => {
@@ -212,6 +224,10 @@ pub fn mkrescue(opts: &Options) -> Result<BuildRecord> {
     let mut tree = Tree::new();
     let (modules, firmware) =
         add_modules(&mut tree, &kernel, layout.as_ref(), opts, staging.path())?;
+    let secure_boot = match iso_inputs {
+        Some(_) => Some(secure_boot_record(&loaders, &kernel, staging.path())?),
+        None => None,
+    };
     let (programs, libraries) = add_programs(&mut tree, &required, &optional)?;
     add_system_files(&mut tree, layout.as_ref(), opts)?;
 
@@ -314,9 +330,42 @@ pub fn mkrescue(opts: &Options) -> Result<BuildRecord> {
         fingerprint: Some(inputs.fingerprint()),
         inputs: Some(inputs),
         backup: opts.backup_generation.clone(),
+        secure_boot,
     };
     record.save(&opts.output)?;
     Ok(record)
+}
+
+/// Whether the ISO boots with Secure Boot on: the signed loaders found,
+/// the kernel signed, and the modules (staged by [`add_modules`] in
+/// `staging`) signed.
+fn secure_boot_record(
+    loaders: &Result<secureboot::SignedLoaders, secureboot::NotCapable>,
+    kernel: &Kernel,
+    staging: &Path,
+) -> Result<SecureBootRecord> {
+    let signed = secureboot::pe_signed(&kernel.image).unwrap_or(false);
+    let modules = staging.join("modroot/lib/modules").join(&kernel.version);
+    let unsigned = secureboot::unsigned_modules(&modules)?;
+    let record = secureboot::decide(loaders, &kernel.image, signed, unsigned);
+    if signed && !record.unsigned_modules.is_empty() {
+        log::warn!(
+            "{} module(s) of the image are not signed: with Secure Boot on the kernel refuses them ({})",
+            record.unsigned_modules.len(),
+            record.unsigned_modules.join(", ")
+        );
+    }
+    log::info!("{}", record.summary());
+    Ok(record)
+}
+
+impl Options {
+    /// The root the signed loaders are looked up in.
+    pub fn secure_boot_root(&self) -> PathBuf {
+        self.secure_boot_root
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/"))
+    }
 }
 
 /// Where an included backup goes on the ISO (the rescue finds it there).

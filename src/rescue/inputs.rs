@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::build::{cmdline, sha256_file, Compression, Options};
 use super::kernel::{self, Kernel};
+use super::secureboot;
 
 /// The inputs of one build. Two builds with equal inputs give the same
 /// image (but for the build time).
@@ -29,6 +30,10 @@ pub struct ImageInputs {
     pub iso: bool,
     pub luks_headers: bool,
     pub include_backup: Option<String>,
+    /// The SHA-256 of the signed shim and GRUB put on the ISO (none
+    /// without them, and in records of older versions).
+    #[serde(default)]
+    pub secure_boot_loaders: Option<String>,
 }
 
 impl ImageInputs {
@@ -57,6 +62,10 @@ impl ImageInputs {
                 .include_backup
                 .as_deref()
                 .map(|p| p.display().to_string()),
+            secure_boot_loaders: match secureboot::find_loaders(&opts.secure_boot_root()) {
+                Ok(l) if !opts.no_iso => Some(secureboot::loaders_sha256(&l)?),
+                _ => None,
+            },
         })
     }
 
@@ -99,6 +108,9 @@ impl ImageInputs {
                 i.include_backup.clone(),
             )
         };
+        if self.secure_boot_loaders != now.secure_boot_loaders {
+            out.push("the signed boot loaders (shim, GRUB) changed".into());
+        }
         if config(self) != config(now) {
             out.push("the [rescue] configuration changed".into());
         }

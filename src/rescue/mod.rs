@@ -9,6 +9,7 @@ pub mod elf;
 pub mod inputs;
 pub mod iso;
 pub mod kernel;
+pub mod secureboot;
 pub mod tree;
 
 pub use build::{
