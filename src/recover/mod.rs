@@ -13,6 +13,7 @@ pub mod network;
 pub mod prove;
 pub mod restore;
 pub mod safety;
+pub mod secureboot;
 pub mod storage;
 pub mod verify;
 
@@ -858,6 +859,13 @@ fn apply(
                 }
                 if *grub_efi {
                     notes.extend(boot::grub_efi(&chroot, efi_entries)?);
+                } else {
+                    let boot_efi = ctx.root.join("boot/efi");
+                    let at_boot_efi = esps
+                        .iter()
+                        .any(|e| esp_mountpoint(e, ctx).as_deref() == Some(boot_efi.as_path()));
+                    let shim = secureboot::decide(efi_entries, &ctx.root, at_boot_efi);
+                    notes.extend(secureboot::reinstall(&chroot, &shim)?);
                 }
                 if let Some(n) = boot::grub_config(&chroot)? {
                     notes.push(n);
