@@ -70,4 +70,22 @@ if [ ! -x "$s3s_root/bin/s3s-fs" ]; then
     rm -rf /var/cache/lifeboat-test/s3s-build
 fi
 
+# The Secure Boot tests (tests/qemu_secureboot.rs): Debian's signed shim
+# and GRUB, unpacked for mkrescue --secure-boot-root, never installed (their
+# maintainer scripts run grub-install on this machine's disk). The .debs
+# stay in the shared .deb cache.
+sb_debs=(shim-signed shim-helpers-amd64-signed grub-efi-amd64-signed)
+sb_root=/var/cache/lifeboat-test/secureboot/root
+mkdir -p /var/cache/lifeboat-test/debs
+rm -rf "$sb_root.new" && mkdir -p "$sb_root.new"
+for pkg in "${sb_debs[@]}"; do
+    version=$(apt-cache policy "$pkg" | sed -n 's/^  Candidate: //p')
+    deb="/var/cache/lifeboat-test/debs/${pkg}_${version//:/%3a}_amd64.deb"
+    if [ ! -f "$deb" ]; then
+        (cd /var/cache/lifeboat-test/debs && apt-get download -qq "$pkg=$version")
+    fi
+    dpkg-deb -x "$deb" "$sb_root.new"
+done
+rm -rf "$sb_root" && mv "$sb_root.new" "$sb_root"
+
 echo "install-deps: done ($(qemu-system-x86_64 --version | head -n1))"

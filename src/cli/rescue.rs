@@ -60,6 +60,12 @@ pub struct MkrescueArgs {
     /// the image [default: rescue.ssh_authorized_keys].
     #[arg(long, value_name = "FILE")]
     pub ssh_authorized_keys: Option<PathBuf>,
+    /// Look up the signed shim and GRUB (usr/lib/shim/shimx64.efi.signed,
+    /// usr/lib/grub/x86_64-efi-signed/gcdx64.efi.signed) under DIR instead
+    /// of / (e.g. shim-signed and grub-efi-amd64-signed unpacked there
+    /// with dpkg-deb -x).
+    #[arg(long, value_name = "DIR")]
+    pub secure_boot_root: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -124,6 +130,7 @@ pub fn mkrescue(args: MkrescueArgs, cfg: &Config) -> Result<u8> {
     let opts = rescue::Options {
         include_backup: args.include_backup,
         include_luks_headers: args.include_luks_headers,
+        secure_boot_root: args.secure_boot_root,
         ..crate::schedule::run::rescue_options(&c, c.rescue.layout.value.as_deref())
     };
     let rec = rescue::mkrescue(&opts)?;
@@ -140,6 +147,9 @@ pub fn mkrescue(args: MkrescueArgs, cfg: &Config) -> Result<u8> {
     }
     if let Some(l) = &rec.layout {
         println!("  layout built in: {l}");
+    }
+    if let Some(sb) = &rec.secure_boot {
+        println!("  {}", sb.summary());
     }
     // A failed copy is a warning (logged, sent as a notice); the image stays.
     if let Some(Ok(copied)) = rescue::copy::after_build(&c, &opts.output, &rec) {

@@ -168,6 +168,13 @@ fn bootloader(ctx: &Ctx, step: &Step, tables: &[(String, PartitionTable)]) -> Re
     }
     if *grub_efi {
         notes.extend(boot::grub_efi(&chroot, efi_entries)?);
+    } else {
+        let boot_efi = ctx.root.join("boot/efi");
+        let at_boot_efi = esps
+            .iter()
+            .any(|e| esp_mountpoint(e, ctx).as_deref() == Some(boot_efi.as_path()));
+        let shim = super::secureboot::decide(efi_entries, &ctx.root, at_boot_efi);
+        notes.extend(super::secureboot::reinstall(&chroot, &shim)?);
     }
     notes.extend(boot::grub_config(&chroot)?);
     drop(chroot);

@@ -16,6 +16,7 @@ pub mod network;
 pub mod prove;
 pub mod restore;
 pub mod safety;
+pub mod secureboot;
 mod status;
 pub mod storage;
 pub mod verify;

@@ -14,6 +14,7 @@ use super::elf::LibResolver;
 use super::inputs::ImageInputs;
 use super::iso::{self, BootMenu, IsoInputs};
 use super::kernel::{self, Kernel, ModuleIndex};
+use super::secureboot::{self, SecureBootRecord};
 use super::tree::{image_path, Tree};
 use crate::exec::{self, Cmd};
 use crate::layout::Layout;
@@ -79,6 +80,9 @@ pub struct Options {
     /// Public keys for root over SSH (`rescue.ssh_authorized_keys`): puts
     /// an SSH server into the image, started by `lifeboat.ssh`.
     pub ssh_authorized_keys: Option<PathBuf>,
+    /// Where the signed shim and GRUB are looked up (`--secure-boot-root`;
+    /// `None`: `/`).
+    pub secure_boot_root: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -100,6 +104,7 @@ impl Default for Options {
             capture: None,
             ca_certificates: false,
             ssh_authorized_keys: None,
+            secure_boot_root: None,
         }
     }
 }
@@ -132,6 +137,10 @@ pub struct BuildRecord {
     /// was built, updated by scheduled runs that find the image current.
     #[serde(default)]
     pub backup: Option<String>,
+    /// Whether the ISO boots with Secure Boot on, and why not (none
+    /// without an ISO and in records of older versions).
+    #[serde(default)]
+    pub secure_boot: Option<SecureBootRecord>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -194,10 +203,13 @@ pub fn mkrescue(opts: &Options) -> Result<BuildRecord> {
         required.extend(req);
         optional.extend(opt);
     }
+    let loaders = secureboot::find_loaders(&opts.secure_boot_root());
     let iso_inputs = if opts.no_iso {
         None
     } else {
-        Some(IsoInputs::find()?)
+        let mut found = IsoInputs::find()?;
+        found.signed = loaders.as_ref().ok().cloned();
+        Some(found)
     };
     let grafts = match &opts.include_backup {
         Some(_) if opts.no_iso => {
@@ -224,6 +236,10 @@ pub fn mkrescue(opts: &Options) -> Result<BuildRecord> {
     let mut tree = Tree::new();
     let (modules, firmware) =
         add_modules(&mut tree, &kernel, layout.as_ref(), opts, staging.path())?;
+    let secure_boot = match iso_inputs {
+        Some(_) => Some(secure_boot_record(&loaders, &kernel, staging.path())?),
+        None => None,
+    };
     let (programs, libraries) = add_programs(&mut tree, &required, &optional)?;
     add_system_files(&mut tree, layout.as_ref(), opts)?;
     super::net::add_files(&mut tree);
@@ -330,6 +346,7 @@ pub fn mkrescue(opts: &Options) -> Result<BuildRecord> {
         fingerprint: Some(inputs.fingerprint()),
         inputs: Some(inputs),
         backup: opts.backup_generation.clone(),
+        secure_boot,
     };
     record.save(&opts.output)?;
     Ok(record)
@@ -348,6 +365,38 @@ fn ssh_setup(opts: &Options) -> Result<Option<(super::ssh::SshServer, String)>> 
         parsed.len()
     );
     Ok(Some((server, keys)))
+}
+
+/// Whether the ISO boots with Secure Boot on: the signed loaders found,
+/// the kernel signed, and the modules (staged by [`add_modules`] in
+/// `staging`) signed.
+fn secure_boot_record(
+    loaders: &Result<secureboot::SignedLoaders, secureboot::NotCapable>,
+    kernel: &Kernel,
+    staging: &Path,
+) -> Result<SecureBootRecord> {
+    let signed = secureboot::pe_signed(&kernel.image).unwrap_or(false);
+    let modules = staging.join("modroot/lib/modules").join(&kernel.version);
+    let unsigned = secureboot::unsigned_modules(&modules)?;
+    let record = secureboot::decide(loaders, &kernel.image, signed, unsigned);
+    if signed && !record.unsigned_modules.is_empty() {
+        log::warn!(
+            "{} module(s) of the image are not signed: with Secure Boot on the kernel refuses them ({})",
+            record.unsigned_modules.len(),
+            record.unsigned_modules.join(", ")
+        );
+    }
+    log::info!("{}", record.summary());
+    Ok(record)
+}
+
+impl Options {
+    /// The root the signed loaders are looked up in.
+    pub fn secure_boot_root(&self) -> PathBuf {
+        self.secure_boot_root
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/"))
+    }
 }
 
 /// Where an included backup goes on the ISO (the rescue finds it there).

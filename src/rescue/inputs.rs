@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::build::{cmdline, sha256_file, Compression, Options};
 use super::kernel::{self, Kernel};
+use super::secureboot;
 
 /// The inputs of one build. Two builds with equal inputs give the same
 /// image (but for the build time).
@@ -32,6 +33,10 @@ pub struct ImageInputs {
     /// rescue.ssh_authorized_keys (its contents).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssh_keys_sha256: Option<String>,
+    /// The SHA-256 of the signed shim and GRUB put on the ISO (none
+    /// without them, and in records of older versions).
+    #[serde(default)]
+    pub secure_boot_loaders: Option<String>,
 }
 
 impl ImageInputs {
@@ -65,6 +70,10 @@ impl ImageInputs {
                 .as_deref()
                 .map(sha256_file)
                 .transpose()?,
+            secure_boot_loaders: match secureboot::find_loaders(&opts.secure_boot_root()) {
+                Ok(l) if !opts.no_iso => Some(secureboot::loaders_sha256(&l)?),
+                _ => None,
+            },
         })
     }
 
@@ -108,6 +117,9 @@ impl ImageInputs {
                 i.ssh_keys_sha256.clone(),
             )
         };
+        if self.secure_boot_loaders != now.secure_boot_loaders {
+            out.push("the signed boot loaders (shim, GRUB) changed".into());
+        }
         if config(self) != config(now) {
             out.push("the [rescue] configuration changed".into());
         }

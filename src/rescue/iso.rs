@@ -13,6 +13,9 @@ pub struct IsoInputs {
     pub isolinux_bin: PathBuf,
     pub ldlinux_c32: PathBuf,
     pub isohybrid_mbr: PathBuf,
+    /// Debian's signed shim and GRUB for the UEFI path (Secure Boot);
+    /// `None`: an unsigned GRUB built by grub-mkstandalone.
+    pub signed: Option<super::secureboot::SignedLoaders>,
 }
 
 /// Tools the ISO build runs.
@@ -61,6 +64,7 @@ impl IsoInputs {
                 "isohdpfx.bin (the isohybrid MBR)",
                 "isolinux",
             )?,
+            signed: None,
         })
     }
 }
@@ -110,38 +114,12 @@ pub fn build_iso(
         isolinux_cfg(&menu.cmdline),
     )?;
 
-    // GRUB for UEFI: one EFI binary with its configuration built in.
-    let grub_cfg = work.join("grub-embedded.cfg");
-    std::fs::write(&grub_cfg, grub_cfg_text(&menu.cmdline, &menu.marker))?;
-    let efi_bin = work.join("BOOTX64.EFI");
-    Cmd::new("grub-mkstandalone")
-        .args(["-O", "x86_64-efi", "--locales=", "--fonts=", "--themes="])
-        .arg("--modules=part_gpt part_msdos iso9660 fat search search_fs_file linux normal configfile serial terminal echo all_video test")
-        .arg("-o")
-        .arg(&efi_bin)
-        .arg(format!("boot/grub/grub.cfg={}", grub_cfg.display()))
-        .run()
-        .context("building the GRUB EFI loader")?;
-
-    // The FAT image that UEFI firmware boots from (El Torito and GPT).
-    let efi_img = root.join("boot/grub/efi.img");
-    let efi_size = std::fs::metadata(&efi_bin)?.len();
-    let kib = (efi_size / 1024 + 512).div_ceil(1024) * 1024; // whole MiB, room for FAT
-    Cmd::new("mkfs.vfat")
-        .args(["-C", "-n", "LIFEBOATEFI", "-i", "1fe0b0a7"])
-        .arg(&efi_img)
-        .arg(kib.to_string())
-        .run()
-        .context("creating the EFI boot image")?;
-    let img = efi_img.to_string_lossy().into_owned();
-    Cmd::new("mmd")
-        .args(["-i", &img, "::/EFI", "::/EFI/BOOT"])
-        .run()?;
-    Cmd::new("mcopy")
-        .args(["-i", &img])
-        .arg(&efi_bin)
-        .arg("::/EFI/BOOT/BOOTX64.EFI")
-        .run()?;
+    let grub_text = grub_cfg_text(&menu.cmdline, &menu.marker);
+    let efi_files = match &inputs.signed {
+        Some(loaders) => super::secureboot::signed_efi_files(loaders, &root, &grub_text)?,
+        None => vec![(standalone_grub(&grub_text, work)?, "BOOTX64.EFI")],
+    };
+    efi_image(&efi_files, &root.join("boot/grub/efi.img"))?;
 
     Cmd::new("xorriso")
         .args(["-as", "mkisofs", "-quiet", "-r", "-J", "-joliet-long"])
@@ -171,6 +149,55 @@ pub fn build_iso(
         .context("writing the ISO image")?;
     if !out.is_file() {
         bail!("xorriso did not write {}", out.display());
+    }
+    Ok(())
+}
+
+/// GRUB for UEFI without Secure Boot: one EFI binary with its
+/// configuration built in.
+fn standalone_grub(grub_text: &str, work: &Path) -> Result<PathBuf> {
+    let grub_cfg = work.join("grub-embedded.cfg");
+    std::fs::write(&grub_cfg, grub_text)
+        .with_context(|| format!("writing {}", grub_cfg.display()))?;
+    let efi_bin = work.join("BOOTX64.EFI");
+    Cmd::new("grub-mkstandalone")
+        .args(["-O", "x86_64-efi", "--locales=", "--fonts=", "--themes="])
+        .arg("--modules=part_gpt part_msdos iso9660 fat search search_fs_file linux normal configfile serial terminal echo all_video test")
+        .arg("-o")
+        .arg(&efi_bin)
+        .arg(format!("boot/grub/grub.cfg={}", grub_cfg.display()))
+        .run()
+        .context("building the GRUB EFI loader")?;
+    Ok(efi_bin)
+}
+
+/// The FAT image that UEFI firmware boots from (El Torito and GPT), with
+/// `files` (host path, name) in /EFI/BOOT.
+fn efi_image(files: &[(PathBuf, &str)], efi_img: &Path) -> Result<()> {
+    let mut bytes = 0;
+    for (f, _) in files {
+        bytes += std::fs::metadata(f)
+            .with_context(|| format!("reading {}", f.display()))?
+            .len();
+    }
+    let kib = (bytes / 1024 + 512).div_ceil(1024) * 1024; // whole MiB, room for FAT
+    Cmd::new("mkfs.vfat")
+        .args(["-C", "-n", "LIFEBOATEFI", "-i", "1fe0b0a7"])
+        .arg(efi_img)
+        .arg(kib.to_string())
+        .run()
+        .context("creating the EFI boot image")?;
+    let img = efi_img.to_string_lossy().into_owned();
+    Cmd::new("mmd")
+        .args(["-i", &img, "::/EFI", "::/EFI/BOOT"])
+        .run()?;
+    for (f, name) in files {
+        Cmd::new("mcopy")
+            .args(["-i", &img])
+            .arg(f)
+            .arg(format!("::/EFI/BOOT/{name}"))
+            .run()
+            .with_context(|| format!("copying {} into the EFI boot image", f.display()))?;
     }
     Ok(())
 }

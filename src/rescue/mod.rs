@@ -11,6 +11,7 @@ pub mod inputs;
 pub mod iso;
 pub mod kernel;
 pub mod net;
+pub mod secureboot;
 pub mod ssh;
 pub mod tree;
 
