@@ -54,6 +54,9 @@ pub struct MkrescueArgs {
     /// was taken: whoever has the image (ISO, PXE) has that power.
     #[arg(long)]
     pub include_luks_headers: bool,
+
+    #[command(flatten)]
+    pub media: super::media::MediaArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -103,6 +106,9 @@ pub fn mkrescue(args: MkrescueArgs, cfg: &Config) -> Result<u8> {
         include_luks_headers: args.include_luks_headers,
         ..crate::schedule::run::rescue_options(&c, c.rescue.layout.value.as_deref())
     };
+    let Some(opts) = super::media::before_build(&args.media, opts)? else {
+        return Ok(0);
+    };
     let rec = rescue::mkrescue(&opts)?;
     println!(
         "rescue image for kernel {} built in {:.1}s: {} programs, {} libraries, {} modules, {} firmware files",
@@ -118,6 +124,7 @@ pub fn mkrescue(args: MkrescueArgs, cfg: &Config) -> Result<u8> {
     if let Some(l) = &rec.layout {
         println!("  layout built in: {l}");
     }
+    super::media::after_build(&args.media, &opts, &rec)?;
     Ok(0)
 }
 

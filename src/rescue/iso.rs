@@ -110,18 +110,7 @@ pub fn build_iso(
         isolinux_cfg(&menu.cmdline),
     )?;
 
-    // GRUB for UEFI: one EFI binary with its configuration built in.
-    let grub_cfg = work.join("grub-embedded.cfg");
-    std::fs::write(&grub_cfg, grub_cfg_text(&menu.cmdline, &menu.marker))?;
-    let efi_bin = work.join("BOOTX64.EFI");
-    Cmd::new("grub-mkstandalone")
-        .args(["-O", "x86_64-efi", "--locales=", "--fonts=", "--themes="])
-        .arg("--modules=part_gpt part_msdos iso9660 fat search search_fs_file linux normal configfile serial terminal echo all_video test")
-        .arg("-o")
-        .arg(&efi_bin)
-        .arg(format!("boot/grub/grub.cfg={}", grub_cfg.display()))
-        .run()
-        .context("building the GRUB EFI loader")?;
+    let efi_bin = grub_efi_loader(&menu.cmdline, &menu.marker, work)?;
 
     // The FAT image that UEFI firmware boots from (El Torito and GPT).
     let efi_img = root.join("boot/grub/efi.img");
@@ -175,7 +164,27 @@ pub fn build_iso(
     Ok(())
 }
 
-fn isolinux_cfg(cmdline: &str) -> String {
+/// GRUB for UEFI: one EFI binary (`work/BOOTX64.EFI`) with its
+/// configuration built in; it finds its medium by the file
+/// `/lifeboat/MARKER` (the ISO, or the ESP of a `--usb` disk).
+pub(super) fn grub_efi_loader(cmdline: &str, marker: &str, work: &Path) -> Result<PathBuf> {
+    let grub_cfg = work.join("grub-embedded.cfg");
+    std::fs::write(&grub_cfg, grub_cfg_text(cmdline, marker))
+        .with_context(|| format!("writing {}", grub_cfg.display()))?;
+    let efi_bin = work.join("BOOTX64.EFI");
+    Cmd::new("grub-mkstandalone")
+        .args(["-O", "x86_64-efi", "--locales=", "--fonts=", "--themes="])
+        .arg("--modules=part_gpt part_msdos iso9660 fat search search_fs_file linux normal configfile serial terminal echo all_video test")
+        .arg("-o")
+        .arg(&efi_bin)
+        .arg(format!("boot/grub/grub.cfg={}", grub_cfg.display()))
+        .run()
+        .context("building the GRUB EFI loader")?;
+    Ok(efi_bin)
+}
+
+/// The ISOLINUX (and SYSLINUX) menu: the kernel and initrd in /lifeboat.
+pub(super) fn isolinux_cfg(cmdline: &str) -> String {
     format!(
         "SERIAL 0 115200\n\
          DEFAULT rescue\n\
@@ -190,16 +199,40 @@ fn isolinux_cfg(cmdline: &str) -> String {
 
 fn grub_cfg_text(cmdline: &str, marker: &str) -> String {
     format!(
-        "serial --unit=0 --speed=115200\n\
-         terminal_input console serial\n\
-         terminal_output console serial\n\
-         set timeout=3\n\
-         set default=0\n\
-         search --no-floppy --file --set=root /lifeboat/{marker}\n\
-         menuentry 'lifeboat rescue' {{\n  linux /lifeboat/vmlinuz {cmdline}\n  initrd /lifeboat/initrd\n}}\n\
-         menuentry 'lifeboat rescue (shell only, no unattended jobs)' {{\n  linux /lifeboat/vmlinuz {plain}\n  initrd /lifeboat/initrd\n}}\n",
+        "{}search --no-floppy --file --set=root /lifeboat/{marker}\n{}",
+        grub_head(),
+        grub_entries(cmdline, "/lifeboat/vmlinuz", "/lifeboat/initrd")
+    )
+}
+
+/// Serial and VGA console, a 3-second menu.
+fn grub_head() -> &'static str {
+    "serial --unit=0 --speed=115200\n\
+     terminal_input console serial\n\
+     terminal_output console serial\n\
+     set timeout=3\n\
+     set default=0\n"
+}
+
+/// The two menu entries (with and without unattended jobs) that boot
+/// `vmlinuz` and `initrd` (paths as GRUB reads them).
+pub(super) fn grub_entries(cmdline: &str, vmlinuz: &str, initrd: &str) -> String {
+    format!(
+        "menuentry 'lifeboat rescue' {{\n  linux {vmlinuz} {cmdline}\n  initrd {initrd}\n}}\n\
+         menuentry 'lifeboat rescue (shell only, no unattended jobs)' {{\n  linux {vmlinuz} {plain}\n  initrd {initrd}\n}}\n",
         cmdline = grub_words(cmdline),
         plain = grub_words(&without_jobs(cmdline)),
+    )
+}
+
+/// A whole grub.cfg without a search: GRUB's root is already where the
+/// files are (a network boot: the TFTP or HTTP server).
+/// Its video drivers load from the server (UEFI GOP: a VGA console too).
+pub(super) fn grub_cfg_net(cmdline: &str, vmlinuz: &str, initrd: &str) -> String {
+    format!(
+        "insmod all_video\n{}{}",
+        grub_head(),
+        grub_entries(cmdline, vmlinuz, initrd)
     )
 }
 

@@ -9,7 +9,9 @@ pub mod elf;
 pub mod inputs;
 pub mod iso;
 pub mod kernel;
+pub mod pxe;
 pub mod tree;
+pub mod usb;
 
 pub use build::{
     mkrescue, sha256_file, BuildRecord, Compression, Options, BUILD_RECORD, DEFAULT_OUTPUT, INITRD,
