@@ -110,4 +110,26 @@ mod tests {
         );
         assert!(s.contains("\ninitrd initrd\nboot\n"));
     }
+
+    #[test]
+    fn tree_has_both_grub_images_and_menus_with_the_arguments() {
+        let dir = tempfile::tempdir().unwrap();
+        let (k, i) = (dir.path().join("k"), dir.path().join("i"));
+        std::fs::write(&k, b"kernel").unwrap();
+        std::fs::write(&i, b"initrd").unwrap();
+        let tree = dir.path().join("tree");
+        let files = write_tree(&tree, &k, &i, "console=ttyS0 lifeboat.net=dhcp").unwrap();
+        for f in &files {
+            assert!(tree.join(f).is_file(), "{f} missing");
+        }
+        assert_eq!(std::fs::read(tree.join("vmlinuz")).unwrap(), b"kernel");
+        assert!(tree.join("boot/grub/i386-pc/linux.mod").is_file());
+        assert!(tree.join("boot/grub/x86_64-efi/linux.mod").is_file());
+        let cfg = std::fs::read_to_string(tree.join("boot/grub/grub.cfg")).unwrap();
+        assert!(
+            cfg.contains("linux /vmlinuz console=ttyS0 lifeboat.net=dhcp\n  initrd /initrd\n"),
+            "{cfg}"
+        );
+        assert!(!cfg.contains("search"), "the server is GRUB's root: {cfg}");
+    }
 }
