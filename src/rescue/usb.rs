@@ -492,7 +492,12 @@ pub fn write(ins: &Inspection, files: &UsbFiles, esp: u64, work: &Path) -> Resul
         .stdin(table)
         .run()
         .with_context(|| format!("partitioning {}", ins.path.display()))?;
-    write_boot_code(&ins.path, &fat, esp_start)?;
+    write_boot_code(
+        &ins.path,
+        &fat,
+        esp_start,
+        ins.kind == TargetKind::ImageFile,
+    )?;
     Cmd::new("mkfs.ext4")
         .args(["-q", "-F", "-L", DATA_LABEL])
         .arg("-E")
@@ -574,7 +579,9 @@ const GPTMBR: &[&str] = &[
 /// Copies the ESP image in and puts `gptmbr.bin` into the protective MBR,
 /// whose 0xEE entry is flagged active: some BIOSes boot only a disk with an
 /// active entry, and UEFI ignores the flag.
-fn write_boot_code(target: &Path, fat: &Path, esp_start: u64) -> Result<()> {
+/// `fresh`: the target is a new image file (all zeros), where zero blocks
+/// of the ESP are skipped and the file stays sparse; a disk gets every byte.
+fn write_boot_code(target: &Path, fat: &Path, esp_start: u64, fresh: bool) -> Result<()> {
     let mbr_path = GPTMBR
         .iter()
         .map(Path::new)
@@ -599,8 +606,7 @@ fn write_boot_code(target: &Path, fat: &Path, esp_start: u64) -> Result<()> {
         .open(target)
         .with_context(|| format!("opening {} for writing", target.display()))?;
     let mut src = std::fs::File::open(fat).with_context(|| format!("opening {}", fat.display()))?;
-    out.seek(SeekFrom::Start(esp_start))?;
-    std::io::copy(&mut src, &mut out)
+    copy_at(&mut src, &mut out, esp_start, fresh)
         .with_context(|| format!("writing the ESP onto {}", target.display()))?;
     out.seek(SeekFrom::Start(0))?;
     out.write_all(&code)?;
@@ -609,6 +615,35 @@ fn write_boot_code(target: &Path, fat: &Path, esp_start: u64) -> Result<()> {
     out.sync_all()
         .with_context(|| format!("flushing {}", target.display()))?;
     Ok(())
+}
+
+/// Copies `src` into `out` from `offset` on, in 1 MiB blocks; with
+/// `skip_zeros`, all-zero blocks are passed over (`out` is zero there).
+fn copy_at(
+    src: &mut impl std::io::Read,
+    out: &mut std::fs::File,
+    offset: u64,
+    skip_zeros: bool,
+) -> std::io::Result<()> {
+    let mut buf = vec![0u8; MIB as usize];
+    let mut pos = offset;
+    loop {
+        let mut n = 0;
+        while n < buf.len() {
+            match src.read(&mut buf[n..])? {
+                0 => break,
+                k => n += k,
+            }
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        if !(skip_zeros && buf[..n].iter().all(|&b| b == 0)) {
+            out.seek(SeekFrom::Start(pos))?;
+            out.write_all(&buf[..n])?;
+        }
+        pos += n as u64;
+    }
 }
 
 #[cfg(test)]
@@ -639,6 +674,41 @@ mod tests {
             let err = ins.check(true).unwrap_err().to_string();
             assert!(err.contains(&hard.to_string()), "{err}");
             assert!(!err.contains("not removable"), "{err}");
+        }
+    }
+
+    #[test]
+    fn zero_blocks_are_skipped_only_on_a_fresh_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut data = vec![0u8; 3 * MIB as usize + 5];
+        data[10] = 1;
+        data[2 * MIB as usize + 3] = 2;
+        data[3 * MIB as usize + 4] = 3;
+        for skip in [true, false] {
+            let p = dir.path().join(format!("out-{skip}"));
+            let mut f = std::fs::File::options()
+                .create(true)
+                .truncate(true)
+                .read(true)
+                .write(true)
+                .open(&p)
+                .unwrap();
+            // A disk with old contents everywhere: only skipped blocks keep them.
+            f.write_all(&vec![0xAA; 5 * MIB as usize]).unwrap();
+            copy_at(&mut &data[..], &mut f, 512, skip).unwrap();
+            let got = std::fs::read(&p).unwrap();
+            assert_eq!(&got[..512], &[0xAA; 512][..]);
+            let second = &got[512 + MIB as usize..512 + 2 * MIB as usize];
+            if skip {
+                assert!(
+                    second.iter().all(|&b| b == 0xAA),
+                    "a zero block was written"
+                );
+            } else {
+                assert_eq!(&got[512..512 + data.len()], &data[..]);
+            }
+            assert_eq!(got[512 + 2 * MIB as usize + 3], 2);
+            assert_eq!(got[512 + 3 * MIB as usize + 4], 3);
         }
     }
 
