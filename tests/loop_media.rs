@@ -4,12 +4,12 @@
 //! confirmation only with --yes; --dry-run shows the disk and writes
 //! nothing. Each refusal is checked against the disk's bytes. Then a real
 //! write onto a loop device, and `backup create --to usb` into its data
-//! partition.
+//! partition. `run_lifeboat` gives no terminal (stdin is closed), so no
+//! confirmation can be typed.
 
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use common::*;
 
@@ -31,21 +31,6 @@ macro_rules! require_root {
 fn image_sum(img: &Path) -> String {
     sh("sync");
     sh(&format!("sha256sum '{}' | cut -d' ' -f1", img.display()))
-}
-
-/// Runs lifeboat with stdin from /dev/null (no terminal to confirm on).
-fn lifeboat_no_tty(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(lifeboat())
-        .args(args)
-        .env_remove("LIFEBOAT_LOG")
-        .stdin(Stdio::null())
-        .output()
-        .expect("running lifeboat");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 /// A 600 MiB disk with a GPT and an ext4 labelled "precious" holding a file.
@@ -74,7 +59,7 @@ fn usb_refusals_write_nothing() {
     let o = out_dir.to_str().unwrap();
 
     // Not removable: refused without --force; what it holds is shown first.
-    let (code, out, err) = lifeboat_no_tty(&["mkrescue", "-o", o, "--usb", &d.dev, "--yes"]);
+    let (code, out, err) = run_lifeboat(["mkrescue", "-o", o, "--usb", &d.dev, "--yes"]);
     assert_ne!(code, 0, "{out}{err}");
     assert!(err.contains("not removable"), "{err}");
     assert!(out.contains(&format!("{}: disk", d.dev)), "{out}");
@@ -94,20 +79,20 @@ fn usb_refusals_write_nothing() {
 
     // --dry-run with --force: shown, would be written, nothing written.
     let (code, out, err) =
-        lifeboat_no_tty(&["mkrescue", "-o", o, "--usb", &d.dev, "--force", "--dry-run"]);
+        run_lifeboat(["mkrescue", "-o", o, "--usb", &d.dev, "--force", "--dry-run"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("would be written; nothing written"), "{out}");
     assert_eq!(image_sum(&img), before, "--dry-run wrote");
 
     // No --yes and no terminal: not written.
-    let (code, out, err) = lifeboat_no_tty(&["mkrescue", "-o", o, "--usb", &d.dev, "--force"]);
+    let (code, out, err) = run_lifeboat(["mkrescue", "-o", o, "--usb", &d.dev, "--force"]);
     assert_ne!(code, 0, "{out}{err}");
     assert!(err.contains("without confirmation"), "{err}");
     assert_eq!(image_sum(&img), before);
 
     // A partition: refused even with --force.
     let (code, out, err) =
-        lifeboat_no_tty(&["mkrescue", "-o", o, "--usb", &d.part(1), "--force", "--yes"]);
+        run_lifeboat(["mkrescue", "-o", o, "--usb", &d.part(1), "--force", "--yes"]);
     assert_ne!(code, 0, "{out}{err}");
     assert!(
         err.contains("it is a partition: give the whole disk"),
@@ -120,8 +105,7 @@ fn usb_refusals_write_nothing() {
     let mnt = s.join("mnt");
     let part = d.part(1);
     d.mount(&part, &mnt, "-o ro");
-    let (code, out, err) =
-        lifeboat_no_tty(&["mkrescue", "-o", o, "--usb", &d.dev, "--force", "--yes"]);
+    let (code, out, err) = run_lifeboat(["mkrescue", "-o", o, "--usb", &d.dev, "--force", "--yes"]);
     assert_ne!(code, 0, "{out}{err}");
     assert!(
         err.contains(&format!(
@@ -140,7 +124,7 @@ fn usb_refusals_write_nothing() {
     // An existing image file: refused without --force.
     let file = s.join("existing.img");
     std::fs::write(&file, b"not a rescue disk").unwrap();
-    let (code, out, err) = lifeboat_no_tty(&[
+    let (code, out, err) = run_lifeboat([
         "mkrescue",
         "-o",
         o,
@@ -160,7 +144,7 @@ fn usb_disk_on_a_loop_device_takes_a_backup_in_its_data_partition() {
     let out_dir = s.join("rescue");
     let (img, d) = precious_disk(&s);
     let before = image_sum(&img);
-    let (code, out, err) = lifeboat_no_tty(&[
+    let (code, out, err) = run_lifeboat([
         "mkrescue",
         "-o",
         out_dir.to_str().unwrap(),
