@@ -38,7 +38,7 @@ fn precious_disk(s: &Scratch) -> (std::path::PathBuf, LoopDisk) {
     let img = s.join("stick.img");
     blank_disk(&img, 600);
     sh(&format!(
-        "printf 'label: gpt\\nsize=100M, name=keep\\n' | sfdisk -q '{}'",
+        "printf 'label: gpt\\nsize=100M, name=keep\\nsize=200M, name=more\\n' | sfdisk -q '{}'",
         img.display()
     ));
     let d = LoopDisk::attach(&img);
@@ -46,6 +46,7 @@ fn precious_disk(s: &Scratch) -> (std::path::PathBuf, LoopDisk) {
         "mkfs.ext4 -q -E lazy_itable_init=0,lazy_journal_init=0 -L precious '{}'",
         d.part(1)
     ));
+    sh(&format!("mkfs.btrfs -q -L more '{}'", d.part(2)));
     (img, d)
 }
 
@@ -120,6 +121,22 @@ fn usb_refusals_write_nothing() {
     );
     d.unmount_all();
     assert_eq!(image_sum(&img), before, "a mounted disk was written");
+
+    // btrfs: its mounts carry an anonymous device number, not the disk's.
+    let part = d.part(2);
+    d.mount(&part, &mnt, "-o ro");
+    let (code, out, err) = run_lifeboat(["mkrescue", "-o", o, "--usb", &d.dev, "--force", "--yes"]);
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(
+        err.contains(&format!("{part} is mounted at {}", mnt.display())),
+        "{err}"
+    );
+    d.unmount_all();
+    assert_eq!(
+        image_sum(&img),
+        before,
+        "a disk with btrfs mounted was written"
+    );
 
     // An existing image file: refused without --force.
     let file = s.join("existing.img");

@@ -377,7 +377,13 @@ fn uses(
         let (a, b) = d.split_once(':')?;
         Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?))
     });
-    for m in mounts.iter().filter(|m| Some(m.devnum) == devnum) {
+    // btrfs mounts carry an anonymous device number: their source counts too.
+    let is_this = |m: &crate::mounts::MountInfo| {
+        Some(m.devnum) == devnum
+            || (m.source.starts_with("/dev/")
+                && std::fs::canonicalize(&m.source).is_ok_and(|p| p == Path::new(device)))
+    };
+    for m in mounts.iter().filter(|m| is_this(m)) {
         out.push(Refusal::Mounted {
             device: device.to_string(),
             at: m.mountpoint.clone(),
