@@ -30,6 +30,9 @@ packages=(
     linux-image-amd64 busybox-static cpio zstd kmod
     xorriso grub-common grub-pc-bin grub-efi-amd64-bin isolinux syslinux-common
     mtools dosfstools
+    # mkrescue --usb: SYSLINUX's installer and gptmbr.bin (no maintainer
+    # scripts); the QEMU tier's PXE boots use ipxe-qemu's NIC ROMs
+    syslinux ipxe-qemu
     # storage tools that capture and recovery run
     lvm2 mdadm cryptsetup cryptsetup-bin e2fsprogs xfsprogs btrfs-progs
     gdisk fdisk parted util-linux efibootmgr acl attr thin-provisioning-tools

@@ -22,6 +22,9 @@ pub enum Target {
         share: String,
         subdir: String,
     },
+    /// `usb`: the LIFEBOAT-DATA partition of a `mkrescue --usb` disk,
+    /// found by its label; backups go into its `backup` folder.
+    Usb,
 }
 
 impl Target {
@@ -61,6 +64,9 @@ impl Target {
                 subdir: subdir.to_string(),
             });
         }
+        if text == "usb" {
+            return Ok(Target::Usb);
+        }
         if text.contains("://") {
             bail!("unsupported destination {text:?}: use a directory, nfs://HOST/EXPORT/PATH or cifs://HOST/SHARE/PATH");
         }
@@ -78,6 +84,8 @@ impl Target {
             // export starts.
             Target::Nfs { host, export } => ("nfs", format!("{host}:{export}")),
             Target::Cifs { host, share, .. } => ("cifs", format!("//{host}/{share}")),
+            // Found by label when it is opened.
+            Target::Usb => return None,
         };
         Some(
             Cmd::new("mount")
@@ -115,6 +123,17 @@ fn share_options(user: Option<&str>) -> String {
     out.join(",")
 }
 
+/// Mounts the one LIFEBOAT-DATA partition plugged in (ext4, with
+/// [`SHARE_OPTIONS`]) at `mountpoint`, a folder of this process only.
+fn usb_mount_command(mountpoint: &Path, options: Option<&str>) -> Result<Cmd> {
+    let dev = crate::rescue::usb::find_data_partition()?;
+    Ok(Cmd::new("mount")
+        .args(["-t", "ext4", "-o"])
+        .arg(share_options(options))
+        .arg(dev)
+        .arg(mountpoint))
+}
+
 /// An open destination: its directory, and the mount that goes away with it.
 pub struct Destination {
     pub path: PathBuf,
@@ -144,9 +163,12 @@ impl Destination {
                 let mnt = PathBuf::from(format!("/run/lifeboat/dest-{}", std::process::id()));
                 std::fs::create_dir_all(&mnt)
                     .with_context(|| format!("creating mount point {}", mnt.display()))?;
-                let cmd = target
-                    .mount_command(&mnt, mount_options)
-                    .expect("remote target");
+                let cmd = match target.mount_command(&mnt, mount_options) {
+                    Some(cmd) => cmd,
+                    None => usb_mount_command(&mnt, mount_options).inspect_err(|_| {
+                        let _ = std::fs::remove_dir(&mnt);
+                    })?,
+                };
                 if let Err(e) = cmd.run() {
                     let _ = std::fs::remove_dir(&mnt);
                     return Err(e.context(format!("cannot mount backup destination {spec}")));
@@ -156,10 +178,12 @@ impl Destination {
                     mount: Some(mnt.clone()),
                     spec: spec.to_string(),
                 };
-                if let Target::Cifs { subdir, .. } = &target {
-                    if !subdir.is_empty() {
+                match &target {
+                    Target::Cifs { subdir, .. } if !subdir.is_empty() => {
                         dest.path = mnt.join(subdir);
                     }
+                    Target::Usb => dest.path = mnt.join(crate::rescue::usb::DATA_BACKUP_DIR),
+                    _ => {}
                 }
                 if create {
                     std::fs::create_dir_all(&dest.path)
@@ -216,6 +240,8 @@ mod tests {
             ("restic:/srv/repo", None),
             ("borg:ssh://h/./r", None),
             ("", None),
+            ("usb", Some(Target::Usb)),
+            ("./usb", Some(Target::Local("./usb".into()))),
         ];
         for (text, want) in cases {
             assert_eq!(Target::parse(text).ok(), want, "{text}");

@@ -8,6 +8,7 @@ mod backup_engine;
 mod config;
 mod drill;
 mod layout;
+mod media;
 mod notify;
 mod recover;
 mod rescue;

@@ -66,6 +66,8 @@ pub struct MkrescueArgs {
     /// with dpkg-deb -x).
     #[arg(long, value_name = "DIR")]
     pub secure_boot_root: Option<PathBuf>,
+    #[command(flatten)]
+    pub media: super::media::MediaArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -133,6 +135,9 @@ pub fn mkrescue(args: MkrescueArgs, cfg: &Config) -> Result<u8> {
         secure_boot_root: args.secure_boot_root,
         ..crate::schedule::run::rescue_options(&c, c.rescue.layout.value.as_deref())
     };
+    let Some(opts) = super::media::before_build(&args.media, opts)? else {
+        return Ok(0);
+    };
     let rec = rescue::mkrescue(&opts)?;
     println!(
         "rescue image for kernel {} built in {:.1}s: {} programs, {} libraries, {} modules, {} firmware files",
@@ -155,6 +160,7 @@ pub fn mkrescue(args: MkrescueArgs, cfg: &Config) -> Result<u8> {
     if let Some(Ok(copied)) = rescue::copy::after_build(&c, &opts.output, &rec) {
         println!("  copied to {}: {}", copied.destination, copied.name);
     }
+    super::media::after_build(&args.media, &opts, &rec)?;
     Ok(0)
 }
 

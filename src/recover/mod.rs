@@ -282,6 +282,12 @@ fn open_backup(
         .or_else(|| {
             let p = Path::new(MEDIUM_DIR).join(crate::rescue::ISO_BACKUP_DIR);
             p.is_dir().then(|| p.display().to_string())
+        })
+        .or_else(|| {
+            // The LIFEBOAT-DATA partition of a `mkrescue --usb` disk.
+            let p =
+                Path::new(crate::rescue::usb::DATA_MOUNT).join(crate::rescue::usb::DATA_BACKUP_DIR);
+            p.is_dir().then(|| p.display().to_string())
         });
     let Some(spec) = spec else {
         return Ok(None);
@@ -402,6 +408,10 @@ fn excluded_disks(
     for (label, why) in [
         ("LIFEBOAT_RESCUE", "it holds the lifeboat rescue medium"),
         ("LIFEBOAT-AUTO", "it holds the lifeboat job disk"),
+        (
+            crate::rescue::usb::DATA_LABEL,
+            "it is the lifeboat rescue disk (its LIFEBOAT-DATA partition)",
+        ),
     ] {
         let found = crate::exec::Cmd::new("blkid")
             .args([

@@ -153,6 +153,12 @@ pub fn build_iso(
     Ok(())
 }
 
+/// GRUB for UEFI without Secure Boot, for the ESP of a `--usb` disk: it
+/// finds its medium by the file `/lifeboat/MARKER`.
+pub(super) fn grub_efi_loader(cmdline: &str, marker: &str, work: &Path) -> Result<PathBuf> {
+    standalone_grub(&grub_cfg_text(cmdline, marker), work)
+}
+
 /// GRUB for UEFI without Secure Boot: one EFI binary with its
 /// configuration built in.
 fn standalone_grub(grub_text: &str, work: &Path) -> Result<PathBuf> {
@@ -202,7 +208,8 @@ fn efi_image(files: &[(PathBuf, &str)], efi_img: &Path) -> Result<()> {
     Ok(())
 }
 
-fn isolinux_cfg(cmdline: &str) -> String {
+/// The ISOLINUX (and SYSLINUX) menu: the kernel and initrd in /lifeboat.
+pub(super) fn isolinux_cfg(cmdline: &str) -> String {
     format!(
         "SERIAL 0 115200\n\
          DEFAULT rescue\n\
@@ -217,16 +224,40 @@ fn isolinux_cfg(cmdline: &str) -> String {
 
 fn grub_cfg_text(cmdline: &str, marker: &str) -> String {
     format!(
-        "serial --unit=0 --speed=115200\n\
-         terminal_input console serial\n\
-         terminal_output console serial\n\
-         set timeout=3\n\
-         set default=0\n\
-         search --no-floppy --file --set=root /lifeboat/{marker}\n\
-         menuentry 'lifeboat rescue' {{\n  linux /lifeboat/vmlinuz {cmdline}\n  initrd /lifeboat/initrd\n}}\n\
-         menuentry 'lifeboat rescue (shell only, no unattended jobs)' {{\n  linux /lifeboat/vmlinuz {plain}\n  initrd /lifeboat/initrd\n}}\n",
+        "{}search --no-floppy --file --set=root /lifeboat/{marker}\n{}",
+        grub_head(),
+        grub_entries(cmdline, "/lifeboat/vmlinuz", "/lifeboat/initrd")
+    )
+}
+
+/// Serial and VGA console, a 3-second menu.
+fn grub_head() -> &'static str {
+    "serial --unit=0 --speed=115200\n\
+     terminal_input console serial\n\
+     terminal_output console serial\n\
+     set timeout=3\n\
+     set default=0\n"
+}
+
+/// The two menu entries (with and without unattended jobs) that boot
+/// `vmlinuz` and `initrd` (paths as GRUB reads them).
+pub(super) fn grub_entries(cmdline: &str, vmlinuz: &str, initrd: &str) -> String {
+    format!(
+        "menuentry 'lifeboat rescue' {{\n  linux {vmlinuz} {cmdline}\n  initrd {initrd}\n}}\n\
+         menuentry 'lifeboat rescue (shell only, no unattended jobs)' {{\n  linux {vmlinuz} {plain}\n  initrd {initrd}\n}}\n",
         cmdline = grub_words(cmdline),
         plain = grub_words(&without_jobs(cmdline)),
+    )
+}
+
+/// A whole grub.cfg without a search: GRUB's root is already where the
+/// files are (a network boot: the TFTP or HTTP server).
+/// Its video drivers load from the server (UEFI GOP: a VGA console too).
+pub(super) fn grub_cfg_net(cmdline: &str, vmlinuz: &str, initrd: &str) -> String {
+    format!(
+        "insmod all_video\n{}{}",
+        grub_head(),
+        grub_entries(cmdline, vmlinuz, initrd)
     )
 }
 

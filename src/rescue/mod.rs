@@ -11,9 +11,11 @@ pub mod inputs;
 pub mod iso;
 pub mod kernel;
 pub mod net;
+pub mod pxe;
 pub mod secureboot;
 pub mod ssh;
 pub mod tree;
+pub mod usb;
 
 pub use build::{
     mkrescue, sha256_file, BuildRecord, Compression, Options, BUILD_RECORD, DEFAULT_OUTPUT, INITRD,

@@ -216,6 +216,8 @@ pub enum Bus {
     Scsi,
     Nvme,
     Sata,
+    /// A USB stick (usb-storage on an xHCI controller).
+    Usb,
 }
 
 #[derive(Clone, Debug)]
@@ -403,6 +405,7 @@ impl Vm {
             Boot::Nvram => {}
         }
         let mut scsi = false;
+        let mut xhci = false;
         for (i, d) in self.disks.iter().enumerate() {
             c.arg("-drive").arg(format!(
                 "file={},format={},if=none,id=d{i},cache=unsafe",
@@ -423,6 +426,13 @@ impl Vm {
                 Bus::Virtio => format!("virtio-blk-pci,drive=d{i},serial={serial}{bootindex}"),
                 Bus::Nvme => format!("nvme,drive=d{i},serial={serial}{bootindex}"),
                 Bus::Sata => format!("ide-hd,drive=d{i},serial={serial}{bootindex}"),
+                Bus::Usb => {
+                    if !xhci {
+                        c.args(["-device", "qemu-xhci,id=xhci0"]);
+                        xhci = true;
+                    }
+                    format!("usb-storage,bus=xhci0.0,drive=d{i},serial={serial}{bootindex}")
+                }
                 Bus::Scsi => {
                     if !scsi {
                         c.args(["-device", "virtio-scsi-pci,id=scsi0"]);
