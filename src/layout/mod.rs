@@ -286,8 +286,8 @@ pub(crate) mod tests {
 
     /// The typed names (file system types, segment types, GRUB platforms)
     /// read and write exactly the text the fixture holds: an old layout
-    /// loads to the same JSON values (the fixture predates `network`, which
-    /// is written empty), and a file this version writes reads back to the
+    /// loads to the same JSON values (the fixture predates `network`, written
+    /// empty, and `network_config`, written null), and a file this version writes reads back to the
     /// same bytes.
     #[test]
     fn fixture_layout_round_trips_byte_for_byte() {
@@ -300,6 +300,9 @@ pub(crate) mod tests {
         let mut new: serde_json::Value = serde_json::from_str(&written).unwrap();
         assert_eq!(new["network"], serde_json::json!([]));
         new.as_object_mut().unwrap().remove("network");
+        // ... and `network_config` (written as null when not captured)
+        assert_eq!(new["network_config"], serde_json::Value::Null);
+        new.as_object_mut().unwrap().remove("network_config");
         assert_eq!(new, old);
         assert_eq!(Layout::from_json(&written).unwrap().to_json(), written);
         let root = l
