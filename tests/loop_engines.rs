@@ -197,7 +197,8 @@ impl Case {
         ] {
             cmd.env_remove(v);
         }
-        let out = cmd.output().unwrap();
+        // Calendar periods in UTC, as the generation ids are written.
+        let out = cmd.env("TZ", "UTC").output().unwrap();
         (
             out.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -268,6 +269,62 @@ impl Case {
                 serde_json::from_str(&self.engine(&["list", "--json", "{repo}"])).unwrap();
             v["archives"].as_array().unwrap().len()
         }
+    }
+}
+
+impl Case {
+    /// (generation, is-metadata) of every snapshot/archive, sorted.
+    fn engine_gens(&self) -> Vec<(String, bool)> {
+        let mut out: Vec<(String, bool)> = if self.spec.starts_with("restic:") {
+            let v: serde_json::Value =
+                serde_json::from_str(&self.engine(&["snapshots", "--json"])).unwrap();
+            let tags = |s: &serde_json::Value| -> Vec<String> {
+                s["tags"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|t| t.as_str().unwrap().to_string())
+                    .collect()
+            };
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|s| {
+                    let t = tags(s);
+                    let g = t
+                        .iter()
+                        .find_map(|t| t.strip_prefix("lifeboat-gen="))
+                        .unwrap();
+                    (g.to_string(), t.iter().any(|t| t == "lifeboat-meta"))
+                })
+                .collect()
+        } else {
+            let v: serde_json::Value =
+                serde_json::from_str(&self.engine(&["list", "--json", "{repo}"])).unwrap();
+            v["archives"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| {
+                    let parts: Vec<&str> = a["name"].as_str().unwrap().split('.').collect();
+                    (parts[1].to_string(), parts[2] == "meta")
+                })
+                .collect()
+        };
+        out.sort();
+        out
+    }
+
+    /// The generation ids `backup list --json` shows, oldest first.
+    fn listed(&self) -> Vec<String> {
+        let v: serde_json::Value =
+            serde_json::from_str(&self.ok(&["backup", "list", "--json", "--from", &self.spec]))
+                .unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["generation"]["id"].as_str().unwrap().to_string())
+            .collect()
     }
 }
 
@@ -362,6 +419,130 @@ fn restic_local_round_trip_and_prune() {
     // --deep: a restore into scratch compared with the manifest.
     let v = c.ok(&["backup", "verify", "--deep", "--from", &c.spec]);
     assert!(v.contains("restored and compared"), "{v}");
+}
+
+/// Calendar retention words on a repository, decided by lifeboat per
+/// generation: each generation here has two file systems (two snapshots or
+/// archives) and its metadata one; `--dry-run` removes nothing, a prune
+/// removes whole generations (all three together), `backup.keep_last`
+/// applies after `backup create`, `--keep-daily 1` keeps the day's newest.
+fn calendar_retention(c: &Case) {
+    c.init();
+    let other = c.scratch.join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("file"), b"second file system\n").unwrap();
+    let other_s = other.display().to_string();
+    for i in 0..4 {
+        std::fs::write(c.src().join("etc/conf3"), format!("round {i}\n")).unwrap();
+        c.create(&["--source", &other_s]);
+    }
+    let gens = c.listed();
+    assert_eq!(gens.len(), 4, "{gens:?}");
+    let whole = |ids: &[&String]| -> Vec<(String, bool)> {
+        let mut v: Vec<(String, bool)> = ids
+            .iter()
+            .flat_map(|g| {
+                [
+                    ((*g).clone(), false),
+                    ((*g).clone(), false),
+                    ((*g).clone(), true),
+                ]
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(c.engine_gens(), whole(&gens.iter().collect::<Vec<_>>()));
+    let prune = |extra: &[&str]| -> String {
+        let mut args = vec!["backup", "prune", "--from", &c.spec];
+        args.extend_from_slice(extra);
+        c.ok(&args)
+    };
+    let before = c.engine_gens();
+    let out = prune(&["--keep-last", "2", "--dry-run"]);
+    for (i, g) in gens.iter().enumerate() {
+        let line = out
+            .lines()
+            .find(|l| l.contains(g.as_str()))
+            .unwrap_or_default();
+        let want = if i < 2 { "would remove" } else { "keep" };
+        assert!(line.starts_with(want), "{g}: {out}");
+    }
+    assert!(out.contains("last #1") && out.contains("last #2"), "{out}");
+    assert!(
+        out.contains("dry run: 2 generation(s) would be removed, 2 kept (--keep-last 2)"),
+        "{out}"
+    );
+    assert_eq!(c.engine_gens(), before, "--dry-run changed the repository");
+    let out = prune(&["--keep-last", "2", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["removed"], serde_json::json!([gens[0], gens[1]]), "{out}");
+    assert_eq!(v["dry_run"], false);
+    assert_eq!(c.engine_gens(), whole(&[&gens[2], &gens[3]]));
+    assert_eq!(c.listed(), gens[2..]);
+    // backup.keep_last from the configuration, after a backup.
+    let cfg = std::fs::read_to_string(&c.config).unwrap();
+    std::fs::write(&c.config, format!("[backup]\nkeep_last = 2\n{cfg}")).unwrap();
+    let out = c.create(&["--source", &other_s]);
+    assert!(
+        out.contains(&format!(
+            "removed old generation {} (--keep-last 2)",
+            gens[2]
+        )),
+        "{out}"
+    );
+    let now = c.listed();
+    assert_eq!(now.len(), 2, "{now:?}");
+    assert_eq!(now[0], gens[3]);
+    assert_eq!(c.engine_gens(), whole(&[&now[0], &now[1]]));
+    // One a day (UTC): both are of today unless midnight passed between
+    // (the configured keep_last would add to the flag, as for folders).
+    std::fs::write(&c.config, cfg).unwrap();
+    let out = prune(&["--keep-daily", "1"]);
+    let same_day = now[0][..8] == now[1][..8];
+    let left = c.listed();
+    assert_eq!(left.len(), if same_day { 1 } else { 2 }, "{out}");
+    assert_eq!(left.last(), now.last());
+    assert!(
+        out.contains(&format!(
+            "daily {}-{}-{}",
+            &now[1][..4],
+            &now[1][4..6],
+            &now[1][6..8]
+        )),
+        "{out}"
+    );
+    assert_eq!(c.engine_gens(), whole(&left.iter().collect::<Vec<_>>()));
+    let v = c.ok(&["backup", "verify", "--from", &c.spec]);
+    assert!(v.starts_with("backup sound"), "{v}");
+}
+
+#[test]
+fn restic_calendar_retention() {
+    require_root!();
+    require!("restic");
+    let c = case(
+        "restic-keep",
+        "restic:{dir}/repo",
+        "{dir}/repo",
+        RESTIC_CONFIG,
+        vec![],
+    );
+    calendar_retention(&c);
+}
+
+#[test]
+fn borg_calendar_retention() {
+    require_root!();
+    require!("borg");
+    let c = case(
+        "borg-keep",
+        "borg:{dir}/repo",
+        "{dir}/repo",
+        BORG_CONFIG,
+        vec![],
+    );
+    calendar_retention(&c);
 }
 
 #[test]

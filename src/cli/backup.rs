@@ -340,8 +340,8 @@ pub fn run(cmd: BackupCmd, cfg: &Config) -> Result<u8> {
                 } else {
                     a.exclude
                 };
-                a.keep = a.keep.or(b.keep.value.map(|k| k.0 as usize));
-                return super::backup_engine::create(a, &repo, cfg);
+                let policy = a.rules.policy(a.keep, cfg);
+                return super::backup_engine::create(a, &repo, cfg, policy);
             }
             a.incremental = a.incremental || (b.incremental.value && !a.full && !a.differential);
             a.compression = a.compression.or(Some(b.compression.value.0));
@@ -389,6 +389,10 @@ pub fn run(cmd: BackupCmd, cfg: &Config) -> Result<u8> {
             let from = destination(a.from.take(), "--from", cfg)?;
             a.mount_options = a.mount_options.or(cfg.backup.mount_options.value.clone());
             let policy = a.rules.policy(a.keep, cfg);
+            check_policy(&policy)?;
+            if let Some(repo) = super::backup_engine::repo(&from, cfg)? {
+                return super::backup_engine::prune(a, &repo, &policy);
+            }
             prune(a, &from, &policy)
         }
     }
@@ -831,14 +835,19 @@ fn restore(a: RestoreArgs, from: &str) -> Result<u8> {
     Ok(u8::from(damaged.is_some()))
 }
 
-/// `backup prune`: the retention rules applied (or shown, `--dry-run`).
-fn prune(a: PruneArgs, from: &str, policy: &Policy) -> Result<u8> {
+/// A policy `backup prune` can apply.
+fn check_policy(policy: &Policy) -> Result<()> {
     if policy.is_empty() {
         bail!("no retention rule: give --keep N or --keep-last/-hourly/-daily/-weekly/-monthly/-yearly N, or set backup.keep or backup.keep_* in the configuration");
     }
     if policy.chains == Some(0) {
         bail!("--keep must be at least 1");
     }
+    Ok(())
+}
+
+/// `backup prune`: the retention rules applied (or shown, `--dry-run`).
+fn prune(a: PruneArgs, from: &str, policy: &Policy) -> Result<u8> {
     let dest = Destination::open(from, a.mount_options.as_deref(), false)?;
     let store = Store::new(&dest.path);
     let _lock = (!a.dry_run).then(|| store.lock()).transpose()?;
@@ -848,6 +857,16 @@ fn prune(a: PruneArgs, from: &str, policy: &Policy) -> Result<u8> {
     } else {
         store.prune(policy)?
     };
+    print_prune(&a, &plan, &removed, policy)
+}
+
+/// What `backup prune` did (or would do), as text or `--json`.
+pub(super) fn print_prune(
+    a: &PruneArgs,
+    plan: &backup::generation::PrunePlan,
+    removed: &[String],
+    policy: &Policy,
+) -> Result<u8> {
     if a.json {
         let v = serde_json::json!({
             "dry_run": a.dry_run,

@@ -3,9 +3,12 @@
 
 use anyhow::{bail, Result};
 
-use super::backup::{plan_sources, CreateArgs, ListArgs, RestoreArgs, VerifyArgs};
-use crate::backup::engine::{self, ops, Keep, Repo, Settings};
+use super::backup::{
+    plan_sources, print_prune, CreateArgs, ListArgs, PruneArgs, RestoreArgs, VerifyArgs,
+};
+use crate::backup::engine::{self, ops, prune as engine_prune, Repo, Settings};
 use crate::backup::generation::Outcome;
+use crate::backup::retention::Policy;
 use crate::config::Config;
 use crate::util::human_bytes;
 
@@ -17,8 +20,8 @@ pub fn repo(spec: &str, cfg: &Config) -> Result<Option<Repo>> {
     }
 }
 
-pub fn create(a: CreateArgs, repo: &Repo, cfg: &Config) -> Result<u8> {
-    if a.keep == Some(0) {
+pub fn create(a: CreateArgs, repo: &Repo, cfg: &Config, policy: Policy) -> Result<u8> {
+    if policy.chains == Some(0) {
         bail!("--keep must be at least 1");
     }
     let native_only = [
@@ -42,10 +45,7 @@ pub fn create(a: CreateArgs, repo: &Repo, cfg: &Config) -> Result<u8> {
             sources,
             layout_file,
             excludes,
-            keep: Keep {
-                last: a.keep.map(|k| k as u64),
-                ..Keep::default()
-            },
+            retention: policy,
         },
     )?;
     let g = &rep.generation;
@@ -81,7 +81,7 @@ pub fn create(a: CreateArgs, repo: &Repo, cfg: &Config) -> Result<u8> {
             }
         }
         for r in &rep.removed {
-            println!("removed old generation {r} (--keep)");
+            println!("removed old generation {r} ({})", policy.describe());
         }
     }
     Ok(u8::from(g.result == Outcome::Partial))
@@ -203,4 +203,16 @@ pub fn restore(a: RestoreArgs, repo: &Repo) -> Result<u8> {
         );
     }
     Ok(0)
+}
+
+/// `backup prune` on a repository: lifeboat's rules decide per generation
+/// ([`engine_prune`]); `--dry-run` removes nothing.
+pub fn prune(a: PruneArgs, repo: &Repo, policy: &Policy) -> Result<u8> {
+    let plan = engine_prune::plan(repo, policy)?;
+    let removed = if a.dry_run {
+        Vec::new()
+    } else {
+        engine_prune::apply(repo, &plan)?
+    };
+    print_prune(&a, &plan, &removed, policy)
 }

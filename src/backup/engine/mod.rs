@@ -17,8 +17,10 @@
 
 pub mod borg;
 pub mod ops;
+pub mod prune;
 pub mod restic;
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -115,38 +117,6 @@ pub struct Listed {
     pub path: Vec<u8>,
     pub kind: Kind,
     pub size: Option<u64>,
-}
-
-/// Retention in the engines' own words (`--keep-last N` ...).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Keep {
-    pub last: Option<u64>,
-    pub daily: Option<u64>,
-    pub weekly: Option<u64>,
-    pub monthly: Option<u64>,
-}
-
-impl Keep {
-    /// The engine flags, e.g. `--keep-last 3 --keep-daily 7`.
-    pub fn args(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        for (flag, v) in [
-            ("--keep-last", self.last),
-            ("--keep-daily", self.daily),
-            ("--keep-weekly", self.weekly),
-            ("--keep-monthly", self.monthly),
-        ] {
-            if let Some(n) = v {
-                out.push(flag.to_string());
-                out.push(n.to_string());
-            }
-        }
-        out
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.args().is_empty()
-    }
 }
 
 impl Repo {
@@ -423,16 +393,13 @@ impl Repo {
         }
     }
 
-    /// Applies `keep` to the generations (the engine decides which
-    /// metadata snapshots stay) and removes every snapshot of the others,
-    /// then frees their space. Returns the removed generation ids.
-    pub fn expire(&self, keep: &Keep) -> Result<Vec<String>> {
-        if keep.is_empty() {
-            return Ok(Vec::new());
-        }
+    /// Removes every snapshot/archive of the generations `gens` made by
+    /// `host` (whole generations: metadata first, then each file system's)
+    /// and frees their space.
+    pub fn remove_generations(&self, gens: &BTreeSet<String>, host: &str) -> Result<()> {
         match self.engine {
-            Engine::Restic => restic::expire(self, keep),
-            Engine::Borg => borg::expire(self, keep),
+            Engine::Restic => restic::remove(self, gens, host),
+            Engine::Borg => borg::remove(self, gens, host),
         }
     }
 }
@@ -499,16 +466,5 @@ mod tests {
         std::fs::write(&p, "A=1\nnot a line\n").unwrap();
         let e = read_env_file(&p).unwrap_err().to_string();
         assert!(e.contains("line 2: expected KEY=VALUE"), "{e}");
-    }
-
-    #[test]
-    fn keep_words_map_to_engine_flags() {
-        let k = Keep {
-            last: Some(3),
-            weekly: Some(4),
-            ..Keep::default()
-        };
-        assert_eq!(k.args(), ["--keep-last", "3", "--keep-weekly", "4"]);
-        assert!(Keep::default().is_empty());
     }
 }

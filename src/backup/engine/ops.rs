@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use super::{Keep, MetaRef, Repo, META_TAG};
+use super::{MetaRef, Repo, META_TAG};
 use crate::backup::create::{archive_stem, Source};
 use crate::backup::generation::{
     ArchiveInfo, GenKind, Generation, Outcome, Warnings, FORMAT, GENERATION_FILE, LAYOUT_FILE,
@@ -24,7 +24,8 @@ pub struct EngineCreate {
     /// Layout stored with the generation.
     pub layout_file: Option<PathBuf>,
     pub excludes: Excludes,
-    pub keep: Keep,
+    /// Applied after the backup ([`super::prune`]).
+    pub retention: crate::backup::retention::Policy,
 }
 
 /// What `backup create` did.
@@ -89,7 +90,7 @@ pub fn create(repo: &Repo, opts: &EngineCreate) -> Result<EngineReport> {
     }
     let gen = store_meta(repo, opts, &manifest, archives, warnings, &run)?;
     added += gen.1;
-    let removed = repo.expire(&opts.keep)?;
+    let removed = super::prune::prune(repo, &opts.retention)?;
     Ok(EngineReport {
         generation: gen.0,
         added_bytes: added,

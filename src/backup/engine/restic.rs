@@ -12,7 +12,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
-use super::{Keep, Listed, MetaRef, Repo, Saved, Settings, META_TAG};
+use super::{Listed, MetaRef, Repo, Saved, Settings, META_TAG};
 use crate::backup::manifest::Kind;
 use crate::exec::Cmd;
 
@@ -123,6 +123,10 @@ struct Snapshot {
 }
 
 impl Snapshot {
+    fn is_meta(&self) -> bool {
+        self.tags.iter().flatten().any(|t| t == META_TAG)
+    }
+
     fn generation(&self) -> Option<&str> {
         self.tags
             .iter()
@@ -211,46 +215,22 @@ pub fn entries(repo: &Repo, id: &str) -> Result<Vec<Listed>> {
     Ok(v)
 }
 
-#[derive(Deserialize)]
-struct ForgetGroup {
-    #[serde(default)]
-    remove: Option<Vec<Snapshot>>,
-}
-
-/// `restic forget --dry-run` on the metadata snapshots says which
-/// generations go; then every snapshot of those is forgotten and pruned.
-pub fn expire(repo: &Repo, keep: &Keep) -> Result<Vec<String>> {
-    let policy = keep.args();
-    let mut args = vec![
-        "--json",
-        "forget",
-        "--dry-run",
-        "--tag",
-        META_TAG,
-        "--group-by",
-        "host",
-    ];
-    args.extend(policy.iter().map(String::as_str));
-    let cmd = restic(repo, &args);
-    let out = repo.run(&cmd)?;
-    let groups: Vec<ForgetGroup> = serde_json::from_slice(&out.stdout)
-        .with_context(|| format!("parsing the JSON output of {cmd}"))?;
-    let gone: BTreeSet<String> = groups
-        .iter()
-        .flat_map(|g| g.remove.iter().flatten())
-        .filter_map(|s| s.generation().map(String::from))
-        .collect();
-    if gone.is_empty() {
-        return Ok(Vec::new());
-    }
-    let ids: Vec<String> = snapshots(repo, "lifeboat")?
+/// Forgets every snapshot of the generations `gens` of `host`: the
+/// metadata snapshots first (an interruption leaves no listed generation
+/// short of a file system), then the file systems', then prunes.
+pub fn remove(repo: &Repo, gens: &BTreeSet<String>, host: &str) -> Result<()> {
+    let (meta, fs): (Vec<Snapshot>, Vec<Snapshot>) = snapshots(repo, "lifeboat")?
         .into_iter()
-        .filter(|s| s.generation().is_some_and(|g| gone.contains(g)))
-        .map(|s| s.id)
-        .collect();
-    let cmd = restic(repo, &["forget", "--prune"]).args(&ids);
-    repo.run(&cmd)?;
-    Ok(gone.into_iter().collect())
+        .filter(|s| s.hostname == host && s.generation().is_some_and(|g| gens.contains(g)))
+        .partition(Snapshot::is_meta);
+    for batch in [meta, fs] {
+        if !batch.is_empty() {
+            let ids = batch.iter().map(|s| s.id.as_str());
+            repo.run(&restic(repo, &["forget"]).args(ids))?;
+        }
+    }
+    repo.run(&restic(repo, &["prune"]))?;
+    Ok(())
 }
 
 #[cfg(test)]
