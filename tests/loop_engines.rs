@@ -545,6 +545,102 @@ fn borg_calendar_retention() {
     calendar_retention(&c);
 }
 
+/// `backup restore --path` on a repository: only the paths asked for (a
+/// folder of one file system, a file, a folder of a second file system)
+/// land, equal to the source; a path the generation lacks and an existing
+/// path without --overwrite are refused before anything is written.
+fn restore_paths(c: &Case) {
+    c.init();
+    let other = c.scratch.join("other");
+    std::fs::create_dir_all(other.join("sub")).unwrap();
+    std::fs::write(other.join("sub/file"), b"second file system\n").unwrap();
+    std::fs::write(other.join("left"), b"not asked for\n").unwrap();
+    let other_s = other.display().to_string();
+    c.create(&["--source", &other_s]);
+    let src = c.src();
+    let to = c.scratch.join("restored");
+    let to_s = to.display().to_string();
+    let p = |rel: &str, root: &Path| root.join(rel).display().to_string();
+    let (etc, big, sub) = (p("etc", &src), p("big2.bin", &src), p("sub", &other));
+    let restore = |extra: &[&str]| {
+        let mut args = vec!["backup", "restore", "--from", &c.spec, "--to", &to_s];
+        args.extend_from_slice(extra);
+        c.lifeboat(&args)
+    };
+    let (code, _, err) = restore(&["--path", &p("nothing/here", &src)]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("nothing/here is not in generation"), "{err}");
+    assert!(!to.exists(), "a refused restore wrote {}", to.display());
+    let (code, out, err) = restore(&["--path", &etc, "--path", &big, "--path", &sub]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("every file checked against the manifest"),
+        "{out}"
+    );
+    let landed = |root: &Path| to.join(root.strip_prefix("/").unwrap());
+    assert_eq!(
+        describe(&landed(&src).join("etc"), ""),
+        describe(&src.join("etc"), "")
+    );
+    assert_eq!(
+        std::fs::read(landed(&src).join("big2.bin")).unwrap(),
+        std::fs::read(src.join("big2.bin")).unwrap()
+    );
+    assert_eq!(
+        describe(&landed(&other).join("sub"), ""),
+        describe(&other.join("sub"), "")
+    );
+    let mut top: Vec<String> = std::fs::read_dir(landed(&src))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    top.sort();
+    assert_eq!(top, ["big2.bin", "etc"], "only the paths asked for");
+    assert!(!landed(&other).join("left").exists());
+    // Again: the file exists now.
+    let (code, _, err) = restore(&["--path", &big]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("exists; pass --overwrite to replace it"),
+        "{err}"
+    );
+    std::fs::write(landed(&src).join("big2.bin"), b"clobbered").unwrap();
+    let (code, out, err) = restore(&["--path", &big, "--overwrite"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        std::fs::read(landed(&src).join("big2.bin")).unwrap(),
+        std::fs::read(src.join("big2.bin")).unwrap()
+    );
+}
+
+#[test]
+fn restic_restore_paths() {
+    require_root!();
+    require!("restic");
+    let c = case(
+        "restic-path",
+        "restic:{dir}/repo",
+        "{dir}/repo",
+        RESTIC_CONFIG,
+        vec![],
+    );
+    restore_paths(&c);
+}
+
+#[test]
+fn borg_restore_paths() {
+    require_root!();
+    require!("borg");
+    let c = case(
+        "borg-path",
+        "borg:{dir}/repo",
+        "{dir}/repo",
+        BORG_CONFIG,
+        vec![],
+    );
+    restore_paths(&c);
+}
+
 #[test]
 fn restic_over_sftp() {
     require_root!();

@@ -452,6 +452,21 @@ fn deep(store: &Store, id: &str, opts: &VerifyOptions) -> Result<()> {
 /// kinds, sizes, modes, owners, times, link targets, devices, hard links,
 /// xattr digests and content hashes. Returns the first difference.
 pub fn compare_tree(scratch: &Path, manifest: &Manifest, fs: &FsManifest) -> Result<(), String> {
+    compare_under(scratch, manifest, fs, b".")
+}
+
+/// [`compare_tree`] for the part of `fs` at `rel` (relative to its root;
+/// `.` for all of it): what is restored there, and what the manifest holds
+/// there (a `--path` restore).
+pub fn compare_under(
+    scratch: &Path,
+    manifest: &Manifest,
+    fs: &FsManifest,
+    rel: &[u8],
+) -> Result<(), String> {
+    use std::os::unix::ffi::OsStrExt;
+    let whole = rel == b".";
+    let under = |p: &[u8]| whole || p == rel || p.starts_with(&[rel, b"/"].concat());
     let strip = |p: &Path| scratch.join(p.strip_prefix("/").unwrap_or(p));
     let root = strip(fs.mountpoint.as_path());
     let ex = Excludes {
@@ -466,10 +481,32 @@ pub fn compare_tree(scratch: &Path, manifest: &Manifest, fs: &FsManifest) -> Res
             .collect(),
         ..Excludes::default()
     };
-    let (entries, _) = walk::walk(&root, "", &ex).map_err(|e| format!("{e:#}"))?;
+    // A file is walked from its folder, then kept alone.
+    let mut from = rel.to_vec();
+    if !whole && !root.join(std::ffi::OsStr::from_bytes(rel)).is_dir() {
+        from = match rel.iter().rposition(|&b| b == b'/') {
+            Some(i) => rel[..i].to_vec(),
+            None => b".".to_vec(),
+        };
+    }
+    let start = match from.as_slice() {
+        b"." => root.clone(),
+        f => root.join(std::ffi::OsStr::from_bytes(f)),
+    };
+    let (mut entries, _) = walk::walk(&start, "", &ex).map_err(|e| format!("{e:#}"))?;
+    if from != b"." {
+        for e in &mut entries {
+            e.rec.path.0 = match e.rec.path.0.as_slice() {
+                b"." => from.clone(),
+                p => [&from[..], b"/", p].concat(),
+            };
+        }
+    }
+    entries.retain(|e| under(&e.rec.path.0));
     let mut want: HashMap<&[u8], &FileRecord> = fs
         .entries
         .iter()
+        .filter(|r| under(&r.path.0))
         .map(|r| (r.path.0.as_slice(), r))
         .collect();
     let mut ino_of: HashMap<&[u8], u64> = HashMap::new();
@@ -523,8 +560,8 @@ pub fn compare_tree(scratch: &Path, manifest: &Manifest, fs: &FsManifest) -> Res
             show(first)
         ));
     }
-    for r in &fs.entries {
-        if let Some(l) = &r.link {
+    for r in fs.entries.iter().filter(|r| under(&r.path.0)) {
+        if let Some(l) = r.link.as_ref().filter(|l| under(&l.0)) {
             if ino_of.get(r.path.0.as_slice()) != ino_of.get(l.0.as_slice()) {
                 return Err(format!("{} is not a hard link to {l}", r.path));
             }

@@ -166,9 +166,15 @@ pub fn verify(a: VerifyArgs, repo: &Repo) -> Result<u8> {
 }
 
 pub fn restore(a: RestoreArgs, repo: &Repo) -> Result<u8> {
-    if !a.path.is_empty() || a.no_same_owner || a.no_devices {
+    if a.at.is_some() {
         bail!(
-            "--path, --no-same-owner and --no-devices are not available for {} repositories: restore the whole generation",
+            "--at is not available for {} repositories yet: give --generation ID (see `lifeboat backup list`)",
+            repo.engine.tool()
+        );
+    }
+    if a.no_same_owner || a.no_devices {
+        bail!(
+            "--no-same-owner and --no-devices are not available for {} repositories: the engine restores owners and devices as stored",
             repo.engine.tool()
         );
     }
@@ -177,6 +183,7 @@ pub fn restore(a: RestoreArgs, repo: &Repo) -> Result<u8> {
         &engine::EngineRestore {
             generation: a.generation,
             to: a.to.clone(),
+            paths: a.path.clone(),
             overwrite: a.overwrite,
         },
     );

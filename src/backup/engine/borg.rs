@@ -126,10 +126,16 @@ pub fn dump(repo: &Repo, id: &str, name: &str) -> Result<Vec<u8>> {
     Ok(repo.run(&cmd)?.stdout)
 }
 
-pub fn restore(repo: &Repo, id: &str, target: &Path) -> Result<()> {
-    let cmd = borg(repo, &["extract", "--numeric-ids"])
+/// Extracts archive `id` into `target`; with `only`, just those paths
+/// (relative to the archive's root, as path prefixes) and what is below.
+pub fn restore(repo: &Repo, id: &str, target: &Path, only: &[Vec<u8>]) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut cmd = borg(repo, &["extract", "--numeric-ids"])
         .arg(archive(repo, id))
         .current_dir(target);
+    for rel in only {
+        cmd = cmd.arg(std::ffi::OsStr::from_bytes(&[b"pp:", &rel[..]].concat()));
+    }
     repo.run(&cmd)?;
     Ok(())
 }

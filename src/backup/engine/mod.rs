@@ -369,11 +369,13 @@ impl Repo {
         }
     }
 
-    /// Restores snapshot `id` into `target` (its root becomes `target`).
-    pub fn restore_tree(&self, id: &str, target: &Path) -> Result<()> {
+    /// Restores snapshot `id` into `target` (its root becomes `target`);
+    /// with `only`, just those paths (relative to the root) and what is
+    /// below them.
+    pub fn restore_tree(&self, id: &str, target: &Path, only: &[Vec<u8>]) -> Result<()> {
         match self.engine {
-            Engine::Restic => restic::restore(self, id, target),
-            Engine::Borg => borg::restore(self, id, target),
+            Engine::Restic => restic::restore(self, id, target, only),
+            Engine::Borg => borg::restore(self, id, target, only),
         }
     }
 

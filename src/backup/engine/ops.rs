@@ -16,7 +16,7 @@ use crate::backup::generation::{
 };
 use crate::backup::manifest::{self, FsManifest, Kind, Manifest, PathBytes};
 use crate::backup::walk::{self, Excludes, WalkEntry};
-use crate::backup::{compress, fsio, verify::compare_tree, Compression};
+use crate::backup::{compress, fsio, verify::compare_under, Compression};
 
 /// What `backup create` asks of an engine.
 pub struct EngineCreate {
@@ -501,7 +501,7 @@ fn deep(repo: &Repo, l: &Loaded, scratch: Option<&Path>) -> Result<()> {
         .prefix("lifeboat-verify-")
         .tempdir_in(&parent)
         .with_context(|| format!("creating a scratch folder in {}", parent.display()))?;
-    restore_loaded(repo, l, dir.path())
+    restore_loaded(repo, l, dir.path(), &[])
         .with_context(|| format!("generation {}: deep check", l.generation.id))?;
     Ok(())
 }
@@ -510,7 +510,11 @@ fn deep(repo: &Repo, l: &Loaded, scratch: Option<&Path>) -> Result<()> {
 pub struct EngineRestore {
     pub generation: Option<String>,
     pub to: PathBuf,
-    /// Restore into folders that already hold files.
+    /// Only these paths (absolute, as on the backed-up system) and what is
+    /// below them.
+    pub paths: Vec<PathBuf>,
+    /// Restore into folders that already hold files (with `paths`: replace
+    /// them).
     pub overwrite: bool,
 }
 
@@ -529,7 +533,12 @@ pub fn restore(repo: &Repo, opts: &EngineRestore) -> Result<EngineRestoreReport>
     let t0 = std::time::Instant::now();
     let meta = pick(repo, opts.generation.as_deref())?;
     let l = load(repo, &meta)?;
-    if !opts.overwrite {
+    let selected = crate::backup::restore::select(&l.manifest, &opts.paths, &l.generation.id)?;
+    if !opts.paths.is_empty() {
+        std::fs::create_dir_all(&opts.to)
+            .with_context(|| format!("creating {}", opts.to.display()))?;
+        crate::backup::restore::check_paths(&opts.to, &opts.paths, opts.overwrite)?;
+    } else if !opts.overwrite {
         for fs in &l.manifest.filesystems {
             let t = under(&opts.to, fs.mountpoint.as_path());
             if holds_files(&t) {
@@ -540,11 +549,17 @@ pub fn restore(repo: &Repo, opts: &EngineRestore) -> Result<EngineRestoreReport>
             }
         }
     }
-    restore_loaded(repo, &l, &opts.to)?;
+    restore_loaded(repo, &l, &opts.to, &opts.paths)?;
+    let recs = selected.iter().flat_map(|(_, r)| r.iter());
+    let files = recs.clone().count() as u64;
+    let bytes = recs
+        .filter(|r| r.kind == Kind::File && r.link.is_none())
+        .map(|r| r.size)
+        .sum();
     Ok(EngineRestoreReport {
         generation: l.generation.id.clone(),
-        files: l.generation.files,
-        bytes: l.generation.bytes,
+        files,
+        bytes,
         seconds: t0.elapsed().as_secs_f64(),
     })
 }
@@ -570,57 +585,86 @@ fn holds_files(dir: &Path) -> bool {
 
 /// Restores every file system of `l` below `to` (parents first), gives
 /// each root the manifest's owner, mode and time, then compares the trees
-/// with the manifest. Each mount point is opened below `to` through
-/// handles, never through a symlink (an earlier file system's snapshot
-/// cannot send a later one outside the target), and the engine is given
-/// that very directory (`/proc/PID/fd/N`).
-fn restore_loaded(repo: &Repo, l: &Loaded, to: &Path) -> Result<()> {
-    use std::os::fd::{AsFd, AsRawFd};
-    let mut fss: Vec<&FsManifest> = l.manifest.filesystems.iter().collect();
-    fss.sort_by(|a, b| a.mountpoint.0.cmp(&b.mountpoint.0));
+/// with the manifest. With `paths`, only those paths (and what is below
+/// them) of the file systems holding them, each compared with its part of
+/// the manifest.
+fn restore_loaded(repo: &Repo, l: &Loaded, to: &Path, paths: &[PathBuf]) -> Result<()> {
+    let mut fss: Vec<(&FsManifest, Vec<Vec<u8>>)> = Vec::new();
+    for fs in &l.manifest.filesystems {
+        let rels: Vec<Vec<u8>> = paths
+            .iter()
+            .filter_map(|p| crate::backup::restore::rel_in_fs(p, &fs.mountpoint, &l.manifest))
+            .collect();
+        match (paths.is_empty(), rels.iter().any(|r| r == b".")) {
+            (true, _) | (false, true) => fss.push((fs, Vec::new())),
+            (false, false) if !rels.is_empty() => fss.push((fs, rels)),
+            _ => {}
+        }
+    }
+    fss.sort_by(|a, b| a.0.mountpoint.0.cmp(&b.0.mountpoint.0));
     std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
     let tree = crate::backup::beneath::Tree::open(to)?;
-    for fs in &fss {
-        let rel = fs
-            .mountpoint
-            .0
-            .strip_prefix(b"/")
-            .unwrap_or(&fs.mountpoint.0);
-        let sub = tree.subtree(rel, true).with_context(|| {
-            format!(
-                "restoring {} into {}",
-                fs.mountpoint,
-                tree.show(rel).display()
-            )
-        })?;
-        let dir = sub.root();
-        let target = PathBuf::from(format!(
-            "/proc/{}/fd/{}",
-            std::process::id(),
-            dir.as_raw_fd()
-        ));
-        log::info!(
-            "{}: restoring {} into {}",
-            repo.spec(),
-            fs.archive,
-            tree.show(rel).display()
-        );
-        repo.restore_tree(&fs.archive, &target)?;
-        if let Some(root) = fs.entries.iter().find(|r| r.path.0 == b".") {
-            set_root_meta(dir.as_fd(), root).with_context(|| {
-                format!(
-                    "setting owner, mode and time of {}",
-                    tree.show(rel).display()
-                )
+    for (fs, only) in &fss {
+        restore_fs(repo, &tree, fs, only)?;
+    }
+    for (fs, only) in &fss {
+        let dot = [b".".to_vec()];
+        let parts = if only.is_empty() { &dot[..] } else { &only[..] };
+        for rel in parts {
+            compare_under(to, &l.manifest, fs, rel).map_err(|e| {
+                crate::backup::restore::Damaged(format!(
+                    "generation {}: restored {} differs from the manifest: {e}",
+                    l.generation.id, fs.mountpoint
+                ))
             })?;
         }
     }
-    for fs in &fss {
-        compare_tree(to, &l.manifest, fs).map_err(|e| {
-            crate::backup::restore::Damaged(format!(
-                "generation {}: restored {} differs from the manifest: {e}",
-                l.generation.id, fs.mountpoint
-            ))
+    Ok(())
+}
+
+/// One file system (all of it, or the paths `only`) through the engine.
+/// Its mount point is opened below the target through handles, never
+/// through a symlink (an earlier file system's snapshot cannot send a
+/// later one outside the target), and the engine is given that very
+/// directory (`/proc/PID/fd/N`).
+fn restore_fs(
+    repo: &Repo,
+    tree: &crate::backup::beneath::Tree,
+    fs: &FsManifest,
+    only: &[Vec<u8>],
+) -> Result<()> {
+    use std::os::fd::{AsFd, AsRawFd};
+    let rel = fs
+        .mountpoint
+        .0
+        .strip_prefix(b"/")
+        .unwrap_or(&fs.mountpoint.0);
+    let sub = tree.subtree(rel, true).with_context(|| {
+        format!(
+            "restoring {} into {}",
+            fs.mountpoint,
+            tree.show(rel).display()
+        )
+    })?;
+    let dir = sub.root();
+    let target = PathBuf::from(format!(
+        "/proc/{}/fd/{}",
+        std::process::id(),
+        dir.as_raw_fd()
+    ));
+    log::info!(
+        "{}: restoring {} into {}",
+        repo.spec(),
+        fs.archive,
+        tree.show(rel).display()
+    );
+    repo.restore_tree(&fs.archive, &target, only)?;
+    if let Some(root) = fs.entries.iter().find(|r| r.path.0 == b".") {
+        set_root_meta(dir.as_fd(), root).with_context(|| {
+            format!(
+                "setting owner, mode and time of {}",
+                tree.show(rel).display()
+            )
         })?;
     }
     Ok(())

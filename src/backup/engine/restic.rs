@@ -159,8 +159,17 @@ pub fn dump(repo: &Repo, id: &str, name: &str) -> Result<Vec<u8>> {
     Ok(repo.run(&cmd)?.stdout)
 }
 
-pub fn restore(repo: &Repo, id: &str, target: &Path) -> Result<()> {
-    let cmd = restic(repo, &["restore", id, "--target"]).arg(target);
+/// Restores snapshot `id` into `target`; with `only`, just those paths
+/// (relative to the snapshot's root) and what is below them.
+pub fn restore(repo: &Repo, id: &str, target: &Path, only: &[Vec<u8>]) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut cmd = restic(repo, &["restore", id, "--target"]).arg(target);
+    for rel in only {
+        let pattern = escape_pattern(&[b"/", &rel[..]].concat());
+        cmd = cmd
+            .arg("--include")
+            .arg(std::ffi::OsStr::from_bytes(&pattern));
+    }
     repo.run(&cmd)?;
     Ok(())
 }
