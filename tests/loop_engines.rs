@@ -641,6 +641,109 @@ fn borg_restore_paths() {
     restore_paths(&c);
 }
 
+/// Runs `lifeboat ARGS` on a pseudo-terminal (python3's pty): waits for
+/// the password prompt, types `typed`, returns (exit code, what the
+/// terminal showed).
+fn on_terminal(c: &Case, args: &[&str], typed: &str) -> (i32, String) {
+    const DRIVER: &str = r#"
+import os, pty, sys
+typed = sys.argv[1].encode() + b"\n"
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(sys.argv[2], sys.argv[2:])
+seen = b""
+def read():
+    global seen
+    try:
+        chunk = os.read(fd, 4096)
+    except OSError:
+        return False
+    seen += chunk
+    return bool(chunk)
+while b"(not shown): " not in seen and read():
+    pass
+os.write(fd, typed)
+while read():
+    pass
+_, status = os.waitpid(pid, 0)
+sys.stdout.buffer.write(seen)
+sys.exit(os.waitstatus_to_exitcode(status))
+"#;
+    let mut cmd = Command::new("python3");
+    cmd.args(["-c", DRIVER, typed])
+        .arg(common::lifeboat())
+        .arg("--config")
+        .arg(&c.config)
+        .args(args);
+    for v in [
+        "RESTIC_PASSWORD",
+        "RESTIC_PASSWORD_FILE",
+        "RESTIC_PASSWORD_COMMAND",
+    ] {
+        cmd.env_remove(v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// No password configured: on a terminal `backup create` and `backup
+/// list` ask for it once (not echoed) and restic gets it in its
+/// environment; a wrong one is restic's one-line error; without a
+/// terminal the error names the settings to use.
+#[test]
+fn restic_password_typed_on_a_terminal() {
+    require_root!();
+    require!("restic", "python3");
+    let c = case(
+        "restic-typed",
+        "restic:{dir}/repo",
+        "{dir}/repo",
+        "",
+        vec![],
+    );
+    c.init();
+    let src = c.src().display().to_string();
+    let create = [
+        "backup", "create", "--to", &c.spec, "--source", &src, "--quiet",
+    ];
+    let (code, shown) = on_terminal(&c, &create, "correct horse");
+    assert_eq!(code, 0, "{shown}");
+    assert_eq!(
+        shown.matches("(not shown): ").count(),
+        1,
+        "asked once: {shown}"
+    );
+    assert!(
+        !shown.contains("correct horse"),
+        "the password was echoed: {shown}"
+    );
+    let gen = shown
+        .split("generation ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no generation in: {shown}"))
+        .to_string();
+    let (code, shown) = on_terminal(&c, &["backup", "list", "--from", &c.spec], "correct horse");
+    assert_eq!(code, 0, "{shown}");
+    assert!(shown.contains(&gen), "{shown}");
+    let (code, shown) = on_terminal(&c, &["backup", "list", "--from", &c.spec], "wrong horse");
+    assert_eq!(code, 2, "{shown}");
+    assert!(shown.contains("wrong password"), "{shown}");
+    // No terminal: one line naming the settings.
+    let (code, _, err) = c.lifeboat(&["backup", "list", "--from", &c.spec]);
+    assert_eq!(code, 2);
+    let line = one_error_line(&err);
+    assert!(
+        line.contains("no password for restic repository")
+            && line.contains("[restic] password_file")
+            && line.contains("RESTIC_PASSWORD_FILE"),
+        "{line}"
+    );
+}
+
 #[test]
 fn restic_over_sftp() {
     require_root!();

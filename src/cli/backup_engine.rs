@@ -15,9 +15,34 @@ use crate::util::human_bytes;
 /// The repository named by `spec`, when it is one.
 pub fn repo(spec: &str, cfg: &Config) -> Result<Option<Repo>> {
     match Repo::split(spec) {
-        Some(_) => Ok(Some(Repo::open(spec, &Settings::from_config(cfg))?)),
+        Some(_) => Ok(Some(Repo::open(spec, &settings(cfg))?)),
         None => Ok(None),
     }
+}
+
+/// The engines' settings from the configuration, with the password typed
+/// on the terminal when none is configured.
+pub fn settings(cfg: &Config) -> Settings {
+    Settings {
+        ask_password: Some(typed_password),
+        ..Settings::from_config(cfg)
+    }
+}
+
+/// A restic password typed on the terminal (not echoed), when stdin is
+/// one; None otherwise.
+fn typed_password(location: &str) -> Result<Option<String>> {
+    use std::io::IsTerminal;
+    if !std::io::stdin().is_terminal() {
+        return Ok(None);
+    }
+    let pw = crate::recover::keys::ask(&format!(
+        "Password of restic repository {location} (not shown): "
+    ))?;
+    if pw.is_empty() {
+        bail!("empty password typed for restic repository {location}");
+    }
+    Ok(Some(pw))
 }
 
 pub fn create(a: CreateArgs, repo: &Repo, cfg: &Config, policy: Policy) -> Result<u8> {

@@ -58,6 +58,11 @@ pub struct Settings {
     pub restic_options: Vec<String>,
     pub borg_passcommand: Option<String>,
     pub borg_environment_file: Option<PathBuf>,
+    /// Asks for a restic password when none is configured (the CLI's
+    /// prompt when stdin is a terminal; it gets the repository's name, and
+    /// answers None without a terminal). The answer goes to the engine in
+    /// its environment only, never to disk.
+    pub ask_password: Option<fn(&str) -> Result<Option<String>>>,
 }
 
 impl Settings {
@@ -68,6 +73,7 @@ impl Settings {
             restic_options: cfg.restic.options.value.clone(),
             borg_passcommand: cfg.borg.passcommand.value.clone(),
             borg_environment_file: cfg.borg.environment_file.value.clone(),
+            ask_password: None,
         }
     }
 }

@@ -24,23 +24,30 @@ const PASSWORD_VARS: &[&str] = &[
 ];
 
 /// The password: the environment's (or the environment file's), else
-/// `[restic] password_file`; none at all is an error before restic runs
-/// (restic would wait for a typed password).
+/// `[restic] password_file`, else typed ([`Settings::ask_password`], given
+/// to restic as `RESTIC_PASSWORD` in its environment only); none at all is
+/// an error before restic runs (restic would wait for a typed password).
 pub fn credentials(repo: &mut Repo, settings: &Settings) -> Result<()> {
     if PASSWORD_VARS.iter().any(|v| repo.has_env(v)) {
         return Ok(());
     }
-    match &settings.restic_password_file {
-        Some(p) => {
-            repo.env
-                .push(("RESTIC_PASSWORD_FILE".into(), p.display().to_string()));
-            Ok(())
+    let typed = match (&settings.restic_password_file, settings.ask_password) {
+        (Some(p), _) => {
+            let file = p.display().to_string();
+            repo.env.push(("RESTIC_PASSWORD_FILE".into(), file));
+            return Ok(());
         }
+        (None, Some(ask)) => ask(&repo.location)?,
+        (None, None) => None,
+    };
+    match typed {
+        Some(pw) => repo.env.push(("RESTIC_PASSWORD".into(), pw)),
         None => bail!(
-            "no password for restic repository {}: set [restic] password_file in the configuration, or RESTIC_PASSWORD_FILE or RESTIC_PASSWORD_COMMAND",
+            "no password for restic repository {}: set [restic] password_file in the configuration, or RESTIC_PASSWORD_FILE or RESTIC_PASSWORD_COMMAND, or run on a terminal to type it",
             repo.location
         ),
     }
+    Ok(())
 }
 
 /// `restic -r REPO [-o OPT]... ARGS`.
