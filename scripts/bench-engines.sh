@@ -31,8 +31,8 @@ export RESTIC_CACHE_DIR=$eng/cache/restic BORG_CACHE_DIR=$eng/cache/borg BORG_CO
 export lifeboat eng tree out
 restic init --quiet -r "$eng/restic" >/dev/null
 restic init --quiet -r "$eng/lb-restic" >/dev/null
-borg init --encryption repokey "$eng/borg"
-borg init --encryption repokey "$eng/lb-borg"
+borg init --encryption repokey "$eng/borg" 2>/dev/null
+borg init --encryption repokey "$eng/lb-borg" 2>/dev/null
 
 quiet() { "$@" >/dev/null; }
 backup_native() { quiet "$lifeboat" backup create --quiet --incremental --to "$eng/native" --source "$tree"; }
@@ -68,14 +68,18 @@ done
 cleanup
 unchurn
 
-printf '%-10s %8s %8s %10s %10s %10s %10s %8s\n' "" "first s" "CPU s" "unchanged" "changed s" \
-    "MB at 2" "MB at 7" "restore"
+mean5() { # name prefix, array (secs or cpu): the mean of generations 3-7
+    local -n a=$2
+    echo "(${a[$1-g3]} + ${a[$1-g4]} + ${a[$1-g5]} + ${a[$1-g6]} + ${a[$1-g7]}) / 5" | bc -l
+}
+printf '%-10s %15s %15s %15s %8s %8s %15s\n' "" "first s (CPU)" "unchanged (CPU)" "changed (CPU)" \
+    "MB at 2" "MB at 7" "restore (CPU)"
 for k in "${kinds[@]}"; do
-    changed_s=$(echo "(${secs[$k-g3]} + ${secs[$k-g4]} + ${secs[$k-g5]} + ${secs[$k-g6]} + ${secs[$k-g7]}) / 5" | bc -l)
-    printf '%-10s %8.1f %8.1f %10.1f %10.1f %10.1f %10.1f %8.1f\n' "$k" \
-        "${secs[$k-g1]}" "${cpu[$k-g1]}" "${secs[$k-g2]}" "$changed_s" \
+    printf '%-10s %7.1f (%5.1f) %7.1f (%5.1f) %7.1f (%5.1f) %8.1f %8.1f %7.1f (%5.1f)\n' "$k" \
+        "${secs[$k-g1]}" "${cpu[$k-g1]}" "${secs[$k-g2]}" "${cpu[$k-g2]}" \
+        "$(mean5 "$k" secs)" "$(mean5 "$k" cpu)" \
         "$(echo "${size[$k-g2]} / 1000000" | bc -l)" "$(echo "${size[$k-g7]} / 1000000" | bc -l)" \
-        "${secs[$k-restore]}"
+        "${secs[$k-restore]}" "${cpu[$k-restore]}"
 done
 echo "(changed s: the mean of generations 3-7; restore: generation 7 into a fresh ext4, with sync)"
 echo "($(restic version | cut -d' ' -f1-2); $(borg --version))"

@@ -50,6 +50,9 @@ impl Engine {
     }
 }
 
+/// Asks for a repository's password (gets its name); None: no one to ask.
+pub type AskPassword = fn(&str) -> Result<Option<String>>;
+
 /// Credentials and options from the configuration (`[restic]`, `[borg]`).
 #[derive(Debug, Clone, Default)]
 pub struct Settings {
@@ -62,7 +65,7 @@ pub struct Settings {
     /// prompt when stdin is a terminal; it gets the repository's name, and
     /// answers None without a terminal). The answer goes to the engine in
     /// its environment only, never to disk.
-    pub ask_password: Option<fn(&str) -> Result<Option<String>>>,
+    pub ask_password: Option<AskPassword>,
 }
 
 impl Settings {
