@@ -729,6 +729,24 @@ fn restic_password_typed_on_a_terminal() {
     let (code, shown) = on_terminal(&c, &["backup", "list", "--from", &c.spec], "correct horse");
     assert_eq!(code, 0, "{shown}");
     assert!(shown.contains(&gen), "{shown}");
+    // Without --quiet, restic's status as native progress lines: "backup:
+    // 4.0 MiB of 4.0 MiB, 27 of 31 files, ..." (the last one drawn whole).
+    let (code, shown) = on_terminal(&c, &create[..create.len() - 1], "correct horse");
+    assert_eq!(code, 0, "{shown}");
+    let progress = shown
+        .split(['\r', '\n'])
+        .rfind(|l| l.contains("backup: ") && l.contains(" files, "))
+        .unwrap_or_else(|| panic!("no progress line: {shown:?}"))
+        .to_string();
+    // All counted at the end: "X of X, N of N files".
+    let at = progress.find("backup: ").unwrap();
+    let w: Vec<&str> = progress[at..].split_whitespace().collect();
+    assert_eq!(
+        (w[1], w[2]),
+        (w[4], w[5].trim_end_matches(',')),
+        "{progress}"
+    );
+    assert_eq!(w[6], w[8], "{progress}");
     let (code, shown) = on_terminal(&c, &["backup", "list", "--from", &c.spec], "wrong horse");
     assert_eq!(code, 2, "{shown}");
     assert!(shown.contains("wrong password"), "{shown}");

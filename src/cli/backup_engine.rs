@@ -71,6 +71,11 @@ pub fn create(a: CreateArgs, repo: &Repo, cfg: &Config, policy: Policy) -> Resul
             layout_file,
             excludes,
             retention: policy,
+            progress: if a.quiet || a.json {
+                crate::backup::progress::Mode::Quiet
+            } else {
+                crate::backup::progress::Mode::Auto
+            },
         },
     )?;
     let g = &rep.generation;

@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use super::manifest::{Kind, PathBytes};
+use super::progress::Progress;
 use crate::exec::{Cmd, CommandError, Output};
 
 pub use ops::{create, list, restore, verify, EngineCreate, EngineRestore, EngineVerify};
@@ -205,6 +206,11 @@ impl Repo {
         cmd.run().map_err(|e| self.engine_error(e))
     }
 
+    /// [`Repo::run`], each line of stdout handed to `on_line` as it comes.
+    fn run_lines(&self, cmd: &Cmd, on_line: &mut dyn FnMut(&str)) -> Result<Output> {
+        cmd.run_lines(on_line).map_err(|e| self.engine_error(e))
+    }
+
     fn engine_error(&self, e: anyhow::Error) -> anyhow::Error {
         let Some(ce) = e.downcast_ref::<CommandError>() else {
             return e;
@@ -330,14 +336,15 @@ fn write_excludes(dir: &Path, lines: &[Vec<u8>]) -> Result<PathBuf> {
 /// Dispatch of the per-engine operations.
 impl Repo {
     /// Backs up the tree at `dir` (from inside it, within its file system)
-    /// leaving out `excluded` (relative paths).
+    /// leaving out `excluded` (relative paths); restic's progress goes to
+    /// `progress`.
     pub fn backup_tree(
         &self,
         dir: &Path,
         excluded: &[PathBytes],
-        generation: &str,
-        label: &str,
+        (generation, label): (&str, &str),
         host: &str,
+        progress: Option<&mut Progress>,
     ) -> Result<Saved> {
         let work = tempfile::tempdir().context("creating a temporary folder")?;
         match self.engine {
@@ -347,7 +354,7 @@ impl Repo {
                     .map(|r| restic::escape_pattern(&join_rel(dir, r)))
                     .collect();
                 let ex = write_excludes(work.path(), &lines)?;
-                restic::backup(self, dir, &ex, generation, label, host)
+                restic::backup(self, (dir, &ex), generation, label, host, progress)
             }
             Engine::Borg => {
                 let lines: Vec<Vec<u8>> = excluded

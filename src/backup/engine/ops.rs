@@ -15,6 +15,7 @@ use crate::backup::generation::{
     MANIFEST_FILE,
 };
 use crate::backup::manifest::{self, FsManifest, Kind, Manifest, PathBytes};
+use crate::backup::progress::Progress;
 use crate::backup::walk::{self, Excludes, WalkEntry};
 use crate::backup::{compress, fsio, verify::compare_under, Compression};
 
@@ -26,6 +27,8 @@ pub struct EngineCreate {
     pub excludes: Excludes,
     /// Applied after the backup ([`super::prune`]).
     pub retention: crate::backup::retention::Policy,
+    /// Progress lines as for native backups (restic's status).
+    pub progress: crate::backup::progress::Mode,
 }
 
 /// What `backup create` did.
@@ -73,6 +76,7 @@ pub fn create(repo: &Repo, opts: &EngineCreate) -> Result<EngineReport> {
         started,
         started_ns,
         host: &host,
+        progress: std::cell::RefCell::new(Progress::new("backup", opts.progress)),
     };
     for src in &opts.sources {
         let mut stem = archive_stem(&src.mountpoint);
@@ -88,6 +92,7 @@ pub fn create(repo: &Repo, opts: &EngineCreate) -> Result<EngineReport> {
         archives.push(archive);
         manifest.filesystems.push(fsm);
     }
+    run.progress.borrow_mut().done();
     let gen = store_meta(repo, opts, &manifest, archives, warnings, &run)?;
     added += gen.1;
     let removed = super::prune::prune(repo, &opts.retention)?;
@@ -120,14 +125,25 @@ fn back_up_fs(
     let prev_fs = previous.and_then(|m| m.filesystem(&mp.0));
     let reused = hash_entries(&src.path, &mut entries, prev_fs, warnings);
     log::info!("{}: backing up {}", repo.spec(), src.path.display());
-    let saved = repo.backup_tree(&src.path, &stats.excluded_paths, id, stem, run.host)?;
+    let fsm = fs_manifest(src, mp, entries);
+    let mut progress = run.progress.borrow_mut();
+    // restic counts regular files (hard links each) and their bytes.
+    let files = fsm.entries.iter().filter(|r| r.kind == Kind::File);
+    progress.expect(files.clone().map(|r| r.size).sum(), files.count() as u64);
+    let saved = repo.backup_tree(
+        &src.path,
+        &stats.excluded_paths,
+        (id, stem),
+        run.host,
+        Some(&mut progress),
+    )?;
     if saved.partial {
         warnings.unreadable += 1;
-        warnings
-            .examples
-            .push(format!("{mp}: the engine could not read some files"));
+        warnings.examples.push(format!(
+            "{}: the engine could not read some files",
+            fsm.mountpoint
+        ));
     }
-    let fsm = fs_manifest(src, mp, entries);
     let archive = ArchiveInfo {
         mountpoint: fsm.mountpoint.clone(),
         file: saved.id,
@@ -255,11 +271,12 @@ fn fs_manifest(src: &Source, mp: PathBytes, entries: Vec<WalkEntry>) -> FsManife
     }
 }
 
-/// When and where a backup runs.
+/// When and where a backup runs, and its progress line.
 struct Run<'a> {
     started: std::time::SystemTime,
     started_ns: i128,
     host: &'a str,
+    progress: std::cell::RefCell<Progress>,
 }
 
 /// Writes generation.json, the manifest and the layout into a metadata
@@ -330,7 +347,7 @@ fn store_meta(
         .unwrap_or(0.0);
     let json = serde_json::to_vec_pretty(&gen)?;
     crate::util::write_atomic(&dir.path().join(GENERATION_FILE), &json, 0o600)?;
-    let saved = repo.backup_tree(dir.path(), &[], &gen.id, META_TAG, run.host)?;
+    let saved = repo.backup_tree(dir.path(), &[], (&gen.id, META_TAG), run.host, None)?;
     Ok((gen, saved.added_bytes))
 }
 

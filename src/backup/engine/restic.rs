@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use super::{Listed, MetaRef, Repo, Saved, Settings, META_TAG};
 use crate::backup::manifest::Kind;
+use crate::backup::progress::Progress;
 use crate::exec::Cmd;
 
 const GEN_TAG: &str = "lifeboat-gen=";
@@ -81,13 +82,50 @@ struct Summary {
     data_added: u64,
 }
 
+/// A `--json` status or summary line of `restic backup`.
+#[derive(Deserialize)]
+struct Status {
+    message_type: String,
+    #[serde(default)]
+    files_done: u64,
+    #[serde(default)]
+    bytes_done: u64,
+    #[serde(default)]
+    total_files_processed: u64,
+    #[serde(default)]
+    total_bytes_processed: u64,
+}
+
+/// Feeds restic's status lines to `progress` (on top of what it counted
+/// before this snapshot).
+fn follow(progress: Option<&mut Progress>) -> impl FnMut(&str) + '_ {
+    let base = progress.as_ref().map_or((0, 0), |p| (p.bytes, p.files));
+    let mut progress = progress;
+    move |line| {
+        let (Some(p), Ok(s)) = (
+            progress.as_deref_mut(),
+            serde_json::from_str::<Status>(line),
+        ) else {
+            return;
+        };
+        let (bytes, files) = match s.message_type.as_str() {
+            "status" => (s.bytes_done, s.files_done),
+            "summary" => (s.total_bytes_processed, s.total_files_processed),
+            _ => return,
+        };
+        p.bytes = base.0 + bytes;
+        p.files = base.1 + files;
+        p.add(0, 0);
+    }
+}
+
 pub fn backup(
     repo: &Repo,
-    dir: &Path,
-    excludes: &Path,
+    (dir, excludes): (&Path, &Path),
     generation: &str,
     label: &str,
     host: &str,
+    progress: Option<&mut Progress>,
 ) -> Result<Saved> {
     let tags = if label == META_TAG {
         format!("lifeboat,{META_TAG},{GEN_TAG}{generation}")
@@ -105,7 +143,7 @@ pub fn backup(
     .current_dir(dir)
     // 3: the snapshot was written, some files could not be read.
     .ok_codes(&[3]);
-    let out = repo.run(&cmd)?;
+    let out = repo.run_lines(&cmd, &mut follow(progress))?;
     let summary = String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| serde_json::from_str::<Summary>(l).ok())
