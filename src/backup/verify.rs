@@ -569,3 +569,75 @@ pub fn compare_under(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backup::manifest::PathBytes;
+
+    /// The manifest of the tree at `root`, as a backup of `/` writes it.
+    fn manifest_of(root: &Path) -> Manifest {
+        let (entries, _) = walk::walk(root, "g", &Excludes::default()).unwrap();
+        let mut recs = Vec::new();
+        for e in entries {
+            let mut r = e.rec;
+            let abs = root.join(r.path.as_path());
+            r.xattrs = fsio::xattr_digest(&fsio::list_xattrs(&abs).unwrap());
+            if r.kind == Kind::File {
+                r.sha256 = Some(crate::backup::compress::hash_file(&abs).unwrap().0);
+            }
+            recs.push(r);
+        }
+        Manifest {
+            format: crate::backup::manifest::FORMAT,
+            generation: "g".into(),
+            filesystems: vec![FsManifest {
+                mountpoint: PathBytes(b"/".to_vec()),
+                archive: String::new(),
+                fstype: None,
+                device: None,
+                used_bytes: 0,
+                data_bytes: 0,
+                allocated_bytes: 0,
+                file_count: recs.len() as u64,
+                entries: recs,
+                deleted: Vec::new(),
+            }],
+        }
+    }
+
+    /// A part (folder or file) is compared alone: a difference inside it
+    /// is found, one outside it is not its business.
+    #[test]
+    fn a_part_is_compared_alone() {
+        let d = tempfile::tempdir().unwrap();
+        let t = d.path();
+        std::fs::create_dir_all(t.join("a/sub")).unwrap();
+        std::fs::create_dir_all(t.join("b")).unwrap();
+        std::fs::write(t.join("a/x"), b"one").unwrap();
+        std::fs::write(t.join("a/sub/y"), b"two").unwrap();
+        std::fs::write(t.join("b/z"), b"three").unwrap();
+        let m = manifest_of(t);
+        let fs = &m.filesystems[0];
+        for rel in [&b"."[..], b"a", b"a/x", b"a/sub/y", b"b"] {
+            assert_eq!(compare_under(t, &m, fs, rel), Ok(()), "{rel:?}");
+        }
+        std::fs::write(t.join("a/sub/y"), b"TWO").unwrap();
+        let e = compare_under(t, &m, fs, b"a").unwrap_err();
+        assert!(e.contains("a/sub/y"), "{e}");
+        assert!(compare_under(t, &m, fs, b"a/sub/y").is_err());
+        assert_eq!(compare_under(t, &m, fs, b"b"), Ok(()));
+        assert_eq!(compare_under(t, &m, fs, b"a/x"), Ok(()));
+        let b_time = std::fs::metadata(t.join("b")).unwrap().modified().unwrap();
+        std::fs::write(t.join("b/new"), b"").unwrap();
+        let b = std::fs::File::open(t.join("b")).unwrap();
+        b.set_modified(b_time).unwrap();
+        let e = compare_under(t, &m, fs, b"b").unwrap_err();
+        assert!(
+            e.contains("b/new is restored but not in the manifest"),
+            "{e}"
+        );
+        std::fs::remove_file(t.join("a/x")).unwrap();
+        assert!(compare_under(t, &m, fs, b"a/x").is_err());
+    }
+}
