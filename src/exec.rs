@@ -324,25 +324,7 @@ impl Cmd {
         }
         log::debug!("run: {self}");
         let started = std::time::Instant::now();
-        let mut command = Command::new(program);
-        command
-            .args(&self.args)
-            .stdin(if self.stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        if self.clear_env {
-            command.env_clear();
-        }
-        for (k, v) in &self.env {
-            command.env(k, v);
-        }
-        if let Some(dir) = &self.cwd {
-            command.current_dir(dir);
-        }
+        let mut command = self.command(program);
         let mut child = command
             .spawn()
             .with_context(|| format!("starting {}", program.display()))?;
@@ -386,7 +368,11 @@ impl Cmd {
     /// Runs the command; an exit code outside `ok_codes` is an error carrying
     /// the tail of stderr.
     pub fn run(&self) -> Result<Output> {
-        let out = self.output_any()?;
+        self.checked(self.output_any()?)
+    }
+
+    /// `out`, or an error when its exit code is outside `ok_codes`.
+    fn checked(&self, out: Output) -> Result<Output> {
         if !self.ok_codes.contains(&out.code) {
             return Err(CommandError {
                 command: self.to_string(),
@@ -396,6 +382,71 @@ impl Cmd {
             .into());
         }
         Ok(out)
+    }
+
+    /// The process to start: arguments, stdin (piped when there is input),
+    /// stdout and stderr piped, environment and folder.
+    fn command(&self, program: &Path) -> Command {
+        let mut command = Command::new(program);
+        command
+            .args(&self.args)
+            .stdin(if self.stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if self.clear_env {
+            command.env_clear();
+        }
+        for (k, v) in &self.env {
+            command.env(k, v);
+        }
+        if let Some(dir) = &self.cwd {
+            command.current_dir(dir);
+        }
+        command
+    }
+
+    /// [`Cmd::run`] for a command without input, each line of its stdout
+    /// handed to `on_line` as it comes (progress), and kept in the output.
+    pub fn run_lines(&self, on_line: &mut dyn FnMut(&str)) -> Result<Output> {
+        use std::io::BufRead;
+        let program = self.program()?;
+        log::debug!("run: {self}");
+        let mut child = self
+            .command(program)
+            .spawn()
+            .with_context(|| format!("starting {}", program.display()))?;
+        let mut err_pipe = child.stderr.take().context("no stderr pipe")?;
+        let errors = std::thread::spawn(move || {
+            use std::io::Read;
+            let mut v = Vec::new();
+            let _ = err_pipe.read_to_end(&mut v);
+            v
+        });
+        let mut stdout = Vec::new();
+        let reader = std::io::BufReader::new(child.stdout.take().context("no stdout pipe")?);
+        for line in reader.split(b'\n') {
+            let line = line.with_context(|| format!("reading the output of {}", self.name))?;
+            on_line(&String::from_utf8_lossy(&line));
+            stdout.extend_from_slice(&line);
+            stdout.push(b'\n');
+        }
+        let status = child
+            .wait()
+            .with_context(|| format!("waiting for {}", program.display()))?;
+        let stderr = errors.join().unwrap_or_default();
+        let code = status.code().unwrap_or_else(|| {
+            use std::os::unix::process::ExitStatusExt;
+            128 + status.signal().unwrap_or(0)
+        });
+        self.checked(Output {
+            code,
+            stdout,
+            stderr,
+        })
     }
 
     /// Runs the command and returns its stdout as text.

@@ -191,7 +191,8 @@ impl Case {
         ] {
             cmd.env_remove(v);
         }
-        let out = cmd.output().unwrap();
+        // Calendar periods in UTC, as the generation ids are written.
+        let out = cmd.env("TZ", "UTC").output().unwrap();
         (
             out.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -262,6 +263,62 @@ impl Case {
                 serde_json::from_str(&self.engine(&["list", "--json", "{repo}"])).unwrap();
             v["archives"].as_array().unwrap().len()
         }
+    }
+}
+
+impl Case {
+    /// (generation, is-metadata) of every snapshot/archive, sorted.
+    fn engine_gens(&self) -> Vec<(String, bool)> {
+        let mut out: Vec<(String, bool)> = if self.spec.starts_with("restic:") {
+            let v: serde_json::Value =
+                serde_json::from_str(&self.engine(&["snapshots", "--json"])).unwrap();
+            let tags = |s: &serde_json::Value| -> Vec<String> {
+                s["tags"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|t| t.as_str().unwrap().to_string())
+                    .collect()
+            };
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|s| {
+                    let t = tags(s);
+                    let g = t
+                        .iter()
+                        .find_map(|t| t.strip_prefix("lifeboat-gen="))
+                        .unwrap();
+                    (g.to_string(), t.iter().any(|t| t == "lifeboat-meta"))
+                })
+                .collect()
+        } else {
+            let v: serde_json::Value =
+                serde_json::from_str(&self.engine(&["list", "--json", "{repo}"])).unwrap();
+            v["archives"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| {
+                    let parts: Vec<&str> = a["name"].as_str().unwrap().split('.').collect();
+                    (parts[1].to_string(), parts[2] == "meta")
+                })
+                .collect()
+        };
+        out.sort();
+        out
+    }
+
+    /// The generation ids `backup list --json` shows, oldest first.
+    fn listed(&self) -> Vec<String> {
+        let v: serde_json::Value =
+            serde_json::from_str(&self.ok(&["backup", "list", "--json", "--from", &self.spec]))
+                .unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["generation"]["id"].as_str().unwrap().to_string())
+            .collect()
     }
 }
 
@@ -356,6 +413,347 @@ fn restic_local_round_trip_and_prune() {
     // --deep: a restore into scratch compared with the manifest.
     let v = c.ok(&["backup", "verify", "--deep", "--from", &c.spec]);
     assert!(v.contains("restored and compared"), "{v}");
+}
+
+/// Calendar retention words on a repository, decided by lifeboat per
+/// generation: each generation here has two file systems (two snapshots or
+/// archives) and its metadata one; `--dry-run` removes nothing, a prune
+/// removes whole generations (all three together), `backup.keep_last`
+/// applies after `backup create`, `--keep-daily 1` keeps the day's newest.
+fn calendar_retention(c: &Case) {
+    c.init();
+    let other = c.scratch.join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("file"), b"second file system\n").unwrap();
+    let other_s = other.display().to_string();
+    for i in 0..4 {
+        std::fs::write(c.src().join("etc/conf3"), format!("round {i}\n")).unwrap();
+        c.create(&["--source", &other_s]);
+    }
+    let gens = c.listed();
+    assert_eq!(gens.len(), 4, "{gens:?}");
+    let whole = |ids: &[&String]| -> Vec<(String, bool)> {
+        let mut v: Vec<(String, bool)> = ids
+            .iter()
+            .flat_map(|g| {
+                [
+                    ((*g).clone(), false),
+                    ((*g).clone(), false),
+                    ((*g).clone(), true),
+                ]
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(c.engine_gens(), whole(&gens.iter().collect::<Vec<_>>()));
+    let prune = |extra: &[&str]| -> String {
+        let mut args = vec!["backup", "prune", "--from", &c.spec];
+        args.extend_from_slice(extra);
+        c.ok(&args)
+    };
+    let before = c.engine_gens();
+    let out = prune(&["--keep-last", "2", "--dry-run"]);
+    for (i, g) in gens.iter().enumerate() {
+        let line = out
+            .lines()
+            .find(|l| l.contains(g.as_str()))
+            .unwrap_or_default();
+        let want = if i < 2 { "would remove" } else { "keep" };
+        assert!(line.starts_with(want), "{g}: {out}");
+    }
+    assert!(out.contains("last #1") && out.contains("last #2"), "{out}");
+    assert!(
+        out.contains("dry run: 2 generation(s) would be removed, 2 kept (--keep-last 2)"),
+        "{out}"
+    );
+    assert_eq!(c.engine_gens(), before, "--dry-run changed the repository");
+    let out = prune(&["--keep-last", "2", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["removed"], serde_json::json!([gens[0], gens[1]]), "{out}");
+    assert_eq!(v["dry_run"], false);
+    assert_eq!(c.engine_gens(), whole(&[&gens[2], &gens[3]]));
+    assert_eq!(c.listed(), gens[2..]);
+    // backup.keep_last from the configuration, after a backup.
+    let cfg = std::fs::read_to_string(&c.config).unwrap();
+    std::fs::write(&c.config, format!("[backup]\nkeep_last = 2\n{cfg}")).unwrap();
+    let out = c.create(&["--source", &other_s]);
+    assert!(
+        out.contains(&format!(
+            "removed old generation {} (--keep-last 2)",
+            gens[2]
+        )),
+        "{out}"
+    );
+    let now = c.listed();
+    assert_eq!(now.len(), 2, "{now:?}");
+    assert_eq!(now[0], gens[3]);
+    assert_eq!(c.engine_gens(), whole(&[&now[0], &now[1]]));
+    // One a day (UTC): both are of today unless midnight passed between
+    // (the configured keep_last would add to the flag, as for folders).
+    std::fs::write(&c.config, cfg).unwrap();
+    let out = prune(&["--keep-daily", "1"]);
+    let same_day = now[0][..8] == now[1][..8];
+    let left = c.listed();
+    assert_eq!(left.len(), if same_day { 1 } else { 2 }, "{out}");
+    assert_eq!(left.last(), now.last());
+    assert!(
+        out.contains(&format!(
+            "daily {}-{}-{}",
+            &now[1][..4],
+            &now[1][4..6],
+            &now[1][6..8]
+        )),
+        "{out}"
+    );
+    assert_eq!(c.engine_gens(), whole(&left.iter().collect::<Vec<_>>()));
+    let v = c.ok(&["backup", "verify", "--from", &c.spec]);
+    assert!(v.starts_with("backup sound"), "{v}");
+}
+
+#[test]
+fn restic_calendar_retention() {
+    require_root!();
+    require!("restic");
+    let c = case(
+        "restic-keep",
+        "restic:{dir}/repo",
+        "{dir}/repo",
+        RESTIC_CONFIG,
+        vec![],
+    );
+    calendar_retention(&c);
+}
+
+#[test]
+fn borg_calendar_retention() {
+    require_root!();
+    require!("borg");
+    let c = case(
+        "borg-keep",
+        "borg:{dir}/repo",
+        "{dir}/repo",
+        BORG_CONFIG,
+        vec![],
+    );
+    calendar_retention(&c);
+}
+
+/// `backup restore --path` on a repository: only the paths asked for (a
+/// folder of one file system, a file, a folder of a second file system)
+/// land, equal to the source; a path the generation lacks and an existing
+/// path without --overwrite are refused before anything is written.
+fn restore_paths(c: &Case) {
+    c.init();
+    let other = c.scratch.join("other");
+    std::fs::create_dir_all(other.join("sub")).unwrap();
+    std::fs::write(other.join("sub/file"), b"second file system\n").unwrap();
+    std::fs::write(other.join("left"), b"not asked for\n").unwrap();
+    let other_s = other.display().to_string();
+    c.create(&["--source", &other_s]);
+    let src = c.src();
+    let to = c.scratch.join("restored");
+    let to_s = to.display().to_string();
+    let p = |rel: &str, root: &Path| root.join(rel).display().to_string();
+    let (etc, big, sub) = (p("etc", &src), p("big2.bin", &src), p("sub", &other));
+    let restore = |extra: &[&str]| {
+        let mut args = vec!["backup", "restore", "--from", &c.spec, "--to", &to_s];
+        args.extend_from_slice(extra);
+        c.lifeboat(&args)
+    };
+    let (code, _, err) = restore(&["--path", &p("nothing/here", &src)]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("nothing/here is not in generation"), "{err}");
+    assert!(!to.exists(), "a refused restore wrote {}", to.display());
+    let (code, out, err) = restore(&["--path", &etc, "--path", &big, "--path", &sub]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("every file checked against the manifest"),
+        "{out}"
+    );
+    let landed = |root: &Path| to.join(root.strip_prefix("/").unwrap());
+    assert_eq!(
+        describe(&landed(&src).join("etc"), ""),
+        describe(&src.join("etc"), "")
+    );
+    assert_eq!(
+        std::fs::read(landed(&src).join("big2.bin")).unwrap(),
+        std::fs::read(src.join("big2.bin")).unwrap()
+    );
+    assert_eq!(
+        describe(&landed(&other).join("sub"), ""),
+        describe(&other.join("sub"), "")
+    );
+    let mut top: Vec<String> = std::fs::read_dir(landed(&src))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    top.sort();
+    assert_eq!(top, ["big2.bin", "etc"], "only the paths asked for");
+    assert!(!landed(&other).join("left").exists());
+    // Again: the file exists now.
+    let (code, _, err) = restore(&["--path", &big]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("exists; pass --overwrite to replace it"),
+        "{err}"
+    );
+    std::fs::write(landed(&src).join("big2.bin"), b"clobbered").unwrap();
+    let (code, out, err) = restore(&["--path", &big, "--overwrite"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        std::fs::read(landed(&src).join("big2.bin")).unwrap(),
+        std::fs::read(src.join("big2.bin")).unwrap()
+    );
+}
+
+#[test]
+fn restic_restore_paths() {
+    require_root!();
+    require!("restic");
+    let c = case(
+        "restic-path",
+        "restic:{dir}/repo",
+        "{dir}/repo",
+        RESTIC_CONFIG,
+        vec![],
+    );
+    restore_paths(&c);
+}
+
+#[test]
+fn borg_restore_paths() {
+    require_root!();
+    require!("borg");
+    let c = case(
+        "borg-path",
+        "borg:{dir}/repo",
+        "{dir}/repo",
+        BORG_CONFIG,
+        vec![],
+    );
+    restore_paths(&c);
+}
+
+/// Runs `lifeboat ARGS` on a pseudo-terminal (python3's pty): waits for
+/// the password prompt, types `typed`, returns (exit code, what the
+/// terminal showed).
+fn on_terminal(c: &Case, args: &[&str], typed: &str) -> (i32, String) {
+    const DRIVER: &str = r#"
+import os, pty, sys
+typed = sys.argv[1].encode() + b"\n"
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(sys.argv[2], sys.argv[2:])
+seen = b""
+def read():
+    global seen
+    try:
+        chunk = os.read(fd, 4096)
+    except OSError:
+        return False
+    seen += chunk
+    return bool(chunk)
+while b"(not shown): " not in seen and read():
+    pass
+os.write(fd, typed)
+while read():
+    pass
+_, status = os.waitpid(pid, 0)
+sys.stdout.buffer.write(seen)
+sys.exit(os.waitstatus_to_exitcode(status))
+"#;
+    let mut cmd = Command::new("python3");
+    cmd.args(["-c", DRIVER, typed])
+        .arg(common::lifeboat())
+        .arg("--config")
+        .arg(&c.config)
+        .args(args);
+    for v in [
+        "RESTIC_PASSWORD",
+        "RESTIC_PASSWORD_FILE",
+        "RESTIC_PASSWORD_COMMAND",
+    ] {
+        cmd.env_remove(v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// No password configured: on a terminal `backup create` and `backup
+/// list` ask for it once (not echoed) and restic gets it in its
+/// environment; a wrong one is restic's one-line error; without a
+/// terminal the error names the settings to use.
+#[test]
+fn restic_password_typed_on_a_terminal() {
+    require_root!();
+    require!("restic", "python3");
+    let c = case(
+        "restic-typed",
+        "restic:{dir}/repo",
+        "{dir}/repo",
+        "",
+        vec![],
+    );
+    c.init();
+    let src = c.src().display().to_string();
+    let create = [
+        "backup", "create", "--to", &c.spec, "--source", &src, "--quiet",
+    ];
+    let (code, shown) = on_terminal(&c, &create, "correct horse");
+    assert_eq!(code, 0, "{shown}");
+    assert_eq!(
+        shown.matches("(not shown): ").count(),
+        1,
+        "asked once: {shown}"
+    );
+    assert!(
+        !shown.contains("correct horse"),
+        "the password was echoed: {shown}"
+    );
+    let gen = shown
+        .split("generation ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no generation in: {shown}"))
+        .to_string();
+    let (code, shown) = on_terminal(&c, &["backup", "list", "--from", &c.spec], "correct horse");
+    assert_eq!(code, 0, "{shown}");
+    assert!(shown.contains(&gen), "{shown}");
+    // Without --quiet, restic's status as native progress lines: "backup:
+    // 4.0 MiB of 4.0 MiB, 27 of 31 files, ..." (the last one drawn whole).
+    let (code, shown) = on_terminal(&c, &create[..create.len() - 1], "correct horse");
+    assert_eq!(code, 0, "{shown}");
+    let progress = shown
+        .split(['\r', '\n'])
+        .rfind(|l| l.contains("backup: ") && l.contains(" files, "))
+        .unwrap_or_else(|| panic!("no progress line: {shown:?}"))
+        .to_string();
+    // All counted at the end: "X of X, N of N files".
+    let at = progress.find("backup: ").unwrap();
+    let w: Vec<&str> = progress[at..].split_whitespace().collect();
+    assert_eq!(
+        (w[1], w[2]),
+        (w[4], w[5].trim_end_matches(',')),
+        "{progress}"
+    );
+    assert_eq!(w[6], w[8], "{progress}");
+    let (code, shown) = on_terminal(&c, &["backup", "list", "--from", &c.spec], "wrong horse");
+    assert_eq!(code, 2, "{shown}");
+    assert!(shown.contains("wrong password"), "{shown}");
+    // No terminal: one line naming the settings.
+    let (code, _, err) = c.lifeboat(&["backup", "list", "--from", &c.spec]);
+    assert_eq!(code, 2);
+    let line = one_error_line(&err);
+    assert!(
+        line.contains("no password for restic repository")
+            && line.contains("[restic] password_file")
+            && line.contains("RESTIC_PASSWORD_FILE"),
+        "{line}"
+    );
 }
 
 #[test]

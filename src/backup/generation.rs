@@ -189,6 +189,35 @@ pub struct PrunePlan {
     pub damaged: Vec<BadGeneration>,
 }
 
+impl PrunePlan {
+    /// `policy` over `listing`: the decision for each readable generation
+    /// ([`retention::plan`]), and the damaged ones older than every
+    /// generation kept (only when something goes). Backup folders and
+    /// restic/Borg repositories share it.
+    pub fn of(listing: Listing, policy: &Policy) -> PrunePlan {
+        let Listing { good, bad } = listing;
+        let decisions = retention::plan(&good, policy, &util::local_time);
+        let any_removed = decisions.iter().any(|d| !d.keep);
+        // Every id a kept generation names (its base may be a damaged one).
+        let oldest_kept = good
+            .iter()
+            .zip(&decisions)
+            .filter(|(_, d)| d.keep)
+            .flat_map(|(g, _)| g.chain.iter().map(String::as_str).chain([g.id.as_str()]))
+            .min()
+            .map(str::to_string);
+        let damaged = bad
+            .into_iter()
+            .filter(|b| any_removed && oldest_kept.as_deref().is_some_and(|k| b.id.as_str() < k))
+            .collect();
+        PrunePlan {
+            generations: good,
+            decisions,
+            damaged,
+        }
+    }
+}
+
 /// A backup folder.
 pub struct Store {
     pub dir: PathBuf,
@@ -458,26 +487,7 @@ impl Store {
     /// older than every generation kept, when anything goes (they can be of
     /// no chain kept).
     pub fn prune_plan(&self, policy: &Policy) -> Result<PrunePlan> {
-        let Listing { good, bad } = self.scan()?;
-        let decisions = retention::plan(&good, policy, &util::local_time);
-        let any_removed = decisions.iter().any(|d| !d.keep);
-        // Every id a kept generation names (its base may be a damaged one).
-        let oldest_kept = good
-            .iter()
-            .zip(&decisions)
-            .filter(|(_, d)| d.keep)
-            .flat_map(|(g, _)| g.chain.iter().map(String::as_str).chain([g.id.as_str()]))
-            .min()
-            .map(str::to_string);
-        let damaged = bad
-            .into_iter()
-            .filter(|b| any_removed && oldest_kept.as_deref().is_some_and(|k| b.id.as_str() < k))
-            .collect();
-        Ok(PrunePlan {
-            generations: good,
-            decisions,
-            damaged,
-        })
+        Ok(PrunePlan::of(self.scan()?, policy))
     }
 
     /// Applies `policy`; returns the removed ids.

@@ -201,40 +201,7 @@ pub fn restore_report(opts: &RestoreOptions) -> Result<RestoreReport> {
     let store = Store::with_identities(&opts.from, opts.ids.clone());
     let (gen, manifest, chain) = load_chain(&store, opts.generation.as_deref())?;
     let started = std::time::Instant::now();
-    // Which records, per file system.
-    let mut selected: Vec<(usize, Vec<&FileRecord>)> = Vec::new();
-    let mut unmatched: Vec<&PathBuf> = opts.paths.iter().collect();
-    for (fi, fs) in manifest.filesystems.iter().enumerate() {
-        let recs: Vec<&FileRecord> = if opts.paths.is_empty() {
-            fs.entries.iter().collect()
-        } else {
-            let mut out = Vec::new();
-            for p in &opts.paths {
-                let Some(rel) = rel_in_fs(p, &fs.mountpoint, &manifest) else {
-                    continue;
-                };
-                let before = out.len();
-                for r in &fs.entries {
-                    if rel == b"."
-                        || r.path.0 == rel
-                        || r.path.0.starts_with(&[&rel[..], b"/"].concat())
-                    {
-                        out.push(r);
-                    }
-                }
-                if out.len() > before {
-                    unmatched.retain(|u| *u != p);
-                }
-            }
-            out
-        };
-        if !recs.is_empty() {
-            selected.push((fi, recs));
-        }
-    }
-    if let Some(p) = unmatched.first() {
-        bail!("{} is not in generation {}", p.display(), gen.id);
-    }
+    let selected = select(&manifest, &opts.paths, &gen.id)?;
     check_target(opts, &manifest, &selected)?;
 
     let mut progress = Progress::new("restore", opts.progress);
@@ -413,7 +380,7 @@ type Wanted<'a> = HashMap<Vec<u8>, &'a FileRecord>;
 
 /// The path of `p` relative to the file system mounted at `mp`, when `mp`
 /// is the deepest mount point above it.
-fn rel_in_fs(p: &Path, mp: &PathBytes, manifest: &Manifest) -> Option<Vec<u8>> {
+pub(crate) fn rel_in_fs(p: &Path, mp: &PathBytes, manifest: &Manifest) -> Option<Vec<u8>> {
     use std::os::unix::ffi::OsStrExt;
     let deepest = manifest
         .filesystems
@@ -428,6 +395,50 @@ fn rel_in_fs(p: &Path, mp: &PathBytes, manifest: &Manifest) -> Option<Vec<u8>> {
     normalize(bytes).ok()
 }
 
+/// The records to restore, per file system (its index in the manifest):
+/// every one, or with `paths` (absolute, as on the backed-up system) those
+/// paths and what is below them; a path no file system holds is an error.
+pub(crate) fn select<'m>(
+    manifest: &'m Manifest,
+    paths: &[PathBuf],
+    generation: &str,
+) -> Result<Vec<(usize, Vec<&'m FileRecord>)>> {
+    let mut selected: Vec<(usize, Vec<&FileRecord>)> = Vec::new();
+    let mut unmatched: Vec<&PathBuf> = paths.iter().collect();
+    for (fi, fs) in manifest.filesystems.iter().enumerate() {
+        let recs: Vec<&FileRecord> = if paths.is_empty() {
+            fs.entries.iter().collect()
+        } else {
+            let mut out = Vec::new();
+            for p in paths {
+                let Some(rel) = rel_in_fs(p, &fs.mountpoint, manifest) else {
+                    continue;
+                };
+                let before = out.len();
+                for r in &fs.entries {
+                    if rel == b"."
+                        || r.path.0 == rel
+                        || r.path.0.starts_with(&[&rel[..], b"/"].concat())
+                    {
+                        out.push(r);
+                    }
+                }
+                if out.len() > before {
+                    unmatched.retain(|u| *u != p);
+                }
+            }
+            out
+        };
+        if !recs.is_empty() {
+            selected.push((fi, recs));
+        }
+    }
+    if let Some(p) = unmatched.first() {
+        bail!("{} is not in generation {generation}", p.display());
+    }
+    Ok(selected)
+}
+
 /// Refuses to write over existing files unless told to.
 fn check_target(
     opts: &RestoreOptions,
@@ -435,7 +446,7 @@ fn check_target(
     selected: &[(usize, Vec<&FileRecord>)],
 ) -> Result<()> {
     if !opts.paths.is_empty() {
-        return check_paths(opts);
+        return check_paths(&opts.to, &opts.paths, opts.overwrite);
     }
     if opts.overwrite {
         return Ok(());
@@ -493,10 +504,10 @@ fn check_target(
 /// directories (a symlink there is not followed: the path is refused), the
 /// path itself absent unless `--overwrite` (which replaces a symlink there,
 /// never following it).
-fn check_paths(opts: &RestoreOptions) -> Result<()> {
+pub(crate) fn check_paths(to: &Path, paths: &[PathBuf], overwrite: bool) -> Result<()> {
     use std::os::unix::ffi::OsStrExt;
-    let tree = Tree::open(&opts.to)?;
-    for p in &opts.paths {
+    let tree = Tree::open(to)?;
+    for p in paths {
         let rel = normalize(p.as_os_str().as_bytes())?;
         if rel == b"." {
             continue;
@@ -509,7 +520,7 @@ fn check_paths(opts: &RestoreOptions) -> Result<()> {
             ),
             Err(e) => e,
         })?;
-        if let (Some(st), false) = (st, opts.overwrite) {
+        if let (Some(st), false) = (st, overwrite) {
             let link = rustix::fs::FileType::from_raw_mode(st.st_mode).is_symlink();
             bail!(
                 "{} exists{}; pass --overwrite to replace it",

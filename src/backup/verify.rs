@@ -452,6 +452,21 @@ fn deep(store: &Store, id: &str, opts: &VerifyOptions) -> Result<()> {
 /// kinds, sizes, modes, owners, times, link targets, devices, hard links,
 /// xattr digests and content hashes. Returns the first difference.
 pub fn compare_tree(scratch: &Path, manifest: &Manifest, fs: &FsManifest) -> Result<(), String> {
+    compare_under(scratch, manifest, fs, b".")
+}
+
+/// [`compare_tree`] for the part of `fs` at `rel` (relative to its root;
+/// `.` for all of it): what is restored there, and what the manifest holds
+/// there (a `--path` restore).
+pub fn compare_under(
+    scratch: &Path,
+    manifest: &Manifest,
+    fs: &FsManifest,
+    rel: &[u8],
+) -> Result<(), String> {
+    use std::os::unix::ffi::OsStrExt;
+    let whole = rel == b".";
+    let under = |p: &[u8]| whole || p == rel || p.starts_with(&[rel, b"/"].concat());
     let strip = |p: &Path| scratch.join(p.strip_prefix("/").unwrap_or(p));
     let root = strip(fs.mountpoint.as_path());
     let ex = Excludes {
@@ -466,10 +481,32 @@ pub fn compare_tree(scratch: &Path, manifest: &Manifest, fs: &FsManifest) -> Res
             .collect(),
         ..Excludes::default()
     };
-    let (entries, _) = walk::walk(&root, "", &ex).map_err(|e| format!("{e:#}"))?;
+    // A file is walked from its folder, then kept alone.
+    let mut from = rel.to_vec();
+    if !whole && !root.join(std::ffi::OsStr::from_bytes(rel)).is_dir() {
+        from = match rel.iter().rposition(|&b| b == b'/') {
+            Some(i) => rel[..i].to_vec(),
+            None => b".".to_vec(),
+        };
+    }
+    let start = match from.as_slice() {
+        b"." => root.clone(),
+        f => root.join(std::ffi::OsStr::from_bytes(f)),
+    };
+    let (mut entries, _) = walk::walk(&start, "", &ex).map_err(|e| format!("{e:#}"))?;
+    if from != b"." {
+        for e in &mut entries {
+            e.rec.path.0 = match e.rec.path.0.as_slice() {
+                b"." => from.clone(),
+                p => [&from[..], b"/", p].concat(),
+            };
+        }
+    }
+    entries.retain(|e| under(&e.rec.path.0));
     let mut want: HashMap<&[u8], &FileRecord> = fs
         .entries
         .iter()
+        .filter(|r| under(&r.path.0))
         .map(|r| (r.path.0.as_slice(), r))
         .collect();
     let mut ino_of: HashMap<&[u8], u64> = HashMap::new();
@@ -523,12 +560,84 @@ pub fn compare_tree(scratch: &Path, manifest: &Manifest, fs: &FsManifest) -> Res
             show(first)
         ));
     }
-    for r in &fs.entries {
-        if let Some(l) = &r.link {
+    for r in fs.entries.iter().filter(|r| under(&r.path.0)) {
+        if let Some(l) = r.link.as_ref().filter(|l| under(&l.0)) {
             if ino_of.get(r.path.0.as_slice()) != ino_of.get(l.0.as_slice()) {
                 return Err(format!("{} is not a hard link to {l}", r.path));
             }
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backup::manifest::PathBytes;
+
+    /// The manifest of the tree at `root`, as a backup of `/` writes it.
+    fn manifest_of(root: &Path) -> Manifest {
+        let (entries, _) = walk::walk(root, "g", &Excludes::default()).unwrap();
+        let mut recs = Vec::new();
+        for e in entries {
+            let mut r = e.rec;
+            let abs = root.join(r.path.as_path());
+            r.xattrs = fsio::xattr_digest(&fsio::list_xattrs(&abs).unwrap());
+            if r.kind == Kind::File {
+                r.sha256 = Some(crate::backup::compress::hash_file(&abs).unwrap().0);
+            }
+            recs.push(r);
+        }
+        Manifest {
+            format: crate::backup::manifest::FORMAT,
+            generation: "g".into(),
+            filesystems: vec![FsManifest {
+                mountpoint: PathBytes(b"/".to_vec()),
+                archive: String::new(),
+                fstype: None,
+                device: None,
+                used_bytes: 0,
+                data_bytes: 0,
+                allocated_bytes: 0,
+                file_count: recs.len() as u64,
+                entries: recs,
+                deleted: Vec::new(),
+            }],
+        }
+    }
+
+    /// A part (folder or file) is compared alone: a difference inside it
+    /// is found, one outside it is not its business.
+    #[test]
+    fn a_part_is_compared_alone() {
+        let d = tempfile::tempdir().unwrap();
+        let t = d.path();
+        std::fs::create_dir_all(t.join("a/sub")).unwrap();
+        std::fs::create_dir_all(t.join("b")).unwrap();
+        std::fs::write(t.join("a/x"), b"one").unwrap();
+        std::fs::write(t.join("a/sub/y"), b"two").unwrap();
+        std::fs::write(t.join("b/z"), b"three").unwrap();
+        let m = manifest_of(t);
+        let fs = &m.filesystems[0];
+        for rel in [&b"."[..], b"a", b"a/x", b"a/sub/y", b"b"] {
+            assert_eq!(compare_under(t, &m, fs, rel), Ok(()), "{rel:?}");
+        }
+        std::fs::write(t.join("a/sub/y"), b"TWO").unwrap();
+        let e = compare_under(t, &m, fs, b"a").unwrap_err();
+        assert!(e.contains("a/sub/y"), "{e}");
+        assert!(compare_under(t, &m, fs, b"a/sub/y").is_err());
+        assert_eq!(compare_under(t, &m, fs, b"b"), Ok(()));
+        assert_eq!(compare_under(t, &m, fs, b"a/x"), Ok(()));
+        let b_time = std::fs::metadata(t.join("b")).unwrap().modified().unwrap();
+        std::fs::write(t.join("b/new"), b"").unwrap();
+        let b = std::fs::File::open(t.join("b")).unwrap();
+        b.set_modified(b_time).unwrap();
+        let e = compare_under(t, &m, fs, b"b").unwrap_err();
+        assert!(
+            e.contains("b/new is restored but not in the manifest"),
+            "{e}"
+        );
+        std::fs::remove_file(t.join("a/x")).unwrap();
+        assert!(compare_under(t, &m, fs, b"a/x").is_err());
+    }
 }

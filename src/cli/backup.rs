@@ -375,7 +375,8 @@ pub fn run(cmd: BackupCmd, cfg: &Config) -> Result<u8> {
                          encrypted by the engine with its own password"
                     );
                 }
-                return super::backup_engine::create(a, &repo, cfg);
+                let policy = cfg.backup.retention();
+                return super::backup_engine::create(a, &repo, cfg, policy);
             }
             create(a, &to, cfg)
         }
@@ -411,7 +412,12 @@ pub fn run(cmd: BackupCmd, cfg: &Config) -> Result<u8> {
             a.rules.over(a.keep, &mut cfg.backup);
             let from = destination(&cfg, "--from")?;
             a.mount_options = cfg.backup.mount_options.value.clone();
-            prune(a, &from, &cfg.backup.retention())
+            let policy = cfg.backup.retention();
+            check_policy(&policy)?;
+            if let Some(repo) = super::backup_engine::repo(&from, &cfg)? {
+                return super::backup_engine::prune(a, &repo, &policy);
+            }
+            prune(a, &from, &policy)
         }
     }
 }
@@ -854,14 +860,19 @@ fn restore(a: RestoreArgs, from: &str) -> Result<u8> {
     Ok(u8::from(damaged.is_some()))
 }
 
-/// `backup prune`: the retention rules applied (or shown, `--dry-run`).
-fn prune(a: PruneArgs, from: &str, policy: &Policy) -> Result<u8> {
+/// A policy `backup prune` can apply.
+fn check_policy(policy: &Policy) -> Result<()> {
     if policy.is_empty() {
         bail!("no retention rule: give --keep N or --keep-last/-hourly/-daily/-weekly/-monthly/-yearly N, or set backup.keep or backup.keep_* in the configuration");
     }
     if policy.chains == Some(0) {
         bail!("--keep must be at least 1");
     }
+    Ok(())
+}
+
+/// `backup prune`: the retention rules applied (or shown, `--dry-run`).
+fn prune(a: PruneArgs, from: &str, policy: &Policy) -> Result<u8> {
     let dest = Destination::open(from, a.mount_options.as_deref(), false)?;
     let store = Store::new(&dest.path);
     let _lock = (!a.dry_run).then(|| store.lock()).transpose()?;
@@ -871,6 +882,16 @@ fn prune(a: PruneArgs, from: &str, policy: &Policy) -> Result<u8> {
     } else {
         store.prune(policy)?
     };
+    print_prune(&a, &plan, &removed, policy)
+}
+
+/// What `backup prune` did (or would do), as text or `--json`.
+pub(super) fn print_prune(
+    a: &PruneArgs,
+    plan: &backup::generation::PrunePlan,
+    removed: &[String],
+    policy: &Policy,
+) -> Result<u8> {
     if a.json {
         let v = serde_json::json!({
             "dry_run": a.dry_run,

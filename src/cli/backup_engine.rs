@@ -3,22 +3,50 @@
 
 use anyhow::{bail, Result};
 
-use super::backup::{plan_sources, CreateArgs, ListArgs, RestoreArgs, VerifyArgs};
-use crate::backup::engine::{self, ops, Keep, Repo, Settings};
+use super::backup::{
+    plan_sources, print_prune, CreateArgs, ListArgs, PruneArgs, RestoreArgs, VerifyArgs,
+};
+use crate::backup::engine::{self, ops, prune as engine_prune, Repo, Settings};
 use crate::backup::generation::Outcome;
+use crate::backup::retention::Policy;
 use crate::config::Config;
 use crate::util::human_bytes;
 
 /// The repository named by `spec`, when it is one.
 pub fn repo(spec: &str, cfg: &Config) -> Result<Option<Repo>> {
     match Repo::split(spec) {
-        Some(_) => Ok(Some(Repo::open(spec, &Settings::from_config(cfg))?)),
+        Some(_) => Ok(Some(Repo::open(spec, &settings(cfg))?)),
         None => Ok(None),
     }
 }
 
-pub fn create(a: CreateArgs, repo: &Repo, cfg: &Config) -> Result<u8> {
-    if a.keep == Some(0) {
+/// The engines' settings from the configuration, with the password typed
+/// on the terminal when none is configured.
+pub fn settings(cfg: &Config) -> Settings {
+    Settings {
+        ask_password: Some(typed_password),
+        ..Settings::from_config(cfg)
+    }
+}
+
+/// A restic password typed on the terminal (not echoed), when stdin is
+/// one; None otherwise.
+fn typed_password(location: &str) -> Result<Option<String>> {
+    use std::io::IsTerminal;
+    if !std::io::stdin().is_terminal() {
+        return Ok(None);
+    }
+    let pw = crate::recover::keys::ask(&format!(
+        "Password of restic repository {location} (not shown): "
+    ))?;
+    if pw.is_empty() {
+        bail!("empty password typed for restic repository {location}");
+    }
+    Ok(Some(pw))
+}
+
+pub fn create(a: CreateArgs, repo: &Repo, cfg: &Config, policy: Policy) -> Result<u8> {
+    if policy.chains == Some(0) {
         bail!("--keep must be at least 1");
     }
     let native_only = [
@@ -42,9 +70,11 @@ pub fn create(a: CreateArgs, repo: &Repo, cfg: &Config) -> Result<u8> {
             sources,
             layout_file,
             excludes,
-            keep: Keep {
-                last: a.keep.map(|k| k as u64),
-                ..Keep::default()
+            retention: policy,
+            progress: if a.quiet || a.json {
+                crate::backup::progress::Mode::Quiet
+            } else {
+                crate::backup::progress::Mode::Auto
             },
         },
     )?;
@@ -81,7 +111,7 @@ pub fn create(a: CreateArgs, repo: &Repo, cfg: &Config) -> Result<u8> {
             }
         }
         for r in &rep.removed {
-            println!("removed old generation {r} (--keep)");
+            println!("removed old generation {r} ({})", policy.describe());
         }
     }
     Ok(u8::from(g.result == Outcome::Partial))
@@ -167,9 +197,15 @@ pub fn verify(a: VerifyArgs, repo: &Repo, cfg: &Config) -> Result<u8> {
 }
 
 pub fn restore(a: RestoreArgs, repo: &Repo) -> Result<u8> {
-    if !a.path.is_empty() || a.no_same_owner || a.no_devices {
+    if a.at.is_some() {
         bail!(
-            "--path, --no-same-owner and --no-devices are not available for {} repositories: restore the whole generation",
+            "--at is not available for {} repositories yet: give --generation ID (see `lifeboat backup list`)",
+            repo.engine.tool()
+        );
+    }
+    if a.no_same_owner || a.no_devices {
+        bail!(
+            "--no-same-owner and --no-devices are not available for {} repositories: the engine restores owners and devices as stored",
             repo.engine.tool()
         );
     }
@@ -178,6 +214,7 @@ pub fn restore(a: RestoreArgs, repo: &Repo) -> Result<u8> {
         &engine::EngineRestore {
             generation: a.generation,
             to: a.to.clone(),
+            paths: a.path.clone(),
             overwrite: a.overwrite,
         },
     );
@@ -204,4 +241,16 @@ pub fn restore(a: RestoreArgs, repo: &Repo) -> Result<u8> {
         );
     }
     Ok(0)
+}
+
+/// `backup prune` on a repository: lifeboat's rules decide per generation
+/// ([`engine_prune`]); `--dry-run` removes nothing.
+pub fn prune(a: PruneArgs, repo: &Repo, policy: &Policy) -> Result<u8> {
+    let plan = engine_prune::plan(repo, policy)?;
+    let removed = if a.dry_run {
+        Vec::new()
+    } else {
+        engine_prune::apply(repo, &plan)?
+    };
+    print_prune(&a, &plan, &removed, policy)
 }

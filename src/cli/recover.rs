@@ -146,7 +146,7 @@ pub struct RecoverArgs {
 
 fn options(s: Source, cfg: &crate::config::Config) -> recover::Options {
     recover::Options {
-        engine: crate::backup::engine::Settings::from_config(cfg),
+        engine: super::backup_engine::settings(cfg),
         layout: s.layout,
         backup: s.backup,
         identity: s.identity,

@@ -131,7 +131,8 @@ fn ask_twice(prompt: &str) -> Result<String> {
     Ok(first)
 }
 
-fn ask(prompt: &str) -> Result<String> {
+/// A line typed on the terminal, not echoed.
+pub(crate) fn ask(prompt: &str) -> Result<String> {
     use nix::sys::termios::{tcgetattr, tcsetattr, LocalFlags, SetArg};
     let tty = std::fs::OpenOptions::new()
         .read(true)

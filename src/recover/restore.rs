@@ -331,6 +331,7 @@ impl Backup {
             &engine::EngineRestore {
                 generation: Some(meta.generation.clone()),
                 to: root.to_path_buf(),
+                paths: Vec::new(),
                 // A re-run after a failure finds the files of the first attempt.
                 overwrite: true,
             },

@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::monitor::BackupFacts;
-use crate::backup::engine::{self, ops, EngineCreate, Keep, MetaRef, Repo, Settings};
+use crate::backup::engine::{self, ops, EngineCreate, MetaRef, Repo, Settings};
 use crate::backup::generation::{Generation, VerifyRecord, GENERATION_FILE};
 use crate::backup::{self};
 use crate::config::Config;
@@ -106,17 +106,15 @@ pub struct Written {
 
 /// The scheduled backup into a repository: the file systems of the
 /// layout `layout_path`, with the configuration's exclusions and
-/// `backup.keep` (as `--keep-last`).
+/// retention (`backup.keep`, `backup.keep_*`).
 pub fn backup(cfg: &Config, repo: &Repo, layout_path: &Path) -> Result<Written> {
     let (sources, excludes) = super::run::sources_and_excludes(cfg, layout_path)?;
     let opts = EngineCreate {
         sources,
         layout_file: Some(layout_path.to_path_buf()),
         excludes,
-        keep: Keep {
-            last: cfg.backup.keep.value.map(|k| k.0),
-            ..Keep::default()
-        },
+        retention: cfg.backup.retention(),
+        progress: crate::backup::progress::Mode::Quiet,
     };
     let report =
         engine::create(repo, &opts).with_context(|| format!("backing up to {}", repo.spec()))?;

@@ -11,7 +11,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde::Deserialize;
 
-use super::{Keep, Listed, MetaRef, Repo, Saved, META_TAG};
+use super::{Listed, MetaRef, Repo, Saved, META_TAG};
 use crate::backup::manifest::Kind;
 use crate::exec::Cmd;
 
@@ -126,10 +126,16 @@ pub fn dump(repo: &Repo, id: &str, name: &str) -> Result<Vec<u8>> {
     Ok(repo.run(&cmd)?.stdout)
 }
 
-pub fn restore(repo: &Repo, id: &str, target: &Path) -> Result<()> {
-    let cmd = borg(repo, &["extract", "--numeric-ids"])
+/// Extracts archive `id` into `target`; with `only`, just those paths
+/// (relative to the archive's root, as path prefixes) and what is below.
+pub fn restore(repo: &Repo, id: &str, target: &Path, only: &[Vec<u8>]) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut cmd = borg(repo, &["extract", "--numeric-ids"])
         .arg(archive(repo, id))
         .current_dir(target);
+    for rel in only {
+        cmd = cmd.arg(std::ffi::OsStr::from_bytes(&[b"pp:", &rel[..]].concat()));
+    }
     repo.run(&cmd)?;
     Ok(())
 }
@@ -181,37 +187,38 @@ pub fn entries(repo: &Repo, id: &str) -> Result<Vec<Listed>> {
     Ok(v)
 }
 
-/// `borg prune --dry-run --list` on this host's metadata archives says
-/// which generations go; then all their archives are deleted and the
-/// repository compacted.
-pub fn expire(repo: &Repo, keep: &Keep) -> Result<Vec<String>> {
-    let host = super::ops::hostname();
-    let glob = format!("lifeboat.*.meta.{host}");
-    let policy = keep.args();
-    let mut args = vec!["prune", "--dry-run", "--list", "--glob-archives", &glob];
-    args.extend(policy.iter().map(String::as_str));
-    let out = repo.run(&borg(repo, &args).arg(&repo.location))?;
-    let text = String::from_utf8_lossy(&out.stderr);
-    let gone: BTreeSet<String> = text
-        .lines()
-        .filter(|l| l.contains("Would prune:"))
-        .flat_map(|l| l.split_whitespace())
-        .filter_map(|w| parse_meta(w).map(|(g, _)| g.to_string()))
+/// Deletes every archive of the generations `gens` of `host`: the
+/// metadata archives first (an interruption leaves no listed generation
+/// short of a file system), then the file systems', then compacts.
+pub fn remove(repo: &Repo, gens: &BTreeSet<String>, host: &str) -> Result<()> {
+    let names = archives(repo, "lifeboat.*")?;
+    let meta: Vec<&String> = names
+        .iter()
+        .filter(|n| parse_meta(n).is_some_and(|(g, h)| h == host && gens.contains(g)))
         .collect();
-    if gone.is_empty() {
-        return Ok(Vec::new());
-    }
-    let names: Vec<String> = archives(repo, "lifeboat.*")?
-        .into_iter()
+    let suffix = format!(".{host}");
+    let fs: Vec<&String> = names
+        .iter()
         .filter(|n| {
-            n.split('.')
-                .nth(1)
-                .is_some_and(|g| gone.contains(g) && n.ends_with(&format!(".{host}")))
+            parse_fs_generation(n).is_some_and(|g| gens.contains(g)) && n.ends_with(&suffix)
         })
         .collect();
-    repo.run(&borg(repo, &["delete"]).arg(&repo.location).args(&names))?;
+    for batch in [meta, fs] {
+        if !batch.is_empty() {
+            repo.run(&borg(repo, &["delete"]).arg(&repo.location).args(batch))?;
+        }
+    }
     repo.run(&borg(repo, &["compact"]).arg(&repo.location))?;
-    Ok(gone.into_iter().collect())
+    Ok(())
+}
+
+/// The generation of a file system archive's name.
+fn parse_fs_generation(name: &str) -> Option<&str> {
+    let mut it = name.splitn(4, '.');
+    match (it.next(), it.next(), it.next(), it.next()) {
+        (Some("lifeboat"), Some(g), Some("fs"), Some(_)) => Some(g),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -229,5 +236,7 @@ mod tests {
         let f = archive_name("20261207T130000Z", "boot-efi", "h");
         assert_eq!(f, "lifeboat.20261207T130000Z.fs.boot-efi.h");
         assert_eq!(parse_meta(&f), None);
+        assert_eq!(parse_fs_generation(&f), Some("20261207T130000Z"));
+        assert_eq!(parse_fs_generation(&n), None);
     }
 }

@@ -17,13 +17,16 @@
 
 pub mod borg;
 pub mod ops;
+pub mod prune;
 pub mod restic;
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
 use super::manifest::{Kind, PathBytes};
+use super::progress::Progress;
 use crate::exec::{Cmd, CommandError, Output};
 
 pub use ops::{create, list, restore, verify, EngineCreate, EngineRestore, EngineVerify};
@@ -48,6 +51,9 @@ impl Engine {
     }
 }
 
+/// Asks for a repository's password (gets its name); None: no one to ask.
+pub type AskPassword = fn(&str) -> Result<Option<String>>;
+
 /// Credentials and options from the configuration (`[restic]`, `[borg]`).
 #[derive(Debug, Clone, Default)]
 pub struct Settings {
@@ -56,6 +62,11 @@ pub struct Settings {
     pub restic_options: Vec<String>,
     pub borg_passcommand: Option<String>,
     pub borg_environment_file: Option<PathBuf>,
+    /// Asks for a restic password when none is configured (the CLI's
+    /// prompt when stdin is a terminal; it gets the repository's name, and
+    /// answers None without a terminal). The answer goes to the engine in
+    /// its environment only, never to disk.
+    pub ask_password: Option<AskPassword>,
 }
 
 impl Settings {
@@ -66,6 +77,7 @@ impl Settings {
             restic_options: cfg.restic.options.value.clone(),
             borg_passcommand: cfg.borg.passcommand.value.clone(),
             borg_environment_file: cfg.borg.environment_file.value.clone(),
+            ask_password: None,
         }
     }
 }
@@ -115,38 +127,6 @@ pub struct Listed {
     pub path: Vec<u8>,
     pub kind: Kind,
     pub size: Option<u64>,
-}
-
-/// Retention in the engines' own words (`--keep-last N` ...).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Keep {
-    pub last: Option<u64>,
-    pub daily: Option<u64>,
-    pub weekly: Option<u64>,
-    pub monthly: Option<u64>,
-}
-
-impl Keep {
-    /// The engine flags, e.g. `--keep-last 3 --keep-daily 7`.
-    pub fn args(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        for (flag, v) in [
-            ("--keep-last", self.last),
-            ("--keep-daily", self.daily),
-            ("--keep-weekly", self.weekly),
-            ("--keep-monthly", self.monthly),
-        ] {
-            if let Some(n) = v {
-                out.push(flag.to_string());
-                out.push(n.to_string());
-            }
-        }
-        out
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.args().is_empty()
-    }
 }
 
 impl Repo {
@@ -224,6 +204,11 @@ impl Repo {
     /// own message.
     fn run(&self, cmd: &Cmd) -> Result<Output> {
         cmd.run().map_err(|e| self.engine_error(e))
+    }
+
+    /// [`Repo::run`], each line of stdout handed to `on_line` as it comes.
+    fn run_lines(&self, cmd: &Cmd, on_line: &mut dyn FnMut(&str)) -> Result<Output> {
+        cmd.run_lines(on_line).map_err(|e| self.engine_error(e))
     }
 
     fn engine_error(&self, e: anyhow::Error) -> anyhow::Error {
@@ -351,14 +336,15 @@ fn write_excludes(dir: &Path, lines: &[Vec<u8>]) -> Result<PathBuf> {
 /// Dispatch of the per-engine operations.
 impl Repo {
     /// Backs up the tree at `dir` (from inside it, within its file system)
-    /// leaving out `excluded` (relative paths).
+    /// leaving out `excluded` (relative paths); restic's progress goes to
+    /// `progress`.
     pub fn backup_tree(
         &self,
         dir: &Path,
         excluded: &[PathBytes],
-        generation: &str,
-        label: &str,
+        (generation, label): (&str, &str),
         host: &str,
+        progress: Option<&mut Progress>,
     ) -> Result<Saved> {
         let work = tempfile::tempdir().context("creating a temporary folder")?;
         match self.engine {
@@ -368,7 +354,7 @@ impl Repo {
                     .map(|r| restic::escape_pattern(&join_rel(dir, r)))
                     .collect();
                 let ex = write_excludes(work.path(), &lines)?;
-                restic::backup(self, dir, &ex, generation, label, host)
+                restic::backup(self, (dir, &ex), generation, label, host, progress)
             }
             Engine::Borg => {
                 let lines: Vec<Vec<u8>> = excluded
@@ -399,11 +385,13 @@ impl Repo {
         }
     }
 
-    /// Restores snapshot `id` into `target` (its root becomes `target`).
-    pub fn restore_tree(&self, id: &str, target: &Path) -> Result<()> {
+    /// Restores snapshot `id` into `target` (its root becomes `target`);
+    /// with `only`, just those paths (relative to the root) and what is
+    /// below them.
+    pub fn restore_tree(&self, id: &str, target: &Path, only: &[Vec<u8>]) -> Result<()> {
         match self.engine {
-            Engine::Restic => restic::restore(self, id, target),
-            Engine::Borg => borg::restore(self, id, target),
+            Engine::Restic => restic::restore(self, id, target, only),
+            Engine::Borg => borg::restore(self, id, target, only),
         }
     }
 
@@ -423,16 +411,13 @@ impl Repo {
         }
     }
 
-    /// Applies `keep` to the generations (the engine decides which
-    /// metadata snapshots stay) and removes every snapshot of the others,
-    /// then frees their space. Returns the removed generation ids.
-    pub fn expire(&self, keep: &Keep) -> Result<Vec<String>> {
-        if keep.is_empty() {
-            return Ok(Vec::new());
-        }
+    /// Removes every snapshot/archive of the generations `gens` made by
+    /// `host` (whole generations: metadata first, then each file system's)
+    /// and frees their space.
+    pub fn remove_generations(&self, gens: &BTreeSet<String>, host: &str) -> Result<()> {
         match self.engine {
-            Engine::Restic => restic::expire(self, keep),
-            Engine::Borg => borg::expire(self, keep),
+            Engine::Restic => restic::remove(self, gens, host),
+            Engine::Borg => borg::remove(self, gens, host),
         }
     }
 }
@@ -499,16 +484,5 @@ mod tests {
         std::fs::write(&p, "A=1\nnot a line\n").unwrap();
         let e = read_env_file(&p).unwrap_err().to_string();
         assert!(e.contains("line 2: expected KEY=VALUE"), "{e}");
-    }
-
-    #[test]
-    fn keep_words_map_to_engine_flags() {
-        let k = Keep {
-            last: Some(3),
-            weekly: Some(4),
-            ..Keep::default()
-        };
-        assert_eq!(k.args(), ["--keep-last", "3", "--keep-weekly", "4"]);
-        assert!(Keep::default().is_empty());
     }
 }

@@ -8,15 +8,16 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use super::{Keep, MetaRef, Repo, META_TAG};
+use super::{MetaRef, Repo, META_TAG};
 use crate::backup::create::{archive_stem, Source};
 use crate::backup::generation::{
     ArchiveInfo, GenKind, Generation, Outcome, Warnings, FORMAT, GENERATION_FILE, LAYOUT_FILE,
     MANIFEST_FILE,
 };
 use crate::backup::manifest::{self, FsManifest, Kind, Manifest, PathBytes};
+use crate::backup::progress::Progress;
 use crate::backup::walk::{self, Excludes, WalkEntry};
-use crate::backup::{compress, fsio, verify::compare_tree, Compression};
+use crate::backup::{compress, fsio, verify::compare_under, Compression};
 
 /// What `backup create` asks of an engine.
 pub struct EngineCreate {
@@ -24,7 +25,10 @@ pub struct EngineCreate {
     /// Layout stored with the generation.
     pub layout_file: Option<PathBuf>,
     pub excludes: Excludes,
-    pub keep: Keep,
+    /// Applied after the backup ([`super::prune`]).
+    pub retention: crate::backup::retention::Policy,
+    /// Progress lines as for native backups (restic's status).
+    pub progress: crate::backup::progress::Mode,
 }
 
 /// What `backup create` did.
@@ -72,6 +76,7 @@ pub fn create(repo: &Repo, opts: &EngineCreate) -> Result<EngineReport> {
         started,
         started_ns,
         host: &host,
+        progress: std::cell::RefCell::new(Progress::new("backup", opts.progress)),
     };
     for src in &opts.sources {
         let mut stem = archive_stem(&src.mountpoint);
@@ -87,9 +92,10 @@ pub fn create(repo: &Repo, opts: &EngineCreate) -> Result<EngineReport> {
         archives.push(archive);
         manifest.filesystems.push(fsm);
     }
+    run.progress.borrow_mut().done();
     let gen = store_meta(repo, opts, &manifest, archives, warnings, &run)?;
     added += gen.1;
-    let removed = repo.expire(&opts.keep)?;
+    let removed = super::prune::prune(repo, &opts.retention)?;
     Ok(EngineReport {
         generation: gen.0,
         added_bytes: added,
@@ -119,14 +125,25 @@ fn back_up_fs(
     let prev_fs = previous.and_then(|m| m.filesystem(&mp.0));
     let reused = hash_entries(&src.path, &mut entries, prev_fs, warnings);
     log::info!("{}: backing up {}", repo.spec(), src.path.display());
-    let saved = repo.backup_tree(&src.path, &stats.excluded_paths, id, stem, run.host)?;
+    let fsm = fs_manifest(src, mp, entries);
+    let mut progress = run.progress.borrow_mut();
+    // restic counts regular files (hard links each) and their bytes.
+    let files = fsm.entries.iter().filter(|r| r.kind == Kind::File);
+    progress.expect(files.clone().map(|r| r.size).sum(), files.count() as u64);
+    let saved = repo.backup_tree(
+        &src.path,
+        &stats.excluded_paths,
+        (id, stem),
+        run.host,
+        Some(&mut progress),
+    )?;
     if saved.partial {
         warnings.unreadable += 1;
-        warnings
-            .examples
-            .push(format!("{mp}: the engine could not read some files"));
+        warnings.examples.push(format!(
+            "{}: the engine could not read some files",
+            fsm.mountpoint
+        ));
     }
-    let fsm = fs_manifest(src, mp, entries);
     let archive = ArchiveInfo {
         mountpoint: fsm.mountpoint.clone(),
         file: saved.id,
@@ -254,11 +271,12 @@ fn fs_manifest(src: &Source, mp: PathBytes, entries: Vec<WalkEntry>) -> FsManife
     }
 }
 
-/// When and where a backup runs.
+/// When and where a backup runs, and its progress line.
 struct Run<'a> {
     started: std::time::SystemTime,
     started_ns: i128,
     host: &'a str,
+    progress: std::cell::RefCell<Progress>,
 }
 
 /// Writes generation.json, the manifest and the layout into a metadata
@@ -329,7 +347,7 @@ fn store_meta(
         .unwrap_or(0.0);
     let json = serde_json::to_vec_pretty(&gen)?;
     crate::util::write_atomic(&dir.path().join(GENERATION_FILE), &json, 0o600)?;
-    let saved = repo.backup_tree(dir.path(), &[], &gen.id, META_TAG, run.host)?;
+    let saved = repo.backup_tree(dir.path(), &[], (&gen.id, META_TAG), run.host, None)?;
     Ok((gen, saved.added_bytes))
 }
 
@@ -500,7 +518,7 @@ fn deep(repo: &Repo, l: &Loaded, scratch: Option<&Path>) -> Result<()> {
         .prefix("lifeboat-verify-")
         .tempdir_in(&parent)
         .with_context(|| format!("creating a scratch folder in {}", parent.display()))?;
-    restore_loaded(repo, l, dir.path())
+    restore_loaded(repo, l, dir.path(), &[])
         .with_context(|| format!("generation {}: deep check", l.generation.id))?;
     Ok(())
 }
@@ -509,7 +527,11 @@ fn deep(repo: &Repo, l: &Loaded, scratch: Option<&Path>) -> Result<()> {
 pub struct EngineRestore {
     pub generation: Option<String>,
     pub to: PathBuf,
-    /// Restore into folders that already hold files.
+    /// Only these paths (absolute, as on the backed-up system) and what is
+    /// below them.
+    pub paths: Vec<PathBuf>,
+    /// Restore into folders that already hold files (with `paths`: replace
+    /// them).
     pub overwrite: bool,
 }
 
@@ -528,7 +550,12 @@ pub fn restore(repo: &Repo, opts: &EngineRestore) -> Result<EngineRestoreReport>
     let t0 = std::time::Instant::now();
     let meta = pick(repo, opts.generation.as_deref())?;
     let l = load(repo, &meta)?;
-    if !opts.overwrite {
+    let selected = crate::backup::restore::select(&l.manifest, &opts.paths, &l.generation.id)?;
+    if !opts.paths.is_empty() {
+        std::fs::create_dir_all(&opts.to)
+            .with_context(|| format!("creating {}", opts.to.display()))?;
+        crate::backup::restore::check_paths(&opts.to, &opts.paths, opts.overwrite)?;
+    } else if !opts.overwrite {
         for fs in &l.manifest.filesystems {
             let t = under(&opts.to, fs.mountpoint.as_path());
             if holds_files(&t) {
@@ -539,11 +566,17 @@ pub fn restore(repo: &Repo, opts: &EngineRestore) -> Result<EngineRestoreReport>
             }
         }
     }
-    restore_loaded(repo, &l, &opts.to)?;
+    restore_loaded(repo, &l, &opts.to, &opts.paths)?;
+    let recs = selected.iter().flat_map(|(_, r)| r.iter());
+    let files = recs.clone().count() as u64;
+    let bytes = recs
+        .filter(|r| r.kind == Kind::File && r.link.is_none())
+        .map(|r| r.size)
+        .sum();
     Ok(EngineRestoreReport {
         generation: l.generation.id.clone(),
-        files: l.generation.files,
-        bytes: l.generation.bytes,
+        files,
+        bytes,
         seconds: t0.elapsed().as_secs_f64(),
     })
 }
@@ -569,57 +602,86 @@ fn holds_files(dir: &Path) -> bool {
 
 /// Restores every file system of `l` below `to` (parents first), gives
 /// each root the manifest's owner, mode and time, then compares the trees
-/// with the manifest. Each mount point is opened below `to` through
-/// handles, never through a symlink (an earlier file system's snapshot
-/// cannot send a later one outside the target), and the engine is given
-/// that very directory (`/proc/PID/fd/N`).
-fn restore_loaded(repo: &Repo, l: &Loaded, to: &Path) -> Result<()> {
-    use std::os::fd::{AsFd, AsRawFd};
-    let mut fss: Vec<&FsManifest> = l.manifest.filesystems.iter().collect();
-    fss.sort_by(|a, b| a.mountpoint.0.cmp(&b.mountpoint.0));
+/// with the manifest. With `paths`, only those paths (and what is below
+/// them) of the file systems holding them, each compared with its part of
+/// the manifest.
+fn restore_loaded(repo: &Repo, l: &Loaded, to: &Path, paths: &[PathBuf]) -> Result<()> {
+    let mut fss: Vec<(&FsManifest, Vec<Vec<u8>>)> = Vec::new();
+    for fs in &l.manifest.filesystems {
+        let rels: Vec<Vec<u8>> = paths
+            .iter()
+            .filter_map(|p| crate::backup::restore::rel_in_fs(p, &fs.mountpoint, &l.manifest))
+            .collect();
+        match (paths.is_empty(), rels.iter().any(|r| r == b".")) {
+            (true, _) | (false, true) => fss.push((fs, Vec::new())),
+            (false, false) if !rels.is_empty() => fss.push((fs, rels)),
+            _ => {}
+        }
+    }
+    fss.sort_by(|a, b| a.0.mountpoint.0.cmp(&b.0.mountpoint.0));
     std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
     let tree = crate::backup::beneath::Tree::open(to)?;
-    for fs in &fss {
-        let rel = fs
-            .mountpoint
-            .0
-            .strip_prefix(b"/")
-            .unwrap_or(&fs.mountpoint.0);
-        let sub = tree.subtree(rel, true).with_context(|| {
-            format!(
-                "restoring {} into {}",
-                fs.mountpoint,
-                tree.show(rel).display()
-            )
-        })?;
-        let dir = sub.root();
-        let target = PathBuf::from(format!(
-            "/proc/{}/fd/{}",
-            std::process::id(),
-            dir.as_raw_fd()
-        ));
-        log::info!(
-            "{}: restoring {} into {}",
-            repo.spec(),
-            fs.archive,
-            tree.show(rel).display()
-        );
-        repo.restore_tree(&fs.archive, &target)?;
-        if let Some(root) = fs.entries.iter().find(|r| r.path.0 == b".") {
-            set_root_meta(dir.as_fd(), root).with_context(|| {
-                format!(
-                    "setting owner, mode and time of {}",
-                    tree.show(rel).display()
-                )
+    for (fs, only) in &fss {
+        restore_fs(repo, &tree, fs, only)?;
+    }
+    for (fs, only) in &fss {
+        let dot = [b".".to_vec()];
+        let parts = if only.is_empty() { &dot[..] } else { &only[..] };
+        for rel in parts {
+            compare_under(to, &l.manifest, fs, rel).map_err(|e| {
+                crate::backup::restore::Damaged(format!(
+                    "generation {}: restored {} differs from the manifest: {e}",
+                    l.generation.id, fs.mountpoint
+                ))
             })?;
         }
     }
-    for fs in &fss {
-        compare_tree(to, &l.manifest, fs).map_err(|e| {
-            crate::backup::restore::Damaged(format!(
-                "generation {}: restored {} differs from the manifest: {e}",
-                l.generation.id, fs.mountpoint
-            ))
+    Ok(())
+}
+
+/// One file system (all of it, or the paths `only`) through the engine.
+/// Its mount point is opened below the target through handles, never
+/// through a symlink (an earlier file system's snapshot cannot send a
+/// later one outside the target), and the engine is given that very
+/// directory (`/proc/PID/fd/N`).
+fn restore_fs(
+    repo: &Repo,
+    tree: &crate::backup::beneath::Tree,
+    fs: &FsManifest,
+    only: &[Vec<u8>],
+) -> Result<()> {
+    use std::os::fd::{AsFd, AsRawFd};
+    let rel = fs
+        .mountpoint
+        .0
+        .strip_prefix(b"/")
+        .unwrap_or(&fs.mountpoint.0);
+    let sub = tree.subtree(rel, true).with_context(|| {
+        format!(
+            "restoring {} into {}",
+            fs.mountpoint,
+            tree.show(rel).display()
+        )
+    })?;
+    let dir = sub.root();
+    let target = PathBuf::from(format!(
+        "/proc/{}/fd/{}",
+        std::process::id(),
+        dir.as_raw_fd()
+    ));
+    log::info!(
+        "{}: restoring {} into {}",
+        repo.spec(),
+        fs.archive,
+        tree.show(rel).display()
+    );
+    repo.restore_tree(&fs.archive, &target, only)?;
+    if let Some(root) = fs.entries.iter().find(|r| r.path.0 == b".") {
+        set_root_meta(dir.as_fd(), root).with_context(|| {
+            format!(
+                "setting owner, mode and time of {}",
+                tree.show(rel).display()
+            )
         })?;
     }
     Ok(())

@@ -12,8 +12,9 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
-use super::{Keep, Listed, MetaRef, Repo, Saved, Settings, META_TAG};
+use super::{Listed, MetaRef, Repo, Saved, Settings, META_TAG};
 use crate::backup::manifest::Kind;
+use crate::backup::progress::Progress;
 use crate::exec::Cmd;
 
 const GEN_TAG: &str = "lifeboat-gen=";
@@ -24,23 +25,30 @@ const PASSWORD_VARS: &[&str] = &[
 ];
 
 /// The password: the environment's (or the environment file's), else
-/// `[restic] password_file`; none at all is an error before restic runs
-/// (restic would wait for a typed password).
+/// `[restic] password_file`, else typed ([`Settings::ask_password`], given
+/// to restic as `RESTIC_PASSWORD` in its environment only); none at all is
+/// an error before restic runs (restic would wait for a typed password).
 pub fn credentials(repo: &mut Repo, settings: &Settings) -> Result<()> {
     if PASSWORD_VARS.iter().any(|v| repo.has_env(v)) {
         return Ok(());
     }
-    match &settings.restic_password_file {
-        Some(p) => {
-            repo.env
-                .push(("RESTIC_PASSWORD_FILE".into(), p.display().to_string()));
-            Ok(())
+    let typed = match (&settings.restic_password_file, settings.ask_password) {
+        (Some(p), _) => {
+            let file = p.display().to_string();
+            repo.env.push(("RESTIC_PASSWORD_FILE".into(), file));
+            return Ok(());
         }
+        (None, Some(ask)) => ask(&repo.location)?,
+        (None, None) => None,
+    };
+    match typed {
+        Some(pw) => repo.env.push(("RESTIC_PASSWORD".into(), pw)),
         None => bail!(
-            "no password for restic repository {}: set [restic] password_file in the configuration, or RESTIC_PASSWORD_FILE or RESTIC_PASSWORD_COMMAND",
+            "no password for restic repository {}: set [restic] password_file in the configuration, or RESTIC_PASSWORD_FILE or RESTIC_PASSWORD_COMMAND, or run on a terminal to type it",
             repo.location
         ),
     }
+    Ok(())
 }
 
 /// `restic -r REPO [-o OPT]... ARGS`.
@@ -74,13 +82,50 @@ struct Summary {
     data_added: u64,
 }
 
+/// A `--json` status or summary line of `restic backup`.
+#[derive(Deserialize)]
+struct Status {
+    message_type: String,
+    #[serde(default)]
+    files_done: u64,
+    #[serde(default)]
+    bytes_done: u64,
+    #[serde(default)]
+    total_files_processed: u64,
+    #[serde(default)]
+    total_bytes_processed: u64,
+}
+
+/// Feeds restic's status lines to `progress` (on top of what it counted
+/// before this snapshot).
+fn follow(progress: Option<&mut Progress>) -> impl FnMut(&str) + '_ {
+    let base = progress.as_ref().map_or((0, 0), |p| (p.bytes, p.files));
+    let mut progress = progress;
+    move |line| {
+        let (Some(p), Ok(s)) = (
+            progress.as_deref_mut(),
+            serde_json::from_str::<Status>(line),
+        ) else {
+            return;
+        };
+        let (bytes, files) = match s.message_type.as_str() {
+            "status" => (s.bytes_done, s.files_done),
+            "summary" => (s.total_bytes_processed, s.total_files_processed),
+            _ => return,
+        };
+        p.bytes = base.0 + bytes;
+        p.files = base.1 + files;
+        p.add(0, 0);
+    }
+}
+
 pub fn backup(
     repo: &Repo,
-    dir: &Path,
-    excludes: &Path,
+    (dir, excludes): (&Path, &Path),
     generation: &str,
     label: &str,
     host: &str,
+    progress: Option<&mut Progress>,
 ) -> Result<Saved> {
     let tags = if label == META_TAG {
         format!("lifeboat,{META_TAG},{GEN_TAG}{generation}")
@@ -98,7 +143,7 @@ pub fn backup(
     .current_dir(dir)
     // 3: the snapshot was written, some files could not be read.
     .ok_codes(&[3]);
-    let out = repo.run(&cmd)?;
+    let out = repo.run_lines(&cmd, &mut follow(progress))?;
     let summary = String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| serde_json::from_str::<Summary>(l).ok())
@@ -123,6 +168,10 @@ struct Snapshot {
 }
 
 impl Snapshot {
+    fn is_meta(&self) -> bool {
+        self.tags.iter().flatten().any(|t| t == META_TAG)
+    }
+
     fn generation(&self) -> Option<&str> {
         self.tags
             .iter()
@@ -155,8 +204,17 @@ pub fn dump(repo: &Repo, id: &str, name: &str) -> Result<Vec<u8>> {
     Ok(repo.run(&cmd)?.stdout)
 }
 
-pub fn restore(repo: &Repo, id: &str, target: &Path) -> Result<()> {
-    let cmd = restic(repo, &["restore", id, "--target"]).arg(target);
+/// Restores snapshot `id` into `target`; with `only`, just those paths
+/// (relative to the snapshot's root) and what is below them.
+pub fn restore(repo: &Repo, id: &str, target: &Path, only: &[Vec<u8>]) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut cmd = restic(repo, &["restore", id, "--target"]).arg(target);
+    for rel in only {
+        let pattern = escape_pattern(&[b"/", &rel[..]].concat());
+        cmd = cmd
+            .arg("--include")
+            .arg(std::ffi::OsStr::from_bytes(&pattern));
+    }
     repo.run(&cmd)?;
     Ok(())
 }
@@ -211,46 +269,22 @@ pub fn entries(repo: &Repo, id: &str) -> Result<Vec<Listed>> {
     Ok(v)
 }
 
-#[derive(Deserialize)]
-struct ForgetGroup {
-    #[serde(default)]
-    remove: Option<Vec<Snapshot>>,
-}
-
-/// `restic forget --dry-run` on the metadata snapshots says which
-/// generations go; then every snapshot of those is forgotten and pruned.
-pub fn expire(repo: &Repo, keep: &Keep) -> Result<Vec<String>> {
-    let policy = keep.args();
-    let mut args = vec![
-        "--json",
-        "forget",
-        "--dry-run",
-        "--tag",
-        META_TAG,
-        "--group-by",
-        "host",
-    ];
-    args.extend(policy.iter().map(String::as_str));
-    let cmd = restic(repo, &args);
-    let out = repo.run(&cmd)?;
-    let groups: Vec<ForgetGroup> = serde_json::from_slice(&out.stdout)
-        .with_context(|| format!("parsing the JSON output of {cmd}"))?;
-    let gone: BTreeSet<String> = groups
-        .iter()
-        .flat_map(|g| g.remove.iter().flatten())
-        .filter_map(|s| s.generation().map(String::from))
-        .collect();
-    if gone.is_empty() {
-        return Ok(Vec::new());
-    }
-    let ids: Vec<String> = snapshots(repo, "lifeboat")?
+/// Forgets every snapshot of the generations `gens` of `host`: the
+/// metadata snapshots first (an interruption leaves no listed generation
+/// short of a file system), then the file systems', then prunes.
+pub fn remove(repo: &Repo, gens: &BTreeSet<String>, host: &str) -> Result<()> {
+    let (meta, fs): (Vec<Snapshot>, Vec<Snapshot>) = snapshots(repo, "lifeboat")?
         .into_iter()
-        .filter(|s| s.generation().is_some_and(|g| gone.contains(g)))
-        .map(|s| s.id)
-        .collect();
-    let cmd = restic(repo, &["forget", "--prune"]).args(&ids);
-    repo.run(&cmd)?;
-    Ok(gone.into_iter().collect())
+        .filter(|s| s.hostname == host && s.generation().is_some_and(|g| gens.contains(g)))
+        .partition(Snapshot::is_meta);
+    for batch in [meta, fs] {
+        if !batch.is_empty() {
+            let ids = batch.iter().map(|s| s.id.as_str());
+            repo.run(&restic(repo, &["forget"]).args(ids))?;
+        }
+    }
+    repo.run(&restic(repo, &["prune"]))?;
+    Ok(())
 }
 
 #[cfg(test)]
