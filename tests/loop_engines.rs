@@ -1118,3 +1118,131 @@ fn restore_never_follows_a_planted_symlink_out_of_the_target() {
     assert!(err.contains("srv"), "{err}");
     assert_eq!(describe(&outside, ""), before, "the outside folder changed");
 }
+
+/// Mounts made for a chroot, undone (lazily) when dropped.
+struct ChrootMounts(Vec<PathBuf>);
+
+impl Drop for ChrootMounts {
+    fn drop(&mut self) {
+        for m in self.0.iter().rev() {
+            let _ = Command::new("umount").arg("-l").arg(m).status();
+        }
+    }
+}
+
+/// Borg in the rescue image: `mkrescue --add-program borg` ships the
+/// Python interpreter, its library and Borg's modules; in a chroot of the
+/// unpacked initrd (no file of the host's), the image's own lifeboat and
+/// borg restore a generation equal to the source, every file checked
+/// against the manifest.
+#[test]
+fn borg_restores_inside_the_rescue_image() {
+    require_root!(NEEDS_ROOT);
+    require!("borg", "cpio", "zstd", "chroot");
+    let c = case(
+        "borg-rescue",
+        "borg:{dir}/repo",
+        "{dir}/repo",
+        BORG_CONFIG,
+        vec![],
+    );
+    c.init();
+    c.create(&[]);
+    let out = c.scratch.join("rescue");
+    c.ok(&[
+        "mkrescue",
+        "--output",
+        &out.display().to_string(),
+        "--no-iso",
+        "--add-program",
+        "borg",
+    ]);
+    let root = c.scratch.join("root");
+    std::fs::create_dir(&root).unwrap();
+    common::sh(&format!(
+        "zstd -dc '{}' | (cd '{}' && cpio -idm --quiet)",
+        out.join("initrd").display(),
+        root.display()
+    ));
+    let listing = common::sh(&format!(
+        "cd '{}' && find usr/bin/borg usr/lib/python3* -maxdepth 1 | sort",
+        root.display()
+    ));
+    assert!(listing.contains("usr/bin/borg\n"), "{listing}");
+    assert!(
+        listing.contains("/os.py\n"),
+        "no standard library: {listing}"
+    );
+    assert!(
+        listing.lines().any(|l| l.ends_with("/borg")),
+        "no borg package: {listing}"
+    );
+    let unwanted = common::sh(&format!(
+        "cd '{}' && find usr -name __pycache__ -o -path 'usr/lib/python3.*/test' \
+         -o -path 'usr/lib/python3.*/tkinter'",
+        root.display()
+    ));
+    assert_eq!(unwanted, "", "left in the image");
+
+    // The repository and its passphrase where a rescue would reach them.
+    common::sh(&format!(
+        "cp -a '{}' '{r}/srv-repo' && mkdir -p '{r}/srv' '{r}/root' '{r}/proc' '{r}/dev' && \
+         mv '{r}/srv-repo' '{r}/srv/repo' && cp '{}' '{r}/srv/password'",
+        c.store.display(),
+        c.scratch.join("password").display(),
+        r = root.display()
+    ));
+    let mut mounts = ChrootMounts(Vec::new());
+    for (args, dir) in [
+        (&["-t", "proc", "proc"][..], "proc"),
+        (&["--bind", "/dev"][..], "dev"),
+    ] {
+        let st = Command::new("mount")
+            .args(args)
+            .arg(root.join(dir))
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount {args:?}");
+        mounts.0.push(root.join(dir));
+    }
+    let run = Command::new("chroot")
+        .arg(&root)
+        .args([
+            "/usr/bin/lifeboat",
+            "backup",
+            "restore",
+            "--from",
+            "borg:/srv/repo",
+            "--to",
+            "/srv/out",
+        ])
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("HOME", "/root")
+        .env("BORG_PASSCOMMAND", "cat /srv/password")
+        .output()
+        .unwrap();
+    drop(mounts);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr),
+    );
+    assert!(
+        run.status.success(),
+        "restore in the image failed:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("every file checked against the manifest"),
+        "{stdout}"
+    );
+    let src = c.src();
+    let got = describe(
+        &root.join("srv/out").join(src.strip_prefix("/").unwrap()),
+        "",
+    );
+    assert_eq!(
+        got,
+        describe(&src, "var/cache"),
+        "restored tree differs from the source"
+    );
+}

@@ -663,6 +663,9 @@ fn add_programs(
         };
         let dest = tree.host_path(&host)?;
         log::debug!("program {name}: {} as /{dest}", host.display());
+        if name == "borg" {
+            elf_files.extend(super::python::add_borg(tree, &host)?);
+        }
         elf_files.push(
             std::fs::canonicalize(&host)
                 .with_context(|| format!("resolving {}", host.display()))?,

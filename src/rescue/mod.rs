@@ -12,6 +12,7 @@ pub mod iso;
 pub mod kernel;
 pub mod net;
 pub mod pxe;
+pub mod python;
 pub mod secureboot;
 pub mod ssh;
 pub mod tree;

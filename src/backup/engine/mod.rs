@@ -285,18 +285,19 @@ pub fn read_env_file(path: &Path) -> Result<Vec<(String, String)>> {
 }
 
 /// The programs the rescue image needs to restore from destination `spec`:
-/// restic (one static program) and ssh for an SFTP repository. Borg is a
-/// Python program the rescue image cannot carry: none, with a warning.
+/// restic (one static program), borg (a Python program: the image gets its
+/// interpreter and modules, src/rescue/python.rs), and ssh for an SFTP or
+/// ssh:// repository.
 pub fn rescue_programs(spec: &str) -> Vec<&'static str> {
     match Repo::split(spec) {
         Some((Engine::Restic, loc)) if loc.starts_with("sftp:") => vec!["restic", "ssh"],
         Some((Engine::Restic, _)) => vec!["restic"],
-        Some((Engine::Borg, _)) => {
-            log::warn!(
-                "the rescue image cannot run borg (a Python program): recover a Borg backup by restoring it from another machine, or back up to restic or a backup folder"
-            );
-            Vec::new()
+        Some((Engine::Borg, loc))
+            if loc.starts_with("ssh://") || (!loc.starts_with('/') && loc.contains(':')) =>
+        {
+            vec!["borg", "ssh"]
         }
+        Some((Engine::Borg, _)) => vec!["borg"],
         None => Vec::new(),
     }
 }
@@ -460,7 +461,10 @@ mod tests {
         assert_eq!(rescue_programs("restic:s3:https://h/b"), ["restic"]);
         assert_eq!(rescue_programs("restic:sftp:u@h:/r"), ["restic", "ssh"]);
         assert!(rescue_programs("/srv/backup").is_empty());
-        assert!(rescue_programs("borg:/srv/borg").is_empty());
+        assert_eq!(rescue_programs("borg:/srv/borg"), ["borg"]);
+        assert_eq!(rescue_programs("borg:ssh://u@h/./r"), ["borg", "ssh"]);
+        assert_eq!(rescue_programs("borg:u@h:r"), ["borg", "ssh"]);
+        assert_eq!(rescue_programs("borg:/srv/a:b"), ["borg"]);
     }
 
     #[test]
