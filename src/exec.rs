@@ -412,36 +412,55 @@ impl Cmd {
     /// [`Cmd::run`] for a command without input, each line of its stdout
     /// handed to `on_line` as it comes (progress), and kept in the output.
     pub fn run_lines(&self, on_line: &mut dyn FnMut(&str)) -> Result<Output> {
-        use std::io::BufRead;
+        self.run_streaming(false, on_line)
+    }
+
+    /// [`Cmd::run_lines`] for a program that writes its progress on stderr
+    /// (borg --log-json): each line of stderr handed to `on_line`.
+    pub fn run_stderr_lines(&self, on_line: &mut dyn FnMut(&str)) -> Result<Output> {
+        self.run_streaming(true, on_line)
+    }
+
+    fn run_streaming(&self, stderr_lines: bool, on_line: &mut dyn FnMut(&str)) -> Result<Output> {
+        use std::io::{BufRead, Read};
         let program = self.program()?;
         log::debug!("run: {self}");
         let mut child = self
             .command(program)
             .spawn()
             .with_context(|| format!("starting {}", program.display()))?;
-        let mut err_pipe = child.stderr.take().context("no stderr pipe")?;
-        let errors = std::thread::spawn(move || {
-            use std::io::Read;
+        let out_pipe = child.stdout.take().context("no stdout pipe")?;
+        let err_pipe = child.stderr.take().context("no stderr pipe")?;
+        let (streamed, mut other): (Box<dyn Read>, Box<dyn Read + Send>) = if stderr_lines {
+            (Box::new(err_pipe), Box::new(out_pipe))
+        } else {
+            (Box::new(out_pipe), Box::new(err_pipe))
+        };
+        let rest = std::thread::spawn(move || {
             let mut v = Vec::new();
-            let _ = err_pipe.read_to_end(&mut v);
+            let _ = other.read_to_end(&mut v);
             v
         });
-        let mut stdout = Vec::new();
-        let reader = std::io::BufReader::new(child.stdout.take().context("no stdout pipe")?);
-        for line in reader.split(b'\n') {
+        let mut lines = Vec::new();
+        for line in std::io::BufReader::new(streamed).split(b'\n') {
             let line = line.with_context(|| format!("reading the output of {}", self.name))?;
             on_line(&String::from_utf8_lossy(&line));
-            stdout.extend_from_slice(&line);
-            stdout.push(b'\n');
+            lines.extend_from_slice(&line);
+            lines.push(b'\n');
         }
         let status = child
             .wait()
             .with_context(|| format!("waiting for {}", program.display()))?;
-        let stderr = errors.join().unwrap_or_default();
+        let rest = rest.join().unwrap_or_default();
         let code = status.code().unwrap_or_else(|| {
             use std::os::unix::process::ExitStatusExt;
             128 + status.signal().unwrap_or(0)
         });
+        let (stdout, stderr) = if stderr_lines {
+            (rest, lines)
+        } else {
+            (lines, rest)
+        };
         self.checked(Output {
             code,
             stdout,

@@ -673,6 +673,8 @@ sys.exit(os.waitstatus_to_exitcode(status))
         "RESTIC_PASSWORD",
         "RESTIC_PASSWORD_FILE",
         "RESTIC_PASSWORD_COMMAND",
+        "BORG_PASSPHRASE",
+        "BORG_PASSCOMMAND",
     ] {
         cmd.env_remove(v);
     }
@@ -1245,4 +1247,111 @@ fn borg_restores_inside_the_rescue_image() {
         describe(&src, "var/cache"),
         "restored tree differs from the source"
     );
+}
+
+/// `backup create` to a Borg repository on a terminal draws the native
+/// progress line from borg's `--progress --log-json` records ("backup: X
+/// of Y, N of M files"); `--quiet` draws none.
+#[test]
+fn borg_progress_lines_on_a_terminal() {
+    require_root!(NEEDS_ROOT);
+    require!("borg", "script");
+    let c = case(
+        "borg-progress",
+        "borg:{dir}/repo",
+        "{dir}/repo",
+        BORG_CONFIG,
+        vec![],
+    );
+    c.init();
+    let on_tty = |extra: &str| {
+        let line = format!(
+            "'{}' --config '{}' backup create --to '{}' --source '{}' {extra}",
+            common::lifeboat().display(),
+            c.config.display(),
+            c.spec,
+            c.src().display()
+        );
+        let out = Command::new("script")
+            .args(["-qec", &line, "/dev/null"])
+            .env_remove("BORG_PASSPHRASE")
+            .env_remove("LIFEBOAT_LOG")
+            .output()
+            .unwrap();
+        let shown = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{shown}");
+        shown
+    };
+    let shown = on_tty("");
+    let progress = shown
+        .split(['\r', '\n'])
+        .rfind(|l| l.contains("backup: ") && l.contains(" files, "))
+        .unwrap_or_else(|| panic!("no progress line: {shown:?}"))
+        .to_string();
+    let at = progress.find("backup: ").unwrap();
+    let w: Vec<&str> = progress[at..].split_whitespace().collect();
+    // All bytes counted at the end, from the archive's totals: "backup: X
+    // of X, N of M files" (borg's own last record said 0 B and 0 files; its
+    // file count takes a hard link once, so N may be below M).
+    assert_eq!(
+        (w[1], w[2]),
+        (w[4], w[5].trim_end_matches(',')),
+        "{progress}"
+    );
+    let (n, m) = (w[6].parse::<u64>().unwrap(), w[8].parse::<u64>().unwrap());
+    assert!(n > 0 && n <= m && n + 2 >= m, "{progress}");
+    let quiet = on_tty("--quiet");
+    assert!(
+        !quiet.contains("backup: "),
+        "--quiet drew progress: {quiet:?}"
+    );
+    assert!(quiet.contains("written to"), "{quiet}");
+}
+
+/// No passphrase configured for an encrypted Borg repository: on a terminal
+/// `backup create` and `backup list` ask once (not echoed) and borg gets it
+/// in its environment; a wrong one is borg's one-line error; without a
+/// terminal the error names the settings. An unencrypted repository is not
+/// asked for one.
+#[test]
+fn borg_passphrase_typed_on_a_terminal() {
+    require_root!(NEEDS_ROOT);
+    require!("borg", "python3");
+    let c = case("borg-typed", "borg:{dir}/repo", "{dir}/repo", "", vec![]);
+    c.init();
+    let src = c.src().display().to_string();
+    let create = [
+        "backup", "create", "--to", &c.spec, "--source", &src, "--quiet",
+    ];
+    let (code, shown) = on_terminal(&c, &create, "correct horse");
+    assert_eq!(code, 0, "{shown}");
+    assert_eq!(
+        shown.matches("(not shown): ").count(),
+        1,
+        "asked once: {shown}"
+    );
+    assert!(!shown.contains("correct horse"), "echoed: {shown}");
+    let (code, shown) = on_terminal(&c, &["backup", "list", "--from", &c.spec], "correct horse");
+    assert_eq!(code, 0, "{shown}");
+    assert!(shown.contains(" ok"), "{shown}");
+    let (code, shown) = on_terminal(&c, &["backup", "list", "--from", &c.spec], "wrong horse");
+    assert_eq!(code, 2, "{shown}");
+    assert!(shown.contains("incorrect"), "{shown}");
+    let (code, _, err) = c.lifeboat(&["backup", "list", "--from", &c.spec]);
+    assert_eq!(code, 2);
+    let line = one_error_line(&err);
+    assert!(
+        line.contains("no passphrase for Borg repository")
+            && line.contains("[borg] passcommand")
+            && line.contains("BORG_PASSCOMMAND"),
+        "{line}"
+    );
+    // Unencrypted: no passphrase asked, none needed.
+    let plain = c.scratch.join("plain");
+    c.engine(&["init", "-e", "none", &plain.display().to_string()]);
+    let spec = format!("borg:{}", plain.display());
+    let (code, out, err) = c.lifeboat(&[
+        "backup", "create", "--to", &spec, "--source", &src, "--quiet",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
 }

@@ -29,18 +29,17 @@ pub fn settings(cfg: &Config) -> Settings {
     }
 }
 
-/// A restic password typed on the terminal (not echoed), when stdin is
-/// one; None otherwise.
-fn typed_password(location: &str) -> Result<Option<String>> {
+/// A restic password or Borg passphrase typed on the terminal (not
+/// echoed), when stdin is one; None otherwise. `spec` names the
+/// repository (`restic:...`, `borg:...`).
+fn typed_password(spec: &str) -> Result<Option<String>> {
     use std::io::IsTerminal;
     if !std::io::stdin().is_terminal() {
         return Ok(None);
     }
-    let pw = crate::recover::keys::ask(&format!(
-        "Password of restic repository {location} (not shown): "
-    ))?;
+    let pw = crate::recover::keys::ask(&format!("Password of repository {spec} (not shown): "))?;
     if pw.is_empty() {
-        bail!("empty password typed for restic repository {location}");
+        bail!("empty password typed for repository {spec}");
     }
     Ok(Some(pw))
 }

@@ -8,11 +8,12 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
-use super::{Listed, MetaRef, Repo, Saved, META_TAG};
+use super::{Listed, MetaRef, Repo, Saved, Settings, META_TAG};
 use crate::backup::manifest::Kind;
+use crate::backup::progress::Progress;
 use crate::exec::Cmd;
 
 /// `borg ARGS` (the repository is part of the arguments).
@@ -55,31 +56,135 @@ struct CreatedArchive {
 #[derive(Deserialize)]
 struct Stats {
     deduplicated_size: u64,
+    #[serde(default)]
+    original_size: u64,
+    #[serde(default)]
+    nfiles: u64,
+}
+
+const PASSPHRASE_VARS: &[&str] = &["BORG_PASSPHRASE", "BORG_PASSCOMMAND", "BORG_PASSPHRASE_FD"];
+
+/// The passphrase: the environment's (or the environment file's), else
+/// `[borg] passcommand`, else typed ([`Settings::ask_password`], given to
+/// borg as `BORG_PASSPHRASE` in its environment only), and only when the
+/// repository needs one: borg is asked first with an empty passphrase (an
+/// unencrypted repository opens, an encrypted one refuses it). Without a
+/// terminal an encrypted repository is an error naming the settings.
+pub fn credentials(repo: &mut Repo, settings: &Settings) -> Result<()> {
+    if PASSPHRASE_VARS.iter().any(|v| repo.has_env(v)) {
+        return Ok(());
+    }
+    if let Some(pc) = &settings.borg_passcommand {
+        repo.env.push(("BORG_PASSCOMMAND".into(), pc.clone()));
+        return Ok(());
+    }
+    let Some(ask) = settings.ask_password else {
+        return Ok(());
+    };
+    if !needs_passphrase(repo)? {
+        return Ok(());
+    }
+    match ask(&repo.spec())? {
+        Some(pw) => repo.env.push(("BORG_PASSPHRASE".into(), pw)),
+        None => bail!(
+            "no passphrase for Borg repository {}: set [borg] passcommand in the configuration, or BORG_PASSPHRASE or BORG_PASSCOMMAND, or run on a terminal to type it",
+            repo.location
+        ),
+    }
+    Ok(())
+}
+
+/// Whether the repository refuses an empty passphrase (encrypted).
+fn needs_passphrase(repo: &Repo) -> Result<bool> {
+    let cmd = borg(repo, &["info", "--json"])
+        .arg(&repo.location)
+        .env("BORG_PASSPHRASE", "");
+    match cmd.run() {
+        Ok(_) => Ok(false),
+        Err(e) => {
+            let wrong = e
+                .downcast_ref::<crate::exec::CommandError>()
+                .is_some_and(|ce| {
+                    ce.stderr_tail
+                        .contains("passphrase supplied in BORG_PASSPHRASE")
+                });
+            if wrong {
+                Ok(true)
+            } else {
+                Err(repo.engine_error(e))
+            }
+        }
+    }
+}
+
+/// One `archive_progress` line of `borg create --progress --log-json`.
+#[derive(Deserialize)]
+struct ArchiveProgress {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    original_size: u64,
+    #[serde(default)]
+    nfiles: u64,
+    #[serde(default)]
+    finished: bool,
+}
+
+/// Feeds borg's progress lines to `progress` (on top of what it counted
+/// before this archive).
+fn follow(progress: Option<&mut Progress>) -> impl FnMut(&str) + '_ {
+    let base = progress.as_ref().map_or((0, 0), |p| (p.bytes, p.files));
+    let mut progress = progress;
+    move |line| {
+        let (Some(p), Ok(a)) = (
+            progress.as_deref_mut(),
+            serde_json::from_str::<ArchiveProgress>(line),
+        ) else {
+            return;
+        };
+        if a.kind != "archive_progress" || a.finished {
+            return;
+        }
+        p.bytes = base.0 + a.original_size;
+        p.files = base.1 + a.nfiles;
+        p.add(0, 0);
+    }
 }
 
 pub fn backup(
     repo: &Repo,
-    dir: &Path,
-    excludes: &Path,
+    (dir, excludes): (&Path, &Path),
     generation: &str,
     label: &str,
     host: &str,
+    mut progress: Option<&mut Progress>,
 ) -> Result<Saved> {
     let name = archive_name(generation, label, host);
-    let cmd = borg(
+    let base = progress.as_ref().map(|p| (p.bytes, p.files));
+    let mut cmd = borg(
         repo,
         &["create", "--json", "--one-file-system", "--numeric-ids"],
-    )
-    .arg("--exclude-from")
-    .arg(excludes)
-    .arg(archive(repo, &name))
-    .arg(".")
-    .current_dir(dir)
-    // 1: written, with warnings (a file changed or could not be read).
-    .ok_codes(&[1]);
-    let out = repo.run(&cmd)?;
+    );
+    if progress.is_some() {
+        cmd = cmd.args(["--progress", "--log-json"]);
+    }
+    let cmd = cmd
+        .arg("--exclude-from")
+        .arg(excludes)
+        .arg(archive(repo, &name))
+        .arg(".")
+        .current_dir(dir)
+        // 1: written, with warnings (a file changed or could not be read).
+        .ok_codes(&[1]);
+    let out = repo.run_stderr_lines(&cmd, &mut follow(progress.as_deref_mut()))?;
     let c: Created = serde_json::from_slice(&out.stdout)
         .with_context(|| format!("parsing the JSON output of {cmd}"))?;
+    // borg draws its progress every 0.2 s: the archive's totals end it.
+    if let (Some(p), Some((bytes, files))) = (progress, base) {
+        p.bytes = bytes + c.archive.stats.original_size;
+        p.files = files + c.archive.stats.nfiles;
+        p.add(0, 0);
+    }
     Ok(Saved {
         id: c.archive.name,
         added_bytes: c.archive.stats.deduplicated_size,
@@ -238,5 +343,31 @@ mod tests {
         assert_eq!(parse_meta(&f), None);
         assert_eq!(parse_fs_generation(&f), Some("20261207T130000Z"));
         assert_eq!(parse_fs_generation(&n), None);
+    }
+}
+
+#[cfg(test)]
+mod progress_tests {
+    use super::*;
+
+    /// borg's `--log-json` lines (as borg 1.2 writes them) move the
+    /// progress; its log messages, the final record and other text do not.
+    #[test]
+    fn archive_progress_lines_drive_the_progress() {
+        let mut p = Progress::new("backup", crate::backup::progress::Mode::Quiet);
+        p.bytes = 100;
+        p.files = 1;
+        {
+            let mut f = follow(Some(&mut p));
+            f(
+                r#"{"original_size": 2048, "compressed_size": 1000, "deduplicated_size": 900, "nfiles": 3, "path": "etc/x", "time": 1.5, "type": "archive_progress", "finished": false}"#,
+            );
+            f(
+                r#"{"type": "log_message", "time": 1.6, "message": "Remote: x", "levelname": "WARNING", "name": "borg"}"#,
+            );
+            f(r#"{"time": 1.7, "type": "archive_progress", "finished": true}"#);
+            f("not json");
+        }
+        assert_eq!((p.bytes, p.files), (100 + 2048, 1 + 3));
     }
 }

@@ -62,9 +62,9 @@ pub struct Settings {
     pub restic_options: Vec<String>,
     pub borg_passcommand: Option<String>,
     pub borg_environment_file: Option<PathBuf>,
-    /// Asks for a restic password when none is configured (the CLI's
-    /// prompt when stdin is a terminal; it gets the repository's name, and
-    /// answers None without a terminal). The answer goes to the engine in
+    /// Asks for a restic password or a Borg passphrase when none is
+    /// configured (the CLI's prompt when stdin is a terminal; it gets the
+    /// repository's spec, and answers None without a terminal). The answer goes to the engine in
     /// its environment only, never to disk.
     pub ask_password: Option<AskPassword>,
 }
@@ -166,13 +166,7 @@ impl Repo {
         }
         match engine {
             Engine::Restic => restic::credentials(&mut repo, settings)?,
-            Engine::Borg => {
-                if let Some(pc) = &settings.borg_passcommand {
-                    if !repo.has_env("BORG_PASSPHRASE") && !repo.has_env("BORG_PASSCOMMAND") {
-                        repo.env.push(("BORG_PASSCOMMAND".into(), pc.clone()));
-                    }
-                }
-            }
+            Engine::Borg => borg::credentials(&mut repo, settings)?,
         }
         if engine == Engine::Restic {
             repo.options = settings.restic_options.clone();
@@ -211,6 +205,13 @@ impl Repo {
         cmd.run_lines(on_line).map_err(|e| self.engine_error(e))
     }
 
+    /// [`Repo::run`], each line of stderr handed to `on_line` as it comes
+    /// (borg's `--log-json` progress).
+    fn run_stderr_lines(&self, cmd: &Cmd, on_line: &mut dyn FnMut(&str)) -> Result<Output> {
+        cmd.run_stderr_lines(on_line)
+            .map_err(|e| self.engine_error(e))
+    }
+
     fn engine_error(&self, e: anyhow::Error) -> anyhow::Error {
         let Some(ce) = e.downcast_ref::<CommandError>() else {
             return e;
@@ -230,11 +231,12 @@ impl Repo {
 /// that says what went wrong: restic's `Fatal:` line, else the last lines
 /// that are not a Python traceback.
 pub fn engine_message(engine: Engine, tail: &str) -> Option<String> {
-    let lines: Vec<&str> = tail
+    let lines: Vec<String> = tail
         .split(" | ")
         .map(str::trim)
-        .filter(|l| !l.is_empty())
+        .filter_map(log_text)
         .collect();
+    let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
     if engine == Engine::Restic {
         if let Some(f) = lines.iter().rev().find_map(|l| l.strip_prefix("Fatal: ")) {
             return Some(f.to_string());
@@ -252,6 +254,26 @@ pub fn engine_message(engine: Engine, tail: &str) -> Option<String> {
         .collect();
     let n = useful.len();
     (n > 0).then(|| useful[n.saturating_sub(2)..].join("; "))
+}
+
+/// The text of one stderr line: borg's `--log-json` records become their
+/// message (progress records and blank lines are dropped).
+fn log_text(line: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Record {
+        #[serde(rename = "type")]
+        kind: String,
+        #[serde(default)]
+        message: String,
+    }
+    if line.is_empty() {
+        return None;
+    }
+    match serde_json::from_str::<Record>(line) {
+        Ok(r) if r.kind == "log_message" => Some(r.message.trim().to_string()),
+        Ok(_) => None,
+        Err(_) => Some(line.to_string()),
+    }
 }
 
 /// `KEY=VALUE` lines (blank lines, `#` comments and `export ` allowed;
@@ -363,7 +385,7 @@ impl Repo {
                     .map(|r| [b"pp:".as_slice(), &r.0].concat())
                     .collect();
                 let ex = write_excludes(work.path(), &lines)?;
-                borg::backup(self, dir, &ex, generation, label, host)
+                borg::backup(self, (dir, &ex), generation, label, host, progress)
             }
         }
     }

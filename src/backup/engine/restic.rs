@@ -38,7 +38,7 @@ pub fn credentials(repo: &mut Repo, settings: &Settings) -> Result<()> {
             repo.env.push(("RESTIC_PASSWORD_FILE".into(), file));
             return Ok(());
         }
-        (None, Some(ask)) => ask(&repo.location)?,
+        (None, Some(ask)) => ask(&repo.spec())?,
         (None, None) => None,
     };
     match typed {
