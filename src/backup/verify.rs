@@ -8,7 +8,6 @@
 //! result in each generation's `verify.json`.
 
 use std::collections::{HashMap, HashSet};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -464,7 +463,6 @@ pub fn compare_under(
     fs: &FsManifest,
     rel: &[u8],
 ) -> Result<(), String> {
-    use std::os::unix::ffi::OsStrExt;
     let whole = rel == b".";
     let under = |p: &[u8]| whole || p == rel || p.starts_with(&[rel, b"/"].concat());
     let strip = |p: &Path| scratch.join(p.strip_prefix("/").unwrap_or(p));
@@ -481,27 +479,7 @@ pub fn compare_under(
             .collect(),
         ..Excludes::default()
     };
-    // A file is walked from its folder, then kept alone.
-    let mut from = rel.to_vec();
-    if !whole && !root.join(std::ffi::OsStr::from_bytes(rel)).is_dir() {
-        from = match rel.iter().rposition(|&b| b == b'/') {
-            Some(i) => rel[..i].to_vec(),
-            None => b".".to_vec(),
-        };
-    }
-    let start = match from.as_slice() {
-        b"." => root.clone(),
-        f => root.join(std::ffi::OsStr::from_bytes(f)),
-    };
-    let (mut entries, _) = walk::walk(&start, "", &ex).map_err(|e| format!("{e:#}"))?;
-    if from != b"." {
-        for e in &mut entries {
-            e.rec.path.0 = match e.rec.path.0.as_slice() {
-                b"." => from.clone(),
-                p => [&from[..], b"/", p].concat(),
-            };
-        }
-    }
+    let mut entries = restored_entries(&root, rel, &ex)?;
     entries.retain(|e| under(&e.rec.path.0));
     let mut want: HashMap<&[u8], &FileRecord> = fs
         .entries
@@ -515,42 +493,8 @@ pub fn compare_under(
         let Some(r) = want.remove(got.path.0.as_slice()) else {
             return Err(format!("{} is restored but not in the manifest", got.path));
         };
-        let p = &got.path;
-        if got.kind != r.kind || (got.kind == Kind::File && got.size != r.size) {
-            return Err(format!("{p}: kind or size differs"));
-        }
-        if got.mode != r.mode || got.uid != r.uid || got.gid != r.gid {
-            return Err(format!("{p}: mode or owner differs"));
-        }
-        if got.mtime_ns != r.mtime_ns && got.kind != Kind::Symlink {
-            return Err(format!("{p}: modification time differs"));
-        }
-        if got.target != r.target || got.rdev != r.rdev {
-            return Err(format!("{p}: link target or device numbers differ"));
-        }
-        let abs = if p.0 == b"." {
-            root.clone()
-        } else {
-            root.join(p.as_path())
-        };
-        let x = fsio::list_xattrs(&abs).map_err(|e| format!("{p}: {e}"))?;
-        if fsio::xattr_digest(&x) != r.xattrs {
-            return Err(format!("{p}: xattrs or ACLs differ"));
-        }
+        compare_entry(&root, got, r)?;
         if got.kind == Kind::File {
-            let mut f = std::fs::File::open(&abs).map_err(|e| format!("{p}: {e}"))?;
-            let mut h = Sha256::new();
-            let mut buf = vec![0u8; 1 << 20];
-            loop {
-                let n = f.read(&mut buf).map_err(|e| format!("{p}: {e}"))?;
-                if n == 0 {
-                    break;
-                }
-                h.update(&buf[..n]);
-            }
-            if Some(hex::encode(h.finalize())) != r.sha256 {
-                return Err(format!("{p}: content differs"));
-            }
             ino_of.insert(r.path.0.as_slice(), got.ino);
         }
     }
@@ -565,6 +509,71 @@ pub fn compare_under(
             if ino_of.get(r.path.0.as_slice()) != ino_of.get(l.0.as_slice()) {
                 return Err(format!("{} is not a hard link to {l}", r.path));
             }
+        }
+    }
+    Ok(())
+}
+
+/// What is restored at `rel` below `root`, with paths relative to `root`
+/// (a file is walked from its folder; the caller keeps what is under it).
+fn restored_entries(
+    root: &Path,
+    rel: &[u8],
+    ex: &Excludes,
+) -> Result<Vec<walk::WalkEntry>, String> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut from = rel.to_vec();
+    if rel != b"." && !root.join(std::ffi::OsStr::from_bytes(rel)).is_dir() {
+        from = match rel.iter().rposition(|&b| b == b'/') {
+            Some(i) => rel[..i].to_vec(),
+            None => b".".to_vec(),
+        };
+    }
+    let start = match from.as_slice() {
+        b"." => root.to_path_buf(),
+        f => root.join(std::ffi::OsStr::from_bytes(f)),
+    };
+    let (mut entries, _) = walk::walk(&start, "", ex).map_err(|e| format!("{e:#}"))?;
+    if from != b"." {
+        for e in &mut entries {
+            e.rec.path.0 = match e.rec.path.0.as_slice() {
+                b"." => from.clone(),
+                p => [&from[..], b"/", p].concat(),
+            };
+        }
+    }
+    Ok(entries)
+}
+
+/// One restored entry against its manifest record: kind, size, mode,
+/// owner, time, link target, device numbers, xattrs and content.
+fn compare_entry(root: &Path, got: &FileRecord, r: &FileRecord) -> Result<(), String> {
+    let p = &got.path;
+    if got.kind != r.kind || (got.kind == Kind::File && got.size != r.size) {
+        return Err(format!("{p}: kind or size differs"));
+    }
+    if got.mode != r.mode || got.uid != r.uid || got.gid != r.gid {
+        return Err(format!("{p}: mode or owner differs"));
+    }
+    if got.mtime_ns != r.mtime_ns && got.kind != Kind::Symlink {
+        return Err(format!("{p}: modification time differs"));
+    }
+    if got.target != r.target || got.rdev != r.rdev {
+        return Err(format!("{p}: link target or device numbers differ"));
+    }
+    let abs = if p.0 == b"." {
+        root.to_path_buf()
+    } else {
+        root.join(p.as_path())
+    };
+    let x = fsio::list_xattrs(&abs).map_err(|e| format!("{p}: {e}"))?;
+    if fsio::xattr_digest(&x) != r.xattrs {
+        return Err(format!("{p}: xattrs or ACLs differ"));
+    }
+    if got.kind == Kind::File {
+        let sum = crate::util::sha256_file(&abs).map_err(|e| format!("{p}: {e:#}"))?;
+        if Some(sum) != r.sha256 {
+            return Err(format!("{p}: content differs"));
         }
     }
     Ok(())

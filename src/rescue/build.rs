@@ -1,7 +1,7 @@
 //! `lifeboat mkrescue`: assembles the rescue system and writes vmlinuz,
 //! initrd and the hybrid ISO.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -180,54 +180,20 @@ pub(super) fn cmdline(opts: &Options) -> String {
 pub fn mkrescue(opts: &Options) -> Result<BuildRecord> {
     let started = Instant::now();
     util::ensure_writable_dir(&opts.output)?;
-
     let layout = match &opts.layout {
         Some(p) => Some(Layout::load(p)?),
         None => None,
     };
-    let (needs, needs_from) = tools_layout(layout.as_ref(), opts);
-    let (mut required, optional) = contents::program_lists(needs.as_ref());
-    let mut tools = vec!["busybox", "depmod", "modinfo"];
-    if !opts.no_iso {
-        tools.extend(iso::TOOLS);
-    }
-    tools.extend(required.iter().map(String::as_str));
-    exec::require(&tools).with_context(|| format!("building a rescue image for {needs_from}"))?;
-    // --add-program: anything, checked when it is added.
-    required.extend(opts.add_programs.iter().cloned());
-    let (net_required, mut optional) = (super::net::programs(layout.as_ref()), optional);
-    required.extend(net_required);
-    let ssh = ssh_setup(opts)?;
-    if let Some((server, _)) = &ssh {
-        let (req, opt) = server.programs();
-        required.extend(req);
-        optional.extend(opt);
-    }
+    let programs = program_plan(opts, layout.as_ref())?;
     let loaders = secureboot::find_loaders(&opts.secure_boot_root());
-    let iso_inputs = if opts.no_iso {
-        None
-    } else {
-        let mut found = IsoInputs::find()?;
-        found.signed = loaders.as_ref().ok().cloned();
-        Some(found)
-    };
-    let grafts = match &opts.include_backup {
-        Some(_) if opts.no_iso => {
-            bail!("--include-backup puts the backup on the ISO: it cannot go with --no-iso")
-        }
-        Some(dir) => backup_grafts(dir)?,
-        None => Vec::new(),
-    };
-
+    let (iso_inputs, grafts) = iso_setup(opts, &loaders)?;
     let cmdline = cmdline(opts);
     if !opts.no_iso {
         iso::check_grub_args(&cmdline)?;
     }
-
     let kernel = kernel::find_kernel(opts.kernel.as_deref(), &opts.boot_dir, &opts.modules_root)?;
     log::info!("kernel {} from {}", kernel.version, kernel.image.display());
     let inputs = ImageInputs::with_kernel(opts, &kernel)?;
-
     let staging = tempfile::Builder::new()
         .prefix(".mkrescue-")
         .tempdir_in(&opts.output)
@@ -240,88 +206,27 @@ pub fn mkrescue(opts: &Options) -> Result<BuildRecord> {
         Some(_) => Some(secure_boot_record(&loaders, &kernel, staging.path())?),
         None => None,
     };
-    let (programs, libraries) = add_programs(&mut tree, &required, &optional)?;
+    let (program_names, libraries) =
+        add_programs(&mut tree, &programs.required, &programs.optional)?;
     add_system_files(&mut tree, layout.as_ref(), opts)?;
     super::net::add_files(&mut tree);
-    if let Some((server, keys)) = &ssh {
+    if let Some((server, keys)) = &programs.ssh {
         super::ssh::add_files(&mut tree, *server, keys);
     }
-
     let record_in_image = serde_json::json!({
         "lifeboat_version": crate::VERSION,
         "kernel_version": kernel.version,
         "cmdline": cmdline,
         "modules": modules,
-        "programs": programs,
+        "programs": program_names,
     });
     tree.bytes(
         "etc/lifeboat/rescue.json",
         format!("{}\n", serde_json::to_string_pretty(&record_in_image)?),
         0o644,
     );
-
-    // Write everything under temporary names first; rename at the end so that
-    // the final names always hold a complete image of one build.
-    let initrd_path = opts.output.join(INITRD);
-    let mut initrd = AtomicFile::create(&initrd_path, 0o600)?;
-    write_initrd(&tree, opts.compression, &mut initrd)
-        .with_context(|| format!("writing {}", initrd.tmp_path().display()))?;
-    let vmlinuz_path = opts.output.join(VMLINUZ);
-    let mut vmlinuz = AtomicFile::create(&vmlinuz_path, 0o644)?;
-    std::io::copy(
-        &mut std::fs::File::open(&kernel.image)
-            .with_context(|| format!("opening {}", kernel.image.display()))?,
-        &mut vmlinuz,
-    )
-    .with_context(|| format!("copying {}", kernel.image.display()))?;
-    vmlinuz.flush()?;
-
-    let iso_path = opts.output.join(ISO);
-    let iso_tmp = match &iso_inputs {
-        Some(inputs) => {
-            // xorriso creates the file itself: in the private work folder,
-            // never under a name others could plant a link at.
-            let tmp = staging.path().join(ISO);
-            let initrd_sha = sha256_file(initrd.tmp_path())?;
-            let menu = BootMenu {
-                grafts: grafts.clone(),
-                cmdline: cmdline.clone(),
-                marker: format!("id-{}", &initrd_sha[..16]),
-            };
-            iso::build_iso(
-                inputs,
-                &menu,
-                vmlinuz.tmp_path(),
-                initrd.tmp_path(),
-                staging.path(),
-                &tmp,
-            )?;
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
-            std::fs::File::open(&tmp)?.sync_all()?;
-            Some(tmp)
-        }
-        None => None,
-    };
-
-    let mut files = vec![
-        built_file(VMLINUZ, vmlinuz.tmp_path())?,
-        built_file(INITRD, initrd.tmp_path())?,
-    ];
-    if let Some(tmp) = &iso_tmp {
-        files.push(built_file(ISO, tmp)?);
-    }
-    vmlinuz.commit()?;
-    initrd.commit()?;
-    if let Some(tmp) = iso_tmp {
-        std::fs::rename(&tmp, &iso_path)
-            .with_context(|| format!("renaming the ISO to {}", iso_path.display()))?;
-    } else if iso_path.exists() {
-        // An ISO from an earlier build would not match this initrd.
-        std::fs::remove_file(&iso_path)
-            .with_context(|| format!("removing the stale {}", iso_path.display()))?;
-    }
-    util::sync_dir(&opts.output)?;
+    let iso = iso_inputs.as_ref().map(|i| (i, grafts, cmdline.as_str()));
+    let files = write_outputs(opts, &tree, &kernel, iso, staging.path())?;
 
     let record = BuildRecord {
         lifeboat_version: crate::VERSION.to_string(),
@@ -340,7 +245,7 @@ pub fn mkrescue(opts: &Options) -> Result<BuildRecord> {
         files,
         modules: modules.len(),
         firmware_files: firmware,
-        programs: programs.len(),
+        programs: program_names.len(),
         libraries,
         build_seconds: started.elapsed().as_secs_f64(),
         fingerprint: Some(inputs.fingerprint()),
@@ -350,6 +255,143 @@ pub fn mkrescue(opts: &Options) -> Result<BuildRecord> {
     };
     record.save(&opts.output)?;
     Ok(record)
+}
+
+/// The programs an image gets: required (the layout's tools, checked up
+/// front; `--add-program`; the network's; the SSH server's) and optional.
+struct ProgramPlan {
+    required: Vec<String>,
+    optional: Vec<String>,
+    ssh: Option<(super::ssh::SshServer, String)>,
+}
+
+fn program_plan(opts: &Options, layout: Option<&Layout>) -> Result<ProgramPlan> {
+    let (needs, needs_from) = tools_layout(layout, opts);
+    let (mut required, mut optional) = contents::program_lists(needs.as_ref());
+    let mut tools = vec!["busybox", "depmod", "modinfo"];
+    if !opts.no_iso {
+        tools.extend(iso::TOOLS);
+    }
+    tools.extend(required.iter().map(String::as_str));
+    exec::require(&tools).with_context(|| format!("building a rescue image for {needs_from}"))?;
+    // --add-program: anything, checked when it is added.
+    required.extend(opts.add_programs.iter().cloned());
+    required.extend(super::net::programs(layout));
+    let ssh = ssh_setup(opts)?;
+    if let Some((server, _)) = &ssh {
+        let (req, opt) = server.programs();
+        required.extend(req);
+        optional.extend(opt);
+    }
+    Ok(ProgramPlan {
+        required,
+        optional,
+        ssh,
+    })
+}
+
+/// A host path put on the ISO at a path of its own (`--include-backup`).
+type Graft = (PathBuf, String);
+
+/// What the ISO is made of (none with `--no-iso`) and the backup grafted
+/// onto it (`--include-backup`).
+fn iso_setup(
+    opts: &Options,
+    loaders: &Result<secureboot::SignedLoaders, secureboot::NotCapable>,
+) -> Result<(Option<IsoInputs>, Vec<Graft>)> {
+    let iso_inputs = if opts.no_iso {
+        None
+    } else {
+        let mut found = IsoInputs::find()?;
+        found.signed = loaders.as_ref().ok().cloned();
+        Some(found)
+    };
+    let grafts = match &opts.include_backup {
+        Some(_) if opts.no_iso => {
+            bail!("--include-backup puts the backup on the ISO: it cannot go with --no-iso")
+        }
+        Some(dir) => backup_grafts(dir)?,
+        None => Vec::new(),
+    };
+    Ok((iso_inputs, grafts))
+}
+
+/// The initrd, the kernel and the ISO (`iso`: its inputs, grafts and
+/// command line) written under temporary names first and renamed at the
+/// end, so that the final names always hold a complete image of one build.
+fn write_outputs(
+    opts: &Options,
+    tree: &Tree,
+    kernel: &Kernel,
+    iso: Option<(&IsoInputs, Vec<Graft>, &str)>,
+    staging: &Path,
+) -> Result<Vec<BuiltFile>> {
+    let initrd_path = opts.output.join(INITRD);
+    let mut initrd = AtomicFile::create(&initrd_path, 0o600)?;
+    write_initrd(tree, opts.compression, &mut initrd)
+        .with_context(|| format!("writing {}", initrd.tmp_path().display()))?;
+    let vmlinuz_path = opts.output.join(VMLINUZ);
+    let mut vmlinuz = AtomicFile::create(&vmlinuz_path, 0o644)?;
+    std::io::copy(
+        &mut std::fs::File::open(&kernel.image)
+            .with_context(|| format!("opening {}", kernel.image.display()))?,
+        &mut vmlinuz,
+    )
+    .with_context(|| format!("copying {}", kernel.image.display()))?;
+    vmlinuz.flush()?;
+    let iso_tmp = match iso {
+        Some((inputs, grafts, cmdline)) => Some(write_iso(
+            inputs,
+            grafts,
+            cmdline,
+            (vmlinuz.tmp_path(), initrd.tmp_path()),
+            staging,
+        )?),
+        None => None,
+    };
+    let mut files = vec![
+        built_file(VMLINUZ, vmlinuz.tmp_path())?,
+        built_file(INITRD, initrd.tmp_path())?,
+    ];
+    if let Some(tmp) = &iso_tmp {
+        files.push(built_file(ISO, tmp)?);
+    }
+    vmlinuz.commit()?;
+    initrd.commit()?;
+    let iso_path = opts.output.join(ISO);
+    if let Some(tmp) = iso_tmp {
+        std::fs::rename(&tmp, &iso_path)
+            .with_context(|| format!("renaming the ISO to {}", iso_path.display()))?;
+    } else if iso_path.exists() {
+        // An ISO from an earlier build would not match this initrd.
+        std::fs::remove_file(&iso_path)
+            .with_context(|| format!("removing the stale {}", iso_path.display()))?;
+    }
+    util::sync_dir(&opts.output)?;
+    Ok(files)
+}
+
+/// The ISO in the private work folder (xorriso creates the file itself:
+/// never under a name others could plant a link at), synced, mode 0600.
+fn write_iso(
+    inputs: &IsoInputs,
+    grafts: Vec<Graft>,
+    cmdline: &str,
+    (vmlinuz, initrd): (&Path, &Path),
+    staging: &Path,
+) -> Result<PathBuf> {
+    let tmp = staging.join(ISO);
+    let initrd_sha = sha256_file(initrd)?;
+    let menu = BootMenu {
+        grafts,
+        cmdline: cmdline.to_string(),
+        marker: format!("id-{}", &initrd_sha[..16]),
+    };
+    iso::build_iso(inputs, &menu, vmlinuz, initrd, staging, &tmp)?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    Ok(tmp)
 }
 
 /// The SSH server and the checked keys when `ssh_authorized_keys` is set.
@@ -491,6 +533,34 @@ fn add_modules(
     staging: &Path,
 ) -> Result<(Vec<String>, usize)> {
     let index = ModuleIndex::load(&kernel.modules_dir)?;
+    let (required, optional) = module_names(layout);
+    let set = index.closure(&required, &optional)?;
+    if !set.absent.is_empty() {
+        log::debug!(
+            "modules not in kernel {}: {}",
+            kernel.version,
+            set.absent.iter().cloned().collect::<Vec<_>>().join(", ")
+        );
+    }
+    let moddir = index_modules(kernel, &set.files, staging)?;
+    add_dir_recursive(
+        tree,
+        &moddir,
+        &format!("usr/lib/modules/{}", kernel.version),
+    )?;
+    let firmware = add_firmware(tree, kernel, &set.files, opts)?;
+    let load: Vec<&str> = contents::LOAD_AT_BOOT
+        .iter()
+        .copied()
+        .filter(|m| set.files.contains_key(*m))
+        .collect();
+    tree.bytes("etc/lifeboat/modules.load", load.join("\n") + "\n", 0o644);
+    Ok((set.files.keys().cloned().collect(), firmware))
+}
+
+/// The modules every image needs, and those it takes when the kernel has
+/// them: the layout's storage and the drivers of its disks.
+fn module_names(layout: Option<&Layout>) -> (Vec<String>, Vec<String>) {
     let mut required: Vec<String> = contents::REQUIRED_MODULES
         .iter()
         .map(|s| s.to_string())
@@ -505,25 +575,26 @@ fn add_modules(
         optional.extend(opt);
         optional.extend(contents::disk_driver_modules(Path::new("/sys"), l));
     }
-    let set = index.closure(&required, &optional)?;
-    if !set.absent.is_empty() {
-        log::debug!(
-            "modules not in kernel {}: {}",
-            kernel.version,
-            set.absent.iter().cloned().collect::<Vec<_>>().join(", ")
-        );
-    }
+    (required, optional)
+}
 
-    // depmod needs the modules in a tree of their own to index them.
+/// The chosen modules (name -> path in the modules folder) copied into a
+/// tree of their own below `staging` and indexed there by depmod; returns
+/// that tree's modules folder.
+fn index_modules(
+    kernel: &Kernel,
+    files: &BTreeMap<String, String>,
+    staging: &Path,
+) -> Result<PathBuf> {
     let base = staging.join("modroot");
     let moddir = base.join("lib/modules").join(&kernel.version);
-    for rel in set.files.values() {
+    for rel in files.values() {
         let dest = moddir.join(rel);
         std::fs::create_dir_all(dest.parent().expect("module path has a parent"))?;
         std::fs::copy(kernel.modules_dir.join(rel), &dest)
             .with_context(|| format!("copying module {rel}"))?;
     }
-    let shipped: BTreeSet<&str> = set.files.values().map(String::as_str).collect();
+    let shipped: BTreeSet<&str> = files.values().map(String::as_str).collect();
     let order =
         std::fs::read_to_string(kernel.modules_dir.join("modules.order")).unwrap_or_default();
     let order: String = order
@@ -544,53 +615,47 @@ fn add_modules(
         .arg(&kernel.version)
         .run()
         .context("indexing the rescue image's modules with depmod")?;
-    add_dir_recursive(
-        tree,
-        &moddir,
-        &format!("usr/lib/modules/{}", kernel.version),
-    )?;
+    Ok(moddir)
+}
 
-    // Firmware, only for the modules chosen.
+/// The firmware files the chosen modules ask for (modinfo), as far as the
+/// host has them. Returns how many.
+fn add_firmware(
+    tree: &mut Tree,
+    kernel: &Kernel,
+    files: &BTreeMap<String, String>,
+    opts: &Options,
+) -> Result<usize> {
+    if files.is_empty() {
+        return Ok(0);
+    }
+    let paths: Vec<PathBuf> = files.values().map(|r| kernel.modules_dir.join(r)).collect();
+    let names = Cmd::new("modinfo")
+        .args(["-F", "firmware"])
+        .args(&paths)
+        .read()?;
+    let mut wanted: BTreeSet<&str> = names
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    wanted.retain(|n| !n.contains(".."));
     let mut firmware = 0;
-    if !set.files.is_empty() {
-        let paths: Vec<PathBuf> = set
-            .files
-            .values()
-            .map(|r| kernel.modules_dir.join(r))
-            .collect();
-        let names = Cmd::new("modinfo")
-            .args(["-F", "firmware"])
-            .args(&paths)
-            .read()?;
-        let mut wanted: BTreeSet<&str> = names
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .collect();
-        wanted.retain(|n| !n.contains(".."));
-        for name in wanted {
-            let mut found = false;
-            for suffix in ["", ".xz", ".zst"] {
-                let src = opts.firmware_dir.join(format!("{name}{suffix}"));
-                if src.is_file() {
-                    tree.host_file_at(&src, &format!("usr/lib/firmware/{name}{suffix}"))?;
-                    firmware += 1;
-                    found = true;
-                }
-            }
-            if !found {
-                log::debug!("firmware {name} is not installed on this host");
+    for name in wanted {
+        let mut found = false;
+        for suffix in ["", ".xz", ".zst"] {
+            let src = opts.firmware_dir.join(format!("{name}{suffix}"));
+            if src.is_file() {
+                tree.host_file_at(&src, &format!("usr/lib/firmware/{name}{suffix}"))?;
+                firmware += 1;
+                found = true;
             }
         }
+        if !found {
+            log::debug!("firmware {name} is not installed on this host");
+        }
     }
-
-    let load: Vec<&str> = contents::LOAD_AT_BOOT
-        .iter()
-        .copied()
-        .filter(|m| set.files.contains_key(*m))
-        .collect();
-    tree.bytes("etc/lifeboat/modules.load", load.join("\n") + "\n", 0o644);
-    Ok((set.files.keys().cloned().collect(), firmware))
+    Ok(firmware)
 }
 
 fn add_dir_recursive(tree: &mut Tree, host: &Path, dest: &str) -> Result<()> {
@@ -643,10 +708,32 @@ fn add_programs(
     required: &[String],
     optional: &[String],
 ) -> Result<(Vec<String>, usize)> {
+    let (mut elf_files, mut names, mut real_names) = add_named(tree, required, optional)?;
+    lvm_links(tree, &mut real_names);
+    // lifeboat itself.
+    let me = std::env::current_exe().context("finding lifeboat's own executable")?;
+    tree.host_file_at(&me, "usr/bin/lifeboat")?;
+    elf_files.push(me);
+    names.push("lifeboat".into());
+    real_names.insert("lifeboat".into());
+    add_busybox(tree, &real_names)?;
+    let libraries = add_libraries(tree, &elf_files)?;
+    names.sort();
+    names.dedup();
+    Ok((names, libraries))
+}
+
+/// The named programs found on the host (a required one missing is an
+/// error naming its package): the ELF files to read, the names shown, and
+/// the real programs' names (no busybox applet shadows them).
+fn add_named(
+    tree: &mut Tree,
+    required: &[String],
+    optional: &[String],
+) -> Result<(Vec<PathBuf>, Vec<String>, BTreeSet<String>)> {
     let mut elf_files: Vec<PathBuf> = Vec::new();
     let mut names: Vec<String> = Vec::new();
     let mut real_names: BTreeSet<String> = BTreeSet::new();
-
     let wanted = required
         .iter()
         .map(|p| (p.clone(), true))
@@ -677,32 +764,34 @@ fn add_programs(
         real_names.insert(base.clone());
         names.push(base);
     }
-    let lvm = tree
+    Ok((elf_files, names, real_names))
+}
+
+/// The LVM commands as links to `lvm`, beside it, when it is in the tree.
+fn lvm_links(tree: &mut Tree, real_names: &mut BTreeSet<String>) {
+    let Some(lvm) = tree
         .paths()
         .find(|p| p.ends_with("/lvm"))
-        .map(str::to_string);
-    if let Some(lvm) = lvm {
-        let dir = lvm
-            .rsplit_once('/')
-            .map(|(d, _)| d.to_string())
-            .unwrap_or_default();
-        for cmd in LVM_COMMANDS {
-            let path = format!("{dir}/{cmd}");
-            if !tree.contains(&path) {
-                tree.symlink(&path, "lvm");
-                real_names.insert(cmd.to_string());
-            }
+        .map(str::to_string)
+    else {
+        return;
+    };
+    let dir = lvm
+        .rsplit_once('/')
+        .map(|(d, _)| d.to_string())
+        .unwrap_or_default();
+    for cmd in LVM_COMMANDS {
+        let path = format!("{dir}/{cmd}");
+        if !tree.contains(&path) {
+            tree.symlink(&path, "lvm");
+            real_names.insert(cmd.to_string());
         }
     }
+}
 
-    // lifeboat itself.
-    let me = std::env::current_exe().context("finding lifeboat's own executable")?;
-    tree.host_file_at(&me, "usr/bin/lifeboat")?;
-    elf_files.push(me);
-    names.push("lifeboat".into());
-    real_names.insert("lifeboat".into());
-
-    // Busybox and the applets that no real tool replaces.
+/// Busybox (static) and the applets that no real tool replaces; aliases
+/// make the real tools win over busybox's built-in applets at the prompt.
+fn add_busybox(tree: &mut Tree, real_names: &BTreeSet<String>) -> Result<()> {
     let busybox = exec::which("busybox").context("busybox is not installed")?;
     if super::elf::read_deps(&busybox)?.is_some_and(|d| !d.needed.is_empty()) {
         bail!(
@@ -742,10 +831,15 @@ fn add_programs(
         }
     }
     tree.bytes("etc/lifeboat/tools.sh", aliases, 0o644);
+    Ok(())
+}
 
-    // Shared libraries, found by reading the ELF files.
+/// The shared libraries of `elf_files` (and the dlopen()ed ones), found by
+/// reading the ELF files; folders outside the loader's defaults go into
+/// LD_LIBRARY_PATH (etc/lifeboat/env.sh). Returns how many.
+fn add_libraries(tree: &mut Tree, elf_files: &[PathBuf]) -> Result<usize> {
     let resolver = LibResolver::host();
-    let mut libs = resolver.closure(&elf_files)?;
+    let mut libs = resolver.closure(elf_files)?;
     for name in contents::DLOPEN_LIBRARIES {
         if let Some(lib) = resolver.find(name) {
             libs.extend(resolver.closure(std::slice::from_ref(&lib))?);
@@ -772,9 +866,7 @@ fn add_programs(
         ));
     }
     tree.bytes("etc/lifeboat/env.sh", env, 0o644);
-    names.sort();
-    names.dedup();
-    Ok((names, libs.len()))
+    Ok(libs.len())
 }
 
 const INIT: &str = include_str!("../../initramfs/init");

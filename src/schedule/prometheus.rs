@@ -43,8 +43,9 @@ fn flag(b: bool) -> f64 {
     }
 }
 
-fn gauges(f: &Facts, v: &Verdict) -> Vec<Gauge> {
-    let (backup_age, verified) = match &f.backup {
+/// The backup's age and whether it is verified.
+fn backup_values(f: &Facts) -> (Option<f64>, Option<f64>) {
+    match &f.backup {
         BackupFacts::Found {
             finished_epoch,
             verify,
@@ -57,13 +58,12 @@ fn gauges(f: &Facts, v: &Verdict) -> Vec<Gauge> {
             )),
         ),
         _ => (None, None),
-    };
-    let drift = match f.drift {
-        Drift::Same { .. } => Some(0.0),
-        Drift::Drifted { .. } => Some(1.0),
-        Drift::Unknown { .. } => None,
-    };
-    let (copy_age, copy_current) = match &f.rescue_copy {
+    }
+}
+
+/// The rescue copy's age and whether it is current.
+fn copy_values(f: &Facts) -> (Option<f64>, Option<f64>) {
+    match &f.rescue_copy {
         CopyFacts::NotConfigured => (None, None),
         CopyFacts::Copied {
             copied_epoch,
@@ -75,15 +75,30 @@ fn gauges(f: &Facts, v: &Verdict) -> Vec<Gauge> {
             Some(flag(*current && error.is_none())),
         ),
         _ => (None, Some(0.0)),
+    }
+}
+
+fn gauges(f: &Facts, v: &Verdict) -> Vec<Gauge> {
+    let mut all = vec![gauge(
+        "lifeboat_check_state",
+        "Verdict of lifeboat check: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.",
+        Some(v.state.code() as f64),
+    )];
+    all.extend(image_gauges(f));
+    all.extend(run_gauges(f));
+    all
+}
+
+/// The snapshot, the rescue image and its copy, the backup, the drift.
+fn image_gauges(f: &Facts) -> Vec<Gauge> {
+    let (backup_age, verified) = backup_values(f);
+    let (copy_age, copy_current) = copy_values(f);
+    let drift = match f.drift {
+        Drift::Same { .. } => Some(0.0),
+        Drift::Drifted { .. } => Some(1.0),
+        Drift::Unknown { .. } => None,
     };
-    let run = f.last_run.as_ref();
-    let drill = f.drill.last.as_ref();
     vec![
-        gauge(
-            "lifeboat_check_state",
-            "Verdict of lifeboat check: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.",
-            Some(v.state.code() as f64),
-        ),
         gauge(
             "lifeboat_snapshot_age_seconds",
             "Age of the newest layout snapshot.",
@@ -119,6 +134,14 @@ fn gauges(f: &Facts, v: &Verdict) -> Vec<Gauge> {
             "1 when the layout changed since the rescue image was built.",
             drift,
         ),
+    ]
+}
+
+/// The last scheduled run and the last drill.
+fn run_gauges(f: &Facts) -> Vec<Gauge> {
+    let run = f.last_run.as_ref();
+    let drill = f.drill.last.as_ref();
+    vec![
         gauge(
             "lifeboat_last_run_success",
             "1 when the last scheduled run succeeded.",
