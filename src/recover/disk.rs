@@ -37,13 +37,20 @@ pub fn open_exclusive(disk: &str) -> Result<File> {
         })
 }
 
-/// The kernel's logical sector size of an open disk (BLKSSZGET).
+// BLKSSZGET = _IO(0x12, 104): the logical sector size, written through an
+// int pointer (declared without a size, hence "bad").
+nix::ioctl_read_bad!(blksszget, nix::request_code_none!(0x12, 104), libc::c_int);
+// BLKRRPART = _IO(0x12, 95): re-read the partition table.
+nix::ioctl_none!(blkrrpart, 0x12, 95);
+
+/// The kernel's logical sector size of an open disk (BLKSSZGET); 512 for
+/// image files.
 pub fn sector_size(disk: &File) -> u64 {
-    // BLKSSZGET: logical sector size; 512 for image files.
     let mut size: libc::c_int = 0;
-    // SAFETY: BLKSSZGET writes one int through the pointer.
-    let r = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(disk), 0x1268, &mut size) };
-    if r == 0 && size > 0 {
+    // SAFETY: BLKSSZGET writes one int through the pointer, which lives
+    // for the call.
+    let r = unsafe { blksszget(std::os::fd::AsRawFd::as_raw_fd(disk), &mut size) };
+    if r.is_ok() && size > 0 {
         size as u64
     } else {
         512
@@ -225,9 +232,8 @@ pub fn reread_and_wait(disk: &str, devices: &[String], gate: &Gate) -> Result<()
         return Ok(());
     }
     if let Ok(f) = File::open(disk) {
-        // BLKRRPART
         // SAFETY: BLKRRPART takes no argument.
-        let _ = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&f), 0x125f) };
+        let _ = unsafe { blkrrpart(std::os::fd::AsRawFd::as_raw_fd(&f)) };
     }
     let all_present = || devices.iter().all(|d| is_block_device(d));
     if wait_until(Duration::from_secs(3), all_present) {
