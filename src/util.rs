@@ -83,7 +83,8 @@ impl Write for AtomicFile {
 /// A lock file after [`lock_file`]: taken by this process, or held by
 /// another one (the open file, to read who holds it).
 pub enum Lock {
-    Taken(File),
+    /// The lock, released when dropped.
+    Taken(nix::fcntl::Flock<File>),
     Busy(File),
 }
 
@@ -144,12 +145,9 @@ pub fn lock_file(path: &Path) -> Result<Lock> {
         .truncate(false)
         .mode(0o600);
     let file = open_regular(path, &mut opts, "lock file")?;
-    // SAFETY: flock on a descriptor we own.
-    let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if r == 0 {
-        Ok(Lock::Taken(file))
-    } else {
-        Ok(Lock::Busy(file))
+    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(Lock::Taken(lock)),
+        Err((file, _)) => Ok(Lock::Busy(file)),
     }
 }
 

@@ -660,7 +660,7 @@ pub(crate) fn sample(kind: GenKind, chain: &[String], started_ns: i128) -> Gener
 }
 
 pub struct StoreLock {
-    _file: File,
+    _file: nix::fcntl::Flock<File>,
 }
 
 /// A generation directory being written.

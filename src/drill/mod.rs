@@ -68,7 +68,7 @@ pub struct Prepared {
     pub boot_firmwares: Vec<Firmware>,
     /// The drill's own folder under the work folder, and its lock.
     pub dir: PathBuf,
-    _lock: std::fs::File,
+    _lock: nix::fcntl::Flock<std::fs::File>,
 }
 
 /// Progress: (phase, step) as the drill goes.
@@ -129,7 +129,7 @@ fn drill_layout(
 }
 
 /// The work folder: created, locked against a second drill, with room.
-fn work_dir(base: &Path, needed: u64) -> Result<(PathBuf, std::fs::File)> {
+fn work_dir(base: &Path, needed: u64) -> Result<(PathBuf, nix::fcntl::Flock<std::fs::File>)> {
     std::fs::create_dir_all(base)
         .with_context(|| format!("creating the work folder {}", base.display()))?;
     let lock = match util::lock_file(&base.join(".lock"))? {

@@ -836,7 +836,11 @@ fn a_host_failure_is_a_drill_that_could_not_run() {
         rescue_firmwares: vec![Firmware::Bios],
         boot_firmwares: vec![Firmware::Bios],
         dir: dir.clone(),
-        _lock: std::fs::File::open(t.path()).unwrap(),
+        _lock: nix::fcntl::Flock::lock(
+            std::fs::File::open(t.path()).unwrap(),
+            nix::fcntl::FlockArg::LockExclusiveNonblock,
+        )
+        .unwrap(),
     };
     let opts = Options {
         rescue_dir: t.path().to_path_buf(),

@@ -29,7 +29,7 @@ pub const LAST_RUN_FILE: &str = "last-run.json";
 /// The state folder's lock: one snapshot run at a time. Released when
 /// dropped (or when the process dies).
 pub struct RunLock {
-    _file: File,
+    _file: nix::fcntl::Flock<File>,
 }
 
 impl RunLock {
