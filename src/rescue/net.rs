@@ -410,11 +410,18 @@ pub fn apply(plan: &NetPlan, etc: &Path) -> Result<Vec<String>> {
     Ok(out)
 }
 
-/// The addresses configured now (`ip -json addr`), link-local and
-/// loopback left out: `(link, address)`.
+/// The addresses configured now (`ip -json addr`; busybox's `ip`, which
+/// has no JSON, through `ip -o addr`), link-local and loopback left out:
+/// `(link, address)`.
 pub fn addresses_now() -> Result<Vec<(String, IpPrefix)>> {
     let links: Vec<crate::layout::probe::netcfg::IpLink> =
-        Cmd::new("ip").args(["-json", "addr", "show"]).json()?;
+        match Cmd::new("ip").args(["-json", "addr", "show"]).json() {
+            Ok(links) => links,
+            Err(_) => {
+                let text = Cmd::new("ip").args(["-o", "addr", "show"]).read()?;
+                return Ok(oneline_addresses(&text));
+            }
+        };
     Ok(links
         .iter()
         .flat_map(|l| {
@@ -433,6 +440,32 @@ pub fn addresses_now() -> Result<Vec<(String, IpPrefix)>> {
             })
         })
         .collect())
+}
+
+/// [`addresses_now`] from `ip -o addr show` lines (`4: eth0    inet
+/// 192.0.2.2/24 brd ... scope global eth0\ ...`).
+fn oneline_addresses(text: &str) -> Vec<(String, IpPrefix)> {
+    text.lines()
+        .filter_map(|line| {
+            let w: Vec<&str> = line.split_whitespace().collect();
+            let (link, family, addr) = (*w.get(1)?, *w.get(2)?, *w.get(3)?);
+            let scope = w
+                .iter()
+                .position(|x| *x == "scope")
+                .and_then(|i| w.get(i + 1));
+            if !matches!(family, "inet" | "inet6") || matches!(scope, Some(&"link" | &"host")) {
+                return None;
+            }
+            let (address, prefix) = addr.split_once('/')?;
+            Some((
+                link.to_string(),
+                IpPrefix {
+                    address: address.parse().ok()?,
+                    prefix: prefix.parse().ok()?,
+                },
+            ))
+        })
+        .collect()
 }
 
 /// `lifeboat internal net-up`: the plan from the command line, the layout

@@ -289,3 +289,18 @@ fn dry_run_prints_the_plan() {
     );
     assert!(net_up("lifeboat.net=bogus", None, tmp.path(), true).is_err());
 }
+
+/// busybox `ip -o addr` (no JSON): global addresses only.
+#[test]
+fn busybox_oneline_addresses() {
+    let text = "1: lo    inet 127.0.0.1/8 scope host lo\\       valid_lft forever preferred_lft forever\n\
+                4: eth0    inet 192.0.2.2/24 brd 192.0.2.255 scope global eth0\\       valid_lft forever\n\
+                4: eth0    inet6 fd00::2/64 scope global flags 02 \\       valid_lft forever\n\
+                4: eth0    inet6 fe80::fc:ff:fe00:1/64 scope link \\       valid_lft forever\n\
+                5: eth1.10    inet 10.9.8.7/999 scope global eth1.10\n";
+    let got: Vec<String> = oneline_addresses(text)
+        .iter()
+        .map(|(l, a)| format!("{l} {}/{}", a.address, a.prefix))
+        .collect();
+    assert_eq!(got, ["eth0 192.0.2.2/24", "eth0 fd00::2/64"]);
+}
