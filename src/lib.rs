@@ -6,6 +6,7 @@
 pub mod backup;
 pub mod cli;
 pub mod config;
+pub mod cpio;
 pub mod drill;
 pub mod exec;
 pub mod layout;

@@ -126,7 +126,7 @@ fn initramfs(ctx: &Ctx, plan: &Plan, state: &RunState) -> Result<Option<String>>
         .iter()
         .map(|d| d.new.trim_start_matches("/dev/").to_string())
         .collect();
-    let drivers = crate::rescue::contents::driver_modules(&ctx.sys, &disks);
+    let drivers = crate::layout::probe::sysfs::driver_modules(&ctx.sys, &disks);
     fixup::regenerate_initramfs(
         &ctx.root,
         &drivers,

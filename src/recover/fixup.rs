@@ -309,7 +309,7 @@ pub fn initramfs_outdated(
     for (image, ver) in initramfs_images(&root.join("boot")) {
         let bytes =
             std::fs::read(&image).with_context(|| format!("reading {}", image.display()))?;
-        let names = match crate::rescue::cpio::list_initramfs(&bytes) {
+        let names = match crate::cpio::list_initramfs(&bytes) {
             Ok(n) => n,
             Err(e) => return Ok(Some(format!("{} cannot be read ({e:#})", image.display()))),
         };
@@ -385,7 +385,7 @@ mod tests {
             "kernel/drivers/scsi/sd_mod.ko\n",
         )
         .unwrap();
-        let mut w = crate::rescue::cpio::CpioWriter::new(Vec::new(), 0);
+        let mut w = crate::cpio::CpioWriter::new(Vec::new(), 0);
         w.file(
             "usr/lib/modules/6.1.0-9-amd64/kernel/drivers/block/virtio_blk.ko",
             0o644,

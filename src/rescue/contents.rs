@@ -413,28 +413,7 @@ pub fn layout_modules(layout: &Layout) -> (Vec<String>, Vec<String>) {
 /// from the disk's device up to the root of the device tree.
 pub fn disk_driver_modules(sys: &Path, layout: &Layout) -> Vec<String> {
     let names: Vec<String> = layout.disks.iter().map(|d| d.name.clone()).collect();
-    driver_modules(sys, &names)
-}
-
-/// The modules driving the disks `names` (kernel names), from sysfs.
-pub fn driver_modules(sys: &Path, names: &[String]) -> Vec<String> {
-    let mut mods = BTreeSet::new();
-    for name in names {
-        let Ok(mut dev) = std::fs::canonicalize(sys.join("block").join(name).join("device")) else {
-            continue;
-        };
-        loop {
-            if let Ok(m) = std::fs::read_link(dev.join("driver/module")) {
-                if let Some(name) = m.file_name() {
-                    mods.insert(name.to_string_lossy().into_owned());
-                }
-            }
-            if !dev.pop() || dev == sys || dev.as_os_str().len() <= 1 {
-                break;
-            }
-        }
-    }
-    mods.into_iter().collect()
+    crate::layout::probe::sysfs::driver_modules(sys, &names)
 }
 
 #[cfg(test)]

@@ -5,7 +5,6 @@ mod build;
 pub mod cmdline;
 pub mod contents;
 pub mod copy;
-pub mod cpio;
 pub mod elf;
 pub mod inputs;
 pub mod iso;

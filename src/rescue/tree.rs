@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use super::cpio::CpioWriter;
+use crate::cpio::CpioWriter;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {

@@ -22,6 +22,7 @@ pub mod prometheus;
 pub mod repository;
 pub mod run;
 pub mod snapshot;
+pub mod state;
 pub mod units;
 
 #[cfg(test)]

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::run::LastRun;
 use super::snapshot::{Snapshot, SnapshotStore};
+use super::state::LastRun;
 use crate::backup::{self, dest::Destination, Generation, VerifyRecord};
 use crate::config::Config;
 use crate::layout::{self, Change, Layout};

@@ -13,10 +13,10 @@ use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use serde::{Deserialize, Serialize};
 
 use super::monitor::{self, BackupFacts, Drift};
 use super::snapshot::{Recorded, Snapshot, SnapshotStore};
+pub use super::state::{LastRun, LAST_RUN_FILE};
 use crate::backup::{self, dest::Destination, walk::Excludes};
 use crate::config::{fmt_duration, Config};
 use crate::layout::{Change, Layout};
@@ -24,7 +24,6 @@ use crate::rescue::{BuildRecord, ImageInputs};
 use crate::util;
 
 pub const LOCK_FILE: &str = "lifeboat.lock";
-pub const LAST_RUN_FILE: &str = "last-run.json";
 
 /// The state folder's lock: one snapshot run at a time. Released when
 /// dropped (or when the process dies).
@@ -57,38 +56,6 @@ impl RunLock {
         file.rewind()?;
         writeln!(file, "{}", std::process::id())?;
         Ok(RunLock { _file: file })
-    }
-}
-
-/// `STATE/last-run.json`: how the last snapshot run went, for `status`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LastRun {
-    pub started_at: String,
-    pub finished_at: String,
-    pub ok: bool,
-    pub exit_code: u8,
-    /// The snapshot this run stored, and the newest one after it.
-    pub stored: Option<String>,
-    pub newest: Option<String>,
-    pub changes: usize,
-    /// The backup generation this run wrote.
-    pub backup: Option<String>,
-    pub rebuilt: bool,
-    /// Why the image was (or should have been) rebuilt.
-    pub reasons: Vec<String>,
-    pub error: Option<String>,
-}
-
-impl LastRun {
-    pub fn load(state_dir: &Path) -> Option<LastRun> {
-        let text = std::fs::read_to_string(state_dir.join(LAST_RUN_FILE)).ok()?;
-        serde_json::from_str(&text).ok()
-    }
-
-    pub fn save(&self, state_dir: &Path) -> Result<()> {
-        let mut json = serde_json::to_string_pretty(self)?;
-        json.push('\n');
-        util::write_atomic(&state_dir.join(LAST_RUN_FILE), json.as_bytes(), 0o644)
     }
 }
 

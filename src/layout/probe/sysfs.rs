@@ -1,7 +1,7 @@
 //! Block devices from sysfs: what exists, how big, how it stacks, and the
 //! identities of disks. Works without udev (the rescue system has none).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -395,6 +395,27 @@ impl Devices {
             })
             .collect()
     }
+}
+
+/// The modules driving the disks `names` (kernel names), from sysfs.
+pub fn driver_modules(sys: &Path, names: &[String]) -> Vec<String> {
+    let mut mods = BTreeSet::new();
+    for name in names {
+        let Ok(mut dev) = std::fs::canonicalize(sys.join("block").join(name).join("device")) else {
+            continue;
+        };
+        loop {
+            if let Ok(m) = std::fs::read_link(dev.join("driver/module")) {
+                if let Some(name) = m.file_name() {
+                    mods.insert(name.to_string_lossy().into_owned());
+                }
+            }
+            if !dev.pop() || dev == sys || dev.as_os_str().len() <= 1 {
+                break;
+            }
+        }
+    }
+    mods.into_iter().collect()
 }
 
 #[cfg(test)]
