@@ -181,18 +181,11 @@ impl Case {
     fn lifeboat(&self, args: &[&str]) -> (i32, String, String) {
         let mut cmd = Command::new(common::lifeboat());
         cmd.arg("--config").arg(&self.config).args(args);
-        for v in [
-            "RESTIC_PASSWORD",
-            "RESTIC_PASSWORD_FILE",
-            "RESTIC_PASSWORD_COMMAND",
-            "BORG_PASSPHRASE",
-            "BORG_PASSCOMMAND",
-            "LIFEBOAT_LOG",
-        ] {
-            cmd.env_remove(v);
-        }
         // Calendar periods in UTC, as the generation ids are written.
-        let out = cmd.env("TZ", "UTC").output().unwrap();
+        let out = common::without_engine_secrets(&mut cmd)
+            .env("TZ", "UTC")
+            .output()
+            .unwrap();
         (
             out.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -669,16 +662,7 @@ sys.exit(os.waitstatus_to_exitcode(status))
         .arg("--config")
         .arg(&c.config)
         .args(args);
-    for v in [
-        "RESTIC_PASSWORD",
-        "RESTIC_PASSWORD_FILE",
-        "RESTIC_PASSWORD_COMMAND",
-        "BORG_PASSPHRASE",
-        "BORG_PASSCOMMAND",
-    ] {
-        cmd.env_remove(v);
-    }
-    let out = cmd.output().unwrap();
+    let out = common::without_engine_secrets(&mut cmd).output().unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),

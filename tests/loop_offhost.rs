@@ -74,17 +74,7 @@ impl Machine {
     fn lifeboat(&self, args: &[&str]) -> (i32, String, String) {
         let mut cmd = Command::new(lifeboat());
         cmd.arg("--config").arg(&self.config).args(args);
-        for v in [
-            "RESTIC_PASSWORD",
-            "RESTIC_PASSWORD_FILE",
-            "RESTIC_PASSWORD_COMMAND",
-            "BORG_PASSPHRASE",
-            "BORG_PASSCOMMAND",
-            "LIFEBOAT_LOG",
-        ] {
-            cmd.env_remove(v);
-        }
-        let out = cmd.output().unwrap();
+        let out = common::without_engine_secrets(&mut cmd).output().unwrap();
         (
             out.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&out.stdout).into_owned(),

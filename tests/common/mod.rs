@@ -788,3 +788,19 @@ pub fn job_dir(dir: &Path, extra: &str) -> PathBuf {
     .unwrap();
     dir.to_path_buf()
 }
+
+/// The engines' credential variables and LIFEBOAT_LOG, removed from a
+/// command so that only what a test configures reaches restic and borg.
+pub fn without_engine_secrets(cmd: &mut Command) -> &mut Command {
+    for v in [
+        "RESTIC_PASSWORD",
+        "RESTIC_PASSWORD_FILE",
+        "RESTIC_PASSWORD_COMMAND",
+        "BORG_PASSPHRASE",
+        "BORG_PASSCOMMAND",
+        "LIFEBOAT_LOG",
+    ] {
+        cmd.env_remove(v);
+    }
+    cmd
+}
