@@ -15,7 +15,27 @@ set -eu
 J=$(dirname "$0")
 SRC=/mnt/src
 export LIFEBOAT_LOG=${LIFEBOAT_LOG:-info}
-log() { echo "scenario: $*"; }
+# The step being run, named when the script stops on a failing command
+# (busybox sh has no ERR trap: the EXIT trap names the last step logged).
+STEP="starting"
+log() { STEP=$*; echo "scenario: $*"; }
+trap 'rc=$?; [ "$rc" = 0 ] || echo "scenario: stopped with status $rc during: $STEP"' EXIT
+
+# Stops every md array (active or inactive) (udev may still show a stopped one's
+# /dev/md/NAME link under load: /proc/mdstat is the truth), a few tries.
+stop_arrays() {
+    for try in 1 2 3 4 5 6 7 8 9 10; do
+        active=$(awk '/^md[^ ]* : / { print $1 }' /proc/mdstat)
+        [ -z "$active" ] && return 0
+        for md in $active; do
+            mdadm --stop "/dev/$md" >/dev/null 2>&1 || true
+        done
+        sleep 1
+    done
+    echo "scenario: md arrays still running after 10 tries:" >&2
+    cat /proc/mdstat >&2
+    return 1
+}
 
 # Fast LUKS key slots under TCG: the test key and the PBKDF settings.
 KEY=$J/luks.key
@@ -112,11 +132,13 @@ run_scenario() {
         echo $? > "$J/recover-$name.rc"
         set -e
         cat "$J/recover-$name.log"
+        log "variant $name: checking the recovered tree"
         mkdir -p /mnt/check
         mount_tree /mnt/check
         tree_sums /mnt/check > "$J/sums-$name.txt"
         cp /mnt/check/etc/fstab "$J/fstab-$name.txt"
         lifeboat layout save --root /mnt/check -o "$J/layout-$name.json"
+        log "variant $name: unmounting and wiping"
         umount_tree /mnt/check
         # KEEP_RECOVERED=1: the disks stay as recovered (booted afterwards).
         [ "${KEEP_RECOVERED:-}" = 1 ] || wipe $disks

@@ -36,8 +36,5 @@ mount_tree() {
 
 umount_tree() {
     umount -R "$1"
-    for md in /dev/md[0-9]* /dev/md/*; do
-        [ -b "$md" ] && mdadm --stop "$md" >/dev/null 2>&1
-    done
-    true
+    stop_arrays
 }
