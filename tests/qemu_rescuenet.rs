@@ -10,7 +10,13 @@
 //! `lifeboat.net=static:...` applied the same way init applies it adds an
 //! address the host then reaches;
 //! another key and password logins are refused; the host key the client
-//! sees is the one the console showed; the image holds no host key.
+//! sees is the one the console showed; the image holds no host key. That
+//! image has OpenSSH (`--ssh-server openssh`).
+//!
+//! A second, lean rescue boot with dropbear (`--ssh-server dropbear`, no
+//! layout, the address from `lifeboat.net=static` on the kernel command
+//! line) proves the same of dropbear, and `lifeboat.net=static` with
+//! `lifeboat.vlan=ID@MAC` puts the address on a VLAN.
 
 mod common;
 
@@ -327,6 +333,35 @@ fn dropbear_with_the_key_only() {
         assert!(got.contains("eth0    inet 10.0.2.70/24"), "{got}");
         assert!(got.contains("nameserver 10.0.2.3"), "{got}");
         key_only_checks(port, log, &other);
+        // lifeboat.net=static on a VLAN of the card given by MAC
+        // (lifeboat.vlan=ID@CARD), as init runs it with another command
+        // line: the VLAN is made on eth0 and carries the address, the
+        // default route and the resolver.
+        let out = ssh(
+            port,
+            &["-i", key.to_str().unwrap()],
+            "echo 'console=ttyS0 lifeboat.net=static:192.168.50.5/24,192.168.50.1,192.168.50.53 \
+             lifeboat.vlan=50@52:54:00:12:34:56' > /tmp/c && \
+             lifeboat internal net-up --cmdline /tmp/c && cat /proc/net/vlan/config && \
+             ip route && cat /etc/resolv.conf",
+        );
+        let got = text(&out.stdout);
+        assert!(out.status.success(), "{}{got}", text(&out.stderr));
+        for line in [
+            "lifeboat: eth0.50: 192.168.50.5/24 from lifeboat.net=static (VLAN 50 on eth0)",
+            "lifeboat: network eth0.50 192.168.50.5/24",
+            "eth0.50        | 50  | eth0",
+            "nameserver 192.168.50.53",
+        ] {
+            assert!(
+                got.lines().any(|l| l.trim_end() == line),
+                "{line:?} missing:\n{got}"
+            );
+        }
+        assert!(
+            got.contains("default via 192.168.50.1 dev eth0.50"),
+            "{got}"
+        );
     });
 }
 fn checks([port, port2]: [u16; 2], log: &str, key: &Path, other: &Path) {
