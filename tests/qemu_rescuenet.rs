@@ -86,6 +86,18 @@ fn ssh(port: u16, extra: &[&str], command: &str) -> Output {
         .expect("ssh (openssh-client) is installed")
 }
 
+/// [`ssh`] that must succeed; its output.
+fn ssh_ok(port: u16, extra: &[&str], command: &str) -> String {
+    let out = ssh(port, extra, command);
+    let got = text(&out.stdout);
+    assert!(
+        out.status.success(),
+        "ssh {command:?} failed: {}{got}",
+        text(&out.stderr)
+    );
+    got
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -319,16 +331,10 @@ fn dropbear_with_the_key_only() {
                 tail(log, 40)
             );
         }
-        let out = ssh(
+        let got = ssh_ok(
             port,
             &["-i", key.to_str().unwrap()],
             "ip -o -4 addr show; cat /etc/resolv.conf",
-        );
-        let got = text(&out.stdout);
-        assert!(
-            out.status.success(),
-            "ssh with the key failed: {}{got}",
-            text(&out.stderr)
         );
         assert!(got.contains("eth0    inet 10.0.2.70/24"), "{got}");
         assert!(got.contains("nameserver 10.0.2.3"), "{got}");
@@ -337,7 +343,7 @@ fn dropbear_with_the_key_only() {
         // (lifeboat.vlan=ID@CARD), as init runs it with another command
         // line: the VLAN is made on eth0 and carries the address, the
         // default route and the resolver.
-        let out = ssh(
+        let got = ssh_ok(
             port,
             &["-i", key.to_str().unwrap()],
             "echo 'console=ttyS0 lifeboat.net=static:192.168.50.5/24,192.168.50.1,192.168.50.53 \
@@ -345,8 +351,6 @@ fn dropbear_with_the_key_only() {
              lifeboat internal net-up --cmdline /tmp/c && cat /proc/net/vlan/config && \
              ip route && cat /etc/resolv.conf",
         );
-        let got = text(&out.stdout);
-        assert!(out.status.success(), "{}{got}", text(&out.stderr));
         for line in [
             "lifeboat: eth0.50: 192.168.50.5/24 from lifeboat.net=static (VLAN 50 on eth0)",
             "lifeboat: network eth0.50 192.168.50.5/24",
@@ -376,16 +380,10 @@ fn checks([port, port2]: [u16; 2], log: &str, key: &Path, other: &Path) {
     }
     // With the key: a command runs; the VLAN and the resolver are there.
     let key_arg = ["-i", key.to_str().unwrap()];
-    let out = ssh(
+    let got = ssh_ok(
         port,
         &key_arg,
         "ip -o addr show; cat /etc/resolv.conf; ip route",
-    );
-    let got = text(&out.stdout);
-    assert!(
-        out.status.success(),
-        "ssh with the key failed: {}{got}",
-        text(&out.stderr)
     );
     assert!(got.contains("eth0    inet 10.0.2.50/24"), "{got}");
     assert!(got.contains("ens3.10    inet 192.168.10.5/24"), "{got}");
@@ -400,14 +398,12 @@ fn checks([port, port2]: [u16; 2], log: &str, key: &Path, other: &Path) {
     // lifeboat.net=static, as init runs it with another command line: the
     // address goes on the card of the host's default route (eth0 here), the
     // resolver follows, and the host reaches the new address.
-    let out = ssh(
+    let got = ssh_ok(
         port,
         &key_arg,
         "echo 'console=ttyS0 lifeboat.net=static:10.0.2.60/24,10.0.2.2,10.0.2.4' > /tmp/c && \
          lifeboat internal net-up --cmdline /tmp/c && cat /etc/resolv.conf",
     );
-    let got = text(&out.stdout);
-    assert!(out.status.success(), "{}{got}", text(&out.stderr));
     for line in [
         "lifeboat: eth0: 10.0.2.60/24 from lifeboat.net=static",
         "lifeboat: network eth0 10.0.2.60/24",
@@ -415,9 +411,7 @@ fn checks([port, port2]: [u16; 2], log: &str, key: &Path, other: &Path) {
     ] {
         assert!(got.lines().any(|l| l == line), "{line:?} missing:\n{got}");
     }
-    let out = ssh(port2, &key_arg, "ip -o -4 addr show dev eth0");
-    let got = text(&out.stdout);
-    assert!(out.status.success(), "{}{got}", text(&out.stderr));
+    let got = ssh_ok(port2, &key_arg, "ip -o -4 addr show dev eth0");
     assert!(got.contains("inet 10.0.2.60/24"), "{got}");
 }
 

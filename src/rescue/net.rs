@@ -295,7 +295,7 @@ fn card_below(c: &NetConfig, name: &str) -> Option<String> {
         match &c.link(&at)?.kind {
             LinkKind::Ethernet { .. } => return Some(at),
             LinkKind::Vlan { parent, .. } => at = parent.clone(),
-            LinkKind::Bond { members, .. } | LinkKind::Bridge { members } => {
+            LinkKind::Bond { members, .. } | LinkKind::Bridge { members, .. } => {
                 at = members.first()?.clone()
             }
         }
@@ -365,7 +365,7 @@ fn link_here(
             .find(|p| p.old.name == l.name)
             .map(|p| p.new.name.clone()),
         LinkKind::Vlan { parent, .. } => known(parent).then(|| l.name.clone()),
-        LinkKind::Bond { members, .. } | LinkKind::Bridge { members } => {
+        LinkKind::Bond { members, .. } | LinkKind::Bridge { members, .. } => {
             members.iter().any(known).then(|| l.name.clone())
         }
     }
@@ -393,23 +393,29 @@ fn add_link(p: &mut NetPlan, l: &NetLink, name: &str, n: &dyn Fn(&str) -> Option
                 &id.to_string(),
             ]));
         }
-        LinkKind::Bond { mode, members } => {
-            p.ip.push(words(&[
-                "link",
-                "add",
-                name,
-                "type",
-                "bond",
-                "mode",
-                mode.as_str(),
-            ]));
+        LinkKind::Bond {
+            mode,
+            members,
+            options,
+        } => {
+            let mut add = words(&["link", "add", name, "type", "bond", "mode", mode.as_str()]);
+            add.extend(options.add_args());
+            p.ip.push(add);
             for m in members.iter().filter_map(|m| n(m)) {
                 p.ip.push(words(&["link", "set", &m, "down"]));
                 p.ip.push(words(&["link", "set", &m, "master", name]));
             }
+            // The primary by its name here, once it is a member.
+            if let Some(primary) = options.primary.as_deref().and_then(n) {
+                p.ip.push(words(&[
+                    "link", "set", name, "type", "bond", "primary", &primary,
+                ]));
+            }
         }
-        LinkKind::Bridge { members } => {
-            p.ip.push(words(&["link", "add", name, "type", "bridge"]));
+        LinkKind::Bridge { members, options } => {
+            let mut add = words(&["link", "add", name, "type", "bridge"]);
+            add.extend(options.add_args());
+            p.ip.push(add);
             for m in members.iter().filter_map(|m| n(m)) {
                 p.ip.push(words(&["link", "set", &m, "master", name]));
             }

@@ -1,5 +1,5 @@
 use super::*;
-use crate::layout::{BondMode, NetRoute};
+use crate::layout::{BondMode, BondOptions, BridgeOptions, NetRoute};
 
 fn nic(name: &str, mac: &str, pci: &str) -> NetInterface {
     NetInterface {
@@ -35,6 +35,7 @@ fn host() -> Layout {
         "br0",
         LinkKind::Bridge {
             members: vec!["bond0".into()],
+            options: BridgeOptions::default(),
         },
         &["192.168.7.2/24"],
     );
@@ -63,6 +64,7 @@ fn host() -> Layout {
                 LinkKind::Bond {
                     mode: BondMode::ActiveBackup,
                     members: vec!["ens4".into(), "ens5".into()],
+                    options: BondOptions::default(),
                 },
                 &[],
             ),
@@ -583,4 +585,75 @@ fn hostile_network_arguments_leave_the_network_off() {
         );
         assert!(!out[0].contains('\u{1b}'), "{out:?}");
     }
+}
+
+/// Bond and bridge options come back as `ip link add` arguments; the
+/// primary by its name here, once it is a member.
+#[test]
+fn bond_and_bridge_options_are_given_to_ip() {
+    let mut l = host();
+    for link in &mut l.network_config.as_mut().unwrap().links {
+        match &mut link.kind {
+            LinkKind::Bond { options, .. } => {
+                *options = BondOptions {
+                    miimon: Some(100),
+                    updelay: Some(200),
+                    downdelay: Some(300),
+                    primary: Some("ens5".into()),
+                    ..BondOptions::default()
+                }
+            }
+            LinkKind::Bridge { options, .. } => {
+                *options = BridgeOptions {
+                    stp: Some(true),
+                    forward_delay: Some(400),
+                }
+            }
+            _ => {}
+        }
+    }
+    l.network_config.as_ref().unwrap().check().unwrap();
+    let here = [
+        nic("eth0", "52:54:00:12:34:56", "0000:00:03.0"),
+        nic("eth1", "52:54:00:00:00:04", "0000:00:04.0"),
+        nic("eth2", "52:54:00:00:00:05", "0000:00:05.0"),
+    ];
+    let lines = ip_lines(&plan(&NetMode::Layout, Some(&l), &here));
+    let at = lines
+        .iter()
+        .position(|x| x.starts_with("link add bond0"))
+        .unwrap();
+    assert_eq!(
+        lines[at..at + 8],
+        [
+            "link add bond0 type bond mode active-backup miimon 100 updelay 200 downdelay 300",
+            "link set eth1 down",
+            "link set eth1 master bond0",
+            "link set eth2 down",
+            "link set eth2 master bond0",
+            "link set bond0 type bond primary eth2",
+            "link set bond0 up",
+            "link add br0 type bridge forward_delay 400 stp_state 1",
+        ]
+    );
+    // The primary's card missing here: no primary; the bond is made.
+    let lines = ip_lines(&plan(&NetMode::Layout, Some(&l), &here[..2]));
+    assert!(lines
+        .iter()
+        .any(|x| x.starts_with("link add bond0 type bond mode active-backup miimon 100")));
+    assert!(!lines.iter().any(|x| x.contains("primary")), "{lines:?}");
+
+    // 802.3ad's own options.
+    let lacp = BondOptions {
+        lacp_rate: Some(crate::layout::LacpRate::Fast),
+        ad_select: Some(crate::layout::AdSelect::Count),
+        xmit_hash_policy: Some(crate::layout::XmitHashPolicy::Encap34),
+        ..BondOptions::default()
+    };
+    assert_eq!(
+        lacp.add_args().join(" "),
+        "lacp_rate fast ad_select count xmit_hash_policy encap3+4"
+    );
+    assert!(BondOptions::default().add_args().is_empty());
+    assert!(BridgeOptions::default().add_args().is_empty());
 }
