@@ -53,8 +53,9 @@ packages=(
     # server (sshd), the REST protocol (rclone serve restic), TLS roots
     restic borgbackup rclone openssh-server openssh-client ca-certificates
     # the rescue's network (iproute2's ip: VLANs, bonds, bridges, -json)
-    # and SSH into it (sshd above)
-    iproute2
+    # and SSH into it (sshd above; dropbear-bin: the lighter server, binaries
+    # only: no maintainer scripts, no service on this host)
+    iproute2 dropbear-bin
 )
 # --no-install-recommends keeps mdadm from pulling in an MTA.
 apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null

@@ -10,7 +10,13 @@
 //! `lifeboat.net=static:...` applied the same way init applies it adds an
 //! address the host then reaches;
 //! another key and password logins are refused; the host key the client
-//! sees is the one the console showed; the image holds no host key.
+//! sees is the one the console showed; the image holds no host key. That
+//! image has OpenSSH (`--ssh-server openssh`).
+//!
+//! A second, lean rescue boot with dropbear (`--ssh-server dropbear`, no
+//! layout, the address from `lifeboat.net=static` on the kernel command
+//! line) proves the same of dropbear, and `lifeboat.net=static` with
+//! `lifeboat.vlan=ID@MAC` puts the address on a VLAN.
 
 mod common;
 
@@ -80,6 +86,18 @@ fn ssh(port: u16, extra: &[&str], command: &str) -> Output {
         .expect("ssh (openssh-client) is installed")
 }
 
+/// [`ssh`] that must succeed; its output.
+fn ssh_ok(port: u16, extra: &[&str], command: &str) -> String {
+    let out = ssh(port, extra, command);
+    let got = text(&out.stdout);
+    assert!(
+        out.status.success(),
+        "ssh {command:?} failed: {}{got}",
+        text(&out.stderr)
+    );
+    got
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -113,6 +131,22 @@ fn initrd_bytes(initrd: &Path) -> Vec<u8> {
     out.stdout
 }
 
+/// The names in the image's initrd.
+fn initrd_names(initrd: &Path) -> String {
+    let list = Command::new("cpio")
+        .args(["-t", "--quiet"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(&initrd_bytes(initrd))?;
+            c.wait_with_output()
+        })
+        .expect("cpio is installed");
+    text(&list.stdout)
+}
+
 /// No host key file, no private key (OpenSSH's format starts its body
 /// with `b3BlbnNzaC1rZXktdjE`, base64 of "openssh-key-v1"; PEM's with
 /// `MII`) and none of this host's own host keys in the image. (Programs
@@ -128,18 +162,7 @@ fn assert_no_host_key(initrd: &Path) {
         !has(b"PRIVATE KEY-----\nMII"),
         "a PEM private key in the image"
     );
-    let list = Command::new("cpio")
-        .args(["-t", "--quiet"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            use std::io::Write;
-            c.stdin.take().unwrap().write_all(&image)?;
-            c.wait_with_output()
-        })
-        .expect("cpio is installed");
-    let names = text(&list.stdout);
+    let names = initrd_names(initrd);
     assert!(names.lines().count() > 100, "{names}");
     assert!(names.contains("root/.ssh/authorized_keys"), "{names}");
     for n in names.lines() {
@@ -160,6 +183,67 @@ fn assert_no_host_key(initrd: &Path) {
             assert!(!has(blob.as_bytes()), "the host's {name} is in the image");
         }
     }
+}
+
+/// Builds an image with SSH (`--ssh-authorized-keys key.pub`) and `args`;
+/// returns its output folder and the command line its boot entries pass.
+fn build(s: &Scratch, name: &str, key: &Path, args: &[&str]) -> (std::path::PathBuf, String) {
+    let out = s.join(name);
+    let started = Instant::now();
+    let mut argv: Vec<std::ffi::OsString> = vec![
+        "mkrescue".into(),
+        "--output".into(),
+        out.clone().into(),
+        "--no-iso".into(),
+        "--ssh-authorized-keys".into(),
+        key.with_extension("pub").into(),
+    ];
+    argv.extend(args.iter().map(Into::into));
+    let (code, stdout, err) = run_lifeboat(argv);
+    assert_eq!(code, 0, "mkrescue failed:\n{stdout}\n{err}");
+    eprintln!(
+        "mkrescue {name}: {:.1}s\n{stdout}",
+        started.elapsed().as_secs_f64()
+    );
+    assert_no_host_key(&out.join("initrd"));
+    // The command line every boot entry of the image passes (rescue.append).
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("rescue.json")).unwrap()).unwrap();
+    let cmdline = record["cmdline"].as_str().unwrap().to_string();
+    (out, cmdline)
+}
+
+/// Boots the image in `out` with the card `MAC` and `hostfwd`s, waits for
+/// the rescue, runs `checks` on its console; stops the guest either way.
+fn boot_and_check(s: &Scratch, out: &Path, cmdline: String, fwd: &str, checks: impl FnOnce(&str)) {
+    let vm = Vm::new(
+        Boot::Kernel {
+            vmlinuz: out.join("vmlinuz"),
+            initrd: out.join("initrd"),
+            append: cmdline,
+        },
+        &s.join("serial.log"),
+    )
+    .nic(
+        &format!("user,id=n0,{fwd}"),
+        &format!("virtio-net-pci,netdev=n0,mac={MAC}"),
+    );
+    let mut child = vm.spawn();
+    let boot = Instant::now();
+    let log = wait_for(&vm, &mut child, "lifeboat rescue ready", 300);
+    eprintln!("rescue ready after {:.1}s", boot.elapsed().as_secs_f64());
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| checks(&log)));
+    let _ = child.kill();
+    let _ = child.wait();
+    if let Err(e) = result {
+        let log = text(&std::fs::read(&vm.serial_log).unwrap_or_default());
+        eprintln!("console:\n{}", tail(&log, 60));
+        std::panic::resume_unwind(e);
+    }
+}
+
+fn hostfwd(port: u16, addr: &str) -> String {
+    format!("hostfwd=tcp:127.0.0.1:{port}-{addr}:22")
 }
 
 #[test]
@@ -183,62 +267,107 @@ fn static_network_with_vlan_and_ssh_with_the_key_only() {
     assert!(err.contains("is a PRIVATE key"), "{err}");
     assert!(!out.join("initrd").exists());
 
-    let started = Instant::now();
-    let (code, stdout, err) = run_lifeboat([
-        "mkrescue".as_ref(),
-        "--output".as_ref(),
-        out.as_os_str(),
-        "--no-iso".as_ref(),
-        "--layout".as_ref(),
-        layout.as_os_str(),
-        "--ssh-authorized-keys".as_ref(),
-        key.with_extension("pub").as_os_str(),
-        "--append".as_ref(),
-        "lifeboat.ssh".as_ref(),
-    ]);
-    assert_eq!(code, 0, "mkrescue failed:\n{stdout}\n{err}");
-    eprintln!(
-        "mkrescue with SSH: {:.1}s\n{stdout}",
-        started.elapsed().as_secs_f64()
+    // OpenSSH asked for by name (auto takes dropbear, installed too).
+    let (out, cmdline) = build(
+        &s,
+        "image",
+        &key,
+        &[
+            "--layout",
+            layout.to_str().unwrap(),
+            "--ssh-server",
+            "openssh",
+            "--append",
+            "lifeboat.ssh",
+        ],
     );
-    assert_no_host_key(&out.join("initrd"));
-    // The command line every boot entry of the image passes (rescue.append).
-    let record: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("rescue.json")).unwrap()).unwrap();
-    let cmdline = record["cmdline"].as_str().unwrap().to_string();
     assert!(cmdline.ends_with(" lifeboat.ssh"), "{cmdline}");
-
-    let port = common::servers::free_port();
-    let port2 = common::servers::free_port();
-    let vm = Vm::new(
-        Boot::Kernel {
-            vmlinuz: out.join("vmlinuz"),
-            initrd: out.join("initrd"),
-            append: cmdline,
-        },
-        &s.join("serial.log"),
-    )
-    .nic(
-        &format!(
-            "user,id=n0,hostfwd=tcp:127.0.0.1:{port}-10.0.2.50:22,\
-             hostfwd=tcp:127.0.0.1:{port2}-10.0.2.60:22"
-        ),
-        &format!("virtio-net-pci,netdev=n0,mac={MAC}"),
+    let ports = [common::servers::free_port(), common::servers::free_port()];
+    let fwd = format!(
+        "{},{}",
+        hostfwd(ports[0], "10.0.2.50"),
+        hostfwd(ports[1], "10.0.2.60")
     );
-    let mut child = vm.spawn();
-    let boot = Instant::now();
-    let log = wait_for(&vm, &mut child, "lifeboat rescue ready", 300);
-    eprintln!("rescue ready after {:.1}s", boot.elapsed().as_secs_f64());
-    let result = std::panic::catch_unwind(|| checks([port, port2], &log, &key, &other));
-    let _ = child.kill();
-    let _ = child.wait();
-    if let Err(e) = result {
-        let log = text(&std::fs::read(&vm.serial_log).unwrap_or_default());
-        eprintln!("console:\n{}", tail(&log, 60));
-        std::panic::resume_unwind(e);
-    }
+    boot_and_check(&s, &out, cmdline, &fwd, |log| {
+        checks(ports, log, &key, &other)
+    });
 }
 
+/// The same proofs for dropbear (`--ssh-server dropbear`), in a rescue
+/// with no layout whose address comes from the kernel command line.
+#[test]
+fn dropbear_with_the_key_only() {
+    let s = Scratch::new("qemu-rescuenet-dropbear");
+    let (key, other) = (s.join("admin"), s.join("other"));
+    keygen(&key);
+    keygen(&other);
+    let (out, cmdline) = build(
+        &s,
+        "image",
+        &key,
+        &[
+            "--ssh-server",
+            "dropbear",
+            "--append",
+            "lifeboat.ssh lifeboat.net=static:10.0.2.70/24,10.0.2.2,10.0.2.3",
+        ],
+    );
+    let names = initrd_names(&out.join("initrd"));
+    assert!(
+        names.lines().any(|n| n.ends_with("bin/dropbear")),
+        "{names}"
+    );
+    assert!(!names.lines().any(|n| n.ends_with("bin/sshd")), "{names}");
+    let port = common::servers::free_port();
+    boot_and_check(&s, &out, cmdline, &hostfwd(port, "10.0.2.70"), |log| {
+        for line in [
+            "lifeboat: eth0: 10.0.2.70/24 from lifeboat.net=static",
+            "lifeboat: SSH server (dropbear) started",
+            "lifeboat: ssh root@10.0.2.70",
+        ] {
+            assert!(
+                log.contains(line),
+                "{line:?} not on the console:\n{}",
+                tail(log, 40)
+            );
+        }
+        let got = ssh_ok(
+            port,
+            &["-i", key.to_str().unwrap()],
+            "ip -o -4 addr show; cat /etc/resolv.conf",
+        );
+        assert!(got.contains("eth0    inet 10.0.2.70/24"), "{got}");
+        assert!(got.contains("nameserver 10.0.2.3"), "{got}");
+        key_only_checks(port, log, &other);
+        // lifeboat.net=static on a VLAN of the card given by MAC
+        // (lifeboat.vlan=ID@CARD), as init runs it with another command
+        // line: the VLAN is made on eth0 and carries the address, the
+        // default route and the resolver.
+        let got = ssh_ok(
+            port,
+            &["-i", key.to_str().unwrap()],
+            "echo 'console=ttyS0 lifeboat.net=static:192.168.50.5/24,192.168.50.1,192.168.50.53 \
+             lifeboat.vlan=50@52:54:00:12:34:56' > /tmp/c && \
+             lifeboat internal net-up --cmdline /tmp/c && cat /proc/net/vlan/config && \
+             ip route && cat /etc/resolv.conf",
+        );
+        for line in [
+            "lifeboat: eth0.50: 192.168.50.5/24 from lifeboat.net=static (VLAN 50 on eth0)",
+            "lifeboat: network eth0.50 192.168.50.5/24",
+            "eth0.50        | 50  | eth0",
+            "nameserver 192.168.50.53",
+        ] {
+            assert!(
+                got.lines().any(|l| l.trim_end() == line),
+                "{line:?} missing:\n{got}"
+            );
+        }
+        assert!(
+            got.contains("default via 192.168.50.1 dev eth0.50"),
+            "{got}"
+        );
+    });
+}
 fn checks([port, port2]: [u16; 2], log: &str, key: &Path, other: &Path) {
     for line in [
         "lifeboat: eth0 (52:54:00:12:34:56, virtio_net, PCI 0000:00:03.0) is the host's ens3 (same MAC)",
@@ -251,16 +380,10 @@ fn checks([port, port2]: [u16; 2], log: &str, key: &Path, other: &Path) {
     }
     // With the key: a command runs; the VLAN and the resolver are there.
     let key_arg = ["-i", key.to_str().unwrap()];
-    let out = ssh(
+    let got = ssh_ok(
         port,
         &key_arg,
         "ip -o addr show; cat /etc/resolv.conf; ip route",
-    );
-    let got = text(&out.stdout);
-    assert!(
-        out.status.success(),
-        "ssh with the key failed: {}{got}",
-        text(&out.stderr)
     );
     assert!(got.contains("eth0    inet 10.0.2.50/24"), "{got}");
     assert!(got.contains("ens3.10    inet 192.168.10.5/24"), "{got}");
@@ -270,6 +393,31 @@ fn checks([port, port2]: [u16; 2], log: &str, key: &Path, other: &Path) {
     );
     assert!(got.contains("default via 10.0.2.2 dev eth0"), "{got}");
 
+    key_only_checks(port, log, other);
+
+    // lifeboat.net=static, as init runs it with another command line: the
+    // address goes on the card of the host's default route (eth0 here), the
+    // resolver follows, and the host reaches the new address.
+    let got = ssh_ok(
+        port,
+        &key_arg,
+        "echo 'console=ttyS0 lifeboat.net=static:10.0.2.60/24,10.0.2.2,10.0.2.4' > /tmp/c && \
+         lifeboat internal net-up --cmdline /tmp/c && cat /etc/resolv.conf",
+    );
+    for line in [
+        "lifeboat: eth0: 10.0.2.60/24 from lifeboat.net=static",
+        "lifeboat: network eth0 10.0.2.60/24",
+        "nameserver 10.0.2.4",
+    ] {
+        assert!(got.lines().any(|l| l == line), "{line:?} missing:\n{got}");
+    }
+    let got = ssh_ok(port2, &key_arg, "ip -o -4 addr show dev eth0");
+    assert!(got.contains("inet 10.0.2.60/24"), "{got}");
+}
+
+/// The host key the client sees is the one the console showed; another
+/// key and every password-like method are refused.
+fn key_only_checks(port: u16, log: &str, other: &Path) {
     // The host key the client is shown is the one the console showed.
     let scan = Command::new("sh")
         .arg("-c")
@@ -313,27 +461,4 @@ fn checks([port, port2]: [u16; 2], log: &str, key: &Path, other: &Path) {
         "{err}"
     );
     assert!(err.contains("Permission denied (publickey)."), "{err}");
-
-    // lifeboat.net=static, as init runs it with another command line: the
-    // address goes on the card of the host's default route (eth0 here), the
-    // resolver follows, and the host reaches the new address.
-    let out = ssh(
-        port,
-        &key_arg,
-        "echo 'console=ttyS0 lifeboat.net=static:10.0.2.60/24,10.0.2.2,10.0.2.4' > /tmp/c && \
-         lifeboat internal net-up --cmdline /tmp/c && cat /etc/resolv.conf",
-    );
-    let got = text(&out.stdout);
-    assert!(out.status.success(), "{}{got}", text(&out.stderr));
-    for line in [
-        "lifeboat: eth0: 10.0.2.60/24 from lifeboat.net=static",
-        "lifeboat: network eth0 10.0.2.60/24",
-        "nameserver 10.0.2.4",
-    ] {
-        assert!(got.lines().any(|l| l == line), "{line:?} missing:\n{got}");
-    }
-    let out = ssh(port2, &key_arg, "ip -o -4 addr show dev eth0");
-    let got = text(&out.stdout);
-    assert!(out.status.success(), "{}{got}", text(&out.stderr));
-    assert!(got.contains("inet 10.0.2.60/24"), "{got}");
 }

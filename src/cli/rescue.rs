@@ -60,6 +60,10 @@ pub struct MkrescueArgs {
     /// the image [default: rescue.ssh_authorized_keys].
     #[arg(long, value_name = "FILE")]
     pub ssh_authorized_keys: Option<PathBuf>,
+    /// The SSH server put into the image: auto (dropbear when installed,
+    /// else OpenSSH), dropbear or openssh [default: rescue.ssh_server].
+    #[arg(long, value_name = "SERVER")]
+    pub ssh_server: Option<crate::rescue::ssh::SshServerChoice>,
     /// Look up the signed shim and GRUB (usr/lib/shim/shimx64.efi.signed,
     /// usr/lib/grub/x86_64-efi-signed/gcdx64.efi.signed) under DIR instead
     /// of / (e.g. shim-signed and grub-efi-amd64-signed unpacked there
@@ -129,6 +133,8 @@ pub fn mkrescue(args: MkrescueArgs, cfg: &Config) -> Result<u8> {
     r.iso.flag(args.no_iso.then_some(false), "--no-iso");
     r.ssh_authorized_keys
         .flag_some(args.ssh_authorized_keys, "--ssh-authorized-keys");
+    r.ssh_server
+        .flag(args.ssh_server.map(Choice), "--ssh-server");
     let opts = rescue::Options {
         include_backup: args.include_backup,
         include_luks_headers: args.include_luks_headers,

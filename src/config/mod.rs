@@ -297,6 +297,9 @@ settings! {
         ssh_options: Vec<String> = Vec::new(),
         /// Public keys for SSH into the rescue (puts an SSH server in).
         ssh_authorized_keys: Option<PathBuf> = None,
+        /// auto (dropbear when installed, else OpenSSH), dropbear, openssh.
+        ssh_server: Choice<crate::rescue::ssh::SshServerChoice> =
+            Choice(crate::rescue::ssh::SshServerChoice::Auto),
     }
 
     /// `[snapshot]`.

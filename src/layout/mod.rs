@@ -5,12 +5,14 @@ pub mod diff;
 pub(crate) mod kinds;
 mod model;
 mod netmodel;
+mod netopts;
 pub mod probe;
 pub mod show;
 
 pub use diff::{diff, Change, ChangeKind};
 pub use model::*;
 pub use netmodel::*;
+pub use netopts::*;
 pub use probe::{capture, CaptureOptions};
 
 use std::path::Path;

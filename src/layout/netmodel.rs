@@ -12,6 +12,8 @@ use anyhow::{bail, Context, Result};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::{BondOptions, BridgeOptions};
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct NetConfig {
     /// Links with hardware below them, lower links before upper ones
@@ -47,20 +49,21 @@ pub struct NetLink {
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum LinkKind {
     /// A network card: the layout's `network` interface of this MAC address.
-    Ethernet {
-        mac: String,
-    },
+    Ethernet { mac: String },
     /// An 802.1Q VLAN on `parent` (a link name of this list).
-    Vlan {
-        parent: String,
-        id: u16,
-    },
+    Vlan { parent: String, id: u16 },
     Bond {
         mode: BondMode,
         members: Vec<String>,
+        /// Options beyond the mode (optional in layout 1.1).
+        #[serde(default, skip_serializing_if = "BondOptions::is_empty")]
+        options: BondOptions,
     },
     Bridge {
         members: Vec<String>,
+        /// STP and its forwarding delay (optional in layout 1.1).
+        #[serde(default, skip_serializing_if = "BridgeOptions::is_empty")]
+        options: BridgeOptions,
     },
 }
 
@@ -270,11 +273,19 @@ impl NetConfig {
                         bail!("field `links[{i}].kind.id`: VLAN id {id} is outside 1..4094");
                     }
                 }
-                LinkKind::Bond { members, .. } | LinkKind::Bridge { members } => {
+                LinkKind::Bond { members, .. } | LinkKind::Bridge { members, .. } => {
                     for (j, m) in members.iter().enumerate() {
                         known(format!("links[{i}].kind.members[{j}]"), m)?;
                     }
                 }
+            }
+            if let LinkKind::Bond {
+                members, options, ..
+            } = &l.kind
+            {
+                options
+                    .check(members)
+                    .with_context(|| format!("field `links[{i}].kind.options`"))?;
             }
         }
         for (i, r) in self.routes.iter().enumerate() {
@@ -296,10 +307,20 @@ impl NetConfig {
             let kind = match &l.kind {
                 LinkKind::Ethernet { mac } => mac.clone(),
                 LinkKind::Vlan { parent, id } => format!("VLAN {id} on {parent}"),
-                LinkKind::Bond { mode, members } => {
-                    format!("bond {} of {}", mode.as_str(), members.join(" "))
+                LinkKind::Bond {
+                    mode,
+                    members,
+                    options,
+                } => {
+                    let o = options.add_args().join(" ");
+                    let o = if o.is_empty() { o } else { format!(" ({o})") };
+                    format!("bond {} of {}{o}", mode.as_str(), members.join(" "))
                 }
-                LinkKind::Bridge { members } => format!("bridge of {}", members.join(" ")),
+                LinkKind::Bridge { members, options } => {
+                    let o = options.add_args().join(" ");
+                    let o = if o.is_empty() { o } else { format!(" ({o})") };
+                    format!("bridge of {}{o}", members.join(" "))
+                }
             };
             let mut what: Vec<String> = l.addresses.iter().map(|a| a.to_string()).collect();
             if l.dhcp4 {

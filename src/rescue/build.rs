@@ -80,6 +80,8 @@ pub struct Options {
     /// Public keys for root over SSH (`rescue.ssh_authorized_keys`): puts
     /// an SSH server into the image, started by `lifeboat.ssh`.
     pub ssh_authorized_keys: Option<PathBuf>,
+    /// Which SSH server (`rescue.ssh_server`).
+    pub ssh_server: super::ssh::SshServerChoice,
     /// Where the signed shim and GRUB are looked up (`--secure-boot-root`;
     /// `None`: `/`).
     pub secure_boot_root: Option<PathBuf>,
@@ -104,6 +106,7 @@ impl Default for Options {
             capture: None,
             ca_certificates: false,
             ssh_authorized_keys: None,
+            ssh_server: super::ssh::SshServerChoice::Auto,
             secure_boot_root: None,
         }
     }
@@ -400,7 +403,7 @@ fn ssh_setup(opts: &Options) -> Result<Option<(super::ssh::SshServer, String)>> 
         return Ok(None);
     };
     let (keys, parsed) = super::ssh::read_authorized_keys(path)?;
-    let server = super::ssh::SshServer::on_host()?;
+    let server = super::ssh::SshServer::on_host(opts.ssh_server)?;
     log::info!(
         "SSH into the rescue: {} with {} key(s) for root, started by lifeboat.ssh",
         server.name(),

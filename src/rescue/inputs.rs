@@ -33,6 +33,10 @@ pub struct ImageInputs {
     /// rescue.ssh_authorized_keys (its contents).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssh_keys_sha256: Option<String>,
+    /// rescue.ssh_server when SSH is in and it is not `auto` (records of
+    /// `auto` images stay as they were).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_server: Option<super::ssh::SshServerChoice>,
     /// The SHA-256 of the signed shim and GRUB put on the ISO (none
     /// without them, and in records of older versions).
     #[serde(default)]
@@ -70,6 +74,9 @@ impl ImageInputs {
                 .as_deref()
                 .map(sha256_file)
                 .transpose()?,
+            ssh_server: Some(opts.ssh_server).filter(|c| {
+                opts.ssh_authorized_keys.is_some() && *c != super::ssh::SshServerChoice::Auto
+            }),
             secure_boot_loaders: match secureboot::find_loaders(&opts.secure_boot_root()) {
                 Ok(l) if !opts.no_iso => Some(secureboot::loaders_sha256(&l)?),
                 _ => None,
@@ -115,6 +122,7 @@ impl ImageInputs {
                 i.luks_headers,
                 i.include_backup.clone(),
                 i.ssh_keys_sha256.clone(),
+                i.ssh_server,
             )
         };
         if self.secure_boot_loaders != now.secure_boot_loaders {

@@ -6,7 +6,14 @@
 //! - `lifeboat.net=static:ADDR/PREFIX,GATEWAY,DNS`: that address on the card
 //!   the host's default route went out of (else the first card), GATEWAY
 //!   and DNS optional (`static:10.0.2.50/24`, more name servers after DNS);
-//! - `lifeboat.net=off`: none.
+//! - `lifeboat.net=off`: none;
+//! - with `lifeboat.netdev=CARD` and/or `lifeboat.vlan=ID[@CARD]` (or
+//!   dracut's `NAME:CARD`), static or DHCP goes on that card or on a VLAN
+//!   made on it ([`target`]).
+//!
+//! A malformed value, or a card that is not here, leaves the network off
+//! with one console line saying why (a static address on a guessed wire
+//! could take a neighbour's).
 //!
 //! The layout's cards are matched to this machine's by MAC address, then
 //! name, then driver and PCI order ([`crate::plan::nic::map_rescue_nics`]);
@@ -23,6 +30,9 @@ use anyhow::{bail, Context, Result};
 use crate::exec::Cmd;
 use crate::layout::{Dns, IpPrefix, Layout, LinkKind, NetConfig, NetInterface, NetLink};
 use crate::plan::nic::{describe, map_rescue_nics, NicPlan};
+
+pub mod target;
+use target::NetTarget;
 
 /// Longest `lifeboat.net=` value taken.
 const ARG_MAX: usize = 512;
@@ -141,13 +151,23 @@ fn words(w: &[&str]) -> Vec<String> {
 
 /// The plan for `mode` on this machine's cards `here`.
 pub fn plan(mode: &NetMode, layout: Option<&Layout>, here: &[NetInterface]) -> NetPlan {
+    plan_for(mode, &NetTarget::default(), layout, here)
+}
+
+/// [`plan`] with `lifeboat.netdev` / `lifeboat.vlan` (`target`).
+pub fn plan_for(
+    mode: &NetMode,
+    target: &NetTarget,
+    layout: Option<&Layout>,
+    here: &[NetInterface],
+) -> NetPlan {
     let config = layout.and_then(|l| l.network_config.as_ref().map(|c| (l, c)));
-    match mode {
+    let mut p = match mode {
         NetMode::Off => NetPlan {
             notes: vec!["lifeboat: network off (lifeboat.net=off)".into()],
             ..NetPlan::default()
         },
-        NetMode::Dhcp => NetPlan {
+        NetMode::Dhcp if target.is_empty() => NetPlan {
             ip: here
                 .iter()
                 .map(|n| words(&["link", "set", &n.name, "up"]))
@@ -155,37 +175,98 @@ pub fn plan(mode: &NetMode, layout: Option<&Layout>, here: &[NetInterface]) -> N
             dhcp: here.iter().map(|n| n.name.clone()).collect(),
             ..NetPlan::default()
         },
-        NetMode::Static(s) => static_plan(s, config, here),
+        NetMode::Dhcp | NetMode::Static(_) => return targeted_plan(mode, target, config, here),
         NetMode::Layout => match config {
             Some((l, c)) => layout_plan(c, &map_rescue_nics(&l.network, here), here),
             None => NetPlan::default(),
         },
+    };
+    if !target.is_empty() {
+        p.notes.push(
+            "lifeboat: lifeboat.netdev and lifeboat.vlan go with lifeboat.net=static:... or \
+             lifeboat.net=dhcp: ignored"
+                .into(),
+        );
     }
+    p
 }
 
-/// The static address on the card the host's default route used (matched
-/// here), else the first card.
-fn static_plan(
-    s: &StaticNet,
+/// Static or DHCP on the link `target` names (else the card the host's
+/// default route used, matched here, else the first card); a card named
+/// but not here: the network stays off.
+fn targeted_plan(
+    mode: &NetMode,
+    target: &NetTarget,
     config: Option<(&Layout, &NetConfig)>,
     here: &[NetInterface],
 ) -> NetPlan {
-    let via_default = config.and_then(|(l, c)| {
-        let dev = c.routes.iter().find(|r| r.is_default())?.dev.clone();
-        let card = card_below(c, &dev)?;
-        let map = map_rescue_nics(&l.network, here);
-        let p = map.pairs.iter().find(|p| p.old.name == card)?;
-        Some(p.new.name.clone())
-    });
-    let Some(dev) = via_default.or_else(|| here.first().map(|n| n.name.clone())) else {
-        return NetPlan {
-            notes: vec!["lifeboat: lifeboat.net=static: no network card found".into()],
-            ..NetPlan::default()
-        };
-    };
     let mut p = NetPlan::default();
-    p.ip.push(words(&["link", "set", &dev, "up"]));
-    p.ip.push(words(&["addr", "add", &s.address.to_string(), "dev", &dev]));
+    let (dev, vlan_note) = match target_link(&mut p, target, config, here) {
+        Ok(found) => found,
+        Err(e) => {
+            return NetPlan {
+                notes: vec![format!("lifeboat: network off: {e:#}")],
+                ..NetPlan::default()
+            }
+        }
+    };
+    match mode {
+        NetMode::Static(s) => static_on(&mut p, s, &dev),
+        _ => p.dhcp.push(dev.clone()),
+    }
+    let how = match mode {
+        NetMode::Static(s) => format!("{} from lifeboat.net=static", s.address),
+        _ => "DHCP from lifeboat.net=dhcp".into(),
+    };
+    p.notes.push(format!("lifeboat: {dev}: {how}{vlan_note}"));
+    p
+}
+
+/// Brings up the card for `target` (and makes its VLAN) in `p`; returns
+/// the link the address goes on and the note's VLAN part.
+fn target_link(
+    p: &mut NetPlan,
+    target: &NetTarget,
+    config: Option<(&Layout, &NetConfig)>,
+    here: &[NetInterface],
+) -> Result<(String, String)> {
+    let map = config.map(|(l, _)| map_rescue_nics(&l.network, here));
+    let host_names: Vec<(String, String)> = map
+        .iter()
+        .flat_map(|m| m.pairs.iter())
+        .map(|p| (p.old.name.clone(), p.new.name.clone()))
+        .collect();
+    let card = match &target.card {
+        Some(r) => target::find_card(r, here, &host_names)
+            .with_context(|| format!("lifeboat.netdev/lifeboat.vlan card {r}"))?,
+        None => config
+            .and_then(|(_, c)| {
+                let dev = c.routes.iter().find(|r| r.is_default())?.dev.clone();
+                let card = card_below(c, &dev)?;
+                host_names
+                    .iter()
+                    .find(|(h, _)| *h == card)
+                    .map(|(_, r)| r.clone())
+            })
+            .or_else(|| here.first().map(|n| n.name.clone()))
+            .context("lifeboat.net: no network card found")?,
+    };
+    p.ip.push(words(&["link", "set", &card, "up"]));
+    let Some(v) = &target.vlan else {
+        return Ok((card, String::new()));
+    };
+    let name = target::vlan_name(v, &card);
+    let id = v.id.to_string();
+    p.ip.push(words(&[
+        "link", "add", "link", &card, "name", &name, "type", "vlan", "id", &id,
+    ]));
+    p.ip.push(words(&["link", "set", &name, "up"]));
+    Ok((name, format!(" (VLAN {id} on {card})")))
+}
+
+/// The static address, its default route and resolver on `dev`.
+fn static_on(p: &mut NetPlan, s: &StaticNet, dev: &str) {
+    p.ip.push(words(&["addr", "add", &s.address.to_string(), "dev", dev]));
     if let Some(g) = s.gateway {
         let default = if g.is_ipv4() { "0.0.0.0/0" } else { "::/0" };
         p.ip.push(words(&[
@@ -195,7 +276,7 @@ fn static_plan(
             "via",
             &g.to_string(),
             "dev",
-            &dev,
+            dev,
         ]));
     }
     if !s.dns.is_empty() {
@@ -204,11 +285,6 @@ fn static_plan(
             search: Vec::new(),
         });
     }
-    p.notes.push(format!(
-        "lifeboat: {dev}: {} from lifeboat.net=static",
-        s.address
-    ));
-    p
 }
 
 /// The card a link sits on (through VLANs, bonds and bridges: the first
@@ -219,7 +295,7 @@ fn card_below(c: &NetConfig, name: &str) -> Option<String> {
         match &c.link(&at)?.kind {
             LinkKind::Ethernet { .. } => return Some(at),
             LinkKind::Vlan { parent, .. } => at = parent.clone(),
-            LinkKind::Bond { members, .. } | LinkKind::Bridge { members } => {
+            LinkKind::Bond { members, .. } | LinkKind::Bridge { members, .. } => {
                 at = members.first()?.clone()
             }
         }
@@ -289,7 +365,7 @@ fn link_here(
             .find(|p| p.old.name == l.name)
             .map(|p| p.new.name.clone()),
         LinkKind::Vlan { parent, .. } => known(parent).then(|| l.name.clone()),
-        LinkKind::Bond { members, .. } | LinkKind::Bridge { members } => {
+        LinkKind::Bond { members, .. } | LinkKind::Bridge { members, .. } => {
             members.iter().any(known).then(|| l.name.clone())
         }
     }
@@ -317,23 +393,29 @@ fn add_link(p: &mut NetPlan, l: &NetLink, name: &str, n: &dyn Fn(&str) -> Option
                 &id.to_string(),
             ]));
         }
-        LinkKind::Bond { mode, members } => {
-            p.ip.push(words(&[
-                "link",
-                "add",
-                name,
-                "type",
-                "bond",
-                "mode",
-                mode.as_str(),
-            ]));
+        LinkKind::Bond {
+            mode,
+            members,
+            options,
+        } => {
+            let mut add = words(&["link", "add", name, "type", "bond", "mode", mode.as_str()]);
+            add.extend(options.add_args());
+            p.ip.push(add);
             for m in members.iter().filter_map(|m| n(m)) {
                 p.ip.push(words(&["link", "set", &m, "down"]));
                 p.ip.push(words(&["link", "set", &m, "master", name]));
             }
+            // The primary by its name here, once it is a member.
+            if let Some(primary) = options.primary.as_deref().and_then(n) {
+                p.ip.push(words(&[
+                    "link", "set", name, "type", "bond", "primary", &primary,
+                ]));
+            }
         }
-        LinkKind::Bridge { members } => {
-            p.ip.push(words(&["link", "add", name, "type", "bridge"]));
+        LinkKind::Bridge { members, options } => {
+            let mut add = words(&["link", "add", name, "type", "bridge"]);
+            add.extend(options.add_args());
+            p.ip.push(add);
             for m in members.iter().filter_map(|m| n(m)) {
                 p.ip.push(words(&["link", "set", &m, "master", name]));
             }
@@ -468,6 +550,17 @@ fn oneline_addresses(text: &str) -> Vec<(String, IpPrefix)> {
         .collect()
 }
 
+/// `lifeboat.net`, `lifeboat.netdev` and `lifeboat.vlan` of `cmdline`.
+pub fn parse_args(cmdline: &str) -> Result<(NetMode, NetTarget)> {
+    let arg = |name| super::cmdline::value(cmdline, name);
+    let mode = parse_net_arg(arg("lifeboat.net").as_deref())?;
+    let target = target::parse_target(
+        arg("lifeboat.netdev").as_deref(),
+        arg("lifeboat.vlan").as_deref(),
+    )?;
+    Ok((mode, target))
+}
+
 /// `lifeboat internal net-up`: the plan from the command line, the layout
 /// and the cards under `sys`, applied (or only shown with `dry_run`).
 pub fn net_up(
@@ -476,10 +569,14 @@ pub fn net_up(
     sys: &Path,
     dry_run: bool,
 ) -> Result<Vec<String>> {
-    let arg = super::cmdline::value(cmdline, "lifeboat.net");
-    let mode = parse_net_arg(arg.as_deref())?;
     let here = crate::layout::probe::net::interfaces(sys);
-    let plan = plan(&mode, layout, &here);
+    let plan = match parse_args(cmdline) {
+        Ok((mode, target)) => plan_for(&mode, &target, layout, &here),
+        Err(e) => NetPlan {
+            notes: vec![format!("lifeboat: network off: {e:#}")],
+            ..NetPlan::default()
+        },
+    };
     if dry_run {
         let mut out = plan.notes.clone();
         out.extend(plan.ip.iter().map(|a| format!("ip {}", a.join(" "))));

@@ -5,7 +5,8 @@
 //! host) and start it. Public keys only: no password, no
 //! keyboard-interactive login.
 //!
-//! The server is dropbear when the host has it (about 1.7 MB unpacked with
+//! The server is the one `rescue.ssh_server` names; `auto`: dropbear when
+//! the host has it (Debian's dropbear-bin, about 1.7 MB unpacked with
 //! libtomcrypt and libtommath) or else OpenSSH's sshd (4.4 MB unpacked with
 //! libcrypto, PAM, Kerberos, libsystemd and the rest of its libraries).
 
@@ -165,19 +166,78 @@ pub enum SshServer {
     OpenSsh,
 }
 
+/// `rescue.ssh_server` / `--ssh-server`: which server goes into the image.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum SshServerChoice {
+    /// dropbear when the host has it, else OpenSSH.
+    #[default]
+    Auto,
+    Dropbear,
+    Openssh,
+}
+
 impl SshServer {
-    /// The lighter one the host has: dropbear, else OpenSSH.
-    pub fn on_host() -> Result<SshServer> {
-        if exec::which("dropbear").is_some() && exec::which("dropbearkey").is_some() {
-            return Ok(SshServer::Dropbear);
+    /// The server `choice` names, checked on the host: for `Auto` the
+    /// lighter one installed (dropbear, else OpenSSH); one asked for but
+    /// not installed is an error naming its Debian package.
+    pub fn on_host(choice: SshServerChoice) -> Result<SshServer> {
+        SshServer::choose(choice, |s| {
+            s.programs().0.iter().all(|p| exec::which(p).is_some())
+        })
+    }
+
+    /// [`SshServer::on_host`] with `installed` telling what the host has.
+    fn choose(choice: SshServerChoice, installed: impl Fn(SshServer) -> bool) -> Result<SshServer> {
+        let wanted = match choice {
+            SshServerChoice::Auto => {
+                return [SshServer::Dropbear, SshServer::OpenSsh]
+                    .into_iter()
+                    .find(|s| installed(*s))
+                    .context(
+                        "rescue.ssh_authorized_keys is set but no SSH server is installed: \
+                         install dropbear-bin (lighter) or openssh-server",
+                    );
+            }
+            SshServerChoice::Dropbear => SshServer::Dropbear,
+            SshServerChoice::Openssh => SshServer::OpenSsh,
+        };
+        if !installed(wanted) {
+            bail!(
+                "rescue.ssh_server = {} but {} is missing: install the Debian package {} \
+                 (or set rescue.ssh_server = auto)",
+                wanted.setting(),
+                wanted.programs().0.join(" or "),
+                wanted.package()
+            );
         }
-        if exec::which("sshd").is_some() && exec::which("ssh-keygen").is_some() {
-            return Ok(SshServer::OpenSsh);
+        Ok(wanted)
+    }
+
+    /// Its value of rescue.ssh_server.
+    fn setting(self) -> &'static str {
+        match self {
+            SshServer::Dropbear => "dropbear",
+            SshServer::OpenSsh => "openssh",
         }
-        bail!(
-            "rescue.ssh_authorized_keys is set but no SSH server is installed: install \
-             dropbear-bin (lighter) or openssh-server"
-        )
+    }
+
+    /// The Debian package with its programs.
+    fn package(self) -> &'static str {
+        match self {
+            SshServer::Dropbear => "dropbear-bin",
+            SshServer::OpenSsh => "openssh-server",
+        }
     }
 
     /// The one in the running (rescue) system.

@@ -226,6 +226,7 @@ pub fn rescue_options(cfg: &Config, layout: Option<&Path>) -> crate::rescue::Opt
         capture: Some(cfg.capture_options()),
         ca_certificates: !engine.is_empty(),
         ssh_authorized_keys: r.ssh_authorized_keys.value.clone(),
+        ssh_server: r.ssh_server.value.0,
         ..crate::rescue::Options::default()
     }
 }

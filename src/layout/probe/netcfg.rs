@@ -21,7 +21,8 @@ use serde::Deserialize;
 use super::CaptureOptions;
 use crate::exec::Cmd;
 use crate::layout::{
-    check_ifname, BondMode, Dns, IpPrefix, LinkKind, NetConfig, NetInterface, NetLink, NetRoute,
+    check_ifname, BondMode, BondOptions, BridgeOptions, Dns, IpPrefix, LinkKind, NetConfig,
+    NetInterface, NetLink, NetRoute,
 };
 
 /// One entry of `ip -json -details addr show`.
@@ -237,9 +238,13 @@ fn link_kind(
             Some(LinkKind::Bond {
                 mode,
                 members: members(),
+                options: BondOptions::from_info_data(mode, data?),
             })
         }
-        "bridge" => Some(LinkKind::Bridge { members: members() }),
+        "bridge" => Some(LinkKind::Bridge {
+            members: members(),
+            options: data.map(BridgeOptions::from_info_data).unwrap_or_default(),
+        }),
         _ => None,
     }
 }

@@ -1,5 +1,5 @@
 use super::*;
-use crate::layout::{BondMode, NetRoute};
+use crate::layout::{BondMode, BondOptions, BridgeOptions, NetRoute};
 
 fn nic(name: &str, mac: &str, pci: &str) -> NetInterface {
     NetInterface {
@@ -35,6 +35,7 @@ fn host() -> Layout {
         "br0",
         LinkKind::Bridge {
             members: vec!["bond0".into()],
+            options: BridgeOptions::default(),
         },
         &["192.168.7.2/24"],
     );
@@ -63,6 +64,7 @@ fn host() -> Layout {
                 LinkKind::Bond {
                     mode: BondMode::ActiveBackup,
                     members: vec!["ens4".into(), "ens5".into()],
+                    options: BondOptions::default(),
                 },
                 &[],
             ),
@@ -287,7 +289,13 @@ fn dry_run_prints_the_plan() {
             "nameserver 10.0.2.3",
         ]
     );
-    assert!(net_up("lifeboat.net=bogus", None, tmp.path(), true).is_err());
+    // A malformed value: one line, the network off, no ip command.
+    let out = net_up("lifeboat.net=bogus", None, tmp.path(), true).unwrap();
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert!(
+        out[0].starts_with("lifeboat: network off: lifeboat.net=\"bogus\": expected dhcp"),
+        "{out:?}"
+    );
 }
 
 /// busybox `ip -o addr` (no JSON): global addresses only.
@@ -303,4 +311,349 @@ fn busybox_oneline_addresses() {
         .map(|(l, a)| format!("{l} {}/{}", a.address, a.prefix))
         .collect();
     assert_eq!(got, ["eth0 192.0.2.2/24", "eth0 fd00::2/64"]);
+}
+
+use target::{parse_target, CardRef, Vlan};
+
+#[test]
+fn vlan_and_card_arguments_in_dracuts_forms() {
+    let vlan = |id, name: Option<&str>| {
+        Some(Vlan {
+            id,
+            name: name.map(String::from),
+        })
+    };
+    let name = |n: &str| Some(CardRef::Name(n.into()));
+    let mac = Some(CardRef::Mac("52:54:00:12:34:56".into()));
+    let cases: &[(Option<&str>, Option<&str>, NetTarget)] = &[
+        (None, None, NetTarget::default()),
+        (
+            None,
+            Some("10"),
+            NetTarget {
+                card: None,
+                vlan: vlan(10, None),
+            },
+        ),
+        (
+            None,
+            Some("10@eth1"),
+            NetTarget {
+                card: name("eth1"),
+                vlan: vlan(10, None),
+            },
+        ),
+        (
+            None,
+            Some("4094@52:54:00:12:34:56"),
+            NetTarget {
+                card: mac.clone(),
+                vlan: vlan(4094, None),
+            },
+        ),
+        // dracut: vlan=<vlanname>:<phys>, the four name conventions.
+        (
+            None,
+            Some("eth0.10:eth0"),
+            NetTarget {
+                card: name("eth0"),
+                vlan: vlan(10, Some("eth0.10")),
+            },
+        ),
+        (
+            None,
+            Some("eth0.0010:eth0"),
+            NetTarget {
+                card: name("eth0"),
+                vlan: vlan(10, Some("eth0.0010")),
+            },
+        ),
+        (
+            None,
+            Some("vlan7:eth0"),
+            NetTarget {
+                card: name("eth0"),
+                vlan: vlan(7, Some("vlan7")),
+            },
+        ),
+        (
+            None,
+            Some("vlan0007:52-54-00-12-34-56"),
+            NetTarget {
+                card: mac.clone(),
+                vlan: vlan(7, Some("vlan0007")),
+            },
+        ),
+        (
+            Some("ens3"),
+            None,
+            NetTarget {
+                card: name("ens3"),
+                vlan: None,
+            },
+        ),
+        (
+            Some("52:54:00:12:34:56"),
+            Some("10"),
+            NetTarget {
+                card: mac.clone(),
+                vlan: vlan(10, None),
+            },
+        ),
+        (
+            Some("52:54:00:12:34:56"),
+            Some("10@52-54-00-12-34-56"),
+            NetTarget {
+                card: mac.clone(),
+                vlan: vlan(10, None),
+            },
+        ),
+    ];
+    for (netdev, v, want) in cases {
+        assert_eq!(
+            &parse_target(*netdev, *v).unwrap(),
+            want,
+            "{netdev:?} {v:?}"
+        );
+    }
+    let long = "1".repeat(100);
+    let hostile: &[(Option<&str>, Option<&str>, &str)] = &[
+        (None, Some("0"), "not a number from 1 to 4094"),
+        (None, Some("4095"), "not a number from 1 to 4094"),
+        (None, Some("+10"), "not a number from 1 to 4094"),
+        (None, Some("-1"), "not a number from 1 to 4094"),
+        (None, Some(""), "not a number from 1 to 4094"),
+        (None, Some("10@"), "not an interface name"),
+        (None, Some("10@eth0;reboot"), "not an interface name"),
+        (None, Some("10@$(reboot)"), "not an interface name"),
+        (None, Some("10@eth0 up"), "not an interface name"),
+        (None, Some("10@-f"), "not an interface name"),
+        (None, Some("10@../x"), "not an interface name"),
+        (None, Some("eth0.x:eth0"), "does not end with its ID"),
+        (None, Some("bond:eth0"), "does not end with its ID"),
+        (
+            None,
+            Some("a-very-long-name.10:eth0"),
+            "not an interface name",
+        ),
+        (None, Some(&long), "longer than 64"),
+        (
+            None,
+            Some("10@eth0\nlifeboat.net=off"),
+            "not an interface name",
+        ),
+        (Some("eth0/1"), None, "not an interface name"),
+        (Some("52:54:00:12:34"), None, "not an interface name"),
+        (
+            Some("eth0"),
+            Some("10@eth1"),
+            "lifeboat.vlan names the card eth1 but lifeboat.netdev names eth0",
+        ),
+    ];
+    for (netdev, v, want) in hostile {
+        let err = format!("{:#}", parse_target(*netdev, *v).unwrap_err());
+        assert!(err.contains(want), "{netdev:?} {v:?}: {err}");
+        assert!(!err.contains('\n'), "{err:?}");
+        let arg = if v.is_some() {
+            "lifeboat.vlan="
+        } else {
+            "lifeboat.netdev="
+        };
+        assert!(
+            err.starts_with(arg) || err.starts_with("lifeboat.vlan names"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn static_and_dhcp_on_a_vlan_or_a_named_card() {
+    let here = [
+        nic("eth0", "52:54:00:aa:00:01", "0000:00:02.0"),
+        nic("eth1", "52:54:00:12:34:56", "0000:00:03.0"),
+    ];
+    let run = |cmdline: &str, layout: Option<&Layout>| {
+        let (mode, target) = parse_args(cmdline).unwrap();
+        plan_for(&mode, &target, layout, &here)
+    };
+    // A VLAN on the card of the host's default route (ens3 = eth1 by MAC).
+    let p = run(
+        "lifeboat.net=static:192.168.50.5/24,192.168.50.1,192.168.50.53 lifeboat.vlan=50",
+        Some(&host()),
+    );
+    assert_eq!(
+        ip_lines(&p),
+        [
+            "link set eth1 up",
+            "link add link eth1 name eth1.50 type vlan id 50",
+            "link set eth1.50 up",
+            "addr add 192.168.50.5/24 dev eth1.50",
+            "route replace 0.0.0.0/0 via 192.168.50.1 dev eth1.50",
+        ]
+    );
+    assert_eq!(
+        p.notes,
+        ["lifeboat: eth1.50: 192.168.50.5/24 from lifeboat.net=static (VLAN 50 on eth1)"]
+    );
+    assert_eq!(p.dns.unwrap().nameservers.len(), 1);
+    // The card by MAC (no layout), dracut's VLAN name kept.
+    let p = run(
+        "lifeboat.net=static:192.168.50.5/24 lifeboat.vlan=vlan0050:52:54:00:AA:00:01",
+        None,
+    );
+    assert_eq!(
+        ip_lines(&p)[..2],
+        [
+            "link set eth0 up",
+            "link add link eth0 name vlan0050 type vlan id 50"
+        ]
+    );
+    assert_eq!(ip_lines(&p)[3], "addr add 192.168.50.5/24 dev vlan0050");
+    // The card by the host's name in the layout; no VLAN.
+    let p = run(
+        "lifeboat.net=static:10.0.2.60/24 lifeboat.netdev=ens3",
+        Some(&host()),
+    );
+    assert_eq!(
+        ip_lines(&p),
+        ["link set eth1 up", "addr add 10.0.2.60/24 dev eth1"]
+    );
+    assert_eq!(
+        p.notes,
+        ["lifeboat: eth1: 10.0.2.60/24 from lifeboat.net=static"]
+    );
+    // DHCP on the VLAN only.
+    let p = run("lifeboat.net=dhcp lifeboat.vlan=20@eth0", None);
+    assert_eq!(
+        ip_lines(&p),
+        [
+            "link set eth0 up",
+            "link add link eth0 name eth0.20 type vlan id 20",
+            "link set eth0.20 up",
+        ]
+    );
+    assert_eq!(p.dhcp, ["eth0.20"]);
+    // A card that is not here: the network stays off, one line.
+    let p = run(
+        "lifeboat.net=static:10.0.2.60/24 lifeboat.vlan=10@52:54:00:ff:ff:ff",
+        None,
+    );
+    assert_eq!(p.ip.len() + p.dhcp.len(), 0);
+    assert_eq!(
+        p.notes,
+        [
+            "lifeboat: network off: lifeboat.netdev/lifeboat.vlan card 52:54:00:ff:ff:ff: no card \
+          52:54:00:ff:ff:ff here (cards: eth0 52:54:00:aa:00:01, eth1 52:54:00:12:34:56)"
+        ]
+    );
+    // Without lifeboat.net: the layout's network, the arguments said ignored.
+    let p = run("lifeboat.vlan=50", Some(&host()));
+    assert_eq!(
+        ip_lines(&p),
+        ip_lines(&plan(&NetMode::Layout, Some(&host()), &here))
+    );
+    assert!(
+        p.notes.last().unwrap().ends_with("ignored"),
+        "{:?}",
+        p.notes
+    );
+}
+
+/// Hostile values through net-up itself: one console line, no `ip`
+/// command, no panic (the rescue boots on with the network off).
+#[test]
+fn hostile_network_arguments_leave_the_network_off() {
+    let tmp = tempfile::tempdir().unwrap();
+    crate::layout::probe::net::tests::sys_tree(
+        tmp.path(),
+        &[("eth0", "52:54:00:12:34:56", "virtio_net", "0000:00:03.0")],
+    );
+    for cmdline in [
+        "lifeboat.net=static:10.0.2.50/24 lifeboat.vlan=99999",
+        "lifeboat.net=static:10.0.2.50/24 lifeboat.vlan=\"10@eth0 type bridge\"",
+        "lifeboat.net=dhcp lifeboat.netdev=$(reboot)",
+        "lifeboat.net=static:10.0.2.50/24 lifeboat.netdev=eth9",
+        "lifeboat.net=static:10.0.2.50/24,10.0.2.2 lifeboat.vlan=10@eth0 lifeboat.netdev=eth1",
+        "lifeboat.net=static: lifeboat.vlan=10",
+        "lifeboat.vlan=\u{1b}[2J:eth0 lifeboat.net=dhcp",
+    ] {
+        let out = net_up(cmdline, Some(&host()), tmp.path(), true).unwrap();
+        assert_eq!(out.len(), 1, "{cmdline}: {out:?}");
+        assert!(
+            out[0].starts_with("lifeboat: network off: "),
+            "{cmdline}: {out:?}"
+        );
+        assert!(!out[0].contains('\u{1b}'), "{out:?}");
+    }
+}
+
+/// Bond and bridge options come back as `ip link add` arguments; the
+/// primary by its name here, once it is a member.
+#[test]
+fn bond_and_bridge_options_are_given_to_ip() {
+    let mut l = host();
+    for link in &mut l.network_config.as_mut().unwrap().links {
+        match &mut link.kind {
+            LinkKind::Bond { options, .. } => {
+                *options = BondOptions {
+                    miimon: Some(100),
+                    updelay: Some(200),
+                    downdelay: Some(300),
+                    primary: Some("ens5".into()),
+                    ..BondOptions::default()
+                }
+            }
+            LinkKind::Bridge { options, .. } => {
+                *options = BridgeOptions {
+                    stp: Some(true),
+                    forward_delay: Some(400),
+                }
+            }
+            _ => {}
+        }
+    }
+    l.network_config.as_ref().unwrap().check().unwrap();
+    let here = [
+        nic("eth0", "52:54:00:12:34:56", "0000:00:03.0"),
+        nic("eth1", "52:54:00:00:00:04", "0000:00:04.0"),
+        nic("eth2", "52:54:00:00:00:05", "0000:00:05.0"),
+    ];
+    let lines = ip_lines(&plan(&NetMode::Layout, Some(&l), &here));
+    let at = lines
+        .iter()
+        .position(|x| x.starts_with("link add bond0"))
+        .unwrap();
+    assert_eq!(
+        lines[at..at + 8],
+        [
+            "link add bond0 type bond mode active-backup miimon 100 updelay 200 downdelay 300",
+            "link set eth1 down",
+            "link set eth1 master bond0",
+            "link set eth2 down",
+            "link set eth2 master bond0",
+            "link set bond0 type bond primary eth2",
+            "link set bond0 up",
+            "link add br0 type bridge forward_delay 400 stp_state 1",
+        ]
+    );
+    // The primary's card missing here: no primary; the bond is made.
+    let lines = ip_lines(&plan(&NetMode::Layout, Some(&l), &here[..2]));
+    assert!(lines
+        .iter()
+        .any(|x| x.starts_with("link add bond0 type bond mode active-backup miimon 100")));
+    assert!(!lines.iter().any(|x| x.contains("primary")), "{lines:?}");
+
+    // 802.3ad's own options.
+    let lacp = BondOptions {
+        lacp_rate: Some(crate::layout::LacpRate::Fast),
+        ad_select: Some(crate::layout::AdSelect::Count),
+        xmit_hash_policy: Some(crate::layout::XmitHashPolicy::Encap34),
+        ..BondOptions::default()
+    };
+    assert_eq!(
+        lacp.add_args().join(" "),
+        "lacp_rate fast ad_select count xmit_hash_policy encap3+4"
+    );
+    assert!(BondOptions::default().add_args().is_empty());
+    assert!(BridgeOptions::default().add_args().is_empty());
 }

@@ -147,3 +147,77 @@ fn console_lines_name_addresses_and_fingerprints() {
     let none = console_lines(SshServer::Dropbear, &keys, &[]);
     assert!(none[1].contains("lifeboat.net=dhcp"), "{none:?}");
 }
+
+#[test]
+fn server_chosen_by_the_setting_and_missing_ones_named() {
+    use SshServer::*;
+    use SshServerChoice as C;
+    let both = |_: SshServer| true;
+    let only = |s: SshServer| move |x: SshServer| x == s;
+    let none = |_: SshServer| false;
+    assert_eq!(SshServer::choose(C::Auto, both).unwrap(), Dropbear);
+    assert_eq!(SshServer::choose(C::Auto, only(OpenSsh)).unwrap(), OpenSsh);
+    assert_eq!(SshServer::choose(C::Openssh, both).unwrap(), OpenSsh);
+    assert_eq!(
+        SshServer::choose(C::Dropbear, only(Dropbear)).unwrap(),
+        Dropbear
+    );
+    let err = SshServer::choose(C::Dropbear, only(OpenSsh))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "rescue.ssh_server = dropbear but dropbear or dropbearkey is missing: install \
+         the Debian package dropbear-bin (or set rescue.ssh_server = auto)"
+    );
+    let err = SshServer::choose(C::Openssh, only(Dropbear))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("the Debian package openssh-server"), "{err}");
+    let err = SshServer::choose(C::Auto, none).unwrap_err().to_string();
+    assert!(
+        err.contains("install dropbear-bin (lighter) or openssh-server"),
+        "{err}"
+    );
+}
+
+/// The host keys dropbearkey makes at boot: the fingerprint the console
+/// shows is the one dropbearkey prints and the one `ssh-keygen -l` (what
+/// ssh's prompt shows) computes from the public key dropbear serves.
+#[test]
+fn dropbear_host_keys_and_their_fingerprints() {
+    let dir = tempfile::tempdir().unwrap();
+    for (kind, file) in SshServer::Dropbear.host_keys() {
+        let file = dir.path().join(Path::new(file).file_name().unwrap());
+        let key = host_key(SshServer::Dropbear, kind, &file)
+            .expect("dropbearkey (Debian dropbear-bin, scripts/install-deps.sh) runs");
+        let again = host_key(SshServer::Dropbear, kind, &file).unwrap();
+        assert_eq!(key, again, "a second call generates no new key");
+        let shown = Cmd::new("dropbearkey")
+            .args(["-y", "-f"])
+            .arg(&file)
+            .read()
+            .unwrap();
+        let printed = shown
+            .lines()
+            .find_map(|l| l.strip_prefix("Fingerprint: "))
+            .unwrap_or_else(|| panic!("no fingerprint from dropbearkey:\n{shown}"));
+        assert_eq!(key.fingerprint(), printed.trim());
+        let pub_file = dir.path().join("pub");
+        let line = shown.lines().find(|l| l.starts_with(&key.kind)).unwrap();
+        std::fs::write(&pub_file, format!("{line}\n")).unwrap();
+        let keygen = Cmd::new("ssh-keygen")
+            .args(["-l", "-f"])
+            .arg(&pub_file)
+            .read()
+            .unwrap();
+        assert_eq!(
+            keygen.split_whitespace().nth(1),
+            Some(key.fingerprint().as_str()),
+            "{keygen}"
+        );
+        assert!(keygen
+            .trim_end()
+            .ends_with(&format!("({})", key.short_kind())));
+    }
+}

@@ -1,4 +1,5 @@
 use super::*;
+use crate::layout::{AdSelect, LacpRate, XmitHashPolicy};
 
 fn fixture(name: &str) -> String {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -71,13 +72,15 @@ fn links_addresses_and_kinds_from_recorded_ip_json() {
         l("bond0").kind,
         LinkKind::Bond {
             mode: BondMode::ActiveBackup,
-            members: vec!["eth1".into(), "eth2".into()]
+            members: vec!["eth1".into(), "eth2".into()],
+            options: BondOptions::default(),
         }
     );
     assert_eq!(
         l("br0").kind,
         LinkKind::Bridge {
-            members: vec!["bond0".into()]
+            members: vec!["bond0".into()],
+            options: BridgeOptions::default(),
         }
     );
     assert_eq!(l("br0").mtu, Some(1400));
@@ -257,4 +260,121 @@ fn a_fixture_tree_captures_no_network_configuration() {
         ..CaptureOptions::default()
     };
     assert_eq!(capture(&opts, &[]), None);
+}
+
+/// Bond and bridge options from `ip -json -details` as a rescue kernel
+/// printed them (tests/fixtures/netcfg/record.sh, `options`): kept when not
+/// the kernel's default and when the bond's mode uses them.
+#[test]
+fn bond_and_bridge_options_from_recorded_ip_json() {
+    let links: Vec<IpLink> = serde_json::from_str(&fixture("options.json")).unwrap();
+    let cards = [
+        nic("eth0", "52:54:00:12:34:56"),
+        nic("eth1", "52:54:00:00:00:04"),
+        nic("eth2", "52:54:00:00:00:05"),
+    ];
+    let c = from_kernel(&links, &[], &cards, Dns::default());
+    c.check().unwrap();
+    let kind = |n: &str| c.link(n).unwrap().kind.clone();
+    assert_eq!(
+        kind("bond0"),
+        LinkKind::Bond {
+            mode: BondMode::Lacp,
+            members: vec!["eth1".into(), "eth2".into()],
+            options: BondOptions {
+                miimon: Some(100),
+                updelay: Some(200),
+                downdelay: Some(300),
+                lacp_rate: Some(LacpRate::Fast),
+                ad_select: Some(AdSelect::Bandwidth),
+                xmit_hash_policy: Some(XmitHashPolicy::Layer34),
+                primary: None,
+            },
+        }
+    );
+    // active-backup: the primary; its layer2 hash, slow rate, stable
+    // selection are defaults (and not its mode's) and stay out.
+    assert_eq!(
+        kind("bond1"),
+        LinkKind::Bond {
+            mode: BondMode::ActiveBackup,
+            members: vec!["eth0".into()],
+            options: BondOptions {
+                miimon: Some(50),
+                primary: Some("eth0".into()),
+                ..BondOptions::default()
+            },
+        }
+    );
+    assert_eq!(
+        kind("br0"),
+        LinkKind::Bridge {
+            members: vec!["bond0".into()],
+            options: BridgeOptions {
+                stp: Some(true),
+                forward_delay: Some(400),
+            },
+        }
+    );
+    // What the layout file holds, and that it reads back the same.
+    let json = serde_json::to_value(&c).unwrap();
+    let br0 = json["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"] == "br0")
+        .unwrap();
+    assert_eq!(
+        br0["kind"],
+        serde_json::json!({"type": "bridge", "members": ["bond0"],
+                           "options": {"stp": true, "forward_delay": 400}})
+    );
+    let back: NetConfig = serde_json::from_value(json).unwrap();
+    assert_eq!(back, c);
+    assert!(
+        c.describe().iter().any(|l| l.contains(
+            "bond 802.3ad of eth1 eth2 (miimon 100 updelay 200 downdelay 300 \
+                             lacp_rate fast ad_select bandwidth xmit_hash_policy layer3+4)"
+        )),
+        "{:?}",
+        c.describe()
+    );
+}
+
+/// A layout written before the options (no `options` key) loads with
+/// none; a bond with no option set writes none; a primary that is not a
+/// member, or a value outside the known sets, is refused.
+#[test]
+fn bond_options_are_optional_and_checked() {
+    let old = serde_json::json!({"links": [
+        {"name": "eth1", "kind": {"type": "ethernet", "mac": "52:54:00:00:00:04"}, "mtu": 1500},
+        {"name": "bond0", "kind": {"type": "bond", "mode": "802.3ad", "members": ["eth1"]},
+         "mtu": 1500},
+        {"name": "br0", "kind": {"type": "bridge", "members": ["bond0"]}, "mtu": 1500}
+    ]});
+    let c: NetConfig = serde_json::from_value(old.clone()).unwrap();
+    c.check().unwrap();
+    assert!(matches!(&c.links[1].kind, LinkKind::Bond { options, .. } if options.is_empty()));
+    let written = serde_json::to_value(&c).unwrap();
+    for i in 0..3 {
+        assert_eq!(written["links"][i]["kind"], old["links"][i]["kind"]);
+    }
+
+    let mut bad = old.clone();
+    bad["links"][1]["kind"]["options"] = serde_json::json!({"primary": "eth9"});
+    let c: NetConfig = serde_json::from_value(bad).unwrap();
+    let err = format!("{:#}", c.check().unwrap_err());
+    assert!(
+        err.contains("links[1].kind.options") && err.contains("not one of its members"),
+        "{err}"
+    );
+    for (k, v) in [
+        ("lacp_rate", "turbo"),
+        ("xmit_hash_policy", "layer9"),
+        ("miimon", "-1"),
+    ] {
+        let mut bad = old.clone();
+        bad["links"][1]["kind"]["options"] = serde_json::json!({k: v});
+        assert!(serde_json::from_value::<NetConfig>(bad).is_err(), "{k} {v}");
+    }
 }
