@@ -12,6 +12,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::copies::{assert_copy_of, entries};
 use common::servers::{self, Sshd};
 use common::*;
 
@@ -292,47 +293,6 @@ fn scheduled_run_status_and_check_on_a_borg_repository() {
         "borg:{dir}/repo",
         "[borg]\npasscommand = \"cat {dir}/password\"\n",
     );
-}
-
-/// The folders in `dir`, sorted.
-fn entries(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    v.sort();
-    v
-}
-
-/// The copy folder `copy` holds exactly the image of `output` as built
-/// (every file of rescue.json, rescue.json itself) and the layout built
-/// in, byte for byte.
-fn assert_copy_of(copy: &Path, output: &Path) {
-    let rec = lifeboat::rescue::BuildRecord::load(output).unwrap();
-    let mut want: Vec<String> = rec.files.iter().map(|f| f.name.clone()).collect();
-    want.push("rescue.json".into());
-    for f in &rec.files {
-        assert_eq!(
-            lifeboat::rescue::sha256_file(&copy.join(&f.name)).unwrap(),
-            f.sha256,
-            "{} in {}",
-            f.name,
-            copy.display()
-        );
-    }
-    assert_eq!(
-        std::fs::read(copy.join("rescue.json")).unwrap(),
-        std::fs::read(output.join("rescue.json")).unwrap()
-    );
-    if let Some(l) = &rec.layout {
-        want.push("layout.json".into());
-        assert_eq!(
-            std::fs::read(copy.join("layout.json")).unwrap(),
-            std::fs::read(l).unwrap()
-        );
-    }
-    want.sort();
-    assert_eq!(entries(copy), want, "{}", copy.display());
 }
 
 fn host() -> String {

@@ -182,6 +182,16 @@ pub struct Copied {
     pub removed: Vec<String>,
 }
 
+impl Copied {
+    /// The copy's name and the old copies removed, for one console line.
+    pub fn summary(&self) -> String {
+        match self.removed.is_empty() {
+            true => self.name.clone(),
+            false => format!("{} (removed {})", self.name, self.removed.join(", ")),
+        }
+    }
+}
+
 /// `OUTPUT/rescue-copy.json`: the last attempt, and the last copy made.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CopyRecord {
