@@ -124,7 +124,7 @@ impl Sftp {
             .collect())
     }
 
-    /// The copy: upload into a temporary folder, sizes checked, renamed,
+    /// The copy: upload into a temporary folder, read back and checked by SHA-256, renamed,
     /// old copies removed. Returns the names removed.
     pub fn copy(&self, plan: &Plan, keep: usize, ssh_options: &[String]) -> Result<Vec<String>> {
         crate::exec::require(&["sftp"])?;
