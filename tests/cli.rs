@@ -1371,7 +1371,8 @@ fn notify_test_and_failed_unit_reach_command_and_sendmail() {
 
 /// A state folder as a healthy host has it: a snapshot (the layout captured
 /// from the Debian test guest) taken 5 h ago, a rescue image built from it
-/// 2 h ago, a backup finished 3 h ago and verified. Returns the config.
+/// 2 h ago and copied off the host 1 h ago, a backup finished 3 h ago and
+/// verified. Returns the config.
 fn healthy_state(s: &Scratch) -> std::path::PathBuf {
     use lifeboat::util::{now_epoch, rfc3339, stamp};
     let now = now_epoch();
@@ -1393,6 +1394,17 @@ fn healthy_state(s: &Scratch) -> std::path::PathBuf {
         "build_seconds": 12.0
     });
     std::fs::write(state.join("rescue/rescue.json"), rec.to_string()).unwrap();
+    // Copied off the host 1 h ago (rescue.destination below).
+    let copied = serde_json::json!({
+        "destination": "/srv/rescue-copies", "name": "nas", "copied_at": rfc3339(now - 3600),
+        "image_built_at": rec["built_at"], "files": ["initrd", "rescue.json"], "bytes": 2,
+        "removed": []
+    });
+    let copy_rec = serde_json::json!({
+        "destination": "/srv/rescue-copies", "attempted_at": rfc3339(now - 3600),
+        "image_built_at": rec["built_at"], "ok": true, "error": null, "last_copy": copied
+    });
+    std::fs::write(state.join("rescue/rescue-copy.json"), copy_rec.to_string()).unwrap();
     let finished = now - 3 * 3600;
     let id = stamp(finished);
     let gen = s.join("backup").join(&id);
@@ -1418,7 +1430,8 @@ fn healthy_state(s: &Scratch) -> std::path::PathBuf {
     std::fs::write(
         &cfg,
         format!(
-            "state_dir = \"{}\"\n[backup]\ndestination = \"{}\"\n",
+            "state_dir = \"{}\"\n[rescue]\ndestination = \"/srv/rescue-copies\"\n\
+             [backup]\ndestination = \"{}\"\n",
             state.display(),
             s.join("backup").display()
         ),
@@ -1518,8 +1531,17 @@ fn zabbix_user_parameters_feed_every_template_item() {
             assert!(keys.contains(&k), "trigger {e} names no item");
         }
     }
-    assert_eq!(checked, 6);
+    assert_eq!(checked, 8);
     assert_eq!(status["metrics"]["lifeboat_check_state"], 0);
+    assert_eq!(status["metrics"]["lifeboat_rescue_copy_current"], 1);
+    let copy_age = status["metrics"]["lifeboat_rescue_copy_age_seconds"]
+        .as_i64()
+        .unwrap();
+    assert!((3600..3700).contains(&copy_age), "{copy_age}");
+    for key in ["lifeboat.rescue_copy_age", "lifeboat.rescue_copy_current"] {
+        let item = items.iter().find(|i| i["key"] == key).unwrap();
+        assert_eq!(item["triggers"].as_array().map(Vec::len), Some(1), "{key}");
+    }
     assert_eq!(status["metrics"]["lifeboat_layout_drift"], 0);
     assert_eq!(status["metrics"]["lifeboat_backup_verified"], 1);
     let age = status["metrics"]["lifeboat_rescue_age_seconds"]
