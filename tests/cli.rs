@@ -42,6 +42,78 @@ fn assert_one_line_error(code: i32, err: &str, needle: &str) {
     );
 }
 
+/// `mkrescue --copy-only` builds nothing and copies the image in the
+/// output folder as rescue.json records it: refused without an image or
+/// without rescue.destination; a file changed since the build fails the
+/// copy (exit 2, nothing left in the destination); the image as built is
+/// copied under HOST-STAMP.
+#[test]
+fn mkrescue_copy_only_copies_the_image_as_recorded() {
+    let s = Scratch::new("cli-copy-only");
+    let out = s.join("rescue");
+    let o = out.to_str().unwrap();
+    let cfg = s.join("lifeboat.toml");
+    let c = cfg.to_str().unwrap();
+    std::fs::write(&cfg, "").unwrap();
+    let (code, _, err) = run_lifeboat(["--config", c, "mkrescue", "--copy-only", "-o", o]);
+    assert_one_line_error(code, &err, &format!("no rescue image to copy in {o}"));
+
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("initrd"), "the initrd").unwrap();
+    let rec = serde_json::json!({
+        "lifeboat_version": "0.1.0", "built_at": "2026-12-07T20:07:41Z",
+        "kernel_version": "6.1.0-30-amd64", "kernel_image": "/boot/vmlinuz-6.1.0-30-amd64",
+        "compression": "zstd", "cmdline": "console=ttyS0",
+        "files": [{"name": "initrd", "bytes": 10,
+                   "sha256": lifeboat::rescue::sha256_file(&out.join("initrd")).unwrap()}],
+        "modules": 1, "firmware_files": 0, "programs": 1, "libraries": 1,
+        "build_seconds": 12.0
+    });
+    std::fs::write(out.join("rescue.json"), rec.to_string()).unwrap();
+    let (code, _, err) = run_lifeboat(["--config", c, "mkrescue", "--copy-only", "-o", o]);
+    assert_one_line_error(code, &err, "rescue.destination is not set");
+
+    let dest = s.join("copies");
+    std::fs::write(
+        &cfg,
+        format!("[rescue]\ndestination = \"{}\"\n", dest.display()),
+    )
+    .unwrap();
+    std::fs::write(out.join("initrd"), "the INITRD").unwrap();
+    let (code, _, err) = run_lifeboat(["--config", c, "mkrescue", "--copy-only", "-o", o]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("initrd read back differs from the image"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&dest).unwrap().count(),
+        0,
+        "a copy stayed"
+    );
+
+    std::fs::write(out.join("initrd"), "the initrd").unwrap();
+    let (code, stdout, err) = run_lifeboat(["--config", c, "mkrescue", "--copy-only", "-o", o]);
+    assert_eq!(code, 0, "{err}");
+    let host = lifeboat::util::hostname();
+    let name = format!("{host}-20261207T200741Z");
+    assert_eq!(
+        stdout,
+        format!(
+            "rescue image of 2026-12-07T20:07:41Z copied to {}: {name}\n",
+            dest.display()
+        )
+    );
+    assert_eq!(
+        std::fs::read(dest.join(&name).join("initrd")).unwrap(),
+        b"the initrd"
+    );
+    assert_eq!(
+        std::fs::read(dest.join(&name).join("rescue.json")).unwrap(),
+        std::fs::read(out.join("rescue.json")).unwrap()
+    );
+}
+
 #[test]
 fn mkrescue_bad_input_gives_one_line_errors() {
     let s = Scratch::new("cli-bad");
