@@ -92,4 +92,57 @@ for pkg in "${sb_debs[@]}"; do
 done
 rm -rf "$sb_root" && mv "$sb_root.new" "$sb_root"
 
+# Off-host copies of the rescue image over NFS and CIFS
+# (tests/qemu_offhost.rs): the test runs its own smbd and NFS-Ganesha on
+# 127.0.0.1, never the packages' services. Samba is installed with its
+# services kept from starting (a policy-rc.d while apt runs) and disabled;
+# NFS-Ganesha (whose package pulls in rpcbind and nfs-common and starts its
+# service) is only unpacked, beside its libraries from apt. The guest's NFS
+# and CIFS clients (nfs-common, cifs-utils and what the Debian test image
+# lacks of their dependencies) are .debs that the guest installs.
+policy=/usr/sbin/policy-rc.d own_policy=no
+if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod 0755 "$policy"
+    own_policy=yes
+    trap 'rm -f "$policy"' EXIT
+fi
+apt-get install -y -qq --no-install-recommends samba \
+    libntirpc4.3 liburcu8 libnfsidmap1 libwbclient0 >/dev/null
+if [ "$own_policy" = yes ]; then
+    rm -f "$policy"
+    trap - EXIT
+fi
+for unit in smbd nmbd samba-ad-dc; do
+    if [ -d /run/systemd/system ]; then
+        systemctl disable --now "$unit.service" >/dev/null 2>&1 || true
+    fi
+    update-rc.d "$unit" disable >/dev/null 2>&1 || true
+done
+# $1: folder, then packages: their candidate .debs in the folder (older
+# versions removed).
+fetch_debs() {
+    local dir=$1 pkg version
+    shift
+    mkdir -p "$dir"
+    for pkg in "$@"; do
+        version=$(apt-cache policy "$pkg" | sed -n 's/^  Candidate: //p')
+        if ! compgen -G "$dir/${pkg}_${version//:/%3a}_*.deb" >/dev/null; then
+            rm -f "$dir/${pkg}"_*.deb
+            (cd "$dir" && apt-get download -qq "$pkg=$version")
+        fi
+    done
+}
+ganesha_debs=/var/cache/lifeboat-test/debs/nfs-ganesha
+ganesha_root=/var/cache/lifeboat-test/nfs-ganesha/root
+fetch_debs "$ganesha_debs" nfs-ganesha nfs-ganesha-vfs
+rm -rf "$ganesha_root.new" && mkdir -p "$ganesha_root.new"
+for deb in "$ganesha_debs"/*.deb; do
+    dpkg-deb -x "$deb" "$ganesha_root.new"
+done
+rm -rf "$ganesha_root" && mv "$ganesha_root.new" "$ganesha_root"
+fetch_debs /var/cache/lifeboat-test/debs/netfs-client \
+    nfs-common cifs-utils keyutils rpcbind ucf sensible-utils libnfsidmap1 \
+    libevent-core-2.1-7 libwrap0 libldap-2.5-0 libsasl2-2 libsasl2-modules-db \
+    libtalloc2 libwbclient0
+
 echo "install-deps: done ($(qemu-system-x86_64 --version | head -n1))"

@@ -42,6 +42,78 @@ fn assert_one_line_error(code: i32, err: &str, needle: &str) {
     );
 }
 
+/// `mkrescue --copy-only` builds nothing and copies the image in the
+/// output folder as rescue.json records it: refused without an image or
+/// without rescue.destination; a file changed since the build fails the
+/// copy (exit 2, nothing left in the destination); the image as built is
+/// copied under HOST-STAMP.
+#[test]
+fn mkrescue_copy_only_copies_the_image_as_recorded() {
+    let s = Scratch::new("cli-copy-only");
+    let out = s.join("rescue");
+    let o = out.to_str().unwrap();
+    let cfg = s.join("lifeboat.toml");
+    let c = cfg.to_str().unwrap();
+    std::fs::write(&cfg, "").unwrap();
+    let (code, _, err) = run_lifeboat(["--config", c, "mkrescue", "--copy-only", "-o", o]);
+    assert_one_line_error(code, &err, &format!("no rescue image to copy in {o}"));
+
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("initrd"), "the initrd").unwrap();
+    let rec = serde_json::json!({
+        "lifeboat_version": "0.1.0", "built_at": "2026-12-07T20:07:41Z",
+        "kernel_version": "6.1.0-30-amd64", "kernel_image": "/boot/vmlinuz-6.1.0-30-amd64",
+        "compression": "zstd", "cmdline": "console=ttyS0",
+        "files": [{"name": "initrd", "bytes": 10,
+                   "sha256": lifeboat::rescue::sha256_file(&out.join("initrd")).unwrap()}],
+        "modules": 1, "firmware_files": 0, "programs": 1, "libraries": 1,
+        "build_seconds": 12.0
+    });
+    std::fs::write(out.join("rescue.json"), rec.to_string()).unwrap();
+    let (code, _, err) = run_lifeboat(["--config", c, "mkrescue", "--copy-only", "-o", o]);
+    assert_one_line_error(code, &err, "rescue.destination is not set");
+
+    let dest = s.join("copies");
+    std::fs::write(
+        &cfg,
+        format!("[rescue]\ndestination = \"{}\"\n", dest.display()),
+    )
+    .unwrap();
+    std::fs::write(out.join("initrd"), "the INITRD").unwrap();
+    let (code, _, err) = run_lifeboat(["--config", c, "mkrescue", "--copy-only", "-o", o]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("initrd read back differs from the image"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&dest).unwrap().count(),
+        0,
+        "a copy stayed"
+    );
+
+    std::fs::write(out.join("initrd"), "the initrd").unwrap();
+    let (code, stdout, err) = run_lifeboat(["--config", c, "mkrescue", "--copy-only", "-o", o]);
+    assert_eq!(code, 0, "{err}");
+    let host = lifeboat::util::hostname();
+    let name = format!("{host}-20261207T200741Z");
+    assert_eq!(
+        stdout,
+        format!(
+            "rescue image of 2026-12-07T20:07:41Z copied to {}: {name}\n",
+            dest.display()
+        )
+    );
+    assert_eq!(
+        std::fs::read(dest.join(&name).join("initrd")).unwrap(),
+        b"the initrd"
+    );
+    assert_eq!(
+        std::fs::read(dest.join(&name).join("rescue.json")).unwrap(),
+        std::fs::read(out.join("rescue.json")).unwrap()
+    );
+}
+
 #[test]
 fn mkrescue_bad_input_gives_one_line_errors() {
     let s = Scratch::new("cli-bad");
@@ -1371,7 +1443,8 @@ fn notify_test_and_failed_unit_reach_command_and_sendmail() {
 
 /// A state folder as a healthy host has it: a snapshot (the layout captured
 /// from the Debian test guest) taken 5 h ago, a rescue image built from it
-/// 2 h ago, a backup finished 3 h ago and verified. Returns the config.
+/// 2 h ago and copied off the host 1 h ago, a backup finished 3 h ago and
+/// verified. Returns the config.
 fn healthy_state(s: &Scratch) -> std::path::PathBuf {
     use lifeboat::util::{now_epoch, rfc3339, stamp};
     let now = now_epoch();
@@ -1393,6 +1466,17 @@ fn healthy_state(s: &Scratch) -> std::path::PathBuf {
         "build_seconds": 12.0
     });
     std::fs::write(state.join("rescue/rescue.json"), rec.to_string()).unwrap();
+    // Copied off the host 1 h ago (rescue.destination below).
+    let copied = serde_json::json!({
+        "destination": "/srv/rescue-copies", "name": "nas", "copied_at": rfc3339(now - 3600),
+        "image_built_at": rec["built_at"], "files": ["initrd", "rescue.json"], "bytes": 2,
+        "removed": []
+    });
+    let copy_rec = serde_json::json!({
+        "destination": "/srv/rescue-copies", "attempted_at": rfc3339(now - 3600),
+        "image_built_at": rec["built_at"], "ok": true, "error": null, "last_copy": copied
+    });
+    std::fs::write(state.join("rescue/rescue-copy.json"), copy_rec.to_string()).unwrap();
     let finished = now - 3 * 3600;
     let id = stamp(finished);
     let gen = s.join("backup").join(&id);
@@ -1418,7 +1502,8 @@ fn healthy_state(s: &Scratch) -> std::path::PathBuf {
     std::fs::write(
         &cfg,
         format!(
-            "state_dir = \"{}\"\n[backup]\ndestination = \"{}\"\n",
+            "state_dir = \"{}\"\n[rescue]\ndestination = \"/srv/rescue-copies\"\n\
+             [backup]\ndestination = \"{}\"\n",
             state.display(),
             s.join("backup").display()
         ),
@@ -1518,8 +1603,17 @@ fn zabbix_user_parameters_feed_every_template_item() {
             assert!(keys.contains(&k), "trigger {e} names no item");
         }
     }
-    assert_eq!(checked, 6);
+    assert_eq!(checked, 8);
     assert_eq!(status["metrics"]["lifeboat_check_state"], 0);
+    assert_eq!(status["metrics"]["lifeboat_rescue_copy_current"], 1);
+    let copy_age = status["metrics"]["lifeboat_rescue_copy_age_seconds"]
+        .as_i64()
+        .unwrap();
+    assert!((3600..3700).contains(&copy_age), "{copy_age}");
+    for key in ["lifeboat.rescue_copy_age", "lifeboat.rescue_copy_current"] {
+        let item = items.iter().find(|i| i["key"] == key).unwrap();
+        assert_eq!(item["triggers"].as_array().map(Vec::len), Some(1), "{key}");
+    }
     assert_eq!(status["metrics"]["lifeboat_layout_drift"], 0);
     assert_eq!(status["metrics"]["lifeboat_backup_verified"], 1);
     let age = status["metrics"]["lifeboat_rescue_age_seconds"]

@@ -12,6 +12,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::copies::{assert_copy_of, entries};
 use common::servers::{self, Sshd};
 use common::*;
 
@@ -72,8 +73,17 @@ impl Machine {
     }
 
     fn lifeboat(&self, args: &[&str]) -> (i32, String, String) {
+        self.lifeboat_with_path(None, args)
+    }
+
+    /// [`Machine::lifeboat`] with `dir` first on PATH (wrappers of tools).
+    fn lifeboat_with_path(&self, dir: Option<&Path>, args: &[&str]) -> (i32, String, String) {
         let mut cmd = Command::new(lifeboat());
         cmd.arg("--config").arg(&self.config).args(args);
+        if let Some(d) = dir {
+            let path = std::env::var("PATH").unwrap_or_default();
+            cmd.env("PATH", format!("{}:{path}", d.display()));
+        }
         let out = common::without_engine_secrets(&mut cmd).output().unwrap();
         (
             out.status.code().unwrap_or(-1),
@@ -294,47 +304,6 @@ fn scheduled_run_status_and_check_on_a_borg_repository() {
     );
 }
 
-/// The folders in `dir`, sorted.
-fn entries(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    v.sort();
-    v
-}
-
-/// The copy folder `copy` holds exactly the image of `output` as built
-/// (every file of rescue.json, rescue.json itself) and the layout built
-/// in, byte for byte.
-fn assert_copy_of(copy: &Path, output: &Path) {
-    let rec = lifeboat::rescue::BuildRecord::load(output).unwrap();
-    let mut want: Vec<String> = rec.files.iter().map(|f| f.name.clone()).collect();
-    want.push("rescue.json".into());
-    for f in &rec.files {
-        assert_eq!(
-            lifeboat::rescue::sha256_file(&copy.join(&f.name)).unwrap(),
-            f.sha256,
-            "{} in {}",
-            f.name,
-            copy.display()
-        );
-    }
-    assert_eq!(
-        std::fs::read(copy.join("rescue.json")).unwrap(),
-        std::fs::read(output.join("rescue.json")).unwrap()
-    );
-    if let Some(l) = &rec.layout {
-        want.push("layout.json".into());
-        assert_eq!(
-            std::fs::read(copy.join("layout.json")).unwrap(),
-            std::fs::read(l).unwrap()
-        );
-    }
-    want.sort();
-    assert_eq!(entries(copy), want, "{}", copy.display());
-}
-
 fn host() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .unwrap()
@@ -508,9 +477,26 @@ fn rescue_image_copies_in_a_directory() {
     );
 }
 
+/// A wrapper of sftp that runs the real one and then, after a session
+/// that uploaded the initrd, flips one of its bytes where it landed (the
+/// server is this machine) and notes that in `damaged` beside itself.
+const DAMAGING_SFTP: &str = r#"#!/bin/bash
+batch=$(cat)
+printf '%s\n' "$batch" | /usr/bin/sftp "$@"
+rc=$?
+target=$(printf '%s\n' "$batch" | sed -n 's|^put "initrd" "\(.*/initrd\)"$|\1|p')
+if [ -n "$target" ] && [ -f "$target" ]; then
+    b=$(od -An -tu1 -j4096 -N1 "$target" | tr -d ' ')
+    printf "\\$(printf '%03o' $((b ^ 255)))" | dd of="$target" bs=1 seek=4096 conv=notrunc status=none
+    echo "$target" >> "$(dirname "$0")/damaged"
+fi
+exit $rc
+"#;
+
 /// rescue.destination over SFTP (a real sshd on a loopback port): each
-/// build copied under HOST-STAMP byte for byte, `keep_copies` honoured,
-/// and a server that is gone makes a warning and a failed-copy check.
+/// build copied under HOST-STAMP byte for byte, `keep_copies` honoured, a
+/// copy damaged on the server refused by its SHA-256 read back, and a
+/// server that is gone makes a warning and a failed-copy check.
 #[test]
 fn rescue_image_copies_over_sftp() {
     require_root!();
@@ -555,6 +541,28 @@ fn rescue_image_copies_over_sftp() {
     assert_eq!(entries(&remote), vec![names[1].clone()], "keep_copies = 1");
     let j = m.status_json();
     assert_eq!(j["facts"]["rescue_copy"]["current"], true, "{j:#}");
+
+    // A copy damaged on the server after the upload (same size: a byte of
+    // the initrd flipped by a wrapper of sftp once the upload session
+    // ends) is caught by the read-back and never renamed into place.
+    let wrap = m.s.join("wrap");
+    std::fs::create_dir_all(&wrap).unwrap();
+    std::fs::write(wrap.join("sftp"), DAMAGING_SFTP).unwrap();
+    sh(&format!("chmod 0755 '{}/sftp'", wrap.display()));
+    let (code, out, err) = m.lifeboat_with_path(Some(&wrap), &["mkrescue"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        std::fs::read_to_string(m.s.join("wrap/damaged")).is_ok(),
+        "the wrapper damaged nothing:\n{err}"
+    );
+    assert!(
+        err.contains(&format!("copying the rescue image to {spec} failed"))
+            && err.contains("initrd read back differs from the image"),
+        "{err}"
+    );
+    assert_eq!(entries(&remote), vec![names[1].clone()], "{err}");
+    let j = m.status_json();
+    assert_eq!(j["facts"]["rescue_copy"]["current"], false, "{j:#}");
 
     // The server is gone: the build stands, the copy is a warning.
     drop(sshd);

@@ -70,6 +70,11 @@ pub struct MkrescueArgs {
     /// with dpkg-deb -x).
     #[arg(long, value_name = "DIR")]
     pub secure_boot_root: Option<PathBuf>,
+    /// Build nothing: copy the image already in the output folder to
+    /// rescue.destination again (after fixing the share or the server).
+    /// Exit 2 when the copy fails.
+    #[arg(long, conflicts_with_all = ["usb", "pxe", "include_backup"])]
+    pub copy_only: bool,
     #[command(flatten)]
     pub media: super::media::MediaArgs,
 }
@@ -141,6 +146,9 @@ pub fn mkrescue(args: MkrescueArgs, cfg: &Config) -> Result<u8> {
         secure_boot_root: args.secure_boot_root,
         ..crate::schedule::run::rescue_options(&c, c.rescue.layout.value.as_deref())
     };
+    if args.copy_only {
+        return copy_only(&c, &opts.output);
+    }
     let Some(opts) = super::media::before_build(&args.media, opts)? else {
         return Ok(0);
     };
@@ -168,6 +176,33 @@ pub fn mkrescue(args: MkrescueArgs, cfg: &Config) -> Result<u8> {
     }
     super::media::after_build(&args.media, &opts, &rec)?;
     Ok(0)
+}
+
+/// `mkrescue --copy-only`: the image in `output` as recorded in its
+/// rescue.json, copied to rescue.destination (recorded, and a failure sent
+/// as a notice, as after a build).
+fn copy_only(cfg: &Config, output: &std::path::Path) -> Result<u8> {
+    let rec = rescue::BuildRecord::load(output)
+        .with_context(|| format!("no rescue image to copy in {}", output.display()))?;
+    match rescue::copy::after_build(cfg, output, &rec) {
+        None => anyhow::bail!(
+            "rescue.destination is not set: nothing to copy the image in {} to",
+            output.display()
+        ),
+        Some(Ok(copied)) => {
+            println!(
+                "rescue image of {} copied to {}: {}",
+                rec.built_at,
+                copied.destination,
+                copied.summary()
+            );
+            Ok(0)
+        }
+        Some(Err(e)) => Err(e.context(format!(
+            "copying the rescue image in {} failed (the image is kept)",
+            output.display()
+        ))),
+    }
 }
 
 pub fn internal(cmd: InternalCmd) -> Result<u8> {

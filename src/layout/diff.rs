@@ -8,7 +8,8 @@
 //! identities before comparing, so `sda`/`sdb` swapping names is no change.
 //! Volatile fields are ignored: capture time, lifeboat and kernel versions,
 //! used bytes, active flags, kernel names and paths, the VG metadata text,
-//! `needed_reason`, BootCurrent.
+//! `needed_reason`, BootCurrent. The network configuration (layout 1.1)
+//! is compared by link name, route destination and device, and DNS.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -35,7 +36,8 @@ pub struct Change {
     /// What sort of object: `disk`, `partition`, `md array`, `LUKS device`,
     /// `physical volume`, `volume group`, `logical volume`, `file system`,
     /// `btrfs subvolume`, `swap`, `mount`, `fstab entry`, `crypttab entry`,
-    /// `mdadm.conf array`, `EFI boot entry`, `unsupported`, `host`, `boot`.
+    /// `mdadm.conf array`, `EFI boot entry`, `unsupported`, `host`, `boot`,
+    /// `network link`, `route`, `DNS`.
     pub object: String,
     /// The object in words, with its identity: `disk serial LB01 (/dev/sda)`.
     pub id: String,
@@ -171,8 +173,9 @@ fn each<T: Serialize>(
     list.iter().map(|x| item(n, key(x), words(x), x)).collect()
 }
 
-/// Everything the diff compares, by kind, in the order of the report.
-fn items(l: &Layout) -> Vec<(&'static str, Vec<Item>)> {
+/// Everything the diff compares, by kind, in the order of the report
+/// (the network configuration when `net`).
+fn items(l: &Layout, net: bool) -> Vec<(&'static str, Vec<Item>)> {
     let n = Names::new(l);
     let (disks, parts) = disk_items(&n, l);
     let (fss, subvols) = fs_items(&n, l);
@@ -197,7 +200,113 @@ fn items(l: &Layout) -> Vec<(&'static str, Vec<Item>)> {
     out.push(("file system", fss));
     out.push(("btrfs subvolume", subvols));
     out.extend(config_items(&n, l));
+    out.extend(net_items(l.network_config.as_ref().filter(|_| net)));
     out
+}
+
+/// A network link as compared: its kind's fields by name, addresses and
+/// members as words.
+#[derive(Serialize)]
+struct LinkView {
+    kind: &'static str,
+    mac: Option<String>,
+    vlan_parent: Option<String>,
+    vlan_id: Option<u16>,
+    bond_mode: Option<&'static str>,
+    members: Option<String>,
+    mtu: Option<u32>,
+    dhcp4: bool,
+    auto6: bool,
+    addresses: String,
+}
+
+fn link_view(k: &NetLink) -> LinkView {
+    let mut v = LinkView {
+        kind: "ethernet",
+        mac: None,
+        vlan_parent: None,
+        vlan_id: None,
+        bond_mode: None,
+        members: None,
+        mtu: k.mtu,
+        dhcp4: k.dhcp4,
+        auto6: k.auto6,
+        addresses: words(&k.addresses),
+    };
+    match &k.kind {
+        LinkKind::Ethernet { mac } => v.mac = Some(mac.clone()),
+        LinkKind::Vlan { parent, id } => {
+            v.kind = "vlan";
+            (v.vlan_parent, v.vlan_id) = (Some(parent.clone()), Some(*id));
+        }
+        LinkKind::Bond { mode, members } => {
+            v.kind = "bond";
+            (v.bond_mode, v.members) = (Some(mode.as_str()), Some(members.join(", ")));
+        }
+        LinkKind::Bridge { members } => {
+            v.kind = "bridge";
+            v.members = Some(members.join(", "));
+        }
+    }
+    v
+}
+
+/// `a, b, c` (`none` for an empty list).
+fn words<T: ToString>(list: &[T]) -> String {
+    match list.is_empty() {
+        true => "none".into(),
+        false => list.iter().map(T::to_string).collect::<Vec<_>>().join(", "),
+    }
+}
+
+/// The network configuration (layout 1.1): links by name, static routes
+/// by destination and device, and DNS when every link is static (DHCP and
+/// router advertisements change it without the admin).
+fn net_items(c: Option<&NetConfig>) -> Vec<(&'static str, Vec<Item>)> {
+    let none = Names {
+        map: BTreeMap::new(),
+    };
+    let Some(c) = c else {
+        return vec![("network link", vec![]), ("route", vec![]), ("DNS", vec![])];
+    };
+    let links = c
+        .links
+        .iter()
+        .map(|k| {
+            let v = link_view(k);
+            let what = v.mac.clone().unwrap_or_else(|| v.kind.to_string());
+            item(
+                &none,
+                k.name.clone(),
+                format!("network link {} ({what})", k.name),
+                &v,
+            )
+        })
+        .collect();
+    let route = |r: &NetRoute| format!("{} dev {}", r.destination, r.dev);
+    let routes = c
+        .routes
+        .iter()
+        .map(|r| {
+            let v = serde_json::json!({
+                "gateway": r.gateway.map(|g| g.to_string()),
+                "metric": r.metric,
+            });
+            item(&none, route(r), format!("route {}", route(r)), &v)
+        })
+        .collect();
+    let dynamic = c.links.iter().any(|k| k.dhcp4 || k.auto6);
+    let dns = match dynamic {
+        true => vec![],
+        false => {
+            let v = serde_json::json!({
+                "nameservers": words(&c.dns.nameservers),
+                "search": words(&c.dns.search),
+            });
+            vec![item(&none, "dns".into(), "DNS settings".into(), &v)]
+        }
+    };
+    vec![("network link", links), ("route", routes), ("DNS", dns)]
 }
 
 /// Disks (without their partitions) and partitions.
@@ -450,7 +559,9 @@ fn walk(path: &str, a: &Value, b: &Value, out: &mut Vec<(String, Value, Value)>)
 /// and changed objects.
 pub fn diff(old: &Layout, new: &Layout) -> Vec<Change> {
     let mut out = Vec::new();
-    let (a, b) = (items(old), items(new));
+    // A layout before 1.1 has no network configuration: not compared.
+    let net = old.network_config.is_some() && new.network_config.is_some();
+    let (a, b) = (items(old, net), items(new, net));
     for ((object, olds), (_, news)) in a.into_iter().zip(b) {
         let find = |list: &[Item], key: &str| list.iter().position(|i| i.key == key);
         for o in &olds {
@@ -711,6 +822,135 @@ pub(crate) mod tests {
                 "removed ext4 file system fs-root (/dev/mapper/vg0-root)",
                 "added ext4 file system fs-other (/dev/mapper/vg0-root)",
             ]
+        );
+    }
+
+    /// The machine with a network: ens3 (static address, default route),
+    /// a VLAN on it, a bond of ens4 and ens5, static DNS.
+    fn networked() -> Layout {
+        let link = |name: &str, kind: LinkKind, addrs: &[&str]| NetLink {
+            name: name.into(),
+            kind,
+            mtu: Some(1500),
+            dhcp4: false,
+            auto6: false,
+            addresses: addrs.iter().map(|a| IpPrefix::parse(a).unwrap()).collect(),
+        };
+        let eth = |mac: &str| LinkKind::Ethernet { mac: mac.into() };
+        let mut l = machine();
+        l.network_config = Some(NetConfig {
+            links: vec![
+                link("ens3", eth("52:54:00:12:34:56"), &["10.0.2.50/24"]),
+                link("ens4", eth("52:54:00:00:00:04"), &[]),
+                link("ens5", eth("52:54:00:00:00:05"), &[]),
+                link(
+                    "ens3.10",
+                    LinkKind::Vlan {
+                        parent: "ens3".into(),
+                        id: 10,
+                    },
+                    &["192.168.10.5/24"],
+                ),
+                link(
+                    "bond0",
+                    LinkKind::Bond {
+                        mode: BondMode::ActiveBackup,
+                        members: vec!["ens4".into(), "ens5".into()],
+                    },
+                    &["10.1.0.5/24"],
+                ),
+            ],
+            routes: vec![NetRoute {
+                destination: IpPrefix::parse("0.0.0.0/0").unwrap(),
+                gateway: Some("10.0.2.2".parse().unwrap()),
+                dev: "ens3".into(),
+                metric: None,
+            }],
+            dns: Dns {
+                nameservers: vec!["10.0.2.3".parse().unwrap()],
+                search: vec!["example.com".into()],
+            },
+        });
+        l
+    }
+
+    fn messages(old: &Layout, new: &Layout) -> Vec<String> {
+        diff(old, new).iter().map(|c| c.message.clone()).collect()
+    }
+
+    #[test]
+    fn network_changes_read_as_words() {
+        let old = networked();
+        assert_eq!(diff(&old, &networked()), vec![]);
+        let mut new = networked();
+        let c = new.network_config.as_mut().unwrap();
+        c.links[0].kind = LinkKind::Ethernet {
+            mac: "52:54:00:ab:cd:ef".into(),
+        };
+        c.links[0].addresses = vec![IpPrefix::parse("10.0.2.51/24").unwrap()];
+        c.links[3].kind = LinkKind::Vlan {
+            parent: "ens3".into(),
+            id: 20,
+        };
+        c.links[4].kind = LinkKind::Bond {
+            mode: BondMode::Lacp,
+            members: vec!["ens4".into()],
+        };
+        c.routes[0].gateway = Some("10.0.2.1".parse().unwrap());
+        c.dns.nameservers = vec!["9.9.9.9".parse().unwrap()];
+        assert_eq!(
+            messages(&old, &new),
+            vec![
+                "changed network link ens3 (52:54:00:ab:cd:ef): addresses was 10.0.2.50/24, \
+                 is 10.0.2.51/24",
+                "changed network link ens3 (52:54:00:ab:cd:ef): mac was 52:54:00:12:34:56, \
+                 is 52:54:00:ab:cd:ef",
+                "changed network link ens3.10 (vlan): vlan_id was 10, is 20",
+                "changed network link bond0 (bond): bond_mode was active-backup, is 802.3ad",
+                "changed network link bond0 (bond): members was ens4, ens5, is ens4",
+                "changed route 0.0.0.0/0 dev ens3: gateway was 10.0.2.2, is 10.0.2.1",
+                "changed DNS settings: nameservers was 10.0.2.3, is 9.9.9.9",
+            ]
+        );
+        let c = &diff(&old, &new)[0];
+        assert_eq!(c.object, "network link");
+        assert_eq!(c.field.as_deref(), Some("addresses"));
+    }
+
+    #[test]
+    fn network_links_and_routes_added_and_removed() {
+        let old = networked();
+        let mut new = networked();
+        let c = new.network_config.as_mut().unwrap();
+        c.links.retain(|k| k.name != "ens3.10");
+        c.routes[0].dev = "bond0".into();
+        assert_eq!(
+            messages(&old, &new),
+            vec![
+                "removed network link ens3.10 (vlan)",
+                "removed route 0.0.0.0/0 dev ens3",
+                "added route 0.0.0.0/0 dev bond0",
+            ]
+        );
+    }
+
+    #[test]
+    fn network_not_compared_without_it_nor_dns_under_dhcp() {
+        // A layout from before 1.1 against one with a network: no change.
+        let mut old = networked();
+        old.network_config = None;
+        assert_eq!(diff(&old, &networked()), vec![]);
+        // DNS that DHCP may change is not drift; an address still is.
+        let mut old = networked();
+        old.network_config.as_mut().unwrap().links[1].dhcp4 = true;
+        let mut new = old.clone();
+        let c = new.network_config.as_mut().unwrap();
+        c.dns.nameservers = vec!["9.9.9.9".parse().unwrap()];
+        assert_eq!(diff(&old, &new), vec![]);
+        new.network_config.as_mut().unwrap().links[2].mtu = Some(9000);
+        assert_eq!(
+            messages(&old, &new),
+            vec!["changed network link ens5 (52:54:00:00:00:05): mtu was 1500, is 9000"]
         );
     }
 }

@@ -521,14 +521,9 @@ fn copy_step(cfg: &Config, output: &Path, rec: &BuildRecord, out: &mut dyn Write
     if let Some(Ok(c)) = crate::rescue::copy::after_build(cfg, output, rec) {
         writeln!(
             out,
-            "rescue image copied to {}: {}{}",
+            "rescue image copied to {}: {}",
             c.destination,
-            c.name,
-            if c.removed.is_empty() {
-                String::new()
-            } else {
-                format!(" (removed {})", c.removed.join(", "))
-            }
+            c.summary()
         )?;
     }
     Ok(())

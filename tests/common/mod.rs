@@ -2,6 +2,7 @@
 //! image built once per test binary, job disks, and QEMU guests (TCG only).
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod copies;
 pub mod servers;
 
 use std::path::{Path, PathBuf};

@@ -169,3 +169,80 @@ impl Sshd {
         )
     }
 }
+
+/// Where scripts/install-deps.sh unpacks NFS-Ganesha (never installed: its
+/// package starts rpcbind and its own service).
+pub const GANESHA_ROOT: &str = "/var/cache/lifeboat-test/nfs-ganesha/root";
+
+/// NFS-Ganesha (VFS FSAL, NFSv4 over TCP only, no rpcbind, no grace
+/// period) on a free port of 127.0.0.1, exporting `export` as `/export`
+/// read-write without root squash. Its state and log go into `dir`.
+pub fn nfs_ganesha(export: &Path, dir: &Path) -> Server {
+    std::fs::create_dir_all(dir.join("recovery")).unwrap();
+    let port = free_port();
+    let root = Path::new(GANESHA_ROOT);
+    let conf = format!(
+        "NFS_CORE_PARAM {{ NFS_Port = {port}; Bind_addr = 127.0.0.1; Protocols = 4; \
+         Enable_NLM = false; Enable_RQUOTA = false; Enable_UDP = false; \
+         Plugins_Dir = \"{plugins}\"; }}\n\
+         NFSV4 {{ Graceless = true; UseGetpwnam = true; Allow_Numeric_Owners = true; \
+         Only_Numeric_Owners = true; RecoveryBackend = fs; RecoveryRoot = \"{d}/recovery\"; }}\n\
+         EXPORT {{ Export_Id = 1; Path = \"{export}\"; Pseudo = \"/export\"; \
+         Access_Type = RW; Squash = No_Root_Squash; SecType = sys; Protocols = 4; \
+         Transports = TCP; FSAL {{ Name = VFS; }} }}\n",
+        plugins = root.join("usr/lib/x86_64-linux-gnu/ganesha").display(),
+        d = dir.display(),
+        export = export.display(),
+    );
+    std::fs::write(dir.join("ganesha.conf"), conf).unwrap();
+    let mut cmd = Command::new(root.join("usr/bin/ganesha.nfsd"));
+    cmd.env("LD_LIBRARY_PATH", root.join("usr/lib/ganesha"))
+        .args(["-F", "-L", "/dev/stderr", "-f"])
+        .arg(dir.join("ganesha.conf"))
+        .arg("-p")
+        .arg(dir.join("ganesha.pid"));
+    Server::start("ganesha.nfsd", cmd, port, &dir.join("ganesha.log"))
+}
+
+/// smbd (standalone, SMB only, no NetBIOS) on a free port of 127.0.0.1
+/// with its state in `dir`, sharing `path` read-write as `share` to root
+/// with `password` (its own passdb: no account of this machine changes).
+pub fn smbd(share: &str, path: &Path, password: &str, dir: &Path) -> Server {
+    let run = dir.join("run");
+    for d in ["private", "lock", "state", "cache", "pid", "ncalrpc"] {
+        std::fs::create_dir_all(run.join(d)).unwrap();
+    }
+    let port = free_port();
+    let r = run.display();
+    let conf = format!(
+        "[global]\nserver role = standalone server\nsmb ports = {port}\n\
+         interfaces = 127.0.0.1\nbind interfaces only = yes\ndisable netbios = yes\n\
+         private dir = {r}/private\nlock directory = {r}/lock\nstate directory = {r}/state\n\
+         cache directory = {r}/cache\npid directory = {r}/pid\nncalrpc dir = {r}/ncalrpc\n\
+         passdb backend = tdbsam:{r}/private/passdb.tdb\nlog file = {r}/log.%m\n\
+         load printers = no\nprinting = bsd\nprintcap name = /dev/null\ndisable spoolss = yes\n\
+         map to guest = never\n\n[{share}]\npath = {}\nread only = no\nvalid users = root\n",
+        path.display()
+    );
+    let conf_path = dir.join("smb.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    let mut pdbedit = Command::new("pdbedit")
+        .arg("-s")
+        .arg(&conf_path)
+        .args(["-a", "-u", "root", "-t"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("pdbedit (package samba)");
+    {
+        use std::io::Write;
+        let mut stdin = pdbedit.stdin.take().unwrap();
+        write!(stdin, "{password}\n{password}\n").unwrap();
+    }
+    assert!(pdbedit.wait().unwrap().success(), "pdbedit failed");
+    let mut cmd = Command::new("smbd");
+    cmd.arg("-s")
+        .arg(&conf_path)
+        .args(["-F", "--no-process-group", "--debug-stdout", "-d", "1"]);
+    Server::start("smbd", cmd, port, &dir.join("smbd.log"))
+}

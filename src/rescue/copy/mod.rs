@@ -7,8 +7,8 @@
 //! this host are kept.
 //!
 //! Each copy is written under a temporary name (`.lifeboat-copy-RANDOM`),
-//! checked (directories and shares: every file's SHA-256 read back; SFTP:
-//! every file's size as the server lists it), then renamed into place, so
+//! checked (every file read back, from the share or through SFTP, and its
+//! SHA-256 compared with `rescue.json`), then renamed into place, so
 //! a copy folder always holds one whole image. A failed copy never touches
 //! the local image; it is logged as a warning, sent as a notice, and
 //! recorded in `OUTPUT/rescue-copy.json`, which `status` and `check` read
@@ -182,6 +182,16 @@ pub struct Copied {
     pub removed: Vec<String>,
 }
 
+impl Copied {
+    /// The copy's name and the old copies removed, for one console line.
+    pub fn summary(&self) -> String {
+        match self.removed.is_empty() {
+            true => self.name.clone(),
+            false => format!("{} (removed {})", self.name, self.removed.join(", ")),
+        }
+    }
+}
+
 /// `OUTPUT/rescue-copy.json`: the last attempt, and the last copy made.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CopyRecord {
@@ -334,7 +344,13 @@ fn copy_checked(item: &Item, dst: &Path) -> Result<()> {
     std::io::copy(&mut src, &mut out).with_context(|| format!("writing {}", dst.display()))?;
     out.sync_all()
         .with_context(|| format!("syncing {}", dst.display()))?;
-    let (sha, bytes) = util::hash_file(dst)?;
+    check_read_back(item, dst)
+}
+
+/// The copy of `item` read back at `path` has the recorded SHA-256 and
+/// size.
+fn check_read_back(item: &Item, path: &Path) -> Result<()> {
+    let (sha, bytes) = util::hash_file(path)?;
     if sha != item.sha256 || bytes != item.bytes {
         bail!(
             "{} read back differs from the image ({bytes} bytes, SHA-256 {sha}; expected {} bytes, {})",

@@ -1,14 +1,15 @@
 //! `sftp://USER@HOST[:PORT]/PATH`: the copy through OpenSSH's `sftp` in
 //! batch mode (no prompt; keys and known hosts as root's ssh has them, or
-//! `rescue.ssh_options`). The files go into `.lifeboat-copy-RANDOM`, their
-//! sizes are read back from the server's listing, then the folder is
-//! renamed into place (posix-rename) and old copies removed.
+//! `rescue.ssh_options`). The files go into `.lifeboat-copy-RANDOM`, are
+//! read back through a second session into a private local folder and
+//! their SHA-256 compared with `rescue.json`, then the folder is renamed
+//! into place (posix-rename) and old copies removed.
 
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
-use super::{expired, random_hex, Plan, TMP_PREFIX};
+use super::{check_read_back, expired, random_hex, Plan, TMP_PREFIX};
 use crate::exec::Cmd;
 
 /// A parsed `sftp://` destination.
@@ -123,7 +124,7 @@ impl Sftp {
             .collect())
     }
 
-    /// The copy: upload into a temporary folder, sizes checked, renamed,
+    /// The copy: upload into a temporary folder, read back and checked by SHA-256, renamed,
     /// old copies removed. Returns the names removed.
     pub fn copy(&self, plan: &Plan, keep: usize, ssh_options: &[String]) -> Result<Vec<String>> {
         crate::exec::require(&["sftp"])?;
@@ -151,9 +152,9 @@ impl Sftp {
                 quote(&format!("{tmp}/{}", item.name))
             ));
         }
-        lines.push(format!("ls -ln {}", quote(&tmp)));
-        let listed = self.batch(&lines, ssh_options);
-        let checked = listed.and_then(|l| check_sizes(plan, &l));
+        let checked = self
+            .batch(&lines, ssh_options)
+            .and_then(|_| self.read_back(plan, &tmp, ssh_options));
         let fin = format!("{}/{}", self.path, plan.name);
         let renamed = checked.and_then(|()| {
             self.batch(
@@ -192,6 +193,33 @@ impl Sftp {
         Ok(removed)
     }
 
+    /// Reads the files of the copy in `tmp` back (a new session, into a
+    /// private local folder): each must have the SHA-256 and size of
+    /// `rescue.json`, so a copy damaged on the way or on the server is
+    /// never renamed into place.
+    fn read_back(&self, plan: &Plan, tmp: &str, ssh_options: &[String]) -> Result<()> {
+        let local = tempfile::Builder::new()
+            .prefix("lifeboat-copy-check-")
+            .tempdir()
+            .context("creating a folder to read the copy back into")?;
+        let dir = local.path();
+        let mut lines = Vec::new();
+        for item in &plan.items {
+            lines.push(format!(
+                "get {} {}",
+                quote(&format!("{tmp}/{}", item.name)),
+                quote_local(&dir.join(&item.name))?
+            ));
+        }
+        self.batch(&lines, ssh_options)
+            .context("reading the copy back")?;
+        for item in &plan.items {
+            check_read_back(item, &dir.join(&item.name))
+                .with_context(|| format!("the copy on {}", self.host))?;
+        }
+        Ok(())
+    }
+
     /// Removes a copy folder (files, then the folder); logs a failure.
     fn remove(&self, dir: &str, ssh_options: &[String]) -> bool {
         let lines = [
@@ -222,27 +250,6 @@ fn quote_local(p: &Path) -> Result<String> {
         bail!("{} holds a control character", p.display());
     }
     Ok(quote(s))
-}
-
-/// Every file of the plan is listed by the server with its size.
-fn check_sizes(plan: &Plan, listing: &[String]) -> Result<()> {
-    for item in &plan.items {
-        let size = listing.iter().find_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            let name = f.last()?.rsplit('/').next()?;
-            (f.len() >= 9 && name == item.name).then(|| f[4].parse::<u64>().ok())?
-        });
-        match size {
-            Some(n) if n == item.bytes => {}
-            Some(n) => bail!(
-                "{} on the server has {n} bytes, the image {} bytes",
-                item.name,
-                item.bytes
-            ),
-            None => bail!("{} is missing on the server after the upload", item.name),
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -293,26 +300,5 @@ pub(super) mod tests {
         );
         assert!(s.command(&["-oProxyCommand=x".to_string()]).is_err());
         assert!(s.command(&["A=b\nc".to_string()]).is_err());
-    }
-
-    #[test]
-    fn sizes_are_checked_against_the_listing() {
-        let plan = Plan {
-            host: "h".into(),
-            name: "h-20261126T055726Z".into(),
-            items: vec![super::super::Item {
-                name: "initrd".into(),
-                src: "/x/initrd".into(),
-                sha256: String::new(),
-                bytes: 1234,
-            }],
-        };
-        let line =
-            |n: u64| format!("-rw-------    1 0        0            {n} Dec  7 16:40 /r/.t/initrd");
-        check_sizes(&plan, &[line(1234)]).unwrap();
-        let e = check_sizes(&plan, &[line(1000)]).unwrap_err().to_string();
-        assert!(e.contains("has 1000 bytes, the image 1234"), "{e}");
-        let e = check_sizes(&plan, &[]).unwrap_err().to_string();
-        assert!(e.contains("missing on the server"), "{e}");
     }
 }
