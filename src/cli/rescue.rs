@@ -63,7 +63,7 @@ pub struct MkrescueArgs {
     /// Look up the signed shim and GRUB (usr/lib/shim/shimx64.efi.signed,
     /// usr/lib/grub/x86_64-efi-signed/gcdx64.efi.signed) under DIR instead
     /// of / (e.g. shim-signed and grub-efi-amd64-signed unpacked there
-    /// with dpkg-deb -x).
+    /// with dpkg-deb -x) [default: rescue.secure_boot_root].
     #[arg(long, value_name = "DIR")]
     pub secure_boot_root: Option<PathBuf>,
     #[command(flatten)]
@@ -129,10 +129,11 @@ pub fn mkrescue(args: MkrescueArgs, cfg: &Config) -> Result<u8> {
     r.iso.flag(args.no_iso.then_some(false), "--no-iso");
     r.ssh_authorized_keys
         .flag_some(args.ssh_authorized_keys, "--ssh-authorized-keys");
+    r.secure_boot_root
+        .flag_some(args.secure_boot_root, "--secure-boot-root");
     let opts = rescue::Options {
         include_backup: args.include_backup,
         include_luks_headers: args.include_luks_headers,
-        secure_boot_root: args.secure_boot_root,
         ..crate::schedule::run::rescue_options(&c, c.rescue.layout.value.as_deref())
     };
     let Some(opts) = super::media::before_build(&args.media, opts)? else {

@@ -297,6 +297,8 @@ settings! {
         ssh_options: Vec<String> = Vec::new(),
         /// Public keys for SSH into the rescue (puts an SSH server in).
         ssh_authorized_keys: Option<PathBuf> = None,
+        /// Where the signed shim and GRUB are looked up (default `/`).
+        secure_boot_root: Option<PathBuf> = None,
     }
 
     /// `[snapshot]`.
