@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use crate::rescue::{self, pxe, usb, BuildRecord};
+use crate::rescue::media::{self, MediaKind, MediaOutput};
+use crate::rescue::{self, pxe, secureboot, usb, BuildRecord};
 use crate::util;
 
 #[derive(Debug, Args, Default)]
@@ -116,14 +117,19 @@ fn confirm(ins: &usb::Inspection) -> Result<()> {
 pub fn after_build(a: &MediaArgs, opts: &rescue::Options, rec: &BuildRecord) -> Result<()> {
     let vmlinuz = opts.output.join(rescue::VMLINUZ);
     let initrd = opts.output.join(rescue::INITRD);
+    let loaders = secureboot::find_loaders(&opts.secure_boot_root());
     if let Some(dir) = &a.pxe {
-        for f in pxe::write_tree(dir, &vmlinuz, &initrd, &rec.cmdline)? {
+        let signed = secureboot::for_medium(&loaders, secureboot::GRUB_NET);
+        for f in pxe::write_tree(dir, &vmlinuz, &initrd, &rec.cmdline, signed.as_ref().ok())? {
             println!("  {}", dir.join(f).display());
         }
+        let written = written(MediaKind::Pxe, dir, None, rec, &signed, &vmlinuz);
         println!(
-            "network-boot tree written to {} (docs/pxe.md)",
-            dir.display()
+            "network-boot tree written to {} (docs/pxe.md); {}",
+            dir.display(),
+            written.secure_boot_summary()
         );
+        media::record(&opts.output, written)?;
     }
     if let Some(target) = &a.usb {
         // Inspected again: the disk may have changed during the build.
@@ -136,23 +142,53 @@ pub fn after_build(a: &MediaArgs, opts: &rescue::Options, rec: &BuildRecord) -> 
             .find(|f| f.name == rescue::INITRD)
             .map(|f| f.sha256.clone())
             .context("the build record lists no initrd")?;
+        let signed = secureboot::for_medium(&loaders, secureboot::GRUB_ESP);
         let files = usb::UsbFiles {
             vmlinuz: &vmlinuz,
             initrd: &initrd,
             cmdline: &rec.cmdline,
             marker: &format!("id-{}", &initrd_sha[..16]),
+            signed: signed.clone().ok(),
         };
         let work = tempfile::Builder::new()
             .prefix(".mkrescue-usb-")
             .tempdir_in(&opts.output)
             .with_context(|| format!("creating a work folder in {}", opts.output.display()))?;
         usb::write(&ins, &files, esp, work.path())?;
+        let identity = (ins.kind == usb::TargetKind::Disk).then(|| ins.identity());
+        let written = written(MediaKind::Usb, target, identity, rec, &signed, &vmlinuz);
         println!(
-            "rescue disk written to {} ({}): boots on BIOS and UEFI; backups go to its {} partition (backup create --to usb)",
+            "rescue disk written to {} ({}): boots on BIOS and UEFI; backups go to its {} partition (backup create --to usb); {}",
             target.display(),
             util::human_bytes(ins.bytes),
-            usb::DATA_LABEL
+            usb::DATA_LABEL,
+            written.secure_boot_summary()
         );
+        media::record(&opts.output, written)?;
     }
     Ok(())
+}
+
+/// The record of a medium just written from the image of `rec`.
+fn written<T>(
+    kind: MediaKind,
+    target: &std::path::Path,
+    identity: Option<String>,
+    rec: &BuildRecord,
+    signed: &Result<T, secureboot::NotCapable>,
+    vmlinuz: &std::path::Path,
+) -> MediaOutput {
+    let not_capable = media::not_capable(signed, vmlinuz);
+    MediaOutput {
+        kind,
+        target: std::path::absolute(target)
+            .unwrap_or_else(|_| target.to_path_buf())
+            .display()
+            .to_string(),
+        identity,
+        written_at: util::rfc3339(util::now_epoch()),
+        image_built_at: rec.built_at.clone(),
+        secure_boot: not_capable.is_none(),
+        not_capable,
+    }
 }

@@ -9,6 +9,7 @@ pub mod elf;
 pub mod inputs;
 pub mod iso;
 pub mod kernel;
+pub mod media;
 pub mod net;
 pub mod pxe;
 pub mod python;

@@ -535,7 +535,7 @@ fn copy_step(cfg: &Config, output: &Path, rec: &BuildRecord, out: &mut dyn Write
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const NOW: i64 = 1_795_672_646; // 2026-11-26T05:57:26Z
