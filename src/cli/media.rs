@@ -8,14 +8,15 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use crate::rescue::media::{self, MediaKind, MediaOutput};
-use crate::rescue::{self, pxe, secureboot, usb, BuildRecord};
+use crate::rescue::{self, pxe, secureboot, usb, usbkeep, BuildRecord};
 use crate::util;
 
 #[derive(Debug, Args, Default)]
 pub struct MediaArgs {
     /// Also write a bootable rescue disk (BIOS and UEFI) with a
     /// LIFEBOAT-DATA partition for backups onto TARGET: a whole disk
-    /// (/dev/sdX) or an image file (created). Everything on it is lost.
+    /// (/dev/sdX) or an image file (created). Everything on it is lost,
+    /// but for the backups of a disk that is already a rescue disk.
     #[arg(long, value_name = "TARGET")]
     pub usb: Option<PathBuf>,
 
@@ -39,6 +40,12 @@ pub struct MediaArgs {
     #[arg(long, requires = "usb")]
     pub dry_run: bool,
 
+    /// Repartition a disk that is already a rescue disk, losing the backups
+    /// on its LIFEBOAT-DATA partition [default: rewrite only its boot
+    /// partition, keeping them; refused when the image does not fit it].
+    #[arg(long, requires = "usb")]
+    pub wipe_data: bool,
+
     /// Also write a network-boot tree (kernel, initrd, GRUB for BIOS and
     /// UEFI, an iPXE script) into DIR, for a TFTP or HTTP server.
     #[arg(long, value_name = "DIR")]
@@ -59,7 +66,15 @@ pub fn before_build(a: &MediaArgs, opts: rescue::Options) -> Result<Option<rescu
     };
     let ins = usb::inspect(target, a.usb_size, usb::ESP_MIN)?;
     print!("{}", ins.describe());
-    let checked = ins.check(a.force);
+    let plan = usbkeep::plan(target, usbkeep::existing(target), usb::ESP_MIN, a.wipe_data);
+    if let Ok(p) = &plan {
+        print!("{}", usbkeep::describe(p));
+    }
+    let checked = ins.check(a.force).and(
+        plan.as_ref()
+            .map(drop)
+            .map_err(|e| anyhow::anyhow!("{e:#}")),
+    );
     if a.dry_run {
         match checked {
             Ok(()) => println!(
@@ -72,7 +87,7 @@ pub fn before_build(a: &MediaArgs, opts: rescue::Options) -> Result<Option<rescu
     }
     checked?;
     if !a.yes {
-        confirm(&ins)?;
+        confirm(&ins, &plan?)?;
     }
     Ok(Some(opts))
 }
@@ -88,7 +103,7 @@ fn needed_tools(a: &MediaArgs) -> Vec<&'static str> {
     tools
 }
 
-fn confirm(ins: &usb::Inspection) -> Result<()> {
+fn confirm(ins: &usb::Inspection, plan: &usbkeep::Plan) -> Result<()> {
     let stdin = std::io::stdin();
     if !stdin.is_terminal() {
         bail!(
@@ -96,10 +111,15 @@ fn confirm(ins: &usb::Inspection) -> Result<()> {
             ins.path.display()
         );
     }
-    print!(
-        "Everything on {} will be lost. Type yes to write the rescue disk: ",
-        ins.path.display()
-    );
+    match plan {
+        usbkeep::Plan::Fresh => print!("Everything on {} will be lost. ", ins.path.display()),
+        usbkeep::Plan::KeepData(_) => print!(
+            "The boot partition of {} will be rewritten ({} kept). ",
+            ins.path.display(),
+            usb::DATA_LABEL
+        ),
+    }
+    print!("Type yes to write the rescue disk: ");
     std::io::stdout().flush()?;
     let mut line = String::new();
     stdin
@@ -154,14 +174,19 @@ pub fn after_build(a: &MediaArgs, opts: &rescue::Options, rec: &BuildRecord) -> 
             .prefix(".mkrescue-usb-")
             .tempdir_in(&opts.output)
             .with_context(|| format!("creating a work folder in {}", opts.output.display()))?;
-        usb::write(&ins, &files, esp, work.path())?;
+        let plan = usbkeep::plan(target, usbkeep::existing(target), esp, a.wipe_data)?;
+        usb::write(&ins, &files, esp, &plan, work.path())?;
         let identity = (ins.kind == usb::TargetKind::Disk).then(|| ins.identity());
         let written = written(MediaKind::Usb, target, identity, rec, &signed, &vmlinuz);
         println!(
-            "rescue disk written to {} ({}): boots on BIOS and UEFI; backups go to its {} partition (backup create --to usb); {}",
+            "rescue disk written to {} ({}): boots on BIOS and UEFI; backups go to its {} partition (backup create --to usb){}; {}",
             target.display(),
             util::human_bytes(ins.bytes),
             usb::DATA_LABEL,
+            match plan {
+                usbkeep::Plan::KeepData(_) => ", kept as it was",
+                usbkeep::Plan::Fresh => "",
+            },
             written.secure_boot_summary()
         );
         media::record(&opts.output, written)?;

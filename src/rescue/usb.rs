@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+use super::usbkeep::Plan;
 use crate::exec::Cmd;
 use crate::util;
 
@@ -245,8 +246,6 @@ impl Inspection {
         Ok(())
     }
 
-    /// What the target is and holds, one line each, for the admin to see
-    /// before it is overwritten.
     /// The disk's model and serial, as recorded in `rescue.json`.
     pub fn identity(&self) -> String {
         format!(
@@ -256,6 +255,8 @@ impl Inspection {
         )
     }
 
+    /// What the target is and holds, one line each, for the admin to see
+    /// before it is overwritten.
     pub fn describe(&self) -> String {
         let mut out = match self.kind {
             TargetKind::Disk => format!(
@@ -476,7 +477,13 @@ fn partition_plan(disk: u64, esp: u64) -> (u64, u64, u64, u64) {
 
 /// Writes the rescue disk onto the inspected target (checked by the
 /// caller). `work` is a private scratch folder.
-pub fn write(ins: &Inspection, files: &UsbFiles, esp: u64, work: &Path) -> Result<()> {
+/// With [`Plan::KeepData`] only the boot partition (and the MBR's boot
+/// code) is written: the partition table and LIFEBOAT-DATA stay as they are.
+pub fn write(ins: &Inspection, files: &UsbFiles, esp: u64, plan: &Plan, work: &Path) -> Result<()> {
+    if let Plan::KeepData(e) = plan {
+        let fat = build_esp(files, e.esp_size, e.esp_start, work)?;
+        return write_boot_code(&ins.path, &fat, e.esp_start, false);
+    }
     let (esp_start, esp_size, data_start, data_size) = partition_plan(ins.bytes, esp);
     let fat = build_esp(files, esp_size, esp_start, work)?;
     if ins.kind == TargetKind::ImageFile {
