@@ -1813,3 +1813,46 @@ fn verify_damage_is_notified() {
         "{j}"
     );
 }
+
+/// Debian's signed shim and GRUB, unpacked by scripts/install-deps.sh.
+const SB_ROOT: &str = "/var/cache/lifeboat-test/secureboot/root";
+
+/// `rescue.secure_boot_root` alone (no flag) puts shim and the signed GRUB
+/// on the ISO: a host whose signed loaders live elsewhere gets a Secure
+/// Boot image from the scheduled rebuild too (which builds from the same
+/// configuration), and the inputs record the loaders so that it stays
+/// current.
+#[test]
+fn the_configured_secure_boot_root_reaches_the_build() {
+    assert!(
+        Path::new(SB_ROOT)
+            .join("usr/lib/shim/shimx64.efi.signed")
+            .is_file(),
+        "{SB_ROOT} lacks the signed shim: run scripts/install-deps.sh"
+    );
+    let s = Scratch::new("cli-sb-root");
+    let cfg = s.join("lifeboat.toml");
+    let out = s.join("out");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[rescue]\noutput = \"{}\"\nsecure_boot_root = \"{SB_ROOT}\"\n",
+            out.display()
+        ),
+    )
+    .unwrap();
+    let (code, stdout, err) = run_lifeboat(["--config", cfg.to_str().unwrap(), "mkrescue"]);
+    assert_eq!(code, 0, "{stdout}{err}");
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("rescue.json")).unwrap()).unwrap();
+    assert_eq!(record["secure_boot"]["uefi_loader"], "shim", "{record}");
+    assert!(
+        record["inputs"]["secure_boot_loaders"].is_string(),
+        "{record}"
+    );
+    let listing = sh(&format!(
+        "xorriso -indev '{}' -find / -type f 2>/dev/null",
+        out.join("lifeboat-rescue.iso").display()
+    ));
+    assert!(listing.contains("'/.disk/info'"), "{listing}");
+}

@@ -252,10 +252,47 @@ fn usb_disk_on_a_loop_device_takes_a_backup_in_its_data_partition() {
     let mnt = s.join("data");
     let part = d.part(2);
     d.mount(&part, &mnt, "-o ro");
-    let gens: Vec<_> = std::fs::read_dir(mnt.join("backup"))
+    // Counted (a DirEntry would hold the folder open and the mount busy).
+    let gens = std::fs::read_dir(mnt.join("backup"))
         .unwrap()
         .filter_map(|e| e.ok())
         .filter(|e| e.path().join("generation.json").is_file())
-        .collect();
-    assert_eq!(gens.len(), 1, "one generation in the data partition");
+        .count();
+    assert_eq!(gens, 1, "one generation in the data partition");
+    drop(d);
+
+    // Written again (another image: other boot arguments), the stick keeps
+    // its data partition byte for byte; only the boot partition is new.
+    let part_sum = |d: &LoopDisk| sh(&format!("sync; sha256sum < '{}'", d.part(2)));
+    let d = LoopDisk::attach(&img);
+    let data_before = part_sum(&d);
+    let (code, out, err) = run_lifeboat([
+        "mkrescue",
+        "-o",
+        out_dir.to_str().unwrap(),
+        "--no-iso",
+        "--append",
+        "lifeboat.test=second",
+        "--usb",
+        &d.dev,
+        "--force",
+        "--yes",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("LIFEBOAT-DATA partition"), "shown: {out}");
+    assert!(out.contains("and its backups are kept"), "{out}");
+    assert!(out.contains("kept as it was"), "{out}");
+    assert_eq!(part_sum(&d), data_before, "the data partition changed");
+    drop(d);
+    let cfg = sh(&format!("mtype -i '{esp}' ::/syslinux/syslinux.cfg"));
+    assert!(cfg.contains("lifeboat.test=second"), "the new image: {cfg}");
+    sh(&format!(
+        "mcopy -o -i '{esp}' ::/lifeboat/initrd '{}'",
+        on_esp.display()
+    ));
+    assert_eq!(
+        std::fs::read(&on_esp).unwrap(),
+        std::fs::read(out_dir.join("initrd")).unwrap(),
+        "the boot partition holds the new initrd"
+    );
 }

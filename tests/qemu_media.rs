@@ -7,6 +7,8 @@
 //! - The PXE tree boots through QEMU's built-in TFTP: GRUB's core.0 under
 //!   SeaBIOS, the iPXE script under SeaBIOS's iPXE, GRUB's core.efi under
 //!   OVMF.
+//! - A USB disk built with Debian's signed shim and GRUB boots under OVMF's
+//!   Secure Boot firmware with Microsoft's keys, with Secure Boot on.
 
 mod common;
 
@@ -256,4 +258,63 @@ fn usb_disk_boots_uefi_and_bios_and_recovers_from_its_data_partition() {
     assert_same_lines(&sums(&mnt), &want);
     let uuid = sh(&format!("blkid -p -o value -s UUID '{part}'"));
     assert_eq!(uuid.trim(), ROOT_UUID);
+}
+
+/// Where scripts/install-deps.sh unpacks Debian's signed shim and GRUB.
+const SB_ROOT: &str = "/var/cache/lifeboat-test/secureboot/root";
+
+#[test]
+fn secure_boot_usb_disk_boots_with_secure_boot_on() {
+    let grub = format!("{SB_ROOT}/usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed");
+    assert!(
+        Path::new(&grub).is_file(),
+        "{grub} is missing: run scripts/install-deps.sh"
+    );
+    let s = Scratch::new("qemu-usb-sb");
+    let usb = s.join("usb.img");
+    let out = mkrescue(
+        &s.join("rescue"),
+        &[
+            "--secure-boot-root",
+            SB_ROOT,
+            "--usb",
+            usb.to_str().unwrap(),
+            "--usb-size",
+            "400M",
+            "--yes",
+        ],
+    );
+    assert!(out.contains("rescue disk written"), "{out}");
+    assert!(out.contains("Secure Boot capable"), "{out}");
+    // The ESP: shim at the removable-media path, the signed GRUB beside
+    // it, the menu where that GRUB looks (its prefix /EFI/debian).
+    let esp = format!("{}@@1M", usb.display());
+    let listing = sh(&format!("mdir -i '{esp}' -b -/ ::/EFI"));
+    for f in [
+        "::/EFI/BOOT/BOOTX64.EFI",
+        "::/EFI/BOOT/grubx64.efi",
+        "::/EFI/BOOT/mmx64.efi",
+        "::/EFI/debian/grub.cfg",
+    ] {
+        assert!(listing.lines().any(|l| l == f), "{f} missing:\n{listing}");
+    }
+    let shim = sh(&format!(
+        "mtype -i '{esp}' ::/EFI/BOOT/BOOTX64.EFI | sha256sum"
+    ));
+    let want = sh(&format!(
+        "sha256sum < '{SB_ROOT}/usr/lib/shim/shimx64.efi.signed'"
+    ));
+    assert_eq!(shim, want, "BOOTX64.EFI is shim");
+
+    let vars = secure_boot_vars(&s.join("vars.fd"));
+    let vm = Vm::new(Boot::Disk, &s.join("sb.log"))
+        .firmware(Firmware::SecureBoot { vars })
+        .disk(Disk::virtio(&usb).on(Bus::Usb))
+        .timeout(420);
+    let run = boot_until(&vm, READY, "Secure Boot USB disk under OVMF");
+    assert!(
+        run.log.contains("secureboot: Secure boot enabled"),
+        "{}",
+        tail(&run.log, 40)
+    );
 }

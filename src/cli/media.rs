@@ -7,14 +7,16 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use crate::rescue::{self, pxe, usb, BuildRecord};
+use crate::rescue::media::{self, MediaKind, MediaOutput};
+use crate::rescue::{self, pxe, secureboot, usb, usbkeep, BuildRecord};
 use crate::util;
 
 #[derive(Debug, Args, Default)]
 pub struct MediaArgs {
     /// Also write a bootable rescue disk (BIOS and UEFI) with a
     /// LIFEBOAT-DATA partition for backups onto TARGET: a whole disk
-    /// (/dev/sdX) or an image file (created). Everything on it is lost.
+    /// (/dev/sdX) or an image file (created). Everything on it is lost,
+    /// but for the backups of a disk that is already a rescue disk.
     #[arg(long, value_name = "TARGET")]
     pub usb: Option<PathBuf>,
 
@@ -38,6 +40,12 @@ pub struct MediaArgs {
     #[arg(long, requires = "usb")]
     pub dry_run: bool,
 
+    /// Repartition a disk that is already a rescue disk, losing the backups
+    /// on its LIFEBOAT-DATA partition [default: rewrite only its boot
+    /// partition, keeping them; refused when the image does not fit it].
+    #[arg(long, requires = "usb")]
+    pub wipe_data: bool,
+
     /// Also write a network-boot tree (kernel, initrd, GRUB for BIOS and
     /// UEFI, an iPXE script) into DIR, for a TFTP or HTTP server.
     #[arg(long, value_name = "DIR")]
@@ -58,7 +66,15 @@ pub fn before_build(a: &MediaArgs, opts: rescue::Options) -> Result<Option<rescu
     };
     let ins = usb::inspect(target, a.usb_size, usb::ESP_MIN)?;
     print!("{}", ins.describe());
-    let checked = ins.check(a.force);
+    let plan = usbkeep::plan(target, usbkeep::existing(target), usb::ESP_MIN, a.wipe_data);
+    if let Ok(p) = &plan {
+        print!("{}", usbkeep::describe(p));
+    }
+    let checked = ins.check(a.force).and(
+        plan.as_ref()
+            .map(drop)
+            .map_err(|e| anyhow::anyhow!("{e:#}")),
+    );
     if a.dry_run {
         match checked {
             Ok(()) => println!(
@@ -71,7 +87,7 @@ pub fn before_build(a: &MediaArgs, opts: rescue::Options) -> Result<Option<rescu
     }
     checked?;
     if !a.yes {
-        confirm(&ins)?;
+        confirm(&ins, &plan?)?;
     }
     Ok(Some(opts))
 }
@@ -87,7 +103,7 @@ fn needed_tools(a: &MediaArgs) -> Vec<&'static str> {
     tools
 }
 
-fn confirm(ins: &usb::Inspection) -> Result<()> {
+fn confirm(ins: &usb::Inspection, plan: &usbkeep::Plan) -> Result<()> {
     let stdin = std::io::stdin();
     if !stdin.is_terminal() {
         bail!(
@@ -95,10 +111,15 @@ fn confirm(ins: &usb::Inspection) -> Result<()> {
             ins.path.display()
         );
     }
-    print!(
-        "Everything on {} will be lost. Type yes to write the rescue disk: ",
-        ins.path.display()
-    );
+    match plan {
+        usbkeep::Plan::Fresh => print!("Everything on {} will be lost. ", ins.path.display()),
+        usbkeep::Plan::KeepData(_) => print!(
+            "The boot partition of {} will be rewritten ({} kept). ",
+            ins.path.display(),
+            usb::DATA_LABEL
+        ),
+    }
+    print!("Type yes to write the rescue disk: ");
     std::io::stdout().flush()?;
     let mut line = String::new();
     stdin
@@ -116,14 +137,19 @@ fn confirm(ins: &usb::Inspection) -> Result<()> {
 pub fn after_build(a: &MediaArgs, opts: &rescue::Options, rec: &BuildRecord) -> Result<()> {
     let vmlinuz = opts.output.join(rescue::VMLINUZ);
     let initrd = opts.output.join(rescue::INITRD);
+    let loaders = secureboot::find_loaders(&opts.secure_boot_root());
     if let Some(dir) = &a.pxe {
-        for f in pxe::write_tree(dir, &vmlinuz, &initrd, &rec.cmdline)? {
+        let signed = secureboot::for_medium(&loaders, secureboot::GRUB_NET);
+        for f in pxe::write_tree(dir, &vmlinuz, &initrd, &rec.cmdline, signed.as_ref().ok())? {
             println!("  {}", dir.join(f).display());
         }
+        let written = written(MediaKind::Pxe, dir, None, rec, &signed, &vmlinuz);
         println!(
-            "network-boot tree written to {} (docs/pxe.md)",
-            dir.display()
+            "network-boot tree written to {} (docs/pxe.md); {}",
+            dir.display(),
+            written.secure_boot_summary()
         );
+        media::record(&opts.output, written)?;
     }
     if let Some(target) = &a.usb {
         // Inspected again: the disk may have changed during the build.
@@ -136,23 +162,58 @@ pub fn after_build(a: &MediaArgs, opts: &rescue::Options, rec: &BuildRecord) -> 
             .find(|f| f.name == rescue::INITRD)
             .map(|f| f.sha256.clone())
             .context("the build record lists no initrd")?;
+        let signed = secureboot::for_medium(&loaders, secureboot::GRUB_ESP);
         let files = usb::UsbFiles {
             vmlinuz: &vmlinuz,
             initrd: &initrd,
             cmdline: &rec.cmdline,
             marker: &format!("id-{}", &initrd_sha[..16]),
+            signed: signed.clone().ok(),
         };
         let work = tempfile::Builder::new()
             .prefix(".mkrescue-usb-")
             .tempdir_in(&opts.output)
             .with_context(|| format!("creating a work folder in {}", opts.output.display()))?;
-        usb::write(&ins, &files, esp, work.path())?;
+        let plan = usbkeep::plan(target, usbkeep::existing(target), esp, a.wipe_data)?;
+        usb::write(&ins, &files, esp, &plan, work.path())?;
+        let identity = (ins.kind == usb::TargetKind::Disk).then(|| ins.identity());
+        let written = written(MediaKind::Usb, target, identity, rec, &signed, &vmlinuz);
         println!(
-            "rescue disk written to {} ({}): boots on BIOS and UEFI; backups go to its {} partition (backup create --to usb)",
+            "rescue disk written to {} ({}): boots on BIOS and UEFI; backups go to its {} partition (backup create --to usb){}; {}",
             target.display(),
             util::human_bytes(ins.bytes),
-            usb::DATA_LABEL
+            usb::DATA_LABEL,
+            match plan {
+                usbkeep::Plan::KeepData(_) => ", kept as it was",
+                usbkeep::Plan::Fresh => "",
+            },
+            written.secure_boot_summary()
         );
+        media::record(&opts.output, written)?;
     }
     Ok(())
+}
+
+/// The record of a medium just written from the image of `rec`.
+fn written<T>(
+    kind: MediaKind,
+    target: &std::path::Path,
+    identity: Option<String>,
+    rec: &BuildRecord,
+    signed: &Result<T, secureboot::NotCapable>,
+    vmlinuz: &std::path::Path,
+) -> MediaOutput {
+    let not_capable = media::not_capable(signed, vmlinuz);
+    MediaOutput {
+        kind,
+        target: std::path::absolute(target)
+            .unwrap_or_else(|_| target.to_path_buf())
+            .display()
+            .to_string(),
+        identity,
+        written_at: util::rfc3339(util::now_epoch()),
+        image_built_at: rec.built_at.clone(),
+        secure_boot: not_capable.is_none(),
+        not_capable,
+    }
 }

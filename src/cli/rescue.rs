@@ -67,7 +67,7 @@ pub struct MkrescueArgs {
     /// Look up the signed shim and GRUB (usr/lib/shim/shimx64.efi.signed,
     /// usr/lib/grub/x86_64-efi-signed/gcdx64.efi.signed) under DIR instead
     /// of / (e.g. shim-signed and grub-efi-amd64-signed unpacked there
-    /// with dpkg-deb -x).
+    /// with dpkg-deb -x) [default: rescue.secure_boot_root].
     #[arg(long, value_name = "DIR")]
     pub secure_boot_root: Option<PathBuf>,
     /// Build nothing: copy the image already in the output folder to
@@ -140,10 +140,11 @@ pub fn mkrescue(args: MkrescueArgs, cfg: &Config) -> Result<u8> {
         .flag_some(args.ssh_authorized_keys, "--ssh-authorized-keys");
     r.ssh_server
         .flag(args.ssh_server.map(Choice), "--ssh-server");
+    r.secure_boot_root
+        .flag_some(args.secure_boot_root, "--secure-boot-root");
     let opts = rescue::Options {
         include_backup: args.include_backup,
         include_luks_headers: args.include_luks_headers,
-        secure_boot_root: args.secure_boot_root,
         ..crate::schedule::run::rescue_options(&c, c.rescue.layout.value.as_deref())
     };
     if args.copy_only {

@@ -300,6 +300,8 @@ settings! {
         /// auto (dropbear when installed, else OpenSSH), dropbear, openssh.
         ssh_server: Choice<crate::rescue::ssh::SshServerChoice> =
             Choice(crate::rescue::ssh::SshServerChoice::Auto),
+        /// Where the signed shim and GRUB are looked up (default `/`).
+        secure_boot_root: Option<PathBuf> = None,
     }
 
     /// `[snapshot]`.

@@ -144,6 +144,10 @@ pub struct BuildRecord {
     /// without an ISO and in records of older versions).
     #[serde(default)]
     pub secure_boot: Option<SecureBootRecord>,
+    /// The USB disks and PXE trees written from this folder's images
+    /// (src/rescue/media.rs), kept across rebuilds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub media: Vec<super::media::MediaOutput>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -255,6 +259,10 @@ pub fn mkrescue(opts: &Options) -> Result<BuildRecord> {
         inputs: Some(inputs),
         backup: opts.backup_generation.clone(),
         secure_boot,
+        // The media still hold what they held: status compares them.
+        media: BuildRecord::load(&opts.output)
+            .map(|r| r.media)
+            .unwrap_or_default(),
     };
     record.save(&opts.output)?;
     Ok(record)

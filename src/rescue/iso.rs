@@ -222,7 +222,7 @@ pub(super) fn isolinux_cfg(cmdline: &str) -> String {
     )
 }
 
-fn grub_cfg_text(cmdline: &str, marker: &str) -> String {
+pub(super) fn grub_cfg_text(cmdline: &str, marker: &str) -> String {
     format!(
         "{}search --no-floppy --file --set=root /lifeboat/{marker}\n{}",
         grub_head(),

@@ -9,6 +9,7 @@ pub mod elf;
 pub mod inputs;
 pub mod iso;
 pub mod kernel;
+pub mod media;
 pub mod net;
 pub mod pxe;
 pub mod python;
@@ -16,6 +17,7 @@ pub mod secureboot;
 pub mod ssh;
 pub mod tree;
 pub mod usb;
+pub mod usbkeep;
 
 pub use build::{
     mkrescue, sha256_file, BuildRecord, Compression, Options, BUILD_RECORD, DEFAULT_OUTPUT, INITRD,

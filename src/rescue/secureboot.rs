@@ -24,6 +24,18 @@ pub const MOK_MANAGER: &str = "usr/lib/shim/mmx64.efi.signed";
 pub const GRUB_CD: &str = "usr/lib/grub/x86_64-efi-signed/gcdx64.efi.signed";
 /// The file the signed CD GRUB searches for to find the disc.
 pub const DISC_MARKER: &str = ".disk/info";
+/// Debian's signed GRUB for a disk's ESP (`mkrescue --usb`): its prefix is
+/// `/EFI/debian` on the partition it was loaded from, where it reads
+/// `grub.cfg` ([`ESP_GRUB_CFG`]).
+pub const GRUB_ESP: &str = "usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed";
+/// Where the ESP GRUB reads its menu, on the ESP.
+pub const ESP_GRUB_CFG: &str = "EFI/debian/grub.cfg";
+/// Debian's signed GRUB for network boot (`mkrescue --pxe`): it reads
+/// `grub/grub.cfg` ([`NET_GRUB_CFG`]) from the TFTP or HTTP server it came
+/// from.
+pub const GRUB_NET: &str = "usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed";
+/// Where the network GRUB reads its menu, relative to the server's root.
+pub const NET_GRUB_CFG: &str = "grub/grub.cfg";
 
 /// The signed loaders found for the ISO.
 #[derive(Debug, Clone)]
@@ -31,6 +43,10 @@ pub struct SignedLoaders {
     pub shim: PathBuf,
     pub grub: PathBuf,
     pub mok_manager: Option<PathBuf>,
+    /// The ESP and network GRUBs (the same package as `grub`; `None` in
+    /// an unpacked tree that lacks them).
+    pub grub_esp: Option<PathBuf>,
+    pub grub_net: Option<PathBuf>,
 }
 
 /// Why an image is not Secure Boot capable.
@@ -108,11 +124,13 @@ pub fn find_loaders(root: &Path) -> Result<SignedLoaders, NotCapable> {
             return Err(NotCapable::UnsignedLoader(p.display().to_string()));
         }
     }
-    let mm = root.join(MOK_MANAGER);
+    let found = |rel: &str| Some(root.join(rel)).filter(|p| p.is_file());
     Ok(SignedLoaders {
         shim,
         grub,
-        mok_manager: mm.is_file().then_some(mm),
+        mok_manager: found(MOK_MANAGER),
+        grub_esp: found(GRUB_ESP),
+        grub_net: found(GRUB_NET),
     })
 }
 
@@ -140,9 +158,7 @@ pub fn decide(
 
 /// Puts what the signed CD GRUB reads onto the ISO tree at `iso_root`
 /// (the disc marker and `/boot/grub/grub.cfg` = `grub_cfg`) and returns
-/// the files of the EFI boot image's /EFI/BOOT: shim as the removable-media
-/// loader BOOTX64.EFI, GRUB beside it as grubx64.efi (the name shim
-/// starts), and MokManager when installed.
+/// the files of the EFI boot image's /EFI/BOOT ([`boot_files`]).
 pub fn signed_efi_files(
     loaders: &SignedLoaders,
     iso_root: &Path,
@@ -157,14 +173,55 @@ pub fn signed_efi_files(
     };
     write(DISC_MARKER, "lifeboat rescue image\n")?;
     write("boot/grub/grub.cfg", grub_cfg)?;
+    Ok(boot_files(loaders, &loaders.grub, "BOOTX64.EFI"))
+}
+
+/// The Secure Boot loaders of one boot folder: shim as `shim_name` (UEFI's
+/// removable-media path BOOTX64.EFI on a medium, shimx64.efi on a PXE
+/// server), `grub` beside it as grubx64.efi (the name shim starts), and
+/// MokManager as mmx64.efi when installed: shim starts it when a key
+/// enrolment is pending and stops ("Failed to start MokManager") when it
+/// is missing, so a machine with a pending `mokutil --import` could not
+/// boot the rescue without it.
+pub fn boot_files(
+    loaders: &SignedLoaders,
+    grub: &Path,
+    shim_name: &'static str,
+) -> Vec<(PathBuf, &'static str)> {
     let mut files = vec![
-        (loaders.shim.clone(), "BOOTX64.EFI"),
-        (loaders.grub.clone(), "grubx64.efi"),
+        (loaders.shim.clone(), shim_name),
+        (grub.to_path_buf(), "grubx64.efi"),
     ];
     if let Some(mm) = &loaders.mok_manager {
         files.push((mm.clone(), "mmx64.efi"));
     }
-    Ok(files)
+    files
+}
+
+/// The loaders found, with the GRUB variant `media` needs (`rel`: one of
+/// [`GRUB_ESP`], [`GRUB_NET`]); why not when the image cannot boot with
+/// Secure Boot there.
+pub fn for_medium(
+    loaders: &Result<SignedLoaders, NotCapable>,
+    rel: &str,
+) -> Result<(SignedLoaders, PathBuf), NotCapable> {
+    let l = loaders.as_ref().map_err(Clone::clone)?;
+    let grub = if rel == GRUB_NET {
+        l.grub_net.clone()
+    } else {
+        l.grub_esp.clone()
+    };
+    match grub {
+        Some(g) if pe_signed(&g).unwrap_or(false) => Ok((l.clone(), g)),
+        Some(g) => Err(NotCapable::UnsignedLoader(g.display().to_string())),
+        None => {
+            let dir = l.grub.parent().unwrap_or(Path::new("/"));
+            let name = Path::new(rel).file_name().unwrap_or_default();
+            Err(NotCapable::NoSignedGrub(
+                dir.join(name).display().to_string(),
+            ))
+        }
+    }
 }
 
 /// Whether the PE image at `path` carries an Authenticode signature.

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+use super::usbkeep::Plan;
 use crate::exec::Cmd;
 use crate::util;
 
@@ -245,6 +246,15 @@ impl Inspection {
         Ok(())
     }
 
+    /// The disk's model and serial, as recorded in `rescue.json`.
+    pub fn identity(&self) -> String {
+        format!(
+            "model {}, serial {}",
+            self.model.as_deref().unwrap_or("unknown"),
+            self.serial.as_deref().unwrap_or("unknown")
+        )
+    }
+
     /// What the target is and holds, one line each, for the admin to see
     /// before it is overwritten.
     pub fn describe(&self) -> String {
@@ -439,6 +449,10 @@ pub struct UsbFiles<'a> {
     pub cmdline: &'a str,
     /// The GRUB EFI loader finds the ESP by the file /lifeboat/MARKER.
     pub marker: &'a str,
+    /// Secure Boot: shim and the signed ESP GRUB
+    /// ([`super::secureboot::for_medium`]); `None`: GRUB built by
+    /// grub-mkstandalone (Secure Boot off).
+    pub signed: Option<(super::secureboot::SignedLoaders, PathBuf)>,
 }
 
 /// The ESP's size for these files: twice what they take (a later, larger
@@ -463,7 +477,13 @@ fn partition_plan(disk: u64, esp: u64) -> (u64, u64, u64, u64) {
 
 /// Writes the rescue disk onto the inspected target (checked by the
 /// caller). `work` is a private scratch folder.
-pub fn write(ins: &Inspection, files: &UsbFiles, esp: u64, work: &Path) -> Result<()> {
+/// With [`Plan::KeepData`] only the boot partition (and the MBR's boot
+/// code) is written: the partition table and LIFEBOAT-DATA stay as they are.
+pub fn write(ins: &Inspection, files: &UsbFiles, esp: u64, plan: &Plan, work: &Path) -> Result<()> {
+    if let Plan::KeepData(e) = plan {
+        let fat = build_esp(files, e.esp_size, e.esp_start, work)?;
+        return write_boot_code(&ins.path, &fat, e.esp_start, false);
+    }
     let (esp_start, esp_size, data_start, data_size) = partition_plan(ins.bytes, esp);
     let fat = build_esp(files, esp_size, esp_start, work)?;
     if ins.kind == TargetKind::ImageFile {
@@ -526,7 +546,6 @@ pub fn write(ins: &Inspection, files: &UsbFiles, esp: u64, work: &Path) -> Resul
 fn build_esp(files: &UsbFiles, size: u64, esp_start: u64, work: &Path) -> Result<PathBuf> {
     // lifeboat.usb: the rescue waits for this disk's data partition.
     let cmdline = format!("{} lifeboat.usb", files.cmdline);
-    let efi = super::iso::grub_efi_loader(&cmdline, files.marker, work)?;
     let img = work.join("esp.img");
     Cmd::new("mkfs.vfat")
         .args(["-C", "-F", "32", "-n", "LIFEBOAT", "-h"])
@@ -536,33 +555,28 @@ fn build_esp(files: &UsbFiles, size: u64, esp_start: u64, work: &Path) -> Result
         .run()
         .context("creating the ESP's FAT file system")?;
     let i = img.to_string_lossy().into_owned();
-    Cmd::new("mmd")
-        .args([
-            "-i",
-            &i,
-            "::/EFI",
-            "::/EFI/BOOT",
-            "::/lifeboat",
-            "::/syslinux",
-        ])
-        .run()?;
+    let mut dirs = vec!["::/EFI", "::/EFI/BOOT", "::/lifeboat", "::/syslinux"];
+    if files.signed.is_some() {
+        dirs.push("::/EFI/debian");
+    }
+    Cmd::new("mmd").args(["-i", &i]).args(dirs).run()?;
     let marker = work.join("marker");
     std::fs::write(&marker, b"lifeboat rescue image\n")
         .with_context(|| format!("writing {}", marker.display()))?;
     let cfg = work.join("syslinux.cfg");
     std::fs::write(&cfg, super::iso::isolinux_cfg(&cmdline))
         .with_context(|| format!("writing {}", cfg.display()))?;
-    let copies: [(&Path, String); 5] = [
-        (&efi, "::/EFI/BOOT/BOOTX64.EFI".into()),
-        (files.vmlinuz, "::/lifeboat/vmlinuz".into()),
-        (files.initrd, "::/lifeboat/initrd".into()),
-        (&marker, format!("::/lifeboat/{}", files.marker)),
-        (&cfg, "::/syslinux/syslinux.cfg".into()),
+    let mut copies: Vec<(PathBuf, String)> = vec![
+        (files.vmlinuz.to_path_buf(), "::/lifeboat/vmlinuz".into()),
+        (files.initrd.to_path_buf(), "::/lifeboat/initrd".into()),
+        (marker, format!("::/lifeboat/{}", files.marker)),
+        (cfg, "::/syslinux/syslinux.cfg".into()),
     ];
+    copies.extend(efi_files(files, &cmdline, work)?);
     for (from, to) in copies {
         Cmd::new("mcopy")
             .args(["-i", &i])
-            .arg(from)
+            .arg(&from)
             .arg(&to)
             .run()
             .with_context(|| format!("copying {} into the ESP", from.display()))?;
@@ -573,6 +587,27 @@ fn build_esp(files: &UsbFiles, size: u64, esp_start: u64, work: &Path) -> Result
         .run()
         .context("installing SYSLINUX into the ESP")?;
     Ok(img)
+}
+
+/// The UEFI loaders of the ESP (host path, path in the FAT image): shim,
+/// the signed ESP GRUB (and MokManager) in /EFI/BOOT with the menu where
+/// that GRUB reads it, or one GRUB built by grub-mkstandalone with the
+/// menu inside.
+fn efi_files(files: &UsbFiles, cmdline: &str, work: &Path) -> Result<Vec<(PathBuf, String)>> {
+    let Some((loaders, grub)) = &files.signed else {
+        let efi = super::iso::grub_efi_loader(cmdline, files.marker, work)?;
+        return Ok(vec![(efi, "::/EFI/BOOT/BOOTX64.EFI".into())]);
+    };
+    let cfg = work.join("grub.cfg");
+    std::fs::write(&cfg, super::iso::grub_cfg_text(cmdline, files.marker))
+        .with_context(|| format!("writing {}", cfg.display()))?;
+    let mut out: Vec<(PathBuf, String)> =
+        super::secureboot::boot_files(loaders, grub, "BOOTX64.EFI")
+            .into_iter()
+            .map(|(p, name)| (p, format!("::/EFI/BOOT/{name}")))
+            .collect();
+    out.push((cfg, format!("::/{}", super::secureboot::ESP_GRUB_CFG)));
+    Ok(out)
 }
 
 /// Where SYSLINUX's GPT-aware MBR code is.

@@ -138,6 +138,9 @@ pub fn evaluate(f: &Facts, t: &Thresholds) -> Verdict {
     let mut push = |state: State, text: String| problems.push(Problem { state, text });
     let rescue_age = judge_rescue(f, t, &mut push, &mut fine);
     judge_copy(f, &mut push, &mut fine);
+    for stale in f.rescue.record.iter().flat_map(crate::rescue::media::stale) {
+        push(State::Warning, stale);
+    }
     judge_drift(f, t, &mut push, &mut fine);
     let backup_age = judge_backup(f, t, &mut push, &mut fine);
     judge_runs(f, &mut push);

@@ -227,6 +227,7 @@ pub fn rescue_options(cfg: &Config, layout: Option<&Path>) -> crate::rescue::Opt
         ca_certificates: !engine.is_empty(),
         ssh_authorized_keys: r.ssh_authorized_keys.value.clone(),
         ssh_server: r.ssh_server.value.0,
+        secure_boot_root: r.secure_boot_root.value.clone(),
         ..crate::rescue::Options::default()
     }
 }
@@ -530,7 +531,7 @@ fn copy_step(cfg: &Config, output: &Path, rec: &BuildRecord, out: &mut dyn Write
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const NOW: i64 = 1_795_672_646; // 2026-11-26T05:57:26Z
@@ -645,6 +646,17 @@ mod tests {
         );
         // 0 turns the age rule off.
         assert!(rebuild_reasons(Some(&old), &same(), same_in, NOW, 0).is_empty());
+    }
+
+    /// The scheduled rebuild builds from rescue.secure_boot_root as
+    /// mkrescue does (both take their options from here).
+    #[test]
+    fn the_scheduled_rebuild_uses_the_configured_secure_boot_root() {
+        let mut cfg = crate::config::Config::default();
+        assert_eq!(rescue_options(&cfg, None).secure_boot_root, None);
+        cfg.rescue.secure_boot_root.value = Some("/srv/signed".into());
+        let ro = rescue_options(&cfg, None);
+        assert_eq!(ro.secure_boot_root(), std::path::Path::new("/srv/signed"));
     }
 
     #[test]

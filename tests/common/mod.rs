@@ -268,6 +268,9 @@ pub enum Firmware {
     Bios,
     /// OVMF; with a vars file, on q35 with pflash (EFI variables persist).
     Uefi { vars: Option<PathBuf> },
+    /// OVMF's Secure Boot firmware on q35 with SMM, with this copy of the
+    /// variable store holding Microsoft's keys ([`secure_boot_vars`]).
+    SecureBoot { vars: PathBuf },
 }
 
 #[derive(Clone, Debug)]
@@ -309,6 +312,13 @@ pub struct Finished {
 /// Copies the OVMF variable store template to `dest` (a fresh NVRAM).
 pub fn fresh_ovmf_vars(dest: &Path) -> PathBuf {
     std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", dest).expect("ovmf is installed");
+    dest.to_path_buf()
+}
+
+/// Copies OVMF's variable store with Microsoft's keys enrolled (Secure Boot
+/// on) to `dest`.
+pub fn secure_boot_vars(dest: &Path) -> PathBuf {
+    std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.ms.fd", dest).expect("ovmf is installed");
     dest.to_path_buf()
 }
 
@@ -383,6 +393,16 @@ impl Vm {
                     ])
                     .arg("-drive")
                     .arg(format!("if=pflash,format=raw,file={}", v.display()));
+            }
+            Firmware::SecureBoot { vars } => {
+                c.args(["-machine", "q35,smm=on"])
+                    .args(["-global", "driver=cfi.pflash01,property=secure,value=on"])
+                    .args([
+                        "-drive",
+                        "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.secboot.fd",
+                    ])
+                    .arg("-drive")
+                    .arg(format!("if=pflash,format=raw,unit=1,file={}", vars.display()));
             }
         }
         match &self.boot {
