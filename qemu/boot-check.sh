@@ -12,6 +12,8 @@
 #           uefi a blank store, so the firmware finds EFI/BOOT/BOOTX64.EFI
 #   bios    SeaBIOS, the system disk first in the boot order;
 #   uefi    OVMF on q35 with pflash; the boot order is the store's own
+#           (BOOT_CHECK_SECURE_BOOT=1: OVMF's Secure Boot firmware on q35
+#           with SMM, and with VARS "none" a store with Microsoft's keys)
 #   JOB     job.sh for the guest: a script file, a folder holding job.sh
 #           (and anything else it needs), or "default" for
 #           qemu/boot-check-job.sh (uname -r, findmnt, lsblk, efibootmgr -v,
@@ -27,7 +29,8 @@
 # (logical and physical sector size of the system disk: 4096 for 4K-native),
 # BOOT_CHECK_NETDEV and BOOT_CHECK_NIC (a network interface instead of none:
 # the -netdev and -device arguments, e.g. "user,id=n0,hostfwd=..." and
-# "virtio-net-pci,netdev=n0,mac=...,addr=0x7").
+# "virtio-net-pci,netdev=n0,mac=...,addr=0x7"), BOOT_CHECK_SECURE_BOOT (1:
+# uefi with Secure Boot enforced, see above).
 #
 # Exit codes: 0 the job ran and job.rc is 0; 1 the job ran and failed;
 # 3 no result: the system did not boot, run the job or power off in time
@@ -98,15 +101,21 @@ else
 fi
 bootindex=""
 if [ "$firmware" = uefi ]; then
-    for f in /usr/share/OVMF/OVMF_CODE_4M.fd /usr/share/OVMF/OVMF_VARS_4M.fd; do
+    code=/usr/share/OVMF/OVMF_CODE_4M.fd blank=/usr/share/OVMF/OVMF_VARS_4M.fd
+    if [ "${BOOT_CHECK_SECURE_BOOT:-0}" = 1 ]; then
+        code=/usr/share/OVMF/OVMF_CODE_4M.secboot.fd blank=/usr/share/OVMF/OVMF_VARS_4M.ms.fd
+        # The firmware's variable store is writable only from SMM.
+        args+=(-machine smm=on -global driver=cfi.pflash01,property=secure,value=on)
+    fi
+    for f in "$code" "$blank"; do
         [ -r "$f" ] || setup_error "$f is missing: install ovmf"
     done
     if [ "$vars" = none ]; then
-        cp /usr/share/OVMF/OVMF_VARS_4M.fd "$out/vars.fd"
+        cp "$blank" "$out/vars.fd"
     else
         cp "$vars" "$out/vars.fd"
     fi
-    args+=(-drive "if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd"
+    args+=(-drive "if=pflash,format=raw,readonly=on,file=$code"
         -drive "if=pflash,format=raw,file=$out/vars.fd")
 else
     bootindex=",bootindex=0"

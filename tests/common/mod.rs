@@ -267,6 +267,9 @@ pub enum Firmware {
     Bios,
     /// OVMF; with a vars file, on q35 with pflash (EFI variables persist).
     Uefi { vars: Option<PathBuf> },
+    /// OVMF's Secure Boot firmware on q35 with SMM, with this vars file
+    /// (see [`fresh_secure_boot_vars`]): Secure Boot enforced.
+    SecureBoot { vars: PathBuf },
 }
 
 #[derive(Clone, Debug)]
@@ -308,6 +311,17 @@ pub struct Finished {
 /// Copies the OVMF variable store template to `dest` (a fresh NVRAM).
 pub fn fresh_ovmf_vars(dest: &Path) -> PathBuf {
     std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", dest).expect("ovmf is installed");
+    dest.to_path_buf()
+}
+
+/// OVMF's Secure Boot firmware (tests/qemu_secureboot.rs, qemu_debian.rs).
+pub const OVMF_CODE_SECBOOT: &str = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd";
+/// OVMF's variable store with Microsoft's keys enrolled and Secure Boot on.
+pub const OVMF_VARS_MS: &str = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd";
+
+/// Copies the variable store with Microsoft's keys to `dest`.
+pub fn fresh_secure_boot_vars(dest: &Path) -> PathBuf {
+    std::fs::copy(OVMF_VARS_MS, dest).expect("ovmf is installed");
     dest.to_path_buf()
 }
 
@@ -382,6 +396,19 @@ impl Vm {
                     ])
                     .arg("-drive")
                     .arg(format!("if=pflash,format=raw,file={}", v.display()));
+            }
+            Firmware::SecureBoot { vars } => {
+                c.args(["-machine", "q35,smm=on"])
+                    .args(["-global", "driver=cfi.pflash01,property=secure,value=on"])
+                    .arg("-drive")
+                    .arg(format!(
+                        "if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE_SECBOOT}"
+                    ))
+                    .arg("-drive")
+                    .arg(format!(
+                        "if=pflash,format=raw,unit=1,file={}",
+                        vars.display()
+                    ));
             }
         }
         match &self.boot {
