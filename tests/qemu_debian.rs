@@ -441,8 +441,9 @@ fn debian_full_recovery() {
     };
     let recover_log = job.file("recover.log").unwrap_or_default();
     assert!(
-        !run.timed_out,
-        "the rescue did not power off:\n{}",
+        secure_boot_refusal(&run.log).is_none() && !run.timed_out,
+        "the rescue did not power off (Secure Boot refusal: {:?}):\n{}",
+        secure_boot_refusal(&run.log),
         tail(&run.log, 60)
     );
     assert_eq!(

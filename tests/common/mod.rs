@@ -319,6 +319,15 @@ pub const OVMF_CODE_SECBOOT: &str = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd";
 /// OVMF's variable store with Microsoft's keys enrolled and Secure Boot on.
 pub const OVMF_VARS_MS: &str = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd";
 
+/// What shim ("Verification failed: (0x1A) Security Violation") or GRUB
+/// ("bad shim signature") prints on the console when Secure Boot refuses a
+/// loader, if `log` shows it (qemu/boot-check.sh stops at the same words).
+pub fn secure_boot_refusal(log: &str) -> Option<&'static str> {
+    ["Verification failed: ", "bad shim signature"]
+        .into_iter()
+        .find(|m| log.contains(m))
+}
+
 /// Copies the variable store with Microsoft's keys to `dest`.
 pub fn fresh_secure_boot_vars(dest: &Path) -> PathBuf {
     std::fs::copy(OVMF_VARS_MS, dest).expect("ovmf is installed");
@@ -489,6 +498,8 @@ impl Vm {
         let start = Instant::now();
         let mut child = self.spawn();
         let mut timed_out = false;
+        let secure = matches!(self.firmware, Firmware::SecureBoot { .. });
+        let mut polls = 0u32;
         let status = loop {
             if let Some(st) = child.try_wait().unwrap() {
                 break Some(st);
@@ -498,6 +509,17 @@ impl Vm {
                 let _ = child.wait();
                 timed_out = true;
                 break None;
+            }
+            polls += 1;
+            // A refused loader waits at its message: stop the guest (every
+            // 2 s a look at the console).
+            if secure && polls % 10 == 0 {
+                let log = std::fs::read(&self.serial_log).unwrap_or_default();
+                if secure_boot_refusal(&String::from_utf8_lossy(&log)).is_some() {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break None;
+                }
             }
             std::thread::sleep(Duration::from_millis(200));
         };
