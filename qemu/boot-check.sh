@@ -12,6 +12,8 @@
 #           uefi a blank store, so the firmware finds EFI/BOOT/BOOTX64.EFI
 #   bios    SeaBIOS, the system disk first in the boot order;
 #   uefi    OVMF on q35 with pflash; the boot order is the store's own
+#           (BOOT_CHECK_SECURE_BOOT=1: OVMF's Secure Boot firmware on q35
+#           with SMM, and with VARS "none" a store with Microsoft's keys)
 #   JOB     job.sh for the guest: a script file, a folder holding job.sh
 #           (and anything else it needs), or "default" for
 #           qemu/boot-check-job.sh (uname -r, findmnt, lsblk, efibootmgr -v,
@@ -27,11 +29,14 @@
 # (logical and physical sector size of the system disk: 4096 for 4K-native),
 # BOOT_CHECK_NETDEV and BOOT_CHECK_NIC (a network interface instead of none:
 # the -netdev and -device arguments, e.g. "user,id=n0,hostfwd=..." and
-# "virtio-net-pci,netdev=n0,mac=...,addr=0x7").
+# "virtio-net-pci,netdev=n0,mac=...,addr=0x7"), BOOT_CHECK_SECURE_BOOT (1:
+# uefi with Secure Boot enforced, see above).
 #
 # Exit codes: 0 the job ran and job.rc is 0; 1 the job ran and failed;
-# 3 no result: the system did not boot, run the job or power off in time
-# (see OUTDIR/serial.log); 2 usage or setup error.
+# 3 no result: the system did not boot, run the job or power off in time, or
+# Secure Boot refused a loader (shim's "Verification failed", GRUB's "bad shim
+# signature": the guest is stopped at once; see OUTDIR/serial.log); 2 usage
+# or setup error.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -98,15 +103,21 @@ else
 fi
 bootindex=""
 if [ "$firmware" = uefi ]; then
-    for f in /usr/share/OVMF/OVMF_CODE_4M.fd /usr/share/OVMF/OVMF_VARS_4M.fd; do
+    code=/usr/share/OVMF/OVMF_CODE_4M.fd blank=/usr/share/OVMF/OVMF_VARS_4M.fd
+    if [ "${BOOT_CHECK_SECURE_BOOT:-0}" = 1 ]; then
+        code=/usr/share/OVMF/OVMF_CODE_4M.secboot.fd blank=/usr/share/OVMF/OVMF_VARS_4M.ms.fd
+        # The firmware's variable store is writable only from SMM.
+        args+=(-machine smm=on -global driver=cfi.pflash01,property=secure,value=on)
+    fi
+    for f in "$code" "$blank"; do
         [ -r "$f" ] || setup_error "$f is missing: install ovmf"
     done
     if [ "$vars" = none ]; then
-        cp /usr/share/OVMF/OVMF_VARS_4M.fd "$out/vars.fd"
+        cp "$blank" "$out/vars.fd"
     else
         cp "$vars" "$out/vars.fd"
     fi
-    args+=(-drive "if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd"
+    args+=(-drive "if=pflash,format=raw,readonly=on,file=$code"
         -drive "if=pflash,format=raw,file=$out/vars.fd")
 else
     bootindex=",bootindex=0"
@@ -122,11 +133,24 @@ start=$SECONDS
 timeout -k 10 "$timeout_s" qemu-system-x86_64 "${args[@]}" 2>"$out/qemu.err" &
 qemu=$!
 trap 'kill "$qemu" 2>/dev/null' EXIT
+# A loader refused under Secure Boot (shim: "Verification failed: (0x1A)
+# Security Violation"; GRUB: "bad shim signature") waits at its message for
+# ever: stop the guest as soon as the console shows it.
+refused=""
+while kill -0 "$qemu" 2>/dev/null; do
+    refused=$(grep -a -o -m1 -E 'Verification failed: \(0x[0-9A-Fa-f]+\) [A-Za-z ]*[A-Za-z]|bad shim signature' \
+        "$out/serial.log" 2>/dev/null) && break
+    sleep 2
+done
+[ -z "$refused" ] || kill "$qemu" 2>/dev/null || true
 rc=0
 wait "$qemu" || rc=$?
 trap - EXIT
 seconds=$((SECONDS - start))
-if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+if [ -n "$refused" ]; then
+    say "no result: Secure Boot refused a loader after $seconds s: \"$refused\" ($out/serial.log)"
+    exit 3
+elif [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
     tail -n 30 "$out/serial.log" >&2 || true
     say "no result: the guest did not power off within $timeout_s s ($out/serial.log)"
     exit 3

@@ -3,7 +3,8 @@
 # its timings: inside the source system layout save, backup and mkrescue;
 # then the rescue ISO booted on a blank, larger disk recovering unattended
 # until it powers off, with the share of each recovery step; then the
-# recovered disk booted under SeaBIOS and OVMF. (This is the qemu_debian
+# recovered disk booted under SeaBIOS and OVMF's Secure Boot firmware (the
+# source gets Debian's signed shim and GRUB first). (This is the qemu_debian
 # test, run with its output shown, with a release build of lifeboat as the
 # other benchmarks use.) As root.
 #

@@ -74,23 +74,33 @@ if [ ! -x "$s3s_root/bin/s3s-fs" ]; then
     rm -rf /var/cache/lifeboat-test/s3s-build
 fi
 
-# The Secure Boot tests (tests/qemu_secureboot.rs): Debian's signed shim
-# and GRUB, unpacked for mkrescue --secure-boot-root, never installed (their
-# maintainer scripts run grub-install on this machine's disk). The .debs
-# stay in the shared .deb cache.
-sb_debs=(shim-signed shim-helpers-amd64-signed grub-efi-amd64-signed)
+# The Secure Boot tests: Debian's signed shim and GRUB, never installed on
+# this machine (their maintainer scripts run grub-install on its disk).
+# tests/qemu_secureboot.rs builds its ISO from them unpacked in $sb_root
+# (mkrescue --secure-boot-root); tests/qemu_debian.rs installs the .debs
+# kept in $sb_debs_dir with dpkg -i inside the Debian test guest, which
+# lacks shim-unsigned and mokutil (dependencies of shim-helpers-amd64-signed
+# and shim-signed) and has the rest.
+sb_unpack=(shim-signed shim-helpers-amd64-signed grub-efi-amd64-signed)
+sb_debs=("${sb_unpack[@]}" shim-signed-common shim-unsigned mokutil)
 sb_root=/var/cache/lifeboat-test/secureboot/root
-mkdir -p /var/cache/lifeboat-test/debs
-rm -rf "$sb_root.new" && mkdir -p "$sb_root.new"
+sb_debs_dir=/var/cache/lifeboat-test/secureboot/debs
+rm -rf "$sb_root.new" "$sb_debs_dir.new" && mkdir -p "$sb_root.new" "$sb_debs_dir.new"
 for pkg in "${sb_debs[@]}"; do
     version=$(apt-cache policy "$pkg" | sed -n 's/^  Candidate: //p')
-    deb="/var/cache/lifeboat-test/debs/${pkg}_${version//:/%3a}_amd64.deb"
-    if [ ! -f "$deb" ]; then
-        (cd /var/cache/lifeboat-test/debs && apt-get download -qq "$pkg=$version")
+    deb="${pkg}_${version//:/%3a}_amd64.deb"
+    [ -f "$sb_debs_dir/$deb" ] || deb="${pkg}_${version//:/%3a}_all.deb"
+    if [ -f "$sb_debs_dir/$deb" ]; then
+        cp "$sb_debs_dir/$deb" "$sb_debs_dir.new/"
+    else
+        (cd "$sb_debs_dir.new" && apt-get download -qq "$pkg=$version")
     fi
-    dpkg-deb -x "$deb" "$sb_root.new"
 done
-rm -rf "$sb_root" && mv "$sb_root.new" "$sb_root"
+for pkg in "${sb_unpack[@]}"; do
+    dpkg-deb -x "$sb_debs_dir.new/${pkg}"_*.deb "$sb_root.new"
+done
+rm -rf "$sb_root" "$sb_debs_dir"
+mv "$sb_root.new" "$sb_root" && mv "$sb_debs_dir.new" "$sb_debs_dir"
 
 # Off-host copies of the rescue image over NFS and CIFS
 # (tests/qemu_offhost.rs): the test runs its own smbd and NFS-Ganesha on

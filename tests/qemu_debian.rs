@@ -103,13 +103,18 @@ fn check_uefi(c: &Check) -> Vec<String> {
 
 /// [`check_uefi`] with the mounts `want`.
 fn check_uefi_with(c: &Check, want: &[(&str, &str, &str)]) -> Vec<String> {
+    check_uefi_loader(c, want, "grubx64.efi")
+}
+
+/// [`check_uefi_with`], the entry "debian" starting `loader` (in
+/// \EFI\debian\: grubx64.efi, or shimx64.efi for Secure Boot).
+fn check_uefi_loader(c: &Check, want: &[(&str, &str, &str)], loader: &str) -> Vec<String> {
     let mut problems = check_common_with("uefi", c, want);
+    let path = format!("\\EFI\\debian\\{loader}");
     match boot_current(&c.job_log) {
-        Some((_, entry))
-            if entry.starts_with("debian") && entry.contains("\\EFI\\debian\\grubx64.efi") => {}
+        Some((_, entry)) if entry.starts_with("debian") && entry.contains(&path) => {}
         other => problems.push(format!(
-            "uefi: the firmware did not boot the EFI entry \"debian\" \
-             (\\EFI\\debian\\grubx64.efi): {other:?}\n{}",
+            "uefi: the firmware did not boot the EFI entry \"debian\" ({path}): {other:?}\n{}",
             section(&c.job_log, "efibootmgr -v").join("\n")
         )),
     }
@@ -187,17 +192,60 @@ struct SourceRun {
     iso: PathBuf,
 }
 
+/// Where scripts/install-deps.sh keeps Debian's shim-signed,
+/// grub-efi-amd64-signed and the dependencies the test guest lacks.
+const SB_DEBS: &str = "/var/cache/lifeboat-test/secureboot/debs";
+
+/// Shell lines that give the running source system Debian's Secure Boot
+/// chain: the .debs of [`SB_DEBS`] (on the job disk, in sb-debs/) installed
+/// with dpkg -i. shim-signed's postinst runs grub-install, which puts shim
+/// and the signed GRUB into EFI/debian and points the NVRAM entry "debian"
+/// at shimx64.efi; the kernel is already Debian's signed one.
+const INSTALL_SHIM: &str = r#"if ! DEBIAN_FRONTEND=noninteractive dpkg -i "$here"/sb-debs/*.deb > "$here/dpkg.log" 2>&1; then
+    cat "$here/dpkg.log"; exit 1
+fi
+rm -rf "$here/sb-debs"
+echo "== efibootmgr after shim-signed"
+efibootmgr -v
+echo "== EFI/debian after shim-signed"
+ls /boot/efi/EFI/debian
+"#;
+
+/// The source's checksums: with Secure Boot, not EFI/BOOT (the removable
+/// fallback, GRUB's own in the built system, becomes shim on recovery: the
+/// recovered system's checks compare it with EFI/debian/shimx64.efi).
+fn sums(secure_boot: bool) -> String {
+    let boot = if secure_boot {
+        " ! -path '/boot/efi/EFI/BOOT/*'"
+    } else {
+        ""
+    };
+    format!(
+        "find /etc /home /usr/bin /boot /boot/efi -xdev -type f ! -path '/boot/grub/*'{boot} -print0 \\\n\
+         | sort -z | xargs -0 sha256sum > \"$here/sums.txt\""
+    )
+}
+
 /// The source system under UEFI: checks, capture, backup, rescue image (an
-/// ISO that recovers unattended), and the sums of its files.
-fn source_job(s: &Scratch, built: &Built) -> SourceRun {
+/// ISO that recovers unattended), and the sums of its files. With
+/// `secure_boot`, Debian's signed shim and GRUB are installed first
+/// ([`INSTALL_SHIM`]) and the ISO must be Secure Boot capable.
+fn source_job(s: &Scratch, built: &Built, secure_boot: bool) -> SourceRun {
+    let dir = s.join("job1");
+    let prelude = if secure_boot { INSTALL_SHIM } else { "" };
     let job = job_dir(
-        &s.join("job1"),
-        &source_job_script(
-            "--append lifeboat.recover=auto --append lifeboat.poweroff",
-            "find /etc /home /usr/bin /boot /boot/efi -xdev -type f ! -path '/boot/grub/*' -print0 \\\n\
-             | sort -z | xargs -0 sha256sum > \"$here/sums.txt\"",
+        &dir,
+        &format!(
+            "{prelude}{}",
+            source_job_script(
+                "--append lifeboat.recover=auto --append lifeboat.poweroff",
+                &sums(secure_boot),
+            )
         ),
     );
+    if secure_boot {
+        copy_sb_debs(&dir.join("sb-debs"));
+    }
     let source = boot_check(
         &built.image,
         Some(&built.vars),
@@ -214,28 +262,144 @@ fn source_job(s: &Scratch, built: &Built) -> SourceRun {
         tail(&source.serial, 30)
     );
     // What lifeboat reported inside the source system, for the record.
-    for line in source.job_log.lines().filter(|l| {
+    for line in source.job_log.lines().map(str::trim_start).filter(|l| {
         l.starts_with("layout saved")
             || l.starts_with("generation ")
             || l.starts_with("rescue image for kernel")
+            || l.starts_with("Secure Boot:")
     }) {
         eprintln!("source: {line}");
     }
     let source_layout = lifeboat::layout::Layout::load(&s.join("source/job/layout.json")).unwrap();
     let iso = s.join("source/job/rescue/lifeboat-rescue.iso");
     assert!(iso.is_file(), "mkrescue wrote no ISO in the guest");
+    if secure_boot {
+        check_source_secure_boot(s, &source, &source_layout);
+    }
     SourceRun {
         layout: source_layout,
         iso,
     }
 }
 
-/// The end-to-end recovery of a real Debian 12 system: inside the running
-/// system, `layout save`, `backup create` and `mkrescue` (an ISO that
-/// recovers unattended); the ISO boots under OVMF on a blank, larger disk and
-/// recovers it with the backup on a job disk; the recovered disk then boots
-/// under SeaBIOS and under OVMF (through the EFI entry recovery wrote), with
-/// the same files and identities.
+/// Copies the .debs of [`SB_DEBS`] into `dest`; none is a failure naming
+/// install-deps.sh.
+fn copy_sb_debs(dest: &std::path::Path) {
+    std::fs::create_dir_all(dest).unwrap();
+    let debs: Vec<PathBuf> = std::fs::read_dir(SB_DEBS)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    let has = |p: &str| {
+        debs.iter()
+            .any(|d| d.file_name().unwrap().to_string_lossy().starts_with(p))
+    };
+    assert!(
+        has("shim-signed_") && has("grub-efi-amd64-signed_"),
+        "no shim-signed or grub-efi-amd64-signed .deb in {SB_DEBS}: run scripts/install-deps.sh"
+    );
+    for d in &debs {
+        std::fs::copy(d, dest.join(d.file_name().unwrap())).unwrap();
+    }
+}
+
+/// The source with Debian's Secure Boot chain installed: the NVRAM entry
+/// "debian" starts shim, the layout saw it, and mkrescue built a Secure
+/// Boot capable ISO (rescue.json and the summary say so).
+fn check_source_secure_boot(s: &Scratch, source: &Check, layout: &lifeboat::layout::Layout) {
+    let log = &source.job_log;
+    let efi = section(log, "efibootmgr after shim-signed");
+    assert!(
+        efi.iter()
+            .any(|l| l.contains(" debian") && l.contains("\\EFI\\debian\\shimx64.efi")),
+        "shim-signed's grub-install did not point the entry \"debian\" at shimx64.efi:\n{}",
+        efi.join("\n")
+    );
+    let esp = section(log, "EFI/debian after shim-signed");
+    assert!(
+        ["shimx64.efi", "grubx64.efi", "mmx64.efi"]
+            .iter()
+            .all(|f| esp.contains(f)),
+        "EFI/debian holds {esp:?}"
+    );
+    assert!(
+        layout.boot.shim
+            && layout
+                .boot
+                .efi_entries
+                .iter()
+                .any(|e| e.loader.as_deref() == Some("\\EFI\\debian\\shimx64.efi")),
+        "the layout did not capture shim: {:?}",
+        layout.boot
+    );
+    let record: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(s.join("source/job/rescue/rescue.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        (
+            &record["secure_boot"]["capable"],
+            &record["secure_boot"]["uefi_loader"]
+        ),
+        (&serde_json::json!(true), &serde_json::json!("shim")),
+        "{:#}",
+        record["secure_boot"]
+    );
+    assert!(
+        log.contains("Secure Boot: capable (shim -> signed GRUB -> signed kernel)"),
+        "{}",
+        tail(log, 40)
+    );
+}
+
+/// What the kernel prints when the firmware booted it with Secure Boot on.
+const SB_ON: &str = "secureboot: Secure boot enabled";
+
+/// Shell lines for a recovered system's job: the firmware's SecureBoot
+/// variable (4 attribute bytes, then the value), the kernel's word on it, and
+/// whether the removable fallback EFI/BOOT/BOOTX64.EFI is shim (which only
+/// recovery's reinstall puts there: the source had GRUB's own).
+const SECURE_BOOT_STATE: &str = r#"echo "== SecureBoot variable"
+od -An -t u1 /sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c || true
+echo "== kernel"
+dmesg | grep 'secureboot:' || true
+echo "== fallback loader"
+if cmp -s /boot/efi/EFI/BOOT/BOOTX64.EFI /boot/efi/EFI/debian/shimx64.efi; then echo shim; else echo other; fi
+"#;
+
+/// What [`SECURE_BOOT_STATE`] must show: Secure Boot on, and shim as the
+/// fallback loader.
+fn check_secure_boot(log: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    let var = section(log, "SecureBoot variable").join(" ");
+    if var.split_whitespace().last() != Some("1") {
+        problems.push(format!("uefi: SecureBoot variable is {var:?}, not 1"));
+    }
+    let kernel = section(log, "kernel");
+    if !kernel.iter().any(|l| l.contains(SB_ON)) {
+        problems.push(format!(
+            "uefi: the kernel did not say {SB_ON:?}: {kernel:?}"
+        ));
+    }
+    let fallback = section(log, "fallback loader");
+    if fallback != ["shim"] {
+        problems.push(format!(
+            "uefi: EFI/BOOT/BOOTX64.EFI is not shim ({fallback:?}): shim was not reinstalled"
+        ));
+    }
+    problems
+}
+
+/// The end-to-end recovery of a real Debian 12 system with Secure Boot:
+/// inside the running system, Debian's shim-signed and
+/// grub-efi-amd64-signed installed (the kernel is Debian's signed one), then
+/// `layout save`, `backup create` and `mkrescue` (a Secure Boot capable ISO
+/// that recovers unattended); the ISO boots under OVMF's Secure Boot firmware
+/// with Microsoft's keys on a blank, larger disk and recovers it with the
+/// backup on a job disk; the recovered disk then boots under SeaBIOS and
+/// under the Secure Boot firmware with the NVRAM recovery wrote (through the
+/// entry "debian" at shimx64.efi, Secure Boot on), with the same files and
+/// identities. UEFI without Secure Boot is the 4K-native and the BIOS->UEFI
+/// tests' firmware.
 #[test]
 fn debian_full_recovery() {
     assert!(
@@ -247,7 +411,7 @@ fn debian_full_recovery() {
     let mut times: Vec<(&str, f64)> = Vec::new();
 
     let t = Instant::now();
-    let src = source_job(&s, &built);
+    let src = source_job(&s, &built, true);
     times.push((
         "source: capture, backup, mkrescue (TCG)",
         t.elapsed().as_secs_f64(),
@@ -259,12 +423,10 @@ fn debian_full_recovery() {
     let job_img = s.join("source/job.img");
     sh(&format!("e2label '{}' LIFEBOAT-AUTO", job_img.display()));
     let target = blank_disk(&s.join("target.img"), 8192);
-    let vars = fresh_ovmf_vars(&s.join("rescue-vars.fd"));
+    let vars = fresh_secure_boot_vars(&s.join("rescue-vars.fd"));
     let t = Instant::now();
     let run = Vm::new(Boot::Cdrom(iso.clone()), &s.join("rescue-serial.log"))
-        .firmware(Firmware::Uefi {
-            vars: Some(vars.clone()),
-        })
+        .firmware(Firmware::SecureBoot { vars: vars.clone() })
         .disk(Disk::virtio(&target).serial("NEW-DISK"))
         .disk(Disk::virtio(&job_img).serial("JOB"))
         .memory(1536)
@@ -279,8 +441,9 @@ fn debian_full_recovery() {
     };
     let recover_log = job.file("recover.log").unwrap_or_default();
     assert!(
-        !run.timed_out,
-        "the rescue did not power off:\n{}",
+        secure_boot_refusal(&run.log).is_none() && !run.timed_out,
+        "the rescue did not power off (Secure Boot refusal: {:?}):\n{}",
+        secure_boot_refusal(&run.log),
         tail(&run.log, 60)
     );
     assert_eq!(
@@ -294,6 +457,16 @@ fn debian_full_recovery() {
         "{}",
         tail(&recover_log, 40)
     );
+    assert!(
+        run.log.contains(SB_ON),
+        "the rescue kernel did not run with Secure Boot on:\n{}",
+        tail(&run.log, 60)
+    );
+    assert!(
+        recover_log.contains("Secure Boot chain reinstalled: EFI/debian/shimx64.efi"),
+        "recovery did not reinstall shim:\n{}",
+        tail(&recover_log, 60)
+    );
 
     // 3. The recovered disk boots under SeaBIOS (an overlay) and under OVMF
     // with the NVRAM recovery wrote; files and identities are the source's.
@@ -301,9 +474,11 @@ fn debian_full_recovery() {
     let check_job = |dir: &str| {
         let d = job_dir(
             &s.join(dir),
-            "sha256sum --quiet -c \"$here/sums.txt\" > \"$here/sums-check.txt\" 2>&1\n\
-             lifeboat layout save -o \"$here/after.json\" --exclude-disk \"$(findmnt -no SOURCE \"$here\")\"\n\
-             cp /var/log/lifeboat/recovery-report.json \"$here/\"",
+            &format!(
+                "sha256sum --quiet -c \"$here/sums.txt\" > \"$here/sums-check.txt\" 2>&1\n\
+                 lifeboat layout save -o \"$here/after.json\" --exclude-disk \"$(findmnt -no SOURCE \"$here\")\"\n\
+                 cp /var/log/lifeboat/recovery-report.json \"$here/\"\n{SECURE_BOOT_STATE}"
+            ),
         );
         std::fs::copy(s.join("sums.txt"), d.join("sums.txt")).unwrap();
         d
@@ -328,21 +503,23 @@ fn debian_full_recovery() {
         t.elapsed().as_secs_f64(),
     ));
     let t = Instant::now();
-    let uefi = boot_check(
+    let uefi = boot_check_env(
         &target,
         Some(&vars),
         "uefi",
         &check_job("job-uefi"),
         64,
         &s.join("uefi"),
+        &[("BOOT_CHECK_SECURE_BOOT", "1".into())],
     );
     times.push((
-        "recovered disk: OVMF boot and checks",
+        "recovered disk: OVMF Secure Boot boot and checks",
         t.elapsed().as_secs_f64(),
     ));
 
     let mut problems = check_bios(&bios);
-    problems.extend(check_uefi(&uefi));
+    problems.extend(check_uefi_loader(&uefi, &MOUNTS, "shimx64.efi"));
+    problems.extend(check_secure_boot(&uefi.job_log));
     for (name, c) in [("bios", &bios), ("uefi", &uefi)] {
         if !c.job_log.contains("== lifeboat job done") {
             problems.push(format!("{name}: the checks after recovery failed"));
@@ -413,7 +590,7 @@ fn debian_recovery_onto_a_4k_native_disk() {
     );
     let s = Scratch::new("qemu-debian-4k");
     let built = build_debian(&s.join("image"));
-    let src = source_job(&s, &built);
+    let src = source_job(&s, &built, false);
     let job_img = s.join("source/job.img");
     sh(&format!("e2label '{}' LIFEBOAT-AUTO", job_img.display()));
     let target = blank_disk(&s.join("target.img"), 8192);
@@ -581,6 +758,55 @@ fn checks_pass_a_real_boot_and_catch_broken_ones() {
     assert!(check_bios(&check(&good))
         .iter()
         .any(|p| p.contains("booted under UEFI")));
+}
+
+/// The Secure Boot checks on a real job log (the recovered system of
+/// [`debian_full_recovery`] booted under the Secure Boot firmware), and on
+/// the same log bent the ways a recovery without shim's reinstall, or a boot
+/// without Secure Boot, would bend it: each must be caught.
+#[test]
+fn secure_boot_checks_pass_a_real_boot_and_catch_broken_ones() {
+    let good = std::fs::read_to_string(
+        repo().join("tests/fixtures/debian-boot-check-uefi-secureboot.log"),
+    )
+    .unwrap();
+    let problems = |log: &str| {
+        let c = Check {
+            code: 0,
+            job_log: log.to_string(),
+            serial: String::new(),
+        };
+        let mut p = check_uefi_loader(&c, &MOUNTS, "shimx64.efi");
+        p.extend(check_secure_boot(log));
+        p
+    };
+    assert_eq!(problems(&good), Vec::<String>::new());
+    let broken = [
+        (
+            "\\EFI\\debian\\shimx64.efi",
+            "\\EFI\\debian\\grubx64.efi",
+            "did not boot the EFI entry",
+        ),
+        (
+            "   0   0   0   1",
+            "   0   0   0   0",
+            "SecureBoot variable",
+        ),
+        (SB_ON, "secureboot: Secure boot disabled", "did not say"),
+        (
+            "== fallback loader\nshim",
+            "== fallback loader\nother",
+            "not shim",
+        ),
+    ];
+    for (from, to, want) in broken {
+        assert!(good.contains(from), "the fixture has no {from:?}");
+        let got = problems(&good.replace(from, to));
+        assert!(
+            got.iter().any(|p| p.contains(want)),
+            "{from:?} -> {to:?} not caught as {want:?}: {got:?}"
+        );
+    }
 }
 
 /// Shell lines for the source job that turn the running Debian system (GPT,

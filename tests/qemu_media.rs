@@ -306,7 +306,7 @@ fn secure_boot_usb_disk_boots_with_secure_boot_on() {
     ));
     assert_eq!(shim, want, "BOOTX64.EFI is shim");
 
-    let vars = secure_boot_vars(&s.join("vars.fd"));
+    let vars = fresh_secure_boot_vars(&s.join("vars.fd"));
     let vm = Vm::new(Boot::Disk, &s.join("sb.log"))
         .firmware(Firmware::SecureBoot { vars })
         .disk(Disk::virtio(&usb).on(Bus::Usb))

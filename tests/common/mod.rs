@@ -268,8 +268,8 @@ pub enum Firmware {
     Bios,
     /// OVMF; with a vars file, on q35 with pflash (EFI variables persist).
     Uefi { vars: Option<PathBuf> },
-    /// OVMF's Secure Boot firmware on q35 with SMM, with this copy of the
-    /// variable store holding Microsoft's keys ([`secure_boot_vars`]).
+    /// OVMF's Secure Boot firmware on q35 with SMM, with this vars file
+    /// (see [`fresh_secure_boot_vars`]): Secure Boot enforced.
     SecureBoot { vars: PathBuf },
 }
 
@@ -315,10 +315,23 @@ pub fn fresh_ovmf_vars(dest: &Path) -> PathBuf {
     dest.to_path_buf()
 }
 
-/// Copies OVMF's variable store with Microsoft's keys enrolled (Secure Boot
-/// on) to `dest`.
-pub fn secure_boot_vars(dest: &Path) -> PathBuf {
-    std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.ms.fd", dest).expect("ovmf is installed");
+/// OVMF's Secure Boot firmware (tests/qemu_secureboot.rs, qemu_debian.rs).
+pub const OVMF_CODE_SECBOOT: &str = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd";
+/// OVMF's variable store with Microsoft's keys enrolled and Secure Boot on.
+pub const OVMF_VARS_MS: &str = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd";
+
+/// What shim ("Verification failed: (0x1A) Security Violation") or GRUB
+/// ("bad shim signature") prints on the console when Secure Boot refuses a
+/// loader, if `log` shows it (qemu/boot-check.sh stops at the same words).
+pub fn secure_boot_refusal(log: &str) -> Option<&'static str> {
+    ["Verification failed: ", "bad shim signature"]
+        .into_iter()
+        .find(|m| log.contains(m))
+}
+
+/// Copies the variable store with Microsoft's keys to `dest`.
+pub fn fresh_secure_boot_vars(dest: &Path) -> PathBuf {
+    std::fs::copy(OVMF_VARS_MS, dest).expect("ovmf is installed");
     dest.to_path_buf()
 }
 
@@ -397,12 +410,15 @@ impl Vm {
             Firmware::SecureBoot { vars } => {
                 c.args(["-machine", "q35,smm=on"])
                     .args(["-global", "driver=cfi.pflash01,property=secure,value=on"])
-                    .args([
-                        "-drive",
-                        "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.secboot.fd",
-                    ])
                     .arg("-drive")
-                    .arg(format!("if=pflash,format=raw,unit=1,file={}", vars.display()));
+                    .arg(format!(
+                        "if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE_SECBOOT}"
+                    ))
+                    .arg("-drive")
+                    .arg(format!(
+                        "if=pflash,format=raw,unit=1,file={}",
+                        vars.display()
+                    ));
             }
         }
         match &self.boot {
@@ -483,6 +499,8 @@ impl Vm {
         let start = Instant::now();
         let mut child = self.spawn();
         let mut timed_out = false;
+        let secure = matches!(self.firmware, Firmware::SecureBoot { .. });
+        let mut polls = 0u32;
         let status = loop {
             if let Some(st) = child.try_wait().unwrap() {
                 break Some(st);
@@ -492,6 +510,17 @@ impl Vm {
                 let _ = child.wait();
                 timed_out = true;
                 break None;
+            }
+            polls += 1;
+            // A refused loader waits at its message: stop the guest (every
+            // 2 s a look at the console).
+            if secure && polls % 10 == 0 {
+                let log = std::fs::read(&self.serial_log).unwrap_or_default();
+                if secure_boot_refusal(&String::from_utf8_lossy(&log)).is_some() {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break None;
+                }
             }
             std::thread::sleep(Duration::from_millis(200));
         };
