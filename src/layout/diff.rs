@@ -213,6 +213,8 @@ struct LinkView {
     vlan_parent: Option<String>,
     vlan_id: Option<u16>,
     bond_mode: Option<&'static str>,
+    bond_options: Option<BondOptions>,
+    bridge_options: Option<BridgeOptions>,
     members: Option<String>,
     mtu: Option<u32>,
     dhcp4: bool,
@@ -227,6 +229,8 @@ fn link_view(k: &NetLink) -> LinkView {
         vlan_parent: None,
         vlan_id: None,
         bond_mode: None,
+        bond_options: None,
+        bridge_options: None,
         members: None,
         mtu: k.mtu,
         dhcp4: k.dhcp4,
@@ -239,13 +243,19 @@ fn link_view(k: &NetLink) -> LinkView {
             v.kind = "vlan";
             (v.vlan_parent, v.vlan_id) = (Some(parent.clone()), Some(*id));
         }
-        LinkKind::Bond { mode, members } => {
+        LinkKind::Bond {
+            mode,
+            members,
+            options,
+        } => {
             v.kind = "bond";
             (v.bond_mode, v.members) = (Some(mode.as_str()), Some(members.join(", ")));
+            v.bond_options = Some(options.clone());
         }
-        LinkKind::Bridge { members } => {
+        LinkKind::Bridge { members, options } => {
             v.kind = "bridge";
             v.members = Some(members.join(", "));
+            v.bridge_options = Some(options.clone());
         }
     }
     v
@@ -856,6 +866,7 @@ pub(crate) mod tests {
                     LinkKind::Bond {
                         mode: BondMode::ActiveBackup,
                         members: vec!["ens4".into(), "ens5".into()],
+                        options: BondOptions::default(),
                     },
                     &["10.1.0.5/24"],
                 ),
@@ -895,6 +906,10 @@ pub(crate) mod tests {
         c.links[4].kind = LinkKind::Bond {
             mode: BondMode::Lacp,
             members: vec!["ens4".into()],
+            options: BondOptions {
+                miimon: Some(100),
+                ..BondOptions::default()
+            },
         };
         c.routes[0].gateway = Some("10.0.2.1".parse().unwrap());
         c.dns.nameservers = vec!["9.9.9.9".parse().unwrap()];
@@ -907,6 +922,7 @@ pub(crate) mod tests {
                  is 52:54:00:ab:cd:ef",
                 "changed network link ens3.10 (vlan): vlan_id was 10, is 20",
                 "changed network link bond0 (bond): bond_mode was active-backup, is 802.3ad",
+                "changed network link bond0 (bond): bond_options.miimon was none, is 100",
                 "changed network link bond0 (bond): members was ens4, ens5, is ens4",
                 "changed route 0.0.0.0/0 dev ens3: gateway was 10.0.2.2, is 10.0.2.1",
                 "changed DNS settings: nameservers was 10.0.2.3, is 9.9.9.9",
