@@ -383,10 +383,28 @@ pub fn mount_command(share: &Share, dir: &Path, options: Option<&str>) -> Result
         .context("a local directory is not mounted")
 }
 
+/// A warning when `options` carry a password (CIFS `password=`/`pass=`),
+/// which mount's command line shows to every local user (ps) and `-v`
+/// logs.
+pub fn password_warning(options: Option<&str>) -> Option<String> {
+    let secret = options?
+        .split(',')
+        .any(|o| o.starts_with("password=") || o.starts_with("pass="));
+    secret.then(|| {
+        "rescue.mount_options holds a password: it shows on mount's command line (ps) and \
+         in -v logs; put username= and password= lines into a file of mode 0600 and give \
+         credentials=FILE instead"
+            .to_string()
+    })
+}
+
 impl Mounted {
     fn mount(share: &Share, spec: &str, options: Option<&str>) -> Result<Mounted> {
         crate::exec::require(&[mount_helper(share)])
             .with_context(|| format!("cannot mount rescue.destination {spec}"))?;
+        if let Some(w) = password_warning(options) {
+            log::warn!("{w}");
+        }
         let dir = tempfile::Builder::new()
             .prefix("lifeboat-rescue-copy-")
             .tempdir()

@@ -202,3 +202,22 @@ fn a_symlinked_destination_is_refused() {
     assert!(to_dir(&dir.path().join("dest"), &plan, 2).is_err());
     assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
 }
+
+#[test]
+fn a_password_in_the_mount_options_is_warned_about() {
+    for opts in ["password=s3cret,port=445", "vers=3.0,pass=s3cret"] {
+        let w = password_warning(Some(opts)).unwrap();
+        assert!(w.contains("credentials=FILE"), "{w}");
+        assert!(
+            !w.contains("s3cret"),
+            "the warning repeats the password: {w}"
+        );
+    }
+    for opts in [
+        None,
+        Some("credentials=/root/.smb,port=445"),
+        Some("vers=4.1"),
+    ] {
+        assert_eq!(password_warning(opts), None, "{opts:?}");
+    }
+}
