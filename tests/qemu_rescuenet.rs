@@ -14,8 +14,8 @@
 //! image has OpenSSH (`--ssh-server openssh`).
 //!
 //! A second, lean rescue boot with dropbear (`--ssh-server dropbear`, no
-//! layout, the address from `lifeboat.net=static` on the kernel command
-//! line) proves the same of dropbear, `lifeboat.net=static` with
+//! layout, the address from `lifeboat.net=static` on the card
+//! `lifeboat.netdev=MAC` names, on the kernel command line) proves the same of dropbear, `lifeboat.net=static` with
 //! `lifeboat.vlan=ID@MAC` puts the address on a VLAN, and last a layout's
 //! 802.3ad bond and STP bridge are made with their options (read back
 //! from the kernel on the console).
@@ -319,7 +319,7 @@ fn dropbear_with_the_key_only() {
             "--ssh-server",
             "dropbear",
             "--append",
-            "lifeboat.ssh lifeboat.net=static:10.0.2.70/24,10.0.2.2,10.0.2.3",
+            "lifeboat.ssh lifeboat.net=static:10.0.2.70/24,10.0.2.2,10.0.2.3 lifeboat.netdev=52:54:00:12:34:56",
         ],
     );
     let names = initrd_names(&out.join("initrd"));
