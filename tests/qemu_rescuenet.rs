@@ -14,9 +14,11 @@
 //! image has OpenSSH (`--ssh-server openssh`).
 //!
 //! A second, lean rescue boot with dropbear (`--ssh-server dropbear`, no
-//! layout, the address from `lifeboat.net=static` on the kernel command
-//! line) proves the same of dropbear, and `lifeboat.net=static` with
-//! `lifeboat.vlan=ID@MAC` puts the address on a VLAN.
+//! layout, the address from `lifeboat.net=static` on the card
+//! `lifeboat.netdev=MAC` names, on the kernel command line) proves the same of dropbear, `lifeboat.net=static` with
+//! `lifeboat.vlan=ID@MAC` puts the address on a VLAN, and last a layout's
+//! 802.3ad bond and STP bridge are made with their options (read back
+//! from the kernel on the console).
 
 mod common;
 
@@ -215,7 +217,13 @@ fn build(s: &Scratch, name: &str, key: &Path, args: &[&str]) -> (std::path::Path
 
 /// Boots the image in `out` with the card `MAC` and `hostfwd`s, waits for
 /// the rescue, runs `checks` on its console; stops the guest either way.
-fn boot_and_check(s: &Scratch, out: &Path, cmdline: String, fwd: &str, checks: impl FnOnce(&str)) {
+fn boot_and_check(
+    s: &Scratch,
+    out: &Path,
+    cmdline: String,
+    fwd: &str,
+    checks: impl FnOnce(&str, &Path),
+) {
     let vm = Vm::new(
         Boot::Kernel {
             vmlinuz: out.join("vmlinuz"),
@@ -232,7 +240,9 @@ fn boot_and_check(s: &Scratch, out: &Path, cmdline: String, fwd: &str, checks: i
     let boot = Instant::now();
     let log = wait_for(&vm, &mut child, "lifeboat rescue ready", 300);
     eprintln!("rescue ready after {:.1}s", boot.elapsed().as_secs_f64());
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| checks(&log)));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        checks(&log, &vm.serial_log)
+    }));
     let _ = child.kill();
     let _ = child.wait();
     if let Err(e) = result {
@@ -288,7 +298,7 @@ fn static_network_with_vlan_and_ssh_with_the_key_only() {
         hostfwd(ports[0], "10.0.2.50"),
         hostfwd(ports[1], "10.0.2.60")
     );
-    boot_and_check(&s, &out, cmdline, &fwd, |log| {
+    boot_and_check(&s, &out, cmdline, &fwd, |log, _| {
         checks(ports, log, &key, &other)
     });
 }
@@ -309,7 +319,7 @@ fn dropbear_with_the_key_only() {
             "--ssh-server",
             "dropbear",
             "--append",
-            "lifeboat.ssh lifeboat.net=static:10.0.2.70/24,10.0.2.2,10.0.2.3",
+            "lifeboat.ssh lifeboat.net=static:10.0.2.70/24,10.0.2.2,10.0.2.3 lifeboat.netdev=52:54:00:12:34:56",
         ],
     );
     let names = initrd_names(&out.join("initrd"));
@@ -319,31 +329,36 @@ fn dropbear_with_the_key_only() {
     );
     assert!(!names.lines().any(|n| n.ends_with("bin/sshd")), "{names}");
     let port = common::servers::free_port();
-    boot_and_check(&s, &out, cmdline, &hostfwd(port, "10.0.2.70"), |log| {
-        for line in [
-            "lifeboat: eth0: 10.0.2.70/24 from lifeboat.net=static",
-            "lifeboat: SSH server (dropbear) started",
-            "lifeboat: ssh root@10.0.2.70",
-        ] {
-            assert!(
-                log.contains(line),
-                "{line:?} not on the console:\n{}",
-                tail(log, 40)
+    boot_and_check(
+        &s,
+        &out,
+        cmdline,
+        &hostfwd(port, "10.0.2.70"),
+        |log, serial| {
+            for line in [
+                "lifeboat: eth0: 10.0.2.70/24 from lifeboat.net=static",
+                "lifeboat: SSH server (dropbear) started",
+                "lifeboat: ssh root@10.0.2.70",
+            ] {
+                assert!(
+                    log.contains(line),
+                    "{line:?} not on the console:\n{}",
+                    tail(log, 40)
+                );
+            }
+            let got = ssh_ok(
+                port,
+                &["-i", key.to_str().unwrap()],
+                "ip -o -4 addr show; cat /etc/resolv.conf",
             );
-        }
-        let got = ssh_ok(
-            port,
-            &["-i", key.to_str().unwrap()],
-            "ip -o -4 addr show; cat /etc/resolv.conf",
-        );
-        assert!(got.contains("eth0    inet 10.0.2.70/24"), "{got}");
-        assert!(got.contains("nameserver 10.0.2.3"), "{got}");
-        key_only_checks(port, log, &other);
-        // lifeboat.net=static on a VLAN of the card given by MAC
-        // (lifeboat.vlan=ID@CARD), as init runs it with another command
-        // line: the VLAN is made on eth0 and carries the address, the
-        // default route and the resolver.
-        let got = ssh_ok(
+            assert!(got.contains("eth0    inet 10.0.2.70/24"), "{got}");
+            assert!(got.contains("nameserver 10.0.2.3"), "{got}");
+            key_only_checks(port, log, &other);
+            // lifeboat.net=static on a VLAN of the card given by MAC
+            // (lifeboat.vlan=ID@CARD), as init runs it with another command
+            // line: the VLAN is made on eth0 and carries the address, the
+            // default route and the resolver.
+            let got = ssh_ok(
             port,
             &["-i", key.to_str().unwrap()],
             "echo 'console=ttyS0 lifeboat.net=static:192.168.50.5/24,192.168.50.1,192.168.50.53 \
@@ -351,22 +366,100 @@ fn dropbear_with_the_key_only() {
              lifeboat internal net-up --cmdline /tmp/c && cat /proc/net/vlan/config && \
              ip route && cat /etc/resolv.conf",
         );
-        for line in [
-            "lifeboat: eth0.50: 192.168.50.5/24 from lifeboat.net=static (VLAN 50 on eth0)",
-            "lifeboat: network eth0.50 192.168.50.5/24",
-            "eth0.50        | 50  | eth0",
-            "nameserver 192.168.50.53",
-        ] {
+            for line in [
+                "lifeboat: eth0.50: 192.168.50.5/24 from lifeboat.net=static (VLAN 50 on eth0)",
+                "lifeboat: network eth0.50 192.168.50.5/24",
+                "eth0.50        | 50  | eth0",
+                "nameserver 192.168.50.53",
+            ] {
+                assert!(
+                    got.lines().any(|l| l.trim_end() == line),
+                    "{line:?} missing:\n{got}"
+                );
+            }
             assert!(
-                got.lines().any(|l| l.trim_end() == line),
-                "{line:?} missing:\n{got}"
+                got.contains("default via 192.168.50.1 dev eth0.50"),
+                "{got}"
             );
+            bond_and_bridge_options(port, &key, serial);
+        },
+    );
+}
+/// Last (eth0 goes into the bond, and SSH with it): net-up with a layout
+/// whose eth0 is in an 802.3ad bond with options under a bridge with STP
+/// makes them with the real bonding and bridge drivers; the console (SSH
+/// is gone by then) shows what the kernel reports (iproute2's ip by its
+/// path: busybox's shell runs its own `ip` applet first).
+fn bond_and_bridge_options(port: u16, key: &Path, serial: &Path) {
+    let fixture = repo().join("tests/fixtures/debian12-layout.json");
+    let mut l: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture).unwrap()).unwrap();
+    l["schema_version"] = "1.1".into();
+    l["network"] = serde_json::json!([{"name": "ens3", "mac": MAC}]);
+    l["network_config"] = serde_json::json!({"links": [
+        {"name": "ens3", "kind": {"type": "ethernet", "mac": MAC}, "mtu": 1500},
+        {"name": "bond0", "kind": {"type": "bond", "mode": "802.3ad", "members": ["ens3"],
+            "options": {"miimon": 100, "updelay": 200, "downdelay": 300, "lacp_rate": "fast",
+                        "ad_select": "bandwidth", "xmit_hash_policy": "layer3+4"}},
+         "mtu": 1500},
+        {"name": "br0", "kind": {"type": "bridge", "members": ["bond0"],
+            "options": {"stp": true, "forward_delay": 400}}, "mtu": 1500}
+    ]});
+    let script = "dmesg -n 1; ip link del eth0.50; sleep 1; \
+                  lifeboat internal net-up --layout /tmp/l.json --cmdline /tmp/e; sleep 1; \
+                  echo BOND-BEGIN; /usr/bin/ip -d -json link show bond0; \
+                  /usr/bin/ip -d -json link show br0; echo BOND-END";
+    ssh_ok(
+        port,
+        &["-i", key.to_str().unwrap()],
+        &format!(
+            "echo '{l}' > /tmp/l.json && : > /tmp/e && \
+             setsid sh -c '{script}' > /dev/ttyS0 2>&1 < /dev/null &"
+        ),
+    );
+    let start = Instant::now();
+    let log = loop {
+        let log = text(&std::fs::read(serial).unwrap_or_default());
+        if log.contains("BOND-END\r") || log.contains("BOND-END\n") {
+            break log;
         }
         assert!(
-            got.contains("default via 192.168.50.1 dev eth0.50"),
-            "{got}"
+            start.elapsed() < Duration::from_secs(180),
+            "no BOND-END on the console:\n{}",
+            tail(&log, 40)
         );
-    });
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let begin = log.rfind("BOND-BEGIN").unwrap();
+    let part = &log[begin..log.rfind("BOND-END").unwrap()];
+    let before = &log[..begin];
+    assert!(
+        !before.contains("lifeboat: network: "),
+        "an ip command failed:\n{}",
+        tail(before, 30)
+    );
+    let data: Vec<serde_json::Value> = part
+        .lines()
+        .filter(|l| l.trim_start().starts_with('['))
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l.trim()).unwrap();
+            v[0]["linkinfo"]["info_data"].clone()
+        })
+        .collect();
+    assert_eq!(data.len(), 2, "{part}");
+    for (k, v) in [
+        ("mode", serde_json::json!("802.3ad")),
+        ("miimon", 100.into()),
+        ("updelay", 200.into()),
+        ("downdelay", 300.into()),
+        ("ad_lacp_rate", "fast".into()),
+        ("ad_select", "bandwidth".into()),
+        ("xmit_hash_policy", "layer3+4".into()),
+    ] {
+        assert_eq!(data[0][k], v, "bond0 {k}: {part}");
+    }
+    assert_eq!(data[1]["stp_state"], 1, "{part}");
+    assert_eq!(data[1]["forward_delay"], 400, "{part}");
 }
 fn checks([port, port2]: [u16; 2], log: &str, key: &Path, other: &Path) {
     for line in [

@@ -657,3 +657,39 @@ fn bond_and_bridge_options_are_given_to_ip() {
     assert!(BondOptions::default().add_args().is_empty());
     assert!(BridgeOptions::default().add_args().is_empty());
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig {
+        cases: 512,
+        failure_persistence: None,
+        ..Default::default()
+    })]
+
+    /// Any `lifeboat.vlan` / `lifeboat.netdev` value: no panic; an error
+    /// is one line; what is accepted reaches `ip` as plain words (no
+    /// blank, no control character, no leading `-`).
+    #[test]
+    fn any_vlan_or_card_value_is_refused_or_plain(
+        vlan in "[0-9a-zA-Z.:@/ ,;$()\\-\u{1b}\n\"]{0,24}",
+        card in "[0-9a-fA-F:.@/ ;$\\-\u{1b}\n]{0,20}",
+    ) {
+        let here = [nic("eth0", "52:54:00:12:34:56", "0000:00:03.0")];
+        match target::parse_target(Some(&card), Some(&vlan)) {
+            Err(e) => {
+                let msg = format!("{e:#}");
+                proptest::prop_assert!(!msg.contains('\n') && !msg.contains('\u{1b}'), "{msg:?}");
+            }
+            Ok(t) => {
+                let mode = parse_net_arg(Some("static:10.0.2.50/24")).unwrap();
+                let p = plan_for(&mode, &t, Some(&host()), &here);
+                for w in p.ip.iter().flatten() {
+                    proptest::prop_assert!(
+                        !w.is_empty() && !w.starts_with('-')
+                            && !w.chars().any(|c| c.is_whitespace() || c.is_control()),
+                        "{w:?} in {:?}", p.ip
+                    );
+                }
+            }
+        }
+    }
+}
