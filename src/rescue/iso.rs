@@ -186,7 +186,9 @@ fn efi_image(files: &[(PathBuf, &str)], efi_img: &Path) -> Result<()> {
             .with_context(|| format!("reading {}", f.display()))?
             .len();
     }
-    let kib = (bytes / 1024 + 512).div_ceil(1024) * 1024; // whole MiB, room for FAT
+    // The files' clusters (at most 4 KiB for an image this small) and room
+    // for the FAT's own structures: no free MiB on the ISO.
+    let kib = bytes.div_ceil(1024) + 4 * files.len() as u64 + 128;
     Cmd::new("mkfs.vfat")
         .args(["-C", "-n", "LIFEBOATEFI", "-i", "1fe0b0a7"])
         .arg(efi_img)

@@ -566,3 +566,38 @@ fn prometheus_textfile_is_written_atomically() {
         .collect();
     assert_eq!(names, vec![std::ffi::OsString::from("lifeboat.prom")]);
 }
+
+/// A USB stick or PXE tree written from an image that has since been
+/// rebuilt warns, naming it; written from the current image, all is well.
+#[test]
+fn a_stick_older_than_the_image_warns() {
+    let w = World::new();
+    let out = &w.cfg.rescue.output.value;
+    let built = crate::rescue::BuildRecord::load(out).unwrap().built_at;
+    let stick = crate::rescue::media::MediaOutput {
+        kind: crate::rescue::media::MediaKind::Usb,
+        target: "/dev/sdz".into(),
+        identity: Some("model Stick, serial 42".into()),
+        written_at: rfc3339(NOW - H),
+        image_built_at: built,
+        secure_boot: false,
+        not_capable: None,
+    };
+    crate::rescue::media::record(out, stick.clone()).unwrap();
+    assert_eq!(w.check(NOW).0, State::Ok);
+    crate::rescue::media::record(
+        out,
+        crate::rescue::media::MediaOutput {
+            image_built_at: rfc3339(NOW - 30 * H),
+            ..stick
+        },
+    )
+    .unwrap();
+    let (state, line) = w.check(NOW);
+    assert_eq!(state, State::Warning);
+    assert!(
+        line.contains("the USB disk /dev/sdz (model Stick, serial 42)")
+            && line.contains("holds an older rescue image than the current one"),
+        "{line}"
+    );
+}
