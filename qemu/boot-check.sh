@@ -35,7 +35,8 @@
 # Exit codes: 0 the job ran and job.rc is 0; 1 the job ran and failed;
 # 3 no result: the system did not boot, run the job or power off in time, or
 # Secure Boot refused a loader (shim's "Verification failed", GRUB's "bad shim
-# signature": the guest is stopped at once; see OUTDIR/serial.log); 2 usage
+# signature") or OVMF found nothing to boot ("No bootable option or device
+# was found"): the guest is stopped at once; see OUTDIR/serial.log; 2 usage
 # or setup error.
 set -euo pipefail
 
@@ -134,11 +135,12 @@ timeout -k 10 "$timeout_s" qemu-system-x86_64 "${args[@]}" 2>"$out/qemu.err" &
 qemu=$!
 trap 'kill "$qemu" 2>/dev/null' EXIT
 # A loader refused under Secure Boot (shim: "Verification failed: (0x1A)
-# Security Violation"; GRUB: "bad shim signature") waits at its message for
-# ever: stop the guest as soon as the console shows it.
+# Security Violation"; GRUB: "bad shim signature") or OVMF finding nothing
+# it may boot waits at its message for ever: stop the guest as soon as the
+# console shows it.
 refused=""
 while kill -0 "$qemu" 2>/dev/null; do
-    refused=$(grep -a -o -m1 -E 'Verification failed: \(0x[0-9A-Fa-f]+\) [A-Za-z ]*[A-Za-z]|bad shim signature' \
+    refused=$(grep -a -o -m1 -E 'Verification failed: \(0x[0-9A-Fa-f]+\) [A-Za-z ]*[A-Za-z]|bad shim signature|No bootable option or device was found' \
         "$out/serial.log" 2>/dev/null) && break
     sleep 2
 done
@@ -148,7 +150,7 @@ wait "$qemu" || rc=$?
 trap - EXIT
 seconds=$((SECONDS - start))
 if [ -n "$refused" ]; then
-    say "no result: Secure Boot refused a loader after $seconds s: \"$refused\" ($out/serial.log)"
+    say "no result: the boot stopped after $seconds s at \"$refused\" ($out/serial.log)"
     exit 3
 elif [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
     tail -n 30 "$out/serial.log" >&2 || true
