@@ -17,8 +17,6 @@ use common::*;
 const READY: &str = "lifeboat rescue ready";
 /// Where scripts/install-deps.sh unpacks the signed loaders.
 const SB_ROOT: &str = "/var/cache/lifeboat-test/secureboot/root";
-const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd";
-const OVMF_VARS_MS: &str = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd";
 /// What the kernel prints when the firmware booted it with Secure Boot on.
 const SB_ON: &str = "secureboot: Secure boot enabled";
 /// What GRUB prints when shim refuses the kernel.
@@ -38,7 +36,7 @@ fn require_inputs() {
     for f in [
         format!("{SB_ROOT}/usr/lib/shim/shimx64.efi.signed"),
         format!("{SB_ROOT}/usr/lib/grub/x86_64-efi-signed/gcdx64.efi.signed"),
-        OVMF_CODE.into(),
+        OVMF_CODE_SECBOOT.into(),
         OVMF_VARS_MS.into(),
     ] {
         assert!(
@@ -85,7 +83,7 @@ fn secure_vm(s: &Scratch, iso: &Path, disks: &[PathBuf]) -> Child {
         .args(["-global", "driver=cfi.pflash01,property=secure,value=on"])
         .arg("-drive")
         .arg(format!(
-            "if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"
+            "if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE_SECBOOT}"
         ))
         .arg("-drive")
         .arg(format!(
