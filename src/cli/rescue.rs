@@ -26,7 +26,9 @@ pub struct MkrescueArgs {
     #[arg(long, value_name = "FILE")]
     pub layout: Option<PathBuf>,
 
-    /// Compression of the initrd [default: rescue.compression, else zstd].
+    /// Compression of the initrd: zstd (level 9, seconds), zstd-small
+    /// (level 19: about 3.6 MB smaller, 30-45 s per build on two cores) or gzip
+    /// [default: rescue.compression, else zstd].
     #[arg(long, value_enum)]
     pub compression: Option<Compression>,
 
