@@ -8,9 +8,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
 
 use common::*;
 
@@ -66,63 +64,14 @@ fn mkrescue(out: &Path, extra: &[&str]) -> (String, serde_json::Value) {
     (stdout, serde_json::from_str(&record).unwrap())
 }
 
-/// QEMU on q35 with SMM and OVMF's Secure Boot firmware, a fresh copy of the
-/// variable store with Microsoft's keys, the ISO as CD and `disks`.
-fn secure_vm(s: &Scratch, iso: &Path, disks: &[PathBuf]) -> Child {
-    let vars = s.join("OVMF_VARS.fd");
-    std::fs::copy(OVMF_VARS_MS, &vars).unwrap();
-    let log = s.join("serial.log");
-    let _ = std::fs::remove_file(&log);
-    let mut c = Command::new("qemu-system-x86_64");
-    c.args(["-accel", "tcg", "-smp", "1", "-no-reboot", "-nic", "none"])
-        .args(["-display", "none", "-monitor", "none", "-m", "1024"])
-        .args(["-device", "virtio-rng-pci"])
-        .arg("-serial")
-        .arg(format!("file:{}", log.display()))
-        .args(["-machine", "q35,smm=on"])
-        .args(["-global", "driver=cfi.pflash01,property=secure,value=on"])
-        .arg("-drive")
-        .arg(format!(
-            "if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE_SECBOOT}"
-        ))
-        .arg("-drive")
-        .arg(format!(
-            "if=pflash,format=raw,unit=1,file={}",
-            vars.display()
-        ))
-        .arg("-drive")
-        .arg(format!("file={},media=cdrom,readonly=on", iso.display()))
-        .args(["-boot", "d"]);
-    for (i, d) in disks.iter().enumerate() {
-        c.arg("-drive")
-            .arg(format!(
-                "file={},format=raw,if=none,id=d{i},cache=unsafe",
-                d.display()
-            ))
-            .arg("-device")
-            .arg(format!("virtio-blk-pci,drive=d{i}"));
-    }
-    c.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    c.spawn().expect("qemu-system-x86_64 is installed")
-}
-
-/// Waits until QEMU exits or the console shows one of `stop_at` (then stops
-/// the guest), at most `timeout`. Returns the console log.
-fn watch(s: &Scratch, mut child: Child, stop_at: &[&str], timeout: Duration) -> (String, f64) {
-    let start = Instant::now();
-    let log = s.join("serial.log");
-    let read = || String::from_utf8_lossy(&std::fs::read(&log).unwrap_or_default()).into_owned();
-    while start.elapsed() < timeout {
-        if child.try_wait().unwrap().is_some() || stop_at.iter().any(|m| read().contains(m)) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    (read(), start.elapsed().as_secs_f64())
+/// The guest: q35 with SMM and OVMF's Secure Boot firmware, a fresh copy of
+/// the variable store with Microsoft's keys, the ISO as CD. `Vm::run` stops
+/// it as soon as the console shows a refused loader.
+fn secure_vm(s: &Scratch, iso: &Path) -> Vm {
+    let vars = fresh_secure_boot_vars(&s.join("OVMF_VARS.fd"));
+    Vm::new(Boot::Cdrom(iso.to_path_buf()), &s.join("serial.log"))
+        .firmware(Firmware::SecureBoot { vars })
+        .timeout(600)
 }
 
 #[test]
@@ -149,13 +98,11 @@ fn iso_boots_with_secure_boot_on_and_loads_signed_modules() {
          od -An -t u1 /sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c > \"$here/secureboot.txt\"\n\
          cut -d' ' -f1 /proc/modules > \"$here/modules.txt\"\n",
     );
-    let vm = secure_vm(
-        &s,
-        &s.join("img/lifeboat-rescue.iso"),
-        std::slice::from_ref(&job.image),
-    );
-    let (log, secs) = watch(&s, vm, &[REFUSED], Duration::from_secs(600));
-    eprintln!("secure boot: guest ran {secs:.1}s");
+    let run = secure_vm(&s, &s.join("img/lifeboat-rescue.iso"))
+        .disk(Disk::virtio(&job.image))
+        .run();
+    let log = run.log;
+    eprintln!("secure boot: guest ran {:.1}s", run.seconds);
     assert!(
         log.contains(SB_ON),
         "kernel not booted with Secure Boot on:\n{}",
@@ -226,9 +173,10 @@ fn an_unsigned_kernel_is_refused_and_the_record_says_why() {
         )),
         "{stdout}"
     );
-    let vm = secure_vm(&s, &s.join("img/lifeboat-rescue.iso"), &[]);
-    let (log, secs) = watch(&s, vm, &[REFUSED, READY], Duration::from_secs(600));
-    eprintln!("unsigned kernel: stopped after {secs:.1}s");
+    // The guest powers off by itself if the kernel runs (lifeboat.poweroff).
+    let run = secure_vm(&s, &s.join("img/lifeboat-rescue.iso")).run();
+    let log = run.log;
+    eprintln!("unsigned kernel: stopped after {:.1}s", run.seconds);
     assert!(
         log.contains(REFUSED),
         "kernel not refused:\n{}",
