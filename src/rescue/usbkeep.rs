@@ -9,6 +9,8 @@ use anyhow::{bail, Result};
 
 use super::usb::DATA_LABEL;
 use crate::exec::Cmd;
+use crate::layout::probe::ptable;
+use crate::layout::PartitionTable;
 use crate::util;
 
 /// The partition names `mkrescue --usb` gives.
@@ -34,19 +36,20 @@ pub enum Plan {
 
 /// The rescue disk layout on `target` (partition 1 LIFEBOAT-EFI, partition
 /// 2 LIFEBOAT-DATA holding an ext4 labelled LIFEBOAT-DATA), if it is one.
+/// The GPT is read by the layout's own reader (both headers and their CRCs)
+/// in the 512-byte units `mkrescue --usb` writes it in.
 pub fn existing(target: &Path) -> Option<Existing> {
-    let json = Cmd::new("sfdisk").arg("-J").arg(target).read().ok()?;
-    let v: serde_json::Value = serde_json::from_str(&json).ok()?;
-    let table = &v["partitiontable"];
-    let sector = table["sectorsize"].as_u64().unwrap_or(512);
-    let parts = table["partitions"].as_array()?;
-    let span = |i: usize, name: &str| -> Option<(u64, u64)> {
-        let p = parts.get(i)?;
-        (p["name"].as_str()? == name)
-            .then(|| Some((p["start"].as_u64()? * sector, p["size"].as_u64()? * sector)))?
+    let Ok(Some(PartitionTable::Gpt(gpt))) = ptable::read_path(target, Some(512)) else {
+        return None;
     };
-    let (esp_start, esp_size) = span(0, ESP_NAME)?;
-    let (data_start, data_size) = span(1, DATA_LABEL)?;
+    let span = |number: u32, name: &str| {
+        gpt.partitions
+            .iter()
+            .find(|p| p.number == number && p.name == name)
+            .map(|p| (p.first_lba * 512, p.size_bytes))
+    };
+    let (esp_start, esp_size) = span(1, ESP_NAME)?;
+    let (data_start, data_size) = span(2, DATA_LABEL)?;
     let probe = Cmd::new("blkid")
         .args(["-p", "-o", "export", "-O"])
         .arg(data_start.to_string())
