@@ -184,7 +184,7 @@ pub struct Dns {
 }
 
 /// Longest interface name the kernel takes (IFNAMSIZ - 1).
-const IFNAME_MAX: usize = 15;
+pub const IFNAME_MAX: usize = 15;
 
 /// A kernel interface name: 1 to 15 bytes of letters, digits and `-_.@`,
 /// not `.` or `..`, not starting with `-` (never an option to `ip`).

@@ -16,8 +16,6 @@ use crate::layout::NetInterface;
 
 /// Longest value taken (a name and a MAC are far shorter).
 const ARG_MAX: usize = 64;
-/// Linux's interface name limit (IFNAMSIZ - 1).
-const IFNAME_MAX: usize = 15;
 
 /// A card named on the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,21 +142,15 @@ fn check_len(v: &str) -> Result<()> {
     Ok(())
 }
 
-/// A name `ip` takes as a link name: 1 to 15 of `A-Z a-z 0-9 . _ -`, not
-/// starting with `-` or `.`.
+/// A name `ip` takes as a link name (the layout's rule,
+/// [`crate::layout::check_ifname`]).
 fn check_ifname(n: &str) -> Result<()> {
-    let ok = (1..=IFNAME_MAX).contains(&n.len())
-        && n.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-        && !n.starts_with(['-', '.']);
-    if !ok {
-        bail!(
-            "{:?} is not an interface name (1 to {IFNAME_MAX} letters, digits, '.', '_', '-') \
-             nor a MAC address",
+    crate::layout::check_ifname(n).with_context(|| {
+        format!(
+            "{:?} is not an interface name nor a MAC address",
             n.escape_debug().to_string()
-        );
-    }
-    Ok(())
+        )
+    })
 }
 
 /// The card `r` names among this system's cards `here`: by MAC, by name
@@ -208,7 +200,7 @@ pub fn vlan_name(v: &Vlan, card: &str) -> String {
         return n.clone();
     }
     let dotted = format!("{card}.{}", v.id);
-    if dotted.len() <= IFNAME_MAX {
+    if dotted.len() <= crate::layout::IFNAME_MAX {
         dotted
     } else {
         format!("vlan{}", v.id)
